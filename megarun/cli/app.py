@@ -1,0 +1,96 @@
+"""The Typer application: global options, command groups, and the one place errors become
+exit codes and one-line messages."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from typing import Annotated, Optional
+
+import click
+import typer
+from peewee import OperationalError
+
+from megarun import __version__
+from megarun.cli import app_cmd, area_cmd, job_cmd, launch_cmd, site_cmd
+from megarun.db.connection import translate_operational_error
+from megarun.errors import MegarunError
+from megarun.services.context import Context
+
+app = typer.Typer(
+    name="megarun",
+    help="Run test suites and job campaigns on any machine you can SSH to.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"megarun {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    area: Annotated[Optional[str], typer.Option(
+        "--area", help="The area to use (default: $MEGARUN_AREA, else found from the cwd).",
+        metavar="PATH")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", "-V", help="Print the version and exit.", callback=_version,
+        is_eager=True)] = False,
+) -> None:
+    """megarun: regression runs and job campaigns on local, SSH and batch-scheduled sites."""
+    ctx.obj = Context(area_override=area)
+    ctx.call_on_close(ctx.obj.close)
+
+
+area_cmd.register(app)
+app.add_typer(site_cmd.app, name="site")
+app.add_typer(app_cmd.app, name="app")
+app.add_typer(job_cmd.app, name="job")
+launch_cmd.register(app)
+
+
+def run(args: list[str]) -> int:
+    """Invoke the CLI; convert every known failure into a message and an exit code."""
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="megarun", standalone_mode=False)
+    except MegarunError as exc:
+        return _fail(exc, exc.exit_code, debug)
+    except (OperationalError, sqlite3.OperationalError) as exc:
+        translated = translate_operational_error(exc)
+        return _fail(translated, getattr(translated, "exit_code", 3), debug)
+    except click.exceptions.Abort:
+        print("megarun: interrupted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("megarun: interrupted", file=sys.stderr)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except OSError as exc:
+        return _fail(exc, 3, debug)
+    return result if isinstance(result, int) else 0
+
+
+def _fail(exc: BaseException, code: int, debug: bool) -> int:
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    message = str(exc) if not isinstance(exc, OSError) else _os_message(exc)
+    print(f"megarun: error: {message}", file=sys.stderr)
+    return code
+
+
+def _os_message(exc: OSError) -> str:
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"

@@ -1,0 +1,82 @@
+"""`megarun app ...`: named command templates."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
+from megarun.cli.output import console, print_json, print_mapping, render
+from megarun.services import apps as app_service
+
+app = typer.Typer(help="Apps: named command templates jobs are made from.", no_args_is_help=True)
+
+_COLUMNS = ["name", "command", "params", "description"]
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Name of the app.")],
+    command: Annotated[str, typer.Option(
+        help="Jinja2 command template; {{ name }} values are shell-quoted.")],
+    param: Annotated[Optional[list[str]], typer.Option(
+        "--param", help="Parameter with a default (name=default) or required (name).",
+        metavar="NAME[=DEFAULT]")] = None,
+    description: Annotated[str, typer.Option(help="One line about the app.")] = "",
+    retries: Annotated[int, typer.Option(help="Extra attempts for a failed job.", min=0)] = 0,
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite an existing app.")] = False,
+) -> None:
+    """Add an app from the command line."""
+    params = app_service.parse_param_defaults(param or [])
+    spec = app_service.add_app(context(ctx), name, command, params, description, retries, replace)
+    console.print(f"app {spec.name!r} saved")
+
+
+@app.command("sync")
+def sync(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Load every apps/*.toml of the area (all are checked before any is saved)."""
+    rows = app_service.sync_apps(context(ctx))
+    render(rows, ["name", "result", "source"], as_json, False, empty="no apps/*.toml in the area")
+
+
+@app.command("ls")
+def ls(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help=CSV_HELP)] = False,
+) -> None:
+    """List the area's apps."""
+    one_format(as_json, as_csv)
+    rows = [app_service.app_dict(spec) for spec in app_service.list_apps(context(ctx))]
+    render(rows, _COLUMNS, as_json, as_csv, empty="no apps (add one: megarun app add, or "
+           "megarun app sync)")
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="App name.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Show one app."""
+    mctx = context(ctx)
+    data = app_service.app_dict(app_service.spec_from_row(app_service.get_app(mctx, name)))
+    if as_json:
+        print_json(data)
+    else:
+        print_mapping(data, title=f"app {name}")
+
+
+@app.command("rm")
+def rm(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="App name.")],
+) -> None:
+    """Remove an app no job refers to."""
+    app_service.remove_app(context(ctx), name)
+    console.print(f"app {name!r} removed")

@@ -1,0 +1,55 @@
+"""`megarun init` and `megarun demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from megarun.cli.common import JSON_HELP
+from megarun.cli.launch_cmd import launch_with_progress, print_summary
+from megarun.cli.output import console, print_json, print_table
+from megarun.services import jobs as job_service
+from megarun.services.areas import init_area
+from megarun.services.demo import make_demo_area
+from megarun.services.jobs import JobFilter
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("init")
+    def init(
+        path: Annotated[Path, typer.Argument(help="Directory of the new area.")] = Path("."),
+        keys: Annotated[str, typer.Option(
+            help="Comma-separated target keys, e.g. os,arch.")] = "",
+        name: Annotated[Optional[str], typer.Option(help="Area name (default: folder name).")] = None,
+    ) -> None:
+        """Make a new area: megarun.toml, tests/, apps/ and .megarun/."""
+        key_list = [k.strip() for k in keys.split(",") if k.strip()]
+        root = init_area(path, key_list, name)
+        console.print(f"area ready at {root}")
+
+    @app.command("demo")
+    def demo(
+        path: Annotated[Optional[Path], typer.Option(
+            help="Where to make the demo area (default: a new temporary folder).")] = None,
+        jobs: Annotated[int, typer.Option(help="How many greeting jobs to run.")] = 24,
+        as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    ) -> None:
+        """Make a throwaway area with sample apps and jobs, run them locally, show a summary."""
+        ctx = make_demo_area(path, greetings=jobs)
+        try:
+            summary = launch_with_progress(ctx, "local", quiet=as_json)
+            counts = job_service.count_by_state(ctx, JobFilter())
+            if as_json:
+                print_json({"area": str(ctx.area.root), "launch": summary.as_dict(),
+                            "jobs": counts})
+            else:
+                print_summary(summary)
+                print_table(counts, ["state", "status", "count"], title="all jobs")
+                console.print(f"demo area: {ctx.area.root}  (try: megarun --area "
+                              f"{ctx.area.root} job ls)")
+        finally:
+            ctx.close()
+        if summary.failed:
+            raise typer.Exit(1)

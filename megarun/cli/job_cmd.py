@@ -1,0 +1,163 @@
+"""`megarun job ...`: create, select, inspect, kill, remove, reset jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format, parse_pairs
+from megarun.cli.output import console, err_console, print_json, print_mapping, render
+from megarun.services import jobs as job_service
+from megarun.services.jobs import JobFilter, JobRequest
+
+app = typer.Typer(help="Jobs: single executions of an app.", no_args_is_help=True)
+
+_LIST_COLUMNS = ["id", "app", "site", "state", "status", "attempt", "exit_code", "tags",
+                 "message"]
+TagOption = Annotated[Optional[list[str]], typer.Option(
+    "--tag", "-t", help="Tag key=value (repeatable; all must match).", metavar="KEY=VALUE")]
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    app_name: Annotated[Optional[str], typer.Option("--app", help="App to run.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option(
+        "--param", "-p", help="Parameter name=value (repeatable).", metavar="NAME=VALUE")] = None,
+    tag: TagOption = None,
+    site: Annotated[Optional[str], typer.Option(help="Site to run on (default: the area's).")] = None,
+    nodes: Annotated[Optional[int], typer.Option(help="Nodes.", min=1)] = None,
+    ranks_per_node: Annotated[Optional[int], typer.Option(help="MPI ranks per node.", min=1)] = None,
+    threads_per_rank: Annotated[Optional[int], typer.Option(
+        help="Threads per rank (OMP_NUM_THREADS).", min=1)] = None,
+    gpus_per_rank: Annotated[Optional[int], typer.Option(help="GPUs per rank.", min=0)] = None,
+    walltime: Annotated[Optional[float], typer.Option(
+        help="Runtime limit in minutes (the job ends TIMEOUT past it).")] = None,
+    after: Annotated[Optional[list[int]], typer.Option(
+        "--after", help="Run only after this job passed (repeatable).", metavar="JOB_ID")] = None,
+    count: Annotated[int, typer.Option(help="How many identical jobs.", min=1)] = 1,
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    from_file: Annotated[Optional[Path], typer.Option(
+        "--from-file", help="JSON Lines file, one job per line (fields as the options).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Create jobs from an app (all are validated before any is created)."""
+    defaults = JobRequest(app=app_name or "", params=parse_pairs(param, "-p"),
+                          tags=parse_pairs(tag, "-t"), site=site, nodes=nodes,
+                          ranks_per_node=ranks_per_node, threads_per_rank=threads_per_rank,
+                          gpus_per_rank=gpus_per_rank, walltime=walltime, after=after or [],
+                          priority=priority, count=count)
+    mctx = context(ctx)
+    if from_file is not None:
+        requests = list(job_service.requests_from_file(from_file, defaults))
+    elif not app_name:
+        raise typer.BadParameter("give --app NAME or --from-file FILE", param_hint="--app")
+    else:
+        requests = [defaults]
+    created = job_service.create_jobs(mctx, requests)
+    if as_json:
+        print_json(created.as_dict())
+    elif created.count == 1:
+        console.print(f"job {created.first_id} created ({', '.join(created.states)})")
+    else:
+        states = ", ".join(f"{n} {s}" for s, n in created.states.items())
+        console.print(f"{created.count} jobs created: {created.first_id}..{created.last_id} "
+                      f"({states})")
+
+
+@app.command("ls")
+def ls(
+    ctx: typer.Context,
+    tag: TagOption = None,
+    state: Annotated[Optional[str], typer.Option(
+        help="Only this STATE (FAILED: any failing status).")] = None,
+    status: Annotated[Optional[str], typer.Option(help="Only this STATUS.")] = None,
+    app_name: Annotated[Optional[str], typer.Option("--app", help="Only jobs of this app.")] = None,
+    site: Annotated[Optional[str], typer.Option(help="Only jobs of this site.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many jobs (0: all).", min=0)] = 0,
+    by_state: Annotated[bool, typer.Option(
+        "--by-state", help="Count jobs per state and status instead of listing them.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help=CSV_HELP)] = False,
+) -> None:
+    """List jobs, oldest first."""
+    one_format(as_json, as_csv)
+    flt = JobFilter(tags=parse_pairs(tag, "-t"), state=state, status=status, app=app_name,
+                    site=site)
+    mctx = context(ctx)
+    if by_state:
+        counts = job_service.count_by_state(mctx, flt)
+        render(counts, ["state", "status", "count"], as_json, as_csv, empty="no jobs")
+        return
+    rows = job_service.list_jobs(mctx, flt, limit)
+    render(rows, _LIST_COLUMNS, as_json, as_csv, empty="no jobs match")
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    job_id: Annotated[int, typer.Argument(help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Show everything about one job, with its event trail."""
+    data = job_service.get_job(context(ctx), job_id)
+    if as_json:
+        print_json(data)
+        return
+    print_mapping(data, title=f"job {job_id}")
+    render(data["events"], ["time", "from", "to", "status", "attempt", "message"], False, False,
+           title="events")
+
+
+@app.command("logs")
+def logs(
+    ctx: typer.Context,
+    job_id: Annotated[int, typer.Argument(help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Print a job's stdout and stderr."""
+    files = job_service.job_logs(context(ctx), job_id)
+    if as_json:
+        print_json({name: text for name, text in files})
+        return
+    for name, text in files:
+        err_console.print(f"[bold]==> {name} <==[/bold]")
+        typer.echo(text, nl=not text.endswith("\n") and bool(text))
+
+
+@app.command("kill")
+def kill(
+    ctx: typer.Context,
+    job_ids: Annotated[list[int], typer.Argument(help="Job ids.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Kill jobs: waiting ones at once, running ones through their agent."""
+    result = job_service.kill_jobs(context(ctx), job_ids)
+    if as_json:
+        print_json(result)
+        return
+    for key, ids in result.items():
+        if ids:
+            console.print(f"{key}: {', '.join(map(str, ids))}")
+
+
+@app.command("rm")
+def rm(
+    ctx: typer.Context,
+    job_ids: Annotated[list[int], typer.Argument(help="Job ids.")],
+) -> None:
+    """Remove jobs that are not running (their event trail is kept)."""
+    removed = job_service.remove_jobs(context(ctx), job_ids)
+    console.print(f"removed {len(removed)} job(s)")
+
+
+@app.command("reset")
+def reset(
+    ctx: typer.Context,
+    job_ids: Annotated[list[int], typer.Argument(help="Job ids.")],
+) -> None:
+    """Send ended jobs back to READY with a fresh set of attempts."""
+    done = job_service.reset_jobs(context(ctx), job_ids)
+    console.print(f"reset {len(done)} job(s) to READY")

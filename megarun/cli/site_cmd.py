@@ -1,0 +1,79 @@
+"""`megarun site ...`: presets and sites."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
+from megarun.cli.output import console, print_json, print_mapping, render
+from megarun.services import sites as site_service
+
+app = typer.Typer(help="Sites: where jobs run.", no_args_is_help=True)
+
+_COLUMNS = ["name", "preset", "scheduler", "host", "workdir"]
+
+
+@app.command("presets")
+def presets(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
+    """List the site presets shipped with megarun."""
+    render(site_service.list_presets(), ["name", "scheduler", "description"], as_json, False)
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Name of the new site.")],
+    preset: Annotated[str, typer.Option(help="Preset to start from (see: site presets).")],
+    host: Annotated[Optional[str], typer.Option(help="[user@]host[:port] of an SSH site.")] = None,
+    workdir: Annotated[Optional[str], typer.Option(
+        help="Work dir on the site (default: .megarun/sites/NAME in the area).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override a preset setting: key=value (dotted keys reach into tables).",
+        metavar="KEY=VALUE")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Add a site from a preset."""
+    info = site_service.add_site(context(ctx), name, preset, host, workdir, set_ or [])
+    if as_json:
+        print_json(info.as_dict())
+    else:
+        console.print(f"site {info.name!r} added ({info.scheduler}, work dir {info.workdir})")
+
+
+@app.command("ls")
+def ls(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help=CSV_HELP)] = False,
+) -> None:
+    """List the area's sites."""
+    one_format(as_json, as_csv)
+    rows = [s.as_dict() for s in site_service.list_sites(context(ctx))]
+    render(rows, _COLUMNS, as_json, as_csv, empty="no sites (add one: megarun site add NAME "
+           "--preset local)")
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Site name.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Show one site and its settings."""
+    info = site_service.get_site(context(ctx), name).as_dict()
+    if as_json:
+        print_json(info)
+    else:
+        print_mapping(info, title=f"site {name}")
+
+
+@app.command("rm")
+def rm(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Site name.")],
+) -> None:
+    """Remove a site no job refers to."""
+    site_service.remove_site(context(ctx), name)
+    console.print(f"site {name!r} removed")

@@ -1,0 +1,125 @@
+"""App definitions (apps/*.toml or `app add`) and rendering their command templates.
+
+Command templates are Jinja2 with StrictUndefined; every value interpolated into a command is
+shell-quoted by the environment's finalize hook, so no parameter can inject shell syntax.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from megarun.config.area import validate_name
+from megarun.config.tomlfile import check_keys, expect_type, load_toml
+from megarun.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    import jinja2
+
+_APP_KEYS = {"name", "command", "description", "params", "env", "resources", "requirements",
+             "retries"}
+RESOURCE_KEYS = {"nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank", "walltime"}
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """A validated app definition."""
+
+    name: str
+    command: str
+    description: str = ""
+    params: dict[str, Any] = field(default_factory=dict)  # None value: required
+    env: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+    requirements: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    source: str = "cli"
+
+
+def load_app_file(path: Path) -> AppSpec:
+    """Parse and validate one apps/<name>.toml."""
+    data = load_toml(path)
+    return validate_app(data, str(path), default_name=path.stem)
+
+
+def validate_app(data: dict[str, Any], origin: str, default_name: str | None = None) -> AppSpec:
+    """Check keys and types of an app table, and that its template parses."""
+    check_keys(data, _APP_KEYS, origin)
+    name = validate_name("app", expect_type(data.get("name", default_name), str, origin, "name"))
+    if "command" not in data:
+        raise ConfigError(f"{origin}: missing key 'command'")
+    command = expect_type(data["command"], str, origin, "command")
+    params = expect_type(data.get("params", {}), dict, origin, "params")
+    env = expect_type(data.get("env", {}), dict, origin, "env")
+    for key, value in env.items():
+        expect_type(value, str, origin, f"env.{key}")
+    resources = expect_type(data.get("resources", {}), dict, origin, "resources")
+    check_keys(resources, RESOURCE_KEYS, origin, "resources")
+    for key, value in resources.items():
+        expect_type(value, (int, float), origin, f"resources.{key}")
+    requirements = expect_type(data.get("requirements", {}), dict, origin, "requirements")
+    retries = expect_type(data.get("retries", 0), int, origin, "retries")
+    check_template(command, origin)
+    undeclared = template_variables(command) - params.keys()
+    full_params = {**{name: None for name in undeclared}, **params}
+    return AppSpec(name, command, expect_type(data.get("description", ""), str, origin,
+                   "description"), full_params, env, resources, requirements, retries, origin)
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    import jinja2
+
+    def quote(value: Any) -> str:
+        return shlex.quote(str(value))
+
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, finalize=quote, autoescape=False)  # noqa: S701
+
+
+def check_template(command: str, origin: str) -> None:
+    """A template that does not parse is a ConfigError naming where it came from."""
+    import jinja2
+
+    try:
+        _environment().parse(command)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"{origin}: bad command template: {exc.message}") from exc
+
+
+def template_variables(command: str) -> set[str]:
+    """The parameter names a command template uses."""
+    import jinja2.meta
+
+    return set(jinja2.meta.find_undeclared_variables(_environment().parse(command)))
+
+
+def resolve_params(app: AppSpec, given: dict[str, str]) -> dict[str, Any]:
+    """Defaults plus given values; an unknown or missing parameter is a UsageError."""
+    unknown = set(given) - set(app.params)
+    if unknown:
+        known = ", ".join(sorted(app.params)) or "none"
+        raise UsageError(
+            f"app {app.name!r} has no parameter {sorted(unknown)[0]!r} (parameters: {known})"
+        )
+    values = {**app.params, **given}
+    missing = sorted(name for name, value in values.items() if value is None)
+    if missing:
+        raise UsageError(
+            f"app {app.name!r} needs parameter {missing[0]!r}: pass -p {missing[0]}=VALUE"
+        )
+    return values
+
+
+def render_command(command: str, params: dict[str, Any]) -> str:
+    """Render a command template with every interpolated value shell-quoted."""
+    import jinja2
+
+    try:
+        return _environment().from_string(command).render(**params)
+    except jinja2.UndefinedError as exc:
+        raise UsageError(f"command template: {exc.message}") from exc
+    except jinja2.TemplateError as exc:
+        raise UsageError(f"command template: {exc}") from exc

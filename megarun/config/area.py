@@ -1,0 +1,164 @@
+"""The area: a directory with megarun.toml at its root, found by walking up like git."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from megarun.config.tomlfile import check_keys, expect_type, load_toml
+from megarun.errors import AreaNotFound, ConfigError
+
+AREA_FILE = "megarun.toml"
+STATE_DIR = ".megarun"
+ENV_AREA = "MEGARUN_AREA"
+
+_TOP_KEYS = {"name", "keys", "default_site", "launcher", "limits", "default", "targets", "jobgroups"}
+_LAUNCHER_KEYS = {"retries", "heartbeat", "dead_after", "kill_grace", "idle_exit"}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class LauncherSettings:
+    """How the launcher and the agents behave; every field has a sane default."""
+
+    retries: int = 0
+    heartbeat: float = 5.0
+    dead_after: float = 60.0
+    kill_grace: float = 3.0
+    idle_exit: float = 3.0
+
+
+@dataclass(frozen=True)
+class AreaConfig:
+    """The parsed megarun.toml."""
+
+    name: str
+    keys: tuple[str, ...] = ()
+    default_site: str = "local"
+    launcher: LauncherSettings = field(default_factory=LauncherSettings)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Area:
+    """An area on disk and where megarun keeps its state in it."""
+
+    root: Path
+    config: AreaConfig
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "work.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def sites_dir(self) -> Path:
+        return self.state_dir / "sites"
+
+    @property
+    def apps_dir(self) -> Path:
+        return self.root / "apps"
+
+    @property
+    def tests_dir(self) -> Path:
+        return self.root / "tests"
+
+
+def find_area_root(start: Path) -> Path | None:
+    """The nearest directory at or above `start` holding megarun.toml."""
+    current = start.resolve()
+    for candidate in (current, *current.parents):
+        if (candidate / AREA_FILE).is_file():
+            return candidate
+    return None
+
+
+def locate_area(override: str | None = None, cwd: Path | None = None) -> Area:
+    """Find and load the area: --area, then $MEGARUN_AREA, then walking up from the cwd."""
+    explicit = override or os.environ.get(ENV_AREA)
+    if explicit:
+        root = Path(explicit).expanduser().resolve()
+        if not (root / AREA_FILE).is_file():
+            raise AreaNotFound(f"{root} is not a megarun area (no {AREA_FILE})")
+    else:
+        start = cwd or Path.cwd()
+        found = find_area_root(start)
+        if found is None:
+            raise AreaNotFound(
+                f"no {AREA_FILE} in {start} or any parent",
+                "run 'megarun init' to make an area, or pass --area",
+            )
+        root = found
+    return Area(root=root, config=load_area_config(root / AREA_FILE))
+
+
+def load_area_config(path: Path) -> AreaConfig:
+    """Parse and validate megarun.toml."""
+    data = load_toml(path)
+    origin = str(path)
+    check_keys(data, _TOP_KEYS, origin)
+    name = expect_type(data.get("name", path.parent.name), str, origin, "name")
+    keys = expect_type(data.get("keys", []), list, origin, "keys")
+    for key in keys:
+        expect_type(key, str, origin, "keys")
+        if not _NAME_RE.match(key):
+            raise ConfigError(f"{origin}: key name {key!r} must be letters, digits, '_', '.' or '-'")
+    default_site = expect_type(data.get("default_site", "local"), str, origin, "default_site")
+    launcher = _launcher_settings(data.get("launcher", {}), origin)
+    return AreaConfig(name, tuple(keys), default_site, launcher, data)
+
+
+def _launcher_settings(table: Any, origin: str) -> LauncherSettings:
+    expect_type(table, dict, origin, "launcher")
+    check_keys(table, _LAUNCHER_KEYS, origin, "launcher")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        kind: type | tuple[type, ...] = int if key == "retries" else (int, float)
+        number = expect_type(value, kind, origin, f"launcher.{key}")
+        if number < 0:
+            raise ConfigError(f"{origin}: key 'launcher.{key}' must not be negative")
+        values[key] = number
+    return LauncherSettings(**values)
+
+
+def validate_name(kind: str, name: str) -> str:
+    """Names of sites, apps and the like: short, no spaces, no shell metacharacters."""
+    if not _NAME_RE.match(name):
+        raise ConfigError(
+            f"invalid {kind} name {name!r}: use up to 64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+AREA_TEMPLATE = """\
+# megarun area configuration. Every command run below this directory uses this area.
+name = "{name}"
+
+# The keys that make up a target: `keys = ["os", "arch"]` -> `--target linux/x86_64`.
+keys = {keys}
+
+# Where jobs run when they name no site.
+default_site = "local"
+
+[launcher]
+# Extra attempts for a job that ends FAIL, TIMEOUT or DEAD.
+retries = 0
+# Seconds between agent heartbeats, and after which a silent agent is declared dead.
+heartbeat = 5
+dead_after = 60
+# Seconds between SIGTERM and SIGKILL when a job is killed or times out.
+kill_grace = 3
+# Seconds an agent waits with nothing to do before it exits.
+idle_exit = 3
+"""

@@ -1,0 +1,148 @@
+"""Pure job lifecycle: apply a change to a job snapshot and get back the transitions to record.
+
+Services load `JobSnapshot`s, call these functions, then write the resulting job rows and one
+event row per `Transition` in a single database transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from megarun.core.states import (
+    GOOD_STATUSES,
+    RETRYABLE_STATUSES,
+    STATUS_ON_ENTRY,
+    JobState,
+    JobStatus,
+    is_legal,
+)
+from megarun.errors import IllegalTransition
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """What the state machine needs to know about one job."""
+
+    id: int
+    state: JobState
+    status: JobStatus = JobStatus.NA
+    attempt: int = 0  # dispatch number: grows at every READY -> QUEUED, tags spool events
+    runs: int = 0  # how many times the job really started
+    max_attempts: int = 1  # 1 + retries
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One recorded state change: becomes an event row."""
+
+    job_id: int
+    src: JobState
+    dst: JobState
+    status: JobStatus
+    attempt: int
+    message: str = ""
+    data: dict[str, Any] | None = field(default=None)
+
+
+def transition(
+    job: JobSnapshot,
+    dst: JobState,
+    status: JobStatus | None = None,
+    message: str = "",
+    data: dict[str, Any] | None = None,
+) -> tuple[JobSnapshot, Transition]:
+    """Move `job` to `dst`; raise IllegalTransition when the table does not allow it."""
+    if not is_legal(job.state, dst):
+        raise IllegalTransition(
+            f"job {job.id}: {job.state.value} -> {dst.value} is not allowed"
+        )
+    new_status = status if status is not None else STATUS_ON_ENTRY.get(dst, job.status)
+    attempt = job.attempt + 1 if dst is JobState.QUEUED else job.attempt
+    runs = job.runs + 1 if dst is JobState.RUNNING else job.runs
+    moved = replace(job, state=dst, status=new_status, attempt=attempt, runs=runs)
+    record = Transition(job.id, job.state, dst, new_status, attempt, message, data)
+    return moved, record
+
+
+class Chain:
+    """Applies several transitions to one job and collects their records."""
+
+    def __init__(self, job: JobSnapshot) -> None:
+        self.job = job
+        self.records: list[Transition] = []
+
+    def to(
+        self,
+        dst: JobState,
+        status: JobStatus | None = None,
+        message: str = "",
+        data: dict[str, Any] | None = None,
+    ) -> Chain:
+        self.job, record = transition(self.job, dst, status, message, data)
+        self.records.append(record)
+        return self
+
+    def retry_if_allowed(self) -> Chain:
+        """Send a job that ended badly back to READY while it has attempts left."""
+        if should_retry(self.job):
+            left = self.job.max_attempts - self.job.runs
+            self.to(JobState.READY, message=f"retry ({left} attempt(s) left)")
+        return self
+
+
+def should_retry(job: JobSnapshot) -> bool:
+    """True when a job that just ended may run again by itself."""
+    ended = job.state in (JobState.COMPLETED, JobState.DEAD)
+    return ended and job.status in RETRYABLE_STATUSES and job.runs < job.max_attempts
+
+
+def status_from_exit(reason: str, rc: int | None) -> JobStatus:
+    """The outcome of an agent's `finished` event."""
+    if reason == "timeout":
+        return JobStatus.TIMEOUT
+    if reason == "killed":
+        return JobStatus.ABORT
+    if reason == "exit" and rc == 0:
+        return JobStatus.PASS
+    return JobStatus.FAIL
+
+
+def finish(job: JobSnapshot, reason: str, rc: int | None, message: str = "") -> Chain:
+    """Record the end of a run reported by an agent (any active state), with automatic retry."""
+    chain = Chain(job)
+    if reason == "killed":
+        if job.state is not JobState.KILLREQ:
+            chain.to(JobState.KILLREQ, message="kill requested")
+        return chain.to(JobState.KILLED, JobStatus.ABORT, message or "killed")
+    status = status_from_exit(reason, rc)
+    if job.state is JobState.QUEUED:
+        chain.to(JobState.LAUNCHED)
+    chain.to(JobState.COMPLETED, status, message, {"rc": rc, "reason": reason})
+    return chain.retry_if_allowed()
+
+
+def mark_dead(job: JobSnapshot, message: str) -> Chain:
+    """A started job whose agent vanished: DEAD, retried while attempts remain."""
+    return Chain(job).to(JobState.DEAD, JobStatus.DEAD, message).retry_if_allowed()
+
+
+def parents_outcome(parents: list[tuple[JobState, JobStatus]]) -> str:
+    """Decide a waiting child's fate from its parents' (state, status): 'ready', 'wait', 'failed'.
+
+    Retries happen at once (a failed job with attempts left is already READY again), so a parent
+    that sits in an ended state with a bad outcome has failed for good and fails the child.
+    """
+    waiting = False
+    for state, status in parents:
+        if state is JobState.COMPLETED and status in GOOD_STATUSES:
+            continue
+        if state in ENDED_BADLY_STATES:
+            return "failed"
+        waiting = True
+    return "wait" if waiting else "ready"
+
+
+ENDED_BADLY_STATES = frozenset(
+    {JobState.COMPLETED, JobState.KILLED, JobState.DEAD, JobState.DELETED}
+)

@@ -1,0 +1,79 @@
+"""Opening the working database: pragmas, WAL, busy timeout, private file mode, migrations."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from peewee import OperationalError, SqliteDatabase
+
+from megarun.db import migrations
+from megarun.db.models import database_proxy
+from megarun.errors import DatabaseBusy, EnvironmentProblem
+
+BUSY_TIMEOUT_MS = 60_000
+
+PRAGMAS = (
+    ("journal_mode", "wal"),
+    ("synchronous", "normal"),
+    ("foreign_keys", 1),
+    ("busy_timeout", BUSY_TIMEOUT_MS),
+    ("cache_size", -64_000),
+    ("temp_store", "memory"),
+)
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file (and its folder) readable by the owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+
+
+def open_database(path: Path, migrate: bool = True) -> SqliteDatabase:
+    """Open (creating if needed) the database at `path` and bind the models to it."""
+    if not path.exists():
+        _create_private(path)
+    db = SqliteDatabase(str(path), pragmas=PRAGMAS, lock_type="IMMEDIATE", timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        db.connect(reuse_if_open=True)
+        database_proxy.initialize(db)
+        if migrate:
+            migrations.migrate(db)
+    except OperationalError as exc:
+        raise translate_operational_error(exc, path) from exc
+    return db
+
+
+def translate_operational_error(exc: Exception, path: Path | None = None) -> Exception:
+    """Turn sqlite's errors into megarun errors with a message a user can act on."""
+    text = str(exc)
+    where = f" ({path})" if path else ""
+    if "locked" in text or "busy" in text:
+        return DatabaseBusy(
+            f"the database stayed locked by another megarun process{where}",
+            f"waited {BUSY_TIMEOUT_MS // 1000} s; try again when it is done",
+        )
+    if "disk is full" in text or "disk I/O" in text:
+        return EnvironmentProblem(f"cannot write the database{where}: {text}")
+    return EnvironmentProblem(f"database error{where}: {text}")
+
+
+@contextmanager
+def write_transaction(db: SqliteDatabase) -> Iterator[None]:
+    """One IMMEDIATE transaction; a lock that never frees becomes DatabaseBusy."""
+    try:
+        with db.atomic():
+            yield
+    except (OperationalError, sqlite3.OperationalError) as exc:
+        raise translate_operational_error(exc) from exc
+
+
+def execute_many(db: SqliteDatabase, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """Run one statement over many parameter rows (the fast path for bulk work)."""
+    if rows:
+        db.cursor().executemany(sql, rows)

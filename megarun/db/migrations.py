@@ -1,0 +1,49 @@
+"""Named, recorded, transactional schema steps. Append new steps; never edit applied ones."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from peewee import SqliteDatabase
+
+from megarun.db import models
+from megarun.errors import EnvironmentProblem
+
+
+def _initial(db: SqliteDatabase) -> None:
+    db.create_tables(models.ALL_MODELS)
+
+
+MIGRATIONS: list[tuple[str, Callable[[SqliteDatabase], None]]] = [
+    ("0001_initial", _initial),
+]
+
+
+def applied_migrations(db: SqliteDatabase) -> set[str]:
+    """Names of the steps this database already has."""
+    if not db.table_exists("schema_migration"):
+        return set()
+    rows = db.execute_sql("SELECT name FROM schema_migration").fetchall()
+    return {name for (name,) in rows}
+
+
+def migrate(db: SqliteDatabase) -> list[str]:
+    """Apply every missing step in order, each in its own transaction; return their names."""
+    done = applied_migrations(db)
+    known = {name for name, _ in MIGRATIONS}
+    unknown = done - known
+    if unknown:
+        raise EnvironmentProblem(
+            f"the database has schema steps this megarun does not know ({', '.join(sorted(unknown))})",
+            "it was written by a newer megarun: upgrade megarun",
+        )
+    applied: list[str] = []
+    for name, step in MIGRATIONS:
+        if name in done:
+            continue
+        with db.atomic():
+            step(db)
+            models.SchemaMigration.insert(name=name, applied=time.time()).execute()
+        applied.append(name)
+    return applied

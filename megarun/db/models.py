@@ -1,0 +1,197 @@
+"""peewee models of the working database. Schema changes go through megarun.db.migrations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peewee import (
+    AutoField,
+    CharField,
+    DatabaseProxy,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+from playhouse.sqlite_ext import AutoIncrementField
+
+database_proxy = DatabaseProxy()
+
+
+class BaseModel(Model):  # type: ignore[misc]
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class SchemaMigration(BaseModel):
+    """One applied, named migration step."""
+
+    name = CharField(primary_key=True)
+    applied = FloatField()
+
+
+class Site(BaseModel):
+    """Where jobs execute."""
+
+    name = CharField(unique=True)
+    preset = CharField()
+    scheduler = CharField(default="local")
+    host = CharField(null=True)  # None: this machine
+    workdir = TextField()
+    settings = TextField(default="{}")  # JSON: the resolved preset plus --set overrides
+    created = FloatField()
+
+
+class App(BaseModel):
+    """A named command template."""
+
+    name = CharField(unique=True)
+    command = TextField()
+    description = TextField(default="")
+    params = TextField(default="{}")  # JSON: parameter name -> default (null: required)
+    env = TextField(default="{}")
+    resources = TextField(default="{}")
+    requirements = TextField(default="{}")
+    retries = IntegerField(default=0)
+    source = TextField(default="cli")
+    created = FloatField()
+
+
+class Run(BaseModel):
+    """A (target, runname) pair of a test suite."""
+
+    target = CharField()
+    runname = CharField()
+    created = FloatField()
+    config_hash = CharField(default="")
+    state = CharField(default="new")
+
+    class Meta:
+        indexes = ((("target", "runname"), True),)
+
+
+class BatchJob(BaseModel):
+    """One scheduler allocation."""
+
+    site = ForeignKeyField(Site, backref="batch_jobs", on_delete="CASCADE")
+    scheduler_id = CharField(null=True)
+    state = CharField(default="pending_submission")
+    mode = CharField(default="pilot")
+    nodes = IntegerField(default=1)
+    walltime = FloatField(default=10.0)
+    queue = CharField(null=True)
+    account = CharField(null=True)
+    tags = TextField(default="{}")
+    message = TextField(default="")
+    created = FloatField()
+    ended = FloatField(null=True)
+
+
+class Job(BaseModel):
+    """One execution unit. Ids are never reused (AUTOINCREMENT): events outlive `job rm`."""
+
+    id = AutoIncrementField()
+    name = CharField(default="")
+    app = ForeignKeyField(App, null=True, backref="jobs", on_delete="RESTRICT")
+    run = ForeignKeyField(Run, null=True, backref="jobs", on_delete="CASCADE")
+    test = CharField(null=True)
+    item = CharField(null=True)
+    site = ForeignKeyField(Site, null=True, backref="jobs", on_delete="RESTRICT")
+    command = TextField()
+    params = TextField(default="{}")
+    tags = TextField(default="{}")
+    env = TextField(default="{}")
+    nodes = IntegerField(default=1)
+    ranks_per_node = IntegerField(default=1)
+    threads_per_rank = IntegerField(default=1)
+    gpus_per_rank = IntegerField(default=0)
+    walltime = FloatField(null=True)  # minutes
+    priority = IntegerField(default=0)
+    state = CharField()
+    status = CharField(default="n/a")
+    attempt = IntegerField(default=0)
+    runs = IntegerField(default=0)
+    max_attempts = IntegerField(default=1)
+    workdir = TextField(null=True)
+    exit_code = IntegerField(null=True)
+    message = TextField(default="")
+    agent = CharField(null=True)
+    batch_job = ForeignKeyField(BatchJob, null=True, backref="jobs", on_delete="SET NULL")
+    created = FloatField()
+    started = FloatField(null=True)
+    ended = FloatField(null=True)
+
+    class Meta:
+        indexes = (
+            (("state", "status"), False),
+            (("status",), False),
+            (("site", "state"), False),
+        )
+
+
+class JobTag(BaseModel):
+    """One key=value tag of a job, indexed for selectors."""
+
+    job = ForeignKeyField(Job, backref="tag_rows", on_delete="CASCADE")
+    key = CharField()
+    value = CharField()
+
+    class Meta:
+        primary_key = False
+        indexes = ((("key", "value", "job"), True), (("job",), False))
+
+
+class JobDependency(BaseModel):
+    """child runs after parent."""
+
+    parent = ForeignKeyField(Job, backref="child_links", on_delete="CASCADE")
+    child = ForeignKeyField(Job, backref="parent_links", on_delete="CASCADE")
+
+    class Meta:
+        primary_key = False
+        indexes = ((("parent", "child"), True), (("child",), False))
+
+
+class Event(BaseModel):
+    """One state transition of one job: the audit trail."""
+
+    id = AutoField()
+    job = IntegerField(index=True)  # no foreign key: the trail outlives `job rm`
+    time = FloatField()
+    from_state = CharField()
+    to_state = CharField()
+    status = CharField()
+    attempt = IntegerField(default=0)
+    message = TextField(default="")
+    data = TextField(null=True)
+
+
+class Agent(BaseModel):
+    """One agent seen on a site, and how far its event log has been read."""
+
+    id = CharField(primary_key=True)
+    site = ForeignKeyField(Site, backref="agents", on_delete="CASCADE")
+    host = CharField(default="")
+    pid = IntegerField(null=True)
+    batch_job = IntegerField(null=True)
+    started = FloatField()
+    last_seen = FloatField()
+    state = CharField(default="running")
+    events_offset = IntegerField(default=0)
+    last_seq = IntegerField(default=0)
+
+
+ALL_MODELS: list[Any] = [
+    SchemaMigration,
+    Site,
+    App,
+    Run,
+    BatchJob,
+    Job,
+    JobTag,
+    JobDependency,
+    Event,
+    Agent,
+]

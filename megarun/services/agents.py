@@ -1,0 +1,149 @@
+"""Agent liveness: heartbeats, dead-agent detection, and settling the jobs a dead agent held."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from peewee import SqliteDatabase
+
+from megarun.core.lifecycle import Chain, mark_dead
+from megarun.core.states import JobState
+from megarun.db.connection import write_transaction
+from megarun.db.jobstore import JobRow, load_rows, load_rows_where, save_rows
+from megarun.db.models import Agent
+from megarun.executors.spool import LocalSpool
+from megarun.services.lifecycle import apply_chain, ended_ids, settle_children
+
+HOSTNAME = socket.gethostname()
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """An agent as its heartbeat file shows it."""
+
+    agent_id: str
+    host: str
+    pid: int | None
+    beat: float
+    state: str
+    batch_job: int | None = None
+
+    def alive(self, dead_after: float, now: float | None = None) -> bool:
+        """Running, beating recently, and (on this host) its process still exists."""
+        if self.state != "running":
+            return False
+        if (now or time.time()) - self.beat > dead_after:
+            return False
+        if self.host == HOSTNAME and self.pid:
+            return pid_alive(self.pid)
+        return True
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_heartbeats(spool: LocalSpool) -> dict[str, AgentStatus]:
+    statuses = {}
+    for beat in spool.heartbeats():
+        try:
+            status = AgentStatus(str(beat["agent"]), str(beat.get("host", "")),
+                                 beat.get("pid"), float(beat.get("time", 0)),
+                                 str(beat.get("state", "running")), beat.get("batch_job"))
+        except (KeyError, TypeError, ValueError):
+            continue  # a heartbeat written by something else: not an agent of ours
+        statuses[status.agent_id] = status
+    return statuses
+
+
+def live_agents(spool: LocalSpool, dead_after: float) -> list[AgentStatus]:
+    now = time.time()
+    return [s for s in read_heartbeats(spool).values() if s.alive(dead_after, now)]
+
+
+def settle_gone_agents(db: SqliteDatabase, site_id: int, spool: LocalSpool,
+                       dead_after: float) -> list[str]:
+    """Settle the jobs of every agent that exited or died; return their ids.
+
+    Call after ingesting the site's events, so that everything the agent reported counts first.
+    Started jobs become DEAD (retried while attempts remain); claimed but unstarted ones go back
+    to READY; a kill that was pending ends KILLED.
+    """
+    beats = read_heartbeats(spool)
+    now = time.time()
+    gone = [aid for aid, status in beats.items() if not status.alive(dead_after, now)]
+    settled = []
+    for agent_id in gone:
+        with write_transaction(db):
+            if _settle_agent(db, site_id, spool, agent_id, beats[agent_id]):
+                settled.append(agent_id)
+    return settled
+
+
+def _settle_agent(db: SqliteDatabase, site_id: int, spool: LocalSpool, agent_id: str,
+                  status: AgentStatus) -> bool:
+    row = Agent.get_or_none(Agent.id == agent_id)
+    if row is not None and row.state in ("dead", "exited"):
+        return False
+    held = load_rows_where(db, "agent = ? AND state IN ('LAUNCHED','RUNNING','KILLREQ')",
+                           (agent_id,))
+    rows = {r.id: r for r in held}
+    claimed = dict(spool.claimed_jobs(agent_id))
+    rows.update({k: v for k, v in load_rows(db, claimed).items() if k not in rows})
+    why = "agent exited" if status.state == "exited" else "agent died (heartbeat lost)"
+    for job in rows.values():
+        _settle_job(job.snapshot.state, job, claimed, why)
+    settle_children(db, rows, ended_ids(rows.values()))
+    save_rows(db, rows.values())
+    spool.drop_claimed(agent_id)
+    final_state = "exited" if status.state == "exited" else "dead"
+    now = time.time()
+    if row is None:
+        Agent.insert(id=agent_id, site=site_id, host=status.host, pid=status.pid,
+                     started=now, last_seen=status.beat, state=final_state).execute()
+    else:
+        Agent.update(state=final_state, last_seen=status.beat).where(Agent.id == agent_id).execute()
+    return True
+
+
+def _settle_job(state: JobState, job: JobRow, claimed: dict[int, int], why: str) -> None:
+    if state is JobState.RUNNING:
+        apply_chain(job, mark_dead(job.snapshot, why))
+        job.message = why
+    elif state is JobState.KILLREQ:
+        apply_chain(job, Chain(job.snapshot).to(JobState.KILLED, message=why))
+        job.message = "killed"
+    elif state is JobState.LAUNCHED or (
+        state is JobState.QUEUED and claimed.get(job.id) == job.snapshot.attempt
+    ):
+        apply_chain(job, Chain(job.snapshot).to(JobState.READY, message=f"{why} before start"))
+        job.agent = None
+
+
+def requeue_orphans(db: SqliteDatabase, site_id: int, spool: LocalSpool) -> int:
+    """QUEUED jobs that are in no bundle (a dispatcher crashed mid-way) go back to READY.
+
+    Only safe while holding the site's launcher lock, after stale temporaries were removed.
+    """
+    with write_transaction(db):
+        queued = load_rows_where(db, "site_id = ? AND state = 'QUEUED'", (site_id,))
+        if not queued:
+            return 0
+        bundled = spool.bundled_jobs()
+        count = 0
+        for job in queued:
+            if (job.id, job.snapshot.attempt) not in bundled:
+                apply_chain(job, Chain(job.snapshot).to(JobState.READY,
+                                                        message="lost before an agent took it"))
+                count += 1
+        save_rows(db, queued)
+    return count

@@ -1,0 +1,104 @@
+"""Apps: add from the command line, sync from apps/*.toml, list, show, remove."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from typing import Any
+
+from megarun.config.apps import AppSpec, load_app_file, validate_app
+from megarun.db.models import App, Job
+from megarun.errors import NotFoundError, UsageError
+from megarun.services.context import Context
+
+
+def spec_from_row(app: App) -> AppSpec:
+    return AppSpec(app.name, app.command, app.description, json.loads(app.params),
+                   json.loads(app.env), json.loads(app.resources), json.loads(app.requirements),
+                   app.retries, app.source)
+
+
+def app_dict(spec: AppSpec) -> dict[str, Any]:
+    return asdict(spec)
+
+
+def parse_param_defaults(pairs: list[str]) -> dict[str, Any]:
+    """`--param name=default` (or bare `name`: required) into a params table."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not name:
+            raise UsageError(f"--param {pair!r}: expected name=default or name")
+        params[name] = value if sep else None
+    return params
+
+
+def add_app(ctx: Context, name: str, command: str, params: dict[str, Any],
+            description: str = "", retries: int = 0, replace: bool = False) -> AppSpec:
+    """Validate and save an app; refuses to overwrite unless `replace`."""
+    table: dict[str, Any] = {"name": name, "command": command, "description": description,
+                             "retries": retries, "params": params}
+    spec = validate_app(table, f"app {name!r}")
+    _save(ctx, spec, replace=replace)
+    return spec
+
+
+def _save(ctx: Context, spec: AppSpec, replace: bool) -> str:
+    fields = {"command": spec.command, "description": spec.description,
+              "params": json.dumps(spec.params), "env": json.dumps(spec.env),
+              "resources": json.dumps(spec.resources),
+              "requirements": json.dumps(spec.requirements), "retries": spec.retries,
+              "source": spec.source}
+    with ctx.db.atomic():
+        existing = App.get_or_none(App.name == spec.name)
+        if existing is None:
+            App.create(name=spec.name, created=time.time(), **fields)
+            return "added"
+        if not replace:
+            raise UsageError(f"app {spec.name!r} already exists (use --replace to overwrite it)")
+        App.update(**fields).where(App.id == existing.id).execute()
+        return "updated"
+
+
+def sync_apps(ctx: Context) -> list[dict[str, str]]:
+    """Load every apps/*.toml of the area; all files are validated before any is saved."""
+    files = sorted(ctx.area.apps_dir.glob("*.toml"))
+    specs = [load_app_file(path) for path in files]
+    return [{"name": spec.name, "source": spec.source, "result": _save(ctx, spec, replace=True)}
+            for spec in specs]
+
+
+def get_app(ctx: Context, name: str) -> App:
+    ctx.db  # noqa: B018
+    app = App.get_or_none(App.name == name)
+    if app is None:
+        names = [a.name for a in App.select(App.name).order_by(App.name)]
+        valid = ", ".join(names) if names else "none (add one: megarun app add NAME --command ...)"
+        raise NotFoundError(f"unknown app {name!r}; valid apps: {valid}")
+    return app
+
+
+def list_apps(ctx: Context) -> list[AppSpec]:
+    ctx.db  # noqa: B018
+    return [spec_from_row(app) for app in App.select().order_by(App.name)]
+
+
+def remove_app(ctx: Context, name: str) -> None:
+    app = get_app(ctx, name)
+    used = Job.select().where(Job.app == app).count()
+    if used:
+        raise UsageError(f"app {name!r} has {used} job(s); remove them first (megarun job rm)")
+    app.delete_instance()
+
+
+def coerce_param_values(pairs: list[str]) -> dict[str, str]:
+    """`-p name=value` pairs; values stay strings (they are shell-quoted when rendered)."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"-p {pair!r}: expected name=value")
+        values[name] = value
+    return values
+

@@ -1,0 +1,464 @@
+"""Jobs: bulk creation, selection, kill, remove, reset."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from peewee import SqliteDatabase
+
+from megarun.config.apps import AppSpec, render_command, resolve_params
+from megarun.core.lifecycle import Chain, parents_outcome
+from megarun.core.states import (
+    ACTIVE_STATES,
+    FAILING_STATUSES,
+    JobState,
+    JobStatus,
+    parse_state,
+    parse_status,
+)
+from megarun.db.connection import execute_many, write_transaction
+from megarun.db.jobstore import JobRow, chunks, insert_events, load_rows, save_rows
+from megarun.db.models import App, Job, Site
+from megarun.errors import NotFoundError, UsageError
+from megarun.services import apps as app_service
+from megarun.services import sites as site_service
+from megarun.services.context import Context
+from megarun.services.lifecycle import apply_chain, ended_ids, settle_children
+
+FAILED_ALIAS = "FAILED"
+
+
+@dataclass
+class JobRequest:
+    """What one `job create` (or one line of --from-file) asks for."""
+
+    app: str
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    site: str | None = None
+    nodes: int | None = None
+    ranks_per_node: int | None = None
+    threads_per_rank: int | None = None
+    gpus_per_rank: int | None = None
+    walltime: float | None = None
+    after: list[int] = field(default_factory=list)
+    priority: int = 0
+    name: str = ""
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class CreatedJobs:
+    first_id: int
+    last_id: int
+    count: int
+    states: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"first_id": self.first_id, "last_id": self.last_id, "count": self.count,
+                "states": self.states}
+
+
+_INSERT = (
+    "INSERT INTO job (name, app_id, site_id, command, params, tags, env, nodes, ranks_per_node, "
+    "threads_per_rank, gpus_per_rank, walltime, priority, state, status, attempt, runs, "
+    "max_attempts, created, message) VALUES "
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?)"
+)
+
+
+@dataclass
+class _Prepared:
+    """A validated request, ready to become `count` rows."""
+
+    row: tuple[Any, ...]  # the INSERT values without state, max_attempts, created, message
+    tags: dict[str, str]
+    after: list[int]
+    max_attempts: int
+    count: int
+
+
+def _resource(request_value: int | float | None, app: AppSpec, key: str, default: Any) -> Any:
+    value = request_value if request_value is not None else app.resources.get(key, default)
+    if value is not None and value < (0 if key == "gpus_per_rank" else 1) and key != "walltime":
+        raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+    if key == "walltime" and value is not None and value <= 0:
+        raise UsageError(f"--walltime must be positive minutes, got {value}")
+    return value
+
+
+class _Resolver:
+    """Caches apps and sites by name while a batch of requests is validated."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.apps: dict[str, tuple[int, AppSpec]] = {}
+        self.sites: dict[str | None, int] = {}
+        self.rendered: dict[tuple[str, str], str] = {}
+
+    def app(self, name: str) -> tuple[int, AppSpec]:
+        if name not in self.apps:
+            row = app_service.get_app(self.ctx, name)
+            self.apps[name] = (row.id, app_service.spec_from_row(row))
+        return self.apps[name]
+
+    def site(self, name: str | None) -> int:
+        if name not in self.sites:
+            if name is None:
+                self.sites[name] = self.site(site_service.ensure_default_site(self.ctx).name)
+            else:
+                self.sites[name] = site_service.site_id(self.ctx, name)
+        return self.sites[name]
+
+    def command(self, spec: AppSpec, params: dict[str, Any]) -> str:
+        key = (spec.name, json.dumps(params, sort_keys=True))
+        if key not in self.rendered:
+            self.rendered[key] = render_command(spec.command, params)
+        return self.rendered[key]
+
+
+def _prepare(resolver: _Resolver, request: JobRequest, default_retries: int) -> _Prepared:
+    app_id, spec = resolver.app(request.app)
+    params = resolve_params(spec, request.params)
+    command = resolver.command(spec, params)
+    site_id = resolver.site(request.site)
+    if request.count < 1:
+        raise UsageError(f"--count must be at least 1, got {request.count}")
+    row = (
+        request.name, app_id, site_id, command,
+        json.dumps(params, separators=(",", ":")),
+        json.dumps(request.tags, separators=(",", ":")),
+        json.dumps(spec.env, separators=(",", ":")),
+        _resource(request.nodes, spec, "nodes", 1),
+        _resource(request.ranks_per_node, spec, "ranks_per_node", 1),
+        _resource(request.threads_per_rank, spec, "threads_per_rank", 1),
+        _resource(request.gpus_per_rank, spec, "gpus_per_rank", 0),
+        _resource(request.walltime, spec, "walltime", None),
+        request.priority,
+    )
+    max_attempts = 1 + max(spec.retries, default_retries)
+    return _Prepared(row, request.tags, sorted(set(request.after)), max_attempts, request.count)
+
+
+def create_jobs(ctx: Context, requests: Iterable[JobRequest]) -> CreatedJobs:
+    """Validate every request first, then create all their jobs in one transaction."""
+    resolver = _Resolver(ctx)
+    retries = ctx.area.config.launcher.retries
+    prepared = [_prepare(resolver, request, retries) for request in requests]
+    if not prepared:
+        raise UsageError("no jobs to create")
+    db = ctx.db
+    with write_transaction(db):
+        return _insert(db, prepared)
+
+
+def _initial_state(parents: dict[int, JobRow], after: list[int]) -> JobState:
+    if not after:
+        return JobState.READY
+    outcome = parents_outcome([(parents[p].snapshot.state, parents[p].snapshot.status)
+                               for p in after])
+    return {"ready": JobState.READY, "wait": JobState.AWAITING_PARENTS,
+            "failed": JobState.COMPLETED}[outcome]
+
+
+def _insert(db: SqliteDatabase, prepared: list[_Prepared]) -> CreatedJobs:
+    parent_ids = {p for item in prepared for p in item.after}
+    parents = load_rows(db, parent_ids)
+    missing = parent_ids - parents.keys()
+    if missing:
+        raise NotFoundError(f"--after: no job {min(missing)}")
+    first = _next_job_id(db)
+    now = time.time()
+    rows: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
+    tags: list[tuple[Any, ...]] = []
+    links: list[tuple[int, int]] = []
+    states: dict[str, int] = {}
+    job_id = first
+    for item in prepared:
+        state = _initial_state(parents, item.after)
+        status = JobStatus.PREQ_FAIL if state is JobState.COMPLETED else JobStatus.NA
+        message = "a prerequisite did not pass" if state is JobState.COMPLETED else ""
+        values = (*item.row, state.value, status.value, item.max_attempts, now, message)
+        states[state.value] = states.get(state.value, 0) + item.count
+        for _ in range(item.count):
+            rows.append(values)
+            events.append((job_id, now, JobState.CREATED.value, state.value, status.value, 0,
+                           message, None))
+            tags.extend((job_id, key, value) for key, value in item.tags.items())
+            links.extend((parent, job_id) for parent in item.after)
+            job_id += 1
+    execute_many(db, _INSERT, rows)
+    _check_ids(db, first, job_id - 1)
+    insert_events(db, events)
+    execute_many(db, "INSERT INTO job_tag (job_id, key, value) VALUES (?, ?, ?)", tags)
+    execute_many(db, "INSERT INTO job_dependency (parent_id, child_id) VALUES (?, ?)", links)
+    return CreatedJobs(first, job_id - 1, job_id - first, states)
+
+
+def _next_job_id(db: SqliteDatabase) -> int:
+    row = db.execute_sql("SELECT seq FROM sqlite_sequence WHERE name = 'job'").fetchone()
+    return (row[0] if row else 0) + 1
+
+
+def _check_ids(db: SqliteDatabase, first: int, last: int) -> None:
+    seq = db.execute_sql("SELECT seq FROM sqlite_sequence WHERE name = 'job'").fetchone()[0]
+    if seq != last:
+        raise RuntimeError(f"job ids {first}..{last} expected, database ended at {seq}")
+
+
+def requests_from_file(path: Path, defaults: JobRequest) -> Iterator[JobRequest]:
+    """JSON Lines: one object per job (app, params, tags, site, resources, after, count...)."""
+    allowed = set(JobRequest.__dataclass_fields__)
+    try:
+        handle = open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise UsageError(f"--from-file {path}: {exc.strerror}") from exc
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                data = json.loads(line)
+            except ValueError as exc:
+                raise UsageError(f"{where}: not valid JSON: {exc}") from exc
+            if not isinstance(data, dict):
+                raise UsageError(f"{where}: each line must be a JSON object")
+            unknown = set(data) - allowed
+            if unknown:
+                raise UsageError(f"{where}: unknown field {sorted(unknown)[0]!r} "
+                                 f"(fields: {', '.join(sorted(allowed))})")
+            merged = {**defaults.__dict__, **data}
+            if not merged.get("app"):
+                raise UsageError(f"{where}: no app (give \"app\" or --app)")
+            try:
+                yield JobRequest(**merged)
+            except TypeError as exc:
+                raise UsageError(f"{where}: {exc}") from exc
+
+
+# -- selection ------------------------------------------------------------------------------
+
+
+@dataclass
+class JobFilter:
+    """What `job ls` selects."""
+
+    tags: dict[str, str] = field(default_factory=dict)
+    state: str | None = None
+    status: str | None = None
+    app: str | None = None
+    site: str | None = None
+    ids: list[int] | None = None
+
+
+def _where(ctx: Context, flt: JobFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if flt.state:
+        if flt.state.upper() == FAILED_ALIAS:
+            marks = ",".join("?" * len(FAILING_STATUSES))
+            clauses.append(f"status IN ({marks})")
+            params.extend(sorted(s.value for s in FAILING_STATUSES))
+        else:
+            clauses.append("state = ?")
+            params.append(_parse(parse_state, flt.state).value)
+    if flt.status:
+        clauses.append("status = ?")
+        params.append(_parse(parse_status, flt.status).value)
+    if flt.app:
+        clauses.append("app_id = ?")
+        params.append(app_service.get_app(ctx, flt.app).id)
+    if flt.site:
+        clauses.append("site_id = ?")
+        params.append(site_service.site_id(ctx, flt.site))
+    for key, value in flt.tags.items():
+        clauses.append("id IN (SELECT job_id FROM job_tag WHERE key = ? AND value = ?)")
+        params.extend((key, value))
+    if flt.ids is not None:
+        clauses.append(f"id IN ({','.join('?' * len(flt.ids))})")
+        params.extend(flt.ids)
+    return (" AND ".join(clauses) or "1"), params
+
+
+def _parse(parser: Any, name: str) -> Any:
+    try:
+        return parser(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+_LIST_COLUMNS = ("id", "name", "app_id", "site_id", "state", "status", "attempt", "exit_code",
+                 "tags", "created", "started", "ended", "message")
+
+
+def list_jobs(ctx: Context, flt: JobFilter, limit: int = 0) -> list[dict[str, Any]]:
+    """Jobs matching the filter, oldest first; `limit` 0 means all."""
+    where, params = _where(ctx, flt)
+    sql = f"SELECT {', '.join(_LIST_COLUMNS)} FROM job WHERE {where} ORDER BY id"  # noqa: S608
+    if limit:
+        sql += " LIMIT ?"
+        params.append(limit)
+    apps, sites = _names(ctx)
+    jobs = []
+    for values in ctx.db.execute_sql(sql, tuple(params)):
+        job = dict(zip(_LIST_COLUMNS, values))
+        job["app"] = apps.get(job.pop("app_id"), "")
+        job["site"] = sites.get(job.pop("site_id"), "")
+        job["tags"] = json.loads(job["tags"])
+        jobs.append(job)
+    return jobs
+
+
+def count_by_state(ctx: Context, flt: JobFilter) -> list[dict[str, Any]]:
+    """(state, status, count) for the jobs matching the filter."""
+    where, params = _where(ctx, flt)
+    sql = (f"SELECT state, status, count(*) FROM job WHERE {where} "  # noqa: S608
+           "GROUP BY state, status ORDER BY state, status")
+    return [{"state": s, "status": st, "count": n}
+            for s, st, n in ctx.db.execute_sql(sql, tuple(params))]
+
+
+def _names(ctx: Context) -> tuple[dict[int, str], dict[int, str]]:
+    apps = {a.id: a.name for a in App.select(App.id, App.name)}
+    sites = {s.id: s.name for s in Site.select(Site.id, Site.name)}
+    return apps, sites
+
+
+def get_job(ctx: Context, job_id: int) -> dict[str, Any]:
+    """Everything about one job, with its parents, children and event trail."""
+    ctx.db  # noqa: B018
+    job = Job.get_or_none(Job.id == job_id)
+    if job is None:
+        raise NotFoundError(f"no job {job_id}")
+    apps, sites = _names(ctx)
+    data = {name: getattr(job, name) for name in (
+        "id", "name", "command", "state", "status", "attempt", "runs", "max_attempts",
+        "nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank", "walltime", "priority",
+        "workdir", "exit_code", "message", "agent", "created", "started", "ended", "test",
+        "item")}
+    data["app"] = apps.get(job.app_id, "")
+    data["site"] = sites.get(job.site_id, "")
+    for key in ("params", "tags", "env"):
+        data[key] = json.loads(getattr(job, key))
+    data["parents"] = [p for (p,) in ctx.db.execute_sql(
+        "SELECT parent_id FROM job_dependency WHERE child_id = ? ORDER BY parent_id", (job_id,))]
+    data["children"] = [c for (c,) in ctx.db.execute_sql(
+        "SELECT child_id FROM job_dependency WHERE parent_id = ? ORDER BY child_id", (job_id,))]
+    data["events"] = [
+        {"time": t, "from": f, "to": to, "status": st, "attempt": a, "message": m}
+        for t, f, to, st, a, m in ctx.db.execute_sql(
+            "SELECT time, from_state, to_state, status, attempt, message FROM event "
+            "WHERE job = ? ORDER BY id", (job_id,))
+    ]
+    return data
+
+
+def _existing_rows(ctx: Context, job_ids: list[int]) -> dict[int, JobRow]:
+    rows = load_rows(ctx.db, job_ids)
+    missing = sorted(set(job_ids) - rows.keys())
+    if missing:
+        raise NotFoundError(f"no job {missing[0]}")
+    return rows
+
+
+def kill_jobs(ctx: Context, job_ids: list[int]) -> dict[str, list[int]]:
+    """Kill jobs: waiting ones at once, active ones through the agent's spool (KILLREQ)."""
+    db = ctx.db
+    result: dict[str, list[int]] = {"killed": [], "requested": [], "skipped": []}
+    to_signal: list[tuple[int, int]] = []
+    with write_transaction(db):
+        rows = _existing_rows(ctx, job_ids)
+        for row in rows.values():
+            state = row.snapshot.state
+            if state in (JobState.READY, JobState.AWAITING_PARENTS, JobState.CREATED):
+                apply_chain(row, Chain(row.snapshot).to(JobState.KILLED, message="killed by user"))
+                row.message = "killed by user"
+                result["killed"].append(row.id)
+            elif state in ACTIVE_STATES and state is not JobState.KILLREQ:
+                apply_chain(row, Chain(row.snapshot).to(JobState.KILLREQ, message="kill requested"))
+                result["requested"].append(row.id)
+                to_signal.append((row.id, _site_of(db, row.id)))
+            elif state is JobState.KILLREQ:
+                result["requested"].append(row.id)
+                to_signal.append((row.id, _site_of(db, row.id)))
+            else:
+                result["skipped"].append(row.id)
+        settle_children(db, rows, ended_ids(rows.values()))
+        save_rows(db, rows.values())
+    _signal_kills(ctx, to_signal)
+    return result
+
+
+def _site_of(db: SqliteDatabase, job_id: int) -> int:
+    return int(db.execute_sql("SELECT site_id FROM job WHERE id = ?", (job_id,)).fetchone()[0])
+
+
+def _signal_kills(ctx: Context, kills: list[tuple[int, int]]) -> None:
+    sites = {s.id: s for s in Site.select()}
+    for job_id, site_id in kills:
+        info = site_service.get_site(ctx, sites[site_id].name)
+        info.spool().request_kill(job_id)
+
+
+def remove_jobs(ctx: Context, job_ids: list[int]) -> list[int]:
+    """Delete finished or waiting jobs (their event trail stays); active jobs are refused."""
+    db = ctx.db
+    with write_transaction(db):
+        rows = _existing_rows(ctx, job_ids)
+        active = [row.id for row in rows.values() if row.snapshot.state in ACTIVE_STATES]
+        if active:
+            raise UsageError(f"job {active[0]} is {rows[active[0]].snapshot.state.value}; "
+                             "kill it first (megarun job kill)")
+        for row in rows.values():
+            if row.snapshot.state is not JobState.DELETED:
+                apply_chain(row, Chain(row.snapshot).to(JobState.DELETED, message="removed"))
+        settle_children(db, rows, set(rows))
+        save_rows(db, rows.values())
+        for part in chunks(sorted(rows)):
+            marks = ",".join("?" * len(part))
+            db.execute_sql(f"DELETE FROM job WHERE id IN ({marks})", tuple(part))  # noqa: S608
+    return sorted(rows)
+
+
+def reset_jobs(ctx: Context, job_ids: list[int]) -> list[int]:
+    """Send ended jobs back to READY with a fresh set of attempts."""
+    db = ctx.db
+    with write_transaction(db):
+        rows = _existing_rows(ctx, job_ids)
+        active = [row.id for row in rows.values() if row.snapshot.state in ACTIVE_STATES]
+        if active:
+            raise UsageError(f"job {active[0]} is {rows[active[0]].snapshot.state.value}; "
+                             "kill it first (megarun job kill)")
+        for row in rows.values():
+            if row.snapshot.state in (JobState.READY, JobState.AWAITING_PARENTS):
+                continue
+            chain = Chain(row.snapshot).to(JobState.READY, message="reset by user")
+            apply_chain(row, chain)
+            row.snapshot = replace(row.snapshot, runs=0)
+            row.exit_code = None
+            row.message = ""
+        save_rows(db, rows.values())
+    return sorted(rows)
+
+
+def fail_status_values() -> list[str]:
+    return sorted(s.value for s in FAILING_STATUSES)
+
+
+def job_logs(ctx: Context, job_id: int) -> list[tuple[str, str]]:
+    """(file name, text) of every step log of a job, .out before .err, step by step."""
+    job = get_job(ctx, job_id)
+    if not job["workdir"]:
+        raise UsageError(f"job {job_id} has not been dispatched yet (state {job['state']})")
+    folder = Path(job["workdir"])
+    logs = sorted(folder.glob("*.out")) + sorted(folder.glob("*.err"))
+    if not logs:
+        raise UsageError(f"job {job_id} has no logs in {folder} yet (state {job['state']})")
+    return [(path.name, path.read_text(encoding="utf-8", errors="replace")) for path in logs]

@@ -1,0 +1,339 @@
+"""The launcher: runs a site's READY jobs through its agent until nothing is left to do.
+
+One launcher per site at a time (a file lock). Each cycle: ingest the agents' events, settle
+agents that died, dispatch READY jobs into the spool, make sure an agent is running, report
+progress. Ctrl-C asks the agents to kill their running jobs (recorded KILLED), takes unclaimed
+bundles back (READY again) and leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from megarun.core.lifecycle import Chain
+from megarun.core.states import FAILING_STATUSES, FINAL_STATES, JobState, JobStatus
+from megarun.db.connection import write_transaction
+from megarun.db.jobstore import load_rows, load_rows_where, save_rows
+from megarun.errors import AlreadyRunning
+from megarun.services import agents as agent_service
+from megarun.services.context import Context
+from megarun.services.dispatch import BUNDLE_SIZE, dispatch_ready_jobs
+from megarun.services.ingest import ingest_site_events
+from megarun.services.lifecycle import apply_chain
+from megarun.services.sites import SiteInfo, get_site, site_id
+
+#: Keep at most this many jobs queued ahead of the agents.
+QUEUE_AHEAD = 4 * BUNDLE_SIZE
+POLL_SECONDS = 0.05
+AGENT_CHECK_SECONDS = 1.0
+
+_OPEN_STATES = ("READY", "QUEUED", "LAUNCHED", "RUNNING", "KILLREQ", "AWAITING_PARENTS")
+
+
+@dataclass
+class LaunchProgress:
+    """A snapshot the CLI renders while the launcher works."""
+
+    done: int
+    remaining: int
+    by_state: dict[str, int]
+    by_status: dict[str, int]
+    elapsed: float
+
+    @property
+    def total(self) -> int:
+        return self.done + self.remaining
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+
+@dataclass
+class LaunchSummary:
+    """What a launch did, for the final table and the exit code."""
+
+    site: str
+    done: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+    interrupted: bool = False
+    stuck: int = 0
+    recovered: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        return sum(n for s, n in self.by_status.items() if JobStatus(s) in FAILING_STATUSES)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"site": self.site, "done": self.done, "by_status": self.by_status,
+                "elapsed": round(self.elapsed, 3), "interrupted": self.interrupted,
+                "stuck": self.stuck, "failed": self.failed, "recovered": self.recovered,
+                "jobs_per_second": round(self.done / self.elapsed, 1) if self.elapsed else 0.0}
+
+
+def lock_path(ctx: Context, site: str) -> Path:
+    folder = ctx.area.state_dir / "locks"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder / f"launch-{site}.lock"
+
+
+class Launcher:
+    """Runs one site's jobs to completion (see module docstring)."""
+
+    def __init__(self, ctx: Context, site_name: str,
+                 on_progress: Callable[[LaunchProgress], None] | None = None) -> None:
+        self.ctx = ctx
+        self.site: SiteInfo = get_site(ctx, site_name)
+        self.site_id = site_id(ctx, site_name)
+        self.spool = self.site.spool()
+        self.settings = ctx.area.config.launcher
+        self.on_progress = on_progress
+        self.summary = LaunchSummary(site_name)
+        self.agent_process: subprocess.Popen[bytes] | None = None
+        self._lock = FileLock(str(lock_path(ctx, site_name)))
+        self._started = 0.0
+        self._last_agent_check = 0.0
+
+    # -- public -----------------------------------------------------------------------------
+    def run(self) -> LaunchSummary:
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise AlreadyRunning(
+                f"a launcher is already running for site {self.site.name!r}",
+                "wait for it, or stop it with Ctrl-C / kill",
+            ) from None
+        try:
+            self._started = time.monotonic()
+            self._recover()
+            try:
+                self._loop()
+            except KeyboardInterrupt:
+                self.summary.interrupted = True
+                self._shutdown_after_interrupt()
+        finally:
+            self.summary.elapsed = time.monotonic() - self._started
+            self._reap_agent()
+            self._lock.release()
+        return self.summary
+
+    # -- steps ------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        """Make the site consistent after whatever the last launcher left behind."""
+        db = self.ctx.db
+        self.spool.ensure()
+        self.spool.clear_stop("all")
+        self.spool.remove_stale_temporaries()
+        self._ingest()
+        gone = agent_service.settle_gone_agents(db, self.site_id, self.spool,
+                                                self.settings.dead_after)
+        orphans = agent_service.requeue_orphans(db, self.site_id, self.spool)
+        self.summary.recovered = {"agents_settled": len(gone), "requeued": orphans}
+
+    def _loop(self) -> None:
+        while True:
+            self._ingest()
+            now = time.monotonic()
+            if now - self._last_agent_check >= AGENT_CHECK_SECONDS:
+                self._last_agent_check = now
+                self._check_agents()
+            by_state = self._open_counts()
+            self._dispatch(by_state)
+            active = sum(by_state.get(s, 0) for s in ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ"))
+            self._report(by_state)
+            if active == 0 and by_state.get("READY", 0) == 0:
+                self.summary.stuck = by_state.get("AWAITING_PARENTS", 0)
+                break
+            if active:
+                self._ensure_agent()
+            time.sleep(POLL_SECONDS)
+        self._stop_agent("drain")
+
+    def _ingest(self) -> None:
+        result = ingest_site_events(self.ctx.db, self.site_id, self.spool)
+        for status, count in result.finished.items():
+            if JobStatus(status) in FINAL_STATUS_COUNTED:
+                self.summary.by_status[status] = self.summary.by_status.get(status, 0) + count
+                self.summary.done += count
+
+    def _check_agents(self) -> None:
+        db = self.ctx.db
+        self._reap_agent()
+        agent_service.settle_gone_agents(db, self.site_id, self.spool, self.settings.dead_after)
+        self._clear_finished_kills()
+
+    def _clear_finished_kills(self) -> None:
+        pending = self.spool.pending_kills()
+        if not pending:
+            return
+        rows = load_rows(self.ctx.db, pending)
+        for job_id in pending:
+            row = rows.get(job_id)
+            if row is None or row.snapshot.state in FINAL_STATES:
+                self.spool.clear_kill(job_id)
+
+    def _open_counts(self) -> dict[str, int]:
+        marks = ",".join("?" * len(_OPEN_STATES))
+        sql = (f"SELECT state, count(*) FROM job WHERE site_id = ? AND state IN ({marks}) "  # noqa: S608
+               "GROUP BY state")
+        return dict(self.ctx.db.execute_sql(sql, (self.site_id, *_OPEN_STATES)).fetchall())
+
+    def _dispatch(self, by_state: dict[str, int]) -> None:
+        ready = by_state.get("READY", 0)
+        queued = by_state.get("QUEUED", 0)
+        while ready > 0 and queued < QUEUE_AHEAD:
+            sent = dispatch_ready_jobs(self.ctx.db, self.site_id, self.site)
+            if sent == 0:
+                break
+            ready -= sent
+            queued += sent
+            by_state["READY"] = ready
+            by_state["QUEUED"] = queued
+
+    def _ensure_agent(self) -> None:
+        if self.agent_process is not None and self.agent_process.poll() is None:
+            return
+        if agent_service.live_agents(self.spool, self.settings.dead_after):
+            return
+        self.agent_process = start_local_agent(self.site, self.settings.heartbeat,
+                                               self.settings.kill_grace, self.settings.idle_exit)
+
+    def _report(self, by_state: dict[str, int]) -> None:
+        if self.on_progress is None:
+            return
+        remaining = sum(by_state.values())
+        self.on_progress(LaunchProgress(self.summary.done, remaining, dict(by_state),
+                                        dict(self.summary.by_status),
+                                        time.monotonic() - self._started))
+
+    def _stop_agent(self, mode: str) -> None:
+        if agent_service.live_agents(self.spool, self.settings.dead_after) or (
+            self.agent_process is not None and self.agent_process.poll() is None
+        ):
+            self.spool.request_stop("all", mode)
+
+    def _shutdown_after_interrupt(self) -> None:
+        """Kill running jobs through the agents, take unclaimed work back, settle everything."""
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self.spool.request_stop("all", "kill")
+            deadline = time.monotonic() + self.settings.kill_grace + 10
+            while time.monotonic() < deadline and self._agents_running():
+                self._ingest()
+                time.sleep(0.1)
+            self._force_stop_agent()
+            self._take_back_queue()
+            self._ingest()
+            agent_service.settle_gone_agents(self.ctx.db, self.site_id, self.spool, 0.0)
+            agent_service.requeue_orphans(self.ctx.db, self.site_id, self.spool)
+            self.spool.remove_stale_temporaries()
+            self.spool.clear_stop("all")
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _agents_running(self) -> bool:
+        if self.agent_process is not None and self.agent_process.poll() is None:
+            return True
+        return bool(agent_service.live_agents(self.spool, self.settings.dead_after))
+
+    def _force_stop_agent(self) -> None:
+        if self.agent_process is not None and self.agent_process.poll() is None:
+            self.agent_process.kill()
+            self.agent_process.wait()
+
+    def _take_back_queue(self) -> None:
+        taken = dict(self.spool.take_back_queue())
+        if not taken:
+            return
+        db = self.ctx.db
+        with write_transaction(db):
+            rows = load_rows(db, taken)
+            for row in rows.values():
+                if row.snapshot.state is JobState.QUEUED and taken[row.id] == row.snapshot.attempt:
+                    apply_chain(row, Chain(row.snapshot).to(JobState.READY,
+                                                            message="launcher interrupted"))
+            save_rows(db, rows.values())
+
+    def _reap_agent(self) -> None:
+        if self.agent_process is not None and self.agent_process.poll() is not None:
+            self.agent_process = None
+
+
+#: Outcomes counted as "done" in the progress (a retried job is not done yet).
+FINAL_STATUS_COUNTED = frozenset(JobStatus) - {JobStatus.NA}
+
+
+def start_local_agent(site: SiteInfo, heartbeat: float, kill_grace: float,
+                      idle_exit: float) -> subprocess.Popen[bytes]:
+    """Start the agent for a local site, detached from this terminal and its Ctrl-C."""
+    agent_id = f"{agent_service.HOSTNAME.split('.')[0]}-{os.getpid()}-{time.time_ns() // 1000}"
+    argv = [sys.executable, "-m", "megarun.agent", "run", "--workdir", site.workdir,
+            "--agent-id", agent_id, "--cpus", str(site.cpus),
+            "--heartbeat", str(heartbeat), "--kill-grace", str(kill_grace),
+            "--idle-exit", str(idle_exit)]
+    if site.gpus:
+        argv += ["--gpus", ",".join(str(i) for i in range(site.gpus))]
+    if site.max_jobs:
+        argv += ["--max-jobs", str(site.max_jobs)]
+    logs = Path(site.workdir) / "logs"
+    logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(logs / f"agent-{agent_id}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
+                                start_new_session=True, env=_agent_env())
+    finally:
+        os.close(fd)
+
+
+def _agent_env() -> dict[str, str]:
+    """The agent imports megarun.agent from this very installation."""
+    env = dict(os.environ)
+    package_parent = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def jobs_waiting(ctx: Context, site_name: str) -> int:
+    """READY or active jobs of a site (used by `launch --detach` to say what it starts)."""
+    rows = load_rows_where(ctx.db, "site_id = ? AND state IN ('READY','QUEUED','LAUNCHED',"
+                           "'RUNNING','KILLREQ')", (site_id(ctx, site_name),))
+    return len(rows)
+
+
+def launcher_busy(ctx: Context, site_name: str) -> bool:
+    lock = FileLock(str(lock_path(ctx, site_name)))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def detach_launcher(ctx: Context, site_name: str) -> tuple[int, Path]:
+    """Start `megarun launch` for the site in the background; return its pid and log file."""
+    get_site(ctx, site_name)
+    if launcher_busy(ctx, site_name):
+        raise AlreadyRunning(f"a launcher is already running for site {site_name!r}")
+    ctx.area.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_path = ctx.area.logs_dir / f"launcher-{site_name}.log"
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    argv = [sys.executable, "-m", "megarun", "--area", str(ctx.area.root), "launch",
+            "--site", site_name, "--quiet"]
+    try:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
+                                   start_new_session=True, env=_agent_env())
+    finally:
+        os.close(fd)
+    return process.pid, log_path

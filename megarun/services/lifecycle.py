@@ -1,0 +1,55 @@
+"""Applying state-machine results to the database, and settling children of ended parents."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from peewee import SqliteDatabase
+
+from megarun.core.lifecycle import Chain, parents_outcome
+from megarun.core.states import FINAL_STATES, JobState, JobStatus
+from megarun.db.jobstore import JobRow, children_of, load_rows, parents_of
+
+
+def apply_chain(row: JobRow, chain: Chain) -> None:
+    """Copy a chain's outcome onto its row."""
+    row.record(chain.job, chain.records)
+
+
+def ended_ids(rows: Iterable[JobRow]) -> set[int]:
+    """Ids of changed rows that now sit in a final state (their children may move)."""
+    return {row.id for row in rows if row.changed and row.snapshot.state in FINAL_STATES}
+
+
+def settle_children(db: SqliteDatabase, rows: dict[int, JobRow], parent_ids: set[int]) -> None:
+    """Move children waiting on `parent_ids` to READY, or to COMPLETED/PREQ_FAIL, recursively.
+
+    `rows` is the working set of the current transaction: new rows are added to it, and the
+    caller saves every changed row afterwards.
+    """
+    frontier = set(parent_ids)
+    while frontier:
+        children = children_of(db, frontier)
+        _load_missing(db, rows, children)
+        waiting = [c for c in children if rows[c].snapshot.state is JobState.AWAITING_PARENTS]
+        parent_map = parents_of(db, waiting)
+        _load_missing(db, rows, {p for ps in parent_map.values() for p in ps})
+        frontier = set()
+        for child in waiting:
+            parents = [(rows[p].snapshot.state, rows[p].snapshot.status) for p in parent_map[child]]
+            outcome = parents_outcome(parents)
+            if outcome == "ready":
+                apply_chain(rows[child], Chain(rows[child].snapshot).to(JobState.READY))
+            elif outcome == "failed":
+                chain = Chain(rows[child].snapshot).to(
+                    JobState.COMPLETED, JobStatus.PREQ_FAIL, "a prerequisite did not pass"
+                )
+                apply_chain(rows[child], chain)
+                rows[child].message = "a prerequisite did not pass"
+                frontier.add(child)
+
+
+def _load_missing(db: SqliteDatabase, rows: dict[int, JobRow], ids: set[int]) -> None:
+    missing = ids - rows.keys()
+    if missing:
+        rows.update(load_rows(db, missing))

@@ -1,0 +1,131 @@
+"""Sites: add from a preset, list, show, remove."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from megarun.config.area import validate_name
+from megarun.config.presets import apply_overrides, load_preset, preset_names, validate_preset
+from megarun.db.models import Job, Site
+from megarun.errors import ConfigError, NotFoundError, UsageError
+from megarun.executors.spool import LocalSpool
+from megarun.services.context import Context
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """A site as the CLI shows it."""
+
+    name: str
+    preset: str
+    scheduler: str
+    host: str | None
+    workdir: str
+    settings: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "preset": self.preset, "scheduler": self.scheduler,
+                "host": self.host or "local", "workdir": self.workdir, "settings": self.settings}
+
+    @property
+    def cpus(self) -> int:
+        configured = int(self.settings.get("node", {}).get("cpus", 0))
+        return configured or (os.cpu_count() or 1)
+
+    @property
+    def gpus(self) -> int:
+        return int(self.settings.get("node", {}).get("gpus", 0))
+
+    @property
+    def max_jobs(self) -> int:
+        return int(self.settings.get("node", {}).get("max_jobs", 0))
+
+    def spool(self) -> LocalSpool:
+        if self.host:
+            raise UsageError(f"site {self.name!r} is on {self.host}; SSH sites are not supported yet")
+        return LocalSpool(Path(self.workdir))
+
+
+def list_presets() -> list[dict[str, str]]:
+    """Name, scheduler and description of every shipped preset."""
+    rows = []
+    for name in preset_names():
+        preset = load_preset(name)
+        rows.append({"name": name, "scheduler": preset.scheduler,
+                     "description": preset.description})
+    return rows
+
+
+def _info(site: Site) -> SiteInfo:
+    return SiteInfo(site.name, site.preset, site.scheduler, site.host, site.workdir,
+                    json.loads(site.settings))
+
+
+def add_site(ctx: Context, name: str, preset_name: str, host: str | None = None,
+             workdir: str | None = None, assignments: list[str] | None = None) -> SiteInfo:
+    """Create a site from a preset, with `--set` overrides applied and validated."""
+    validate_name("site", name)
+    preset = load_preset(preset_name)
+    settings = apply_overrides(preset.settings, assignments or [])
+    validate_preset(preset_name, settings, f"site {name!r} settings")
+    if host:
+        raise UsageError("SSH sites (--host) are not supported yet; use a local preset")
+    directory = Path(workdir).expanduser().resolve() if workdir else ctx.area.sites_dir / name
+    db = ctx.db
+    with db.atomic():
+        if Site.select().where(Site.name == name).exists():
+            raise UsageError(f"site {name!r} already exists (remove it first: megarun site rm {name})")
+        site = Site.create(name=name, preset=preset_name, scheduler=settings["scheduler"],
+                           host=host, workdir=str(directory), settings=json.dumps(settings),
+                           created=time.time())
+    info = _info(site)
+    info.spool().ensure()
+    return info
+
+
+def get_site(ctx: Context, name: str) -> SiteInfo:
+    return _info(_site_row(ctx, name))
+
+
+def site_id(ctx: Context, name: str) -> int:
+    return int(_site_row(ctx, name).id)
+
+
+def _site_row(ctx: Context, name: str) -> Site:
+    site = Site.get_or_none(Site.name == name) if ctx.db else None
+    if site is None:
+        names = [s.name for s in Site.select(Site.name).order_by(Site.name)]
+        valid = ", ".join(names) if names else "none (add one: megarun site add NAME --preset local)"
+        raise NotFoundError(f"unknown site {name!r}; valid sites: {valid}")
+    return site
+
+
+def list_sites(ctx: Context) -> list[SiteInfo]:
+    ctx.db  # noqa: B018 - opens the database and binds the models
+    return [_info(site) for site in Site.select().order_by(Site.name)]
+
+
+def remove_site(ctx: Context, name: str) -> None:
+    """Remove a site that no job refers to."""
+    site = _site_row(ctx, name)
+    used = Job.select().where(Job.site == site).count()
+    if used:
+        raise UsageError(f"site {name!r} has {used} job(s); remove them first (megarun job rm)")
+    site.delete_instance()
+
+
+def ensure_default_site(ctx: Context) -> SiteInfo:
+    """The area's default site, created from the local preset on first use."""
+    name = ctx.area.config.default_site
+    ctx.db  # noqa: B018
+    site = Site.get_or_none(Site.name == name)
+    if site is not None:
+        return _info(site)
+    if name != "local":
+        raise ConfigError(f"default_site {name!r} in megarun.toml is not a site; add it first")
+    return add_site(ctx, "local", "local")
