@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import click
 import typer
@@ -36,7 +36,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    area: Annotated[Optional[str], typer.Option(
+    area: Annotated[str | None, typer.Option(
         "--area", help="The area to use (default: $MEGARUN_AREA, else found from the cwd).",
         metavar="PATH")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
@@ -78,6 +78,12 @@ def run(args: list[str]) -> int:
         return 2
     except OSError as exc:
         return _fail(exc, 3, debug)
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"megarun: internal error: {type(exc).__name__}: {exc} (run with --debug for "
+              "details, and please report it)", file=sys.stderr)
+        return 70
     return result if isinstance(result, int) else 0
 
 

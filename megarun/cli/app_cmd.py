@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,7 +21,7 @@ def add(
     name: Annotated[str, typer.Argument(help="Name of the app.")],
     command: Annotated[str, typer.Option(
         help="Jinja2 command template; {{ name }} values are shell-quoted.")],
-    param: Annotated[Optional[list[str]], typer.Option(
+    param: Annotated[list[str] | None, typer.Option(
         "--param", help="Parameter with a default (name=default) or required (name).",
         metavar="NAME[=DEFAULT]")] = None,
     description: Annotated[str, typer.Option(help="One line about the app.")] = "",

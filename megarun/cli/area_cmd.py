@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         path: Annotated[Path, typer.Argument(help="Directory of the new area.")] = Path("."),
         keys: Annotated[str, typer.Option(
             help="Comma-separated target keys, e.g. os,arch.")] = "",
-        name: Annotated[Optional[str], typer.Option(help="Area name (default: folder name).")] = None,
+        name: Annotated[str | None, typer.Option(help="Area name (default: folder name).")] = None,
     ) -> None:
         """Make a new area: megarun.toml, tests/, apps/ and .megarun/."""
         key_list = [k.strip() for k in keys.split(",") if k.strip()]
@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo(
-        path: Annotated[Optional[Path], typer.Option(
+        path: Annotated[Path | None, typer.Option(
             help="Where to make the demo area (default: a new temporary folder).")] = None,
         jobs: Annotated[int, typer.Option(help="How many greeting jobs to run.")] = 24,
         as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,

@@ -23,23 +23,23 @@ TagOption = Annotated[Optional[list[str]], typer.Option(
 @app.command("create")
 def create(
     ctx: typer.Context,
-    app_name: Annotated[Optional[str], typer.Option("--app", help="App to run.")] = None,
-    param: Annotated[Optional[list[str]], typer.Option(
+    app_name: Annotated[str | None, typer.Option("--app", help="App to run.")] = None,
+    param: Annotated[list[str] | None, typer.Option(
         "--param", "-p", help="Parameter name=value (repeatable).", metavar="NAME=VALUE")] = None,
     tag: TagOption = None,
-    site: Annotated[Optional[str], typer.Option(help="Site to run on (default: the area's).")] = None,
-    nodes: Annotated[Optional[int], typer.Option(help="Nodes.", min=1)] = None,
-    ranks_per_node: Annotated[Optional[int], typer.Option(help="MPI ranks per node.", min=1)] = None,
-    threads_per_rank: Annotated[Optional[int], typer.Option(
+    site: Annotated[str | None, typer.Option(help="Site to run on (default: the area's).")] = None,
+    nodes: Annotated[int | None, typer.Option(help="Nodes.", min=1)] = None,
+    ranks_per_node: Annotated[int | None, typer.Option(help="MPI ranks per node.", min=1)] = None,
+    threads_per_rank: Annotated[int | None, typer.Option(
         help="Threads per rank (OMP_NUM_THREADS).", min=1)] = None,
-    gpus_per_rank: Annotated[Optional[int], typer.Option(help="GPUs per rank.", min=0)] = None,
-    walltime: Annotated[Optional[float], typer.Option(
+    gpus_per_rank: Annotated[int | None, typer.Option(help="GPUs per rank.", min=0)] = None,
+    walltime: Annotated[float | None, typer.Option(
         help="Runtime limit in minutes (the job ends TIMEOUT past it).")] = None,
-    after: Annotated[Optional[list[int]], typer.Option(
+    after: Annotated[list[int] | None, typer.Option(
         "--after", help="Run only after this job passed (repeatable).", metavar="JOB_ID")] = None,
     count: Annotated[int, typer.Option(help="How many identical jobs.", min=1)] = 1,
     priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
-    from_file: Annotated[Optional[Path], typer.Option(
+    from_file: Annotated[Path | None, typer.Option(
         "--from-file", help="JSON Lines file, one job per line (fields as the options).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
@@ -71,11 +71,11 @@ def create(
 def ls(
     ctx: typer.Context,
     tag: TagOption = None,
-    state: Annotated[Optional[str], typer.Option(
+    state: Annotated[str | None, typer.Option(
         help="Only this STATE (FAILED: any failing status).")] = None,
-    status: Annotated[Optional[str], typer.Option(help="Only this STATUS.")] = None,
-    app_name: Annotated[Optional[str], typer.Option("--app", help="Only jobs of this app.")] = None,
-    site: Annotated[Optional[str], typer.Option(help="Only jobs of this site.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only this STATUS.")] = None,
+    app_name: Annotated[str | None, typer.Option("--app", help="Only jobs of this app.")] = None,
+    site: Annotated[str | None, typer.Option(help="Only jobs of this site.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many jobs (0: all).", min=0)] = 0,
     by_state: Annotated[bool, typer.Option(
         "--by-state", help="Count jobs per state and status instead of listing them.")] = False,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from megarun.cli.common import JSON_HELP, context
 from megarun.cli.output import console, err_console, print_json, print_table
 from megarun.services.context import Context
-from megarun.services.launcher import LaunchProgress, Launcher, LaunchSummary, detach_launcher
+from megarun.services.launcher import Launcher, LaunchProgress, LaunchSummary, detach_launcher
 from megarun.services.sites import ensure_default_site
 
 
@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
     @app.command("launch")
     def launch(
         ctx: typer.Context,
-        site: Annotated[Optional[str], typer.Option(
+        site: Annotated[str | None, typer.Option(
             help="Site whose READY jobs to run (default: the area's default site).")] = None,
         detach: Annotated[bool, typer.Option(
             "--detach", help="Start the launcher in the background and return.")] = False,

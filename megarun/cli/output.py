@@ -74,7 +74,7 @@ def style_value(column: str, value: Any) -> str:
 def _display(column: str, value: Any) -> str:
     if value is None:
         return ""
-    if column in ("created", "started", "ended") and isinstance(value, float):
+    if column in ("created", "started", "ended", "time") and isinstance(value, float):
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
     return _flat(value)
 

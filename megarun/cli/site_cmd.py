@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,10 +26,10 @@ def add(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Name of the new site.")],
     preset: Annotated[str, typer.Option(help="Preset to start from (see: site presets).")],
-    host: Annotated[Optional[str], typer.Option(help="[user@]host[:port] of an SSH site.")] = None,
-    workdir: Annotated[Optional[str], typer.Option(
+    host: Annotated[str | None, typer.Option(help="[user@]host[:port] of an SSH site.")] = None,
+    workdir: Annotated[str | None, typer.Option(
         help="Work dir on the site (default: .megarun/sites/NAME in the area).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option(
+    set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a preset setting: key=value (dotted keys reach into tables).",
         metavar="KEY=VALUE")] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,

@@ -118,6 +118,10 @@ def finish(job: JobSnapshot, reason: str, rc: int | None, message: str = "") -> 
     status = status_from_exit(reason, rc)
     if job.state is JobState.QUEUED:
         chain.to(JobState.LAUNCHED)
+    if chain.job.state is JobState.LAUNCHED:
+        # It failed before it could start (e.g. no space for its logs): that uses up a run too,
+        # or a job that can never start would be retried forever.
+        chain.job = replace(chain.job, runs=chain.job.runs + 1)
     chain.to(JobState.COMPLETED, status, message, {"rc": rc, "reason": reason})
     return chain.retry_if_allowed()
 

@@ -19,7 +19,7 @@ from playhouse.sqlite_ext import AutoIncrementField
 database_proxy = DatabaseProxy()
 
 
-class BaseModel(Model):  # type: ignore[misc]
+class BaseModel(Model):
     class Meta:
         database = database_proxy
         legacy_table_names = False
@@ -35,6 +35,7 @@ class SchemaMigration(BaseModel):
 class Site(BaseModel):
     """Where jobs execute."""
 
+    id = AutoField()
     name = CharField(unique=True)
     preset = CharField()
     scheduler = CharField(default="local")
@@ -47,6 +48,7 @@ class Site(BaseModel):
 class App(BaseModel):
     """A named command template."""
 
+    id = AutoField()
     name = CharField(unique=True)
     command = TextField()
     description = TextField(default="")
@@ -93,6 +95,8 @@ class Job(BaseModel):
     """One execution unit. Ids are never reused (AUTOINCREMENT): events outlive `job rm`."""
 
     id = AutoIncrementField()
+    app_id: int | None
+    site_id: int | None
     name = CharField(default="")
     app = ForeignKeyField(App, null=True, backref="jobs", on_delete="RESTRICT")
     run = ForeignKeyField(Run, null=True, backref="jobs", on_delete="CASCADE")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from megarun.services import apps as app_service
 from megarun.services import jobs as job_service
@@ -11,7 +12,7 @@ from megarun.services.areas import init_area
 from megarun.services.context import Context
 from megarun.services.jobs import JobRequest
 
-DEMO_APPS = {
+DEMO_APPS: dict[str, tuple[str, dict[str, Any], str]] = {
     "greet": ("echo Hello, {{ who }}", {"who": "world"}, "Print a greeting"),
     "nap": ("sleep {{ seconds }}", {"seconds": "0.2"}, "Sleep a little"),
     "add": ("expr {{ a }} + {{ b }}", {"a": None, "b": None}, "Add two integers"),

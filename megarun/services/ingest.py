@@ -54,8 +54,8 @@ def ingest_site_events(db: SqliteDatabase, site_id: int, spool: LocalSpool) -> I
     """Read every agent log of a site from its stored offset and apply the new events."""
     result = IngestResult()
     with write_transaction(db):
-        logs = [_read_log(db, site_id, spool, agent_id) for agent_id in spool.event_logs()]
-        logs = [entry for entry in logs if entry is not None]
+        read = (_read_log(db, site_id, spool, agent_id) for agent_id in spool.event_logs())
+        logs = [entry for entry in read if entry is not None]
         job_ids = {ev["job"] for entry in logs for ev in entry.events if "job" in ev}
         rows = load_rows(db, job_ids)
         for entry in logs:

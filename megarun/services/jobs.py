@@ -216,7 +216,7 @@ def requests_from_file(path: Path, defaults: JobRequest) -> Iterator[JobRequest]
     """JSON Lines: one object per job (app, params, tags, site, resources, after, count...)."""
     allowed = set(JobRequest.__dataclass_fields__)
     try:
-        handle = open(path, encoding="utf-8")  # noqa: SIM115
+        handle = open(path, encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"--from-file {path}: {exc.strerror}") from exc
     with handle:
@@ -326,6 +326,7 @@ def count_by_state(ctx: Context, flt: JobFilter) -> list[dict[str, Any]]:
 
 
 def _names(ctx: Context) -> tuple[dict[int, str], dict[int, str]]:
+    ctx.db  # noqa: B018 - opens the database and binds the models
     apps = {a.id: a.name for a in App.select(App.id, App.name)}
     sites = {s.id: s.name for s in Site.select(Site.id, Site.name)}
     return apps, sites
@@ -343,8 +344,8 @@ def get_job(ctx: Context, job_id: int) -> dict[str, Any]:
         "nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank", "walltime", "priority",
         "workdir", "exit_code", "message", "agent", "created", "started", "ended", "test",
         "item")}
-    data["app"] = apps.get(job.app_id, "")
-    data["site"] = sites.get(job.site_id, "")
+    data["app"] = apps.get(job.app_id or 0, "")
+    data["site"] = sites.get(job.site_id or 0, "")
     for key in ("params", "tags", "env"):
         data[key] = json.loads(getattr(job, key))
     data["parents"] = [p for (p,) in ctx.db.execute_sql(

@@ -1,0 +1,72 @@
+"""Shared fixtures: a real area in a temp dir, and ways to run the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from megarun.cli.entry import main
+from megarun.services.areas import init_area
+from megarun.services.context import Context
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def area(tmp_path: Path) -> Path:
+    root = tmp_path / "area"
+    init_area(root, keys=["os", "arch"])
+    return root
+
+
+@pytest.fixture
+def ctx(area: Path) -> Iterator[Context]:
+    context = Context(area_override=str(area))
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def cli(area: Path, capsys: pytest.CaptureFixture[str]) -> Any:
+    """Run the CLI in this process against the test area."""
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        code = main(["--area", str(area), *args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def megarun_process(area: Path, *args: str, timeout: float = 120,
+                    env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a separate process (for concurrency, signals and real exits)."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "megarun", "--area", str(area), *args],
+                          capture_output=True, text=True, timeout=timeout, env=full_env,
+                          check=False)
+
+
+def spawn_megarun(area: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "megarun", "--area", str(area), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
