@@ -102,7 +102,8 @@ class Job(BaseModel):
     run = ForeignKeyField(Run, null=True, backref="jobs", on_delete="CASCADE")
     test = CharField(null=True)
     item = CharField(null=True)
-    site = ForeignKeyField(Site, null=True, backref="jobs", on_delete="RESTRICT")
+    # indexed by (site, state) below
+    site = ForeignKeyField(Site, null=True, backref="jobs", on_delete="RESTRICT", index=False)
     command = TextField()
     params = TextField(default="{}")
     tags = TextField(default="{}")

@@ -22,7 +22,7 @@ from megarun.core.states import (
     parse_status,
 )
 from megarun.db.connection import execute_many, write_transaction
-from megarun.db.jobstore import JobRow, chunks, insert_events, load_rows, save_rows
+from megarun.db.jobstore import JobRow, chunks, load_rows, save_rows
 from megarun.db.models import App, Job, Site
 from megarun.errors import NotFoundError, UsageError
 from megarun.services import apps as app_service
@@ -64,11 +64,16 @@ class CreatedJobs:
                 "states": self.states}
 
 
-_INSERT = (
-    "INSERT INTO job (name, app_id, site_id, command, params, tags, env, nodes, ranks_per_node, "
-    "threads_per_rank, gpus_per_rank, walltime, priority, state, status, attempt, runs, "
-    "max_attempts, created, message) VALUES "
-    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?)"
+_INSERT_COLUMNS = (
+    "name, app_id, site_id, command, params, tags, env, nodes, ranks_per_node, threads_per_rank, "
+    "gpus_per_rank, walltime, priority, state, status, max_attempts, created, message, attempt, runs"
+)
+_MARKS = ", ".join("?" * 18) + ", 0, 0"
+_INSERT = f"INSERT INTO job ({_INSERT_COLUMNS}) VALUES ({_MARKS})"
+#: --count N: SQLite generates the N identical rows itself.
+_INSERT_MANY = (
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+    f"INSERT INTO job ({_INSERT_COLUMNS}) SELECT {_MARKS} FROM n"
 )
 
 
@@ -167,6 +172,12 @@ def _initial_state(parents: dict[int, JobRow], after: list[int]) -> JobState:
 
 
 def _insert(db: SqliteDatabase, prepared: list[_Prepared]) -> CreatedJobs:
+    """Insert all jobs, their CREATED events, tags and dependencies (inside a transaction).
+
+    Ids are consecutive (the table is AUTOINCREMENT and the transaction holds the write lock),
+    so a request with --count N becomes N rows generated inside SQLite, and events, tags and
+    dependency links are derived from id ranges rather than built row by row in Python.
+    """
     parent_ids = {p for item in prepared for p in item.after}
     parents = load_rows(db, parent_ids)
     missing = parent_ids - parents.keys()
@@ -174,31 +185,45 @@ def _insert(db: SqliteDatabase, prepared: list[_Prepared]) -> CreatedJobs:
         raise NotFoundError(f"--after: no job {min(missing)}")
     first = _next_job_id(db)
     now = time.time()
-    rows: list[tuple[Any, ...]] = []
-    events: list[tuple[Any, ...]] = []
-    tags: list[tuple[Any, ...]] = []
-    links: list[tuple[int, int]] = []
+    singles: list[tuple[Any, ...]] = []
+    ranges: list[tuple[_Prepared, int, int]] = []
     states: dict[str, int] = {}
-    job_id = first
+    next_id = first
     for item in prepared:
         state = _initial_state(parents, item.after)
         status = JobStatus.PREQ_FAIL if state is JobState.COMPLETED else JobStatus.NA
         message = "a prerequisite did not pass" if state is JobState.COMPLETED else ""
         values = (*item.row, state.value, status.value, item.max_attempts, now, message)
         states[state.value] = states.get(state.value, 0) + item.count
-        for _ in range(item.count):
-            rows.append(values)
-            events.append((job_id, now, JobState.CREATED.value, state.value, status.value, 0,
-                           message, None))
-            tags.extend((job_id, key, value) for key, value in item.tags.items())
-            links.extend((parent, job_id) for parent in item.after)
-            job_id += 1
-    execute_many(db, _INSERT, rows)
-    _check_ids(db, first, job_id - 1)
-    insert_events(db, events)
-    execute_many(db, "INSERT INTO job_tag (job_id, key, value) VALUES (?, ?, ?)", tags)
-    execute_many(db, "INSERT INTO job_dependency (parent_id, child_id) VALUES (?, ?)", links)
-    return CreatedJobs(first, job_id - 1, job_id - first, states)
+        if item.count == 1:
+            singles.append(values)
+        else:
+            execute_many(db, _INSERT, singles)
+            singles = []
+            db.execute_sql(_INSERT_MANY, (item.count, *values))
+        ranges.append((item, next_id, next_id + item.count - 1))
+        next_id += item.count
+    execute_many(db, _INSERT, singles)
+    for item, low, high in ranges:
+        _insert_tags_and_links(db, item, low, high)
+    _check_ids(db, first, next_id - 1)
+    db.execute_sql(_CREATED_EVENTS, (now, first, next_id - 1))
+    return CreatedJobs(first, next_id - 1, next_id - first, states)
+
+
+_CREATED_EVENTS = (
+    "INSERT INTO event (job, time, from_state, to_state, status, attempt, message, data) "
+    "SELECT id, ?, 'CREATED', state, status, 0, message, NULL FROM job WHERE id BETWEEN ? AND ?"
+)
+
+
+def _insert_tags_and_links(db: SqliteDatabase, item: _Prepared, first: int, last: int) -> None:
+    for key, value in item.tags.items():
+        db.execute_sql("INSERT INTO job_tag (job_id, key, value) SELECT id, ?, ? FROM job "
+                       "WHERE id BETWEEN ? AND ?", (key, value, first, last))
+    for parent in item.after:
+        db.execute_sql("INSERT INTO job_dependency (parent_id, child_id) SELECT ?, id FROM job "
+                       "WHERE id BETWEEN ? AND ?", (parent, first, last))
 
 
 def _next_job_id(db: SqliteDatabase) -> int:

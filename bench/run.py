@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""megarun's benchmarks: one command, a table with targets and ratios against baselines run in
+the same process.
+
+    python bench/run.py                 # everything (a few minutes)
+    python bench/run.py launch version  # some of: version create query launch memory
+
+Each benchmark makes its own area in a temporary folder and runs the real `megarun` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+@dataclass
+class Row:
+    name: str
+    value: float
+    unit: str
+    target: str
+    ok: bool
+    baseline: str = ""
+    ratio: str = ""
+
+
+def megarun(area: Path | None, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    prefix = [sys.executable, "-m", "megarun"] + (["--area", str(area)] if area else [])
+    return subprocess.run([*prefix, *args], capture_output=True, text=True, env=ENV, check=check)
+
+
+def timed(func: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def new_area(root: Path, name: str) -> Path:
+    area = root / name
+    megarun(None, "init", str(area))
+    megarun(area, "app", "add", "noop", "--command", "true")
+    return area
+
+
+def bench_version(root: Path) -> list[Row]:
+    runs = [timed(lambda: megarun(None, "--version")) for _ in range(7)]
+    base = [timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True))
+            for _ in range(7)]
+    value, baseline = statistics.median(runs), statistics.median(base)
+    return [Row("megarun --version", value, "s", "< 0.25 s", value < 0.25,
+                f"python -c pass {baseline:.3f} s", f"{value / baseline:.1f}x")]
+
+
+def bench_create(root: Path) -> list[Row]:
+    area = new_area(root, "create")
+    value = timed(lambda: megarun(area, "job", "create", "--app", "noop", "--count", "100000"))
+    return [Row("job create --count 100000", value, "s", "< 3 s", value < 3.0)]
+
+
+def bench_query(root: Path) -> list[Row]:
+    area = new_area(root, "query")
+    for _ in range(10):
+        megarun(area, "job", "create", "--app", "noop", "--count", "100000")
+    # Mark a realistic sprinkling of jobs as ended, some failed, straight in SQL.
+    import sqlite3
+
+    db = sqlite3.connect(area / ".megarun" / "work.db")
+    db.execute("UPDATE job SET state='COMPLETED', status='PASS' WHERE id % 3 = 0")
+    db.execute("UPDATE job SET state='COMPLETED', status='FAIL' WHERE id % 1000 = 1")
+    db.commit()
+    db.close()
+    failed = statistics.median(timed(lambda: megarun(area, "job", "ls", "--state", "FAILED",
+                                                     "--limit", "20")) for _ in range(5))
+    by_state = statistics.median(timed(lambda: megarun(area, "job", "ls", "--by-state"))
+                                 for _ in range(5))
+    version = statistics.median(timed(lambda: megarun(None, "--version")) for _ in range(5))
+    return [
+        Row("job ls --state FAILED --limit 20 (1M jobs)", failed, "s", "< 0.3 s", failed < 0.3,
+            f"--version {version:.3f} s", f"{failed / version:.1f}x"),
+        Row("job ls --by-state (1M jobs)", by_state, "s", "< 1 s", by_state < 1.0),
+    ]
+
+
+def bench_launch(root: Path, count: int = 10_000) -> list[Row]:
+    area = new_area(root, "launch")
+    megarun(area, "job", "create", "--app", "noop", "--count", str(count))
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        out = megarun(area, "launch", "--json")
+        result.update(json.loads(out.stdout))
+
+    elapsed = timed(run)
+    seq = subprocess.Popen(["seq", str(count)], stdout=subprocess.PIPE)
+    xargs = timed(lambda: subprocess.run(["xargs", "-P2", "-n1", "true"], stdin=seq.stdout,
+                                         check=True))
+    seq.wait()
+    done = int(str(result.get("done", 0)))
+    rate, base_rate = done / elapsed, count / xargs
+    counts = megarun(area, "job", "ls", "--by-state", "--json")
+    passed = sum(c["count"] for c in json.loads(counts.stdout) if c["status"] == "PASS")
+    return [Row(f"launch {count} no-op jobs (logs, durable state)", rate, "jobs/s",
+                ">= 1000 and >= 0.7x xargs", rate >= 1000 and rate >= 0.7 * base_rate
+                and passed == count, f"xargs -P2 -n1 true {base_rate:,.0f}/s",
+                f"{rate / base_rate:.2f}x")]
+
+
+def bench_memory(root: Path, count: int = 100_000) -> list[Row]:
+    area = new_area(root, "memory")
+    megarun(area, "job", "create", "--app", "noop", "--count", str(count))
+    process = subprocess.Popen([sys.executable, "-m", "megarun", "--area", str(area), "launch",
+                                "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env=ENV)
+    peak = [0]
+
+    def sample() -> None:
+        status = Path(f"/proc/{process.pid}/status")
+        while process.poll() is None:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        peak[0] = max(peak[0], int(line.split()[1]))
+            except OSError:
+                break
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    process.wait()
+    sampler.join()
+    mb = peak[0] / 1024
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return [Row(f"launcher peak RSS, {count} queued jobs", mb, "MB", "< 150 MB", mb < 150,
+                f"this bench process {own:.0f} MB", f"{mb / own:.1f}x")]
+
+
+BENCHES = {"version": bench_version, "create": bench_create, "query": bench_query,
+           "launch": bench_launch, "memory": bench_memory}
+
+
+def print_table(rows: list[Row]) -> None:
+    header = ("benchmark", "value", "target", "baseline (same run)", "ratio", "ok")
+    lines = [(r.name, f"{r.value:,.3f} {r.unit}" if r.value < 100 else f"{r.value:,.0f} {r.unit}",
+              r.target, r.baseline, r.ratio, "yes" if r.ok else "NO") for r in rows]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
+    for line in (header, *lines):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"some of: {' '.join(BENCHES)} (default: all)")
+    args = parser.parse_args()
+    unknown = set(args.names) - set(BENCHES)
+    if unknown:
+        parser.error(f"unknown benchmark {sorted(unknown)[0]!r}; choose from {', '.join(BENCHES)}")
+    root = Path(tempfile.mkdtemp(prefix="megarun-bench-"))
+    rows: list[Row] = []
+    try:
+        for name in args.names or list(BENCHES):
+            rows.extend(BENCHES[name](root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print_table(rows)
+    return 0 if all(r.ok for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
