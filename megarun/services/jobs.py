@@ -69,12 +69,10 @@ _INSERT_COLUMNS = (
     "gpus_per_rank, walltime, priority, state, status, max_attempts, created, message, attempt, runs"
 )
 _MARKS = ", ".join("?" * 18) + ", 0, 0"
-_INSERT = f"INSERT INTO job ({_INSERT_COLUMNS}) VALUES ({_MARKS})"
+_INSERT = f"INSERT INTO job ({_INSERT_COLUMNS}) VALUES ({_MARKS})"  # noqa: S608 - constants only
 #: --count N: SQLite generates the N identical rows itself.
-_INSERT_MANY = (
-    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-    f"INSERT INTO job ({_INSERT_COLUMNS}) SELECT {_MARKS} FROM n"
-)
+_COUNT_TO = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+_INSERT_MANY = _COUNT_TO + f"INSERT INTO job ({_INSERT_COLUMNS}) SELECT {_MARKS} FROM n"  # noqa: S608
 
 
 @dataclass
