@@ -158,9 +158,9 @@ def print_table(rows: list[Row]) -> None:
     header = ("benchmark", "value", "target", "baseline (same run)", "ratio", "ok")
     lines = [(r.name, f"{r.value:,.3f} {r.unit}" if r.value < 100 else f"{r.value:,.0f} {r.unit}",
               r.target, r.baseline, r.ratio, "yes" if r.ok else "NO") for r in rows]
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=False)]
     for line in (header, *lines):
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)))
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=False)))
 
 
 def main() -> int:

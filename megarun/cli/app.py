@@ -1,8 +1,6 @@
 """The Typer application: global options, command groups, and the one place errors become
 exit codes and one-line messages."""
 
-from __future__ import annotations
-
 import sqlite3
 import sys
 from typing import Annotated

@@ -1,13 +1,11 @@
 """`megarun app ...`: named command templates."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer
 
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
-from megarun.cli.output import console, print_json, print_mapping, render
+from megarun.cli.output import print_json, print_mapping, render, say
 from megarun.services import apps as app_service
 
 app = typer.Typer(help="Apps: named command templates jobs are made from.", no_args_is_help=True)
@@ -31,7 +29,7 @@ def add(
     """Add an app from the command line."""
     params = app_service.parse_param_defaults(param or [])
     spec = app_service.add_app(context(ctx), name, command, params, description, retries, replace)
-    console.print(f"app {spec.name!r} saved")
+    say(f"app {spec.name!r} saved")
 
 
 @app.command("sync")
@@ -79,4 +77,4 @@ def rm(
 ) -> None:
     """Remove an app no job refers to."""
     app_service.remove_app(context(ctx), name)
-    console.print(f"app {name!r} removed")
+    say(f"app {name!r} removed")

@@ -1,7 +1,5 @@
 """`megarun init` and `megarun demo`."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
@@ -9,10 +7,9 @@ import typer
 
 from megarun.cli.common import JSON_HELP
 from megarun.cli.launch_cmd import launch_with_progress, print_summary
-from megarun.cli.output import console, print_json, print_table
+from megarun.cli.output import print_json, print_table, say
 from megarun.services import jobs as job_service
 from megarun.services.areas import init_area
-from megarun.services.demo import make_demo_area
 from megarun.services.jobs import JobFilter
 
 
@@ -27,7 +24,7 @@ def register(app: typer.Typer) -> None:
         """Make a new area: megarun.toml, tests/, apps/ and .megarun/."""
         key_list = [k.strip() for k in keys.split(",") if k.strip()]
         root = init_area(path, key_list, name)
-        console.print(f"area ready at {root}")
+        say(f"area ready at {root}")
 
     @app.command("demo")
     def demo(
@@ -37,6 +34,8 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     ) -> None:
         """Make a throwaway area with sample apps and jobs, run them locally, show a summary."""
+        from megarun.services.demo import make_demo_area
+
         ctx = make_demo_area(path, greetings=jobs)
         try:
             summary = launch_with_progress(ctx, "local", quiet=as_json)
@@ -47,7 +46,7 @@ def register(app: typer.Typer) -> None:
             else:
                 print_summary(summary)
                 print_table(counts, ["state", "status", "count"], title="all jobs")
-                console.print(f"demo area: {ctx.area.root}  (try: megarun --area "
+                say(f"demo area: {ctx.area.root}  (try: megarun --area "
                               f"{ctx.area.root} job ls)")
         finally:
             ctx.close()

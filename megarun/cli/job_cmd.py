@@ -1,14 +1,12 @@
 """`megarun job ...`: create, select, inspect, kill, remove, reset jobs."""
 
-from __future__ import annotations
-
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format, parse_pairs
-from megarun.cli.output import console, err_console, print_json, print_mapping, render
+from megarun.cli.output import note, print_json, print_mapping, render, say
 from megarun.services import jobs as job_service
 from megarun.services.jobs import JobFilter, JobRequest
 
@@ -16,7 +14,7 @@ app = typer.Typer(help="Jobs: single executions of an app.", no_args_is_help=Tru
 
 _LIST_COLUMNS = ["id", "app", "site", "state", "status", "attempt", "exit_code", "tags",
                  "message"]
-TagOption = Annotated[Optional[list[str]], typer.Option(
+TagOption = Annotated[list[str] | None, typer.Option(
     "--tag", "-t", help="Tag key=value (repeatable; all must match).", metavar="KEY=VALUE")]
 
 
@@ -60,10 +58,10 @@ def create(
     if as_json:
         print_json(created.as_dict())
     elif created.count == 1:
-        console.print(f"job {created.first_id} created ({', '.join(created.states)})")
+        say(f"job {created.first_id} created ({', '.join(created.states)})")
     else:
         states = ", ".join(f"{n} {s}" for s, n in created.states.items())
-        console.print(f"{created.count} jobs created: {created.first_id}..{created.last_id} "
+        say(f"{created.count} jobs created: {created.first_id}..{created.last_id} "
                       f"({states})")
 
 
@@ -123,7 +121,7 @@ def logs(
         print_json({name: text for name, text in files})
         return
     for name, text in files:
-        err_console.print(f"[bold]==> {name} <==[/bold]")
+        note(f"==> {name} <==", "bold")
         typer.echo(text, nl=not text.endswith("\n") and bool(text))
 
 
@@ -140,7 +138,7 @@ def kill(
         return
     for key, ids in result.items():
         if ids:
-            console.print(f"{key}: {', '.join(map(str, ids))}")
+            say(f"{key}: {', '.join(map(str, ids))}")
 
 
 @app.command("rm")
@@ -150,7 +148,7 @@ def rm(
 ) -> None:
     """Remove jobs that are not running (their event trail is kept)."""
     removed = job_service.remove_jobs(context(ctx), job_ids)
-    console.print(f"removed {len(removed)} job(s)")
+    say(f"removed {len(removed)} job(s)")
 
 
 @app.command("reset")
@@ -160,4 +158,4 @@ def reset(
 ) -> None:
     """Send ended jobs back to READY with a fresh set of attempts."""
     done = job_service.reset_jobs(context(ctx), job_ids)
-    console.print(f"reset {len(done)} job(s) to READY")
+    say(f"reset {len(done)} job(s) to READY")

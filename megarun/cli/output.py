@@ -1,19 +1,49 @@
-"""Rendering for every command: rich tables for people, --json and --csv for scripts."""
+"""Rendering for every command: aligned tables for people, --json and --csv for scripts.
 
-from __future__ import annotations
+rich is imported only when a terminal will see colours (or a progress bar): a pipe gets plain
+text, and commands used from scripts start faster.
+"""
 
 import csv
 import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+STATUS_STYLES = {
+    "PASS": "green", "SKIP": "cyan", "WAIVED": "cyan", "WARN": "yellow", "CHECK": "yellow",
+    "FAIL": "red", "TIMEOUT": "red", "PREQ_FAIL": "magenta", "DEAD": "red", "ABORT": "red",
+}
+STATE_STYLES = {
+    "RUNNING": "blue", "LAUNCHED": "blue", "QUEUED": "cyan", "READY": "white",
+    "AWAITING_PARENTS": "dim", "COMPLETED": "green", "KILLED": "red", "DEAD": "red",
+    "KILLREQ": "yellow", "STALE": "yellow",
+}
+
+
+@lru_cache(maxsize=2)
+def rich_console(stderr: bool = False) -> "Console":
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def say(text: str) -> None:
+    """One line of plain output on stdout."""
+    print(text)
+
+
+def note(text: str, style: str = "") -> None:
+    """A remark on stderr, coloured when stderr is a terminal."""
+    if style and sys.stderr.isatty():
+        rich_console(stderr=True).print(text, style=style, markup=False)
+    else:
+        print(text, file=sys.stderr)
 
 
 def print_json(data: Any) -> None:
@@ -37,46 +67,59 @@ def _flat(value: Any) -> str:
     return str(value)
 
 
-def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | None = None,
-                empty: str = "nothing to show") -> None:
-    if not rows:
-        err_console.print(f"[dim]{empty}[/dim]")
-        return
-    table = Table(title=title, header_style="bold", box=None, pad_edge=False)
-    for column in columns:
-        table.add_column(column.upper(), overflow="fold")
-    for row in rows:
-        table.add_row(*(style_value(column, row.get(column)) for column in columns))
-    console.print(table)
-
-
-STATUS_STYLES = {
-    "PASS": "green", "SKIP": "cyan", "WAIVED": "cyan", "WARN": "yellow", "CHECK": "yellow",
-    "FAIL": "red", "TIMEOUT": "red", "PREQ_FAIL": "magenta", "DEAD": "red", "ABORT": "red",
-}
-STATE_STYLES = {
-    "RUNNING": "blue", "LAUNCHED": "blue", "QUEUED": "cyan", "READY": "white",
-    "AWAITING_PARENTS": "dim", "COMPLETED": "green", "KILLED": "red", "DEAD": "red",
-    "KILLREQ": "yellow", "STALE": "yellow",
-}
-
-
-def style_value(column: str, value: Any) -> str:
-    text = _display(column, value)
-    style = None
-    if column == "status":
-        style = STATUS_STYLES.get(text)
-    elif column == "state":
-        style = STATE_STYLES.get(text)
-    return f"[{style}]{text}[/{style}]" if style else text.replace("[", "\\[")
-
-
 def _display(column: str, value: Any) -> str:
     if value is None:
         return ""
     if column in ("created", "started", "ended", "time") and isinstance(value, float):
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
-    return _flat(value)
+    return _flat(value).replace("\n", "\\n")
+
+
+def _cell_style(column: str, text: str) -> str:
+    if column == "status":
+        return STATUS_STYLES.get(text, "")
+    if column == "state":
+        return STATE_STYLES.get(text, "")
+    return ""
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | None = None,
+                empty: str = "nothing to show") -> None:
+    """Aligned columns, one line per row, like `ls -l`: fast for long listings, never wrapped."""
+    if not rows:
+        note(empty, "dim")
+        return
+    cells = [[_display(column, row.get(column)) for column in columns] for row in rows]
+    headers = [column.upper() for column in columns]
+    widths = [max(len(h), *(len(line[i]) for line in cells)) for i, h in enumerate(headers)]
+    if sys.stdout.isatty():
+        _print_coloured(title, columns, headers, cells, widths)
+        return
+    out = [title] if title else []
+    out.append(_join(headers, widths))
+    out.extend(_join(line, widths) for line in cells)
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+def _join(cells: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+
+
+def _print_coloured(title: str | None, columns: Sequence[str], headers: list[str],
+                    cells: list[list[str]], widths: list[int]) -> None:
+    from rich.text import Text
+
+    out = Text()
+    if title:
+        out.append(title + "\n", style="bold")
+    out.append(_join(headers, widths) + "\n", style="bold")
+    for line in cells:
+        for index, (column, text, width) in enumerate(zip(columns, line, widths, strict=True)):
+            out.append("  " if index else "")
+            out.append(text.ljust(width) if index < len(columns) - 1 else text,
+                       style=_cell_style(column, text))
+        out.append("\n")
+    rich_console().print(out, end="", soft_wrap=True)
 
 
 def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool, as_csv: bool,
@@ -91,12 +134,12 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool
 
 
 def print_mapping(data: dict[str, Any], title: str | None = None) -> None:
-    """A key/value view of one object (show commands)."""
-    table = Table(title=title, show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    for key, value in data.items():
-        if isinstance(value, (list, dict)) and key in ("events",):
-            continue
-        table.add_row(key, style_value(key, value))
-    console.print(table)
+    """A key/value view of one object (show commands); lists of records are left out."""
+    rows = [{"key": key, "value": value} for key, value in data.items()
+            if not (isinstance(value, list) and value and isinstance(value[0], dict))]
+    keys = [str(row["key"]) for row in rows]
+    width = max(len(k) for k in keys) if keys else 0
+    if title:
+        say(title)
+    for key, row in zip(keys, rows, strict=True):
+        say(f"{key.ljust(width)}  {_display(key, row['value'])}")

@@ -1,13 +1,11 @@
 """`megarun site ...`: presets and sites."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer
 
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
-from megarun.cli.output import console, print_json, print_mapping, render
+from megarun.cli.output import print_json, print_mapping, render, say
 from megarun.services import sites as site_service
 
 app = typer.Typer(help="Sites: where jobs run.", no_args_is_help=True)
@@ -39,7 +37,7 @@ def add(
     if as_json:
         print_json(info.as_dict())
     else:
-        console.print(f"site {info.name!r} added ({info.scheduler}, work dir {info.workdir})")
+        say(f"site {info.name!r} added ({info.scheduler}, work dir {info.workdir})")
 
 
 @app.command("ls")
@@ -76,4 +74,4 @@ def rm(
 ) -> None:
     """Remove a site no job refers to."""
     site_service.remove_site(context(ctx), name)
-    console.print(f"site {name!r} removed")
+    say(f"site {name!r} removed")

@@ -331,7 +331,7 @@ def list_jobs(ctx: Context, flt: JobFilter, limit: int = 0) -> list[dict[str, An
     apps, sites = _names(ctx)
     jobs = []
     for values in ctx.db.execute_sql(sql, tuple(params)):
-        job = dict(zip(_LIST_COLUMNS, values))
+        job = dict(zip(_LIST_COLUMNS, values, strict=False))
         job["app"] = apps.get(job.pop("app_id"), "")
         job["site"] = sites.get(job.pop("site_id"), "")
         job["tags"] = json.loads(job["tags"])
