@@ -15,16 +15,28 @@ from megarun.db import migrations
 from megarun.db.models import database_proxy
 from megarun.errors import DatabaseBusy, EnvironmentProblem
 
-BUSY_TIMEOUT_MS = 60_000
+#: How long a writer waits for another process's transaction (MEGARUN_DB_TIMEOUT seconds).
+BUSY_TIMEOUT_ENV = "MEGARUN_DB_TIMEOUT"
+DEFAULT_BUSY_SECONDS = 60.0
 
-PRAGMAS = (
-    ("journal_mode", "wal"),
-    ("synchronous", "normal"),
-    ("foreign_keys", 1),
-    ("busy_timeout", BUSY_TIMEOUT_MS),
-    ("cache_size", -64_000),
-    ("temp_store", "memory"),
-)
+
+def busy_timeout_seconds() -> float:
+    raw = os.environ.get(BUSY_TIMEOUT_ENV, "")
+    try:
+        return max(0.0, float(raw)) if raw else DEFAULT_BUSY_SECONDS
+    except ValueError:
+        return DEFAULT_BUSY_SECONDS
+
+
+def _pragmas(busy_seconds: float) -> tuple[tuple[str, Any], ...]:
+    return (
+        ("journal_mode", "wal"),
+        ("synchronous", "normal"),
+        ("foreign_keys", 1),
+        ("busy_timeout", int(busy_seconds * 1000)),
+        ("cache_size", -64_000),
+        ("temp_store", "memory"),
+    )
 
 
 def _create_private(path: Path) -> None:
@@ -38,7 +50,8 @@ def open_database(path: Path, migrate: bool = True) -> SqliteDatabase:
     """Open (creating if needed) the database at `path` and bind the models to it."""
     if not path.exists():
         _create_private(path)
-    db = SqliteDatabase(str(path), pragmas=PRAGMAS, lock_type="IMMEDIATE", timeout=BUSY_TIMEOUT_MS / 1000)
+    busy = busy_timeout_seconds()
+    db = SqliteDatabase(str(path), pragmas=_pragmas(busy), lock_type="IMMEDIATE", timeout=busy)
     try:
         db.connect(reuse_if_open=True)
         database_proxy.initialize(db)
@@ -56,7 +69,7 @@ def translate_operational_error(exc: Exception, path: Path | None = None) -> Exc
     if "locked" in text or "busy" in text:
         return DatabaseBusy(
             f"the database stayed locked by another megarun process{where}",
-            f"waited {BUSY_TIMEOUT_MS // 1000} s; try again when it is done",
+            f"waited {busy_timeout_seconds():g} s; try again when it is done",
         )
     if "disk is full" in text or "disk I/O" in text:
         return EnvironmentProblem(f"cannot write the database{where}: {text}")
