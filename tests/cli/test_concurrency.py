@@ -14,7 +14,7 @@ def test_parallel_writers_lose_nothing(area: Path) -> None:
                              "-t", f"writer={n}") for n in range(4)]
     readers = [spawn_megarun(area, "job", "ls", "--by-state", "--json") for _ in range(4)]
     for process in writers + readers:
-        out, err = process.communicate(timeout=120)
+        _, err = process.communicate(timeout=120)
         assert process.returncode == 0, err
         assert "locked" not in err and "Traceback" not in err
     listed = megarun_process(area, "job", "ls", "--by-state", "--json")
