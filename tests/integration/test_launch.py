@@ -158,7 +158,7 @@ def test_ctrl_c_kills_running_and_requeues_the_rest(area: Path) -> None:
     wait_for(lambda: len(jobs(area, "--state", "RUNNING")) >= 1)
     running = [j["id"] for j in jobs(area, "--state", "RUNNING")]
     launcher.send_signal(signal.SIGINT)
-    out, err = launcher.communicate(timeout=30)
+    _out, err = launcher.communicate(timeout=30)
     assert launcher.returncode == 130, err
     states = {j["id"]: j["state"] for j in jobs(area)}
     assert set(states.values()) <= {"KILLED", "READY"}

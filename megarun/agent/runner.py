@@ -1,0 +1,169 @@
+"""Starting one step of a job: its work dir, log files, environment and process group."""
+
+import errno
+import os
+import re
+import shlex
+import signal
+import subprocess
+from typing import Any, Dict, List, Optional
+
+from megarun.agent.spool import write_atomic
+
+#: A command made only of these characters is split on whitespace and executed directly;
+#: anything else (quotes, $, ;, |, &, <, >, *, ~, newlines, ...) runs under /bin/sh -c.
+_PLAIN_COMMAND = re.compile(r"[A-Za-z0-9_./=:,+@%\- \t-]*\Z")
+_SPAWN = getattr(os, "posix_spawnp", None)
+_SIGNALS_TO_RESET = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ")
+                          if hasattr(signal, name))
+
+
+class StepFailedToStart(Exception):
+    """A step that could not be started; `rc` is the exit code a shell would have given."""
+
+    def __init__(self, message: str, rc: Optional[int]) -> None:
+        Exception.__init__(self, message)
+        self.message = message
+        self.rc = rc
+
+
+def command_argv(cmd: str) -> List[str]:
+    """The argv that runs a step command (see _PLAIN_COMMAND)."""
+    if cmd.strip() and _PLAIN_COMMAND.match(cmd):
+        return cmd.split()
+    return ["/bin/sh", "-c", cmd]
+
+
+def job_environment(base: Dict[str, str], spec: Dict[str, Any],
+                    gpu_ids: Optional[List[str]]) -> Dict[str, str]:
+    """The environment of a job: the agent's, the spec's `env`, then megarun's own variables."""
+    env = dict(base)
+    for key, value in (spec.get("env") or {}).items():
+        env[str(key)] = str(value)
+    env["MEGARUN_JOB_ID"] = str(spec["id"])
+    env["MEGARUN_ATTEMPT"] = str(spec.get("attempt", 0))
+    env["MEGARUN_WORKDIR"] = str(spec["workdir"])
+    env["OMP_NUM_THREADS"] = str(spec.get("threads") or 1)
+    if gpu_ids is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+    return env
+
+
+def open_logs(workdir: str, step: str) -> List[int]:
+    """Create the work dir and the step's .out/.err files; return their descriptors."""
+    os.makedirs(workdir, mode=0o700, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    out = os.open(os.path.join(workdir, step + ".out"), flags, 0o600)
+    try:
+        err = os.open(os.path.join(workdir, step + ".err"), flags, 0o600)
+    except OSError:
+        os.close(out)
+        raise
+    return [out, err]
+
+
+def spawn(argv: List[str], workdir: str, env: Dict[str, str], out: int, err: int,
+          home: str) -> int:
+    """Start `argv` in `workdir` as the leader of a new session; return its pid.
+
+    Raises StepFailedToStart when the program does not exist or cannot be executed.
+    """
+    try:
+        if _SPAWN is not None:
+            return _posix_spawn(argv, workdir, env, out, err, home)
+        return _popen(argv, workdir, env, out, err)
+    except FileNotFoundError:
+        raise StepFailedToStart("command not found: " + shlex.quote(argv[0]), 127) from None
+    except PermissionError:
+        raise StepFailedToStart("command not executable: " + shlex.quote(argv[0]), 126) from None
+    except OSError as exc:
+        if exc.errno == errno.ENOEXEC:
+            raise StepFailedToStart("not an executable file: " + shlex.quote(argv[0]),
+                                    126) from None
+        raise
+
+
+def _posix_spawn(argv: List[str], workdir: str, env: Dict[str, str], out: int, err: int,
+                 home: str) -> int:
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_DUP2, out, 1),
+               (os.POSIX_SPAWN_DUP2, err, 2)]
+    os.chdir(workdir)  # the agent is single-threaded: the child inherits this cwd
+    try:
+        pid = _SPAWN(argv[0], argv, env, file_actions=actions,  # type: ignore[misc]
+                     setsid=True, setsigdef=_SIGNALS_TO_RESET)
+    finally:
+        os.chdir(home)
+    return int(pid)
+
+
+#: Popen objects of running steps on Pythons without posix_spawn, so that they are not
+#: garbage-collected while running (the agent reaps them itself with waitpid).
+_POPENS = {}  # type: Dict[int, subprocess.Popen]  # type: ignore[type-arg]
+
+
+def _popen(argv: List[str], workdir: str, env: Dict[str, str], out: int, err: int) -> int:
+    process = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                               stdout=out, stderr=err, start_new_session=True)
+    _POPENS[process.pid] = process
+    return process.pid
+
+
+def reaped(pid: int, rc: int) -> None:
+    """Tell the Popen fallback that the agent reaped `pid` itself."""
+    process = _POPENS.pop(pid, None)
+    if process is not None:
+        process.returncode = rc
+
+
+def exit_code(status: int) -> int:
+    """A waitpid status as a shell-like code: the exit code, or minus the signal number."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def signal_group(pid: int, signum: int) -> None:
+    """Send a signal to a step's whole process group; a group already gone is fine."""
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        return  # the group leader's pid was reused by a process of someone else
+
+
+def write_exit_file(workdir: str, rc: Optional[int]) -> None:
+    write_atomic(os.path.join(workdir, "megarun.exit"), "{}\n".format(rc).encode())
+
+
+def last_line(path: str, limit: int = 200) -> str:
+    """The last non-empty line of a (log) file, shortened; '' if there is none."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 4096))
+            tail = handle.read()
+    except OSError:
+        return ""
+    lines = [line for line in tail.decode("utf-8", "replace").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[-1].strip()
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def disk_full(path: str) -> bool:
+    """True when the file system holding `path` has no block or no inode left for us."""
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return False
+    return stats.f_bavail == 0 or (stats.f_files > 0 and stats.f_favail == 0)
+
+
+def describe_signal(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "signal {}".format(signum)

@@ -1,0 +1,228 @@
+"""The agent's side of the spool: claiming bundles, the event log, heartbeats and control files."""
+
+import errno
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+log = logging.getLogger("megarun.agent")
+
+#: How much of the end of an event log is read to find the last sequence number.
+_TAIL_BYTES = 1 << 16
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write `data` to `path` through a hidden temporary file and a rename, mode 0600."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, ".{}.{}.tmp".format(name, os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        _write_all(fd, data)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+
+
+class AgentSpool:
+    """The spool folders of one site work dir, as one agent sees them."""
+
+    def __init__(self, workdir: str, agent_id: str) -> None:
+        self.workdir = os.path.abspath(workdir)
+        self.agent_id = agent_id
+        root = os.path.join(self.workdir, "spool")
+        self.queue = os.path.join(root, "queue")
+        self.claimed = os.path.join(root, "claimed", agent_id)
+        self.kill_dir = os.path.join(root, "control", "kill")
+        self.stop_dir = os.path.join(root, "control", "stop")
+        self.agents = os.path.join(root, "agents")
+        self.events_path = os.path.join(root, "events", agent_id + ".jsonl")
+        self.heartbeat_path = os.path.join(self.agents, agent_id + ".json")
+
+    def ensure(self) -> None:
+        for folder in (self.queue, self.claimed, self.kill_dir, self.stop_dir, self.agents,
+                       os.path.dirname(self.events_path)):
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+
+    # -- bundles ----------------------------------------------------------------------------
+    def claim_bundle(self) -> Optional[str]:
+        """Take the oldest queued bundle by renaming it into claimed/<agent>/; None if none."""
+        try:
+            names = sorted(n for n in os.listdir(self.queue)
+                           if n.endswith(".jsonl") and not n.startswith("."))
+        except FileNotFoundError:
+            return None
+        for name in names:
+            target = os.path.join(self.claimed, name)
+            try:
+                os.rename(os.path.join(self.queue, name), target)
+            except FileNotFoundError:
+                continue  # another agent (or the home host taking work back) was first
+            return target
+        return None
+
+    def leftover_bundles(self) -> List[str]:
+        """Bundles this agent id claimed in an earlier life."""
+        return sorted(os.path.join(self.claimed, n) for n in os.listdir(self.claimed)
+                      if n.endswith(".jsonl") and not n.startswith("."))
+
+    def release_bundle(self, path: str) -> None:
+        _unlink_quietly(path)
+
+    def forget_claimed(self) -> None:
+        """Remove this agent's claimed folder once every job in it is accounted for."""
+        for name in os.listdir(self.claimed):
+            _unlink_quietly(os.path.join(self.claimed, name))
+        try:
+            os.rmdir(self.claimed)
+        except OSError as exc:
+            log.warning("cannot remove %s: %s", self.claimed, exc.strerror)
+
+    # -- control ----------------------------------------------------------------------------
+    def stop_request(self) -> Optional[str]:
+        """'drain' or 'kill' when a stop was asked for this agent (or all agents)."""
+        for name in (self.agent_id, "all"):
+            try:
+                with open(os.path.join(self.stop_dir, name), "rb") as handle:
+                    mode = handle.read().decode("utf-8", "replace").strip()
+            except FileNotFoundError:
+                continue
+            return "kill" if mode == "kill" else "drain"
+        return None
+
+    def kill_requests(self) -> List[int]:
+        try:
+            names = os.listdir(self.kill_dir)
+        except FileNotFoundError:
+            return []
+        return [int(n) for n in names if n.isdigit()]
+
+    def clear_kill(self, job_id: int) -> None:
+        _unlink_quietly(os.path.join(self.kill_dir, str(job_id)))
+
+    def write_heartbeat(self, beat: Dict[str, Any]) -> None:
+        write_atomic(self.heartbeat_path, json.dumps(beat, separators=(",", ":")).encode())
+
+
+def read_bundle(path: str) -> List[Dict[str, Any]]:
+    """The job specs of a bundle; a line that is not a job spec is logged and skipped."""
+    specs = []
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                spec = json.loads(line.decode("utf-8"))
+                int(spec["id"])
+            except (ValueError, KeyError, TypeError):
+                log.error("%s line %d: not a job spec, skipped", path, number)
+                continue
+            specs.append(spec)
+    return specs
+
+
+class EventLog:
+    """The agent's append-only event log; sequence numbers continue across restarts.
+
+    Events are buffered and written with one write per `flush`. A write that fails (a full
+    disk) keeps the unwritten bytes and retries them at the next flush, so a line is never
+    left cut in the middle.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.seq, needs_newline = _last_seq(path)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._lines = []  # type: List[str]
+        self._unwritten = b"\n" if needs_newline else b""
+
+    def emit(self, ev: str, **fields: Any) -> None:
+        self.seq += 1
+        record = {"seq": self.seq, "t": round(time.time(), 6), "ev": ev}
+        record.update(fields)
+        self._lines.append(json.dumps(record, separators=(",", ":")))
+
+    def flush(self) -> bool:
+        """Write what is buffered; False when the disk refused (kept for the next flush)."""
+        if self._lines:
+            self._unwritten += ("\n".join(self._lines) + "\n").encode("utf-8")
+            self._lines = []
+        while self._unwritten:
+            try:
+                written = os.write(self._fd, self._unwritten)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+                    log.error("cannot write events to %s: %s (kept, will retry)",
+                              self.path, exc.strerror)
+                    return False
+                raise
+            self._unwritten = self._unwritten[written:]
+        return True
+
+    def pending(self) -> bool:
+        return bool(self._lines or self._unwritten)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _last_seq(path: str) -> Tuple[int, bool]:
+    """The last sequence number in an existing log, and whether it ends mid-line."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - _TAIL_BYTES))
+            tail = handle.read()
+    except FileNotFoundError:
+        return 0, False
+    needs_newline = bool(tail) and not tail.endswith(b"\n")
+    for line in reversed(tail.split(b"\n")):
+        try:
+            return int(json.loads(line.decode("utf-8"))["seq"]), needs_newline
+        except (ValueError, KeyError, TypeError):
+            continue
+    return 0, needs_newline
+
+
+Key = Tuple[int, int]
+
+
+def scan_outcomes(path: str) -> Tuple[Set[Key], Set[Key]]:
+    """(job, attempt) pairs with a `started` and with a `finished`/`returned` event in a log."""
+    started = set()  # type: Set[Key]
+    ended = set()  # type: Set[Key]
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return started, ended
+    with handle:
+        for line in handle:
+            try:
+                event = json.loads(line.decode("utf-8"))
+                key = (int(event["job"]), int(event["attempt"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+            if event.get("ev") == "started":
+                started.add(key)
+            elif event.get("ev") in ("finished", "returned"):
+                ended.add(key)
+    return started, ended
