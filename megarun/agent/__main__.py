@@ -1,10 +1,12 @@
 """`python -m megarun.agent`: run the agent, or print its version."""
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
 import platform
+import signal
 import socket
 import sys
 import time
@@ -42,6 +44,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command != "run":
         _parser().print_help(sys.stderr)
         return 2
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <agent>` prints where it is
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     from megarun.agent.agent import Agent, Options

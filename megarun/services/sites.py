@@ -128,4 +128,11 @@ def ensure_default_site(ctx: Context) -> SiteInfo:
         return _info(site)
     if name != "local":
         raise ConfigError(f"default_site {name!r} in megarun.toml is not a site; add it first")
-    return add_site(ctx, "local", "local")
+    try:
+        return add_site(ctx, "local", "local")
+    except UsageError:
+        # Another megarun process created it between our look and our insert: use theirs.
+        site = Site.get_or_none(Site.name == name)
+        if site is None:
+            raise
+        return _info(site)
