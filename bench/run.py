@@ -166,11 +166,15 @@ def print_table(rows: list[Row]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help=f"some of: {' '.join(BENCHES)} (default: all)")
+    parser.add_argument("--dir", type=Path, default=REPO / ".bench",
+                        help="where the throwaway areas go (default: .bench/ in the checkout; "
+                             "/tmp on some machines creates files far slower than other dirs)")
     args = parser.parse_args()
     unknown = set(args.names) - set(BENCHES)
     if unknown:
         parser.error(f"unknown benchmark {sorted(unknown)[0]!r}; choose from {', '.join(BENCHES)}")
-    root = Path(tempfile.mkdtemp(prefix="megarun-bench-"))
+    args.dir.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="megarun-bench-", dir=args.dir))
     rows: list[Row] = []
     try:
         for name in args.names or list(BENCHES):

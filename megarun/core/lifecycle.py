@@ -60,7 +60,7 @@ def transition(
     new_status = status if status is not None else STATUS_ON_ENTRY.get(dst, job.status)
     attempt = job.attempt + 1 if dst is JobState.QUEUED else job.attempt
     runs = job.runs + 1 if dst is JobState.RUNNING else job.runs
-    moved = replace(job, state=dst, status=new_status, attempt=attempt, runs=runs)
+    moved = JobSnapshot(job.id, dst, new_status, attempt, runs, job.max_attempts)
     record = Transition(job.id, job.state, dst, new_status, attempt, message, data)
     return moved, record
 

@@ -182,9 +182,9 @@ class LocalSpool:
             except (OSError, ValueError):
                 continue  # being replaced right now; the next cycle reads it
 
-    def job_dir(self, job_id: int) -> Path:
-        """Where a plain job runs: jobs/<thousands>/<id>."""
-        return self.workdir / "jobs" / f"{job_id // 1000:06d}" / str(job_id)
+    def job_dir(self, job_id: int) -> str:
+        """Where a plain job runs: jobs/<thousands>/<id> (a string: it goes into job specs)."""
+        return f"{self.workdir}/jobs/{job_id // 1000:06d}/{job_id}"
 
 
 def _bundle_keys(path: Path) -> list[tuple[int, int]]:

@@ -68,7 +68,7 @@ def dispatch_ready_jobs(db: SqliteDatabase, site_id: int, site: SiteInfo,
 
 def _queue(row: JobRow, values: tuple[Any, ...], spool: LocalSpool) -> dict[str, Any]:
     apply_chain(row, Chain(row.snapshot).to(JobState.QUEUED))
-    row.workdir = values[8] or str(spool.job_dir(row.id))
+    row.workdir = values[8] or spool.job_dir(row.id)
     row.agent = None
     row.exit_code = None
     row.message = ""

@@ -68,9 +68,9 @@ def ingest_site_events(db: SqliteDatabase, site_id: int, spool: LocalSpool) -> I
 
 def _read_log(db: SqliteDatabase, site_id: int, spool: LocalSpool,
               agent_id: str) -> _AgentLog | None:
-    agent = Agent.get_or_none(Agent.id == agent_id)
-    offset = agent.events_offset if agent else 0
-    last_seq = agent.last_seq if agent else 0
+    found = db.execute_sql("SELECT events_offset, last_seq FROM agent WHERE id = ?",
+                           (agent_id,)).fetchone()
+    offset, last_seq = found if found else (0, 0)
     data, new_offset = spool.read_events(agent_id, offset, READ_LIMIT)
     if not data:
         return None
@@ -149,8 +149,9 @@ def _describe(reason: str, rc: int | None) -> str:
 
 def _store_offset(db: SqliteDatabase, site_id: int, entry: _AgentLog) -> None:
     now = time.time()
-    updated = (Agent.update(events_offset=entry.offset, last_seq=entry.last_seq, last_seen=now)
-               .where(Agent.id == entry.agent_id).execute())
+    updated = db.execute_sql(
+        "UPDATE agent SET events_offset = ?, last_seq = ?, last_seen = ? WHERE id = ?",
+        (entry.offset, entry.last_seq, now, entry.agent_id)).rowcount
     if not updated:
         Agent.insert(id=entry.agent_id, site=site_id, started=now, last_seen=now,
                      events_offset=entry.offset, last_seq=entry.last_seq).execute()

@@ -34,7 +34,7 @@ from megarun.services.sites import SiteInfo, get_site, site_id
 
 #: Keep at most this many jobs queued ahead of the agents.
 QUEUE_AHEAD = 4 * BUNDLE_SIZE
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.1
 AGENT_CHECK_SECONDS = 1.0
 
 _OPEN_STATES = ("READY", "QUEUED", "LAUNCHED", "RUNNING", "KILLREQ", "AWAITING_PARENTS")
