@@ -13,7 +13,7 @@ import select
 import signal
 import socket
 import time
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from megarun.agent import AGENT_VERSION, runner
 from megarun.agent.spool import AgentSpool, EventLog, read_bundle, scan_outcomes
@@ -24,6 +24,8 @@ log = logging.getLogger("megarun.agent")
 CONTROL_INTERVAL = 0.2
 #: Seconds between looks at the queue while the agent has nothing to do.
 IDLE_POLL = 0.05
+#: Seconds a "disk is (not) full" answer is reused for job dirs under the same parent.
+DISK_CHECK_SECONDS = 0.5
 #: How many queued jobs to scan for one that fits the free slots.
 BACKFILL_SCAN = 64
 
@@ -69,16 +71,16 @@ class Job:
         self.id = int(spec["id"])
         self.attempt = int(spec.get("attempt", 0))
         self.workdir = os.path.abspath(str(spec["workdir"]))
-        self.steps = list(spec.get("steps") or [])  # type: List[Dict[str, Any]]
+        self.steps: List[Dict[str, Any]] = list(spec.get("steps") or [])
         self.step = 0
         self.pid = 0
         self.bundle = bundle
         self.started = 0.0
-        self.deadline = None  # type: Optional[float]
+        self.deadline: Optional[float] = None
         self.cpus = max(1, int(spec.get("cpus") or 1))
-        self.gpu_ids = None  # type: Optional[List[str]]
-        self.kill_reason = None  # type: Optional[str]
-        self.kill_at = None  # type: Optional[float]
+        self.gpu_ids: Optional[List[str]] = None
+        self.kill_reason: Optional[str] = None
+        self.kill_at: Optional[float] = None
 
     @property
     def gpus(self) -> int:
@@ -97,17 +99,19 @@ class Agent:
         self.spool = AgentSpool(options.workdir, options.agent_id)
         self.host = socket.gethostname()
         self.queued: Deque[Job] = collections.deque()
-        self.running = {}  # type: Dict[int, Job]
+        self.running: Dict[int, Job] = {}
         self.free_cpus = self.options.cpus
         self.free_gpus = list(self.options.gpus)
-        self.bundle_left = {}  # type: Dict[str, int]
-        self.finished_bundles = []  # type: List[str]
-        self.stop_mode = None  # type: Optional[str]
+        self.bundle_left: Dict[str, int] = {}
+        self.finished_bundles: List[str] = []
+        self._ended: List[Tuple[Job, str, int]] = []
+        self._disk_checks: Dict[str, Tuple[float, bool]] = {}
+        self.stop_mode: Optional[str] = None
         self.exit_message = ""
         self.env = dict(os.environ)
         self.env.pop("PYTHONPATH", None)
         self.started_at = time.time()
-        self.events = None  # type: Optional[EventLog]
+        self.events: Optional[EventLog] = None
         self._wakeup_r = -1
         self._next_control = 0.0
         self._next_beat = 0.0
@@ -147,6 +151,8 @@ class Agent:
         self._begin_stop("kill", "stopped by " + runner.describe_signal(signum))
 
     def _finished(self) -> bool:
+        if self._ended:
+            return False
         if self.stop_mode is not None:
             return not self.running
         if self.options.idle_exit <= 0 or self.running or self.queued or not self._queue_empty:
@@ -186,6 +192,7 @@ class Agent:
         if self.stop_mode is None:
             self._claim_if_needed()
             self._start_jobs()
+        self._complete_ended()  # after refilling the slots: a free slot never waits on files
         self._flush()
         if now >= self._next_beat:
             self._beat("running")
@@ -332,7 +339,7 @@ class Agent:
 
     def _start(self, job: Job) -> None:
         assert self.events is not None
-        if runner.disk_full(_existing_parent(job.workdir)):
+        if self._disk_full(job.workdir):
             self._report_end(job, "error", None,
                              "no space left on device in {}".format(job.workdir))
             return
@@ -375,9 +382,22 @@ class Agent:
             os.close(err)
         return True
 
+    def _disk_full(self, workdir: str) -> bool:
+        """Whether the disk of a job's work dir is full (looked at twice a second per dir)."""
+        parent = os.path.dirname(workdir)
+        now = time.monotonic()
+        cached = self._disk_checks.get(parent)
+        if cached is not None and now - cached[0] < DISK_CHECK_SECONDS:
+            return cached[1]
+        full = runner.disk_full(_existing_parent(parent))
+        if len(self._disk_checks) > 1000:
+            self._disk_checks.clear()
+        self._disk_checks[parent] = (now, full)
+        return full
+
     # -- watching ---------------------------------------------------------------------------
     def _reap(self) -> None:
-        by_pid = None  # type: Optional[Dict[int, Job]]
+        by_pid: Optional[Dict[int, Job]] = None
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -396,13 +416,21 @@ class Agent:
     def _step_ended(self, job: Job, rc: int) -> None:
         if job.kill_reason is not None:
             runner.signal_group(job.pid, signal.SIGKILL)
-            self._finish(job, job.kill_reason, rc, "")
+            self._release(job)
+            self._ended.append((job, job.kill_reason, rc))
             return
         if rc == 0 and job.step + 1 < len(job.steps):
             job.step += 1
             self._start_step(job)
             return
-        self._finish(job, "exit", rc, self._failure_message(job, rc) if rc else "")
+        self._release(job)
+        self._ended.append((job, "exit", rc))
+
+    def _complete_ended(self) -> None:
+        ended, self._ended = self._ended, []
+        for job, reason, rc in ended:
+            message = self._failure_message(job, rc) if reason == "exit" and rc else ""
+            self._complete(job, reason, rc, message)
 
     def _failure_message(self, job: Job, rc: int) -> str:
         step = job.steps[job.step]
@@ -440,10 +468,19 @@ class Agent:
 
     # -- ending -----------------------------------------------------------------------------
     def _finish(self, job: Job, reason: str, rc: Optional[int], message: str) -> None:
-        self.running.pop(job.id, None)
+        self._release(job)
+        self._complete(job, reason, rc, message)
+
+    def _release(self, job: Job) -> None:
+        """Give the job's cpus and gpus back."""
+        if self.running.pop(job.id, None) is None:
+            return
         self.free_cpus += job.cpus
         if job.gpu_ids:
             self.free_gpus.extend(job.gpu_ids)
+
+    def _complete(self, job: Job, reason: str, rc: Optional[int], message: str) -> None:
+        """Write the job's exit file and report its end."""
         if reason == "timeout" and not message:
             message = "runtime limit of {:g} s reached".format(float(job.spec.get("timeout") or 0))
         try:

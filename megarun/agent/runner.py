@@ -6,12 +6,12 @@ import re
 import shlex
 import signal
 import subprocess
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 #: A command made only of these characters is split on whitespace and executed directly;
 #: anything else (quotes, $, ;, |, &, <, >, *, ~, newlines, ...) runs under /bin/sh -c.
 _PLAIN_COMMAND = re.compile(r"[A-Za-z0-9_./=:,+@%\- \t-]*\Z")
-_SPAWN = getattr(os, "posix_spawnp", None)
+_SPAWN = getattr(os, "posix_spawn", None)
 _SIGNALS_TO_RESET = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ")
                           if hasattr(signal, name))
 
@@ -81,23 +81,55 @@ def spawn(argv: List[str], workdir: str, env: Dict[str, str], out: int, err: int
         raise
 
 
+#: Programs found on PATH, by name and PATH value: a PATH search in every child costs one
+#: failed exec per PATH entry before the right one.
+_FOUND: Dict[Tuple[str, str], str] = {}
+
+
+def resolve(program: str, path: str) -> str:
+    """The file `program` names, searched on `path` like execvp does (cached)."""
+    if "/" in program:
+        return program
+    key = (program, path)
+    found = _FOUND.get(key)
+    if found is not None:
+        return found
+    for folder in path.split(os.pathsep):
+        candidate = os.path.join(folder or ".", program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            if folder and os.path.isabs(folder):
+                _FOUND[key] = candidate
+            return candidate
+    raise FileNotFoundError(errno.ENOENT, "not found on PATH", program)
+
+
 def _posix_spawn(argv: List[str], workdir: str, env: Dict[str, str], out: int, err: int,
                  home: str) -> int:
     actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                (os.POSIX_SPAWN_DUP2, out, 1),
                (os.POSIX_SPAWN_DUP2, err, 2)]
+    search = env.get("PATH", os.defpath)
     os.chdir(workdir)  # the agent is single-threaded: the child inherits this cwd
     try:
-        pid = _SPAWN(argv[0], argv, env, file_actions=actions,  # type: ignore[misc]
-                     setsid=True, setsigdef=_SIGNALS_TO_RESET)
+        try:
+            return _spawn_file(resolve(argv[0], search), argv, env, actions)
+        except FileNotFoundError:
+            if _FOUND.pop((argv[0], search), None) is None:
+                raise
+            return _spawn_file(resolve(argv[0], search), argv, env, actions)  # it moved
     finally:
         os.chdir(home)
-    return int(pid)
+
+
+def _spawn_file(program: str, argv: List[str], env: Dict[str, str], actions: List[Any]) -> int:
+    assert _SPAWN is not None
+    return int(_SPAWN(program, argv, env, file_actions=actions, setsid=True,
+                      setsigdef=_SIGNALS_TO_RESET))
 
 
 #: Popen objects of running steps on Pythons without posix_spawn, so that they are not
 #: garbage-collected while running (the agent reaps them itself with waitpid).
-_POPENS = {}  # type: Dict[int, subprocess.Popen]  # type: ignore[type-arg]
+_POPENS: Dict[int, subprocess.Popen] = {}  # type: ignore[type-arg]
 
 
 def _popen(argv: List[str], workdir: str, env: Dict[str, str], out: int, err: int) -> int:

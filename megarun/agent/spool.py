@@ -151,7 +151,7 @@ class EventLog:
         self.path = path
         self.seq, needs_newline = _last_seq(path)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._lines = []  # type: List[str]
+        self._lines: List[str] = []
         self._unwritten = b"\n" if needs_newline else b""
 
     def emit(self, ev: str, **fields: Any) -> None:
@@ -208,8 +208,8 @@ Key = Tuple[int, int]
 
 def scan_outcomes(path: str) -> Tuple[Set[Key], Set[Key]]:
     """(job, attempt) pairs with a `started` and with a `finished`/`returned` event in a log."""
-    started = set()  # type: Set[Key]
-    ended = set()  # type: Set[Key]
+    started: Set[Key] = set()
+    ended: Set[Key] = set()
     try:
         handle = open(path, "rb")
     except FileNotFoundError:

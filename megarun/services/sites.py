@@ -98,6 +98,9 @@ def site_id(ctx: Context, name: str) -> int:
 
 def _site_row(ctx: Context, name: str) -> Site:
     site = Site.get_or_none(Site.name == name) if ctx.db else None
+    if site is None and name == "local" == ctx.area.config.default_site:
+        ensure_default_site(ctx)  # the default local site exists as soon as it is named
+        site = Site.get_or_none(Site.name == name)
     if site is None:
         names = [s.name for s in Site.select(Site.name).order_by(Site.name)]
         valid = ", ".join(names) if names else "none (add one: megarun site add NAME --preset local)"
