@@ -3,7 +3,7 @@
 the same process.
 
     python bench/run.py                 # everything (a few minutes)
-    python bench/run.py launch version  # some of: version create query launch memory
+    python bench/run.py launch version  # some of: version create query launch agent memory
 
 Each benchmark makes its own area in a temporary folder and runs the real `megarun` command.
 """
@@ -167,6 +167,32 @@ def bench_launch(root: Path, count: int = 10_000) -> list[Row]:
     return rows
 
 
+def bench_agent(root: Path, count: int = 10_000) -> list[Row]:
+    """The agent alone on prepared bundles (no launcher, no database), job dirs on tmpfs."""
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else root
+    workdir = Path(tempfile.mkdtemp(prefix="megarun-agent-bench-", dir=shm))
+    try:
+        queue = workdir / "spool" / "queue"
+        queue.mkdir(parents=True)
+        for first in range(1, count + 1, 2000):
+            lines = [json.dumps({"id": i, "attempt": 1, "workdir": f"{workdir}/jobs/{i // 1000}/{i}",
+                                 "steps": [{"name": "job", "cmd": "true"}], "cpus": 1})
+                     for i in range(first, min(first + 2000, count + 1))]
+            (queue / f"{first:08d}.jsonl").write_text("\n".join(lines) + "\n")
+        argv = [sys.executable, "-m", "megarun.agent", "run", "--workdir", str(workdir),
+                "--agent-id", "bench", "--cpus", "2", "--idle-exit", "0.01"]
+        elapsed = timed(lambda: subprocess.run(argv, env=ENV, check=True,
+                                               stderr=subprocess.DEVNULL))
+        events = (workdir / "spool" / "events" / "bench.jsonl").read_text().splitlines()
+        passed = sum(1 for line in events if '"ev":"finished"' in line and '"rc":0,' in line)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    rate, base_rate = count / elapsed, xargs_rate(count)
+    return [Row(f"agent alone, {count} no-op jobs on tmpfs", rate, "jobs/s", "(context)",
+                passed == count, f"xargs -P2 -n1 true {base_rate:,.0f}/s",
+                f"{rate / base_rate:.2f}x")]
+
+
 def bench_memory(root: Path, count: int = 100_000) -> list[Row]:
     area = new_area(root, "memory")
     megarun(area, "job", "create", "--app", "noop", "--count", str(count))
@@ -197,7 +223,7 @@ def bench_memory(root: Path, count: int = 100_000) -> list[Row]:
 
 
 BENCHES = {"version": bench_version, "create": bench_create, "query": bench_query,
-           "launch": bench_launch, "memory": bench_memory}
+           "launch": bench_launch, "agent": bench_agent, "memory": bench_memory}
 
 
 def print_table(rows: list[Row]) -> None:
