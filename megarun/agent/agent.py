@@ -9,13 +9,14 @@ import collections
 import errno
 import logging
 import os
+import re
 import select
 import signal
 import socket
 import time
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-from megarun.agent import AGENT_VERSION, runner
+from megarun.agent import AGENT_VERSION, rules, runner
 from megarun.agent.spool import AgentSpool, EventLog, read_bundle, scan_outcomes
 
 log = logging.getLogger("megarun.agent")
@@ -357,8 +358,7 @@ class Agent:
 
     def _start_step(self, job: Job) -> bool:
         """Start the job's current step; on failure the job is finished and False returned."""
-        step = job.steps[job.step]
-        name = str(step.get("name") or "step{}".format(job.step + 1))
+        name = _step_name(job.steps[job.step], job.step)
         try:
             out, err = runner.open_logs(job.workdir, name)
         except OSError as exc:
@@ -367,7 +367,7 @@ class Agent:
             return False
         try:
             env = runner.job_environment(self.env, job.spec, job.gpu_ids)
-            job.pid = runner.spawn(runner.command_argv(str(step.get("cmd", ""))), job.workdir,
+            job.pid = runner.spawn(runner.command_argv(str(job.steps[job.step].get("cmd", ""))), job.workdir,
                                    env, out, err, self.spool.workdir)
         except runner.StepFailedToStart as exc:
             _write_quietly(err, "megarun: {}\n".format(exc.message))
@@ -409,9 +409,11 @@ class Agent:
             runner.reaped(pid, rc)
             if by_pid is None:
                 by_pid = {job.pid: job for job in self.running.values()}
-            job = by_pid.get(pid)
+            job = by_pid.pop(pid, None)
             if job is not None:
                 self._step_ended(job, rc)
+                if job.id in self.running:  # its next step started: reap that one too
+                    by_pid[job.pid] = job
 
     def _step_ended(self, job: Job, rc: int) -> None:
         if job.kill_reason is not None:
@@ -433,8 +435,7 @@ class Agent:
             self._complete(job, reason, rc, message)
 
     def _failure_message(self, job: Job, rc: int) -> str:
-        step = job.steps[job.step]
-        name = str(step.get("name") or "step{}".format(job.step + 1))
+        name = _step_name(job.steps[job.step], job.step)
         parts = []
         if rc < 0:
             parts.append("killed by {}".format(runner.describe_signal(-rc)))
@@ -495,8 +496,16 @@ class Agent:
         assert self.events is not None
         runtime = round(time.monotonic() - job.started, 6) if job.started else 0.0
         signum = -rc if rc is not None and rc < 0 else None
+        extra = {}
+        if reason == "exit" and rc is not None and job.spec.get("rules"):
+            steps_run = [_step_name(step, n) for n, step in enumerate(job.steps[:job.step + 1])]
+            try:
+                extra["status"] = rules.judge(job.spec["rules"], rc, job.workdir, steps_run)
+            except (re.error, KeyError, TypeError, ValueError) as exc:
+                extra["status"] = "FAIL"
+                message = "bad rules in the job spec: {}".format(exc)
         self.events.emit("finished", job=job.id, attempt=job.attempt, reason=reason, rc=rc,
-                         signal=signum, message=message, runtime=runtime)
+                         signal=signum, message=message, runtime=runtime, **extra)
         self._job_done_with_bundle(job)
 
     def _job_done_with_bundle(self, job: Job) -> None:
@@ -534,6 +543,10 @@ class Agent:
             else:
                 self.finished_bundles.append(path)
         self._flush()
+
+
+def _step_name(step: Dict[str, Any], index: int) -> str:
+    return str(step.get("name") or "step{}".format(index + 1))
 
 
 def _ignore_signal(signum: int, frame: Any) -> None:

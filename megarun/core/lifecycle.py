@@ -108,14 +108,18 @@ def status_from_exit(reason: str, rc: int | None) -> JobStatus:
     return JobStatus.FAIL
 
 
-def finish(job: JobSnapshot, reason: str, rc: int | None, message: str = "") -> Chain:
-    """Record the end of a run reported by an agent (any active state), with automatic retry."""
+def finish(job: JobSnapshot, reason: str, rc: int | None, message: str = "",
+           judged: JobStatus | None = None) -> Chain:
+    """Record the end of a run reported by an agent (any active state), with automatic retry.
+
+    `judged` is the status the job's rules gave a job that exited (see docs/writing-tests.md).
+    """
     chain = Chain(job)
     if reason == "killed":
         if job.state is not JobState.KILLREQ:
             chain.to(JobState.KILLREQ, message="kill requested")
         return chain.to(JobState.KILLED, JobStatus.ABORT, message or "killed")
-    status = status_from_exit(reason, rc)
+    status = judged if judged is not None and reason == "exit" else status_from_exit(reason, rc)
     if job.state is JobState.QUEUED:
         chain.to(JobState.LAUNCHED)
     if chain.job.state is JobState.LAUNCHED:

@@ -16,7 +16,7 @@ from typing import Any
 from peewee import SqliteDatabase
 
 from megarun.core.lifecycle import Chain, finish
-from megarun.core.states import JobState
+from megarun.core.states import JobState, JobStatus
 from megarun.db.connection import write_transaction
 from megarun.db.jobstore import JobRow, load_rows, save_rows
 from megarun.db.models import Agent
@@ -126,7 +126,7 @@ def _apply_event(row: JobRow, event: dict[str, Any], agent_id: str, result: Inge
         reason = str(event.get("reason", "error"))
         rc = event.get("rc")
         message = str(event.get("message") or "")
-        apply_chain(row, finish(row.snapshot, reason, rc, message))
+        apply_chain(row, finish(row.snapshot, reason, rc, message, _judged(event)))
         row.exit_code = rc
         row.message = message or _describe(reason, rc)
         row.ended = float(event.get("t", time.time()))
@@ -137,6 +137,17 @@ def _apply_event(row: JobRow, event: dict[str, Any], agent_id: str, result: Inge
             apply_chain(row, Chain(row.snapshot).to(JobState.READY,
                                                      message=str(event.get("message", ""))))
             row.agent = None
+
+
+def _judged(event: dict[str, Any]) -> JobStatus | None:
+    """The status the agent's rules gave, if any (an unknown name counts as FAIL)."""
+    name = event.get("status")
+    if not name:
+        return None
+    try:
+        return JobStatus(str(name))
+    except ValueError:
+        return JobStatus.FAIL
 
 
 def _describe(reason: str, rc: int | None) -> str:

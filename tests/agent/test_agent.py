@@ -222,3 +222,27 @@ def test_bad_agent_id_is_refused(site: Site) -> None:
     process = site.start("../escape")
     _, err = process.communicate(timeout=30)
     assert process.returncode == 2 and b"agent id" in err
+
+
+def test_rules_judge_exit_codes_and_log_patterns(site: Site) -> None:
+    rules = {"exit": {"3": "SKIP"}, "patterns": [
+        {"regex": "^WARNING:", "status": "WARN", "step": None},
+        {"regex": "checksum mismatch", "status": "FAIL", "step": "s2"}]}
+    site.queue(site.job(1, ["echo fine", "echo done"], rules=rules),
+               site.job(2, ["echo WARNING: slow", "true"], rules=rules),
+               site.job(3, "sh -c 'exit 3'", rules=rules),
+               site.job(4, ["echo checksum mismatch", "true"], rules=rules),  # wrong step
+               site.job(5, ["true", "sh -c 'echo checksum mismatch >&2'"], rules=rules),
+               site.job(6, "true"))
+    finished = of(site.run(), "finished")
+    assert {j: finished[j].get("status") for j in finished} == {
+        1: "PASS", 2: "WARN", 3: "SKIP", 4: "PASS", 5: "FAIL", 6: None}
+
+
+def test_fast_multi_step_jobs_all_finish(site: Site) -> None:
+    # A next step that ends within the same reaping pass as its predecessor must be seen.
+    site.queue(*[site.job(i, ["true", "true", "true"]) for i in range(1, 41)])
+    finished = of(site.run(timeout=60), "finished")
+    assert sorted(finished) == list(range(1, 41))
+    assert all(e["rc"] == 0 for e in finished.values())
+    assert all((site.job_dir(i) / "s3.out").exists() for i in range(1, 41))

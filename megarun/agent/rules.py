@@ -1,0 +1,59 @@
+"""A job's pass/fail rules, applied by the agent where the logs are (docs/spool-protocol.md).
+
+`rules` in a job spec: {"exit": {"<code>": STATUS}, "patterns": [{"regex", "status", "step"}]}.
+The exit code gives a status (the `exit` map, else PASS for 0 and FAIL otherwise); every pattern
+found in a step's .out or .err gives its status too; the worst of them is the job's status.
+"""
+
+import os
+import re
+from typing import Any, Dict, List, Optional
+
+#: Best to worst, as megarun's STATUS order.
+ORDER = ["PASS", "SKIP", "WAIVED", "WARN", "CHECK", "FAIL", "TIMEOUT", "PREQ_FAIL", "DEAD", "ABORT"]
+_RANK = {name: rank for rank, name in enumerate(ORDER)}
+#: Log bytes scanned per file for patterns (the end of a huge log is what matters least).
+SCAN_LIMIT = 64 << 20
+
+
+def worst(statuses: List[str]) -> str:
+    return max(statuses, key=lambda s: _RANK.get(s, 0))
+
+
+def judge(rules: Dict[str, Any], rc: int, workdir: str, steps_run: List[str]) -> Optional[str]:
+    """The status the rules give a job that exited with `rc`; None when there are no rules."""
+    if not rules:
+        return None
+    exit_map = rules.get("exit") or {}
+    found = [str(exit_map.get(str(rc)) or ("PASS" if rc == 0 else "FAIL"))]
+    for pattern in rules.get("patterns") or []:
+        step = pattern.get("step")
+        names = [step] if step else steps_run
+        if step and step not in steps_run:
+            continue
+        if _any_log_matches(re.compile(str(pattern["regex"])), workdir, names):
+            found.append(str(pattern["status"]))
+    return worst(found)
+
+
+def _any_log_matches(regex: "re.Pattern[str]", workdir: str, steps: List[str]) -> bool:
+    for step in steps:
+        for suffix in (".out", ".err"):
+            if _file_matches(regex, os.path.join(workdir, step + suffix)):
+                return True
+    return False
+
+
+def _file_matches(regex: "re.Pattern[str]", path: str) -> bool:
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as handle:
+            read = 0
+            for line in handle:
+                if regex.search(line):
+                    return True
+                read += len(line)
+                if read > SCAN_LIMIT:
+                    return False
+    except OSError:
+        return False
+    return False
