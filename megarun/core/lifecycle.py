@@ -135,15 +135,19 @@ def mark_dead(job: JobSnapshot, message: str) -> Chain:
     return Chain(job).to(JobState.DEAD, JobStatus.DEAD, message).retry_if_allowed()
 
 
-def parents_outcome(parents: list[tuple[JobState, JobStatus]]) -> str:
+def parents_outcome(parents: list[tuple[JobState, JobStatus]],
+                    modes: list[str] | None = None) -> str:
     """Decide a waiting child's fate from its parents' (state, status): 'ready', 'wait', 'failed'.
 
     Retries happen at once (a failed job with attempts left is already READY again), so a parent
     that sits in an ended state with a bad outcome has failed for good and fails the child.
+    `modes` gives each link's waiton mode: "normal" needs a good status, "toplevel" only needs
+    the parent COMPLETED, whatever its status.
     """
     waiting = False
-    for state, status in parents:
-        if state is JobState.COMPLETED and status in GOOD_STATUSES:
+    for index, (state, status) in enumerate(parents):
+        lenient = modes is not None and modes[index] == "toplevel"
+        if state is JobState.COMPLETED and (lenient or status in GOOD_STATUSES):
             continue
         if state in ENDED_BADLY_STATES:
             return "failed"

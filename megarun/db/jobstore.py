@@ -128,12 +128,13 @@ def children_of(db: SqliteDatabase, parent_ids: Iterable[int]) -> set[int]:
     return found
 
 
-def parents_of(db: SqliteDatabase, child_ids: Iterable[int]) -> dict[int, list[int]]:
+def parents_of(db: SqliteDatabase, child_ids: Iterable[int]) -> dict[int, list[tuple[int, str]]]:
+    """Each child's (parent id, waiton mode) links."""
     ids = sorted(set(child_ids))
-    parents: dict[int, list[int]] = {}
+    parents: dict[int, list[tuple[int, str]]] = {}
     for part in chunks(ids):
         marks = ",".join("?" * len(part))
-        sql = f"SELECT child_id, parent_id FROM job_dependency WHERE child_id IN ({marks})"  # noqa: S608
-        for child, parent in db.execute_sql(sql, tuple(part)):
-            parents.setdefault(child, []).append(parent)
+        sql = f"SELECT child_id, parent_id, mode FROM job_dependency WHERE child_id IN ({marks})"  # noqa: S608
+        for child, parent, mode in db.execute_sql(sql, tuple(part)):
+            parents.setdefault(child, []).append((parent, mode or "normal"))
     return parents

@@ -15,8 +15,26 @@ def _initial(db: SqliteDatabase) -> None:
     db.create_tables(models.ALL_MODELS)
 
 
+def _columns(db: SqliteDatabase, table: str) -> set[str]:
+    return {row[1] for row in db.execute_sql(f"PRAGMA table_info({table})").fetchall()}
+
+
+def _suites(db: SqliteDatabase) -> None:
+    """Test-suite runs: job steps, rules and jobgroup; the run_test definitions."""
+    have = _columns(db, "job")
+    for column, kind in (("steps", "TEXT"), ("rules", "TEXT"), ("jobgroup", "VARCHAR(255)")):
+        if column not in have:  # a database made by 0001 of this version has them already
+            db.execute_sql(f"ALTER TABLE job ADD COLUMN {column} {kind}")
+    if "mode" not in _columns(db, "job_dependency"):
+        db.execute_sql("ALTER TABLE job_dependency ADD COLUMN mode VARCHAR(255) NOT NULL "
+                       "DEFAULT 'normal'")
+    db.create_tables([models.RunTest], safe=True)
+    db.execute_sql("CREATE INDEX IF NOT EXISTS job_run_test ON job (run_id, test, item)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[SqliteDatabase], None]]] = [
     ("0001_initial", _initial),
+    ("0002_suites", _suites),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from peewee import (
+    SQL,
     AutoField,
     CharField,
     DatabaseProxy,
@@ -74,6 +75,18 @@ class Run(BaseModel):
         indexes = ((("target", "runname"), True),)
 
 
+class RunTest(BaseModel):
+    """The resolved definition of one test as a run last used it (to detect STALE jobs)."""
+
+    run = ForeignKeyField(Run, backref="tests", on_delete="CASCADE")
+    test = CharField()
+    definition_hash = CharField()
+    definition = TextField()
+
+    class Meta:
+        indexes = ((("run", "test"), True),)
+
+
 class BatchJob(BaseModel):
     """One scheduler allocation."""
 
@@ -105,6 +118,9 @@ class Job(BaseModel):
     # indexed by (site, state) below
     site = ForeignKeyField(Site, null=True, backref="jobs", on_delete="RESTRICT", index=False)
     command = TextField()
+    steps = TextField(null=True)  # JSON [{name, cmd}] of a test job; None: one step, `command`
+    rules = TextField(null=True)  # JSON pass/fail rules judged by the agent (spool protocol)
+    jobgroup = CharField(null=True)
     params = TextField(default="{}")
     tags = TextField(default="{}")
     env = TextField(default="{}")
@@ -153,6 +169,8 @@ class JobDependency(BaseModel):
 
     parent = ForeignKeyField(Job, backref="child_links", on_delete="CASCADE")
     child = ForeignKeyField(Job, backref="parent_links", on_delete="CASCADE")
+    # waiton mode: "normal" needs a good parent status, "toplevel" only a COMPLETED parent
+    mode = CharField(default="normal", constraints=[SQL("DEFAULT 'normal'")])
 
     class Meta:
         primary_key = False
@@ -193,6 +211,7 @@ ALL_MODELS: list[Any] = [
     Site,
     App,
     Run,
+    RunTest,
     BatchJob,
     Job,
     JobTag,

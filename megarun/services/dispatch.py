@@ -19,18 +19,20 @@ BUNDLE_SIZE = 2_000
 
 _SELECT = (
     "SELECT id, command, env, nodes, ranks_per_node, threads_per_rank, gpus_per_rank, walltime, "
-    "workdir FROM job WHERE site_id = ? AND state = 'READY' ORDER BY priority DESC, id LIMIT ?"
+    "workdir, steps, rules FROM job WHERE site_id = ? AND state = 'READY' "
+    "ORDER BY priority DESC, id LIMIT ?"
 )
 
 
 def job_spec(values: tuple[Any, ...], attempt: int, workdir: str) -> dict[str, Any]:
     """The spool spec of one job (docs/spool-protocol.md)."""
-    (job_id, command, env, nodes, ranks, threads, gpus_per_rank, walltime, _workdir) = values
-    return {
+    (job_id, command, env, nodes, ranks, threads, gpus_per_rank, walltime, _workdir, steps,
+     rules) = values
+    spec = {
         "id": job_id,
         "attempt": attempt,
         "workdir": workdir,
-        "steps": [{"name": "job", "cmd": command}],
+        "steps": json.loads(steps) if steps else [{"name": "job", "cmd": command}],
         "env": json.loads(env),
         "nodes": nodes,
         "cpus": ranks * threads,
@@ -38,6 +40,9 @@ def job_spec(values: tuple[Any, ...], attempt: int, workdir: str) -> dict[str, A
         "threads": threads,
         "timeout": walltime * 60.0 if walltime else None,
     }
+    if rules:
+        spec["rules"] = json.loads(rules)
+    return spec
 
 
 def dispatch_ready_jobs(db: SqliteDatabase, site_id: int, site: SiteInfo,

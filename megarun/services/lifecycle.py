@@ -33,11 +33,12 @@ def settle_children(db: SqliteDatabase, rows: dict[int, JobRow], parent_ids: set
         _load_missing(db, rows, children)
         waiting = [c for c in children if rows[c].snapshot.state is JobState.AWAITING_PARENTS]
         parent_map = parents_of(db, waiting)
-        _load_missing(db, rows, {p for ps in parent_map.values() for p in ps})
+        _load_missing(db, rows, {p for ps in parent_map.values() for p, _ in ps})
         frontier = set()
         for child in waiting:
-            parents = [(rows[p].snapshot.state, rows[p].snapshot.status) for p in parent_map[child]]
-            outcome = parents_outcome(parents)
+            links = parent_map[child]
+            parents = [(rows[p].snapshot.state, rows[p].snapshot.status) for p, _ in links]
+            outcome = parents_outcome(parents, [mode for _, mode in links])
             if outcome == "ready":
                 apply_chain(rows[child], Chain(rows[child].snapshot).to(JobState.READY))
             elif outcome == "failed":
