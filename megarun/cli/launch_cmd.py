@@ -14,14 +14,15 @@ if TYPE_CHECKING:  # the launcher and rich.progress load only when a launch happ
     from megarun.services.launcher import LaunchProgress, LaunchSummary
 
 
-def launch_with_progress(ctx: Context, site_name: str, quiet: bool) -> "LaunchSummary":
+def launch_with_progress(ctx: Context, site_name: str, quiet: bool,
+                         run_id: int | None = None) -> "LaunchSummary":
     """Run the launcher; draw a progress bar on stderr unless quiet."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from megarun.services.launcher import Launcher
 
     if quiet or not sys.stderr.isatty():
-        return Launcher(ctx, site_name).run()
+        return Launcher(ctx, site_name, run_id=run_id).run()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
     with Progress(*columns, console=rich_console(stderr=True), transient=False) as progress:
@@ -33,7 +34,7 @@ def launch_with_progress(ctx: Context, site_name: str, quiet: bool) -> "LaunchSu
                       f"failed {_failed(snapshot)}  {snapshot.rate:,.0f} jobs/s")
             progress.update(task, completed=snapshot.done, total=snapshot.total, detail=detail)
 
-        return Launcher(ctx, site_name, on_progress=update).run()
+        return Launcher(ctx, site_name, on_progress=update, run_id=run_id).run()
 
 
 def _failed(snapshot: "LaunchProgress") -> int:

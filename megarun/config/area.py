@@ -15,7 +15,8 @@ AREA_FILE = "megarun.toml"
 STATE_DIR = ".megarun"
 ENV_AREA = "MEGARUN_AREA"
 
-_TOP_KEYS = {"name", "keys", "default_site", "launcher", "limits", "default", "targets", "jobgroups"}
+_TOP_KEYS = {"name", "keys", "default_site", "launcher", "limits", "default", "targets", "jobgroups",
+             "runroot"}
 _LAUNCHER_KEYS = {"retries", "heartbeat", "dead_after", "kill_grace", "idle_exit"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -53,7 +53,7 @@ S = JobState
 
 #: Every legal (from -> to). Anything else raises IllegalTransition.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    S.CREATED: frozenset({S.READY, S.AWAITING_PARENTS, S.DELETED}),
+    S.CREATED: frozenset({S.READY, S.AWAITING_PARENTS, S.COMPLETED, S.DELETED}),
     S.AWAITING_PARENTS: frozenset({S.READY, S.COMPLETED, S.KILLED, S.DELETED, S.STALE}),
     S.READY: frozenset({S.QUEUED, S.AWAITING_PARENTS, S.KILLED, S.DELETED, S.STALE}),
     S.QUEUED: frozenset({S.LAUNCHED, S.READY, S.KILLREQ, S.KILLED, S.COMPLETED}),

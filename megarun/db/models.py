@@ -65,6 +65,7 @@ class App(BaseModel):
 class Run(BaseModel):
     """A (target, runname) pair of a test suite."""
 
+    id = AutoField()
     target = CharField()
     runname = CharField()
     created = FloatField()

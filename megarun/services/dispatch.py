@@ -19,7 +19,7 @@ BUNDLE_SIZE = 2_000
 
 _SELECT = (
     "SELECT id, command, env, nodes, ranks_per_node, threads_per_rank, gpus_per_rank, walltime, "
-    "workdir, steps, rules FROM job WHERE site_id = ? AND state = 'READY' "
+    "workdir, steps, rules FROM job WHERE site_id = ? AND state = 'READY' {run} "
     "ORDER BY priority DESC, id LIMIT ?"
 )
 
@@ -46,7 +46,7 @@ def job_spec(values: tuple[Any, ...], attempt: int, workdir: str) -> dict[str, A
 
 
 def dispatch_ready_jobs(db: SqliteDatabase, site_id: int, site: SiteInfo,
-                        limit: int = BUNDLE_SIZE) -> int:
+                        limit: int = BUNDLE_SIZE, run_id: int | None = None) -> int:
     """Queue up to `limit` READY jobs of the site in one bundle; return how many.
 
     The bundle is written under a hidden name first, the jobs become QUEUED in one
@@ -56,7 +56,11 @@ def dispatch_ready_jobs(db: SqliteDatabase, site_id: int, site: SiteInfo,
     """
     spool = site.spool()
     with write_transaction(db):
-        selected = db.execute_sql(_SELECT, (site_id, limit)).fetchall()
+        if run_id is None:
+            selected = db.execute_sql(_SELECT.format(run=""), (site_id, limit)).fetchall()
+        else:
+            selected = db.execute_sql(_SELECT.format(run="AND run_id = ?"),
+                                      (site_id, run_id, limit)).fetchall()
         if not selected:
             return 0
         rows = load_rows(db, [values[0] for values in selected])

@@ -92,8 +92,10 @@ class Launcher:
     """Runs one site's jobs to completion (see module docstring)."""
 
     def __init__(self, ctx: Context, site_name: str,
-                 on_progress: Callable[[LaunchProgress], None] | None = None) -> None:
+                 on_progress: Callable[[LaunchProgress], None] | None = None,
+                 run_id: int | None = None) -> None:
         self.ctx = ctx
+        self.run_id = run_id  # only this run's jobs (megarun run), else all of the site's
         self.site: SiteInfo = get_site(ctx, site_name)
         self.site_id = site_id(ctx, site_name)
         self.spool = self.site.spool()
@@ -185,15 +187,17 @@ class Launcher:
 
     def _open_counts(self) -> dict[str, int]:
         marks = ",".join("?" * len(_OPEN_STATES))
-        sql = (f"SELECT state, count(*) FROM job WHERE site_id = ? AND state IN ({marks}) "  # noqa: S608
+        run = "" if self.run_id is None else "AND run_id = ? "
+        sql = (f"SELECT state, count(*) FROM job WHERE site_id = ? {run}AND state IN ({marks}) "  # noqa: S608
                "GROUP BY state")
-        return dict(self.ctx.db.execute_sql(sql, (self.site_id, *_OPEN_STATES)).fetchall())
+        params = (self.site_id,) if self.run_id is None else (self.site_id, self.run_id)
+        return dict(self.ctx.db.execute_sql(sql, (*params, *_OPEN_STATES)).fetchall())
 
     def _dispatch(self, by_state: dict[str, int]) -> None:
         ready = by_state.get("READY", 0)
         queued = by_state.get("QUEUED", 0)
         while ready > 0 and queued < QUEUE_AHEAD:
-            sent = dispatch_ready_jobs(self.ctx.db, self.site_id, self.site)
+            sent = dispatch_ready_jobs(self.ctx.db, self.site_id, self.site, run_id=self.run_id)
             if sent == 0:
                 break
             ready -= sent

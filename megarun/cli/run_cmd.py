@@ -1,0 +1,243 @@
+"""Test-suite run commands: run, rerun, clean, kill, status, runs ls/export."""
+
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
+from megarun.cli.output import print_json, render, say
+from megarun.errors import UsageError, WorkFailed
+from megarun.services.context import Context
+
+if TYPE_CHECKING:
+    from megarun.db.models import Run
+    from megarun.services.runs import ItemStatus
+
+TARGET = Annotated[str, typer.Option("--target", help="Target: the area's key values joined by '/'.")]
+RUNNAME = Annotated[str, typer.Option("--runname", help="Name of the run.")]
+TESTPATT = Annotated[str | None, typer.Option(
+    "--testpatt", help="Tests to include: comma-separated patterns, % matches anything.")]
+
+QUIET = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+AS_JSON = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+AS_CSV = Annotated[bool, typer.Option("--csv", help=CSV_HELP)]
+SITE = Annotated[str | None, typer.Option(help="Site to run on (default: the area's).")]
+DETACH = Annotated[bool, typer.Option("--detach",
+                                      help="Return at once; the run goes on in the background.")]
+STATUSES = Annotated[str | None, typer.Option(
+    "--status", help="Statuses to rerun, comma-separated (default: the non-good ones).")]
+CLEAN = Annotated[bool, typer.Option("--clean", help="Wipe their run paths first.")]
+DOWNSTREAM = Annotated[bool, typer.Option("--downstream",
+                                          help="Also rerun everything that waits on them.")]
+STALE = Annotated[bool, typer.Option("--stale", help="Rerun STALE jobs.")]
+KEEP = Annotated[bool, typer.Option("--keep-records", help="Remove only the files.")]
+
+runs_app = typer.Typer(help="List and export test-suite runs.", no_args_is_help=True)
+
+
+def _settle_defunct(ctx: Context) -> None:
+    """Jobs whose agent is gone become DEAD (retried while attempts remain)."""
+    from megarun.services import agents
+    from megarun.services.ingest import ingest_site_events
+    from megarun.services.sites import list_sites, site_id
+
+    for site in list_sites(ctx):
+        spool = site.spool()
+        if not spool.events.is_dir():
+            continue
+        sid = site_id(ctx, site.name)
+        ingest_site_events(ctx.db, sid, spool)
+        agents.settle_gone_agents(ctx.db, sid, spool, ctx.area.config.launcher.dead_after)
+
+
+def _items(ctx: Context, run: "Run", testpatt: str | None) -> "list[ItemStatus]":
+    from megarun.services.runs import run_items
+
+    return run_items(ctx.db, int(run.id), testpatt)
+
+
+def _print_matrix(ctx: Context, run: "Run", testpatt: str | None, as_json: bool,
+                  as_csv: bool) -> bool:
+    """Print the run's tests x items; return True when something failed."""
+    from megarun.services.runs import rollup, run_failed
+
+    items = _items(ctx, run, testpatt)
+    tests = rollup(items)
+    if as_json:
+        print_json({"target": run.target, "runname": run.runname,
+                    "status": _worst([t["status"] for t in tests.values()]),
+                    "tests": [{"test": name, **entry} for name, entry in tests.items()],
+                    "items": [{"id": i.id, "test": i.test, "item": i.item, "state": i.state,
+                               "status": i.status, "exit_code": i.exit_code,
+                               "message": i.message} for i in items]})
+        return run_failed(items)
+    rows = [{"test": i.test, "item": i.item or "-", "state": i.state, "status": i.status,
+             "id": i.id, "message": i.message} for i in items]
+    render(rows, ["test", "item", "state", "status", "id", "message"], False, as_csv,
+           title=f"run {run.target}/{run.runname}", empty="no jobs in this run")
+    if not as_csv:
+        summary = [{"test": name, "jobs": e["jobs"], "status": e["status"],
+                    "states": " ".join(f"{k}:{v}" for k, v in sorted(e["states"].items()))}
+                   for name, e in tests.items()]
+        render(summary, ["test", "jobs", "status", "states"], False, False, title="by test")
+        say(f"run status: {_worst([t['status'] for t in tests.values()])}")
+    return run_failed(items)
+
+
+def _worst(statuses: list[str]) -> str:
+    from megarun.core.states import JobStatus, worst_status
+
+    return worst_status([JobStatus(s) for s in statuses]).value
+
+
+def _launch(ctx: Context, site: str, run_id: int, quiet: bool) -> None:
+    from megarun.cli.launch_cmd import launch_with_progress
+
+    launch_with_progress(ctx, site, quiet, run_id=run_id)
+
+
+def _detach(ctx: Context, args: list[str]) -> None:
+    ctx.area.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_path = ctx.area.logs_dir / "run.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "megarun", "--area", str(ctx.area.root),
+                                    *args, "--quiet"], stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=log, start_new_session=True)
+    say(f"run continues in the background (pid {process.pid}); log: {log_path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(runs_app, name="runs")
+
+    @app.command("run")
+    def run(ctx: typer.Context, target: TARGET, runname: RUNNAME, testpatt: TESTPATT = None,
+            site: SITE = None, detach: DETACH = False, quiet: QUIET = False,
+            as_json: AS_JSON = False) -> None:
+        """Expand tests x items into jobs for a target and run them; running it again continues."""
+        from megarun.services.runs import prepare_run
+        from megarun.services.sites import ensure_default_site, get_site
+
+        mctx = context(ctx)
+        site_info = get_site(mctx, site) if site else ensure_default_site(mctx)
+        _settle_defunct(mctx)
+        setup = prepare_run(mctx, target, runname, testpatt, site_info)
+        if detach:
+            args = ["run", "--target", target, "--runname", runname, "--site", site_info.name]
+            _detach(mctx, args + (["--testpatt", testpatt] if testpatt else []))
+            if as_json:
+                print_json(setup.as_dict())
+            return
+        if not as_json:
+            say(f"run {target}/{runname}: {setup.jobs} job(s), {setup.created} new, "
+                f"{setup.stale} stale, {setup.skipped} skipped")
+        _launch(mctx, site_info.name, setup.run_id, quiet or as_json)
+        from megarun.services.runs import get_run
+
+        failed = _print_matrix(mctx, get_run(mctx, target, runname), testpatt, as_json, False)
+        if failed:
+            raise WorkFailed("some tests did not pass")
+
+    @app.command("status")
+    def status(ctx: typer.Context, target: TARGET, runname: RUNNAME, testpatt: TESTPATT = None,
+               as_json: AS_JSON = False, as_csv: AS_CSV = False) -> None:
+        """The run's tests x items with their STATE/STATUS; items roll up to tests and the run."""
+        from megarun.services.runs import get_run
+
+        one_format(as_json, as_csv)
+        mctx = context(ctx)
+        _settle_defunct(mctx)
+        _print_matrix(mctx, get_run(mctx, target, runname), testpatt, as_json, as_csv)
+
+    @app.command("rerun")
+    def rerun(ctx: typer.Context, target: TARGET, runname: RUNNAME, testpatt: TESTPATT = None,
+              status: STATUSES = None, clean: CLEAN = False, downstream: DOWNSTREAM = False,
+              stale: STALE = False, quiet: QUIET = False, as_json: AS_JSON = False) -> None:
+        """Run chosen jobs of a run again (fresh attempts), then launch them."""
+        from megarun.core.states import parse_status
+        from megarun.services.runs import DEFAULT_RERUN, get_run, rerun_jobs, select_for_rerun
+
+        mctx = context(ctx)
+        run_row = get_run(mctx, target, runname)
+        statuses = [s.strip() for s in status.split(",") if s.strip()] if status else (
+            [] if stale else list(DEFAULT_RERUN))
+        for name in statuses:
+            try:
+                parse_status(name)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        _settle_defunct(mctx)
+        from megarun.services.runs import prepare_run, site_of_run
+        from megarun.services.sites import get_site
+
+        site = site_of_run(mctx, int(run_row.id))
+        if site:  # the tests may have been fixed since: jobs take their current definitions
+            prepare_run(mctx, target, runname, None, get_site(mctx, site), create=False)
+        ids = select_for_rerun(mctx, int(run_row.id), statuses, stale, downstream, testpatt)
+        rerun_jobs(mctx, ids, clean)
+        if not as_json:
+            say(f"rerunning {len(ids)} job(s) of {target}/{runname}")
+        if ids and site:
+            _launch(mctx, site, int(run_row.id), quiet or as_json)
+        failed = _print_matrix(mctx, run_row, testpatt, as_json, False)
+        if failed:
+            raise WorkFailed("some tests did not pass")
+
+    @app.command("clean")
+    def clean(ctx: typer.Context, target: TARGET, runname: RUNNAME, testpatt: TESTPATT = None,
+              keep_records: KEEP = False, as_json: AS_JSON = False) -> None:
+        """Remove a run's (or some tests') files and records."""
+        from megarun.services.runs import clean_run, get_run
+
+        mctx = context(ctx)
+        result = clean_run(mctx, get_run(mctx, target, runname), testpatt, keep_records)
+        if as_json:
+            print_json(result)
+        else:
+            say(f"{result['paths_removed']} run path(s) removed, "
+                f"{result['records_removed']} job record(s) removed")
+
+    @app.command("kill")
+    def kill(ctx: typer.Context, target: TARGET, runname: RUNNAME, testpatt: TESTPATT = None,
+             as_json: AS_JSON = False) -> None:
+        """Ask a run's running jobs to stop (KILLREQ, then KILLED); waiting ones end KILLED."""
+        from megarun.services.runs import get_run, kill_run
+
+        mctx = context(ctx)
+        result = kill_run(mctx, get_run(mctx, target, runname), testpatt)
+        if as_json:
+            print_json(result)
+        else:
+            say(f"{len(result['killed'])} killed, {len(result['requested'])} asked to stop")
+
+    @runs_app.command("ls")
+    def runs_ls(ctx: typer.Context, as_json: AS_JSON = False, as_csv: AS_CSV = False) -> None:
+        """Every run of the area with its job count and worst status."""
+        from megarun.services.runs import list_runs
+
+        one_format(as_json, as_csv)
+        render(list_runs(context(ctx)), ["target", "runname", "jobs", "done", "status"], as_json,
+               as_csv, empty="no runs yet (megarun run --target T --runname R)")
+
+    @runs_app.command("export")
+    def runs_export(ctx: typer.Context, target: TARGET, runname: RUNNAME,
+                    fmt: Annotated[str, typer.Option("--format", help="json, csv or junit.")] = "json",
+                    testpatt: TESTPATT = None) -> None:
+        """Write a run's results to stdout as JSON, CSV or JUnit XML (Jenkins, GitLab)."""
+        from megarun.services.runs import get_run, junit_xml
+
+        mctx = context(ctx)
+        run_row = get_run(mctx, target, runname)
+        items = _items(mctx, run_row, testpatt)
+        rows = [{"id": i.id, "test": i.test, "item": i.item, "state": i.state,
+                 "status": i.status, "exit_code": i.exit_code, "runtime": i.runtime,
+                 "message": i.message} for i in items]
+        if fmt == "json":
+            print_json(rows)
+        elif fmt == "csv":
+            render(rows, list(rows[0]) if rows else ["id"], False, True)
+        elif fmt == "junit":
+            sys.stdout.write(junit_xml(target, runname, items))
+        else:
+            raise UsageError(f"unknown format {fmt!r}; choose json, csv or junit")

@@ -1,0 +1,495 @@
+"""Test-suite runs: expand (target, runname, tests x items) into jobs, continue, judge, report.
+
+A run is one (target, runname). `prepare_run` creates the jobs a run lacks (never a second job
+for the same test item), marks COMPLETED jobs STALE when their test's definition changed, and
+returns what it did; the launcher then runs the READY jobs like any others.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peewee import SqliteDatabase
+
+from megarun.core.lifecycle import Chain, parents_outcome
+from megarun.core.states import FAILING_STATUSES, JobState, JobStatus, worst_status
+from megarun.db.connection import execute_many, write_transaction
+from megarun.db.jobstore import load_rows, load_rows_where, save_rows
+from megarun.db.models import Run
+from megarun.errors import NotFoundError, UsageError
+from megarun.services.context import Context
+from megarun.services.lifecycle import apply_chain
+from megarun.services.sites import SiteInfo, get_site, site_id
+from megarun.suites.definition import TestDef, load_tests
+from megarun.suites.expand import ItemJob, Plan, expand, select_tests
+from megarun.suites.targets import parse_target, pattern_matches, target_variables
+
+#: Default folder (under the area) of run paths: <runroot>/<target>/<runname>/<test>/<item>.
+DEFAULT_RUNROOT = "runs"
+
+
+@dataclass
+class RunSetup:
+    """What `prepare_run` did."""
+
+    run_id: int
+    target: str
+    runname: str
+    site: str
+    tests: list[str]
+    jobs: int = 0
+    created: int = 0
+    stale: int = 0
+    skipped: int = 0
+    states: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run": self.run_id, "target": self.target, "runname": self.runname,
+                "site": self.site, "tests": self.tests, "jobs": self.jobs,
+                "created": self.created, "stale": self.stale, "skipped": self.skipped}
+
+
+def run_root(ctx: Context) -> Path:
+    configured = ctx.area.config.raw.get("runroot", DEFAULT_RUNROOT)
+    root = Path(str(configured)).expanduser()
+    return root if root.is_absolute() else ctx.area.root / root
+
+
+def runpath(ctx: Context, target: str, runname: str, test: str, itempath: str) -> Path:
+    path = run_root(ctx) / target / runname / test
+    return path / itempath if itempath else path
+
+
+def check_runname(runname: str) -> str:
+    if not runname or "/" in runname or runname in (".", "..") or not all(
+        c.isalnum() or c in "_.+-" for c in runname
+    ):
+        raise UsageError(f"invalid runname {runname!r}: use letters, digits, '_', '.', '+' or '-'")
+    return runname
+
+
+def load_plan(ctx: Context, testpatt: str | None) -> tuple[dict[str, TestDef], Plan]:
+    tests = load_tests(ctx.area.tests_dir)
+    if not tests:
+        raise UsageError(f"no tests in {ctx.area.tests_dir} (add tests/<name>/test.toml)")
+    return tests, expand(tests, select_tests(tests, testpatt))
+
+
+def prepare_run(ctx: Context, target: str, runname: str, testpatt: str | None,
+                site: SiteInfo, create: bool = True) -> RunSetup:
+    """Bring a run up to date with the test definitions, in one transaction.
+
+    Jobs of tests whose definition changed are refreshed (COMPLETED ones become STALE, waiting
+    ones simply take the new definition); with `create`, the jobs the run lacks are created.
+    """
+    keys = parse_target(target, ctx.area.config.keys)
+    check_runname(runname)
+    tests, plan = load_plan(ctx, testpatt)
+    variables = target_variables(ctx.area.config.raw, target, str(ctx.area.root / "megarun.toml"))
+    base_env = {**variables, **keys, "MEGARUN_TARGET": target, "MEGARUN_RUNNAME": runname}
+    db = ctx.db
+    sid = site_id(ctx, site.name)
+    setup = RunSetup(0, target, runname, site.name, list(plan.tests))
+    with write_transaction(db):
+        run = _get_or_create_run(target, runname)
+        setup.run_id = int(run.id)
+        existing = _existing_jobs(db, setup.run_id)
+        changed = _changed_tests(db, setup.run_id, [tests[t] for t in plan.tests])
+        if changed:
+            setup.stale = _mark_stale(db, setup.run_id, changed)
+            _refresh(ctx, db, plan, tests, existing, changed, base_env, setup)
+        new = [i for i, job in enumerate(plan.jobs) if (job.test, job.itempath) not in existing]
+        if new and create:
+            _insert_jobs(ctx, db, plan, new, existing, tests, base_env, setup, sid)
+        setup.jobs = len(plan.jobs)
+    return setup
+
+
+def _get_or_create_run(target: str, runname: str) -> Run:
+    run = Run.get_or_none((Run.target == target) & (Run.runname == runname))
+    if run is None:
+        run = Run.create(target=target, runname=runname, created=time.time(), state="open")
+    return run
+
+
+def _existing_jobs(db: SqliteDatabase, run_id: int) -> dict[tuple[str, str], int]:
+    rows = db.execute_sql("SELECT test, item, id FROM job WHERE run_id = ?", (run_id,))
+    return {(test, item or ""): job_id for test, item, job_id in rows}
+
+
+def _changed_tests(db: SqliteDatabase, run_id: int, tests: Sequence[TestDef]) -> list[str]:
+    """Store each test's definition for the run; return the tests whose definition changed."""
+    stored = dict(db.execute_sql("SELECT test, definition_hash FROM run_test WHERE run_id = ?",
+                                 (run_id,)).fetchall())
+    changed = [t.name for t in tests if t.name in stored and stored[t.name] != t.definition_hash()]
+    execute_many(db, "INSERT INTO run_test (run_id, test, definition_hash, definition) "
+                 "VALUES (?, ?, ?, ?) ON CONFLICT (run_id, test) DO UPDATE SET "
+                 "definition_hash = excluded.definition_hash, definition = excluded.definition",
+                 [(run_id, t.name, t.definition_hash(), json.dumps(t.definition(), sort_keys=True))
+                  for t in tests if stored.get(t.name) != t.definition_hash()])
+    return changed
+
+
+def _mark_stale(db: SqliteDatabase, run_id: int, changed: list[str]) -> int:
+    """COMPLETED jobs of tests whose definition changed become STALE."""
+    marks = ",".join("?" * len(changed))
+    rows = load_rows_where(db, f"run_id = ? AND state = 'COMPLETED' AND test IN ({marks})",
+                           (run_id, *changed))
+    for row in rows:
+        apply_chain(row, Chain(row.snapshot).to(JobState.STALE,
+                                                message="the test's definition changed"))
+    save_rows(db, rows)
+    return len(rows)
+
+
+def _refresh(ctx: Context, db: SqliteDatabase, plan: Plan, tests: dict[str, TestDef],
+             existing: dict[tuple[str, str], int], changed: list[str], base_env: dict[str, str],
+             setup: RunSetup) -> None:
+    """Give the not-running jobs of changed tests their new definition."""
+    wanted = set(changed)
+    updates = []
+    for job in plan.jobs:
+        job_id = existing.get((job.test, job.itempath))
+        if job_id is None or job.test not in wanted:
+            continue
+        fields = _fields(ctx, job, tests[job.test], setup, base_env)
+        updates.append((fields["command"], fields["steps"], fields["rules"], fields["jobgroup"],
+                        fields["env"], fields["walltime"], fields["priority"], job_id))
+    execute_many(db, "UPDATE job SET command = ?, steps = ?, rules = ?, jobgroup = ?, env = ?, "
+                 "walltime = ?, priority = ? WHERE id = ? AND state NOT IN "
+                 "('QUEUED', 'LAUNCHED', 'RUNNING', 'KILLREQ')", updates)
+
+
+def _insert_jobs(ctx: Context, db: SqliteDatabase, plan: Plan, new: list[int],
+                 existing: dict[tuple[str, str], int], tests: dict[str, TestDef],
+                 base_env: dict[str, str], setup: RunSetup, sid: int) -> None:
+    first = _next_job_id(db)
+    ids: dict[int, int] = {}
+    for index, job in enumerate(plan.jobs):
+        found = existing.get((job.test, job.itempath))
+        ids[index] = found if found is not None else 0
+    for offset, index in enumerate(new):
+        ids[index] = first + offset
+    parents: dict[int, list[tuple[int, str]]] = {}
+    for parent, child in plan.edges:
+        if ids[child] >= first:
+            mode = "toplevel" if tests[plan.jobs[child].test].waiton_mode == "toplevel" else "normal"
+            parents.setdefault(child, []).append((ids[parent], mode))
+    known = load_rows(db, {p for links in parents.values() for p, _ in links if p < first})
+    now = time.time()
+    values = []
+    for index in new:
+        job, test = plan.jobs[index], tests[plan.jobs[index].test]
+        state, status, message = _initial(test, setup.target, parents.get(index, []), known)
+        setup.states[state.value] = setup.states.get(state.value, 0) + 1
+        setup.skipped += status is JobStatus.SKIP
+        values.append(_row(ctx, job, test, ids[index], sid, setup, base_env, state, status,
+                           message, now))
+    execute_many(db, _INSERT, values)
+    links = [(p, ids[child], mode) for child, ps in parents.items() for p, mode in ps]
+    execute_many(db, "INSERT INTO job_dependency (parent_id, child_id, mode) VALUES (?, ?, ?)",
+                 links)
+    last = first + len(new) - 1
+    db.execute_sql(_CREATED_EVENTS, (now, first, last))
+    setup.created = len(new)
+
+
+def _initial(test: TestDef, target: str, links: list[tuple[int, str]],
+             known: dict[int, Any]) -> tuple[JobState, JobStatus, str]:
+    if any(pattern_matches(p, target) for p in test.skip_targets):
+        return JobState.COMPLETED, JobStatus.SKIP, f"skipped on target {target}"
+    if not links:
+        return JobState.READY, JobStatus.NA, ""
+    old = [(known[p].snapshot.state, known[p].snapshot.status, mode) for p, mode in links
+           if p in known]
+    if len(old) < len(links):
+        return JobState.AWAITING_PARENTS, JobStatus.NA, ""  # some parents are new: they wait
+    outcome = parents_outcome([(s, st) for s, st, _ in old], [m for _, _, m in old])
+    if outcome == "failed":
+        return JobState.COMPLETED, JobStatus.PREQ_FAIL, "a prerequisite did not pass"
+    return (JobState.READY if outcome == "ready" else JobState.AWAITING_PARENTS), JobStatus.NA, ""
+
+
+_INSERT = (
+    "INSERT INTO job (id, name, run_id, test, item, site_id, command, steps, rules, jobgroup, "
+    "params, tags, env, nodes, ranks_per_node, threads_per_rank, gpus_per_rank, walltime, "
+    "priority, state, status, attempt, runs, max_attempts, workdir, message, created) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', '{}', ?, 1, 1, 1, 0, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?)"
+)
+_CREATED_EVENTS = (
+    "INSERT INTO event (job, time, from_state, to_state, status, attempt, message, data) "
+    "SELECT id, ?, 'CREATED', state, status, 0, message, NULL FROM job WHERE id BETWEEN ? AND ?"
+)
+
+
+def _fields(ctx: Context, job: ItemJob, test: TestDef, setup: RunSetup,
+            base_env: dict[str, str]) -> dict[str, Any]:
+    """The job columns a test definition decides."""
+    path = runpath(ctx, setup.target, setup.runname, job.test, job.itempath)
+    env = {**base_env, **test.env, **job.variables, "MEGARUN_TEST": job.test,
+           "MEGARUN_ITEMPATH": job.itempath, "MEGARUN_RUN_DIR": str(path)}
+    steps = [{"name": s.name, "cmd": s.cmd} for s in test.steps]
+    rules = test.rules.as_spec()
+    return {"command": steps[0]["cmd"], "steps": json.dumps(steps),
+            "rules": json.dumps(rules) if rules else None, "jobgroup": test.jobgroup,
+            "env": json.dumps(env), "walltime": test.runtimelim / 60.0 if test.runtimelim else None,
+            "priority": test.priority, "workdir": str(path)}
+
+
+def _row(ctx: Context, job: ItemJob, test: TestDef, job_id: int, sid: int, setup: RunSetup,
+         base_env: dict[str, str], state: JobState, status: JobStatus, message: str,
+         now: float) -> tuple[Any, ...]:
+    fields = _fields(ctx, job, test, setup, base_env)
+    name = f"{job.test}/{job.itempath}" if job.itempath else job.test
+    retries = ctx.area.config.launcher.retries
+    return (job_id, name, setup.run_id, job.test, job.itempath, sid, fields["command"],
+            fields["steps"], fields["rules"], fields["jobgroup"], fields["env"],
+            fields["walltime"], fields["priority"], state.value, status.value, 1 + retries,
+            fields["workdir"], message, now)
+
+
+def _next_job_id(db: SqliteDatabase) -> int:
+    row = db.execute_sql("SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'job'),"
+                         " 0), coalesce((SELECT max(id) FROM job), 0))").fetchone()
+    return int(row[0]) + 1
+
+
+# -- reading runs -------------------------------------------------------------------------------
+def get_run(ctx: Context, target: str, runname: str) -> Run:
+    ctx.db  # noqa: B018 - opens the database the model reads from
+    run = Run.get_or_none((Run.target == target) & (Run.runname == runname))
+    if run is None:
+        known = [f"{r.target}/{r.runname}" for r in Run.select().order_by(Run.target, Run.runname)]
+        raise NotFoundError(f"no run {runname!r} for target {target!r}; runs: "
+                            f"{', '.join(known) if known else 'none yet'}")
+    return run
+
+
+@dataclass(frozen=True)
+class ItemStatus:
+    """One job of a run as `status` shows it."""
+
+    id: int
+    test: str
+    item: str
+    state: str
+    status: str
+    exit_code: int | None
+    message: str
+    runtime: float | None
+
+
+def run_items(db: SqliteDatabase, run_id: int, testpatt: str | None = None) -> list[ItemStatus]:
+    rows = db.execute_sql(
+        "SELECT id, test, item, state, status, exit_code, message, started, ended FROM job "
+        "WHERE run_id = ? ORDER BY test, item", (run_id,)).fetchall()
+    items = [ItemStatus(r[0], r[1], r[2] or "", r[3], r[4], r[5], r[6] or "",
+                        (r[8] - r[7]) if r[7] and r[8] else None) for r in rows]
+    if testpatt:
+        items = [i for i in items if pattern_matches(testpatt.split("/")[0], i.test)]
+    return items
+
+
+def rollup(items: Sequence[ItemStatus]) -> dict[str, dict[str, Any]]:
+    """Per test: job count, counts by state, and the worst status (the run's too, as '*')."""
+    tests: dict[str, dict[str, Any]] = {}
+    for item in items:
+        entry = tests.setdefault(item.test, {"jobs": 0, "states": {}, "statuses": []})
+        entry["jobs"] += 1
+        entry["states"][item.state] = entry["states"].get(item.state, 0) + 1
+        entry["statuses"].append(JobStatus(item.status))
+    for entry in tests.values():
+        entry["status"] = worst_status(entry.pop("statuses")).value
+    return tests
+
+
+def run_failed(items: Sequence[ItemStatus]) -> bool:
+    return any(JobStatus(i.status) in FAILING_STATUSES for i in items)
+
+
+def site_of_run(ctx: Context, run_id: int) -> str | None:
+    row = ctx.db.execute_sql("SELECT site.name FROM job JOIN site ON site.id = job.site_id "
+                             "WHERE job.run_id = ? LIMIT 1", (run_id,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def resolve_site(ctx: Context, name: str) -> SiteInfo:
+    return get_site(ctx, name)
+
+
+# -- rerun, clean, kill ------------------------------------------------------------------------
+#: What `rerun` picks by default: every outcome that is not good.
+DEFAULT_RERUN = ("FAIL", "TIMEOUT", "ABORT", "DEAD", "PREQ_FAIL", "CHECK")
+
+
+def select_for_rerun(ctx: Context, run_id: int, statuses: Sequence[str], stale: bool,
+                     downstream: bool, testpatt: str | None = None) -> list[int]:
+    """Ended jobs of the run with one of `statuses` (or STALE ones), plus their descendants."""
+    db = ctx.db
+    wanted = {s.upper() for s in statuses}
+    chosen = set()
+    for item in run_items(db, run_id, testpatt):
+        ended = item.state in ("COMPLETED", "KILLED", "DEAD", "STALE")
+        if (ended and item.status in wanted) or (stale and item.state == "STALE"):
+            chosen.add(item.id)
+    if downstream and chosen:
+        frontier = set(chosen)
+        while frontier:
+            children = children_ids(db, frontier) - chosen
+            chosen |= children
+            frontier = children
+    return sorted(chosen)
+
+
+def children_ids(db: SqliteDatabase, parents: set[int]) -> set[int]:
+    from megarun.db.jobstore import children_of
+
+    return children_of(db, parents)
+
+
+def rerun_jobs(ctx: Context, job_ids: list[int], clean: bool) -> int:
+    """Reset the jobs (fresh attempts); those whose parents are not done wait for them again."""
+    from megarun.services.jobs import reset_jobs
+
+    if not job_ids:
+        return 0
+    if clean:
+        clean_paths(ctx, job_ids)
+    reset_jobs(ctx, job_ids)
+    _rewait(ctx.db, job_ids)
+    return len(job_ids)
+
+
+def _rewait(db: SqliteDatabase, job_ids: list[int]) -> None:
+    from megarun.db.jobstore import parents_of
+
+    with write_transaction(db):
+        links = parents_of(db, job_ids)
+        rows = load_rows(db, set(job_ids) | {p for ps in links.values() for p, _ in ps})
+        for child, parents in links.items():
+            row = rows[child]
+            states = [(rows[p].snapshot.state, rows[p].snapshot.status) for p, _ in parents]
+            if row.snapshot.state is JobState.READY and parents_outcome(
+                    states, [m for _, m in parents]) != "ready":
+                apply_chain(row, Chain(row.snapshot).to(JobState.AWAITING_PARENTS,
+                                                        message="waits for its prerequisites"))
+        save_rows(db, rows.values())
+
+
+def clean_paths(ctx: Context, job_ids: list[int]) -> int:
+    """Remove the run paths of finished or waiting jobs (never of a running one)."""
+    import shutil
+
+    root = run_root(ctx).resolve()
+    removed = 0
+    for part in _chunks(job_ids):
+        marks = ",".join("?" * len(part))
+        rows = ctx.db.execute_sql(f"SELECT id, state, workdir FROM job WHERE id IN ({marks})",  # noqa: S608
+                                  tuple(part)).fetchall()
+        for job_id, state, workdir in rows:
+            if state in ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ"):
+                raise UsageError(f"job {job_id} is {state}; kill it first (megarun kill)")
+            path = Path(workdir).resolve() if workdir else None
+            if path is None or root not in path.parents or not path.exists():
+                continue  # never delete outside the run root
+            shutil.rmtree(path)
+            removed += 1
+    return removed
+
+
+def _chunks(ids: Sequence[int], size: int = 500) -> list[Sequence[int]]:
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+def clean_run(ctx: Context, run: Run, testpatt: str | None, keep_records: bool) -> dict[str, int]:
+    from megarun.services.jobs import remove_jobs
+
+    ids = [i.id for i in run_items(ctx.db, int(run.id), testpatt)]
+    files = clean_paths(ctx, ids)
+    records = 0
+    if not keep_records and ids:
+        records = len(remove_jobs(ctx, ids))
+        with write_transaction(ctx.db):
+            left = ctx.db.execute_sql("SELECT count(*) FROM job WHERE run_id = ?",
+                                      (run.id,)).fetchone()[0]
+            if left == 0:
+                ctx.db.execute_sql("DELETE FROM run_test WHERE run_id = ?", (run.id,))
+                ctx.db.execute_sql("DELETE FROM run WHERE id = ?", (run.id,))
+    return {"jobs": len(ids), "paths_removed": files, "records_removed": records}
+
+
+def kill_run(ctx: Context, run: Run, testpatt: str | None) -> dict[str, list[int]]:
+    from megarun.services.jobs import kill_jobs
+
+    ids = [i.id for i in run_items(ctx.db, int(run.id), testpatt)
+           if i.state in ("READY", "AWAITING_PARENTS", "QUEUED", "LAUNCHED", "RUNNING", "KILLREQ")]
+    return kill_jobs(ctx, ids) if ids else {"killed": [], "requested": [], "skipped": []}
+
+
+# -- listing and export ------------------------------------------------------------------------
+def list_runs(ctx: Context) -> list[dict[str, Any]]:
+    rows = ctx.db.execute_sql(
+        "SELECT run.id, run.target, run.runname, run.created, job.state, job.status, count(job.id)"
+        " FROM run LEFT JOIN job ON job.run_id = run.id GROUP BY run.id, job.state, job.status"
+        " ORDER BY run.created, run.id").fetchall()
+    runs: dict[int, dict[str, Any]] = {}
+    for run_id, target, runname, created, state, status, count in rows:
+        entry = runs.setdefault(run_id, {"target": target, "runname": runname,
+                                         "created": created, "jobs": 0, "done": 0,
+                                         "statuses": []})
+        if state is None:
+            continue
+        entry["jobs"] += count
+        if state in ("COMPLETED", "KILLED", "DEAD", "STALE"):
+            entry["done"] += count
+        entry["statuses"].append(JobStatus(status))
+    result = []
+    for entry in runs.values():
+        entry["status"] = worst_status(entry.pop("statuses")).value
+        result.append(entry)
+    return result
+
+
+def junit_xml(target: str, runname: str, items: Sequence[ItemStatus]) -> str:
+    """JUnit XML of a run: one testsuite per test, one testcase per item."""
+    from xml.etree import ElementTree as ET
+
+    root = ET.Element("testsuites", name=f"{target}/{runname}")
+    by_test: dict[str, list[ItemStatus]] = {}
+    for item in items:
+        by_test.setdefault(item.test, []).append(item)
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for test, cases in by_test.items():
+        suite = ET.SubElement(root, "testsuite", name=test)
+        counts = {"tests": len(cases), "failures": 0, "errors": 0, "skipped": 0}
+        for item in cases:
+            case = ET.SubElement(suite, "testcase", classname=f"{target}.{test}",
+                                 name=item.item or test,
+                                 time=f"{item.runtime or 0.0:.3f}")
+            kind = _junit_kind(item)
+            if kind:
+                counts[kind] += 1
+                tag = {"failures": "failure", "errors": "error", "skipped": "skipped"}[kind]
+                detail = ET.SubElement(case, tag, message=item.message or item.status)
+                detail.text = f"{item.state}/{item.status} exit code {item.exit_code}"
+        for key, value in counts.items():
+            suite.set(key, str(value))
+            totals[key] += value
+    for key, value in totals.items():
+        root.set(key, str(value))
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _junit_kind(item: ItemStatus) -> str:
+    if item.status in ("FAIL", "TIMEOUT", "CHECK", "PREQ_FAIL"):
+        return "failures"
+    if item.status in ("ABORT", "DEAD") or item.state in ("KILLED", "DEAD"):
+        return "errors"
+    if item.status == "SKIP" or item.state not in ("COMPLETED",):
+        return "skipped"
+    return ""

@@ -1,0 +1,6 @@
+"""Regression test suites: targets, test definitions (tests/<name>/test.toml) and their expansion into jobs.
+
+- `targets`: parsing `--target` values against the area's keys, `%` patterns, per-target variables.
+- `definition`: loading and validating test.toml files into frozen TestDef values.
+- `expand`: selecting tests by pattern, closing over `waiton`, and expanding items into a job graph.
+"""
