@@ -3,7 +3,7 @@
 the same process.
 
     python bench/run.py                 # everything (a few minutes)
-    python bench/run.py launch version  # some of: version create query launch agent memory
+    python bench/run.py launch version  # some of: version create query launch agent suite memory
 
 Each benchmark makes its own area in a temporary folder and runs the real `megarun` command.
 """
@@ -193,6 +193,65 @@ def bench_agent(root: Path, count: int = 10_000) -> list[Row]:
                 f"{rate / base_rate:.2f}x")]
 
 
+def write_suite(area: Path, tests: int, items: int) -> None:
+    values = ", ".join(str(n) for n in range(items))
+    for t in range(tests):
+        folder = area / "tests" / f"t{t:03d}"
+        folder.mkdir(parents=True)
+        (folder / "test.toml").write_text(f'steps = ["true"]\n[items]\nN = [{values}]\n')
+
+
+def bench_suite(root: Path, tests: int = 200, items: int = 50) -> list[Row]:
+    """A 200 x 50 suite: expansion, end to end against job create + launch, and status."""
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else root
+    scratch = Path(tempfile.mkdtemp(prefix="megarun-suite-bench-", dir=shm))
+    count = tests * items
+    try:
+        suite = root / "suite"
+        megarun(None, "init", str(suite), "--keys", "os")
+        with open(suite / "megarun.toml", "a") as handle:
+            handle.write(f'runroot = "{scratch / "runs"}"\n')
+        write_suite(suite, tests, items)
+        megarun(suite, "site", "add", "ram", "--preset", "local", "--workdir", str(scratch / "s1"))
+        expand = _time_in_process(suite, "linux", "expand")
+        megarun(suite, "clean", "--target", "linux", "--runname", "expand")
+        run = timed(lambda: megarun(suite, "run", "--target", "linux", "--runname", "r1",
+                                    "--site", "ram", "--quiet"))
+        status = statistics.median(timed(lambda: megarun(
+            suite, "status", "--target", "linux", "--runname", "r1", "--json")) for _ in range(3))
+        plain = new_area(root, "plain")
+        megarun(plain, "site", "add", "ram", "--preset", "local", "--workdir", str(scratch / "s2"))
+        baseline = timed(lambda: (megarun(plain, "job", "create", "--app", "noop", "--count",
+                                          str(count), "--site", "ram"),
+                                  megarun(plain, "launch", "--site", "ram", "--quiet")))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return [
+        Row(f"suite {tests}x{items}: expansion into jobs", expand, "s", "< 2 s", expand < 2.0),
+        Row(f"suite {tests}x{items}: run end to end", run, "s", "<= 1.3x baseline",
+            run <= 1.3 * baseline, f"job create + launch {baseline:.1f} s",
+            f"{run / baseline:.2f}x"),
+        Row(f"status of the {count}-job run", status, "s", "< 0.5 s", status < 0.5),
+    ]
+
+
+def _time_in_process(area: Path, target: str, runname: str) -> float:
+    """Seconds `prepare_run` takes (tests x items into jobs, one transaction), in a subprocess."""
+    code = ("import sys, time\n"
+            "from megarun.services.context import Context\n"
+            "from megarun.services.runs import prepare_run\n"
+            "from megarun.services.sites import get_site\n"
+            "ctx = Context(area_override=sys.argv[1])\n"
+            "site = get_site(ctx, 'ram')\n"
+            "start = time.perf_counter()\n"
+            "setup = prepare_run(ctx, sys.argv[2], sys.argv[3], None, site)\n"
+            "assert setup.created == setup.jobs, setup\n"
+            "print(time.perf_counter() - start)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(area), target, runname], env=ENV,
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
 def bench_memory(root: Path, count: int = 100_000) -> list[Row]:
     area = new_area(root, "memory")
     megarun(area, "job", "create", "--app", "noop", "--count", str(count))
@@ -223,7 +282,7 @@ def bench_memory(root: Path, count: int = 100_000) -> list[Row]:
 
 
 BENCHES = {"version": bench_version, "create": bench_create, "query": bench_query,
-           "launch": bench_launch, "agent": bench_agent, "memory": bench_memory}
+           "launch": bench_launch, "agent": bench_agent, "suite": bench_suite, "memory": bench_memory}
 
 
 def print_table(rows: list[Row]) -> None:

@@ -242,7 +242,8 @@ class Launcher:
             agent_service.settle_gone_agents(self.ctx.db, self.site_id, self.spool, 0.0)
             agent_service.requeue_orphans(self.ctx.db, self.site_id, self.spool)
             self.spool.remove_stale_temporaries()
-            self.spool.clear_stop("all")
+            # The stop request stays until the next launcher starts: an agent that was being
+            # started when Ctrl-C came reads it before it claims anything, and exits.
         finally:
             signal.signal(signal.SIGINT, previous)
 
