@@ -209,8 +209,8 @@ def bench_suite(root: Path, tests: int = 200, items: int = 50) -> list[Row]:
     try:
         suite = root / "suite"
         megarun(None, "init", str(suite), "--keys", "os")
-        with open(suite / "megarun.toml", "a") as handle:
-            handle.write(f'runroot = "{scratch / "runs"}"\n')
+        config = suite / "megarun.toml"  # a top-level key goes before the first [table]
+        config.write_text(f'runroot = "{scratch / "runs"}"\n' + config.read_text())
         write_suite(suite, tests, items)
         megarun(suite, "site", "add", "ram", "--preset", "local", "--workdir", str(scratch / "s1"))
         expand = _time_in_process(suite, "linux", "expand")
