@@ -38,18 +38,9 @@ runs_app = typer.Typer(help="List and export test-suite runs.", no_args_is_help=
 
 
 def _settle_defunct(ctx: Context) -> None:
-    """Jobs whose agent is gone become DEAD (retried while attempts remain)."""
-    from megarun.services import agents
-    from megarun.services.ingest import ingest_site_events
-    from megarun.services.sites import list_sites, site_id
+    from megarun.services.agents import settle_defunct
 
-    for site in list_sites(ctx):
-        spool = site.spool()
-        if not spool.events.is_dir():
-            continue
-        sid = site_id(ctx, site.name)
-        ingest_site_events(ctx.db, sid, spool)
-        agents.settle_gone_agents(ctx.db, sid, spool, ctx.area.config.launcher.dead_after)
+    settle_defunct(ctx)
 
 
 def _items(ctx: Context, run: "Run", testpatt: str | None) -> "list[ItemStatus]":

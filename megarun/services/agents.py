@@ -15,6 +15,7 @@ from megarun.db.connection import write_transaction
 from megarun.db.jobstore import JobRow, load_rows, load_rows_where, save_rows
 from megarun.db.models import Agent
 from megarun.executors.spool import LocalSpool
+from megarun.services.context import Context
 from megarun.services.lifecycle import apply_chain, ended_ids, settle_children
 
 HOSTNAME = socket.gethostname()
@@ -147,3 +148,17 @@ def requeue_orphans(db: SqliteDatabase, site_id: int, spool: LocalSpool) -> int:
                 count += 1
         save_rows(db, queued)
     return count
+
+
+def settle_defunct(ctx: Context) -> None:
+    """On every site: take in new events, then make the jobs of agents that are gone DEAD."""
+    from megarun.services.ingest import ingest_site_events
+    from megarun.services.sites import list_sites, site_id
+
+    for site in list_sites(ctx):
+        spool = site.spool()
+        if not spool.events.is_dir():
+            continue  # no agent ever ran there
+        sid = site_id(ctx, site.name)
+        ingest_site_events(ctx.db, sid, spool)
+        settle_gone_agents(ctx.db, sid, spool, ctx.area.config.launcher.dead_after)

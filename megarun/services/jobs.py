@@ -181,7 +181,7 @@ def _insert(db: SqliteDatabase, prepared: list[_Prepared]) -> CreatedJobs:
     missing = parent_ids - parents.keys()
     if missing:
         raise NotFoundError(f"--after: no job {min(missing)}")
-    first = _next_job_id(db)
+    first = next_job_id(db)
     now = time.time()
     singles: list[tuple[Any, ...]] = []
     ranges: list[tuple[_Prepared, int, int]] = []
@@ -224,7 +224,7 @@ def _insert_tags_and_links(db: SqliteDatabase, item: _Prepared, first: int, last
                        "WHERE id BETWEEN ? AND ?", (parent, first, last))
 
 
-def _next_job_id(db: SqliteDatabase) -> int:
+def next_job_id(db: SqliteDatabase) -> int:
     row = db.execute_sql("SELECT seq FROM sqlite_sequence WHERE name = 'job'").fetchone()
     return (row[0] if row else 0) + 1
 

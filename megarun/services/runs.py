@@ -19,12 +19,13 @@ from peewee import SqliteDatabase
 from megarun.core.lifecycle import Chain, parents_outcome
 from megarun.core.states import FAILING_STATUSES, JobState, JobStatus, worst_status
 from megarun.db.connection import execute_many, write_transaction
-from megarun.db.jobstore import load_rows, load_rows_where, save_rows
+from megarun.db.jobstore import children_of, load_rows, load_rows_where, parents_of, save_rows
 from megarun.db.models import Run
 from megarun.errors import NotFoundError, UsageError
 from megarun.services.context import Context
+from megarun.services.jobs import kill_jobs, next_job_id, remove_jobs, reset_jobs
 from megarun.services.lifecycle import apply_chain
-from megarun.services.sites import SiteInfo, get_site, site_id
+from megarun.services.sites import SiteInfo, site_id
 from megarun.suites.definition import TestDef, load_tests
 from megarun.suites.expand import ItemJob, Plan, expand, select_tests
 from megarun.suites.targets import parse_target, pattern_matches, target_variables
@@ -168,7 +169,7 @@ def _refresh(ctx: Context, db: SqliteDatabase, plan: Plan, tests: dict[str, Test
 def _insert_jobs(ctx: Context, db: SqliteDatabase, plan: Plan, new: list[int],
                  existing: dict[tuple[str, str], int], tests: dict[str, TestDef],
                  base_env: dict[str, str], setup: RunSetup, sid: int) -> None:
-    first = _next_job_id(db)
+    first = next_job_id(db)
     ids: dict[int, int] = {}
     for index, job in enumerate(plan.jobs):
         found = existing.get((job.test, job.itempath))
@@ -253,12 +254,6 @@ def _row(ctx: Context, job: ItemJob, test: TestDef, job_id: int, sid: int, setup
             fields["workdir"], message, now)
 
 
-def _next_job_id(db: SqliteDatabase) -> int:
-    row = db.execute_sql("SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'job'),"
-                         " 0), coalesce((SELECT max(id) FROM job), 0))").fetchone()
-    return int(row[0]) + 1
-
-
 # -- reading runs -------------------------------------------------------------------------------
 def get_run(ctx: Context, target: str, runname: str) -> Run:
     ctx.db  # noqa: B018 - opens the database the model reads from
@@ -318,8 +313,6 @@ def site_of_run(ctx: Context, run_id: int) -> str | None:
     return str(row[0]) if row else None
 
 
-def resolve_site(ctx: Context, name: str) -> SiteInfo:
-    return get_site(ctx, name)
 
 
 # -- rerun, clean, kill ------------------------------------------------------------------------
@@ -340,22 +333,14 @@ def select_for_rerun(ctx: Context, run_id: int, statuses: Sequence[str], stale: 
     if downstream and chosen:
         frontier = set(chosen)
         while frontier:
-            children = children_ids(db, frontier) - chosen
+            children = children_of(db, frontier) - chosen
             chosen |= children
             frontier = children
     return sorted(chosen)
 
 
-def children_ids(db: SqliteDatabase, parents: set[int]) -> set[int]:
-    from megarun.db.jobstore import children_of
-
-    return children_of(db, parents)
-
-
 def rerun_jobs(ctx: Context, job_ids: list[int], clean: bool) -> int:
     """Reset the jobs (fresh attempts); those whose parents are not done wait for them again."""
-    from megarun.services.jobs import reset_jobs
-
     if not job_ids:
         return 0
     if clean:
@@ -366,8 +351,6 @@ def rerun_jobs(ctx: Context, job_ids: list[int], clean: bool) -> int:
 
 
 def _rewait(db: SqliteDatabase, job_ids: list[int]) -> None:
-    from megarun.db.jobstore import parents_of
-
     with write_transaction(db):
         links = parents_of(db, job_ids)
         rows = load_rows(db, set(job_ids) | {p for ps in links.values() for p, _ in ps})
@@ -407,8 +390,6 @@ def _chunks(ids: Sequence[int], size: int = 500) -> list[Sequence[int]]:
 
 
 def clean_run(ctx: Context, run: Run, testpatt: str | None, keep_records: bool) -> dict[str, int]:
-    from megarun.services.jobs import remove_jobs
-
     ids = [i.id for i in run_items(ctx.db, int(run.id), testpatt)]
     files = clean_paths(ctx, ids)
     records = 0
@@ -424,8 +405,6 @@ def clean_run(ctx: Context, run: Run, testpatt: str | None, keep_records: bool) 
 
 
 def kill_run(ctx: Context, run: Run, testpatt: str | None) -> dict[str, list[int]]:
-    from megarun.services.jobs import kill_jobs
-
     ids = [i.id for i in run_items(ctx.db, int(run.id), testpatt)
            if i.state in ("READY", "AWAITING_PARENTS", "QUEUED", "LAUNCHED", "RUNNING", "KILLREQ")]
     return kill_jobs(ctx, ids) if ids else {"killed": [], "requested": [], "skipped": []}
