@@ -164,20 +164,27 @@ def test_ctrl_c_kills_running_and_requeues_the_rest(area: Path) -> None:
     assert set(states.values()) <= {"KILLED", "READY"}
     assert all(states[i] == "KILLED" for i in running)
     assert "READY" in states.values()
-    assert not _processes_matching("sleep 60")
+    started = _started_pids(area)
+    assert started, "no job process was recorded"
+    wait_for(lambda: not [pid for pid in started if _alive(pid)], timeout=5)
 
 
-def _processes_matching(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if cmd.strip() == text:
-                found.append(int(entry.name))
-    return found
+def _started_pids(area: Path) -> list[int]:
+    """The pids of the job processes this area's agents started (from the event trail)."""
+    db = sqlite3.connect(area / ".megarun" / "work.db")
+    try:
+        rows = db.execute("SELECT data FROM event WHERE to_state = 'RUNNING'").fetchall()
+    finally:
+        db.close()
+    return [json.loads(data)["pid"] for (data,) in rows if data]
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def completed_events(area: Path) -> dict[int, int]:
