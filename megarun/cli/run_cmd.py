@@ -1,6 +1,5 @@
 """Test-suite run commands: run, rerun, clean, kill, status, runs ls/export."""
 
-import subprocess
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -89,16 +88,6 @@ def _launch(ctx: Context, site: str, run_id: int, quiet: bool) -> None:
     launch_with_progress(ctx, site, quiet, run_id=run_id)
 
 
-def _detach(ctx: Context, args: list[str]) -> None:
-    ctx.area.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    log_path = ctx.area.logs_dir / "run.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "megarun", "--area", str(ctx.area.root),
-                                    *args, "--quiet"], stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=log, start_new_session=True)
-    say(f"run continues in the background (pid {process.pid}); log: {log_path}")
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(runs_app, name="runs")
 
@@ -115,10 +104,15 @@ def register(app: typer.Typer) -> None:
         _settle_defunct(mctx)
         setup = prepare_run(mctx, target, runname, testpatt, site_info)
         if detach:
-            args = ["run", "--target", target, "--runname", runname, "--site", site_info.name]
-            _detach(mctx, args + (["--testpatt", testpatt] if testpatt else []))
+            from megarun.services.launcher import start_in_background
+
+            args = ["run", "--target", target, "--runname", runname, "--site", site_info.name,
+                    *(["--testpatt", testpatt] if testpatt else []), "--quiet"]
+            pid, log = start_in_background(mctx, args, "run.log")
             if as_json:
-                print_json(setup.as_dict())
+                print_json({**setup.as_dict(), "pid": pid, "log": str(log)})
+            else:
+                say(f"run continues in the background (pid {pid}); log: {log}")
             return
         if not as_json:
             say(f"run {target}/{runname}: {setup.jobs} job(s), {setup.created} new, "

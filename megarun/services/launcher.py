@@ -331,11 +331,16 @@ def detach_launcher(ctx: Context, site_name: str) -> tuple[int, Path]:
     get_site(ctx, site_name)
     if launcher_busy(ctx, site_name):
         raise AlreadyRunning(f"a launcher is already running for site {site_name!r}")
+    return start_in_background(ctx, ["launch", "--site", site_name, "--quiet"],
+                               f"launcher-{site_name}.log")
+
+
+def start_in_background(ctx: Context, args: list[str], log_name: str) -> tuple[int, Path]:
+    """Run `megarun --area AREA ARGS...` detached from this terminal; return pid and log file."""
     ctx.area.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    log_path = ctx.area.logs_dir / f"launcher-{site_name}.log"
+    log_path = ctx.area.logs_dir / log_name
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    argv = [sys.executable, "-m", "megarun", "--area", str(ctx.area.root), "launch",
-            "--site", site_name, "--quiet"]
+    argv = [sys.executable, "-m", "megarun", "--area", str(ctx.area.root), *args]
     try:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
                                    start_new_session=True, env=_agent_env())

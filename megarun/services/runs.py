@@ -8,6 +8,7 @@ returns what it did; the launcher then runs the READY jobs like any others.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -366,8 +367,6 @@ def _rewait(db: SqliteDatabase, job_ids: list[int]) -> None:
 
 def clean_paths(ctx: Context, job_ids: list[int]) -> int:
     """Remove the run paths of finished or waiting jobs (never of a running one)."""
-    import shutil
-
     root = run_root(ctx).resolve()
     removed = 0
     for part in _chunks(job_ids):
