@@ -7,6 +7,7 @@ import typer
 
 from megarun.cli.common import JSON_HELP, context
 from megarun.cli.output import note, print_json, print_table, rich_console, say
+from megarun.errors import EnvironmentProblem
 from megarun.services.context import Context
 from megarun.services.sites import ensure_default_site
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:  # the launcher and rich.progress load only when a launch happ
 def launch_with_progress(ctx: Context, site_name: str, quiet: bool,
                          run_id: int | None = None) -> "LaunchSummary":
     """Run the launcher; draw a progress bar on stderr unless quiet."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from megarun.services.launcher import Launcher
@@ -32,6 +34,8 @@ def launch_with_progress(ctx: Context, site_name: str, quiet: bool,
             running = snapshot.by_state.get("RUNNING", 0)
             detail = (f"running {running}  queued {snapshot.by_state.get('QUEUED', 0)}  "
                       f"failed {_failed(snapshot)}  {snapshot.rate:,.0f} jobs/s")
+            if snapshot.held:
+                detail += f"  [yellow]{escape(snapshot.held)}[/]"
             progress.update(task, completed=snapshot.done, total=snapshot.total, detail=detail)
 
         return Launcher(ctx, site_name, on_progress=update, run_id=run_id).run()
@@ -51,6 +55,13 @@ def print_summary(summary: "LaunchSummary") -> None:
              "or will never finish", "yellow")
     if summary.interrupted:
         note("interrupted: running jobs were killed, queued jobs are READY again", "yellow")
+
+
+def raise_if_blocked(summary: "LaunchSummary") -> None:
+    """A launch gate that waiting cannot lift (a full disk) left jobs READY: exit 3."""
+    if summary.blocked:
+        raise EnvironmentProblem(summary.blocked,
+                                 "the jobs stay READY; free some space, then launch again")
 
 
 def register(app: typer.Typer) -> None:
@@ -83,5 +94,6 @@ def register(app: typer.Typer) -> None:
             print_summary(summary)
         if summary.interrupted:
             raise typer.Exit(130)
+        raise_if_blocked(summary)
         if summary.failed:
             raise typer.Exit(1)

@@ -12,6 +12,7 @@ from megarun.services.context import Context
 
 if TYPE_CHECKING:
     from megarun.db.models import Run
+    from megarun.services.launcher import LaunchSummary
     from megarun.services.runs import ItemStatus
 
 TARGET = Annotated[str, typer.Option("--target", help="Target: the area's key values joined by '/'.")]
@@ -82,10 +83,22 @@ def _worst(statuses: list[str]) -> str:
     return worst_status([JobStatus(s) for s in statuses]).value
 
 
-def _launch(ctx: Context, site: str, run_id: int, quiet: bool) -> None:
+def _launch(ctx: Context, site: str, run_id: int, quiet: bool) -> "LaunchSummary":
     from megarun.cli.launch_cmd import launch_with_progress
 
-    launch_with_progress(ctx, site, quiet, run_id=run_id)
+    return launch_with_progress(ctx, site, quiet, run_id=run_id)
+
+
+def _finish(summary: "LaunchSummary | None", failed: bool) -> None:
+    """Exit 3 when a launch gate left jobs unlaunched, 1 when a test did not pass."""
+    if summary is not None:
+        from megarun.cli.launch_cmd import raise_if_blocked
+
+        raise_if_blocked(summary)
+        if summary.interrupted:
+            raise typer.Exit(130)
+    if failed:
+        raise WorkFailed("some tests did not pass")
 
 
 def register(app: typer.Typer) -> None:
@@ -117,12 +130,11 @@ def register(app: typer.Typer) -> None:
         if not as_json:
             say(f"run {target}/{runname}: {setup.jobs} job(s), {setup.created} new, "
                 f"{setup.stale} stale, {setup.skipped} skipped")
-        _launch(mctx, site_info.name, setup.run_id, quiet or as_json)
+        summary = _launch(mctx, site_info.name, setup.run_id, quiet or as_json)
         from megarun.services.runs import get_run
 
         failed = _print_matrix(mctx, get_run(mctx, target, runname), testpatt, as_json, False)
-        if failed:
-            raise WorkFailed("some tests did not pass")
+        _finish(summary, failed)
 
     @app.command("status")
     def status(ctx: typer.Context, target: TARGET, runname: RUNNAME, testpatt: TESTPATT = None,
@@ -163,11 +175,9 @@ def register(app: typer.Typer) -> None:
         rerun_jobs(mctx, ids, clean)
         if not as_json:
             say(f"rerunning {len(ids)} job(s) of {target}/{runname}")
-        if ids and site:
-            _launch(mctx, site, int(run_row.id), quiet or as_json)
+        summary = _launch(mctx, site, int(run_row.id), quiet or as_json) if ids and site else None
         failed = _print_matrix(mctx, run_row, testpatt, as_json, False)
-        if failed:
-            raise WorkFailed("some tests did not pass")
+        _finish(summary, failed)
 
     @app.command("clean")
     def clean(ctx: typer.Context, target: TARGET, runname: RUNNAME, testpatt: TESTPATT = None,

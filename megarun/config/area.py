@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ ENV_AREA = "MEGARUN_AREA"
 _TOP_KEYS = {"name", "keys", "default_site", "launcher", "limits", "default", "targets", "jobgroups",
              "runroot"}
 _LAUNCHER_KEYS = {"retries", "heartbeat", "dead_after", "kill_grace", "idle_exit"}
+_LIMIT_KEYS = {"max_concurrent_jobs", "minspace", "launch_limiter", "launch_limiter_interval"}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -33,6 +37,22 @@ class LauncherSettings:
 
 
 @dataclass(frozen=True)
+class LaunchLimits:
+    """Launch gates: what may start now (docs/writing-tests.md, "Launch gates")."""
+
+    max_concurrent_jobs: int = 0  # 0: no cap
+    minspace: int = 0  # bytes that must stay free on the run root's file system; 0: no check
+    launch_limiter: tuple[str, ...] = ()  # argv of a script asked before launching
+    launch_limiter_interval: float = 5.0
+    jobgroups: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.max_concurrent_jobs or self.minspace or self.launch_limiter
+                    or self.jobgroups)
+
+
+@dataclass(frozen=True)
 class AreaConfig:
     """The parsed megarun.toml."""
 
@@ -40,6 +60,7 @@ class AreaConfig:
     keys: tuple[str, ...] = ()
     default_site: str = "local"
     launcher: LauncherSettings = field(default_factory=LauncherSettings)
+    limits: LaunchLimits = field(default_factory=LaunchLimits)
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -116,7 +137,8 @@ def load_area_config(path: Path) -> AreaConfig:
             raise ConfigError(f"{origin}: key name {key!r} must be letters, digits, '_', '.' or '-'")
     default_site = expect_type(data.get("default_site", "local"), str, origin, "default_site")
     launcher = _launcher_settings(data.get("launcher", {}), origin)
-    return AreaConfig(name, tuple(keys), default_site, launcher, data)
+    limits = _launch_limits(data.get("limits", {}), data.get("jobgroups", {}), origin)
+    return AreaConfig(name, tuple(keys), default_site, launcher, limits, data)
 
 
 def _launcher_settings(table: Any, origin: str) -> LauncherSettings:
@@ -130,6 +152,56 @@ def _launcher_settings(table: Any, origin: str) -> LauncherSettings:
             raise ConfigError(f"{origin}: key 'launcher.{key}' must not be negative")
         values[key] = number
     return LauncherSettings(**values)
+
+
+def _launch_limits(table: Any, groups: Any, origin: str) -> LaunchLimits:
+    expect_type(table, dict, origin, "limits")
+    check_keys(table, _LIMIT_KEYS, origin, "limits")
+    expect_type(groups, dict, origin, "jobgroups")
+    caps = {}
+    for group, cap in groups.items():
+        if expect_type(cap, int, origin, f"jobgroups.{group}") < 1:
+            raise ConfigError(f"{origin}: key 'jobgroups.{group}' must be at least 1")
+        caps[group] = cap
+    most = expect_type(table.get("max_concurrent_jobs", 0), int, origin,
+                       "limits.max_concurrent_jobs")
+    if most < 0:
+        raise ConfigError(f"{origin}: key 'limits.max_concurrent_jobs' must not be negative")
+    interval = expect_type(table.get("launch_limiter_interval", 5.0), (int, float), origin,
+                           "limits.launch_limiter_interval")
+    if interval < 0:
+        raise ConfigError(f"{origin}: key 'limits.launch_limiter_interval' must not be negative")
+    return LaunchLimits(most, _size(table.get("minspace", 0), origin),
+                        _limiter_argv(table.get("launch_limiter"), origin), float(interval), caps)
+
+
+def _size(value: Any, origin: str) -> int:
+    """A size: a number of megabytes, or a string with a unit ("500M", "20G", "1.5T")."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return int(value * _SIZE_UNITS[""])
+    match = _SIZE_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(f"{origin}: key 'limits.minspace' must be a size such as \"20G\" or "
+                          f"\"500M\" (a plain number is megabytes), got {value!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+
+
+def _limiter_argv(value: Any, origin: str) -> tuple[str, ...]:
+    """The launch limiter: a command line (split like a shell would, never run by one) or a list."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            raise ConfigError(f"{origin}: key 'limits.launch_limiter': {exc}") from None
+    else:
+        argv = expect_type(value, list, origin, "limits.launch_limiter")
+        for part in argv:
+            expect_type(part, str, origin, "limits.launch_limiter")
+    if not argv:
+        raise ConfigError(f"{origin}: key 'limits.launch_limiter' is empty")
+    return tuple(argv)
 
 
 def validate_name(kind: str, name: str) -> str:

@@ -28,8 +28,10 @@ from megarun.errors import AlreadyRunning
 from megarun.services import agents as agent_service
 from megarun.services.context import Context
 from megarun.services.dispatch import BUNDLE_SIZE, dispatch_ready_jobs
+from megarun.services.gates import GateDecision, LaunchGates
 from megarun.services.ingest import ingest_site_events
 from megarun.services.lifecycle import apply_chain
+from megarun.services.runs import run_root
 from megarun.services.sites import SiteInfo, get_site, site_id
 
 #: Keep at most this many jobs queued ahead of the agents.
@@ -49,6 +51,7 @@ class LaunchProgress:
     by_state: dict[str, int]
     by_status: dict[str, int]
     elapsed: float
+    held: str = ""
 
     @property
     def total(self) -> int:
@@ -70,6 +73,7 @@ class LaunchSummary:
     interrupted: bool = False
     stuck: int = 0
     recovered: dict[str, int] = field(default_factory=dict)
+    blocked: str = ""  # why READY jobs were left unlaunched (a launch gate that waiting won't lift)
 
     @property
     def failed(self) -> int:
@@ -79,6 +83,7 @@ class LaunchSummary:
         return {"site": self.site, "done": self.done, "by_status": self.by_status,
                 "elapsed": round(self.elapsed, 3), "interrupted": self.interrupted,
                 "stuck": self.stuck, "failed": self.failed, "recovered": self.recovered,
+                "blocked": self.blocked,
                 "jobs_per_second": round(self.done / self.elapsed, 1) if self.elapsed else 0.0}
 
 
@@ -106,6 +111,8 @@ class Launcher:
         self._lock = FileLock(str(lock_path(ctx, site_name)))
         self._started = 0.0
         self._last_agent_check = 0.0
+        self.gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx), site_name)
+        self._gate = GateDecision()
 
     # -- public -----------------------------------------------------------------------------
     def run(self) -> LaunchSummary:
@@ -157,6 +164,9 @@ class Launcher:
             if active == 0 and by_state.get("READY", 0) == 0:
                 self.summary.stuck = by_state.get("AWAITING_PARENTS", 0)
                 break
+            if active == 0 and self._gate.blocking:
+                self.summary.blocked = self._gate.held
+                break
             if active:
                 self._ensure_agent()
             time.sleep(POLL_SECONDS)
@@ -196,14 +206,23 @@ class Launcher:
     def _dispatch(self, by_state: dict[str, int]) -> None:
         ready = by_state.get("READY", 0)
         queued = by_state.get("QUEUED", 0)
-        while ready > 0 and queued < QUEUE_AHEAD:
-            sent = dispatch_ready_jobs(self.ctx.db, self.site_id, self.site, run_id=self.run_id)
+        self._gate = self.gates.decide(self.ctx.db, ready)
+        budget = self._gate.allowed
+        while ready > 0 and queued < QUEUE_AHEAD and (budget is None or budget > 0):
+            limit = BUNDLE_SIZE if budget is None else min(BUNDLE_SIZE, budget)
+            sent = dispatch_ready_jobs(self.ctx.db, self.site_id, self.site, limit=limit,
+                                       run_id=self.run_id, group_budget=self._gate.group_budget)
             if sent == 0:
                 break
+            self.gates.spent(sent)
             ready -= sent
             queued += sent
             by_state["READY"] = ready
             by_state["QUEUED"] = queued
+            if budget is not None:
+                budget -= sent
+            if self._gate.group_budget:
+                break  # the group budgets are spent by this bundle: decide again next cycle
 
     def _ensure_agent(self) -> None:
         if self.agent_process is not None and self.agent_process.poll() is None:
@@ -219,7 +238,8 @@ class Launcher:
         remaining = sum(by_state.values())
         self.on_progress(LaunchProgress(self.summary.done, remaining, dict(by_state),
                                         dict(self.summary.by_status),
-                                        time.monotonic() - self._started))
+                                        time.monotonic() - self._started,
+                                        self._gate.held if by_state.get("READY") else ""))
 
     def _stop_agent(self, mode: str) -> None:
         if agent_service.live_agents(self.spool, self.settings.dead_after) or (

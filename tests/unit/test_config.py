@@ -97,3 +97,17 @@ def test_overrides() -> None:
     assert settings == {"node": {"cpus": 4}, "slurm": {"qos": "debug"}, "flag": True}
     with pytest.raises(ConfigError, match="expected key=value"):
         apply_overrides({}, ["novalue"])
+
+
+@pytest.mark.parametrize(("text", "size"), [
+    ('minspace = "500M"', 500 << 20), ('minspace = "2G"', 2 << 30), ('minspace = "1.5GiB"', 3 << 29),
+    ("minspace = 100", 100 << 20), ('minspace = "64k"', 64 << 10),
+])
+def test_launch_limits_sizes(tmp_path: Path, text: str, size: int) -> None:
+    path = tmp_path / "megarun.toml"
+    path.write_text(f'[limits]\n{text}\nlaunch_limiter = "./limit.sh --max \'4 jobs\'"\n'
+                    "[jobgroups]\nheavy = 2\n")
+    limits = load_area_config(path).limits
+    assert limits.minspace == size
+    assert limits.launch_limiter == ("./limit.sh", "--max", "4 jobs")
+    assert limits.jobgroups == {"heavy": 2} and limits.any
