@@ -1,7 +1,7 @@
 """`megarun launch`: run READY jobs with a live progress bar."""
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # the launcher and rich.progress load only when a launch happ
 
 def launch_with_progress(ctx: Context, site_name: str, quiet: bool,
                          run_id: int | None = None) -> "LaunchSummary":
-    """Run the launcher; draw a progress bar on stderr unless quiet."""
+    """Run the launcher; draw a progress bar on stderr unless quiet (and, for a run, the
+    live tests x items board under it)."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -25,20 +26,60 @@ def launch_with_progress(ctx: Context, site_name: str, quiet: bool,
 
     if quiet or not sys.stderr.isatty():
         return Launcher(ctx, site_name, run_id=run_id).run()
+    console = rich_console(stderr=True)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
-    with Progress(*columns, console=rich_console(stderr=True), transient=False) as progress:
-        task = progress.add_task(f"site {site_name}", total=None, detail="starting")
+    progress = Progress(*columns, console=console, transient=False)
+    task = progress.add_task(f"site {site_name}", total=None, detail="starting")
+    board = None if run_id is None else RunBoardView(ctx, run_id)
 
-        def update(snapshot: "LaunchProgress") -> None:
-            running = snapshot.by_state.get("RUNNING", 0)
-            detail = (f"running {running}  queued {snapshot.by_state.get('QUEUED', 0)}  "
-                      f"failed {_failed(snapshot)}  {snapshot.rate:,.0f} jobs/s")
-            if snapshot.held:
-                detail += f"  [yellow]{escape(snapshot.held)}[/]"
-            progress.update(task, completed=snapshot.done, total=snapshot.total, detail=detail)
+    def update(snapshot: "LaunchProgress") -> None:
+        running = snapshot.by_state.get("RUNNING", 0)
+        detail = (f"running {running}  queued {snapshot.by_state.get('QUEUED', 0)}  "
+                  f"failed {_failed(snapshot)}  {snapshot.rate:,.0f} jobs/s")
+        if snapshot.held:
+            detail += f"  [yellow]{escape(snapshot.held)}[/]"
+        progress.update(task, completed=snapshot.done, total=snapshot.total, detail=detail)
+        if board is not None:
+            board.refresh()
 
+    if board is None:
+        with progress:
+            return Launcher(ctx, site_name, on_progress=update, run_id=run_id).run()
+    from rich.console import Group
+    from rich.live import Live
+
+    with Live(Group(progress, board), console=console, refresh_per_second=4, transient=True):
         return Launcher(ctx, site_name, on_progress=update, run_id=run_id).run()
+
+
+class RunBoardView:
+    """The run's tests x items board, re-read from the database at most twice a second."""
+
+    REFRESH_SECONDS = 0.5
+
+    def __init__(self, ctx: Context, run_id: int) -> None:
+        self.ctx = ctx
+        self.run_id = run_id
+        self._read_at = 0.0
+        self._renderable: Any = ""
+
+    def refresh(self) -> None:
+        import time
+
+        from megarun.cli.board import build_board
+        from megarun.services.runs import run_items
+
+        now = time.monotonic()
+        if now - self._read_at < self.REFRESH_SECONDS:
+            return
+        self._read_at = now
+        size = rich_console(stderr=True).size
+        self._renderable = build_board(run_items(self.ctx.db, self.run_id), size.width,
+                                       max(3, size.height - 3))
+
+    def __rich__(self) -> Any:
+        return self._renderable
 
 
 def _failed(snapshot: "LaunchProgress") -> int:

@@ -103,8 +103,10 @@ class LaunchGates:
     # -- the gates ---------------------------------------------------------------------------
     def spent(self, launched: int) -> None:
         """Count jobs just dispatched against the limiter's last answer ("at most N now")."""
-        if self._limiter is not None and self._limiter[1] is not None:
-            at, permitted, why = self._limiter
+        if self._limiter is None:
+            return
+        at, permitted, why = self._limiter
+        if permitted is not None:
             self._limiter = (at, max(0, permitted - launched), why)
 
     def _space_hold(self) -> str:

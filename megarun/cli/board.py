@@ -1,0 +1,104 @@
+"""The live tests x items board `megarun run` draws while a run goes on.
+
+One line per test: a cell per item coloured by its STATE (or, once COMPLETED, its STATUS), the
+count done, and the worst status so far. Tests with running or failed items come first; what
+does not fit the terminal is summed up in a last line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from megarun.cli.output import STATE_STYLES, STATUS_STYLES
+from megarun.core.states import FAILING_STATUSES, JobStatus, worst_status
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from megarun.services.runs import ItemStatus
+
+#: One glyph per STATE; a COMPLETED item shows a filled square in its STATUS colour.
+GLYPHS = {
+    "AWAITING_PARENTS": "·", "READY": "○", "QUEUED": "◌", "LAUNCHED": "◐", "RUNNING": "●",
+    "KILLREQ": "◍", "KILLED": "✗", "DEAD": "✗", "STALE": "~", "COMPLETED": "■",
+}
+_ACTIVE = ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ")
+_ENDED = ("COMPLETED", "KILLED", "DEAD", "STALE")
+
+
+def cell_style(item: ItemStatus) -> str:
+    if item.state == "COMPLETED":
+        return STATUS_STYLES.get(item.status, "green")
+    return STATE_STYLES.get(item.state, "")
+
+
+def _order(entry: tuple[str, list[ItemStatus]]) -> tuple[int, str]:
+    """Running tests first, then ones with failures, then waiting ones, then finished ones."""
+    name, items = entry
+    if any(i.state in _ACTIVE for i in items):
+        rank = 0
+    elif any(JobStatus(i.status) in FAILING_STATUSES for i in items):
+        rank = 1
+    elif any(i.state not in _ENDED for i in items):
+        rank = 2
+    else:
+        rank = 3
+    return rank, name
+
+
+def build_board(items: Sequence[ItemStatus], width: int, height: int) -> RenderableType:
+    """The board for `items`, fitted to a terminal of `width` x `height` cells."""
+    from rich.table import Table
+    from rich.text import Text
+
+    tests: dict[str, list[ItemStatus]] = {}
+    for item in items:
+        tests.setdefault(item.test, []).append(item)
+    ordered = sorted(tests.items(), key=_order)
+    rows = max(1, height)
+    shown, hidden = (ordered, []) if len(ordered) <= rows else (ordered[:rows - 1], ordered[rows - 1:])
+    more = f"+{len(hidden)} more"
+    name_width = min(24, max([len(n) for n, _ in shown] + [len(more) if hidden else 4]))
+    strip_width = max(8, width - name_width - 24)
+    table = Table.grid(padding=(0, 1))
+    table.add_column(no_wrap=True, max_width=name_width)
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True, justify="right")
+    table.add_column(no_wrap=True)
+    for name, test_items in shown:
+        table.add_row(Text(name, style="bold"), _strip(test_items, strip_width),
+                      f"{sum(i.state in _ENDED for i in test_items)}/{len(test_items)}",
+                      _status_text(test_items))
+    if hidden:
+        jobs = [i for _, group in hidden for i in group]
+        table.add_row(Text(more, style="dim"), "",
+                      f"{sum(i.state in _ENDED for i in jobs)}/{len(jobs)}", _status_text(jobs))
+    return table
+
+
+def _strip(items: Sequence[ItemStatus], width: int) -> RenderableType:
+    from rich.text import Text
+
+    strip = Text()
+    if len(items) <= width:
+        for item in items:
+            strip.append(GLYPHS.get(item.state, "?"), style=cell_style(item))
+        return strip
+    counts: dict[tuple[str, str], int] = {}  # too many items for one cell each: count them
+    for item in items:
+        key = (item.state if item.state != "COMPLETED" else item.status, cell_style(item))
+        counts[key] = counts.get(key, 0) + 1
+    for index, ((label, style), count) in enumerate(sorted(counts.items())):
+        strip.append(("  " if index else "") + f"{label} {count}", style=style)
+    return strip
+
+
+def _status_text(items: Sequence[ItemStatus]) -> RenderableType:
+    from rich.text import Text
+
+    ended = [JobStatus(i.status) for i in items if i.state == "COMPLETED"]
+    if not ended:
+        return Text("")
+    status = worst_status(ended).value
+    return Text(status, style=STATUS_STYLES.get(status, ""))
