@@ -10,7 +10,7 @@ import typer
 from peewee import OperationalError
 
 from megarun import __version__
-from megarun.cli import app_cmd, area_cmd, job_cmd, launch_cmd, run_cmd, site_cmd
+from megarun.cli import app_cmd, area_cmd, job_cmd, launch_cmd, run_cmd, site_cmd, sync_cmd
 from megarun.db.connection import translate_operational_error
 from megarun.errors import MegarunError
 from megarun.services.context import Context
@@ -53,6 +53,7 @@ app.add_typer(app_cmd.app, name="app")
 app.add_typer(job_cmd.app, name="job")
 launch_cmd.register(app)
 run_cmd.register(app)
+sync_cmd.register(app)
 
 
 def run(args: list[str]) -> int:

@@ -6,6 +6,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from peewee import SqliteDatabase
 
@@ -33,14 +34,29 @@ class AgentStatus:
     batch_job: int | None = None
 
     def alive(self, dead_after: float, now: float | None = None) -> bool:
-        """Running, beating recently, and (on this host) its process still exists."""
+        """Whether the agent still runs.
+
+        On this host the process decides: a slow agent whose heartbeat is late but whose
+        process lives is alive, and one whose process is gone is dead at once. Elsewhere, a
+        heartbeat older than `dead_after` means dead.
+        """
         if self.state != "running":
             return False
-        if (now or time.time()) - self.beat > dead_after:
-            return False
         if self.host == HOSTNAME and self.pid:
-            return pid_alive(self.pid)
-        return True
+            return agent_process_alive(self.pid, self.agent_id)
+        return (now or time.time()) - self.beat <= dead_after
+
+
+def agent_process_alive(pid: int, agent_id: str) -> bool:
+    """The process `pid` exists and is this agent (not another process that reused the pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return pid_alive(pid)  # no /proc here: the pid is all we can check
+    args = cmdline.split(b"\0")
+    return agent_id.encode() in args or any(b"megarun" in arg for arg in args)
 
 
 def pid_alive(pid: int) -> bool:
@@ -152,13 +168,6 @@ def requeue_orphans(db: SqliteDatabase, site_id: int, spool: LocalSpool) -> int:
 
 def settle_defunct(ctx: Context) -> None:
     """On every site: take in new events, then make the jobs of agents that are gone DEAD."""
-    from megarun.services.ingest import ingest_site_events
-    from megarun.services.sites import list_sites, site_id
+    from megarun.services.sync import sync_all
 
-    for site in list_sites(ctx):
-        spool = site.spool()
-        if not spool.events.is_dir():
-            continue  # no agent ever ran there
-        sid = site_id(ctx, site.name)
-        ingest_site_events(ctx.db, sid, spool)
-        settle_gone_agents(ctx.db, sid, spool, ctx.area.config.launcher.dead_after)
+    sync_all(ctx)

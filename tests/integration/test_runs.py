@@ -190,3 +190,22 @@ def test_kill_9_of_the_launcher_then_run_again_finishes_every_item_once(suite: P
     assert len(items) == 12 and {(i["state"], i["status"]) for i in items} == {("COMPLETED", "PASS")}
     outs = list((suite / "runs").rglob("step1.out"))
     assert len(outs) == 12
+
+
+def test_run_detach_returns_at_once_and_the_run_finishes(suite: Path) -> None:
+    started = time.monotonic()
+    result = megarun_process(suite, "run", *NIGHTLY, "--detach", "--json", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 10
+    answer = json.loads(result.stdout)  # nothing but JSON on stdout
+    assert answer["jobs"] == 15 and answer["created"] == 15
+    log = Path(answer["log"])
+    assert log.exists() and (log.stat().st_mode & 0o777) == 0o600
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and Path(f"/proc/{answer['pid']}").exists():
+        stat = Path(f"/proc/{answer['pid']}/stat").read_text(errors="replace")
+        if stat.split(")")[-1].split()[0] == "Z":
+            break
+        time.sleep(0.2)
+    items = status(suite)["items"]
+    assert len(items) == 15 and {i["state"] for i in items} == {"COMPLETED"}

@@ -1,0 +1,46 @@
+"""`megarun sync`: one cron-safe cycle over the sites, or a loop in the foreground."""
+
+import time
+from typing import Annotated
+
+import typer
+
+from megarun.cli.common import JSON_HELP, context
+from megarun.cli.output import note, print_json, render
+from megarun.errors import AlreadyRunning, UsageError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("sync")
+    def sync(
+        ctx: typer.Context,
+        site: Annotated[str | None, typer.Option(help="Only this site (default: every site).")] = None,
+        loop: Annotated[float | None, typer.Option(
+            "--loop", metavar="SECONDS", help="Repeat every SECONDS in the foreground.")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    ) -> None:
+        """Take in every site's new events and settle defunct jobs (one cycle; cron-safe)."""
+        from megarun.services.sync import sync_all, sync_lock
+
+        if loop is not None and loop <= 0:
+            raise UsageError("--loop takes a number of seconds greater than 0")
+        mctx = context(ctx)
+        failed = False
+        try:
+            with sync_lock(mctx):
+                while True:
+                    results = [r.as_dict() for r in sync_all(mctx, site)]
+                    failed = any(not r["ok"] for r in results)
+                    render(results, ["site", "ok", "events", "agents_settled", "error", "seconds"],
+                           as_json, False, empty="no sites yet")
+                    if loop is None:
+                        break
+                    time.sleep(loop)
+        except AlreadyRunning as exc:  # cron started us while the last cycle still runs
+            if as_json:
+                print_json({"skipped": str(exc)})
+            else:
+                note(f"{exc}; nothing to do")
+            return
+        if failed:
+            raise typer.Exit(3)
