@@ -20,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
                                      description="The megarun agent (docs/spool-protocol.md).")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("version", help="print the agent version and Python as JSON")
+    commands.add_parser("exchange", help="one sync exchange: JSON request on stdin, answer on stdout")
     run = commands.add_parser("run", help="run jobs from a site work dir's spool")
     run.add_argument("--workdir", required=True, help="the site work dir (holds spool/)")
     run.add_argument("--agent-id", default="", help="unique id (default: host-pid-time)")
@@ -41,6 +42,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "version":
         print(json.dumps({"version": AGENT_VERSION, "python": platform.python_version()}))
         return 0
+    if args.command == "exchange":
+        from megarun.agent.exchange import main as exchange_main
+
+        return exchange_main()
     if args.command != "run":
         _parser().print_help(sys.stderr)
         return 2

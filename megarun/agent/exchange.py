@@ -1,0 +1,251 @@
+"""One exchange with the home host: everything a sync cycle needs, in one SSH round trip.
+
+The home host runs `python3 megarun-agent.pyz exchange` on the site with a JSON request on
+stdin; this module applies it to the site's spool and answers with one JSON object on stdout:
+
+request:  {"workdir": W, "publish": [{"name", "data"}], "kill": [job ids], "stop": {name: mode},
+           "offsets": {agent: byte offset}, "read_limit": bytes, "take_back": bool,
+           "drop_claimed": [agent ids], "start_agent": null or {"args": [...]}}
+answer:   {"version", "host", "time", "events": {agent: {"offset", "data"}},
+           "heartbeats": [beat + "process": bool or null], "queue": [bundle names],
+           "claimed": {agent: [bundle names]}, "taken_back": [{"name", "data"}],
+           "started_agent": agent id or null, "disk_free": bytes}
+
+Kill and stop files are made to match the request exactly (the home host's copy is the truth).
+Stdlib only, Python 3.6+, like the rest of the agent.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+from megarun.agent import AGENT_VERSION
+from megarun.agent.spool import write_atomic
+
+DEFAULT_READ_LIMIT = 8 << 20
+
+
+def _listing(folder: str) -> List[str]:
+    try:
+        return sorted(n for n in os.listdir(folder) if not n.startswith("."))
+    except FileNotFoundError:
+        return []
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+
+
+class SiteSpool:
+    """The spool folders of one site work dir (the home host's view, on the site)."""
+
+    def __init__(self, workdir: str) -> None:
+        self.workdir = os.path.abspath(os.path.expanduser(workdir))
+        self.root = os.path.join(self.workdir, "spool")
+        self.queue = os.path.join(self.root, "queue")
+        self.claimed = os.path.join(self.root, "claimed")
+        self.kill_dir = os.path.join(self.root, "control", "kill")
+        self.stop_dir = os.path.join(self.root, "control", "stop")
+        self.agents = os.path.join(self.root, "agents")
+        self.events = os.path.join(self.root, "events")
+
+    def ensure(self) -> None:
+        for folder in (self.queue, self.claimed, self.kill_dir, self.stop_dir, self.agents,
+                       self.events, os.path.join(self.workdir, "logs")):
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+
+
+def publish(spool: SiteSpool, bundles: List[Dict[str, str]]) -> None:
+    for bundle in bundles:
+        name = os.path.basename(bundle["name"])
+        if not name.endswith(".jsonl") or name.startswith("."):
+            raise ValueError("bad bundle name {!r}".format(bundle["name"]))
+        write_atomic(os.path.join(spool.queue, name), bundle["data"].encode("utf-8"))
+
+
+def match_controls(spool: SiteSpool, kill: List[int], stop: Dict[str, str]) -> None:
+    """Make control/kill and control/stop hold exactly what the home host asks for."""
+    wanted_kills = {str(int(job)) for job in kill}
+    for name in _listing(spool.kill_dir):
+        if name not in wanted_kills:
+            _unlink(os.path.join(spool.kill_dir, name))
+    for name in wanted_kills - set(_listing(spool.kill_dir)):
+        write_atomic(os.path.join(spool.kill_dir, name), b"")
+    for name in _listing(spool.stop_dir):
+        if name not in stop:
+            _unlink(os.path.join(spool.stop_dir, name))
+    for name, mode in stop.items():
+        path = os.path.join(spool.stop_dir, os.path.basename(name))
+        try:
+            with open(path, "rb") as handle:
+                if handle.read().decode("utf-8", "replace").strip() == mode:
+                    continue
+        except FileNotFoundError:
+            pass
+        write_atomic(path, mode.encode("utf-8"))
+
+
+def read_events(spool: SiteSpool, offsets: Dict[str, int],
+                limit: int) -> Dict[str, Dict[str, Any]]:
+    """Each agent log's complete lines from its offset, at most `limit` bytes in all."""
+    answer = {}
+    budget = limit
+    for name in _listing(spool.events):
+        if not name.endswith(".jsonl") or budget <= 0:
+            continue
+        agent = name[:-len(".jsonl")]
+        offset = int(offsets.get(agent, 0))
+        with open(os.path.join(spool.events, name), "rb") as handle:
+            handle.seek(offset)
+            data = handle.read(budget)
+        cut = data.rfind(b"\n") + 1  # a line still being written waits for its end
+        if cut:
+            answer[agent] = {"offset": offset, "data": data[:cut].decode("utf-8", "replace")}
+            budget -= cut
+    return answer
+
+
+def process_is_agent(pid: int) -> bool:
+    try:
+        with open("/proc/{}/cmdline".format(pid), "rb") as handle:
+            args = handle.read().split(b"\0")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return any(b"megarun" in arg for arg in args)
+
+
+def heartbeats(spool: SiteSpool) -> List[Dict[str, Any]]:
+    """Every heartbeat, with `process` telling whether its agent's process lives (this host)."""
+    host = socket.gethostname()
+    beats = []
+    for name in _listing(spool.agents):
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(spool.agents, name), "rb") as handle:
+                beat = json.loads(handle.read().decode("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(beat, dict):
+            continue
+        pid = beat.get("pid")
+        if beat.get("host") == host and isinstance(pid, int):
+            beat["process"] = process_is_agent(pid)
+        else:
+            beat["process"] = None
+        beats.append(beat)
+    return beats
+
+
+def take_back(spool: SiteSpool) -> List[Dict[str, str]]:
+    """Take every queued bundle away from the agents (rename to a hidden name first)."""
+    taken = []
+    for name in _listing(spool.queue):
+        hidden = os.path.join(spool.queue, ".taken-" + name)
+        try:
+            os.rename(os.path.join(spool.queue, name), hidden)
+        except FileNotFoundError:
+            continue  # an agent claimed it first
+        with open(hidden, "rb") as handle:
+            taken.append({"name": name, "data": handle.read().decode("utf-8")})
+        _unlink(hidden)
+    return taken
+
+
+def drop_claimed(spool: SiteSpool, agents: List[str]) -> None:
+    for agent in agents:
+        folder = os.path.join(spool.claimed, os.path.basename(agent))
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            _unlink(os.path.join(folder, name))
+        if os.path.isdir(folder):
+            os.rmdir(folder)
+
+
+def live_agent(beats: List[Dict[str, Any]], dead_after: float) -> bool:
+    now = time.time()
+    for beat in beats:
+        if beat.get("state") != "running":
+            continue
+        if beat.get("process") is True:
+            return True
+        if beat.get("process") is None and now - float(beat.get("time", 0)) <= dead_after:
+            return True
+    return False
+
+
+def start_agent(spool: SiteSpool, args: List[str]) -> str:
+    """Start an agent detached from this SSH session (own session, no terminal, own log)."""
+    agent_id = "{}-{}".format(socket.gethostname().split(".")[0], int(time.time() * 1e6))
+    log_path = os.path.join(spool.workdir, "logs", "agent-{}.log".format(agent_id))
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        subprocess.Popen(_agent_command() + ["run", "--workdir", spool.workdir,
+                                             "--agent-id", agent_id] + [str(a) for a in args],
+                         stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, close_fds=True,
+                         start_new_session=True, cwd=spool.workdir)
+    finally:
+        os.close(fd)
+    return agent_id
+
+
+def _agent_command() -> List[str]:
+    """How to start this very agent: its zipapp, or the package it was imported from."""
+    if sys.argv and sys.argv[0].endswith(".pyz"):
+        return [sys.executable, os.path.abspath(sys.argv[0])]
+    return [sys.executable, "-m", "megarun.agent"]
+
+
+def exchange(request: Dict[str, Any]) -> Dict[str, Any]:
+    """Apply one request to the site's spool and gather the answer (see the module docstring)."""
+    spool = SiteSpool(str(request["workdir"]))
+    spool.ensure()
+    publish(spool, request.get("publish") or [])
+    match_controls(spool, request.get("kill") or [], request.get("stop") or {})
+    taken = take_back(spool) if request.get("take_back") else []
+    drop_claimed(spool, request.get("drop_claimed") or [])
+    beats = heartbeats(spool)
+    started: Optional[str] = None
+    launch = request.get("start_agent")
+    if launch is not None and not live_agent(beats, float(launch.get("dead_after", 60))):
+        started = start_agent(spool, launch.get("args") or [])
+    usage = os.statvfs(spool.workdir)
+    return {
+        "version": AGENT_VERSION, "host": socket.gethostname(), "time": time.time(),
+        "events": read_events(spool, request.get("offsets") or {},
+                              int(request.get("read_limit") or DEFAULT_READ_LIMIT)),
+        "heartbeats": beats, "queue": [n for n in _listing(spool.queue) if n.endswith(".jsonl")],
+        "claimed": {agent: [n for n in _listing(os.path.join(spool.claimed, agent))
+                            if n.endswith(".jsonl")] for agent in _listing(spool.claimed)},
+        "taken_back": taken, "started_agent": started,
+        "disk_free": usage.f_bavail * usage.f_frsize,
+    }
+
+
+def main() -> int:
+    try:
+        request = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+        answer = exchange(request)
+    except (ValueError, KeyError, TypeError) as exc:
+        sys.stdout.write(json.dumps({"error": "bad request: {}".format(exc)}) + "\n")
+        return 2
+    except OSError as exc:
+        sys.stdout.write(json.dumps({"error": "{}: {}".format(exc.filename or "spool",
+                                                                exc.strerror or exc)}) + "\n")
+        return 3
+    sys.stdout.write(json.dumps(answer, separators=(",", ":")) + "\n")
+    return 0
