@@ -62,7 +62,7 @@ def test_a_slow_but_living_agent_is_never_declared_dead(area: Path) -> None:
         assert [j["state"] for j in jobs(area)] == ["RUNNING"]
     finally:
         os.kill(pid, signal.SIGCONT)
-    out, err = launcher.communicate(timeout=60)
+    _out, err = launcher.communicate(timeout=60)
     assert launcher.returncode == 0, err
     assert {(j["state"], j["status"]) for j in jobs(area)} == {("COMPLETED", "PASS")}
 

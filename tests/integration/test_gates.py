@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from pathlib import Path
@@ -100,7 +101,7 @@ echo 1
     assert len(lines) >= 5  # two holds, then one job per answer
     assert lines[0] == "local 3 0"
     starts = sorted(s for s, _ in intervals(area))
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.15  # one job per answer, and it is asked at most every 0.2 s
 
 
