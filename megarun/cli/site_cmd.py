@@ -30,10 +30,19 @@ def add(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a preset setting: key=value (dotted keys reach into tables).",
         metavar="KEY=VALUE")] = None,
+    identity: Annotated[str | None, typer.Option(
+        help="Private key file for the SSH site (default: ~/.ssh/config, then ssh's defaults).")] = None,
+    jump: Annotated[str | None, typer.Option(
+        help="[user@]host[:port] to jump through (ProxyJump).")] = None,
+    python: Annotated[str | None, typer.Option(
+        help="Python 3.6+ on the SSH site that runs the agent (default: python3).")] = None,
+    known_hosts: Annotated[str | None, typer.Option(
+        help="known_hosts file to verify the host key with (default: ~/.ssh/known_hosts).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
-    """Add a site from a preset."""
-    info = site_service.add_site(context(ctx), name, preset, host, workdir, set_ or [])
+    """Add a site from a preset (with --host, one reached over SSH)."""
+    options = site_service.SshOptions(identity, jump, python, known_hosts)
+    info = site_service.add_site(context(ctx), name, preset, host, workdir, set_ or [], options)
     if as_json:
         print_json(info.as_dict())
     else:
@@ -75,3 +84,25 @@ def rm(
     """Remove a site no job refers to."""
     site_service.remove_site(context(ctx), name)
     say(f"site {name!r} removed")
+
+
+@app.command("check")
+def check(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Site name.")],
+    accept_host_key: Annotated[bool, typer.Option(
+        "--accept-host-key", help="Trust the host's key and add it to known_hosts.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Connect to a site; report its Python, free disk, agent and scheduler commands (exit 3 on failure)."""
+    from megarun.errors import EnvironmentProblem
+    from megarun.services.remote import check_site
+
+    facts = check_site(site_service.get_site(context(ctx), name), accept_host_key)
+    if as_json:
+        print_json(facts)
+    else:
+        print_mapping(facts, title=f"site {name}: reachable")
+    if not facts["scheduler_found"]:
+        raise EnvironmentProblem(f"site {name!r}: the {facts['scheduler']} commands are not on "
+                                 f"the PATH of {facts['host_spec']}")

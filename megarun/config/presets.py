@@ -13,8 +13,9 @@ from megarun.resources import data_dir
 SCHEDULERS = ("local", "slurm", "pbs", "lsf", "cobalt")
 _PRESET_KEYS = {
     "description", "scheduler", "mpi_launcher", "node", "queues", "account", "workdir",
-    "python", "template", "capabilities",
+    "python", "template", "capabilities", "ssh",
 }
+_SSH_KEYS = {"identity", "jump", "known_hosts"}
 _NODE_KEYS = {"cpus", "gpus", "max_jobs"}
 
 
@@ -62,6 +63,11 @@ def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
     for key in _NODE_KEYS & node.keys():
         if expect_type(node[key], int, origin, f"node.{key}") < 0:
             raise ConfigError(f"{origin}: key 'node.{key}' must not be negative")
+    ssh = expect_type(data.get("ssh", {}), dict, origin, "ssh")
+    check_keys(ssh, _SSH_KEYS, origin, "ssh")
+    for key, value in ssh.items():
+        expect_type(value, str, origin, f"ssh.{key}")
+    expect_type(data.get("python", "python3"), str, origin, "python")
     settings = dict(data)
     settings["scheduler"] = scheduler
     settings["node"] = {"cpus": 0, "gpus": 0, "max_jobs": 0, **node}

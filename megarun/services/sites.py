@@ -45,6 +45,15 @@ class SiteInfo:
     def max_jobs(self) -> int:
         return int(self.settings.get("node", {}).get("max_jobs", 0))
 
+    @property
+    def python(self) -> str:
+        """The interpreter that runs the agent on the site."""
+        return str(self.settings.get("python") or "python3")
+
+    @property
+    def ssh(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self.settings.get("ssh", {}).items()}
+
     def spool(self) -> LocalSpool:
         if self.host:
             raise UsageError(f"site {self.name!r} is on {self.host}; SSH sites are not supported yet")
@@ -67,25 +76,74 @@ def _info(site: Site) -> SiteInfo:
 
 
 def add_site(ctx: Context, name: str, preset_name: str, host: str | None = None,
-             workdir: str | None = None, assignments: list[str] | None = None) -> SiteInfo:
-    """Create a site from a preset, with `--set` overrides applied and validated."""
+             workdir: str | None = None, assignments: list[str] | None = None,
+             ssh: SshOptions | None = None) -> SiteInfo:
+    """Create a site from a preset, with `--set` overrides applied and validated.
+
+    With `host`, the site is reached over SSH: its work dir must be an absolute path there.
+    """
     validate_name("site", name)
     preset = load_preset(preset_name)
     settings = apply_overrides(preset.settings, assignments or [])
-    validate_preset(preset_name, settings, f"site {name!r} settings")
     if host:
-        raise UsageError("SSH sites (--host) are not supported yet; use a local preset")
-    directory = Path(workdir).expanduser().resolve() if workdir else ctx.area.sites_dir / name
+        host, directory = _ssh_settings(settings, host, workdir, ssh or SshOptions())
+    else:
+        if ssh is not None and ssh.given():
+            raise UsageError("--identity, --jump and --python need --host (an SSH site)")
+        directory = str(Path(workdir).expanduser().resolve() if workdir
+                        else ctx.area.sites_dir / name)
+    validate_preset(preset_name, settings, f"site {name!r} settings")
     db = ctx.db
     with db.atomic():
         if Site.select().where(Site.name == name).exists():
             raise UsageError(f"site {name!r} already exists (remove it first: megarun site rm {name})")
         site = Site.create(name=name, preset=preset_name, scheduler=settings["scheduler"],
-                           host=host, workdir=str(directory), settings=json.dumps(settings),
+                           host=host, workdir=directory, settings=json.dumps(settings),
                            created=time.time())
     info = _info(site)
-    info.spool().ensure()
+    if not info.host:
+        info.spool().ensure()
     return info
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    """How to reach an SSH site beyond its host (all optional; ~/.ssh/config fills the rest)."""
+
+    identity: str | None = None
+    jump: str | None = None
+    python: str | None = None
+    known_hosts: str | None = None
+
+    def given(self) -> bool:
+        return any((self.identity, self.jump, self.python, self.known_hosts))
+
+
+def _ssh_settings(settings: dict[str, Any], host: str, workdir: str | None,
+                  options: SshOptions) -> tuple[str, str]:
+    """Check the SSH options and store them in the site's settings; return (host, work dir)."""
+    from megarun.executors.ssh import parse_host_spec
+
+    spec = str(parse_host_spec(host))
+    if not workdir or not workdir.startswith("/"):
+        raise UsageError("an SSH site needs --workdir, an absolute path on the remote host "
+                         f"(got {workdir!r})")
+    if any(c in workdir for c in "\0\n"):
+        raise UsageError("--workdir may not hold NUL or newline characters")
+    table: dict[str, str] = dict(settings.get("ssh", {}))
+    if options.identity:
+        identity = Path(options.identity).expanduser()
+        if not identity.is_file():
+            raise UsageError(f"--identity {options.identity}: no such file")
+        table["identity"] = str(identity.resolve())
+    if options.jump:
+        table["jump"] = str(parse_host_spec(options.jump))
+    if options.known_hosts:
+        table["known_hosts"] = str(Path(options.known_hosts).expanduser().resolve())
+    if options.python:
+        settings["python"] = options.python
+    settings["ssh"] = table
+    return spec, workdir.rstrip("/") or "/"
 
 
 def get_site(ctx: Context, name: str) -> SiteInfo:

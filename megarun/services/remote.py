@@ -1,0 +1,91 @@
+"""Reaching SSH sites: their executor, and `site check`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from typing import Any
+
+from megarun.errors import EnvironmentProblem, UsageError
+from megarun.executors.agentzip import agent_zipapp
+from megarun.executors.base import Executor
+from megarun.services.sites import SiteInfo
+
+#: Scheduler commands `site check` looks for on the site's PATH.
+SCHEDULER_COMMANDS = ("sbatch", "squeue", "scancel", "qsub", "qstat", "qdel", "bsub", "bjobs",
+                      "bkill", "cqsub", "cqstat", "srun", "mpiexec", "aprun", "jsrun", "rsync")
+
+# Runs on the site under its Python (3.6+): facts about the interpreter, disk and commands.
+_PROBE = """
+import json, os, platform, shutil, sys
+workdir, agent = sys.argv[1], sys.argv[2]
+folder = workdir
+while not os.path.isdir(folder) and folder != os.path.dirname(folder):
+    folder = os.path.dirname(folder)
+usage = os.statvfs(folder)
+print(json.dumps({
+    "python": platform.python_version(), "ok": sys.version_info >= (3, 6),
+    "host": platform.node(), "workdir_exists": os.path.isdir(workdir),
+    "disk_free": usage.f_bavail * usage.f_frsize,
+    "agent_installed": os.path.isfile(os.path.join(workdir, "agent", agent)),
+    "commands": sorted(c for c in sys.argv[3:] if shutil.which(c)),
+}))
+"""
+
+
+def site_executor(site: SiteInfo, accept_host_key: bool = False) -> Executor:
+    """The site's pooled SSH executor (a fresh one when a host key may be accepted)."""
+    from megarun.executors.ssh import SshExecutor, get_executor
+
+    if not site.host:
+        raise UsageError(f"site {site.name!r} is local; it has no SSH connection")
+    ssh = site.ssh
+
+    def make() -> SshExecutor:
+        return SshExecutor(site.host or "", site_name=site.name, identity_file=ssh.get("identity"),
+                           jump=ssh.get("jump"), known_hosts=ssh.get("known_hosts"),
+                           accept_host_key=accept_host_key)
+
+    if accept_host_key:
+        return make()
+    return get_executor(f"site:{site.name}", make)
+
+
+def agent_path(site: SiteInfo) -> str:
+    return f"{site.workdir}/agent/{agent_zipapp().name}"
+
+
+def check_site(site: SiteInfo, accept_host_key: bool = False) -> dict[str, Any]:
+    """Connect, and report the remote Python, free disk, agent and scheduler commands."""
+    if site.host:
+        executor, python = site_executor(site, accept_host_key), site.python
+    else:
+        from megarun.executors.local import LocalExecutor
+
+        executor, python = LocalExecutor(), sys.executable
+    try:
+        result = executor.run([python, "-c", _PROBE, site.workdir, agent_zipapp().name,
+                               *SCHEDULER_COMMANDS], timeout=60)
+    finally:
+        if accept_host_key:
+            executor.close()
+    if result.code != 0:
+        detail = result.stderr_text.strip().splitlines()
+        reason = detail[-1] if detail else f"exit code {result.code}"
+        if result.code == 127:
+            reason = f"{python!r} was not found on {site.host}"
+        raise EnvironmentProblem(f"site {site.name!r}: cannot run {shlex.quote(python)}: "
+                                 f"{reason}", "set the interpreter with: megarun site add ... "
+                                 "--python PATH")
+    facts: dict[str, Any] = json.loads(result.stdout_text)
+    if not facts.pop("ok"):
+        raise EnvironmentProblem(f"site {site.name!r}: Python {facts['python']} on {site.host} "
+                                 "is older than 3.6, which the agent needs",
+                                 "point --python at a newer interpreter")
+    schedulers = {"slurm": "sbatch", "pbs": "qsub", "lsf": "bsub", "cobalt": "cqsub"}
+    wanted = schedulers.get(site.scheduler)
+    facts.update({"site": site.name, "host_spec": site.host or "local", "workdir": site.workdir,
+                  "agent": agent_zipapp().name, "scheduler": site.scheduler,
+                  "scheduler_found": wanted is None or wanted in facts["commands"]})
+    return facts
