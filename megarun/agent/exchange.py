@@ -24,7 +24,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from megarun.agent import AGENT_VERSION
-from megarun.agent.spool import write_atomic
+from megarun.agent.spool import unlink_quietly, write_atomic
 
 DEFAULT_READ_LIMIT = 8 << 20
 
@@ -34,13 +34,6 @@ def _listing(folder: str) -> List[str]:
         return sorted(n for n in os.listdir(folder) if not n.startswith("."))
     except FileNotFoundError:
         return []
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return
 
 
 class SiteSpool:
@@ -75,12 +68,12 @@ def match_controls(spool: SiteSpool, kill: List[int], stop: Dict[str, str]) -> N
     wanted_kills = {str(int(job)) for job in kill}
     for name in _listing(spool.kill_dir):
         if name not in wanted_kills:
-            _unlink(os.path.join(spool.kill_dir, name))
+            unlink_quietly(os.path.join(spool.kill_dir, name))
     for name in wanted_kills - set(_listing(spool.kill_dir)):
         write_atomic(os.path.join(spool.kill_dir, name), b"")
     for name in _listing(spool.stop_dir):
         if name not in stop:
-            _unlink(os.path.join(spool.stop_dir, name))
+            unlink_quietly(os.path.join(spool.stop_dir, name))
     for name, mode in stop.items():
         path = os.path.join(spool.stop_dir, os.path.basename(name))
         try:
@@ -112,13 +105,14 @@ def read_events(spool: SiteSpool, offsets: Dict[str, int],
     return answer
 
 
-def process_is_agent(pid: int) -> bool:
+def process_is_agent(pid: int, agent_id: str = "") -> bool:
+    """The process `pid` exists and is a megarun agent (not another that reused the pid)."""
     try:
         with open("/proc/{}/cmdline".format(pid), "rb") as handle:
             args = handle.read().split(b"\0")
     except FileNotFoundError:
         return False
-    except OSError:
+    except OSError:  # no /proc here: the pid is all that can be checked
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -126,7 +120,7 @@ def process_is_agent(pid: int) -> bool:
         except PermissionError:
             return True
         return True
-    return any(b"megarun" in arg for arg in args)
+    return (bool(agent_id) and agent_id.encode() in args) or any(b"megarun" in a for a in args)
 
 
 def heartbeats(spool: SiteSpool) -> List[Dict[str, Any]]:
@@ -163,7 +157,7 @@ def take_back(spool: SiteSpool) -> List[Dict[str, str]]:
             continue  # an agent claimed it first
         with open(hidden, "rb") as handle:
             taken.append({"name": name, "data": handle.read().decode("utf-8")})
-        _unlink(hidden)
+        unlink_quietly(hidden)
     return taken
 
 
@@ -171,7 +165,7 @@ def drop_claimed(spool: SiteSpool, agents: List[str]) -> None:
     for agent in agents:
         folder = os.path.join(spool.claimed, os.path.basename(agent))
         for name in os.listdir(folder) if os.path.isdir(folder) else []:
-            _unlink(os.path.join(folder, name))
+            unlink_quietly(os.path.join(folder, name))
         if os.path.isdir(folder):
             os.rmdir(folder)
 

@@ -22,7 +22,7 @@ def write_atomic(path: str, data: bytes) -> None:
         _write_all(fd, data)
     except BaseException:
         os.close(fd)
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     os.close(fd)
     os.rename(tmp, path)
@@ -35,7 +35,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _unlink_quietly(path: str) -> None:
+def unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -85,12 +85,12 @@ class AgentSpool:
                       if n.endswith(".jsonl") and not n.startswith("."))
 
     def release_bundle(self, path: str) -> None:
-        _unlink_quietly(path)
+        unlink_quietly(path)
 
     def forget_claimed(self) -> None:
         """Remove this agent's claimed folder once every job in it is accounted for."""
         for name in os.listdir(self.claimed):
-            _unlink_quietly(os.path.join(self.claimed, name))
+            unlink_quietly(os.path.join(self.claimed, name))
         try:
             os.rmdir(self.claimed)
         except OSError as exc:
@@ -116,7 +116,7 @@ class AgentSpool:
         return [int(n) for n in names if n.isdigit()]
 
     def clear_kill(self, job_id: int) -> None:
-        _unlink_quietly(os.path.join(self.kill_dir, str(job_id)))
+        unlink_quietly(os.path.join(self.kill_dir, str(job_id)))
 
     def write_heartbeat(self, beat: Dict[str, Any]) -> None:
         write_atomic(self.heartbeat_path, json.dumps(beat, separators=(",", ":")).encode())

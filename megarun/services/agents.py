@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from peewee import SqliteDatabase
 
+from megarun.agent.exchange import process_is_agent
 from megarun.core.lifecycle import Chain, mark_dead
 from megarun.core.states import JobState
 from megarun.db.connection import write_transaction
@@ -43,30 +42,8 @@ class AgentStatus:
         if self.state != "running":
             return False
         if self.host == HOSTNAME and self.pid:
-            return agent_process_alive(self.pid, self.agent_id)
+            return process_is_agent(self.pid, self.agent_id)
         return (now or time.time()) - self.beat <= dead_after
-
-
-def agent_process_alive(pid: int, agent_id: str) -> bool:
-    """The process `pid` exists and is this agent (not another process that reused the pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return pid_alive(pid)  # no /proc here: the pid is all we can check
-    args = cmdline.split(b"\0")
-    return agent_id.encode() in args or any(b"megarun" in arg for arg in args)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_heartbeats(spool: LocalSpool) -> dict[str, AgentStatus]:
