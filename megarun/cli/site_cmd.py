@@ -92,13 +92,15 @@ def check(
     name: Annotated[str, typer.Argument(help="Site name.")],
     accept_host_key: Annotated[bool, typer.Option(
         "--accept-host-key", help="Trust the host's key and add it to known_hosts.")] = False,
+    install_agent: Annotated[bool, typer.Option(
+        "--install-agent", help="Ship this version of the agent to the site if it is not there.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Connect to a site; report its Python, free disk, agent and scheduler commands (exit 3 on failure)."""
     from megarun.errors import EnvironmentProblem
     from megarun.services.remote import check_site
 
-    facts = check_site(site_service.get_site(context(ctx), name), accept_host_key)
+    facts = check_site(site_service.get_site(context(ctx), name), accept_host_key, install_agent)
     if as_json:
         print_json(facts)
     else:

@@ -56,7 +56,23 @@ def agent_path(site: SiteInfo) -> str:
     return f"{site.workdir}/agent/{agent_zipapp().name}"
 
 
-def check_site(site: SiteInfo, accept_host_key: bool = False) -> dict[str, Any]:
+def install_agent(site: SiteInfo, executor: Executor | None = None) -> bool:
+    """Ship this version of the agent to an SSH site over SFTP unless it is there already.
+
+    The zipapp's name carries its content hash, so an existing file is this very agent.
+    Returns True when it was shipped.
+    """
+    executor = executor or site_executor(site)
+    path = agent_path(site)
+    if executor.exists(path):
+        return False
+    executor.makedirs(path.rsplit("/", 1)[0], 0o700)
+    executor.write_bytes_atomic(path, agent_zipapp().data, 0o600)
+    return True
+
+
+def check_site(site: SiteInfo, accept_host_key: bool = False,
+               install: bool = False) -> dict[str, Any]:
     """Connect, and report the remote Python, free disk, agent and scheduler commands."""
     if site.host:
         executor, python = site_executor(site, accept_host_key), site.python
@@ -65,6 +81,7 @@ def check_site(site: SiteInfo, accept_host_key: bool = False) -> dict[str, Any]:
 
         executor, python = LocalExecutor(), sys.executable
     try:
+        shipped = install_agent(site, executor) if install and site.host else False
         result = executor.run([python, "-c", _PROBE, site.workdir, agent_zipapp().name,
                                *SCHEDULER_COMMANDS], timeout=60)
     finally:
@@ -86,6 +103,7 @@ def check_site(site: SiteInfo, accept_host_key: bool = False) -> dict[str, Any]:
     schedulers = {"slurm": "sbatch", "pbs": "qsub", "lsf": "bsub", "cobalt": "cqsub"}
     wanted = schedulers.get(site.scheduler)
     facts.update({"site": site.name, "host_spec": site.host or "local", "workdir": site.workdir,
-                  "agent": agent_zipapp().name, "scheduler": site.scheduler,
+                  "agent": agent_zipapp().name, "agent_shipped": shipped,
+                  "scheduler": site.scheduler,
                   "scheduler_found": wanted is None or wanted in facts["commands"]})
     return facts

@@ -102,3 +102,19 @@ def test_bad_ssh_site_options(site_area: Path, home: Path, args: tuple[str, ...]
     assert result.returncode == 2 and message in result.stderr, result.stderr
     listed = cli(site_area, home, "site", "ls", "--json")
     assert [s["name"] for s in json.loads(listed.stdout)] == []
+
+
+def test_install_agent_ships_once_and_the_shipped_agent_runs(
+        sshd: SshServer, site_area: Path, home: Path, tmp_path: Path, known_hosts: Path) -> None:
+    add_site(site_area, home, sshd, tmp_path, "--known-hosts", str(known_hosts))
+    first = cli(site_area, home, "site", "check", "remote", "--install-agent", "--json")
+    assert first.returncode == 0, first.stderr
+    facts = json.loads(first.stdout)
+    assert facts["agent_shipped"] is True and facts["agent_installed"] is True
+    shipped = tmp_path / "remote-work" / "agent" / facts["agent"]
+    assert (shipped.stat().st_mode & 0o777) == 0o600
+    version = subprocess.run(["python3", str(shipped), "version"], capture_output=True,
+                             text=True, check=True)
+    assert json.loads(version.stdout)["version"]
+    second = cli(site_area, home, "site", "check", "remote", "--install-agent", "--json")
+    assert json.loads(second.stdout)["agent_shipped"] is False  # same content, same name
