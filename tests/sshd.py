@@ -130,7 +130,11 @@ class SshServer:
         self.root.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(PermissionError):  # only root's sshd needs it
             Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
-        key_type, key_data = make_key(self.host_key, "megarun-test-host").split()[:2]
+        if self.host_key.exists():  # a restart keeps the host key clients already know
+            public = self.host_key.with_suffix(".pub").read_text().strip()
+        else:
+            public = make_key(self.host_key, "megarun-test-host")
+        key_type, key_data = public.split()[:2]
         self.host_public_key = f"{key_type} {key_data}"
         (self.root / "authorized_keys").write_text(self.client_key.public + "\n")
         self.known_hosts.write_text(self.known_hosts_line)

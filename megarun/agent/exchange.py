@@ -9,7 +9,8 @@ request:  {"workdir": W, "publish": [{"name", "data"}], "kill": [job ids], "stop
 answer:   {"version", "host", "time", "events": {agent: {"offset", "data"}},
            "heartbeats": [beat + "process": bool or null], "queue": [bundle names],
            "claimed": {agent: [bundle names]}, "taken_back": [{"name", "data"}],
-           "started_agent": agent id or null, "disk_free": bytes}
+           "started_agent": agent id or null, "published": [new bundle names],
+           "disk_free": bytes}
 
 Kill and stop files are made to match the request exactly (the home host's copy is the truth).
 Stdlib only, Python 3.6+, like the rest of the agent.
@@ -48,19 +49,46 @@ class SiteSpool:
         self.stop_dir = os.path.join(self.root, "control", "stop")
         self.agents = os.path.join(self.root, "agents")
         self.events = os.path.join(self.root, "events")
+        self.published = os.path.join(self.root, "published")
 
     def ensure(self) -> None:
         for folder in (self.queue, self.claimed, self.kill_dir, self.stop_dir, self.agents,
-                       self.events, os.path.join(self.workdir, "logs")):
+                       self.events, self.published, os.path.join(self.workdir, "logs")):
             os.makedirs(folder, mode=0o700, exist_ok=True)
 
 
-def publish(spool: SiteSpool, bundles: List[Dict[str, str]]) -> None:
+#: Publication markers older than this are pruned (a home host retries within minutes).
+PUBLISHED_KEEP_SECONDS = 3 * 86400.0
+
+
+def publish(spool: SiteSpool, bundles: List[Dict[str, str]]) -> List[str]:
+    """Put bundles in the queue, each at most once; return the names that were new.
+
+    A home host whose previous exchange was cut off after the bundles arrived sends them
+    again: a marker in spool/published/ makes the second copy a no-op, so no job runs twice.
+    """
+    new = []
     for bundle in bundles:
         name = os.path.basename(bundle["name"])
         if not name.endswith(".jsonl") or name.startswith("."):
             raise ValueError("bad bundle name {!r}".format(bundle["name"]))
+        marker = os.path.join(spool.published, name)
+        if os.path.exists(marker):
+            continue
         write_atomic(os.path.join(spool.queue, name), bundle["data"].encode("utf-8"))
+        write_atomic(marker, b"")
+        new.append(name)
+    return new
+
+
+def prune_published(spool: SiteSpool, now: float) -> None:
+    for name in _listing(spool.published):
+        path = os.path.join(spool.published, name)
+        try:
+            if now - os.stat(path).st_mtime > PUBLISHED_KEEP_SECONDS:
+                unlink_quietly(path)
+        except FileNotFoundError:
+            continue
 
 
 def match_controls(spool: SiteSpool, kill: List[int], stop: Dict[str, str]) -> None:
@@ -208,7 +236,7 @@ def exchange(request: Dict[str, Any]) -> Dict[str, Any]:
     """Apply one request to the site's spool and gather the answer (see the module docstring)."""
     spool = SiteSpool(str(request["workdir"]))
     spool.ensure()
-    publish(spool, request.get("publish") or [])
+    published = publish(spool, request.get("publish") or [])
     match_controls(spool, request.get("kill") or [], request.get("stop") or {})
     taken = take_back(spool) if request.get("take_back") else []
     drop_claimed(spool, request.get("drop_claimed") or [])
@@ -218,14 +246,17 @@ def exchange(request: Dict[str, Any]) -> Dict[str, Any]:
     if launch is not None and not live_agent(beats, float(launch.get("dead_after", 60))):
         started = start_agent(spool, launch.get("args") or [])
     usage = os.statvfs(spool.workdir)
+    now = time.time()
+    if published:
+        prune_published(spool, now)
     return {
-        "version": AGENT_VERSION, "host": socket.gethostname(), "time": time.time(),
+        "version": AGENT_VERSION, "host": socket.gethostname(), "time": now,
         "events": read_events(spool, request.get("offsets") or {},
                               int(request.get("read_limit") or DEFAULT_READ_LIMIT)),
         "heartbeats": beats, "queue": [n for n in _listing(spool.queue) if n.endswith(".jsonl")],
         "claimed": {agent: [n for n in _listing(os.path.join(spool.claimed, agent))
                             if n.endswith(".jsonl")] for agent in _listing(spool.claimed)},
-        "taken_back": taken, "started_agent": started,
+        "taken_back": taken, "started_agent": started, "published": published,
         "disk_free": usage.f_bavail * usage.f_frsize,
     }
 

@@ -1,7 +1,7 @@
 """`megarun job ...`: create, select, inspect, kill, remove, reset jobs."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -63,6 +63,9 @@ def create(
         states = ", ".join(f"{n} {s}" for s, n in created.states.items())
         say(f"{created.count} jobs created: {created.first_id}..{created.last_id} "
                       f"({states})")
+    if created.unmatched and not as_json:
+        note(f"{created.unmatched} job(s) wait for a site that satisfies their app's "
+             "requirements (megarun job match, or the next launch or sync)", "dim")
 
 
 @app.command("ls")
@@ -90,7 +93,17 @@ def ls(
         render(counts, ["state", "status", "count"], as_json, as_csv, empty="no jobs")
         return
     rows = job_service.list_jobs(mctx, flt, limit)
+    if not as_json:
+        rows = [_shown_site(row) for row in rows]
     render(rows, _LIST_COLUMNS, as_json, as_csv, empty="no jobs match")
+
+
+UNMATCHED = "(unmatched)"
+
+
+def _shown_site(job: dict[str, Any]) -> dict[str, Any]:
+    """A job with no site yet reads "(unmatched)" in tables (null in --json)."""
+    return job if job.get("site") is not None else {**job, "site": UNMATCHED}
 
 
 @app.command("show")
@@ -104,7 +117,7 @@ def show(
     if as_json:
         print_json(data)
         return
-    print_mapping(data, title=f"job {job_id}")
+    print_mapping(_shown_site(data), title=f"job {job_id}")
     render(data["events"], ["time", "from", "to", "status", "attempt", "message"], False, False,
            title="events")
 
@@ -137,8 +150,11 @@ def kill(
         print_json(result)
         return
     for key, ids in result.items():
-        if ids:
+        if ids and key != "undelivered":
             say(f"{key}: {', '.join(map(str, ids))}")
+    if result.get("undelivered"):
+        note(f"site unreachable: the kill of {', '.join(map(str, result['undelivered']))} "
+             "is delivered by the next `megarun launch` or `megarun sync`", "yellow")
 
 
 @app.command("rm")
@@ -159,3 +175,23 @@ def reset(
     """Send ended jobs back to READY with a fresh set of attempts."""
     done = job_service.reset_jobs(context(ctx), job_ids)
     say(f"reset {len(done)} job(s) to READY")
+
+
+@app.command("match")
+def match(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Give READY jobs with no site a site that satisfies their app's requirements."""
+    from megarun.services.matching import match_jobs
+
+    result = match_jobs(context(ctx))
+    if as_json:
+        print_json(result.as_dict())
+        return
+    rows: list[dict[str, Any]] = [{"site": site, "jobs": count, "reason": ""}
+                                  for site, count in sorted(result.assigned.items())]
+    rows += [{"site": UNMATCHED, "jobs": u.jobs, "reason": u.reason}
+             for u in result.unmatched_apps]
+    render(rows, ["site", "jobs", "reason"], False, False,
+           title=f"policy {result.policy}", empty="no READY job waits for a site")

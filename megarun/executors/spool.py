@@ -42,6 +42,12 @@ def write_private(path: Path, data: bytes) -> None:
 class LocalSpool:
     """Spool files of a site whose work dir is on this machine."""
 
+    #: Whether requests written here reach the agents only when `deliver()` is called.
+    delivers_later = False
+
+    def deliver(self) -> None:
+        """Make the agents see what was written (nothing to do: they read these files)."""
+
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.root = workdir / "spool"

@@ -31,17 +31,23 @@ class AgentStatus:
     beat: float
     state: str
     batch_job: int | None = None
+    process: bool | None = None  # an SSH site's own check of the agent's process
+    mirrored: bool = False  # read from an SSH site by the last exchange
 
     def alive(self, dead_after: float, now: float | None = None) -> bool:
         """Whether the agent still runs.
 
-        On this host the process decides: a slow agent whose heartbeat is late but whose
-        process lives is alive, and one whose process is gone is dead at once. Elsewhere, a
-        heartbeat older than `dead_after` means dead.
+        Where the agent's process can be checked, it decides: a slow agent whose heartbeat is
+        late but whose process lives is alive, and one whose process is gone is dead at once.
+        That check is made here for agents of this host, and by the site itself (during the
+        last exchange) for agents of an SSH site. Otherwise a heartbeat older than
+        `dead_after` means dead.
         """
         if self.state != "running":
             return False
-        if self.host == HOSTNAME and self.pid:
+        if self.process is not None:
+            return self.process
+        if self.host == HOSTNAME and self.pid and not self.mirrored:
             return process_is_agent(self.pid, self.agent_id)
         return (now or time.time()) - self.beat <= dead_after
 
@@ -50,9 +56,12 @@ def read_heartbeats(spool: LocalSpool) -> dict[str, AgentStatus]:
     statuses = {}
     for beat in spool.heartbeats():
         try:
+            process = beat.get("process")
             status = AgentStatus(str(beat["agent"]), str(beat.get("host", "")),
                                  beat.get("pid"), float(beat.get("time", 0)),
-                                 str(beat.get("state", "running")), beat.get("batch_job"))
+                                 str(beat.get("state", "running")), beat.get("batch_job"),
+                                 process if isinstance(process, bool) else None,
+                                 bool(beat.get("mirrored")))
         except (KeyError, TypeError, ValueError):
             continue  # a heartbeat written by something else: not an agent of ours
         statuses[status.agent_id] = status
@@ -147,4 +156,4 @@ def settle_defunct(ctx: Context) -> None:
     """On every site: take in new events, then make the jobs of agents that are gone DEAD."""
     from megarun.services.sync import sync_all
 
-    sync_all(ctx)
+    sync_all(ctx, dispatch=False)

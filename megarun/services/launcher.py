@@ -13,24 +13,27 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
+from megarun.config.area import LauncherSettings
 from megarun.core.lifecycle import Chain
 from megarun.core.states import FAILING_STATUSES, FINAL_STATES, JobState, JobStatus
 from megarun.db.connection import write_transaction
 from megarun.db.jobstore import load_rows, load_rows_where, save_rows
-from megarun.errors import AlreadyRunning
+from megarun.errors import AlreadyRunning, EnvironmentProblem, MegarunError
 from megarun.services import agents as agent_service
 from megarun.services.context import Context
 from megarun.services.dispatch import BUNDLE_SIZE, dispatch_ready_jobs
 from megarun.services.gates import GateDecision, LaunchGates
 from megarun.services.ingest import ingest_site_events
 from megarun.services.lifecycle import apply_chain
+from megarun.services.remote_spool import AgentLaunch, RemoteSpool
 from megarun.services.runs import run_root
 from megarun.services.sites import SiteInfo, get_site, site_id
 
@@ -38,6 +41,14 @@ from megarun.services.sites import SiteInfo, get_site, site_id
 QUEUE_AHEAD = 4 * BUNDLE_SIZE
 POLL_SECONDS = 0.1
 AGENT_CHECK_SECONDS = 1.0
+#: An SSH site is asked every EXCHANGE_MIN s while things happen there, backing off to
+#: EXCHANGE_MAX s while nothing does (a quiet login node is not polled ten times a second).
+EXCHANGE_MIN = 0.1
+EXCHANGE_MAX = 5.0
+#: A remote agent just started gets this long to write its first heartbeat.
+AGENT_START_GRACE = 30.0
+#: Give up on an SSH site that stays unreachable this long (jobs on it keep their state).
+UNREACHABLE_LIMIT = 600.0
 
 _OPEN_STATES = ("READY", "QUEUED", "LAUNCHED", "RUNNING", "KILLREQ", "AWAITING_PARENTS")
 
@@ -113,6 +124,13 @@ class Launcher:
         self._last_agent_check = 0.0
         self.gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx), site_name)
         self._gate = GateDecision()
+        self.remote = self.spool if isinstance(self.spool, RemoteSpool) else None
+        self._want_agent = False
+        self._agent_started_at = -AGENT_START_GRACE
+        self._next_exchange = 0.0
+        self._exchange_wait = EXCHANGE_MIN
+        self._unreachable_since: float | None = None
+        self.site_error = ""
 
     # -- public -----------------------------------------------------------------------------
     def run(self) -> LaunchSummary:
@@ -144,6 +162,8 @@ class Launcher:
         self.spool.ensure()
         self.spool.clear_stop("all")
         self.spool.remove_stale_temporaries()
+        if self.remote is not None:
+            self.remote.exchange()  # an unreachable site fails the launch here, changing nothing
         self._ingest()
         gone = agent_service.settle_gone_agents(db, self.site_id, self.spool,
                                                 self.settings.dead_after)
@@ -152,6 +172,8 @@ class Launcher:
 
     def _loop(self) -> None:
         while True:
+            if self.remote is not None and not self._exchange_due():
+                continue
             self._ingest()
             now = time.monotonic()
             if now - self._last_agent_check >= AGENT_CHECK_SECONDS:
@@ -171,6 +193,63 @@ class Launcher:
                 self._ensure_agent()
             time.sleep(POLL_SECONDS)
         self._stop_agent("drain")
+        if self.remote is not None:
+            self._exchange_quietly()  # deliver the stop request
+
+    # -- SSH sites --------------------------------------------------------------------------
+    def _exchange_due(self) -> bool:
+        """Run the site's exchange when it is due; False when not yet, or when it failed."""
+        wait = self._next_exchange - time.monotonic()
+        if wait > 0:
+            time.sleep(min(POLL_SECONDS, wait))
+            return False
+        return self._exchange_now()
+
+    def _exchange_soon(self) -> None:
+        self._next_exchange = 0.0
+
+    def _exchange_now(self) -> bool:
+        assert self.remote is not None
+        launch = None
+        if self._want_agent and time.monotonic() - self._agent_started_at > AGENT_START_GRACE:
+            launch = AgentLaunch(agent_args(self.site, self.settings), self.settings.dead_after)
+        try:
+            result = self.remote.exchange(start_agent=launch)
+        except MegarunError as exc:
+            self._site_unreachable(exc)
+            return False
+        self._unreachable_since = None
+        self.site_error = ""
+        self._want_agent = False
+        if result.started_agent:
+            self._agent_started_at = time.monotonic()
+        busy = result.event_bytes or result.sent_bundles or result.started_agent
+        self._exchange_wait = (EXCHANGE_MIN if busy
+                               else min(EXCHANGE_MAX, self._exchange_wait * 1.5))
+        self._next_exchange = time.monotonic() + self._exchange_wait
+        return True
+
+    def _site_unreachable(self, exc: MegarunError) -> None:
+        now = time.monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        if now - self._unreachable_since > UNREACHABLE_LIMIT:
+            raise EnvironmentProblem(f"site {self.site.name!r} unreachable for "
+                                     f"{UNREACHABLE_LIMIT:.0f} s: {exc}",
+                                     "its jobs keep their state; launch again later") from exc
+        self.site_error = str(exc)
+        self._exchange_wait = EXCHANGE_MAX
+        self._next_exchange = now + EXCHANGE_MAX
+        if self.on_progress is not None:
+            self._report(self._open_counts())
+
+    def _exchange_quietly(self) -> None:
+        """One more exchange at shutdown; a failure leaves the request for the next one."""
+        assert self.remote is not None
+        try:
+            self.remote.exchange()
+        except MegarunError as exc:
+            self.site_error = str(exc)
 
     def _ingest(self) -> None:
         result = ingest_site_events(self.ctx.db, self.site_id, self.spool)
@@ -196,41 +275,25 @@ class Launcher:
                 self.spool.clear_kill(job_id)
 
     def _open_counts(self) -> dict[str, int]:
-        marks = ",".join("?" * len(_OPEN_STATES))
-        run = "" if self.run_id is None else "AND run_id = ? "
-        sql = (f"SELECT state, count(*) FROM job WHERE site_id = ? {run}AND state IN ({marks}) "  # noqa: S608
-               "GROUP BY state")
-        params = (self.site_id,) if self.run_id is None else (self.site_id, self.run_id)
-        return dict(self.ctx.db.execute_sql(sql, (*params, *_OPEN_STATES)).fetchall())
+        return open_counts(self.ctx, self.site_id, self.run_id)
 
     def _dispatch(self, by_state: dict[str, int]) -> None:
-        ready = by_state.get("READY", 0)
-        queued = by_state.get("QUEUED", 0)
-        self._gate = self.gates.decide(self.ctx.db, ready)
-        budget = self._gate.allowed
-        while ready > 0 and queued < QUEUE_AHEAD and (budget is None or budget > 0):
-            limit = BUNDLE_SIZE if budget is None else min(BUNDLE_SIZE, budget)
-            sent = dispatch_ready_jobs(self.ctx.db, self.site_id, self.site, limit=limit,
-                                       run_id=self.run_id, group_budget=self._gate.group_budget)
-            if sent == 0:
-                break
-            self.gates.spent(sent)
-            ready -= sent
-            queued += sent
-            by_state["READY"] = ready
-            by_state["QUEUED"] = queued
-            if budget is not None:
-                budget -= sent
-            if self._gate.group_budget:
-                break  # the group budgets are spent by this bundle: decide again next cycle
+        self._gate, sent = dispatch_round(self.ctx, self.site_id, self.site, self.gates,
+                                          by_state, self.run_id)
+        if sent and self.remote is not None:
+            self._exchange_soon()
 
     def _ensure_agent(self) -> None:
         if self.agent_process is not None and self.agent_process.poll() is None:
             return
         if agent_service.live_agents(self.spool, self.settings.dead_after):
             return
-        self.agent_process = start_local_agent(self.site, self.settings.heartbeat,
-                                               self.settings.kill_grace, self.settings.idle_exit)
+        if self.remote is not None:
+            if time.monotonic() - self._agent_started_at > AGENT_START_GRACE:
+                self._want_agent = True  # the next exchange starts one on the site
+                self._exchange_soon()
+            return
+        self.agent_process = start_local_agent(self.site, self.settings)
 
     def _report(self, by_state: dict[str, int]) -> None:
         if self.on_progress is None:
@@ -239,7 +302,12 @@ class Launcher:
         self.on_progress(LaunchProgress(self.summary.done, remaining, dict(by_state),
                                         dict(self.summary.by_status),
                                         time.monotonic() - self._started,
-                                        self._gate.held if by_state.get("READY") else ""))
+                                        self._held_reason(by_state)))
+
+    def _held_reason(self, by_state: dict[str, int]) -> str:
+        if self.site_error:
+            return f"site unreachable, retrying: {self.site_error}"
+        return self._gate.held if by_state.get("READY") else ""
 
     def _stop_agent(self, mode: str) -> None:
         if agent_service.live_agents(self.spool, self.settings.dead_after) or (
@@ -254,8 +322,10 @@ class Launcher:
             self.spool.request_stop("all", "kill")
             deadline = time.monotonic() + self.settings.kill_grace + 10
             while time.monotonic() < deadline and self._agents_running():
+                if self.remote is not None:
+                    self._exchange_quietly()
                 self._ingest()
-                time.sleep(0.1)
+                time.sleep(0.1 if self.remote is None else 0.5)
             self._force_stop_agent()
             self._take_back_queue()
             self._ingest()
@@ -295,22 +365,67 @@ class Launcher:
             self.agent_process = None
 
 
+def dispatch_round(ctx: Context, sid: int, site: SiteInfo, gates: LaunchGates,
+                   by_state: dict[str, int], run_id: int | None = None) -> tuple[GateDecision, int]:
+    """Queue READY jobs as the launch gates allow, at most QUEUE_AHEAD ahead of the agents.
+
+    `by_state` (open job counts of the site) is updated; returns the gate decision and how
+    many jobs were queued.
+    """
+    ready = by_state.get("READY", 0)
+    queued = by_state.get("QUEUED", 0)
+    gate = gates.decide(ctx.db, ready)
+    budget = gate.allowed
+    total = 0
+    while ready > 0 and queued < QUEUE_AHEAD and (budget is None or budget > 0):
+        limit = BUNDLE_SIZE if budget is None else min(BUNDLE_SIZE, budget)
+        sent = dispatch_ready_jobs(ctx.db, sid, site, limit=limit, run_id=run_id,
+                                   group_budget=gate.group_budget)
+        if sent == 0:
+            break
+        gates.spent(sent)
+        total += sent
+        ready -= sent
+        queued += sent
+        by_state["READY"] = ready
+        by_state["QUEUED"] = queued
+        if budget is not None:
+            budget -= sent
+        if gate.group_budget:
+            break  # the group budgets are spent by this bundle: decide again next cycle
+    return gate, total
+
+
+def open_counts(ctx: Context, sid: int, run_id: int | None = None) -> dict[str, int]:
+    """Jobs of a site (or of one run on it) in each open state."""
+    marks = ",".join("?" * len(_OPEN_STATES))
+    run = "" if run_id is None else "AND run_id = ? "
+    sql = (f"SELECT state, count(*) FROM job WHERE site_id = ? {run}AND state IN ({marks}) "  # noqa: S608
+           "GROUP BY state")
+    params = (sid,) if run_id is None else (sid, run_id)
+    return dict(ctx.db.execute_sql(sql, (*params, *_OPEN_STATES)).fetchall())
+
+
 #: Outcomes counted as "done" in the progress (a retried job is not done yet).
 FINAL_STATUS_COUNTED = frozenset(JobStatus) - {JobStatus.NA}
 
 
-def start_local_agent(site: SiteInfo, heartbeat: float, kill_grace: float,
-                      idle_exit: float) -> subprocess.Popen[bytes]:
+def agent_args(site: SiteInfo, settings: LauncherSettings) -> list[str]:
+    """The agent's `run` options from the site's node shape and the launcher settings."""
+    args = ["--cpus", str(site.cpus), "--heartbeat", str(settings.heartbeat),
+            "--kill-grace", str(settings.kill_grace), "--idle-exit", str(settings.idle_exit)]
+    if site.gpus:
+        args += ["--gpus", ",".join(str(i) for i in range(site.gpus))]
+    if site.max_jobs:
+        args += ["--max-jobs", str(site.max_jobs)]
+    return args
+
+
+def start_local_agent(site: SiteInfo, settings: LauncherSettings) -> subprocess.Popen[bytes]:
     """Start the agent for a local site, detached from this terminal and its Ctrl-C."""
     agent_id = f"{agent_service.HOSTNAME.split('.')[0]}-{os.getpid()}-{time.time_ns() // 1000}"
     argv = [sys.executable, "-m", "megarun.agent", "run", "--workdir", site.workdir,
-            "--agent-id", agent_id, "--cpus", str(site.cpus),
-            "--heartbeat", str(heartbeat), "--kill-grace", str(kill_grace),
-            "--idle-exit", str(idle_exit)]
-    if site.gpus:
-        argv += ["--gpus", ",".join(str(i) for i in range(site.gpus))]
-    if site.max_jobs:
-        argv += ["--max-jobs", str(site.max_jobs)]
+            "--agent-id", agent_id, *agent_args(site, settings)]
     logs = Path(site.workdir) / "logs"
     logs.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(logs / f"agent-{agent_id}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -337,13 +452,23 @@ def jobs_waiting(ctx: Context, site_name: str) -> int:
 
 
 def launcher_busy(ctx: Context, site_name: str) -> bool:
+    with launcher_lock(ctx, site_name) as free:
+        return not free
+
+
+@contextmanager
+def launcher_lock(ctx: Context, site_name: str) -> Iterator[bool]:
+    """Hold the site's launcher lock if it is free; yields whether it was."""
     lock = FileLock(str(lock_path(ctx, site_name)))
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        return True
-    lock.release()
-    return False
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 def detach_launcher(ctx: Context, site_name: str) -> tuple[int, Path]:

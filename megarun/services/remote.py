@@ -34,6 +34,41 @@ print(json.dumps({
 """
 
 
+# Runs on the site: the tail of every step log of one job dir, as JSON.
+_READ_LOGS = """
+import glob, json, os, sys
+folder, limit = sys.argv[1], int(sys.argv[2])
+logs = []
+for pattern in ("*.out", "*.err"):
+    for path in sorted(glob.glob(os.path.join(glob.escape(folder), pattern))):
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(max(0, size - limit))
+            logs.append([os.path.basename(path), size > limit,
+                         handle.read().decode("utf-8", "replace")])
+print(json.dumps({"exists": os.path.isdir(folder), "logs": logs}))
+"""
+
+#: `job logs` of a remote job brings back at most this much of each log (its end).
+LOG_TAIL_BYTES = 8 << 20
+
+
+def read_remote_logs(site: SiteInfo, folder: str) -> tuple[bool, list[tuple[str, str]]]:
+    """(job dir exists, [(file name, text)]) of a job dir on an SSH site, in one round trip."""
+    result = site_executor(site).run([site.python, "-c", _READ_LOGS, folder,
+                                      str(LOG_TAIL_BYTES)], timeout=60)
+    if result.code != 0:
+        lines = result.stderr_text.strip().splitlines()
+        raise EnvironmentProblem(f"site {site.name!r}: cannot read {folder}: "
+                                 f"{lines[-1] if lines else f'exit code {result.code}'}")
+    answer = json.loads(result.stdout_text)
+    logs = []
+    for name, cut, text in answer["logs"]:
+        prefix = f"[... only the last {LOG_TAIL_BYTES >> 20} MiB of {name} ...]\n" if cut else ""
+        logs.append((str(name), prefix + str(text)))
+    return bool(answer["exists"]), logs
+
+
 def site_executor(site: SiteInfo, accept_host_key: bool = False) -> Executor:
     """The site's pooled SSH executor (a fresh one when a host key may be accepted)."""
     from megarun.executors.ssh import SshExecutor, get_executor

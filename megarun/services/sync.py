@@ -1,5 +1,10 @@
 """One sync cycle: for every site, take in the agents' new events and settle defunct jobs.
 
+On an SSH site the cycle costs at most two round trips, whatever the number of jobs: one
+exchange brings the new events and heartbeats (and delivers kill and stop requests); after
+ingest, when no launcher is running for the site, READY jobs are dispatched and a second
+exchange publishes them and starts an agent there if none lives.
+
 Safe from cron: one cycle at a time per area (a second concurrent one returns at once), and one
 broken site is reported without stopping the others.
 """
@@ -15,9 +20,13 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from megarun.errors import AlreadyRunning, MegarunError
-from megarun.services.agents import settle_gone_agents
+from megarun.executors.spool import LocalSpool
+from megarun.services.agents import live_agents, settle_gone_agents
 from megarun.services.context import Context
+from megarun.services.gates import LaunchGates
 from megarun.services.ingest import ingest_site_events
+from megarun.services.remote_spool import AgentLaunch, RemoteSpool
+from megarun.services.runs import run_root
 from megarun.services.sites import SiteInfo, get_site, list_sites, site_id
 
 
@@ -29,37 +38,83 @@ class SiteSync:
     events: int = 0
     finished: dict[str, int] = field(default_factory=dict)
     agents_settled: list[str] = field(default_factory=list)
+    dispatched: int = 0
+    started_agent: str = ""
+    round_trips: int = 0
     error: str = ""
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"site": self.site, "ok": not self.error, "events": self.events,
                 "finished": self.finished, "agents_settled": self.agents_settled,
-                "error": self.error, "seconds": round(self.seconds, 3)}
+                "dispatched": self.dispatched, "started_agent": self.started_agent,
+                "round_trips": self.round_trips, "error": self.error,
+                "seconds": round(self.seconds, 3)}
 
 
-def sync_site(ctx: Context, site: SiteInfo) -> SiteSync:
+def sync_site(ctx: Context, site: SiteInfo, dispatch: bool = True) -> SiteSync:
     """Ingest the site's new events, then make the jobs of agents that are gone DEAD."""
     started = time.monotonic()
     result = SiteSync(site.name)
     spool = site.spool()
-    if spool.events.is_dir():  # otherwise no agent ever ran there
-        sid = site_id(ctx, site.name)
-        ingested = ingest_site_events(ctx.db, sid, spool)
-        result.events, result.finished = ingested.events, ingested.finished
-        result.agents_settled = settle_gone_agents(ctx.db, sid, spool,
-                                                   ctx.area.config.launcher.dead_after)
+    if isinstance(spool, RemoteSpool):
+        _sync_remote(ctx, site, spool, result, dispatch)
+    elif spool.events.is_dir():  # otherwise no agent ever ran there
+        _take_in(ctx, site_id(ctx, site.name), spool, result)
     result.seconds = time.monotonic() - started
     return result
 
 
-def sync_all(ctx: Context, site_name: str | None = None) -> list[SiteSync]:
-    """One cycle over every site (or one); a site that fails is reported, the rest go on."""
+def _take_in(ctx: Context, sid: int, spool: LocalSpool, result: SiteSync) -> None:
+    ingested = ingest_site_events(ctx.db, sid, spool)
+    result.events, result.finished = ingested.events, ingested.finished
+    result.agents_settled = settle_gone_agents(ctx.db, sid, spool,
+                                               ctx.area.config.launcher.dead_after)
+
+
+def _sync_remote(ctx: Context, site: SiteInfo, spool: RemoteSpool, result: SiteSync,
+                 dispatch: bool) -> None:
+    """Exchange, ingest, settle; then dispatch and start an agent unless a launcher does."""
+    from megarun.services.launcher import (
+        agent_args,
+        dispatch_round,
+        launcher_lock,
+        open_counts,
+    )
+
+    sid = site_id(ctx, site.name)
+    try:
+        spool.exchange()
+        _take_in(ctx, sid, spool, result)
+        if not dispatch:
+            return
+        with launcher_lock(ctx, site.name) as free:
+            if not free:
+                return  # a launcher runs for this site: dispatch and agents are its business
+            settings = ctx.area.config.launcher
+            by_state = open_counts(ctx, sid)
+            gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx), site.name)
+            _, result.dispatched = dispatch_round(ctx, sid, site, gates, by_state)
+            active = sum(by_state.get(s, 0) for s in ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ"))
+            want_agent = active > 0 and not live_agents(spool, settings.dead_after)
+            if result.dispatched or want_agent:
+                launch = AgentLaunch(agent_args(site, settings), settings.dead_after)
+                answer = spool.exchange(start_agent=launch if active else None)
+                result.started_agent = answer.started_agent or ""
+    finally:
+        result.round_trips = spool.round_trips
+
+
+def sync_all(ctx: Context, site_name: str | None = None, dispatch: bool = True) -> list[SiteSync]:
+    """One cycle over every site (or one); a site that fails is reported, the rest go on.
+
+    Without `dispatch`, only events are taken in and defunct jobs settled (what `status` needs).
+    """
     sites = [get_site(ctx, site_name)] if site_name else list_sites(ctx)
     results = []
     for site in sites:
         try:
-            results.append(sync_site(ctx, site))
+            results.append(sync_site(ctx, site, dispatch))
         except MegarunError as exc:
             results.append(SiteSync(site.name, error=str(exc)))
     return results

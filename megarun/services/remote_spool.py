@@ -1,0 +1,296 @@
+"""The spool of an SSH site, seen from the home host: a local mirror kept in step by exchanges.
+
+Dispatch, ingest and the liveness code work on spool files. For an SSH site those files live
+in a local mirror (`.megarun/sites/<name>/spool/`): bundles are written to `outbox/`, kill and
+stop requests to `control/`, and each `exchange()` carries all of it to the site in ONE SSH
+round trip (`python megarun-agent-<hash>.pyz exchange`, megarun/agent/exchange.py). The answer
+brings back every agent's new event lines, which are appended to the local logs at exactly the
+remote offsets, the heartbeats (their times moved onto this host's clock, with the site's own
+check of the agent's process), and the remote queue and claimed listings, which the mirror
+copies of the sent bundles are made to match.
+
+Only one exchange per site runs at a time (a file lock), so the local logs and the remote
+offsets never drift apart; the database offsets are stored by ingest in the same transaction
+as the events they cover, exactly as for a local site.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from megarun.errors import EnvironmentProblem
+from megarun.executors.base import CommandResult, Executor
+from megarun.executors.spool import LocalSpool, write_private
+from megarun.services.remote import agent_path, install_agent, site_executor
+from megarun.services.sites import SiteInfo
+
+log = logging.getLogger(__name__)
+
+#: Bytes of event lines one exchange brings back at most (the rest comes next time).
+READ_LIMIT = 16 << 20
+EXCHANGE_TIMEOUT = 120.0
+
+
+@dataclass
+class ExchangeResult:
+    """What one exchange did."""
+
+    sent_bundles: int = 0
+    event_bytes: int = 0
+    started_agent: str | None = None
+    taken_back: list[tuple[int, int]] = field(default_factory=list)
+    disk_free: int = 0
+    remote_host: str = ""
+    skew: float = 0.0  # site clock minus this host's clock, seconds
+
+
+@dataclass(frozen=True)
+class AgentLaunch:
+    """Start an agent on the site unless one lives (judged there, with `dead_after`)."""
+
+    args: list[str]
+    dead_after: float
+
+
+class RemoteSpool(LocalSpool):
+    """Mirror of an SSH site's spool; `exchange()` makes the two agree (module docstring)."""
+
+    def __init__(self, site: SiteInfo, mirror_dir: Path) -> None:
+        super().__init__(mirror_dir)
+        self.site = site
+        self.round_trips = 0
+        self._executor: Executor | None = None
+
+    delivers_later = True
+
+    def deliver(self) -> None:
+        """Carry kill and stop requests to the site now (one exchange)."""
+        self.exchange()
+
+    # -- layout -----------------------------------------------------------------------------
+    @property
+    def queue(self) -> Path:
+        """Bundles written here are not yet on the site (the next exchange sends them)."""
+        return self.root / "outbox"
+
+    @property
+    def sent(self) -> Path:
+        """Copies of bundles that wait in the site's queue."""
+        return self.root / "sent"
+
+    @property
+    def drops(self) -> Path:
+        """Agents whose claimed folders the site should forget."""
+        return self.root / "drop"
+
+    def ensure(self) -> None:
+        for folder in (self.queue, self.sent, self.claimed, self.kill_dir, self.stop_dir,
+                       self.agents, self.events, self.drops):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def job_dir(self, job_id: int) -> str:
+        return f"{self.site.workdir}/jobs/{job_id // 1000:06d}/{job_id}"
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = site_executor(self.site)
+        return self._executor
+
+    # -- what the mirror knows --------------------------------------------------------------
+    def bundled_jobs(self) -> set[tuple[int, int]]:
+        keys = super().bundled_jobs()
+        for path in self.sent.glob("[!.]*.jsonl"):
+            keys.update(_keys_of(path))
+        return keys
+
+    def drop_claimed(self, agent_id: str) -> None:
+        super().drop_claimed(agent_id)
+        self.drops.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(self.drops / agent_id, b"")
+
+    def take_back_queue(self) -> list[tuple[int, int]]:
+        """Unsent bundles, and (one exchange) the site's unclaimed ones."""
+        taken = super().take_back_queue()
+        result = self.exchange(take_back=True)
+        return taken + result.taken_back
+
+    # -- the exchange -----------------------------------------------------------------------
+    def exchange(self, start_agent: AgentLaunch | None = None,
+                 take_back: bool = False) -> ExchangeResult:
+        """One round trip: send bundles and controls, bring back events and heartbeats."""
+        self.ensure()
+        with FileLock(str(self.root / "exchange.lock")):
+            outbox = sorted(self.queue.glob("[!.]*.jsonl"))
+            drops = sorted(p.name for p in self.drops.iterdir())
+            request = self._request(outbox, drops, start_agent, take_back)
+            answer = self._call(request)
+            return self._apply(answer, outbox, drops)
+
+    def _request(self, outbox: list[Path], drops: list[str], start_agent: AgentLaunch | None,
+                 take_back: bool) -> dict[str, Any]:
+        offsets = {path.stem: _complete_size(path) for path in self.events.glob("[!.]*.jsonl")}
+        stop = {p.name: p.read_text(encoding="utf-8").strip()
+                for p in self.stop_dir.glob("[!.]*")}
+        request: dict[str, Any] = {
+            "workdir": self.site.workdir,
+            "publish": [{"name": p.name, "data": p.read_text(encoding="utf-8")} for p in outbox],
+            "kill": sorted(self.pending_kills()), "stop": stop, "offsets": offsets,
+            "read_limit": READ_LIMIT, "take_back": take_back, "drop_claimed": drops,
+        }
+        if start_agent is not None:
+            request["start_agent"] = {"args": start_agent.args,
+                                      "dead_after": start_agent.dead_after}
+        return request
+
+    def _call(self, request: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps(request, separators=(",", ":")).encode("utf-8")
+        result = self._run_exchange(data)
+        if result.code != 0 and not result.stdout.strip() and _agent_missing(result):
+            install_agent(self.site, self.executor)  # first use, or a new megarun version
+            result = self._run_exchange(data)
+        return _answer(self.site, result)
+
+    def _run_exchange(self, data: bytes) -> CommandResult:
+        self.round_trips += 1
+        return self.executor.run([self.site.python, agent_path(self.site), "exchange"],
+                                 stdin=data, timeout=EXCHANGE_TIMEOUT)
+
+    def _apply(self, answer: dict[str, Any], outbox: list[Path],
+               drops: list[str]) -> ExchangeResult:
+        now = time.time()
+        skew = float(answer.get("time", now)) - now
+        result = ExchangeResult(sent_bundles=len(outbox),
+                                started_agent=answer.get("started_agent"),
+                                disk_free=int(answer.get("disk_free", 0)),
+                                remote_host=str(answer.get("host", "")), skew=skew)
+        for path in outbox:
+            os.replace(path, self.sent / path.name)
+        for agent, chunk in (answer.get("events") or {}).items():
+            result.event_bytes += self._append_events(str(agent), int(chunk["offset"]),
+                                                      str(chunk["data"]))
+        for beat in answer.get("heartbeats") or []:
+            self._write_heartbeat(beat, skew)
+        taken = {str(b["name"]): str(b["data"]) for b in answer.get("taken_back") or []}
+        for name, text in taken.items():
+            result.taken_back.extend(_keys_in(text))
+            (self.sent / name).unlink(missing_ok=True)
+        self._match_listings(set(answer.get("queue") or []), answer.get("claimed") or {})
+        for name in drops:
+            (self.drops / name).unlink(missing_ok=True)
+        return result
+
+    def _append_events(self, agent: str, offset: int, data: str) -> int:
+        path = self.events / f"{Path(agent).name}.jsonl"
+        size = _complete_size(path, trim=True)
+        if offset != size:
+            log.warning("site %s agent %s: events at offset %d but the mirror has %d bytes; "
+                        "skipped until the next exchange", self.site.name, agent, offset, size)
+            return 0
+        raw = data.encode("utf-8")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, raw)
+        finally:
+            os.close(fd)
+        return len(raw)
+
+    def _write_heartbeat(self, beat: dict[str, Any], skew: float) -> None:
+        agent = Path(str(beat.get("agent", ""))).name
+        if not agent:
+            return
+        mirrored = dict(beat)
+        mirrored["time"] = float(beat.get("time", 0)) - skew  # on this host's clock
+        mirrored["mirrored"] = True
+        write_private(self.agents / f"{agent}.json", json.dumps(mirrored).encode())
+
+    def _match_listings(self, queue: set[str], claimed: dict[str, list[str]]) -> None:
+        """Move mirror copies where the site has the bundles; forget the ones it finished."""
+        owner = {name: agent for agent, names in claimed.items() for name in names}
+        for path in self.sent.glob("[!.]*.jsonl"):
+            if path.name in queue:
+                continue
+            agent = owner.get(path.name)
+            if agent is None:
+                path.unlink(missing_ok=True)
+                continue
+            folder = self.claimed / Path(agent).name
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.replace(path, folder / path.name)
+        for folder in self.claimed.iterdir():
+            if not folder.is_dir() or folder.name == "_home":
+                continue
+            keep = set(claimed.get(folder.name, []))
+            for path in folder.glob("[!.]*.jsonl"):
+                if path.name not in keep:
+                    path.unlink(missing_ok=True)
+
+
+def _agent_missing(result: CommandResult) -> bool:
+    """The interpreter ran but the agent zipapp is not on the site (yet)."""
+    text = result.stderr_text
+    return "can't open file" in text or "No such file or directory" in text
+
+
+def _answer(site: SiteInfo, result: CommandResult) -> dict[str, Any]:
+    where = f"site {site.name!r} ({site.host})"
+    if result.code == 127:
+        raise EnvironmentProblem(f"{where}: {shlex.quote(site.python)} was not found",
+                                 "set the interpreter with: megarun site add ... --python PATH")
+    try:
+        answer: dict[str, Any] = json.loads(result.stdout_text.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        lines = result.stderr_text.strip().splitlines()
+        reason = lines[-1] if lines else f"exit code {result.code}"
+        raise EnvironmentProblem(f"{where}: the agent exchange failed: {reason}",
+                                 f"check the site: megarun site check {site.name}") from None
+    if "error" in answer:
+        raise EnvironmentProblem(f"{where}: the agent exchange failed: {answer['error']}",
+                                 f"check the site: megarun site check {site.name}")
+    return answer
+
+
+def _complete_size(path: Path, trim: bool = False) -> int:
+    """Bytes of `path` up to its last complete line; with `trim`, cut a torn last line off."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size == 0:
+        return 0
+    with open(path, "rb") as handle:
+        handle.seek(max(0, size - 1))
+        if handle.read(1) == b"\n":
+            return size
+        handle.seek(0)
+        data = handle.read()
+    end = data.rfind(b"\n") + 1
+    if trim:
+        with open(path, "r+b") as handle:
+            handle.truncate(end)
+    return end
+
+
+def _keys_in(text: str) -> list[tuple[int, int]]:
+    keys = []
+    for line in text.splitlines():
+        if line.strip():
+            spec = json.loads(line)
+            keys.append((int(spec["id"]), int(spec.get("attempt", 0))))
+    return keys
+
+
+def _keys_of(path: Path) -> list[tuple[int, int]]:
+    try:
+        return _keys_in(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
