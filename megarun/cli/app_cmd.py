@@ -7,6 +7,7 @@ import typer
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
 from megarun.cli.output import print_json, print_mapping, render, say
 from megarun.services import apps as app_service
+from megarun.services.matching import parse_tag_pairs
 
 app = typer.Typer(help="Apps: named command templates jobs are made from.", no_args_is_help=True)
 
@@ -24,11 +25,16 @@ def add(
         metavar="NAME[=DEFAULT]")] = None,
     description: Annotated[str, typer.Option(help="One line about the app.")] = "",
     retries: Annotated[int, typer.Option(help="Extra attempts for a failed job.", min=0)] = 0,
+    require: Annotated[list[str] | None, typer.Option(
+        "--require", help="Requirement key=value a site must satisfy (repeatable), e.g. "
+        "os=linux, gpu=true, python='>=3.10'.", metavar="KEY=VALUE")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite an existing app.")] = False,
 ) -> None:
     """Add an app from the command line."""
     params = app_service.parse_param_defaults(param or [])
-    spec = app_service.add_app(context(ctx), name, command, params, description, retries, replace)
+    requirements = parse_tag_pairs(require or [], "--require")
+    spec = app_service.add_app(context(ctx), name, command, params, description, retries, replace,
+                               requirements)
     say(f"app {spec.name!r} saved")
 
 

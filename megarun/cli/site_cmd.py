@@ -7,6 +7,7 @@ import typer
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
 from megarun.cli.output import print_json, print_mapping, render, say
 from megarun.services import sites as site_service
+from megarun.services.matching import parse_tag_pairs
 
 app = typer.Typer(help="Sites: where jobs run.", no_args_is_help=True)
 
@@ -30,6 +31,9 @@ def add(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a preset setting: key=value (dotted keys reach into tables).",
         metavar="KEY=VALUE")] = None,
+    capability: Annotated[list[str] | None, typer.Option(
+        "--capability", help="Capability key=value matched against apps' requirements "
+        "(repeatable), e.g. os=linux, gpu=true, python=3.11.", metavar="KEY=VALUE")] = None,
     identity: Annotated[str | None, typer.Option(
         help="Private key file for the SSH site (default: ~/.ssh/config, then ssh's defaults).")] = None,
     jump: Annotated[str | None, typer.Option(
@@ -42,7 +46,9 @@ def add(
 ) -> None:
     """Add a site from a preset (with --host, one reached over SSH)."""
     options = site_service.SshOptions(identity, jump, python, known_hosts)
-    info = site_service.add_site(context(ctx), name, preset, host, workdir, set_ or [], options)
+    capabilities = parse_tag_pairs(capability or [])
+    info = site_service.add_site(context(ctx), name, preset, host, workdir, set_ or [], options,
+                                 capabilities)
     if as_json:
         print_json(info.as_dict())
     else:

@@ -6,6 +6,7 @@ shell-quoted by the environment's finalize hook, so no parameter can inject shel
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -60,13 +61,62 @@ def validate_app(data: dict[str, Any], origin: str, default_name: str | None = N
     check_keys(resources, RESOURCE_KEYS, origin, "resources")
     for key, value in resources.items():
         expect_type(value, (int, float), origin, f"resources.{key}")
-    requirements = expect_type(data.get("requirements", {}), dict, origin, "requirements")
+    requirements = validate_requirements(data.get("requirements", {}), origin)
     retries = expect_type(data.get("retries", 0), int, origin, "retries")
     check_template(command, origin)
     undeclared = template_variables(command) - params.keys()
     full_params = {**{name: None for name in undeclared}, **params}
     return AppSpec(name, command, expect_type(data.get("description", ""), str, origin,
                    "description"), full_params, env, resources, requirements, retries, origin)
+
+
+#: Comparison operators of a version constraint, longest first so ">=" is not read as ">".
+VERSION_OPERATORS = (">=", "<=", "==", "!=", ">", "<")
+_VERSION_RE = re.compile(r"^\d+(?:\.\d+)*$")
+_TAG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+Scalar = str | bool | int | float
+
+
+def validate_requirements(table: Any, origin: str) -> dict[str, Scalar]:
+    """An app's [requirements]: tag = value, where a string starting with an operator is a
+    version constraint (">=3.10", ">=3.10,<3.13")."""
+    expect_type(table, dict, origin, "requirements")
+    for key, value in table.items():
+        check_tag(key, origin, "requirements")
+        check_scalar(value, origin, f"requirements.{key}")
+        if isinstance(value, str) and value.strip()[:1] in ("<", ">", "=", "!"):
+            parse_constraints(value, f"{origin}: key 'requirements.{key}'")
+    return dict(table)
+
+
+def check_tag(key: str, origin: str, table: str) -> None:
+    """Requirement and capability names: letters, digits, '_', '.', '-', starting a word."""
+    if not _TAG_RE.match(key):
+        raise ConfigError(f"{origin}: [{table}] name {key!r} must be up to 64 letters, digits, "
+                          "'_', '.' or '-', starting with a letter or '_'")
+
+
+def check_scalar(value: Any, origin: str, key: str) -> None:
+    """Requirement and capability values: a non-empty string, a number or true/false."""
+    if not isinstance(value, Scalar) or value == "":
+        raise ConfigError(f"{origin}: key {key!r} must be a non-empty string, a number or "
+                          f"true/false, got {value!r}")
+
+
+def parse_constraints(text: str, where: str) -> list[tuple[str, tuple[int, ...]]]:
+    """">=3.10,<3.13" -> [(">=", (3, 10)), ("<", (3, 13))]; a malformed one is a ConfigError."""
+    constraints = []
+    for part in text.split(","):
+        part = part.strip()
+        operator = next((op for op in VERSION_OPERATORS if part.startswith(op)), None)
+        version = part[len(operator):].strip() if operator else ""
+        if operator is None or not _VERSION_RE.match(version):
+            raise ConfigError(
+                f"{where}: bad version constraint {part!r}: use an operator "
+                f"({', '.join(VERSION_OPERATORS)}) and a dotted version, e.g. \">=3.10\" or "
+                "\">=3.10,<3.13\"")
+        constraints.append((operator, tuple(int(n) for n in version.split("."))))
+    return constraints
 
 
 @lru_cache(maxsize=1)

@@ -17,9 +17,12 @@ STATE_DIR = ".megarun"
 ENV_AREA = "MEGARUN_AREA"
 
 _TOP_KEYS = {"name", "keys", "default_site", "launcher", "limits", "default", "targets", "jobgroups",
-             "runroot"}
+             "runroot", "matching"}
 _LAUNCHER_KEYS = {"retries", "heartbeat", "dead_after", "kill_grace", "idle_exit"}
 _LIMIT_KEYS = {"max_concurrent_jobs", "minspace", "launch_limiter", "launch_limiter_interval"}
+_MATCHING_KEYS = {"policy"}
+#: How a job with no site picks one of the sites that satisfy its app's requirements.
+MATCHING_POLICIES = ("first", "round-robin", "least-loaded")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -53,6 +56,13 @@ class LaunchLimits:
 
 
 @dataclass(frozen=True)
+class MatchingSettings:
+    """Site matching (docs/concepts.md, "Site matching")."""
+
+    policy: str = "first"
+
+
+@dataclass(frozen=True)
 class AreaConfig:
     """The parsed megarun.toml."""
 
@@ -62,6 +72,7 @@ class AreaConfig:
     launcher: LauncherSettings = field(default_factory=LauncherSettings)
     limits: LaunchLimits = field(default_factory=LaunchLimits)
     raw: dict[str, Any] = field(default_factory=dict)
+    matching: MatchingSettings = field(default_factory=MatchingSettings)
 
 
 @dataclass(frozen=True)
@@ -138,7 +149,18 @@ def load_area_config(path: Path) -> AreaConfig:
     default_site = expect_type(data.get("default_site", "local"), str, origin, "default_site")
     launcher = _launcher_settings(data.get("launcher", {}), origin)
     limits = _launch_limits(data.get("limits", {}), data.get("jobgroups", {}), origin)
-    return AreaConfig(name, tuple(keys), default_site, launcher, limits, data)
+    matching = _matching_settings(data.get("matching", {}), origin)
+    return AreaConfig(name, tuple(keys), default_site, launcher, limits, data, matching)
+
+
+def _matching_settings(table: Any, origin: str) -> MatchingSettings:
+    expect_type(table, dict, origin, "matching")
+    check_keys(table, _MATCHING_KEYS, origin, "matching")
+    policy = expect_type(table.get("policy", "first"), str, origin, "matching.policy")
+    if policy not in MATCHING_POLICIES:
+        raise ConfigError(f"{origin}: unknown matching policy {policy!r}; valid policies: "
+                          f"{', '.join(MATCHING_POLICIES)}")
+    return MatchingSettings(policy)
 
 
 def _launcher_settings(table: Any, origin: str) -> LauncherSettings:

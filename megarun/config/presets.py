@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from megarun.config.apps import check_scalar, check_tag
 from megarun.config.tomlfile import check_keys, expect_type, load_toml
 from megarun.errors import ConfigError, NotFoundError
 from megarun.resources import data_dir
@@ -68,11 +69,22 @@ def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
     for key, value in ssh.items():
         expect_type(value, str, origin, f"ssh.{key}")
     expect_type(data.get("python", "python3"), str, origin, "python")
+    validate_capabilities(data.get("capabilities", {}), origin)
     settings = dict(data)
     settings["scheduler"] = scheduler
     settings["node"] = {"cpus": 0, "gpus": 0, "max_jobs": 0, **node}
     description = expect_type(data.get("description", ""), str, origin, "description")
     return Preset(name, description, settings)
+
+
+def validate_capabilities(table: Any, origin: str) -> dict[str, Any]:
+    """A site's [capabilities]: tag = string, number or true/false (matched against apps'
+    requirements; quote versions, `python = "3.10"`, or TOML reads 3.10 as 3.1)."""
+    expect_type(table, dict, origin, "capabilities")
+    for key, value in table.items():
+        check_tag(key, origin, "capabilities")
+        check_scalar(value, origin, f"capabilities.{key}")
+    return dict(table)
 
 
 def apply_overrides(settings: dict[str, Any], assignments: list[str]) -> dict[str, Any]:

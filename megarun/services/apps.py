@@ -35,10 +35,12 @@ def parse_param_defaults(pairs: list[str]) -> dict[str, Any]:
 
 
 def add_app(ctx: Context, name: str, command: str, params: dict[str, Any],
-            description: str = "", retries: int = 0, replace: bool = False) -> AppSpec:
+            description: str = "", retries: int = 0, replace: bool = False,
+            requirements: dict[str, Any] | None = None) -> AppSpec:
     """Validate and save an app; refuses to overwrite unless `replace`."""
     table: dict[str, Any] = {"name": name, "command": command, "description": description,
-                             "retries": retries, "params": params}
+                             "retries": retries, "params": params,
+                             "requirements": requirements or {}}
     spec = validate_app(table, f"app {name!r}")
     _save(ctx, spec, replace=replace)
     return spec

@@ -29,6 +29,7 @@ from megarun.services import apps as app_service
 from megarun.services import sites as site_service
 from megarun.services.context import Context
 from megarun.services.lifecycle import apply_chain, ended_ids, settle_children
+from megarun.services.matching import satisfies, site_capabilities
 
 FAILED_ALIAS = "FAILED"
 
@@ -58,10 +59,11 @@ class CreatedJobs:
     last_id: int
     count: int
     states: dict[str, int]
+    unmatched: int = 0  # jobs with no site yet: site matching gives them one
 
     def as_dict(self) -> dict[str, Any]:
         return {"first_id": self.first_id, "last_id": self.last_id, "count": self.count,
-                "states": self.states}
+                "states": self.states, "unmatched": self.unmatched}
 
 
 _INSERT_COLUMNS = (
@@ -103,6 +105,7 @@ class _Resolver:
         self.apps: dict[str, tuple[int, AppSpec]] = {}
         self.sites: dict[str | None, int] = {}
         self.rendered: dict[tuple[str, str], str] = {}
+        self.fits: set[tuple[str, str]] = set()  # (site, app) pairs checked by site_for
 
     def app(self, name: str) -> tuple[int, AppSpec]:
         if name not in self.apps:
@@ -118,6 +121,24 @@ class _Resolver:
                 self.sites[name] = site_service.site_id(self.ctx, name)
         return self.sites[name]
 
+    def site_for(self, spec: AppSpec, name: str | None) -> int | None:
+        """The site of a new job of `spec`: the named one, which must satisfy the app's
+        requirements; else None (site matching picks one later) when the app has
+        requirements; else the area's default site."""
+        if not spec.requirements:
+            return self.site(name)
+        if name is None:
+            return None
+        site = self.site(name)
+        if (name, spec.name) not in self.fits:
+            info = site_service.get_site(self.ctx, name)
+            reason = satisfies(spec.requirements, site_capabilities(info.settings), name)
+            if reason:
+                raise UsageError(f"site {name!r} cannot run app {spec.name!r}: {reason}",
+                                 "leave out --site to let site matching choose one")
+            self.fits.add((name, spec.name))
+        return site
+
     def command(self, spec: AppSpec, params: dict[str, Any]) -> str:
         key = (spec.name, json.dumps(params, sort_keys=True))
         if key not in self.rendered:
@@ -129,7 +150,7 @@ def _prepare(resolver: _Resolver, request: JobRequest, default_retries: int) -> 
     app_id, spec = resolver.app(request.app)
     params = resolve_params(spec, request.params)
     command = resolver.command(spec, params)
-    site_id = resolver.site(request.site)
+    site_id = resolver.site_for(spec, request.site)
     if request.count < 1:
         raise UsageError(f"--count must be at least 1, got {request.count}")
     row = (
@@ -206,7 +227,8 @@ def _insert(db: SqliteDatabase, prepared: list[_Prepared]) -> CreatedJobs:
         _insert_tags_and_links(db, item, low, high)
     _check_ids(db, first, next_id - 1)
     db.execute_sql(_CREATED_EVENTS, (now, first, next_id - 1))
-    return CreatedJobs(first, next_id - 1, next_id - first, states)
+    unmatched = sum(item.count for item in prepared if item.row[2] is None)
+    return CreatedJobs(first, next_id - 1, next_id - first, states, unmatched)
 
 
 _CREATED_EVENTS = (
@@ -333,7 +355,7 @@ def list_jobs(ctx: Context, flt: JobFilter, limit: int = 0) -> list[dict[str, An
     for values in ctx.db.execute_sql(sql, tuple(params)):
         job = dict(zip(_LIST_COLUMNS, values, strict=False))
         job["app"] = apps.get(job.pop("app_id"), "")
-        job["site"] = sites.get(job.pop("site_id"), "")
+        job["site"] = sites.get(job.pop("site_id"))  # None: not matched to a site yet
         job["tags"] = json.loads(job["tags"])
         jobs.append(job)
     return jobs
@@ -368,7 +390,7 @@ def get_job(ctx: Context, job_id: int) -> dict[str, Any]:
         "workdir", "exit_code", "message", "agent", "created", "started", "ended", "test",
         "item")}
     data["app"] = apps.get(job.app_id or 0, "")
-    data["site"] = sites.get(job.site_id or 0, "")
+    data["site"] = sites.get(job.site_id) if job.site_id is not None else None
     for key in ("params", "tags", "env"):
         data[key] = json.loads(getattr(job, key))
     data["parents"] = [p for (p,) in ctx.db.execute_sql(

@@ -77,14 +77,18 @@ def _info(site: Site) -> SiteInfo:
 
 def add_site(ctx: Context, name: str, preset_name: str, host: str | None = None,
              workdir: str | None = None, assignments: list[str] | None = None,
-             ssh: SshOptions | None = None) -> SiteInfo:
-    """Create a site from a preset, with `--set` overrides applied and validated.
+             ssh: SshOptions | None = None,
+             capabilities: dict[str, Any] | None = None) -> SiteInfo:
+    """Create a site from a preset, with `--set` overrides and `capabilities` (tags matched
+    against apps' requirements) applied and validated.
 
     With `host`, the site is reached over SSH: its work dir must be an absolute path there.
     """
     validate_name("site", name)
     preset = load_preset(preset_name)
     settings = apply_overrides(preset.settings, assignments or [])
+    if capabilities:
+        settings["capabilities"] = {**(settings.get("capabilities") or {}), **capabilities}
     if host:
         host, directory = _ssh_settings(settings, host, workdir, ssh or SshOptions())
     else:
