@@ -9,6 +9,7 @@ import collections
 import errno
 import logging
 import os
+import platform
 import re
 import select
 import signal
@@ -232,7 +233,8 @@ class Agent:
     def _beat(self, state: str) -> None:
         self._next_beat = time.monotonic() + self.options.heartbeat
         beat = {"agent": self.options.agent_id, "host": self.host, "pid": os.getpid(),
-                "version": AGENT_VERSION, "started": self.started_at, "time": time.time(),
+                "version": AGENT_VERSION, "python": platform.python_version(),
+                "started": self.started_at, "time": time.time(),
                 "state": state, "running": sorted(self.running)[:1000],
                 "queued": len(self.queued), "cpus": self.options.cpus,
                 "gpus": len(self.options.gpus), "max_jobs": self.options.max_jobs}

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
             "--loop", metavar="SECONDS", help="Repeat every SECONDS in the foreground.")] = None,
         as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     ) -> None:
-        """Take in every site's new events and settle defunct jobs (one cycle; cron-safe)."""
+        """Take in every site's events, settle defunct jobs, feed SSH sites (one cycle; cron-safe)."""
         from megarun.services.sync import sync_all, sync_lock
 
         if loop is not None and loop <= 0:
@@ -31,7 +31,8 @@ def register(app: typer.Typer) -> None:
                 while True:
                     results = [r.as_dict() for r in sync_all(mctx, site)]
                     failed = any(not r["ok"] for r in results)
-                    render(results, ["site", "ok", "events", "agents_settled", "error", "seconds"],
+                    render(results, ["site", "ok", "events", "agents_settled", "dispatched", "error",
+                                     "seconds"],
                            as_json, False, empty="no sites yet")
                     if loop is None:
                         break

@@ -69,6 +69,31 @@ def read_remote_logs(site: SiteInfo, folder: str) -> tuple[bool, list[tuple[str,
     return bool(answer["exists"]), logs
 
 
+# Runs on the site: remove job run paths, only those under the given root.
+_REMOVE_PATHS = """
+import json, os, shutil, sys
+root = os.path.realpath(sys.argv[1])
+removed = 0
+for path in json.loads(sys.stdin.read()):
+    real = os.path.realpath(path)
+    if real.startswith(root + os.sep) and os.path.isdir(real):
+        shutil.rmtree(real)
+        removed += 1
+print(removed)
+"""
+
+
+def remove_remote_run_paths(site: SiteInfo, root: str, paths: list[str]) -> int:
+    """Delete run paths on an SSH site (only under `root`); return how many were removed."""
+    result = site_executor(site).run([site.python, "-c", _REMOVE_PATHS, root],
+                                     stdin=json.dumps(paths).encode(), timeout=600)
+    if result.code != 0:
+        lines = result.stderr_text.strip().splitlines()
+        raise EnvironmentProblem(f"site {site.name!r}: cannot remove run paths: "
+                                 f"{lines[-1] if lines else f'exit code {result.code}'}")
+    return int(result.stdout_text.strip() or 0)
+
+
 def site_executor(site: SiteInfo, accept_host_key: bool = False) -> Executor:
     """The site's pooled SSH executor (a fresh one when a host key may be accepted)."""
     from megarun.executors.ssh import SshExecutor, get_executor

@@ -49,6 +49,7 @@ class RunSetup:
     stale: int = 0
     skipped: int = 0
     states: dict[str, int] = field(default_factory=dict)
+    run_base: str = ""  # where run paths go: the run root, or <work dir>/runs on an SSH site
 
     def as_dict(self) -> dict[str, Any]:
         return {"run": self.run_id, "target": self.target, "runname": self.runname,
@@ -62,9 +63,14 @@ def run_root(ctx: Context) -> Path:
     return root if root.is_absolute() else ctx.area.root / root
 
 
-def runpath(ctx: Context, target: str, runname: str, test: str, itempath: str) -> Path:
-    path = run_root(ctx) / target / runname / test
-    return path / itempath if itempath else path
+def run_base(ctx: Context, site: SiteInfo) -> str:
+    """Where a site's run paths go: the area's run root, or `<work dir>/runs` on an SSH site."""
+    return f"{site.workdir}/runs" if site.is_remote else str(run_root(ctx))
+
+
+def runpath(base: str, target: str, runname: str, test: str, itempath: str) -> str:
+    path = f"{base}/{target}/{runname}/{test}"
+    return f"{path}/{itempath}" if itempath else path
 
 
 def check_runname(runname: str) -> str:
@@ -96,7 +102,8 @@ def prepare_run(ctx: Context, target: str, runname: str, testpatt: str | None,
     base_env = {**variables, **keys, "MEGARUN_TARGET": target, "MEGARUN_RUNNAME": runname}
     db = ctx.db
     sid = site_id(ctx, site.name)
-    setup = RunSetup(0, target, runname, site.name, list(plan.tests))
+    setup = RunSetup(0, target, runname, site.name, list(plan.tests),
+                     run_base=run_base(ctx, site))
     with write_transaction(db):
         run = _get_or_create_run(target, runname)
         setup.run_id = int(run.id)
@@ -232,7 +239,7 @@ _CREATED_EVENTS = (
 def _fields(ctx: Context, job: ItemJob, test: TestDef, setup: RunSetup,
             base_env: dict[str, str]) -> dict[str, Any]:
     """The job columns a test definition decides."""
-    path = runpath(ctx, setup.target, setup.runname, job.test, job.itempath)
+    path = runpath(setup.run_base, setup.target, setup.runname, job.test, job.itempath)
     env = {**base_env, **test.env, **job.variables, "MEGARUN_TEST": job.test,
            "MEGARUN_ITEMPATH": job.itempath, "MEGARUN_RUN_DIR": str(path)}
     steps = [{"name": s.name, "cmd": s.cmd} for s in test.steps]
@@ -366,21 +373,38 @@ def _rewait(db: SqliteDatabase, job_ids: list[int]) -> None:
 
 
 def clean_paths(ctx: Context, job_ids: list[int]) -> int:
-    """Remove the run paths of finished or waiting jobs (never of a running one)."""
+    """Remove the run paths of finished or waiting jobs (never of a running one).
+
+    Only paths under a run root are removed: the area's, or `<work dir>/runs` of an SSH site
+    (removed there, in one round trip per site).
+    """
     root = run_root(ctx).resolve()
     removed = 0
+    remote: dict[int, list[str]] = {}
+    remote_sites = {int(i): n for i, n in ctx.db.execute_sql(
+        "SELECT id, name FROM site WHERE host IS NOT NULL").fetchall()}
     for part in _chunks(job_ids):
         marks = ",".join("?" * len(part))
-        rows = ctx.db.execute_sql(f"SELECT id, state, workdir FROM job WHERE id IN ({marks})",  # noqa: S608
-                                  tuple(part)).fetchall()
-        for job_id, state, workdir in rows:
+        sql = f"SELECT id, state, workdir, site_id FROM job WHERE id IN ({marks})"  # noqa: S608
+        rows = ctx.db.execute_sql(sql, tuple(part)).fetchall()
+        for job_id, state, workdir, sid in rows:
             if state in ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ"):
                 raise UsageError(f"job {job_id} is {state}; kill it first (megarun kill)")
+            if sid in remote_sites:
+                if workdir:
+                    remote.setdefault(sid, []).append(str(workdir))
+                continue
             path = Path(workdir).resolve() if workdir else None
             if path is None or root not in path.parents or not path.exists():
                 continue  # never delete outside the run root
             shutil.rmtree(path)
             removed += 1
+    for sid, paths in remote.items():
+        from megarun.services.remote import remove_remote_run_paths
+        from megarun.services.sites import get_site
+
+        site = get_site(ctx, remote_sites[sid])
+        removed += remove_remote_run_paths(site, f"{site.workdir}/runs", paths)
     return removed
 
 

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from megarun.services.areas import init_area
+from tests.agent.harness import OLDEST, find_oldest_python
 from tests.conftest import REPO, megarun_process
 from tests.sshd import SshServer
 
@@ -135,3 +141,211 @@ def test_unknown_host_key_refuses_launch_and_loses_nothing(tmp_path: Path, sshd:
     assert "--accept-host-key" in refused.stderr and "Traceback" not in refused.stderr
     assert {r["state"] for r in jobs(root, home)} == {"READY"}
     assert not (tmp_path / "w").exists()
+
+
+def sync_cycle(area: Path, home: Path) -> dict[str, object]:
+    result = cli(area, home, "sync", "--json")
+    rows = json.loads(result.stdout)
+    assert len(rows) == 1, rows
+    row: dict[str, object] = rows[0]
+    assert result.returncode == (0 if row["ok"] else 3), result.stderr
+    return row
+
+
+def sync_until_done(area: Path, home: Path, limit: float = 240,
+                    max_trips: int = 2) -> list[dict[str, object]]:
+    """Run sync cycles until no job is open, checking how many round trips each costs."""
+    cycles = []
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        row = sync_cycle(area, home)
+        assert row["ok"], row
+        assert 1 <= int(str(row["round_trips"])) <= max_trips, row
+        cycles.append(row)
+        states = {str(s) for (s,) in db_rows(area, "SELECT DISTINCT state FROM job")}
+        if states <= {"COMPLETED", "DEAD", "KILLED"}:
+            return cycles
+        time.sleep(0.3)
+    pytest.fail(f"jobs still open after {limit} s of sync cycles")
+
+
+def db_rows(area: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
+    with sqlite3.connect(area / ".megarun" / "work.db") as db:
+        return db.execute(sql, params).fetchall()
+
+
+def completions_per_job(area: Path) -> dict[int, int]:
+    rows = db_rows(area, "SELECT job, count(*) FROM event WHERE to_state = 'COMPLETED' "
+                         "GROUP BY job")
+    return {int(str(job)): int(str(n)) for job, n in rows}
+
+
+@pytest.mark.parametrize("count", [10, 10_000])
+def test_sync_costs_at_most_two_round_trips(remote_area: Path, home: Path, count: int) -> None:
+    # Shipping the agent (once per megarun version) is part of setting the site up.
+    ok(remote_area, home, "site", "check", "remote", "--install-agent")
+    ok(remote_area, home, "app", "add", "noop", "--command", "true")
+    ok(remote_area, home, "job", "create", "--app", "noop", "--site", "remote",
+       "--count", str(count))
+    cycles = sync_until_done(remote_area, home)
+    assert sum(int(str(c["dispatched"])) for c in cycles) == count
+    assert any(c["started_agent"] for c in cycles)
+    done = completions_per_job(remote_area)
+    assert len(done) == count and set(done.values()) == {1}
+    assert db_rows(remote_area, "SELECT count(*) FROM job WHERE status != 'PASS'") == [(0,)]
+
+
+def remote_agent_pids(workdir: Path) -> list[int]:
+    beats = [json.loads(p.read_text()) for p in (workdir / "spool" / "agents").glob("*.json")]
+    return [int(b["pid"]) for b in beats if b.get("state") == "running"]
+
+
+def wait_for(predicate: Callable[[], bool], what: str, limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_remote_agent_killed_jobs_become_dead_and_are_retried(remote_area: Path, home: Path,
+                                                              tmp_path: Path) -> None:
+    ok(remote_area, home, "app", "add", "nap", "--command",
+       'if [ -e first-try-done ]; then exit 0; fi; touch first-try-done; sleep 30',
+       "--retries", "1")
+    # Two jobs: every machine this runs on has two CPUs for them to run side by side.
+    ok(remote_area, home, "job", "create", "--app", "nap", "--site", "remote", "--count", "2",
+       "--nodes", "1")
+    first = sync_cycle(remote_area, home)
+    assert first["dispatched"] == 2 and first["started_agent"]
+
+    def running() -> bool:
+        sync_cycle(remote_area, home)
+        states = db_rows(remote_area, "SELECT DISTINCT state FROM job")
+        return states == [("RUNNING",)]
+
+    wait_for(running, "two RUNNING jobs")
+    pids = remote_agent_pids(tmp_path / "remote-work")
+    assert len(pids) == 1
+    os.kill(pids[0], signal.SIGKILL)
+    settled = sync_cycle(remote_area, home)
+    assert settled["agents_settled"] == [first["started_agent"]]
+    assert settled["dispatched"] == 2  # retried at once: the second attempts are queued
+    sync_until_done(remote_area, home)
+    rows = db_rows(remote_area, "SELECT state, status, attempt FROM job")
+    assert rows == [("COMPLETED", "PASS", 2)] * 2  # the second attempt passed
+    dead = db_rows(remote_area, "SELECT job, count(*) FROM event WHERE to_state = 'DEAD' "
+                                "GROUP BY job")
+    assert [n for _, n in dead] == [1, 1]
+    assert set(completions_per_job(remote_area).values()) == {1}
+    for pid in pids_of_sleepers(tmp_path / "remote-work"):
+        os.kill(pid, signal.SIGKILL)  # the first attempts' orphans
+
+
+def pids_of_sleepers(workdir: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.readlink(proc / "cwd").startswith(str(workdir)):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_sshd_stopped_between_cycles_then_recovery(tmp_path: Path, sshd: SshServer,
+                                                   home: Path) -> None:
+    server = SshServer(tmp_path / "own-sshd", sshd.client_key)
+    server.start()
+    try:
+        root = tmp_path / "area"
+        init_area(root, keys=["os"])
+        known = tmp_path / "known"
+        known.write_text(server.known_hosts_line)
+        ok(root, home, "site", "add", "remote", "--preset", "local", "--host", server.spec,
+           "--workdir", str(tmp_path / "w"), "--identity", str(server.client_key.path),
+           "--known-hosts", str(known))
+        ok(root, home, "app", "add", "nap", "--command", "sleep 2; echo done")
+        ok(root, home, "job", "create", "--app", "nap", "--site", "remote", "--count", "5")
+        first = sync_cycle(root, home)
+        assert first["dispatched"] == 5 and first["started_agent"]
+        server.stop()
+        down = sync_cycle(root, home)
+        assert not down["ok"] and "unreachable" in str(down["error"]).lower(), down
+        time.sleep(3)  # the jobs finish on the site while it cannot be reached
+        server.start()
+        sync_until_done(root, home)
+        assert db_rows(root, "SELECT DISTINCT state, status FROM job") == [("COMPLETED", "PASS")]
+        assert set(completions_per_job(root).values()) == {1}
+        # Every event line the agent wrote was taken in exactly once.
+        remote_log = next((tmp_path / "w" / "spool" / "events").glob("*.jsonl"))
+        lines = remote_log.read_text().splitlines()
+        assert db_rows(root, "SELECT last_seq FROM agent") == [(len(lines),)]
+        mirror = next((root / ".megarun" / "sites" / "remote" / "spool" / "events").glob("*"))
+        assert mirror.read_text() == remote_log.read_text()
+    finally:
+        server.stop()
+
+
+def test_the_remote_agent_runs_under_the_oldest_python(tmp_path: Path, sshd: SshServer,
+                                                       home: Path, known_hosts: Path) -> None:
+    oldest = find_oldest_python()
+    if oldest is None:
+        pytest.skip(f"REMOTE AGENT ON PYTHON {OLDEST} NOT TESTED: no python{OLDEST} here")
+    root = tmp_path / "area"
+    init_area(root, keys=["os"])
+    ok(root, home, "site", "add", "old", "--preset", "local", "--host", sshd.spec,
+       "--workdir", str(tmp_path / "w"), "--identity", str(sshd.client_key.path),
+       "--known-hosts", str(known_hosts), "--python", oldest)
+    ok(root, home, "app", "add", "ver", "--command", "python3 -c 'print(1)'; echo {{ n }}")
+    ok(root, home, "job", "create", "--app", "ver", "-p", "n=7", "--site", "old", "--count", "3")
+    summary = json.loads(ok(root, home, "launch", "--site", "old", "--json").stdout)
+    assert summary["by_status"] == {"PASS": 3}
+    beats = [json.loads(p.read_text()) for p in (tmp_path / "w" / "spool" / "agents").glob("*")]
+    assert beats and all(str(b["python"]).startswith(OLDEST + ".") for b in beats), beats
+
+
+def test_a_suite_runs_on_the_ssh_site_and_cleans_there(tmp_path: Path, sshd: SshServer,
+                                                        home: Path, known_hosts: Path) -> None:
+    suite = tmp_path / "suite"
+    shutil.copytree(REPO / "examples" / "regression", suite)
+    work = tmp_path / "remote-work"
+    ok(suite, home, "site", "add", "remote", "--preset", "local", "--host", sshd.spec,
+       "--workdir", str(work), "--identity", str(sshd.client_key.path),
+       "--known-hosts", str(known_hosts))
+    run = ("--target", "linux/x86_64", "--runname", "nightly")
+    first = cli(suite, home, "run", *run, "--site", "remote", "--json", timeout=300)
+    assert first.returncode == 0, first.stderr
+    items = {f"{i['test']}/{i['item']}".rstrip("/"): (i["state"], i["status"])
+             for i in json.loads(first.stdout)["items"]}
+    assert len(items) == 15 and items["unit/2/fast"] == ("COMPLETED", "PASS")
+    out = work / "runs" / "linux/x86_64" / "nightly" / "unit" / "2" / "slow" / "run.out"
+    assert out.read_text() == "size=2 mode=slow\n"
+    assert not (suite / "runs").exists()  # nothing ran in the area's own run root
+    cleaned = json.loads(ok(suite, home, "clean", *run, "--keep-records", "--json").stdout)
+    assert cleaned["paths_removed"] == 15, cleaned
+    assert not out.exists() and (work / "runs").is_dir()
+
+
+def test_job_kill_reaches_a_remote_job(remote_area: Path, home: Path, tmp_path: Path) -> None:
+    ok(remote_area, home, "app", "add", "long", "--command", "sleep 60")
+    ok(remote_area, home, "job", "create", "--app", "long", "--site", "remote")
+    assert sync_cycle(remote_area, home)["dispatched"] == 1
+
+    def running() -> bool:
+        sync_cycle(remote_area, home)
+        return db_rows(remote_area, "SELECT state FROM job") == [("RUNNING",)]
+
+    wait_for(running, "the job to run")
+    killed = json.loads(ok(remote_area, home, "job", "kill", "1", "--json").stdout)
+    assert killed["requested"] == [1] and "undelivered" not in killed
+    # The kill request is on the site at once, before any further sync cycle.
+    assert (tmp_path / "remote-work" / "spool" / "control" / "kill" / "1").exists()
+
+    def ended() -> bool:
+        sync_cycle(remote_area, home)
+        return db_rows(remote_area, "SELECT state FROM job") == [("KILLED",)]
+
+    wait_for(ended, "the job to be killed", limit=30)
+    assert not pids_of_sleepers(tmp_path / "remote-work" / "jobs")
