@@ -24,7 +24,7 @@ from megarun.core.states import (
 from megarun.db.connection import execute_many, write_transaction
 from megarun.db.jobstore import JobRow, chunks, load_rows, save_rows
 from megarun.db.models import App, Job, Site
-from megarun.errors import NotFoundError, UsageError
+from megarun.errors import MegarunError, NotFoundError, UsageError
 from megarun.services import apps as app_service
 from megarun.services import sites as site_service
 from megarun.services.context import Context
@@ -438,7 +438,9 @@ def kill_jobs(ctx: Context, job_ids: list[int]) -> dict[str, list[int]]:
                 result["skipped"].append(row.id)
         settle_children(db, rows, ended_ids(rows.values()))
         save_rows(db, rows.values())
-    _signal_kills(ctx, to_signal)
+    undelivered = _signal_kills(ctx, to_signal)
+    if undelivered:
+        result["undelivered"] = undelivered
     return result
 
 
@@ -446,11 +448,24 @@ def _site_of(db: SqliteDatabase, job_id: int) -> int:
     return int(db.execute_sql("SELECT site_id FROM job WHERE id = ?", (job_id,)).fetchone()[0])
 
 
-def _signal_kills(ctx: Context, kills: list[tuple[int, int]]) -> None:
+def _signal_kills(ctx: Context, kills: list[tuple[int, int]]) -> list[int]:
+    """Write the kill requests; deliver those for SSH sites now. Returns undelivered job ids."""
     sites = {s.id: s for s in Site.select()}
+    by_site: dict[int, list[int]] = {}
     for job_id, site_id in kills:
-        info = site_service.get_site(ctx, sites[site_id].name)
-        info.spool().request_kill(job_id)
+        by_site.setdefault(site_id, []).append(job_id)
+    undelivered: list[int] = []
+    for site_id, job_ids in by_site.items():
+        spool = site_service.get_site(ctx, sites[site_id].name).spool()
+        for job_id in job_ids:
+            spool.request_kill(job_id)
+        if not spool.delivers_later:
+            continue
+        try:
+            spool.deliver()
+        except MegarunError:
+            undelivered.extend(job_ids)  # the next launch or sync cycle delivers them
+    return undelivered
 
 
 def remove_jobs(ctx: Context, job_ids: list[int]) -> list[int]:
@@ -503,8 +518,16 @@ def job_logs(ctx: Context, job_id: int) -> list[tuple[str, str]]:
     job = get_job(ctx, job_id)
     if not job["workdir"]:
         raise UsageError(f"job {job_id} has not been dispatched yet (state {job['state']})")
-    folder = Path(job["workdir"])
-    logs = sorted(folder.glob("*.out")) + sorted(folder.glob("*.err"))
-    if not logs:
-        raise UsageError(f"job {job_id} has no logs in {folder} yet (state {job['state']})")
-    return [(path.name, path.read_text(encoding="utf-8", errors="replace")) for path in logs]
+    site = site_service.get_site(ctx, str(job["site"])) if job.get("site") else None
+    if site is not None and site.is_remote:
+        from megarun.services.remote import read_remote_logs
+
+        _, files = read_remote_logs(site, str(job["workdir"]))
+    else:
+        folder = Path(job["workdir"])
+        paths = sorted(folder.glob("*.out")) + sorted(folder.glob("*.err"))
+        files = [(p.name, p.read_text(encoding="utf-8", errors="replace")) for p in paths]
+    if not files:
+        where = f"{job['workdir']}" + (f" on {site.host}" if site and site.host else "")
+        raise UsageError(f"job {job_id} has no logs in {where} yet (state {job['state']})")
+    return files

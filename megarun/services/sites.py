@@ -27,6 +27,7 @@ class SiteInfo:
     host: str | None
     workdir: str
     settings: dict[str, Any]
+    mirror_dir: Path | None = None  # where an SSH site's spool is mirrored in the area
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "preset": self.preset, "scheduler": self.scheduler,
@@ -55,9 +56,18 @@ class SiteInfo:
         return {k: str(v) for k, v in self.settings.get("ssh", {}).items()}
 
     def spool(self) -> LocalSpool:
+        """The site's spool: its work dir here, or the local mirror of an SSH site's spool."""
         if self.host:
-            raise UsageError(f"site {self.name!r} is on {self.host}; SSH sites are not supported yet")
+            from megarun.services.remote_spool import RemoteSpool
+
+            if self.mirror_dir is None:
+                raise UsageError(f"site {self.name!r} is on {self.host}: its spool needs the area")
+            return RemoteSpool(self, self.mirror_dir)
         return LocalSpool(Path(self.workdir))
+
+    @property
+    def is_remote(self) -> bool:
+        return bool(self.host)
 
 
 def list_presets() -> list[dict[str, str]]:
@@ -70,9 +80,10 @@ def list_presets() -> list[dict[str, str]]:
     return rows
 
 
-def _info(site: Site) -> SiteInfo:
+def _info(site: Site, ctx: Context | None = None) -> SiteInfo:
+    mirror = ctx.area.sites_dir / site.name if ctx is not None and site.host else None
     return SiteInfo(site.name, site.preset, site.scheduler, site.host, site.workdir,
-                    json.loads(site.settings))
+                    json.loads(site.settings), mirror)
 
 
 def add_site(ctx: Context, name: str, preset_name: str, host: str | None = None,
@@ -104,7 +115,7 @@ def add_site(ctx: Context, name: str, preset_name: str, host: str | None = None,
         site = Site.create(name=name, preset=preset_name, scheduler=settings["scheduler"],
                            host=host, workdir=directory, settings=json.dumps(settings),
                            created=time.time())
-    info = _info(site)
+    info = _info(site, ctx)
     if not info.host:
         info.spool().ensure()
     return info
@@ -151,7 +162,7 @@ def _ssh_settings(settings: dict[str, Any], host: str, workdir: str | None,
 
 
 def get_site(ctx: Context, name: str) -> SiteInfo:
-    return _info(_site_row(ctx, name))
+    return _info(_site_row(ctx, name), ctx)
 
 
 def site_id(ctx: Context, name: str) -> int:
@@ -172,7 +183,7 @@ def _site_row(ctx: Context, name: str) -> Site:
 
 def list_sites(ctx: Context) -> list[SiteInfo]:
     ctx.db  # noqa: B018 - opens the database and binds the models
-    return [_info(site) for site in Site.select().order_by(Site.name)]
+    return [_info(site, ctx) for site in Site.select().order_by(Site.name)]
 
 
 def remove_site(ctx: Context, name: str) -> None:
@@ -190,7 +201,7 @@ def ensure_default_site(ctx: Context) -> SiteInfo:
     ctx.db  # noqa: B018
     site = Site.get_or_none(Site.name == name)
     if site is not None:
-        return _info(site)
+        return _info(site, ctx)
     if name != "local":
         raise ConfigError(f"default_site {name!r} in megarun.toml is not a site; add it first")
     try:
@@ -200,4 +211,4 @@ def ensure_default_site(ctx: Context) -> SiteInfo:
         site = Site.get_or_none(Site.name == name)
         if site is None:
             raise
-        return _info(site)
+        return _info(site, ctx)
