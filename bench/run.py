@@ -281,8 +281,56 @@ def bench_memory(root: Path, count: int = 100_000) -> list[Row]:
                 f"this bench process {own:.0f} MB", f"{mb / own:.1f}x")]
 
 
+def bench_ssh(root: Path, count: int = 10_000) -> list[Row]:
+    """10,000 no-op jobs through an SSH site on a loopback sshd, against a local site.
+
+    Both sites keep their job dirs on tmpfs so that the rows compare transport, not disks;
+    the sshd is the test suite's own (tests/sshd.py), started for this bench.
+    """
+    sys.path.insert(0, str(REPO))
+    from tests.sshd import ClientKey, SshdUnavailable, SshServer, ensure_openssh
+
+    try:
+        ensure_openssh()
+        server = SshServer(root / "sshd", ClientKey.create(root / "client"))
+        server.start()
+    except SshdUnavailable as exc:
+        return [Row(f"SSH bench NOT RUN: {exc}", 0.0, "", ">= 500 jobs/s", False)]
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else root
+    folder = Path(tempfile.mkdtemp(prefix="megarun-bench-ssh-", dir=shm))
+    try:
+        area = new_area(root, "ssh")
+        megarun(area, "site", "add", "ram", "--preset", "local", "--workdir", str(folder / "local"))
+        megarun(area, "site", "add", "ssh", "--preset", "local", "--host", server.spec,
+                "--workdir", str(folder / "remote"), "--identity", str(server.client_key.path),
+                "--known-hosts", str(server.known_hosts))
+        megarun(area, "site", "check", "ssh", "--install-agent")
+        local_rate, _ = launch_rate(area, "ram", count)
+        rate, passed = launch_rate(area, "ssh", count)
+        remote_job = _last_job(area, "ssh")
+        local_job = _last_job(area, "ram")
+        logs = min(timed(lambda: megarun(area, "job", "logs", remote_job)) for _ in range(3))
+        local_logs = min(timed(lambda: megarun(area, "job", "logs", local_job)) for _ in range(3))
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    return [
+        Row(f"launch {count} no-op jobs via an SSH site (loopback)", rate, "jobs/s",
+            ">= 500 jobs/s", rate >= 500 and passed == count,
+            f"local site {local_rate:,.0f}/s", f"{rate / local_rate:.2f}x"),
+        Row("job logs of a finished remote job", logs, "s", "< 1 s", logs < 1.0,
+            f"local job {local_logs:.3f} s", f"{logs / local_logs:.2f}x"),
+    ]
+
+
+def _last_job(area: Path, site: str) -> str:
+    rows = json.loads(megarun(area, "job", "ls", "--site", site, "--json").stdout)
+    return str(max(int(r["id"]) for r in rows))
+
+
 BENCHES = {"version": bench_version, "create": bench_create, "query": bench_query,
-           "launch": bench_launch, "agent": bench_agent, "suite": bench_suite, "memory": bench_memory}
+           "launch": bench_launch, "agent": bench_agent, "suite": bench_suite, "memory": bench_memory,
+           "ssh": bench_ssh}
 
 
 def print_table(rows: list[Row]) -> None:

@@ -33,6 +33,7 @@ from megarun.services.dispatch import BUNDLE_SIZE, dispatch_ready_jobs
 from megarun.services.gates import GateDecision, LaunchGates
 from megarun.services.ingest import ingest_site_events
 from megarun.services.lifecycle import apply_chain
+from megarun.services.matching import match_jobs
 from megarun.services.remote_spool import AgentLaunch, RemoteSpool
 from megarun.services.runs import run_root
 from megarun.services.sites import SiteInfo, get_site, site_id
@@ -143,6 +144,7 @@ class Launcher:
             ) from None
         try:
             self._started = time.monotonic()
+            match_jobs(self.ctx)  # jobs that wait for a site satisfying their requirements
             self._recover()
             try:
                 self._loop()

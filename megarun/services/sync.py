@@ -25,6 +25,7 @@ from megarun.services.agents import live_agents, settle_gone_agents
 from megarun.services.context import Context
 from megarun.services.gates import LaunchGates
 from megarun.services.ingest import ingest_site_events
+from megarun.services.matching import match_jobs
 from megarun.services.remote_spool import AgentLaunch, RemoteSpool
 from megarun.services.runs import run_root
 from megarun.services.sites import SiteInfo, get_site, list_sites, site_id
@@ -110,6 +111,8 @@ def sync_all(ctx: Context, site_name: str | None = None, dispatch: bool = True) 
 
     Without `dispatch`, only events are taken in and defunct jobs settled (what `status` needs).
     """
+    if dispatch:
+        match_jobs(ctx)  # a job waiting for a site gets one before the sites are fed
     sites = [get_site(ctx, site_name)] if site_name else list_sites(ctx)
     results = []
     for site in sites:

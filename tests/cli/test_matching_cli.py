@@ -107,3 +107,16 @@ def test_policy_from_megarun_toml(cli: Any, area: Path) -> None:
     config.write_text(config.read_text().replace("round-robin", "fastest"))
     bad = cli("job", "match")
     assert bad.code == 2 and "valid policies: first, round-robin, least-loaded" in bad.err
+
+
+def test_launch_and_sync_match_waiting_jobs_themselves(cli: Any, area: Path) -> None:
+    setup_sites(cli)
+    assert cli("app", "add", "sim", "--command", "echo hi", "--require", "python>=3.10").code == 0
+    assert cli("job", "create", "--app", "sim", "--count", "2").code == 0
+    result = megarun_process(area, "launch", "--site", "beta", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["by_status"] == {"PASS": 2}
+    assert cli("job", "create", "--app", "sim").code == 0
+    synced = megarun_process(area, "sync", "--json")
+    assert synced.returncode == 0, synced.stderr
+    assert [job["site"] for job in cli("job", "ls", "--json").json()] == ["beta"] * 3
