@@ -349,3 +349,26 @@ def test_job_kill_reaches_a_remote_job(remote_area: Path, home: Path, tmp_path: 
 
     wait_for(ended, "the job to be killed", limit=30)
     assert not pids_of_sleepers(tmp_path / "remote-work" / "jobs")
+
+
+def test_ctrl_c_in_launch_kills_remote_jobs_and_takes_work_back(remote_area: Path, home: Path,
+                                                                tmp_path: Path) -> None:
+    ok(remote_area, home, "app", "add", "long", "--command", "sleep 60")
+    ok(remote_area, home, "job", "create", "--app", "long", "--site", "remote", "--count", "6")
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "megarun", "--area", str(remote_area), "launch", "--site",
+         "remote", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "HOME": str(home)})
+    wait_for(lambda: db_rows(remote_area, "SELECT count(*) FROM job WHERE state = 'RUNNING'")
+             >= [(1,)], "a running remote job")
+    launcher.send_signal(signal.SIGINT)
+    _out, err = launcher.communicate(timeout=60)
+    assert launcher.returncode == 130, err
+    states = dict(db_rows(remote_area, "SELECT id, state FROM job"))
+    assert set(states.values()) <= {"KILLED", "READY"} and "READY" in states.values(), states
+    assert "KILLED" in states.values()
+    spool = tmp_path / "remote-work" / "spool"
+    assert not list((spool / "queue").glob("*.jsonl"))
+    assert not [p for p in (spool / "claimed").glob("*/*.jsonl")]
+    wait_for(lambda: not pids_of_sleepers(tmp_path / "remote-work" / "jobs"),
+             "the remote job processes to end", limit=15)
