@@ -106,7 +106,9 @@ def check(
     from megarun.errors import EnvironmentProblem
     from megarun.services.remote import check_site
 
-    facts = check_site(site_service.get_site(context(ctx), name), accept_host_key, install_agent)
+    mctx = context(ctx)
+    facts = check_site(site_service.get_site(mctx, name), accept_host_key, install_agent)
+    site_service.record_detected(mctx, name, facts)  # os, arch, python: used by site matching
     if as_json:
         print_json(facts)
     else:

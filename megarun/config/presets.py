@@ -14,7 +14,7 @@ from megarun.resources import data_dir
 SCHEDULERS = ("local", "slurm", "pbs", "lsf", "cobalt")
 _PRESET_KEYS = {
     "description", "scheduler", "mpi_launcher", "node", "queues", "account", "workdir",
-    "python", "template", "capabilities", "ssh",
+    "python", "template", "capabilities", "ssh", "detected",
 }
 _SSH_KEYS = {"identity", "jump", "known_hosts"}
 _NODE_KEYS = {"cpus", "gpus", "max_jobs"}

@@ -143,9 +143,14 @@ def parse_tag_pairs(pairs: Sequence[str], option: str = "--capability") -> dict[
 
 
 def site_capabilities(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The capabilities table of a site's settings (empty when it has none)."""
+    """A site's capabilities: what was detected on it (os, arch, python), then its own table.
+
+    A capability the user set wins over a detected one of the same name.
+    """
+    detected = settings.get("detected") or {}
     table = settings.get("capabilities") or {}
-    return dict(table) if isinstance(table, dict) else {}
+    return {**(detected if isinstance(detected, dict) else {}),
+            **(table if isinstance(table, dict) else {})}
 
 
 # -- policies ----------------------------------------------------------------------------------

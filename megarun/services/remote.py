@@ -27,6 +27,7 @@ usage = os.statvfs(folder)
 print(json.dumps({
     "python": platform.python_version(), "ok": sys.version_info >= (3, 6),
     "host": platform.node(), "workdir_exists": os.path.isdir(workdir),
+    "os": platform.system().lower(), "arch": platform.machine(),
     "disk_free": usage.f_bavail * usage.f_frsize,
     "agent_installed": os.path.isfile(os.path.join(workdir, "agent", agent)),
     "commands": sorted(c for c in sys.argv[3:] if shutil.which(c)),

@@ -115,6 +115,9 @@ def add_site(ctx: Context, name: str, preset_name: str, host: str | None = None,
         site = Site.create(name=name, preset=preset_name, scheduler=settings["scheduler"],
                            host=host, workdir=directory, settings=json.dumps(settings),
                            created=time.time())
+    if not host:
+        record_detected(ctx, name, local_facts())
+        site = Site.get(Site.name == name)
     info = _info(site, ctx)
     if not info.host:
         info.spool().ensure()
@@ -159,6 +162,26 @@ def _ssh_settings(settings: dict[str, Any], host: str, workdir: str | None,
         settings["python"] = options.python
     settings["ssh"] = table
     return spec, workdir.rstrip("/") or "/"
+
+
+def local_facts() -> dict[str, str]:
+    """What matching may know of this machine without asking: os, arch, python."""
+    import platform
+
+    return {"os": platform.system().lower(), "arch": platform.machine(),
+            "python": platform.python_version()}
+
+
+def record_detected(ctx: Context, name: str, facts: dict[str, Any]) -> None:
+    """Keep detected capabilities (os, arch, python) in the site's settings, under `detected`."""
+    detected = {key: str(facts[key]) for key in ("os", "arch", "python") if facts.get(key)}
+    with ctx.db.atomic():
+        site = _site_row(ctx, name)
+        settings = json.loads(site.settings)
+        if settings.get("detected") == detected:
+            return
+        settings["detected"] = detected
+        Site.update(settings=json.dumps(settings)).where(Site.id == site.id).execute()
 
 
 def get_site(ctx: Context, name: str) -> SiteInfo:

@@ -120,3 +120,17 @@ def test_launch_and_sync_match_waiting_jobs_themselves(cli: Any, area: Path) -> 
     synced = megarun_process(area, "sync", "--json")
     assert synced.returncode == 0, synced.stderr
     assert [job["site"] for job in cli("job", "ls", "--json").json()] == ["beta"] * 3
+
+
+def test_a_local_site_knows_its_os_arch_and_python(cli: Any) -> None:
+    import platform
+
+    assert cli("site", "add", "here", "--preset", "local").code == 0
+    detected = cli("site", "show", "here", "--json").json()["settings"]["detected"]
+    assert detected == {"os": platform.system().lower(), "arch": platform.machine(),
+                        "python": platform.python_version()}
+    assert cli("app", "add", "py", "--command", "true", "--require", "os=" + detected["os"],
+               "--require", "python>=3.6").code == 0
+    assert cli("job", "create", "--app", "py").code == 0
+    matched = cli("job", "match", "--json").json()
+    assert matched["assigned"] == {"here": 1} and matched["unmatched"] == 0

@@ -304,6 +304,13 @@ def test_the_remote_agent_runs_under_the_oldest_python(tmp_path: Path, sshd: Ssh
     assert summary["by_status"] == {"PASS": 3}
     beats = [json.loads(p.read_text()) for p in (tmp_path / "w" / "spool" / "agents").glob("*")]
     assert beats and all(str(b["python"]).startswith(OLDEST + ".") for b in beats), beats
+    # `site check` records the site's Python: matching then knows this site is too old.
+    ok(root, home, "site", "check", "old")
+    ok(root, home, "app", "add", "modern", "--command", "true", "--require", "python>=3.10")
+    ok(root, home, "job", "create", "--app", "modern")
+    match = json.loads(ok(root, home, "job", "match", "--json").stdout)
+    assert match["unmatched"] == 1, match
+    assert f"site old has python={OLDEST}." in json.dumps(match)
 
 
 def test_a_suite_runs_on_the_ssh_site_and_cleans_there(tmp_path: Path, sshd: SshServer,
