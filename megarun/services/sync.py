@@ -84,6 +84,8 @@ def _sync_remote(ctx: Context, site: SiteInfo, spool: RemoteSpool, result: SiteS
     )
 
     sid = site_id(ctx, site.name)
+    if not _site_has_work(ctx, sid, spool):
+        return  # nothing open there and nothing to deliver: no connection at all
     try:
         spool.exchange()
         _take_in(ctx, sid, spool, result)
@@ -99,11 +101,29 @@ def _sync_remote(ctx: Context, site: SiteInfo, spool: RemoteSpool, result: SiteS
             active = sum(by_state.get(s, 0) for s in ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ"))
             want_agent = active > 0 and not live_agents(spool, settings.dead_after)
             if result.dispatched or want_agent:
+                if active:
+                    spool.clear_stop("all")  # a finished launcher's stop must not stop this agent
                 launch = AgentLaunch(agent_args(site, settings), settings.dead_after)
                 answer = spool.exchange(start_agent=launch if active else None)
                 result.started_agent = answer.started_agent or ""
     finally:
         result.round_trips = spool.round_trips
+
+
+def _site_has_work(ctx: Context, sid: int, spool: RemoteSpool) -> bool:
+    """Whether an SSH site has open jobs, or requests waiting in its mirror."""
+    spool.ensure()
+    pending = any(True for folder in (spool.queue, spool.drops, spool.kill_dir)
+                  for _ in folder.glob("[!.]*"))
+    if pending:
+        return True
+    found = ctx.db.execute_sql(
+        "SELECT 1 FROM job WHERE site_id = ? AND state IN "
+        "('READY','QUEUED','LAUNCHED','RUNNING','KILLREQ') LIMIT 1", (sid,)).fetchone()
+    if found:
+        return True
+    beats = live_agents(spool, ctx.area.config.launcher.dead_after)
+    return bool(beats)  # an agent still winding down: take in its last events
 
 
 def sync_all(ctx: Context, site_name: str | None = None, dispatch: bool = True) -> list[SiteSync]:

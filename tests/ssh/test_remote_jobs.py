@@ -180,6 +180,22 @@ def completions_per_job(area: Path) -> dict[int, int]:
     return {int(str(job)): int(str(n)) for job, n in rows}
 
 
+def test_sync_after_a_launch_runs_new_jobs_and_an_idle_site_costs_nothing(
+        remote_area: Path, home: Path) -> None:
+    ok(remote_area, home, "app", "add", "noop", "--command", "true")
+    ok(remote_area, home, "job", "create", "--app", "noop", "--site", "remote", "--count", "3")
+    ok(remote_area, home, "launch", "--site", "remote")  # leaves its drain request behind
+    # Once the launch's agent is seen gone, a site with nothing open is not even connected to.
+    trips = [int(str(sync_cycle(remote_area, home)["round_trips"])) for _ in range(2)]
+    time.sleep(3.5)  # the agent's idle exit
+    trips += [int(str(sync_cycle(remote_area, home)["round_trips"])) for _ in range(2)]
+    assert trips[-1] == 0 and max(trips) <= 1, trips
+    ok(remote_area, home, "job", "create", "--app", "noop", "--site", "remote", "--count", "3")
+    cycles = sync_until_done(remote_area, home)
+    assert cycles[0]["dispatched"] == 3 and cycles[0]["started_agent"]
+    assert db_rows(remote_area, "SELECT DISTINCT status FROM job") == [("PASS",)]
+
+
 @pytest.mark.parametrize("count", [10, 10_000])
 def test_sync_costs_at_most_two_round_trips(remote_area: Path, home: Path, count: int) -> None:
     # Shipping the agent (once per megarun version) is part of setting the site up.
