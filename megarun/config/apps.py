@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import jinja2
 
 _APP_KEYS = {"name", "command", "description", "params", "env", "resources", "requirements",
-             "retries"}
+             "retries", "stage_in", "stage_out"}
 RESOURCE_KEYS = {"nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank", "walltime"}
 
 
@@ -38,6 +38,8 @@ class AppSpec:
     requirements: dict[str, Any] = field(default_factory=dict)
     retries: int = 0
     source: str = "cli"
+    stage_in: list[dict[str, str]] = field(default_factory=list)  # [{src, dest}], see below
+    stage_out: list[dict[str, str]] = field(default_factory=list)
 
 
 def load_app_file(path: Path) -> AppSpec:
@@ -64,10 +66,14 @@ def validate_app(data: dict[str, Any], origin: str, default_name: str | None = N
     requirements = validate_requirements(data.get("requirements", {}), origin)
     retries = expect_type(data.get("retries", 0), int, origin, "retries")
     check_template(command, origin)
-    undeclared = template_variables(command) - params.keys()
+    stage_in = validate_staging(data.get("stage_in", []), origin, "stage_in")
+    stage_out = validate_staging(data.get("stage_out", []), origin, "stage_out")
+    used = template_variables(command) | staging_variables(stage_in + stage_out)
+    undeclared = used - params.keys()
     full_params = {**{name: None for name in undeclared}, **params}
     return AppSpec(name, command, expect_type(data.get("description", ""), str, origin,
-                   "description"), full_params, env, resources, requirements, retries, origin)
+                   "description"), full_params, env, resources, requirements, retries, origin,
+                   stage_in=stage_in, stage_out=stage_out)
 
 
 #: Comparison operators of a version constraint, longest first so ">=" is not read as ">".
@@ -173,3 +179,91 @@ def render_command(command: str, params: dict[str, Any]) -> str:
         raise UsageError(f"command template: {exc.message}") from exc
     except jinja2.TemplateError as exc:
         raise UsageError(f"command template: {exc}") from exc
+
+
+# -- stage-in and stage-out ------------------------------------------------------------------
+# `stage_in = [{src = "/data/{{ case }}.dat", dest = "input.dat"}]` copies a file or folder of
+# the home host into the job's run dir before the job is queued; `stage_out = [{src =
+# "out.dat", dest = "results/{{ case }}.dat"}]` copies one back after the job ended well.
+# Every field is a Jinja template of the app's parameters, rendered plainly (a path is never
+# shell-quoted). The job-dir side (stage_in.dest, stage_out.src) must stay inside the run dir.
+
+STAGE_KEYS = ("src", "dest")
+#: Which field of an entry names a path in the job's run dir.
+JOB_SIDE = {"stage_in": "dest", "stage_out": "src"}
+
+
+def validate_staging(value: Any, origin: str, key: str) -> list[dict[str, str]]:
+    """`stage_in` or `stage_out`: a list of {src, dest} tables whose templates parse."""
+    items = expect_type(value, list, origin, key)
+    checked = []
+    for index, item in enumerate(items):
+        where = f"{key}[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{origin}: {where} must be a table like "
+                              '{src = "...", dest = "..."}')
+        check_keys(item, STAGE_KEYS, origin, where)
+        for part in STAGE_KEYS:
+            if part not in item:
+                raise ConfigError(f"{origin}: {where} is missing {part!r}")
+            text = expect_type(item[part], str, origin, f"{where}.{part}")
+            if not text.strip() or "\0" in text or "\n" in text:
+                raise ConfigError(f"{origin}: {where}.{part} must be a non-empty path on one line")
+            _check_path_template(text, origin, f"{where}.{part}")
+        job_path = item[JOB_SIDE[key]]
+        problem = None if "{" in job_path else job_path_problem(job_path)
+        if problem:
+            raise ConfigError(f"{origin}: {where}.{JOB_SIDE[key]} {job_path!r} {problem}")
+        checked.append({"src": item["src"], "dest": item["dest"]})
+    return checked
+
+
+def job_path_problem(path: str) -> str | None:
+    """Why `path` cannot name something inside a job's run dir, or None when it can."""
+    if path.startswith("/"):
+        return "must be relative to the job's run dir, not absolute"
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        return "must not contain '..' (it has to stay inside the job's run dir)"
+    if not parts:
+        return "must name a file or folder inside the job's run dir"
+    return None
+
+
+def staging_variables(items: list[dict[str, str]]) -> set[str]:
+    """The parameter names the staging templates use."""
+    import jinja2.meta
+
+    names: set[str] = set()
+    for item in items:
+        for text in item.values():
+            names |= jinja2.meta.find_undeclared_variables(_path_environment().parse(text))
+    return names
+
+
+def render_path(template: str, params: dict[str, Any]) -> str:
+    """Render a staging path template plainly (no shell quoting), undefined names refused."""
+    import jinja2
+
+    try:
+        return _path_environment().from_string(template).render(**params)
+    except jinja2.UndefinedError as exc:
+        raise UsageError(f"path template {template!r}: {exc.message}") from exc
+    except jinja2.TemplateError as exc:
+        raise UsageError(f"path template {template!r}: {exc}") from exc
+
+
+@lru_cache(maxsize=1)
+def _path_environment() -> jinja2.Environment:
+    import jinja2
+
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701
+
+
+def _check_path_template(text: str, origin: str, key: str) -> None:
+    import jinja2
+
+    try:
+        _path_environment().parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"{origin}: bad path template in {key}: {exc.message}") from exc

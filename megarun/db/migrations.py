@@ -32,9 +32,19 @@ def _suites(db: SqliteDatabase) -> None:
     db.execute_sql("CREATE INDEX IF NOT EXISTS job_run_test ON job (run_id, test, item)")
 
 
+def _staging(db: SqliteDatabase) -> None:
+    """Apps' stage_in/stage_out, and the stage-outs owed by dispatched jobs."""
+    have = _columns(db, "app")
+    for column in ("stage_in", "stage_out"):
+        if column not in have:  # a database made by 0001 of this version has them already
+            db.execute_sql(f"ALTER TABLE app ADD COLUMN {column} TEXT")
+    db.create_tables([models.StageOutDue], safe=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[SqliteDatabase], None]]] = [
     ("0001_initial", _initial),
     ("0002_suites", _suites),
+    ("0003_staging", _staging),
 ]
 
 

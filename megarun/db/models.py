@@ -60,6 +60,10 @@ class App(BaseModel):
     retries = IntegerField(default=0)
     source = TextField(default="cli")
     created = FloatField()
+    # JSON [{src, dest}] (megarun.config.apps); None when the app stages nothing, so that
+    # `stage_in IS NOT NULL` finds the few apps that need a transfer.
+    stage_in = TextField(null=True)
+    stage_out = TextField(null=True)
 
 
 class Run(BaseModel):
@@ -207,6 +211,17 @@ class Agent(BaseModel):
     last_seq = IntegerField(default=0)
 
 
+class StageOutDue(BaseModel):
+    """A dispatched attempt of a job whose app has stage_out and whose files are not back yet.
+
+    Written with the READY -> QUEUED change, removed once the files are copied home (or the
+    attempt ended badly): the table holds only jobs in flight, so looking for work is cheap.
+    """
+
+    job = ForeignKeyField(Job, primary_key=True, backref="+", on_delete="CASCADE")
+    attempt = IntegerField()
+
+
 ALL_MODELS: list[Any] = [
     SchemaMigration,
     Site,
@@ -219,4 +234,5 @@ ALL_MODELS: list[Any] = [
     JobDependency,
     Event,
     Agent,
+    StageOutDue,
 ]

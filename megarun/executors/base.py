@@ -89,6 +89,23 @@ class Executor(Protocol):
     def exists(self, path: PathArg) -> bool:
         ...
 
+    def is_dir(self, path: PathArg) -> bool:
+        """True when `path` is a directory on the host (symlinks followed)."""
+        ...
+
+    def put_tree(self, local_dir: PathArg, remote_dir: PathArg) -> str:
+        """Copy a local directory tree to the host; return how ("copy", "sftp" or "rsync").
+
+        `remote_dir` becomes a copy of `local_dir`, merged into what is there already:
+        missing folders are made, files are written atomically keeping their permission bits,
+        symlinks are copied as symlinks, and other special files are skipped.
+        """
+        ...
+
+    def get_tree(self, remote_dir: PathArg, local_dir: PathArg) -> str:
+        """Copy a directory tree from the host, as put_tree does the other way."""
+        ...
+
     def close(self) -> None:
         ...
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -65,6 +67,17 @@ class LocalExecutor:
     def exists(self, path: PathArg) -> bool:
         return os.path.lexists(path)
 
+    def is_dir(self, path: PathArg) -> bool:
+        return os.path.isdir(path)
+
+    def put_tree(self, local_dir: PathArg, remote_dir: PathArg) -> str:
+        copy_tree(os.fspath(local_dir), os.fspath(remote_dir))
+        return "copy"
+
+    def get_tree(self, remote_dir: PathArg, local_dir: PathArg) -> str:
+        copy_tree(os.fspath(remote_dir), os.fspath(local_dir))
+        return "copy"
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -93,6 +106,49 @@ def _copy_atomic(source: str, target: str) -> None:
     mode = os.stat(source).st_mode & 0o777
     with open(source, "rb") as handle:
         _write_atomic(target, iter(lambda: handle.read(_CHUNK), b""), mode)
+
+
+def copy_tree(source: str, target: str) -> None:
+    """Merge a copy of the directory `source` into `target` (see Executor.put_tree)."""
+    if not stat.S_ISDIR(os.stat(source).st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", source)
+    real_source, real_target = os.path.realpath(source), os.path.realpath(target)
+    if real_target == real_source or real_target.startswith(real_source.rstrip("/") + "/"):
+        raise OSError(errno.EINVAL, "cannot copy a folder into itself", target)
+    _copy_tree_into(source, target)
+
+
+def _copy_tree_into(source: str, target: str) -> None:
+    make_dir(target, os.stat(source).st_mode & 0o777)
+    with os.scandir(source) as entries:
+        for entry in entries:
+            destination = os.path.join(target, entry.name)
+            if entry.is_symlink():
+                replace_symlink(os.readlink(entry.path), destination)
+            elif entry.is_dir(follow_symlinks=False):
+                _copy_tree_into(entry.path, destination)
+            elif entry.is_file(follow_symlinks=False):
+                _copy_atomic(entry.path, destination)
+
+
+def make_dir(path: str, mode: int) -> None:
+    """Create one directory (umask applies); an existing directory is fine, a file is not."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", path) from None
+
+
+def replace_symlink(link_target: str, path: str) -> None:
+    """Make `path` a symlink to `link_target`, atomically replacing a file or link there."""
+    tmp = temp_name_for(path)
+    os.symlink(link_target, tmp)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
 
 
 def _unlink_quietly(path: str) -> None:

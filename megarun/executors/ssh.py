@@ -19,6 +19,8 @@ import contextlib
 import errno
 import getpass
 import io
+import json
+import logging
 import os
 import posixpath
 import re
@@ -34,6 +36,7 @@ from typing import NoReturn, TypeVar, cast
 import paramiko
 
 from megarun.errors import ConfigError, EnvironmentProblem, UsageError
+from megarun.executors import rsync
 from megarun.executors.base import (
     CommandResult,
     Executor,
@@ -60,6 +63,7 @@ _TRANSIENT = (OSError, EOFError, paramiko.SSHException)
 _SHELL_META = set(" \t\n\r;&|$`'\"<>(){}[]*?!~#\\=%^,")
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*\Z")
 _IPV6_RE = re.compile(r"[0-9A-Fa-f:.]+\Z")
+_log = logging.getLogger(__name__)
 
 
 # -- host specs ---------------------------------------------------------------------------------
@@ -409,6 +413,86 @@ class SshExecutor:
                 return False
         return True
 
+    # -- trees (SFTP; rsync for large ones, see megarun/executors/rsync.py) ---------------------
+    _remote_has_rsync: bool | None = None  # learnt on first need, per executor
+
+    def is_dir(self, path: PathArg) -> bool:
+        with self._sftp_session() as sftp:
+            try:
+                return stat.S_ISDIR(_stat_mode(sftp.stat(os.fspath(path))))
+            except FileNotFoundError:
+                return False
+
+    def put_tree(self, local_dir: PathArg, remote_dir: PathArg) -> str:
+        source, target = os.fspath(local_dir), os.fspath(remote_dir)
+        if not stat.S_ISDIR(os.stat(source).st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", source)
+        parent = posixpath.dirname(target.rstrip("/"))
+        if parent:
+            self.makedirs(parent)
+        if rsync.tree_is_large(source) and self._remote_rsync():
+            rsync_target = self._rsync_target()
+            if rsync_target is not None and self._rsync(
+                    rsync_target, source, rsync_target.remote(target), target):
+                return "rsync"
+        with self._sftp_session() as sftp:
+            _sftp_put_tree(sftp, source, target)
+        return "sftp"
+
+    def get_tree(self, remote_dir: PathArg, local_dir: PathArg) -> str:
+        source, target = os.fspath(remote_dir), os.fspath(local_dir)
+        rsync_target = self._rsync_target()
+        if rsync_target is not None:
+            probe = self._probe_tree(source)
+            if probe.get("exists") is False:
+                raise FileNotFoundError(errno.ENOENT, "no such file", source)
+            if probe.get("dir") and probe.get("large") and probe.get("rsync"):
+                os.makedirs(target, exist_ok=True)
+                if self._rsync(rsync_target, rsync_target.remote(source), target, source):
+                    return "rsync"
+        with self._sftp_session() as sftp:
+            _sftp_get_tree(sftp, source, target)
+        return "sftp"
+
+    def _rsync_target(self) -> rsync.RsyncTarget | None:
+        """How rsync reaches this host; None when rsync cannot be used from here."""
+        if self.jump_endpoint is not None or rsync.local_rsync() is None:
+            return None
+        end = self.endpoint
+        return rsync.rsync_target(end.user, end.hostname, end.port, end.identity_files,
+                                  str(self.known_hosts), self._connect_timeout)
+
+    def _remote_rsync(self) -> bool:
+        if rsync.local_rsync() is None:
+            return False
+        if self._remote_has_rsync is None:
+            self._remote_has_rsync = self.run(["rsync", "--version"], timeout=60).ok
+        return self._remote_has_rsync
+
+    def _probe_tree(self, path: str) -> dict[str, object]:
+        """Facts about a remote folder for choosing rsync; {} when the probe cannot run."""
+        result = self.run_python(rsync.REMOTE_PROBE, [path, str(rsync.RSYNC_MIN_FILES),
+                                                      str(rsync.RSYNC_MIN_BYTES)], timeout=120)
+        try:
+            facts: dict[str, object] = json.loads(result.stdout_text) if result.ok else {}
+        except ValueError:
+            return {}
+        self._remote_has_rsync = bool(facts.get("rsync"))
+        return facts
+
+    def _rsync(self, target: rsync.RsyncTarget, source: str, destination: str,
+               shown: str) -> bool:
+        """Run rsync; False (use SFTP) when the connection failed, OSError when a file did."""
+        done = rsync.run_rsync(rsync.rsync_argv(target, source, destination))
+        if done.returncode == 0:
+            return True
+        reason = rsync.error_line(done.stderr)
+        if done.returncode in rsync.CONNECTION_CODES:
+            _log.warning("rsync to %s failed (exit %d: %s); copying over SFTP instead",
+                         self.description, done.returncode, reason)
+            return False
+        raise OSError(errno.EIO, f"rsync failed (exit {done.returncode}): {reason}", shown)
+
     # -- closing ---------------------------------------------------------------------------------
     def close(self) -> None:
         """Close SFTP, then the connection, then the jump host's connection."""
@@ -522,7 +606,8 @@ class SshExecutor:
             if attempt < self._attempts:
                 time.sleep(self._retry_delay * 2 ** (attempt - 1))
         raise HostUnreachable(
-            f"cannot connect to {endpoint.label} after {self._attempts} attempt(s): {reason}",
+            f"host unreachable: cannot connect to {endpoint.label} after {self._attempts} "
+            f"attempt(s): {reason}",
             hint="check that the host is up, the port is right and the network allows it")
 
     def _connect_once(self, endpoint: Endpoint, sock: paramiko.Channel | None
@@ -633,7 +718,7 @@ def _sftp_alive(sftp: paramiko.SFTPClient) -> bool:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = " ".join(str(exc).replace("[Errno None] ", "").split()) or type(exc).__name__
     return text[:200]
 
 
@@ -714,6 +799,76 @@ def _upload_atomic(sftp: paramiko.SFTPClient, path: str, chunks: Iterable[bytes]
         raise
 
 
+def _sftp_put_tree(sftp: paramiko.SFTPClient, source: str, target: str) -> None:
+    """Merge a copy of the local folder `source` into the remote folder `target`."""
+    _mkdir_if_missing(sftp, target, os.stat(source).st_mode & 0o777)
+    with os.scandir(source) as entries:
+        for entry in entries:
+            destination = posixpath.join(target, entry.name)
+            if entry.is_symlink():
+                _sftp_replace_symlink(sftp, os.readlink(entry.path), destination)
+            elif entry.is_dir(follow_symlinks=False):
+                _sftp_put_tree(sftp, entry.path, destination)
+            elif entry.is_file(follow_symlinks=False):
+                _sftp_put_file(sftp, entry.path, destination)
+
+
+def _sftp_put_file(sftp: paramiko.SFTPClient, source: str, target: str) -> None:
+    with open(source, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode & 0o777
+        _upload_atomic(sftp, target, iter(lambda: handle.read(_CHUNK), b""), mode)
+
+
+def _sftp_replace_symlink(sftp: paramiko.SFTPClient, link_target: str, path: str) -> None:
+    tmp = temp_name_for(path)
+    # paramiko sends (target, link) in the order OpenSSH's sftp-server expects.
+    sftp.symlink(link_target, tmp)
+    try:
+        sftp.posix_rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(*_TRANSIENT):
+            sftp.remove(tmp)
+        raise
+
+
+def _sftp_get_tree(sftp: paramiko.SFTPClient, source: str, target: str) -> None:
+    """Merge a copy of the remote folder `source` into the local folder `target`."""
+    from megarun.executors.local import make_dir, replace_symlink
+
+    mode = _stat_mode(sftp.stat(source))
+    if not stat.S_ISDIR(mode):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", source)
+    make_dir(target, mode & 0o777)
+    for attrs in sftp.listdir_attr(source):
+        name = attrs.filename
+        if not name or "/" in name or name in (".", ".."):
+            continue  # a sane server never sends these; a path must not leave `target`
+        remote, local = posixpath.join(source, name), os.path.join(target, name)
+        kind = _stat_mode(attrs)
+        if stat.S_ISLNK(kind):
+            link = sftp.readlink(remote)
+            if link is not None:
+                replace_symlink(link, local)
+        elif stat.S_ISDIR(kind):
+            _sftp_get_tree(sftp, remote, local)
+        elif stat.S_ISREG(kind):
+            _sftp_get_file(sftp, remote, local, kind & 0o777)
+
+
+def _sftp_get_file(sftp: paramiko.SFTPClient, source: str, target: str, mode: int) -> None:
+    tmp = temp_name_for(target)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            sftp.getfo(source, handle)
+            os.fchmod(handle.fileno(), mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def _path_prefixes(path: str) -> list[str]:
     """"/a/b/c" -> ["/a", "/a/b", "/a/b/c"]; "a/b" -> ["a", "a/b"]."""
     normal = posixpath.normpath(path)
@@ -731,10 +886,15 @@ def _mkdir_if_missing(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
         pass
     try:
         sftp.mkdir(path, mode)
-    except OSError:
-        # Another process may have made it meanwhile; anything else is a real failure.
-        if not stat.S_ISDIR(_stat_mode(sftp.stat(path))):
-            raise
+    except OSError as exc:
+        # Another process may have made it meanwhile; anything else is a real failure,
+        # reported as mkdir saw it (not as the "no such file" of a second look).
+        try:
+            made = stat.S_ISDIR(_stat_mode(sftp.stat(path)))
+        except FileNotFoundError:
+            made = False
+        if not made:
+            raise exc from None
 
 
 def _stat_mode(attrs: paramiko.SFTPAttributes) -> int:

@@ -16,7 +16,8 @@ from megarun.services.context import Context
 def spec_from_row(app: App) -> AppSpec:
     return AppSpec(app.name, app.command, app.description, json.loads(app.params),
                    json.loads(app.env), json.loads(app.resources), json.loads(app.requirements),
-                   app.retries, app.source)
+                   app.retries, app.source, stage_in=json.loads(app.stage_in or "[]"),
+                   stage_out=json.loads(app.stage_out or "[]"))
 
 
 def app_dict(spec: AppSpec) -> dict[str, Any]:
@@ -51,7 +52,10 @@ def _save(ctx: Context, spec: AppSpec, replace: bool) -> str:
               "params": json.dumps(spec.params), "env": json.dumps(spec.env),
               "resources": json.dumps(spec.resources),
               "requirements": json.dumps(spec.requirements), "retries": spec.retries,
-              "source": spec.source}
+              "source": spec.source,
+              # NULL, not "[]", when empty: dispatch finds staging apps by IS NOT NULL
+              "stage_in": json.dumps(spec.stage_in) if spec.stage_in else None,
+              "stage_out": json.dumps(spec.stage_out) if spec.stage_out else None}
     with ctx.db.atomic():
         existing = App.get_or_none(App.name == spec.name)
         if existing is None:

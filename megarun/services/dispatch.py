@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 from peewee import SqliteDatabase
 
-from megarun.core.lifecycle import Chain
-from megarun.core.states import JobState
+from megarun.core.lifecycle import Chain, finish
+from megarun.core.states import FINAL_STATES, JobState
 from megarun.db.connection import write_transaction
 from megarun.db.jobstore import JobRow, load_rows, save_rows
-from megarun.executors.spool import LocalSpool
-from megarun.services.lifecycle import apply_chain
+from megarun.executors.spool import LocalSpool, StagedBundle
+from megarun.services.lifecycle import apply_chain, ended_ids, settle_children
 from megarun.services.sites import SiteInfo
+from megarun.services.staging import (
+    AppStaging,
+    area_of,
+    owe_stage_out,
+    stage_in_ready,
+    staging_apps,
+)
 
 BUNDLE_SIZE = 2_000
 
 _SELECT = (
     "SELECT id, command, env, nodes, ranks_per_node, threads_per_rank, gpus_per_rank, walltime, "
-    "workdir, steps, rules, jobgroup FROM job WHERE site_id = ? AND state = 'READY' {run}{groups} "
-    "ORDER BY priority DESC, id LIMIT ?"
+    "workdir, steps, rules, jobgroup, app_id FROM job "
+    "WHERE site_id = ? AND state = 'READY' {run}{groups} ORDER BY priority DESC, id LIMIT ?"
 )
 
 
@@ -47,7 +56,9 @@ def job_spec(values: tuple[Any, ...], attempt: int, workdir: str) -> dict[str, A
 
 def dispatch_ready_jobs(db: SqliteDatabase, site_id: int, site: SiteInfo,
                         limit: int = BUNDLE_SIZE, run_id: int | None = None,
-                        group_budget: dict[str, int] | None = None) -> int:
+                        group_budget: dict[str, int] | None = None,
+                        area_root: Path | None = None,
+                        ended: dict[str, int] | None = None) -> int:
     """Queue up to `limit` READY jobs of the site in one bundle; return how many.
 
     `group_budget` caps how many jobs of each named jobgroup may go (launch gates).
@@ -55,24 +66,97 @@ def dispatch_ready_jobs(db: SqliteDatabase, site_id: int, site: SiteInfo,
     transaction, and only then is the bundle renamed into the queue: a crash before the
     commit leaves a hidden file (removed at the next start), a crash after it leaves QUEUED
     jobs that the next launcher finds in no bundle and sends back to READY.
+
+    Jobs whose app has stage_in go afterwards, in a second bundle: their files are copied into
+    their run dirs first, with no transaction open (megarun/services/staging.py). A job whose
+    stage-in failed ends FAIL (retried while attempts remain); `ended` (status -> count), when
+    given, counts those that ended for good. `area_root` anchors relative home-host paths
+    (default: the area of the database).
     """
     if limit <= 0:
         return 0
     spool = site.spool()
+    apps = staging_apps(db)
     with write_transaction(db):
         selected = _select_ready(db, site_id, limit, run_id, group_budget or {})
         if not selected:
             return 0
-        rows = load_rows(db, [values[0] for values in selected])
-        specs = [_queue(rows[values[0]], values, spool) for values in selected]
-        staged = spool.stage_bundle(specs)
-        try:
-            save_rows(db, rows.values())
-        except BaseException:
+        later = [values for values in selected if _stages(apps, values, "in")]
+        now = [values for values in selected if not _stages(apps, values, "in")]
+        staged = None
+        if now:
+            rows = load_rows(db, [values[0] for values in now])
+            staged = _queue_into_bundle(db, spool, rows, now, apps)
+    if staged is not None:
+        spool.publish(staged)
+    if not later:
+        return len(now)
+    home = area_root or area_of(db)
+    return len(now) + _dispatch_after_stage_in(db, site, spool, later, apps, home, ended)
+
+
+def _stages(apps: dict[int, AppStaging], values: tuple[Any, ...], direction: str) -> bool:
+    staging = apps.get(values[12]) if apps else None
+    if staging is None:
+        return False
+    return bool(staging.stage_in if direction == "in" else staging.stage_out)
+
+
+def _queue_into_bundle(db: SqliteDatabase, spool: LocalSpool, rows: dict[int, JobRow],
+                       selected: list[tuple[Any, ...]],
+                       apps: dict[int, AppStaging]) -> StagedBundle | None:
+    """Queue `selected` (their rows loaded in `rows`), stage their bundle, save every changed
+    row of `rows` and record the stage-outs the new attempts owe; call inside a transaction."""
+    specs = [_queue(rows[values[0]], values, spool) for values in selected]
+    staged = spool.stage_bundle(specs) if specs else None
+    try:
+        save_rows(db, rows.values())
+        owe_stage_out(db, [rows[values[0]] for values in selected
+                           if _stages(apps, values, "out")])
+    except BaseException:
+        if staged is not None:
             spool.discard(staged)
-            raise
-    spool.publish(staged)
-    return len(specs)
+        raise
+    return staged
+
+
+def _dispatch_after_stage_in(db: SqliteDatabase, site: SiteInfo, spool: LocalSpool,
+                             selected: list[tuple[Any, ...]], apps: dict[int, AppStaging],
+                             home: Path, ended: dict[str, int] | None) -> int:
+    """Stage in, then queue the jobs whose files arrived and fail the others."""
+    workdirs = {values[0]: values[8] or spool.job_dir(values[0]) for values in selected}
+    outcome = stage_in_ready(db, site, workdirs, apps, home)
+    if not outcome:
+        return 0
+    with write_transaction(db):
+        rows = load_rows(db, outcome)
+        ready = {job_id for job_id, row in rows.items() if row.snapshot.state is JobState.READY}
+        staged_ok = [values for values in selected
+                     if values[0] in ready and outcome.get(values[0], "") is None]
+        for job_id in sorted(ready):
+            reason = outcome[job_id]
+            if reason is not None:
+                _fail_stage_in(rows[job_id], workdirs[job_id], reason, ended)
+        settle_children(db, rows, ended_ids(rows.values()))
+        staged = _queue_into_bundle(db, spool, rows, staged_ok, apps)
+    if staged is not None:
+        spool.publish(staged)
+    return len(staged_ok)
+
+
+def _fail_stage_in(row: JobRow, workdir: str, reason: str, ended: dict[str, int] | None) -> None:
+    """The attempt is used up as by a job that could not start: FAIL, retried if allowed."""
+    message = f"stage-in failed: {reason}"
+    apply_chain(row, Chain(row.snapshot).to(JobState.QUEUED, message="stage-in"))
+    apply_chain(row, finish(row.snapshot, "error", None, message))
+    row.workdir = workdir
+    row.agent = None
+    row.exit_code = None
+    row.message = message
+    row.ended = time.time()
+    if ended is not None and row.snapshot.state in FINAL_STATES:
+        status = row.snapshot.status.value
+        ended[status] = ended.get(status, 0) + 1
 
 
 def _select_ready(db: SqliteDatabase, site_id: int, limit: int, run_id: int | None,
