@@ -10,7 +10,7 @@ from peewee import SqliteDatabase
 
 from megarun.agent.exchange import process_is_agent
 from megarun.core.lifecycle import Chain, mark_dead
-from megarun.core.states import JobState
+from megarun.core.states import FINAL_STATES, JobState
 from megarun.db.connection import write_transaction
 from megarun.db.jobstore import JobRow, load_rows, load_rows_where, save_rows
 from megarun.db.models import Agent
@@ -130,6 +130,18 @@ def _settle_job(state: JobState, job: JobRow, claimed: dict[int, int], why: str)
     ):
         apply_chain(job, Chain(job.snapshot).to(JobState.READY, message=f"{why} before start"))
         job.agent = None
+
+
+def clear_finished_kills(db: SqliteDatabase, spool: LocalSpool) -> None:
+    """Forget kill requests of jobs that ended (or are gone): they must not hit a later attempt."""
+    pending = spool.pending_kills()
+    if not pending:
+        return
+    rows = load_rows(db, pending)
+    for job_id in pending:
+        row = rows.get(job_id)
+        if row is None or row.snapshot.state in FINAL_STATES:
+            spool.clear_kill(job_id)
 
 
 def requeue_orphans(db: SqliteDatabase, site_id: int, spool: LocalSpool) -> int:

@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 
 from megarun.config.area import LauncherSettings
 from megarun.core.lifecycle import Chain
-from megarun.core.states import FAILING_STATUSES, FINAL_STATES, JobState, JobStatus
+from megarun.core.states import FAILING_STATUSES, JobState, JobStatus
 from megarun.db.connection import write_transaction
 from megarun.db.jobstore import load_rows, load_rows_where, save_rows
 from megarun.errors import AlreadyRunning, EnvironmentProblem, MegarunError
@@ -37,6 +37,7 @@ from megarun.services.matching import match_jobs
 from megarun.services.remote_spool import AgentLaunch, RemoteSpool
 from megarun.services.runs import run_root
 from megarun.services.sites import SiteInfo, get_site, site_id
+from megarun.services.staging import stage_out_finished
 
 #: Keep at most this many jobs queued ahead of the agents.
 QUEUE_AHEAD = 4 * BUNDLE_SIZE
@@ -254,8 +255,14 @@ class Launcher:
             self.site_error = str(exc)
 
     def _ingest(self) -> None:
+        """Take in the agents' events, then copy home what finished jobs owe (stage-out)."""
         result = ingest_site_events(self.ctx.db, self.site_id, self.spool)
-        for status, count in result.finished.items():
+        self._count_finished(result.finished)
+        staged = stage_out_finished(self.ctx, self.site)
+        self.summary.done += staged.adjust(self.summary.by_status)
+
+    def _count_finished(self, finished: dict[str, int]) -> None:
+        for status, count in finished.items():
             if JobStatus(status) in FINAL_STATUS_COUNTED:
                 self.summary.by_status[status] = self.summary.by_status.get(status, 0) + count
                 self.summary.done += count
@@ -267,21 +274,16 @@ class Launcher:
         self._clear_finished_kills()
 
     def _clear_finished_kills(self) -> None:
-        pending = self.spool.pending_kills()
-        if not pending:
-            return
-        rows = load_rows(self.ctx.db, pending)
-        for job_id in pending:
-            row = rows.get(job_id)
-            if row is None or row.snapshot.state in FINAL_STATES:
-                self.spool.clear_kill(job_id)
+        agent_service.clear_finished_kills(self.ctx.db, self.spool)
 
     def _open_counts(self) -> dict[str, int]:
         return open_counts(self.ctx, self.site_id, self.run_id)
 
     def _dispatch(self, by_state: dict[str, int]) -> None:
+        ended: dict[str, int] = {}
         self._gate, sent = dispatch_round(self.ctx, self.site_id, self.site, self.gates,
-                                          by_state, self.run_id)
+                                          by_state, self.run_id, ended)
+        self._count_finished(ended)  # jobs whose stage-in failed
         if sent and self.remote is not None:
             self._exchange_soon()
 
@@ -368,11 +370,13 @@ class Launcher:
 
 
 def dispatch_round(ctx: Context, sid: int, site: SiteInfo, gates: LaunchGates,
-                   by_state: dict[str, int], run_id: int | None = None) -> tuple[GateDecision, int]:
+                   by_state: dict[str, int], run_id: int | None = None,
+                   ended: dict[str, int] | None = None) -> tuple[GateDecision, int]:
     """Queue READY jobs as the launch gates allow, at most QUEUE_AHEAD ahead of the agents.
 
     `by_state` (open job counts of the site) is updated; returns the gate decision and how
-    many jobs were queued.
+    many jobs were queued. Jobs that ended instead (a failed stage-in) are counted by status
+    in `ended`.
     """
     ready = by_state.get("READY", 0)
     queued = by_state.get("QUEUED", 0)
@@ -382,7 +386,8 @@ def dispatch_round(ctx: Context, sid: int, site: SiteInfo, gates: LaunchGates,
     while ready > 0 and queued < QUEUE_AHEAD and (budget is None or budget > 0):
         limit = BUNDLE_SIZE if budget is None else min(BUNDLE_SIZE, budget)
         sent = dispatch_ready_jobs(ctx.db, sid, site, limit=limit, run_id=run_id,
-                                   group_budget=gate.group_budget)
+                                   group_budget=gate.group_budget, area_root=ctx.area.root,
+                                   ended=ended)
         if sent == 0:
             break
         gates.spent(sent)

@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 
 from megarun.errors import AlreadyRunning, MegarunError
 from megarun.executors.spool import LocalSpool
-from megarun.services.agents import live_agents, settle_gone_agents
+from megarun.services.agents import clear_finished_kills, live_agents, settle_gone_agents
 from megarun.services.context import Context
 from megarun.services.gates import LaunchGates
 from megarun.services.ingest import ingest_site_events
@@ -29,6 +29,7 @@ from megarun.services.matching import match_jobs
 from megarun.services.remote_spool import AgentLaunch, RemoteSpool
 from megarun.services.runs import run_root
 from megarun.services.sites import SiteInfo, get_site, list_sites, site_id
+from megarun.services.staging import stage_out_finished
 
 
 @dataclass
@@ -40,6 +41,7 @@ class SiteSync:
     finished: dict[str, int] = field(default_factory=dict)
     agents_settled: list[str] = field(default_factory=list)
     dispatched: int = 0
+    staged_out: int = 0
     started_agent: str = ""
     round_trips: int = 0
     error: str = ""
@@ -48,7 +50,8 @@ class SiteSync:
     def as_dict(self) -> dict[str, Any]:
         return {"site": self.site, "ok": not self.error, "events": self.events,
                 "finished": self.finished, "agents_settled": self.agents_settled,
-                "dispatched": self.dispatched, "started_agent": self.started_agent,
+                "dispatched": self.dispatched, "staged_out": self.staged_out,
+                "started_agent": self.started_agent,
                 "round_trips": self.round_trips, "error": self.error,
                 "seconds": round(self.seconds, 3)}
 
@@ -61,16 +64,19 @@ def sync_site(ctx: Context, site: SiteInfo, dispatch: bool = True) -> SiteSync:
     if isinstance(spool, RemoteSpool):
         _sync_remote(ctx, site, spool, result, dispatch)
     elif spool.events.is_dir():  # otherwise no agent ever ran there
-        _take_in(ctx, site_id(ctx, site.name), spool, result)
+        _take_in(ctx, site, site_id(ctx, site.name), spool, result)
     result.seconds = time.monotonic() - started
     return result
 
 
-def _take_in(ctx: Context, sid: int, spool: LocalSpool, result: SiteSync) -> None:
+def _take_in(ctx: Context, site: SiteInfo, sid: int, spool: LocalSpool,
+             result: SiteSync) -> None:
     ingested = ingest_site_events(ctx.db, sid, spool)
     result.events, result.finished = ingested.events, ingested.finished
     result.agents_settled = settle_gone_agents(ctx.db, sid, spool,
                                                ctx.area.config.launcher.dead_after)
+    clear_finished_kills(ctx.db, spool)
+    result.staged_out = stage_out_finished(ctx, site).copied
 
 
 def _sync_remote(ctx: Context, site: SiteInfo, spool: RemoteSpool, result: SiteSync,
@@ -88,7 +94,7 @@ def _sync_remote(ctx: Context, site: SiteInfo, spool: RemoteSpool, result: SiteS
         return  # nothing open there and nothing to deliver: no connection at all
     try:
         spool.exchange()
-        _take_in(ctx, sid, spool, result)
+        _take_in(ctx, site, sid, spool, result)
         if not dispatch:
             return
         with launcher_lock(ctx, site.name) as free:

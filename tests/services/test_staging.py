@@ -71,11 +71,10 @@ def test_files_go_in_and_results_come_back(area: Path, data: Path, ctx: Context)
     assert (workdir / "input.dat").read_text() == "one\n"
     assert (workdir / "conf" / "a.txt").read_text() == "conf a\n"
     assert (workdir / "result.txt").read_text() == "one\nconf a\n"
-    # The launcher may have copied the results home already; this pass finishes what is owed.
-    stage_out_finished(ctx, ensure_default_site(ctx))
+    # The launcher copied the results home itself.
     assert (area / "results" / "one.txt").read_text() == "one\nconf a\n"
     assert (area / "results" / "one-dir" / "x.txt").read_text() == "one\n"
-    assert StageOutDue.select().count() == 0
+    assert ctx.db.execute_sql("SELECT count(*) FROM stage_out_due").fetchone() == (0,)
     again = stage_out_finished(ctx, ensure_default_site(ctx))
     assert (again.copied, again.failed) == (0, 0)  # exactly once
     assert (job["state"], job["status"]) == ("COMPLETED", "PASS")
@@ -88,7 +87,9 @@ def test_missing_stage_in_file_fails_only_that_job(area: Path, data: Path) -> No
     run_ok(area, "job", "create", "--app", "sim", "-p", "case=missing")
     run_ok(area, "job", "create", "--app", "sim", "-p", "case=one")
     run_ok(area, "job", "create", "--app", "echo", "--count", "3")
-    megarun_process(area, "launch", "--site", "local", "--json")
+    launched = megarun_process(area, "launch", "--site", "local", "--json")
+    assert launched.returncode == 1, launched.stderr  # a job failed for good
+    assert json.loads(launched.stdout)["by_status"] == {"PASS": 4, "FAIL": 1}
     rows = {row["id"]: row for row in json.loads(run_ok(area, "job", "ls", "--json"))}
     expected = f"stage-in failed: {area / 'data' / 'missing.dat'}: no such file"
     assert (rows[1]["state"], rows[1]["status"], rows[1]["message"]) == (

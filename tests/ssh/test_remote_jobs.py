@@ -363,15 +363,20 @@ def test_job_kill_reaches_a_remote_job(remote_area: Path, home: Path, tmp_path: 
     wait_for(running, "the job to run")
     killed = json.loads(ok(remote_area, home, "job", "kill", "1", "--json").stdout)
     assert killed["requested"] == [1] and "undelivered" not in killed
-    # The kill request is on the site at once, before any further sync cycle.
-    assert (tmp_path / "remote-work" / "spool" / "control" / "kill" / "1").exists()
+    # The kill request reached the site at once: the job's process ends with no sync cycle.
+    wait_for(lambda: not pids_of_sleepers(tmp_path / "remote-work" / "jobs"),
+             "the remote job process to end", limit=15)
 
     def ended() -> bool:
         sync_cycle(remote_area, home)
         return db_rows(remote_area, "SELECT state FROM job") == [("KILLED",)]
 
-    wait_for(ended, "the job to be killed", limit=30)
-    assert not pids_of_sleepers(tmp_path / "remote-work" / "jobs")
+    wait_for(ended, "the job to be recorded KILLED", limit=30)
+    # The request is forgotten on both sides once the job ended: it cannot hit a later attempt.
+    sync_cycle(remote_area, home)
+    mirror = remote_area / ".megarun" / "sites" / "remote" / "spool"
+    assert not list((mirror / "control" / "kill").iterdir())
+    assert not list((tmp_path / "remote-work" / "spool" / "control" / "kill").iterdir())
 
 
 def test_ctrl_c_in_launch_kills_remote_jobs_and_takes_work_back(remote_area: Path, home: Path,
