@@ -171,14 +171,20 @@ def resolve_params(app: AppSpec, given: dict[str, str]) -> dict[str, Any]:
 
 def render_command(command: str, params: dict[str, Any]) -> str:
     """Render a command template with every interpolated value shell-quoted."""
+    return _render(_environment(), command, params, "command template")
+
+
+def _render(environment: jinja2.Environment, template: str, params: dict[str, Any],
+            label: str) -> str:
+    """Render `template`; a template error is a one-line UsageError starting with `label`."""
     import jinja2
 
     try:
-        return _environment().from_string(command).render(**params)
+        return environment.from_string(template).render(**params)
     except jinja2.UndefinedError as exc:
-        raise UsageError(f"command template: {exc.message}") from exc
+        raise UsageError(f"{label}: {exc.message}") from exc
     except jinja2.TemplateError as exc:
-        raise UsageError(f"command template: {exc}") from exc
+        raise UsageError(f"{label}: {exc}") from exc
 
 
 # -- stage-in and stage-out ------------------------------------------------------------------
@@ -243,14 +249,7 @@ def staging_variables(items: list[dict[str, str]]) -> set[str]:
 
 def render_path(template: str, params: dict[str, Any]) -> str:
     """Render a staging path template plainly (no shell quoting), undefined names refused."""
-    import jinja2
-
-    try:
-        return _path_environment().from_string(template).render(**params)
-    except jinja2.UndefinedError as exc:
-        raise UsageError(f"path template {template!r}: {exc.message}") from exc
-    except jinja2.TemplateError as exc:
-        raise UsageError(f"path template {template!r}: {exc}") from exc
+    return _render(_path_environment(), template, params, f"path template {template!r}")
 
 
 @lru_cache(maxsize=1)

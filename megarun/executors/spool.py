@@ -121,7 +121,7 @@ class LocalSpool:
                 os.rename(path, target)
             except FileNotFoundError:
                 continue  # an agent claimed it first
-            taken.extend(_bundle_keys(target))
+            taken.extend(bundle_keys(target))
             target.unlink()
         return taken
 
@@ -130,13 +130,13 @@ class LocalSpool:
         keys: set[tuple[int, int]] = set()
         for path in itertools.chain(self.queue.glob("[!.]*.jsonl"),
                                     self.claimed.glob("*/[!.]*.jsonl")):
-            keys.update(_bundle_keys(path))
+            keys.update(bundle_keys(path))
         return keys
 
     def claimed_jobs(self, agent_id: str) -> list[tuple[int, int]]:
         keys: list[tuple[int, int]] = []
         for path in (self.claimed / agent_id).glob("[!.]*.jsonl"):
-            keys.extend(_bundle_keys(path))
+            keys.extend(bundle_keys(path))
         return keys
 
     def drop_claimed(self, agent_id: str) -> None:
@@ -193,14 +193,19 @@ class LocalSpool:
         return f"{self.workdir}/jobs/{job_id // 1000:06d}/{job_id}"
 
 
-def _bundle_keys(path: Path) -> list[tuple[int, int]]:
+def bundle_keys_in(text: str) -> list[tuple[int, int]]:
+    """(job, attempt) of every spec in a bundle's text."""
     keys: list[tuple[int, int]] = []
+    for line in text.splitlines():
+        if line.strip():
+            spec = json.loads(line)
+            keys.append((int(spec["id"]), int(spec.get("attempt", 0))))
+    return keys
+
+
+def bundle_keys(path: Path) -> list[tuple[int, int]]:
+    """(job, attempt) of every spec in a bundle file; none when the file is gone."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    spec = json.loads(line)
-                    keys.append((int(spec["id"]), int(spec.get("attempt", 0))))
+        return bundle_keys_in(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return []  # claimed or taken back meanwhile: those jobs are somebody else's now
-    return keys

@@ -522,7 +522,7 @@ def job_logs(ctx: Context, job_id: int) -> list[tuple[str, str]]:
     if site is not None and site.is_remote:
         from megarun.services.remote import read_remote_logs
 
-        _, files = read_remote_logs(site, str(job["workdir"]))
+        files = read_remote_logs(site, str(job["workdir"]))
     else:
         folder = Path(job["workdir"])
         paths = sorted(folder.glob("*.out")) + sorted(folder.glob("*.err"))

@@ -47,27 +47,26 @@ for pattern in ("*.out", "*.err"):
             handle.seek(max(0, size - limit))
             logs.append([os.path.basename(path), size > limit,
                          handle.read().decode("utf-8", "replace")])
-print(json.dumps({"exists": os.path.isdir(folder), "logs": logs}))
+print(json.dumps(logs))
 """
 
 #: `job logs` of a remote job brings back at most this much of each log (its end).
 LOG_TAIL_BYTES = 8 << 20
 
 
-def read_remote_logs(site: SiteInfo, folder: str) -> tuple[bool, list[tuple[str, str]]]:
-    """(job dir exists, [(file name, text)]) of a job dir on an SSH site, in one round trip."""
+def read_remote_logs(site: SiteInfo, folder: str) -> list[tuple[str, str]]:
+    """[(file name, text)] of the step logs in a job dir on an SSH site, in one round trip."""
     result = site_executor(site).run([site.python, "-c", _READ_LOGS, folder,
                                       str(LOG_TAIL_BYTES)], timeout=60)
     if result.code != 0:
         lines = result.stderr_text.strip().splitlines()
         raise EnvironmentProblem(f"site {site.name!r}: cannot read {folder}: "
                                  f"{lines[-1] if lines else f'exit code {result.code}'}")
-    answer = json.loads(result.stdout_text)
     logs = []
-    for name, cut, text in answer["logs"]:
+    for name, cut, text in json.loads(result.stdout_text):
         prefix = f"[... only the last {LOG_TAIL_BYTES >> 20} MiB of {name} ...]\n" if cut else ""
         logs.append((str(name), prefix + str(text)))
-    return bool(answer["exists"]), logs
+    return logs
 
 
 # Runs on the site: remove job run paths, only those under the given root.

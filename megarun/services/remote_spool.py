@@ -29,7 +29,7 @@ from filelock import FileLock
 
 from megarun.errors import EnvironmentProblem
 from megarun.executors.base import CommandResult, Executor
-from megarun.executors.spool import LocalSpool, write_private
+from megarun.executors.spool import LocalSpool, bundle_keys, bundle_keys_in, write_private
 from megarun.services.remote import agent_path, install_agent, site_executor
 from megarun.services.sites import SiteInfo
 
@@ -48,9 +48,6 @@ class ExchangeResult:
     event_bytes: int = 0
     started_agent: str | None = None
     taken_back: list[tuple[int, int]] = field(default_factory=list)
-    disk_free: int = 0
-    remote_host: str = ""
-    skew: float = 0.0  # site clock minus this host's clock, seconds
 
 
 @dataclass(frozen=True)
@@ -110,7 +107,7 @@ class RemoteSpool(LocalSpool):
     def bundled_jobs(self) -> set[tuple[int, int]]:
         keys = super().bundled_jobs()
         for path in self.sent.glob("[!.]*.jsonl"):
-            keys.update(_keys_of(path))
+            keys.update(bundle_keys(path))
         return keys
 
     def drop_claimed(self, agent_id: str) -> None:
@@ -168,11 +165,9 @@ class RemoteSpool(LocalSpool):
     def _apply(self, answer: dict[str, Any], outbox: list[Path],
                drops: list[str]) -> ExchangeResult:
         now = time.time()
-        skew = float(answer.get("time", now)) - now
+        skew = float(answer.get("time", now)) - now  # the site's clock minus this host's
         result = ExchangeResult(sent_bundles=len(outbox),
-                                started_agent=answer.get("started_agent"),
-                                disk_free=int(answer.get("disk_free", 0)),
-                                remote_host=str(answer.get("host", "")), skew=skew)
+                                started_agent=answer.get("started_agent"))
         for path in outbox:
             os.replace(path, self.sent / path.name)
         for agent, chunk in (answer.get("events") or {}).items():
@@ -182,7 +177,7 @@ class RemoteSpool(LocalSpool):
             self._write_heartbeat(beat, skew)
         taken = {str(b["name"]): str(b["data"]) for b in answer.get("taken_back") or []}
         for name, text in taken.items():
-            result.taken_back.extend(_keys_in(text))
+            result.taken_back.extend(bundle_keys_in(text))
             (self.sent / name).unlink(missing_ok=True)
         self._match_listings(set(answer.get("queue") or []), answer.get("claimed") or {})
         for name in drops:
@@ -278,19 +273,3 @@ def _complete_size(path: Path, trim: bool = False) -> int:
         with open(path, "r+b") as handle:
             handle.truncate(end)
     return end
-
-
-def _keys_in(text: str) -> list[tuple[int, int]]:
-    keys = []
-    for line in text.splitlines():
-        if line.strip():
-            spec = json.loads(line)
-            keys.append((int(spec["id"]), int(spec.get("attempt", 0))))
-    return keys
-
-
-def _keys_of(path: Path) -> list[tuple[int, int]]:
-    try:
-        return _keys_in(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return []

@@ -26,7 +26,7 @@ from megarun.errors import NotFoundError, UsageError
 from megarun.services.context import Context
 from megarun.services.jobs import kill_jobs, next_job_id, remove_jobs, reset_jobs
 from megarun.services.lifecycle import apply_chain
-from megarun.services.sites import SiteInfo, site_id
+from megarun.services.sites import SiteInfo, get_site, site_id
 from megarun.suites.definition import TestDef, load_tests
 from megarun.suites.expand import ItemJob, Plan, expand, select_tests
 from megarun.suites.targets import parse_target, pattern_matches, target_variables
@@ -399,10 +399,9 @@ def clean_paths(ctx: Context, job_ids: list[int]) -> int:
                 continue  # never delete outside the run root
             shutil.rmtree(path)
             removed += 1
-    for sid, paths in remote.items():
+    if remote:
         from megarun.services.remote import remove_remote_run_paths
-        from megarun.services.sites import get_site
-
+    for sid, paths in remote.items():
         site = get_site(ctx, remote_sites[sid])
         removed += remove_remote_run_paths(site, f"{site.workdir}/runs", paths)
     return removed

@@ -25,6 +25,7 @@ from megarun.services.agents import clear_finished_kills, live_agents, settle_go
 from megarun.services.context import Context
 from megarun.services.gates import LaunchGates
 from megarun.services.ingest import ingest_site_events
+from megarun.services.launcher import agent_args, dispatch_round, launcher_lock, open_counts
 from megarun.services.matching import match_jobs
 from megarun.services.remote_spool import AgentLaunch, RemoteSpool
 from megarun.services.runs import run_root
@@ -82,13 +83,6 @@ def _take_in(ctx: Context, site: SiteInfo, sid: int, spool: LocalSpool,
 def _sync_remote(ctx: Context, site: SiteInfo, spool: RemoteSpool, result: SiteSync,
                  dispatch: bool) -> None:
     """Exchange, ingest, settle; then dispatch and start an agent unless a launcher does."""
-    from megarun.services.launcher import (
-        agent_args,
-        dispatch_round,
-        launcher_lock,
-        open_counts,
-    )
-
     sid = site_id(ctx, site.name)
     if not _site_has_work(ctx, sid, spool):
         return  # nothing open there and nothing to deliver: no connection at all

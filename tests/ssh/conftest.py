@@ -67,6 +67,14 @@ def sshd_netns(request: pytest.FixtureRequest, sshd: SshServer,
 
 
 @pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An empty HOME: the CLI reads no ~/.ssh of the machine's."""
+    folder = tmp_path / "home"
+    (folder / ".ssh").mkdir(parents=True, mode=0o700)
+    return folder
+
+
+@pytest.fixture
 def known_hosts(sshd: SshServer, tmp_path: Path) -> Path:
     path = tmp_path / "known_hosts"
     path.write_text(sshd.known_hosts_line)

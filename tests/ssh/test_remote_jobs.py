@@ -22,22 +22,25 @@ from tests.sshd import SshServer
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
-    folder = tmp_path / "home"
-    (folder / ".ssh").mkdir(parents=True, mode=0o700)
-    return folder
-
-
-@pytest.fixture
 def remote_area(tmp_path: Path, sshd: SshServer, home: Path, known_hosts: Path) -> Path:
     """An area with an SSH site `remote` on the loopback sshd and an `echo` app."""
-    root = tmp_path / "area"
-    init_area(root, keys=["os"])
-    ok(root, home, "site", "add", "remote", "--preset", "local", "--host", sshd.spec,
-       "--workdir", str(tmp_path / "remote-work"), "--identity", str(sshd.client_key.path),
-       "--known-hosts", str(known_hosts))
+    root = new_area(tmp_path)
+    add_ssh_site(root, home, "remote", sshd, tmp_path / "remote-work", known_hosts)
     ok(root, home, "app", "add", "echo", "--command", "echo out {{ msg }}; echo err {{ msg }} >&2")
     return root
+
+
+def new_area(tmp_path: Path) -> Path:
+    root = tmp_path / "area"
+    init_area(root, keys=["os"])
+    return root
+
+
+def add_ssh_site(area: Path, home: Path, name: str, server: SshServer, workdir: Path,
+                 known_hosts: Path | None, *extra: str) -> None:
+    known = ("--known-hosts", str(known_hosts)) if known_hosts else ()
+    ok(area, home, "site", "add", name, "--preset", "local", "--host", server.spec,
+       "--workdir", str(workdir), "--identity", str(server.client_key.path), *known, *extra)
 
 
 def cli(area: Path, home: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -112,13 +115,10 @@ def test_nothing_of_the_site_is_read_locally(remote_area: Path, home: Path,
 
 
 def test_jobs_run_on_a_second_host(tmp_path: Path, sshd_netns: SshServer, home: Path) -> None:
-    root = tmp_path / "area"
-    init_area(root, keys=["os"])
+    root = new_area(tmp_path)
     known = tmp_path / "known_node2"
     known.write_text(sshd_netns.known_hosts_line)
-    ok(root, home, "site", "add", "node2", "--preset", "local", "--host", sshd_netns.spec,
-       "--workdir", str(tmp_path / "node2-work"), "--identity", str(sshd_netns.client_key.path),
-       "--known-hosts", str(known))
+    add_ssh_site(root, home, "node2", sshd_netns, tmp_path / "node2-work", known)
     ok(root, home, "app", "add", "where", "--command", "hostname > where.txt")
     ok(root, home, "job", "create", "--app", "where", "--site", "node2", "--count", "4")
     summary = json.loads(ok(root, home, "launch", "--site", "node2", "--json").stdout)
@@ -130,10 +130,8 @@ def test_jobs_run_on_a_second_host(tmp_path: Path, sshd_netns: SshServer, home: 
 
 def test_unknown_host_key_refuses_launch_and_loses_nothing(tmp_path: Path, sshd: SshServer,
                                                            home: Path) -> None:
-    root = tmp_path / "area"
-    init_area(root, keys=["os"])
-    ok(root, home, "site", "add", "remote", "--preset", "local", "--host", sshd.spec,
-       "--workdir", str(tmp_path / "w"), "--identity", str(sshd.client_key.path))
+    root = new_area(tmp_path)
+    add_ssh_site(root, home, "remote", sshd, tmp_path / "w", None)
     ok(root, home, "app", "add", "noop", "--command", "true")
     ok(root, home, "job", "create", "--app", "noop", "--site", "remote", "--count", "2")
     refused = cli(root, home, "launch", "--site", "remote")
@@ -275,13 +273,10 @@ def test_sshd_stopped_between_cycles_then_recovery(tmp_path: Path, sshd: SshServ
     server = SshServer(tmp_path / "own-sshd", sshd.client_key)
     server.start()
     try:
-        root = tmp_path / "area"
-        init_area(root, keys=["os"])
+        root = new_area(tmp_path)
         known = tmp_path / "known"
         known.write_text(server.known_hosts_line)
-        ok(root, home, "site", "add", "remote", "--preset", "local", "--host", server.spec,
-           "--workdir", str(tmp_path / "w"), "--identity", str(server.client_key.path),
-           "--known-hosts", str(known))
+        add_ssh_site(root, home, "remote", server, tmp_path / "w", known)
         ok(root, home, "app", "add", "nap", "--command", "sleep 2; echo done")
         ok(root, home, "job", "create", "--app", "nap", "--site", "remote", "--count", "5")
         first = sync_cycle(root, home)
@@ -309,11 +304,8 @@ def test_the_remote_agent_runs_under_the_oldest_python(tmp_path: Path, sshd: Ssh
     oldest = find_oldest_python()
     if oldest is None:
         pytest.skip(f"REMOTE AGENT ON PYTHON {OLDEST} NOT TESTED: no python{OLDEST} here")
-    root = tmp_path / "area"
-    init_area(root, keys=["os"])
-    ok(root, home, "site", "add", "old", "--preset", "local", "--host", sshd.spec,
-       "--workdir", str(tmp_path / "w"), "--identity", str(sshd.client_key.path),
-       "--known-hosts", str(known_hosts), "--python", oldest)
+    root = new_area(tmp_path)
+    add_ssh_site(root, home, "old", sshd, tmp_path / "w", known_hosts, "--python", oldest)
     ok(root, home, "app", "add", "ver", "--command", "python3 -c 'print(1)'; echo {{ n }}")
     ok(root, home, "job", "create", "--app", "ver", "-p", "n=7", "--site", "old", "--count", "3")
     summary = json.loads(ok(root, home, "launch", "--site", "old", "--json").stdout)
@@ -334,9 +326,7 @@ def test_a_suite_runs_on_the_ssh_site_and_cleans_there(tmp_path: Path, sshd: Ssh
     suite = tmp_path / "suite"
     shutil.copytree(REPO / "examples" / "regression", suite)
     work = tmp_path / "remote-work"
-    ok(suite, home, "site", "add", "remote", "--preset", "local", "--host", sshd.spec,
-       "--workdir", str(work), "--identity", str(sshd.client_key.path),
-       "--known-hosts", str(known_hosts))
+    add_ssh_site(suite, home, "remote", sshd, work, known_hosts)
     run = ("--target", "linux/x86_64", "--runname", "nightly")
     first = cli(suite, home, "run", *run, "--site", "remote", "--json", timeout=300)
     assert first.returncode == 0, first.stderr

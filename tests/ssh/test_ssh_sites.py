@@ -14,14 +14,6 @@ from tests.sshd import SshServer
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
-    """An empty HOME: the CLI reads no ~/.ssh of the machine's."""
-    folder = tmp_path / "home"
-    (folder / ".ssh").mkdir(parents=True, mode=0o700)
-    return folder
-
-
-@pytest.fixture
 def site_area(tmp_path: Path) -> Path:
     root = tmp_path / "area"
     init_area(root, keys=["os"])
