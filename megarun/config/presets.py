@@ -1,7 +1,14 @@
-"""Site presets: one TOML per kind of site in site-presets/, validated on load."""
+"""Site presets: one TOML per kind of site in site-presets/, validated on load.
+
+A preset names the scheduler and MPI launcher of a machine, the shape of its nodes, its queues
+with their limits, the account and queue defaults the `site init` wizard offers, and template
+extras (directives for the scheduler's own table, a shell preamble, environment variables).
+A site's settings are a preset with `--set` overrides applied, checked by the same rules.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,12 +19,36 @@ from megarun.errors import ConfigError, NotFoundError
 from megarun.resources import data_dir
 
 SCHEDULERS = ("local", "slurm", "pbs", "lsf", "cobalt")
+MPI_LAUNCHERS = ("none", "srun", "mpiexec", "mpirun", "aprun", "jsrun")
+MODES = ("pilot", "direct")
 _PRESET_KEYS = {
-    "description", "scheduler", "mpi_launcher", "node", "queues", "account", "workdir",
-    "python", "template", "capabilities", "ssh", "detected",
+    "description", "scheduler", "mpi_launcher", "mpi_args", "node", "queues", "account",
+    "account_required", "default_queue", "mode", "host", "workdir", "python", "template",
+    "capabilities", "ssh", "detected", *SCHEDULERS,
 }
 _SSH_KEYS = {"identity", "jump", "known_hosts"}
 _NODE_KEYS = {"cpus", "gpus", "max_jobs"}
+_QUEUE_KEYS = {"min_nodes", "max_nodes", "max_walltime", "description"}
+_TEMPLATE_KEYS = {"preamble", "env"}
+_QUEUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Preset names the `site init` wizard lists first, in this order; the rest follow sorted.
+FIRST_PRESETS = ("local",)
+
+
+@dataclass(frozen=True)
+class Queue:
+    """One queue (partition, QOS) of a preset, with its limits."""
+
+    name: str
+    max_nodes: int
+    max_walltime: int  # minutes
+    min_nodes: int = 1
+    description: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "min_nodes": self.min_nodes, "max_nodes": self.max_nodes,
+                "max_walltime": self.max_walltime, "description": self.description}
 
 
 @dataclass(frozen=True)
@@ -32,14 +63,46 @@ class Preset:
     def scheduler(self) -> str:
         return str(self.settings["scheduler"])
 
+    @property
+    def queues(self) -> list[Queue]:
+        """The preset's queues, in the order the file lists them."""
+        return [_queue(name, table) for name, table in self.settings.get("queues", {}).items()]
+
+    @property
+    def default_queue(self) -> str:
+        return str(self.settings.get("default_queue", ""))
+
+    @property
+    def account(self) -> str:
+        return str(self.settings.get("account", ""))
+
+    @property
+    def account_required(self) -> bool:
+        return bool(self.settings.get("account_required", False))
+
+    @property
+    def host(self) -> str:
+        return str(self.settings.get("host", ""))
+
+    @property
+    def workdir(self) -> str:
+        return str(self.settings.get("workdir", ""))
+
+
+def _queue(name: str, table: dict[str, Any]) -> Queue:
+    return Queue(name, int(table["max_nodes"]), int(table["max_walltime"]),
+                 int(table.get("min_nodes", 1)), str(table.get("description", "")))
+
 
 def presets_dir() -> Path:
     return data_dir("site-presets")
 
 
 def preset_names() -> list[str]:
-    """Every preset shipped with this installation, sorted."""
-    return sorted(path.stem for path in presets_dir().glob("*.toml"))
+    """Every preset shipped with this installation: `local` first, then the rest sorted."""
+    names = sorted(path.stem for path in presets_dir().glob("*.toml"))
+    first = [name for name in FIRST_PRESETS if name in names]
+    return first + [name for name in names if name not in first]
 
 
 def load_preset(name: str) -> Preset:
@@ -52,29 +115,118 @@ def load_preset(name: str) -> Preset:
 
 
 def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
-    """Check a preset's keys and types."""
+    """Check a preset's (or a site's settings') keys, types and cross-references."""
     check_keys(data, _PRESET_KEYS, origin)
-    scheduler = expect_type(data.get("scheduler", "local"), str, origin, "scheduler")
-    if scheduler not in SCHEDULERS:
-        raise ConfigError(
-            f"{origin}: unknown scheduler {scheduler!r}; valid schedulers: {', '.join(SCHEDULERS)}"
-        )
-    node = expect_type(data.get("node", {}), dict, origin, "node")
-    check_keys(node, _NODE_KEYS, origin, "node")
-    for key in _NODE_KEYS & node.keys():
-        if expect_type(node[key], int, origin, f"node.{key}") < 0:
-            raise ConfigError(f"{origin}: key 'node.{key}' must not be negative")
-    ssh = expect_type(data.get("ssh", {}), dict, origin, "ssh")
-    check_keys(ssh, _SSH_KEYS, origin, "ssh")
-    for key, value in ssh.items():
-        expect_type(value, str, origin, f"ssh.{key}")
-    expect_type(data.get("python", "python3"), str, origin, "python")
+    scheduler = _choice(data.get("scheduler", "local"), SCHEDULERS, origin, "scheduler")
+    _choice(data.get("mpi_launcher", "none"), MPI_LAUNCHERS, origin, "mpi_launcher")
+    _choice(data.get("mode", "pilot"), MODES, origin, "mode")
+    _check_strings(data.get("mpi_args", []), origin, "mpi_args")
+    for key in ("python", "description", "account", "workdir", "host", "default_queue"):
+        expect_type(data.get(key, ""), str, origin, key)
+    expect_type(data.get("account_required", False), bool, origin, "account_required")
+    node = _validate_node(data.get("node", {}), origin)
+    _validate_ssh(data.get("ssh", {}), origin)
+    queues = _validate_queues(data.get("queues", {}), origin)
+    _check_default_queue(data.get("default_queue", ""), queues, origin)
+    _validate_template(data.get("template", {}), origin)
+    _validate_extras(scheduler, data, origin)
     validate_capabilities(data.get("capabilities", {}), origin)
     settings = dict(data)
     settings["scheduler"] = scheduler
     settings["node"] = {"cpus": 0, "gpus": 0, "max_jobs": 0, **node}
-    description = expect_type(data.get("description", ""), str, origin, "description")
+    description = str(data.get("description", ""))
     return Preset(name, description, settings)
+
+
+def _choice(value: Any, valid: tuple[str, ...], origin: str, key: str) -> str:
+    text = expect_type(value, str, origin, key)
+    if text not in valid:
+        raise ConfigError(f"{origin}: unknown {key} {text!r}; valid: {', '.join(valid)}")
+    return str(text)
+
+
+def _check_strings(value: Any, origin: str, key: str) -> list[str]:
+    """A list of one-line strings (launcher arguments, preamble lines)."""
+    for index, item in enumerate(expect_type(value, list, origin, key)):
+        expect_type(item, str, origin, f"{key}[{index}]")
+        if "\n" in item or "\0" in item:
+            raise ConfigError(f"{origin}: {key}[{index}] may not hold a newline or NUL")
+    return list(value)
+
+
+def _validate_node(table: Any, origin: str) -> dict[str, Any]:
+    node = expect_type(table, dict, origin, "node")
+    check_keys(node, _NODE_KEYS, origin, "node")
+    for key in _NODE_KEYS & node.keys():
+        if expect_type(node[key], int, origin, f"node.{key}") < 0:
+            raise ConfigError(f"{origin}: key 'node.{key}' must not be negative")
+    return dict(node)
+
+
+def _validate_ssh(table: Any, origin: str) -> None:
+    ssh = expect_type(table, dict, origin, "ssh")
+    check_keys(ssh, _SSH_KEYS, origin, "ssh")
+    for key, value in ssh.items():
+        expect_type(value, str, origin, f"ssh.{key}")
+
+
+def _validate_queues(table: Any, origin: str) -> list[Queue]:
+    """[queues.NAME] tables: max_nodes and max_walltime (minutes) required, positive."""
+    queues = expect_type(table, dict, origin, "queues")
+    found = []
+    for name, limits in queues.items():
+        where = f"queues.{name}"
+        if not _QUEUE_RE.match(name):
+            raise ConfigError(f"{origin}: queue name {name!r} must be up to 64 letters, digits, "
+                              "'_', '.', '@' or '-'")
+        expect_type(limits, dict, origin, where)
+        check_keys(limits, _QUEUE_KEYS, origin, where)
+        for key in ("max_nodes", "max_walltime"):
+            if key not in limits:
+                raise ConfigError(f"{origin}: [{where}] needs {key}")
+        for key in ("min_nodes", "max_nodes", "max_walltime"):
+            if expect_type(limits.get(key, 1), int, origin, f"{where}.{key}") < 1:
+                raise ConfigError(f"{origin}: key '{where}.{key}' must be at least 1")
+        expect_type(limits.get("description", ""), str, origin, f"{where}.description")
+        queue = _queue(name, limits)
+        if queue.min_nodes > queue.max_nodes:
+            raise ConfigError(f"{origin}: [{where}] min_nodes {queue.min_nodes} is more than "
+                              f"max_nodes {queue.max_nodes}")
+        found.append(queue)
+    return found
+
+
+def _check_default_queue(default: str, queues: list[Queue], origin: str) -> None:
+    names = [queue.name for queue in queues]
+    if default and names and default not in names:
+        raise ConfigError(f"{origin}: default_queue {default!r} is not one of the queues: "
+                          f"{', '.join(names)}")
+
+
+def _validate_template(table: Any, origin: str) -> None:
+    """[template]: preamble = shell lines run before the agent; env = NAME = "value"."""
+    template = expect_type(table, dict, origin, "template")
+    check_keys(template, _TEMPLATE_KEYS, origin, "template")
+    _check_strings(template.get("preamble", []), origin, "template.preamble")
+    env = expect_type(template.get("env", {}), dict, origin, "template.env")
+    for key, value in env.items():
+        if not _ENV_RE.match(key):
+            raise ConfigError(f"{origin}: [template.env] {key!r} is not an environment "
+                              "variable name")
+        expect_type(value, str, origin, f"template.env.{key}")
+
+
+def _validate_extras(scheduler: str, data: dict[str, Any], origin: str) -> None:
+    """Only the table named like the scheduler may hold extra directives."""
+    for other in SCHEDULERS:
+        if other != scheduler and other in data:
+            raise ConfigError(f"{origin}: a [{other}] table on a {scheduler} site; extra "
+                              f"directives go in [{scheduler}]")
+    extras = expect_type(data.get(scheduler, {}), dict, origin, scheduler)
+    # TODO(integrator): call megarun.schedulers.check_extras(scheduler, extras, origin) here
+    # once part A's megarun/schedulers exists (refuses skip-listed keys and unsafe values).
+    for key, value in extras.items():
+        check_scalar(value, origin, f"{scheduler}.{key}")
 
 
 def validate_capabilities(table: Any, origin: str) -> dict[str, Any]:
