@@ -4,7 +4,7 @@ The home host runs `python3 megarun-agent.pyz exchange` on the site with a JSON 
 stdin; this module applies it to the site's spool and answers with one JSON object on stdout:
 
 request:  {"workdir": W, "publish": [{"name", "data"}], "kill": [job ids], "stop": {name: mode},
-           "offsets": {agent: byte offset}, "read_limit": bytes, "take_back": bool,
+           "offsets": {agent: byte offset}, "read_limit": bytes, "take_back": bool or [pool],
            "drop_claimed": [agent ids], "start_agent": null or {"args": [...]}}
 answer:   {"version", "host", "time", "events": {agent: {"offset", "data"}},
            "heartbeats": [beat + "process": bool or null], "queue": [bundle names],
@@ -174,10 +174,18 @@ def heartbeats(spool: SiteSpool) -> List[Dict[str, Any]]:
     return beats
 
 
-def take_back(spool: SiteSpool) -> List[Dict[str, str]]:
-    """Take every queued bundle away from the agents (rename to a hidden name first)."""
+def pool_of(name: str) -> str:
+    """The pool of a bundle name ("bj7~123.jsonl" -> "bj7"); "" for the shared queue."""
+    return name.split("~", 1)[0] if "~" in name else ""
+
+
+def take_back(spool: SiteSpool, pools: Optional[List[str]] = None) -> List[Dict[str, str]]:
+    """Take queued bundles (of `pools` only, when given) away from the agents (rename to a
+    hidden name first)."""
     taken = []
     for name in _listing(spool.queue):
+        if pools is not None and pool_of(name) not in pools:
+            continue
         hidden = os.path.join(spool.queue, ".taken-" + name)
         try:
             os.rename(os.path.join(spool.queue, name), hidden)
@@ -238,7 +246,9 @@ def exchange(request: Dict[str, Any]) -> Dict[str, Any]:
     spool.ensure()
     published = publish(spool, request.get("publish") or [])
     match_controls(spool, request.get("kill") or [], request.get("stop") or {})
-    taken = take_back(spool) if request.get("take_back") else []
+    wanted = request.get("take_back")
+    pools = [str(p) for p in wanted] if isinstance(wanted, list) else None
+    taken = take_back(spool, pools) if wanted else []
     drop_claimed(spool, request.get("drop_claimed") or [])
     beats = heartbeats(spool)
     started: Optional[str] = None

@@ -10,7 +10,16 @@ import typer
 from peewee import OperationalError
 
 from megarun import __version__
-from megarun.cli import app_cmd, area_cmd, job_cmd, launch_cmd, run_cmd, site_cmd, sync_cmd
+from megarun.cli import (
+    app_cmd,
+    area_cmd,
+    job_cmd,
+    launch_cmd,
+    queue_cmd,
+    run_cmd,
+    site_cmd,
+    sync_cmd,
+)
 from megarun.db.connection import translate_operational_error
 from megarun.errors import MegarunError
 from megarun.services.context import Context
@@ -51,6 +60,7 @@ area_cmd.register(app)
 app.add_typer(site_cmd.app, name="site")
 app.add_typer(app_cmd.app, name="app")
 app.add_typer(job_cmd.app, name="job")
+app.add_typer(queue_cmd.app, name="queue")
 launch_cmd.register(app)
 run_cmd.register(app)
 sync_cmd.register(app)

@@ -31,6 +31,9 @@ def create(
     threads_per_rank: Annotated[int | None, typer.Option(
         help="Threads per rank (OMP_NUM_THREADS).", min=1)] = None,
     gpus_per_rank: Annotated[int | None, typer.Option(help="GPUs per rank.", min=0)] = None,
+    node_packing_count: Annotated[int | None, typer.Option(
+        help="At most this many such jobs share one node in a pilot (0: no limit but cpus "
+        "and gpus).", min=0)] = None,
     walltime: Annotated[float | None, typer.Option(
         help="Runtime limit in minutes (the job ends TIMEOUT past it).")] = None,
     after: Annotated[list[int] | None, typer.Option(
@@ -45,7 +48,8 @@ def create(
     defaults = JobRequest(app=app_name or "", params=parse_pairs(param, "-p"),
                           tags=parse_pairs(tag, "-t"), site=site, nodes=nodes,
                           ranks_per_node=ranks_per_node, threads_per_rank=threads_per_rank,
-                          gpus_per_rank=gpus_per_rank, walltime=walltime, after=after or [],
+                          gpus_per_rank=gpus_per_rank, node_packing_count=node_packing_count,
+                          walltime=walltime, after=after or [],
                           priority=priority, count=count)
     mctx = context(ctx)
     if from_file is not None:

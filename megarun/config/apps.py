@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 _APP_KEYS = {"name", "command", "description", "params", "env", "resources", "requirements",
              "retries", "stage_in", "stage_out"}
-RESOURCE_KEYS = {"nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank", "walltime"}
+RESOURCE_KEYS = {"nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank",
+                 "node_packing_count", "walltime"}
 
 
 @dataclass(frozen=True)

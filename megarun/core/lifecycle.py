@@ -130,6 +130,20 @@ def finish(job: JobSnapshot, reason: str, rc: int | None, message: str = "",
     return chain.retry_if_allowed()
 
 
+def give_back(job: JobSnapshot, message: str) -> Chain:
+    """A job an agent handed back unfinished (its allocation ended): READY again.
+
+    A run it had started does not count against its attempts; a pending kill ends it KILLED.
+    """
+    chain = Chain(job)
+    if job.state is JobState.KILLREQ:
+        return chain.to(JobState.KILLED, JobStatus.ABORT, message or "killed")
+    uncounted = job.runs - 1 if job.state is JobState.RUNNING and job.runs > 0 else job.runs
+    chain.to(JobState.READY, message=message)
+    chain.job = replace(chain.job, runs=uncounted)
+    return chain
+
+
 def mark_dead(job: JobSnapshot, message: str) -> Chain:
     """A started job whose agent vanished: DEAD, retried while attempts remain."""
     return Chain(job).to(JobState.DEAD, JobStatus.DEAD, message).retry_if_allowed()

@@ -41,10 +41,24 @@ def _staging(db: SqliteDatabase) -> None:
     db.create_tables([models.StageOutDue], safe=True)
 
 
+def _batch(db: SqliteDatabase) -> None:
+    """Batch jobs: scheduler state word, exit code, times and extra directives; job packing."""
+    have = _columns(db, "batch_job")
+    for column, kind in (("native", "VARCHAR(255) NOT NULL DEFAULT ''"),
+                         ("exit_code", "INTEGER"), ("submitted", "REAL"), ("started", "REAL"),
+                         ("extras", "TEXT NOT NULL DEFAULT '{}'")):
+        if column not in have:  # a database made by 0001 of this version has them already
+            db.execute_sql(f"ALTER TABLE batch_job ADD COLUMN {column} {kind}")
+    if "node_packing_count" not in _columns(db, "job"):
+        db.execute_sql("ALTER TABLE job ADD COLUMN node_packing_count INTEGER NOT NULL DEFAULT 0")
+    db.execute_sql("CREATE INDEX IF NOT EXISTS batch_job_state ON batch_job (site_id, state)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[SqliteDatabase], None]]] = [
     ("0001_initial", _initial),
     ("0002_suites", _suites),
     ("0003_staging", _staging),
+    ("0004_batch", _batch),
 ]
 
 

@@ -95,6 +95,8 @@ class RunTest(BaseModel):
 class BatchJob(BaseModel):
     """One scheduler allocation."""
 
+    id = AutoField()
+    site_id: int
     site = ForeignKeyField(Site, backref="batch_jobs", on_delete="CASCADE")
     scheduler_id = CharField(null=True)
     state = CharField(default="pending_submission")
@@ -107,6 +109,12 @@ class BatchJob(BaseModel):
     message = TextField(default="")
     created = FloatField()
     ended = FloatField(null=True)
+    # 0004_batch: the scheduler's own state word, the script's exit code, extra directives
+    native = CharField(default="", constraints=[SQL("DEFAULT ''")])
+    exit_code = IntegerField(null=True)
+    submitted = FloatField(null=True)
+    started = FloatField(null=True)
+    extras = TextField(default="{}", constraints=[SQL("DEFAULT '{}'")])
 
 
 class Job(BaseModel):
@@ -133,6 +141,8 @@ class Job(BaseModel):
     ranks_per_node = IntegerField(default=1)
     threads_per_rank = IntegerField(default=1)
     gpus_per_rank = IntegerField(default=0)
+    # how many such jobs may share one node (0: no limit but cpus and gpus); 0004_batch
+    node_packing_count = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
     walltime = FloatField(null=True)  # minutes
     priority = IntegerField(default=0)
     state = CharField()

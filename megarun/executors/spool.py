@@ -84,9 +84,15 @@ class LocalSpool:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     # -- bundles ----------------------------------------------------------------------------
-    def stage_bundle(self, specs: list[dict[str, Any]]) -> StagedBundle:
-        """Write job specs to a hidden file in queue/; `publish` makes agents see it."""
+    def stage_bundle(self, specs: list[dict[str, Any]], pool: str | None = None) -> StagedBundle:
+        """Write job specs to a hidden file in queue/; `publish` makes agents see it.
+
+        A bundle of a `pool` (a batch job's own queue, "bj<id>") is named "<pool>~...": only
+        the agent started with `--pool <pool>` claims it, and agents without a pool leave it.
+        """
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(_COUNTER):06d}.jsonl"
+        if pool:
+            name = f"{pool}~{name}"
         final = self.queue / name
         tmp = self.queue / f".{name}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -110,12 +116,15 @@ class LocalSpool:
             count += 1
         return count
 
-    def take_back_queue(self) -> list[tuple[int, int]]:
-        """Atomically take every unclaimed bundle away from agents; return its (job, attempt)s."""
+    def take_back_queue(self, pools: list[str] | None = None) -> list[tuple[int, int]]:
+        """Atomically take every unclaimed bundle (of `pools` only, "" naming the shared
+        queue) away from agents; return their (job, attempt)s."""
         home = self.claimed / "_home"
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         taken: list[tuple[int, int]] = []
         for path in sorted(self.queue.glob("[!.]*.jsonl")):
+            if pools is not None and pool_of(path.name) not in pools:
+                continue
             target = home / path.name
             try:
                 os.rename(path, target)
@@ -191,6 +200,11 @@ class LocalSpool:
     def job_dir(self, job_id: int) -> str:
         """Where a plain job runs: jobs/<thousands>/<id> (a string: it goes into job specs)."""
         return f"{self.workdir}/jobs/{job_id // 1000:06d}/{job_id}"
+
+
+def pool_of(name: str) -> str:
+    """The pool of a bundle name ("bj7~123.jsonl" -> "bj7"); "" for the shared queue."""
+    return name.split("~", 1)[0] if "~" in name else ""
 
 
 def bundle_keys_in(text: str) -> list[tuple[int, int]]:

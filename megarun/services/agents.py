@@ -83,13 +83,27 @@ def settle_gone_agents(db: SqliteDatabase, site_id: int, spool: LocalSpool,
     """
     beats = read_heartbeats(spool)
     now = time.time()
-    gone = [aid for aid, status in beats.items() if not status.alive(dead_after, now)]
+    ended = _ended_batch_jobs(db, {s.batch_job for s in beats.values() if s.batch_job})
+    gone = [aid for aid, status in beats.items()
+            if not status.alive(dead_after, now) or status.batch_job in ended]
     settled = []
     for agent_id in gone:
         with write_transaction(db):
             if _settle_agent(db, site_id, spool, agent_id, beats[agent_id]):
                 settled.append(agent_id)
     return settled
+
+
+def _ended_batch_jobs(db: SqliteDatabase, batch_ids: set[int]) -> set[int]:
+    """Of the batch jobs pilots report, those the scheduler has ended: their agents are gone
+    whatever their last heartbeat says."""
+    if not batch_ids:
+        return set()
+    ids = sorted(int(i) for i in batch_ids)
+    rows = db.execute_sql(
+        f"SELECT id FROM batch_job WHERE id IN ({','.join('?' * len(ids))}) "  # noqa: S608
+        "AND state IN ('finished', 'cancelled', 'submit_failed')", ids).fetchall()
+    return {batch_id for (batch_id,) in rows}
 
 
 def _settle_agent(db: SqliteDatabase, site_id: int, spool: LocalSpool, agent_id: str,
@@ -103,6 +117,8 @@ def _settle_agent(db: SqliteDatabase, site_id: int, spool: LocalSpool, agent_id:
     claimed = dict(spool.claimed_jobs(agent_id))
     rows.update({k: v for k, v in load_rows(db, claimed).items() if k not in rows})
     why = "agent exited" if status.state == "exited" else "agent died (heartbeat lost)"
+    if status.state != "exited" and status.batch_job is not None and status.alive(1e18):
+        why = f"agent's batch job {status.batch_job} ended"
     for job in rows.values():
         _settle_job(job.snapshot.state, job, claimed, why)
     settle_children(db, rows, ended_ids(rows.values()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,36 @@ from megarun.services.staging import (
 
 BUNDLE_SIZE = 2_000
 
+
+@dataclass(frozen=True)
+class PoolTarget:
+    """Where dispatched jobs go on a batch site: one batch job's pool of the spool queue.
+
+    `pool` None is the site's shared queue (pilots without tags take from it). `tags` keeps
+    only READY jobs carrying all of them; `job_ids` exactly those jobs (direct mode).
+    """
+
+    pool: str | None
+    batch_job: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    job_ids: tuple[int, ...] = ()
+
+    def where(self) -> tuple[str, list[Any]]:
+        """Extra SQL conditions (with their parameters) selecting this target's jobs."""
+        sql = ""
+        params: list[Any] = []
+        if self.job_ids:
+            sql += f"AND id IN ({','.join('?' * len(self.job_ids))}) "
+            params += list(self.job_ids)
+        for key, value in sorted(self.tags.items()):
+            sql += "AND id IN (SELECT job_id FROM job_tag WHERE key = ? AND value = ?) "
+            params += [key, value]
+        return sql, params
+
 _SELECT = (
     "SELECT id, command, env, nodes, ranks_per_node, threads_per_rank, gpus_per_rank, walltime, "
-    "workdir, steps, rules, jobgroup, app_id FROM job "
-    "WHERE site_id = ? AND state = 'READY' {run}{groups} ORDER BY priority DESC, id LIMIT ?"
+    "workdir, steps, rules, jobgroup, app_id, node_packing_count FROM job "
+    "WHERE site_id = ? AND state = 'READY' {run}{groups}{only} ORDER BY priority DESC, id LIMIT ?"
 )
 
 
@@ -47,8 +74,13 @@ def job_spec(values: tuple[Any, ...], attempt: int, workdir: str) -> dict[str, A
         "cpus": ranks * threads,
         "gpus": ranks * gpus_per_rank,
         "threads": threads,
+        "ranks_per_node": ranks,
+        "gpus_per_rank": gpus_per_rank,
         "timeout": walltime * 60.0 if walltime else None,
     }
+    packing = values[13] if len(values) > 13 else 0
+    if packing:
+        spec["packing"] = packing
     if rules:
         spec["rules"] = json.loads(rules)
     return spec
@@ -58,7 +90,8 @@ def dispatch_ready_jobs(db: SqliteDatabase, site_id: int, site: SiteInfo,
                         limit: int = BUNDLE_SIZE, run_id: int | None = None,
                         group_budget: dict[str, int] | None = None,
                         area_root: Path | None = None,
-                        ended: dict[str, int] | None = None) -> int:
+                        ended: dict[str, int] | None = None,
+                        target: PoolTarget | None = None) -> int:
     """Queue up to `limit` READY jobs of the site in one bundle; return how many.
 
     `group_budget` caps how many jobs of each named jobgroup may go (launch gates).
@@ -71,14 +104,15 @@ def dispatch_ready_jobs(db: SqliteDatabase, site_id: int, site: SiteInfo,
     their run dirs first, with no transaction open (megarun/services/staging.py). A job whose
     stage-in failed ends FAIL (retried while attempts remain); `ended` (status -> count), when
     given, counts those that ended for good. `area_root` anchors relative home-host paths
-    (default: the area of the database).
+    (default: the area of the database). `target` sends the jobs to one batch job's pool
+    (only its tagged jobs, or exactly the listed ones) instead of the site's shared queue.
     """
     if limit <= 0:
         return 0
     spool = site.spool()
     apps = staging_apps(db)
     with write_transaction(db):
-        selected = _select_ready(db, site_id, limit, run_id, group_budget or {})
+        selected = _select_ready(db, site_id, limit, run_id, group_budget or {}, target)
         if not selected:
             return 0
         later = [values for values in selected if _stages(apps, values, "in")]
@@ -86,13 +120,13 @@ def dispatch_ready_jobs(db: SqliteDatabase, site_id: int, site: SiteInfo,
         staged = None
         if now:
             rows = load_rows(db, [values[0] for values in now])
-            staged = _queue_into_bundle(db, spool, rows, now, apps)
+            staged = _queue_into_bundle(db, spool, rows, now, apps, target)
     if staged is not None:
         spool.publish(staged)
     if not later:
         return len(now)
     home = area_root or area_of(db)
-    return len(now) + _dispatch_after_stage_in(db, site, spool, later, apps, home, ended)
+    return len(now) + _dispatch_after_stage_in(db, site, spool, later, apps, home, ended, target)
 
 
 def _stages(apps: dict[int, AppStaging], values: tuple[Any, ...], direction: str) -> bool:
@@ -103,14 +137,19 @@ def _stages(apps: dict[int, AppStaging], values: tuple[Any, ...], direction: str
 
 
 def _queue_into_bundle(db: SqliteDatabase, spool: LocalSpool, rows: dict[int, JobRow],
-                       selected: list[tuple[Any, ...]],
-                       apps: dict[int, AppStaging]) -> StagedBundle | None:
+                       selected: list[tuple[Any, ...]], apps: dict[int, AppStaging],
+                       target: PoolTarget | None) -> StagedBundle | None:
     """Queue `selected` (their rows loaded in `rows`), stage their bundle, save every changed
     row of `rows` and record the stage-outs the new attempts owe; call inside a transaction."""
     specs = [_queue(rows[values[0]], values, spool) for values in selected]
-    staged = spool.stage_bundle(specs) if specs else None
+    pool = target.pool if target is not None else None
+    staged = spool.stage_bundle(specs, pool) if specs else None
     try:
         save_rows(db, rows.values())
+        if target is not None and target.batch_job is not None and specs:
+            ids = [values[0] for values in selected]
+            db.execute_sql(f"UPDATE job SET batch_job_id = ? WHERE id IN ({','.join('?' * len(ids))})",  # noqa: S608
+                           (target.batch_job, *ids))
         owe_stage_out(db, [rows[values[0]] for values in selected
                            if _stages(apps, values, "out")])
     except BaseException:
@@ -122,7 +161,8 @@ def _queue_into_bundle(db: SqliteDatabase, spool: LocalSpool, rows: dict[int, Jo
 
 def _dispatch_after_stage_in(db: SqliteDatabase, site: SiteInfo, spool: LocalSpool,
                              selected: list[tuple[Any, ...]], apps: dict[int, AppStaging],
-                             home: Path, ended: dict[str, int] | None) -> int:
+                             home: Path, ended: dict[str, int] | None,
+                             target: PoolTarget | None) -> int:
     """Stage in, then queue the jobs whose files arrived and fail the others."""
     workdirs = {values[0]: values[8] or spool.job_dir(values[0]) for values in selected}
     outcome = stage_in_ready(db, site, workdirs, apps, home)
@@ -138,7 +178,7 @@ def _dispatch_after_stage_in(db: SqliteDatabase, site: SiteInfo, spool: LocalSpo
             if reason is not None:
                 _fail_stage_in(rows[job_id], workdirs[job_id], reason, ended)
         settle_children(db, rows, ended_ids(rows.values()))
-        staged = _queue_into_bundle(db, spool, rows, staged_ok, apps)
+        staged = _queue_into_bundle(db, spool, rows, staged_ok, apps, target)
     if staged is not None:
         spool.publish(staged)
     return len(staged_ok)
@@ -160,7 +200,8 @@ def _fail_stage_in(row: JobRow, workdir: str, reason: str, ended: dict[str, int]
 
 
 def _select_ready(db: SqliteDatabase, site_id: int, limit: int, run_id: int | None,
-                  group_budget: dict[str, int]) -> list[tuple[Any, ...]]:
+                  group_budget: dict[str, int],
+                  target: PoolTarget | None = None) -> list[tuple[Any, ...]]:
     """READY jobs by priority; jobgroups with no budget left are skipped, others trimmed."""
     full = [group for group, left in group_budget.items() if left <= 0]
     params: list[Any] = [site_id]
@@ -171,7 +212,10 @@ def _select_ready(db: SqliteDatabase, site_id: int, limit: int, run_id: int | No
     if full:
         groups = f"AND (jobgroup IS NULL OR jobgroup NOT IN ({','.join('?' * len(full))})) "
         params += full
-    selected = db.execute_sql(_SELECT.format(run=run, groups=groups), (*params, limit)).fetchall()
+    only, only_params = target.where() if target is not None else ("", [])
+    params += only_params
+    sql = _SELECT.format(run=run, groups=groups, only=only)
+    selected = db.execute_sql(sql, (*params, limit)).fetchall()
     if not group_budget:
         return list(selected)
     left = dict(group_budget)

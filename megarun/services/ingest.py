@@ -15,7 +15,7 @@ from typing import Any
 
 from peewee import SqliteDatabase
 
-from megarun.core.lifecycle import Chain, finish
+from megarun.core.lifecycle import Chain, finish, give_back
 from megarun.core.states import JobState, JobStatus
 from megarun.db.connection import write_transaction
 from megarun.db.jobstore import JobRow, load_rows, save_rows
@@ -133,10 +133,12 @@ def _apply_event(row: JobRow, event: dict[str, Any], agent_id: str, result: Inge
         result.finished[row.snapshot.status.value] = result.finished.get(
             row.snapshot.status.value, 0) + 1
     elif kind == "returned":
-        if state in (JobState.QUEUED, JobState.LAUNCHED):
-            apply_chain(row, Chain(row.snapshot).to(JobState.READY,
-                                                     message=str(event.get("message", ""))))
+        if state in (JobState.QUEUED, JobState.LAUNCHED, JobState.RUNNING, JobState.KILLREQ):
+            message = str(event.get("message", ""))
+            apply_chain(row, give_back(row.snapshot, message))
             row.agent = None
+            if row.snapshot.state is JobState.READY and state is JobState.RUNNING:
+                row.message = message
 
 
 def _judged(event: dict[str, Any]) -> JobStatus | None:

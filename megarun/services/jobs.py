@@ -46,6 +46,7 @@ class JobRequest:
     ranks_per_node: int | None = None
     threads_per_rank: int | None = None
     gpus_per_rank: int | None = None
+    node_packing_count: int | None = None
     walltime: float | None = None
     after: list[int] = field(default_factory=list)
     priority: int = 0
@@ -68,9 +69,10 @@ class CreatedJobs:
 
 _INSERT_COLUMNS = (
     "name, app_id, site_id, command, params, tags, env, nodes, ranks_per_node, threads_per_rank, "
-    "gpus_per_rank, walltime, priority, state, status, max_attempts, created, message, attempt, runs"
+    "gpus_per_rank, node_packing_count, walltime, priority, state, status, max_attempts, created, "
+    "message, attempt, runs"
 )
-_MARKS = ", ".join("?" * 18) + ", 0, 0"
+_MARKS = ", ".join("?" * 19) + ", 0, 0"
 _INSERT = f"INSERT INTO job ({_INSERT_COLUMNS}) VALUES ({_MARKS})"  # noqa: S608 - constants only
 #: --count N: SQLite generates the N identical rows itself.
 _COUNT_TO = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
@@ -90,7 +92,8 @@ class _Prepared:
 
 def _resource(request_value: int | float | None, app: AppSpec, key: str, default: Any) -> Any:
     value = request_value if request_value is not None else app.resources.get(key, default)
-    if value is not None and value < (0 if key == "gpus_per_rank" else 1) and key != "walltime":
+    least = 0 if key in ("gpus_per_rank", "node_packing_count") else 1
+    if value is not None and value < least and key != "walltime":
         raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
     if key == "walltime" and value is not None and value <= 0:
         raise UsageError(f"--walltime must be positive minutes, got {value}")
@@ -162,6 +165,7 @@ def _prepare(resolver: _Resolver, request: JobRequest, default_retries: int) -> 
         _resource(request.ranks_per_node, spec, "ranks_per_node", 1),
         _resource(request.threads_per_rank, spec, "threads_per_rank", 1),
         _resource(request.gpus_per_rank, spec, "gpus_per_rank", 0),
+        _resource(request.node_packing_count, spec, "node_packing_count", 0),
         _resource(request.walltime, spec, "walltime", None),
         request.priority,
     )
@@ -386,7 +390,8 @@ def get_job(ctx: Context, job_id: int) -> dict[str, Any]:
     apps, sites = _names(ctx)
     data = {name: getattr(job, name) for name in (
         "id", "name", "command", "state", "status", "attempt", "runs", "max_attempts",
-        "nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank", "walltime", "priority",
+        "nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank", "node_packing_count",
+        "walltime", "priority",
         "workdir", "exit_code", "message", "agent", "created", "started", "ended", "test",
         "item")}
     data["app"] = apps.get(job.app_id or 0, "")

@@ -29,7 +29,7 @@ from megarun.db.jobstore import load_rows, load_rows_where, save_rows
 from megarun.errors import AlreadyRunning, EnvironmentProblem, MegarunError
 from megarun.services import agents as agent_service
 from megarun.services.context import Context
-from megarun.services.dispatch import BUNDLE_SIZE, dispatch_ready_jobs
+from megarun.services.dispatch import BUNDLE_SIZE, PoolTarget, dispatch_ready_jobs
 from megarun.services.gates import GateDecision, LaunchGates
 from megarun.services.ingest import ingest_site_events
 from megarun.services.lifecycle import apply_chain
@@ -43,6 +43,8 @@ from megarun.services.staging import stage_out_finished
 QUEUE_AHEAD = 4 * BUNDLE_SIZE
 POLL_SECONDS = 0.1
 AGENT_CHECK_SECONDS = 1.0
+#: How often a launcher on a batch site polls the scheduler (one status command each time).
+BATCH_POLL_SECONDS = 2.0
 #: An SSH site is asked every EXCHANGE_MIN s while things happen there, backing off to
 #: EXCHANGE_MAX s while nothing does (a quiet login node is not polled ten times a second).
 EXCHANGE_MIN = 0.1
@@ -127,6 +129,11 @@ class Launcher:
         self.gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx), site_name)
         self._gate = GateDecision()
         self.remote = self.spool if isinstance(self.spool, RemoteSpool) else None
+        # On a batch site the agents are pilots in scheduler allocations (megarun queue submit):
+        # the launcher feeds their pools and polls the scheduler, and starts no agent itself.
+        self.batch = self.site.scheduler != "local"
+        self._next_batch_poll = 0.0
+        self._batch_open = True
         self._want_agent = False
         self._agent_started_at = -AGENT_START_GRACE
         self._next_exchange = 0.0
@@ -192,10 +199,18 @@ class Launcher:
             if active == 0 and self._gate.blocking:
                 self.summary.blocked = self._gate.held
                 break
-            if active:
+            if self.batch:
+                if active == 0 and not self._batch_open:
+                    self.summary.blocked = (
+                        f"no batch job is open on site {self.site.name!r} to run its "
+                        f"{by_state.get('READY', 0)} READY job(s): submit one with: megarun "
+                        f"queue submit --site {self.site.name} --nodes N --walltime MINUTES")
+                    break
+            elif active:
                 self._ensure_agent()
             time.sleep(POLL_SECONDS)
-        self._stop_agent("drain")
+        if not self.batch:
+            self._stop_agent("drain")  # pilots keep their allocation until they are idle
         if self.remote is not None:
             self._exchange_quietly()  # deliver the stop request
 
@@ -270,8 +285,25 @@ class Launcher:
     def _check_agents(self) -> None:
         db = self.ctx.db
         self._reap_agent()
+        if self.batch:
+            self._poll_batch()
         agent_service.settle_gone_agents(db, self.site_id, self.spool, self.settings.dead_after)
         self._clear_finished_kills()
+
+    def _poll_batch(self) -> None:
+        """Poll the site's batch jobs (one status command) every BATCH_POLL_SECONDS."""
+        from megarun.services import batch as batch_service
+
+        now = time.monotonic()
+        if now < self._next_batch_poll:
+            return
+        self._next_batch_poll = now + BATCH_POLL_SECONDS
+        try:
+            batch_service.poll_site(self.ctx, self.site)
+        except EnvironmentProblem as exc:
+            self.site_error = str(exc)  # shown in the progress line; polled again later
+            return
+        self._batch_open = batch_service.has_open(self.ctx, self.site)
 
     def _clear_finished_kills(self) -> None:
         agent_service.clear_finished_kills(self.ctx.db, self.spool)
@@ -281,8 +313,17 @@ class Launcher:
 
     def _dispatch(self, by_state: dict[str, int]) -> None:
         ended: dict[str, int] = {}
-        self._gate, sent = dispatch_round(self.ctx, self.site_id, self.site, self.gates,
-                                          by_state, self.run_id, ended)
+        if self.batch:
+            from megarun.services.batch import active_pools
+
+            sent = 0
+            for target in active_pools(self.ctx, self.site):
+                self._gate, count = dispatch_round(self.ctx, self.site_id, self.site, self.gates,
+                                                   by_state, self.run_id, ended, target)
+                sent += count
+        else:
+            self._gate, sent = dispatch_round(self.ctx, self.site_id, self.site, self.gates,
+                                              by_state, self.run_id, ended)
         self._count_finished(ended)  # jobs whose stage-in failed
         if sent and self.remote is not None:
             self._exchange_soon()
@@ -371,12 +412,13 @@ class Launcher:
 
 def dispatch_round(ctx: Context, sid: int, site: SiteInfo, gates: LaunchGates,
                    by_state: dict[str, int], run_id: int | None = None,
-                   ended: dict[str, int] | None = None) -> tuple[GateDecision, int]:
+                   ended: dict[str, int] | None = None,
+                   target: PoolTarget | None = None) -> tuple[GateDecision, int]:
     """Queue READY jobs as the launch gates allow, at most QUEUE_AHEAD ahead of the agents.
 
     `by_state` (open job counts of the site) is updated; returns the gate decision and how
     many jobs were queued. Jobs that ended instead (a failed stage-in) are counted by status
-    in `ended`.
+    in `ended`. `target` sends them to one batch job's pool (batch sites).
     """
     ready = by_state.get("READY", 0)
     queued = by_state.get("QUEUED", 0)
@@ -387,7 +429,7 @@ def dispatch_round(ctx: Context, sid: int, site: SiteInfo, gates: LaunchGates,
         limit = BUNDLE_SIZE if budget is None else min(BUNDLE_SIZE, budget)
         sent = dispatch_ready_jobs(ctx.db, sid, site, limit=limit, run_id=run_id,
                                    group_budget=gate.group_budget, area_root=ctx.area.root,
-                                   ended=ended)
+                                   ended=ended, target=target)
         if sent == 0:
             break
         gates.spent(sent)

@@ -112,12 +112,27 @@ def site_executor(site: SiteInfo, accept_host_key: bool = False) -> Executor:
     return get_executor(f"site:{site.name}", make)
 
 
+def executor_for(site: SiteInfo) -> Executor:
+    """Where the site's commands run: its SSH connection, or this machine."""
+    if site.host:
+        return site_executor(site)
+    from megarun.executors.local import LocalExecutor
+
+    return LocalExecutor()
+
+
+def agent_command(site: SiteInfo) -> list[str]:
+    """How a batch script starts the agent zipapp on the site (installed by install_agent)."""
+    python = site.python if site.host or "python" in site.settings else sys.executable
+    return [python, agent_path(site)]
+
+
 def agent_path(site: SiteInfo) -> str:
     return f"{site.workdir}/agent/{agent_zipapp().name}"
 
 
 def install_agent(site: SiteInfo, executor: Executor | None = None) -> bool:
-    """Ship this version of the agent to an SSH site over SFTP unless it is there already.
+    """Ship this version of the agent to a site (over SFTP) unless it is there already.
 
     The zipapp's name carries its content hash, so an existing file is this very agent.
     Returns True when it was shipped.

@@ -115,15 +115,15 @@ class RemoteSpool(LocalSpool):
         self.drops.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private(self.drops / agent_id, b"")
 
-    def take_back_queue(self) -> list[tuple[int, int]]:
-        """Unsent bundles, and (one exchange) the site's unclaimed ones."""
-        taken = super().take_back_queue()
-        result = self.exchange(take_back=True)
+    def take_back_queue(self, pools: list[str] | None = None) -> list[tuple[int, int]]:
+        """Unsent bundles, and (one exchange) the site's unclaimed ones (of `pools` only)."""
+        taken = super().take_back_queue(pools)
+        result = self.exchange(take_back=True if pools is None else list(pools))
         return taken + result.taken_back
 
     # -- the exchange -----------------------------------------------------------------------
     def exchange(self, start_agent: AgentLaunch | None = None,
-                 take_back: bool = False) -> ExchangeResult:
+                 take_back: bool | list[str] = False) -> ExchangeResult:
         """One round trip: send bundles and controls, bring back events and heartbeats."""
         self.ensure()
         with FileLock(str(self.root / "exchange.lock")):
@@ -134,7 +134,7 @@ class RemoteSpool(LocalSpool):
             return self._apply(answer, outbox, drops)
 
     def _request(self, outbox: list[Path], drops: list[str], start_agent: AgentLaunch | None,
-                 take_back: bool) -> dict[str, Any]:
+                 take_back: bool | list[str]) -> dict[str, Any]:
         offsets = {path.stem: _complete_size(path) for path in self.events.glob("[!.]*.jsonl")}
         stop = {p.name: p.read_text(encoding="utf-8").strip()
                 for p in self.stop_dir.glob("[!.]*")}

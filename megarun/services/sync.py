@@ -19,7 +19,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from megarun.errors import AlreadyRunning, MegarunError
+from megarun.errors import AlreadyRunning, EnvironmentProblem, MegarunError
 from megarun.executors.spool import LocalSpool
 from megarun.services.agents import clear_finished_kills, live_agents, settle_gone_agents
 from megarun.services.context import Context
@@ -45,6 +45,8 @@ class SiteSync:
     staged_out: int = 0
     started_agent: str = ""
     round_trips: int = 0
+    status_commands: int = 0  # scheduler status commands run (batch sites: at most one)
+    batch_jobs: dict[int, str] = field(default_factory=dict)  # batch id -> its new state
     error: str = ""
     seconds: float = 0.0
 
@@ -53,7 +55,9 @@ class SiteSync:
                 "finished": self.finished, "agents_settled": self.agents_settled,
                 "dispatched": self.dispatched, "staged_out": self.staged_out,
                 "started_agent": self.started_agent,
-                "round_trips": self.round_trips, "error": self.error,
+                "round_trips": self.round_trips, "status_commands": self.status_commands,
+                "batch_jobs": {str(k): v for k, v in self.batch_jobs.items()},
+                "error": self.error,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -62,7 +66,9 @@ def sync_site(ctx: Context, site: SiteInfo, dispatch: bool = True) -> SiteSync:
     started = time.monotonic()
     result = SiteSync(site.name)
     spool = site.spool()
-    if isinstance(spool, RemoteSpool):
+    if site.scheduler != "local":
+        _sync_batch(ctx, site, spool, result, dispatch)
+    elif isinstance(spool, RemoteSpool):
         _sync_remote(ctx, site, spool, result, dispatch)
     elif spool.events.is_dir():  # otherwise no agent ever ran there
         _take_in(ctx, site, site_id(ctx, site.name), spool, result)
@@ -108,6 +114,53 @@ def _sync_remote(ctx: Context, site: SiteInfo, spool: RemoteSpool, result: SiteS
                 result.started_agent = answer.started_agent or ""
     finally:
         result.round_trips = spool.round_trips
+
+
+def _sync_batch(ctx: Context, site: SiteInfo, spool: LocalSpool, result: SiteSync,
+                dispatch: bool) -> None:
+    """A batch site: exchange, one scheduler status command for all its batch jobs, ingest,
+    settle; then feed the pools of the open pilots (the pilots are its only agents)."""
+    from megarun.services import batch as batch_service
+
+    sid = site_id(ctx, site.name)
+    remote = spool if isinstance(spool, RemoteSpool) else None
+    if remote is not None and not batch_service.has_open(ctx, site) and not _site_has_work(
+            ctx, sid, remote):
+        return
+    poll_error = ""
+    try:
+        if remote is not None:
+            remote.exchange()
+        try:
+            poll = batch_service.poll_site(ctx, site)
+            result.status_commands, result.batch_jobs = poll.status_commands, poll.changed
+        except EnvironmentProblem as exc:
+            result.status_commands = 1
+            poll_error = str(exc)  # recoverable: ingest and dispatch still run
+        spool.ensure()
+        _take_in(ctx, site, sid, spool, result)
+        if dispatch:
+            _feed_pilots(ctx, site, sid, spool, result)
+    finally:
+        if remote is not None:
+            result.round_trips = remote.round_trips
+    result.error = poll_error
+
+
+def _feed_pilots(ctx: Context, site: SiteInfo, sid: int, spool: LocalSpool,
+                 result: SiteSync) -> None:
+    from megarun.services.batch import active_pools
+
+    with launcher_lock(ctx, site.name) as free:
+        if not free:
+            return  # a launcher feeds this site
+        by_state = open_counts(ctx, sid)
+        gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx), site.name)
+        for target in active_pools(ctx, site):
+            _, sent = dispatch_round(ctx, sid, site, gates, by_state, target=target)
+            result.dispatched += sent
+        if result.dispatched and isinstance(spool, RemoteSpool):
+            spool.exchange()  # publish; the pilots start no agent but their own
 
 
 def _site_has_work(ctx: Context, sid: int, spool: RemoteSpool) -> bool:

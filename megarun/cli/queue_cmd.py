@@ -1,0 +1,101 @@
+"""`megarun queue ...`: batch jobs (scheduler allocations) of batch sites."""
+
+from typing import Annotated
+
+import typer
+
+from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format, parse_pairs
+from megarun.cli.output import print_json, render, say
+from megarun.errors import EnvironmentProblem
+
+app = typer.Typer(help="Batch jobs: scheduler allocations (pilot or direct).",
+                  no_args_is_help=True)
+
+_COLUMNS = ["id", "site", "scheduler_id", "mode", "state", "nodes", "walltime", "queue",
+            "message"]
+
+
+@app.command("submit")
+def submit(
+    ctx: typer.Context,
+    site: Annotated[str, typer.Option(help="Batch site to submit to.")],
+    nodes: Annotated[int | None, typer.Option(
+        help="Nodes of the allocation (pilot; direct: largest job to take).", min=1)] = None,
+    walltime: Annotated[float | None, typer.Option(
+        help="Minutes of the allocation (direct: default for jobs without a walltime).")] = None,
+    queue: Annotated[str | None, typer.Option(
+        help="Queue/partition (default: the site's default_queue).")] = None,
+    account: Annotated[str | None, typer.Option(
+        help="Account/project to charge (default: the site's account).")] = None,
+    mode: Annotated[str, typer.Option(
+        help="pilot: one agent packs many jobs into the allocation; direct: one batch job "
+        "per READY job.")] = "pilot",
+    tag: Annotated[list[str] | None, typer.Option(
+        "--tag", "-t", help="Only jobs with this tag key=value (repeatable).",
+        metavar="KEY=VALUE")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Extra scheduler directive key=value, e.g. qos=debug (repeatable).",
+        metavar="KEY=VALUE")] = None,
+    idle_exit: Annotated[float | None, typer.Option(
+        "--idle-exit", metavar="SECONDS",
+        help="A pilot with nothing to do for this long exits (default: 120).")] = None,
+    limit: Annotated[int | None, typer.Option(
+        help="Direct mode: at most this many jobs.", min=1)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Submit a pilot, or one direct batch job per READY job of the site (exit 3 when the
+    scheduler refused one)."""
+    from megarun.services.batch import SubmitRequest
+    from megarun.services.batch import submit as submit_batch
+
+    request = SubmitRequest(site, nodes, walltime, queue, account, mode,
+                            parse_pairs(tag, "-t"), set_ or [], idle_exit, limit)
+    rows = submit_batch(context(ctx), request)
+    if as_json:
+        print_json(rows)
+    else:
+        for row in rows:
+            if row["state"] == "submit_failed":
+                continue
+            say(f"batch job {row['id']} submitted to {row['site']} as "
+                f"{row['scheduler_id']} ({row['mode']}, {row['nodes']} node(s), "
+                f"{row['walltime']:g} min)")
+    failed = [row for row in rows if row["state"] == "submit_failed"]
+    if failed:
+        first = failed[0]
+        raise EnvironmentProblem(f"{len(failed)} of {len(rows)} batch job(s) not submitted: "
+                                 f"batch job {first['id']}: {first['message']}")
+
+
+@app.command("ls")
+def ls(
+    ctx: typer.Context,
+    site: Annotated[str | None, typer.Option(help="Only this site.")] = None,
+    history: Annotated[bool, typer.Option(
+        "--history", help="Also batch jobs that ended.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help=CSV_HELP)] = False,
+) -> None:
+    """List open batch jobs (with --history, every one)."""
+    from megarun.services.batch import list_batch_jobs
+
+    one_format(as_json, as_csv)
+    rows = list_batch_jobs(context(ctx), site, history)
+    render(rows, _COLUMNS, as_json, as_csv,
+           empty="no open batch jobs" + ("" if history else " (see also: --history)"))
+
+
+@app.command("rm")
+def rm(
+    ctx: typer.Context,
+    batch_id: Annotated[int, typer.Argument(metavar="ID", help="Batch job id (queue ls).")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Cancel a batch job; its unstarted jobs go back to READY, its running ones end."""
+    from megarun.services.batch import cancel
+
+    row = cancel(context(ctx), batch_id)
+    if as_json:
+        print_json(row)
+    else:
+        say(f"batch job {batch_id} cancelled")
