@@ -13,6 +13,8 @@ import time
 from typing import List, Optional
 
 from megarun.agent import AGENT_VERSION
+from megarun.agent.mpi import LAUNCHERS
+from megarun.agent.nodes import NODE_SOURCES, NodeListError, read_nodes, unique
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,15 +27,32 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workdir", required=True, help="the site work dir (holds spool/)")
     run.add_argument("--agent-id", default="", help="unique id (default: host-pid-time)")
     run.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
-                     help="CPU slots on this node (default: all cores)")
-    run.add_argument("--gpus", default="", help="GPU ids on this node, comma separated")
+                     help="CPU slots per node (default: all cores of this one)")
+    run.add_argument("--gpus", default="", help="GPU ids per node, comma separated")
     run.add_argument("--max-jobs", type=int, default=0,
-                     help="at most this many jobs at once (default: no limit but cpus)")
+                     help="at most this many jobs at once per node (default: no limit but cpus)")
     run.add_argument("--heartbeat", type=float, default=5.0, help="seconds between heartbeats")
     run.add_argument("--kill-grace", type=float, default=3.0,
                      help="seconds between SIGTERM and SIGKILL when a job is killed")
     run.add_argument("--idle-exit", type=float, default=0.0,
                      help="exit after this many idle seconds (default: never)")
+    pilot = run.add_argument_group("pilot", "running inside a batch allocation")
+    pilot.add_argument("--batch-job", default="", help="the batch job id (told in the heartbeat)")
+    pilot.add_argument("--pool", default="",
+                       help='claim only bundles named "POOL~*.jsonl" (default: names without "~")')
+    pilot.add_argument("--nodes-from", choices=NODE_SOURCES, default="none",
+                       help="read the allocation's node list from this batch system's "
+                            "environment (default: this host only)")
+    pilot.add_argument("--nodelist", default="", help="explicit node names, comma separated")
+    pilot.add_argument("--mpi-launcher", choices=LAUNCHERS, default="none",
+                       help="starts jobs of several ranks or on other nodes (default: none)")
+    pilot.add_argument("--mpi-arg", action="append", default=[], dest="mpi_args",
+                       metavar="ARG", help="extra launcher argument (repeatable)")
+    pilot.add_argument("--walltime-end", type=float, default=0.0, metavar="EPOCH",
+                       help="the allocation's end, in seconds since the epoch")
+    pilot.add_argument("--end-grace", type=float, default=30.0, metavar="S",
+                       help="stop running jobs this many seconds before the walltime end "
+                            "(default: 30)")
     return parser
 
 
@@ -60,15 +79,44 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("megarun agent: error: agent id {!r} may only hold letters, digits, '.', '_' "
               "and '-'".format(agent_id), file=sys.stderr)
         return 2
+    if args.pool and (not _safe_id(args.pool) or "~" in args.pool):
+        print("megarun agent: error: pool {!r} may only hold letters, digits, '.', '_' "
+              "and '-'".format(args.pool), file=sys.stderr)
+        return 2
+    try:
+        nodes = _node_names(args)
+    except NodeListError as exc:
+        print("megarun agent: error: {}".format(exc), file=sys.stderr)
+        return 3
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
     options = Options(args.workdir, agent_id, args.cpus, gpus, args.max_jobs, args.heartbeat,
-                      args.kill_grace, args.idle_exit)
+                      args.kill_grace, args.idle_exit, nodes=nodes, own_node=_own_node(args),
+                      batch_job=args.batch_job, pool=args.pool,
+                      mpi_launcher=args.mpi_launcher, mpi_args=args.mpi_args,
+                      walltime_end=args.walltime_end, end_grace=args.end_grace)
     try:
         return Agent(options).run()
     except OSError as exc:
         print("megarun agent: error: {}: {}".format(exc.filename or args.workdir,
                                                     exc.strerror or exc), file=sys.stderr)
         return 3
+
+
+def _node_names(args: argparse.Namespace) -> List[str]:
+    """The allocation's nodes; [] for this host only (no pilot options)."""
+    if args.nodelist:
+        return unique([n.strip() for n in args.nodelist.split(",") if n.strip()])
+    if args.nodes_from == "none":
+        return []
+    return read_nodes(args.nodes_from, os.environ, socket.gethostname(),
+                      drop_launch_host=args.mpi_launcher == "jsrun")
+
+
+def _own_node(args: argparse.Namespace) -> str:
+    """The agent's own node name when the batch system names it ('' : match the host name)."""
+    if args.nodes_from == "slurm" and not args.nodelist:
+        return os.environ.get("SLURMD_NODENAME", "")
+    return ""
 
 
 def _safe_id(agent_id: str) -> bool:

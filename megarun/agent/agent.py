@@ -1,4 +1,10 @@
-"""The agent loop: claim bundles, pack jobs onto the node's slots, watch them, report events.
+"""The agent loop: claim bundles, pack jobs onto the nodes' slots, watch them, report events.
+
+A pilot inside a batch allocation runs jobs on every node of it: a job with one rank on the
+agent's own node is spawned directly; a job on other nodes, or with more ranks, starts through
+the MPI launcher (megarun/agent/mpi.py). Nodes are tracked one by one (megarun/agent/nodes.py).
+With a walltime end, no job starts that cannot end in time, and at the end the running jobs
+are stopped and handed back.
 
 Single-threaded. SIGCHLD (and SIGTERM/SIGINT) wake a select() through a wakeup pipe, so a
 finished job is noticed at once without busy polling; control files are looked at a few times
@@ -17,7 +23,7 @@ import socket
 import time
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-from megarun.agent import AGENT_VERSION, rules, runner
+from megarun.agent import AGENT_VERSION, mpi, nodes, rules, runner
 from megarun.agent.spool import AgentSpool, EventLog, read_bundle, scan_outcomes
 
 log = logging.getLogger("megarun.agent")
@@ -33,11 +39,20 @@ BACKFILL_SCAN = 64
 
 
 class Options:
-    """What the agent was started with."""
+    """What the agent was started with.
+
+    `cpus`, `gpus` and `max_jobs` are per node. `nodes` names the allocation's nodes (default:
+    this host only); `own_node` is the name of the agent's own node among them (default: the
+    one that names this host). `walltime_end` is the allocation's end in seconds since the
+    epoch (0: none); running jobs are stopped `end_grace` seconds before it.
+    """
 
     def __init__(self, workdir: str, agent_id: str, cpus: int, gpus: Optional[List[str]] = None,
                  max_jobs: int = 0, heartbeat: float = 5.0, kill_grace: float = 3.0,
-                 idle_exit: float = 0.0) -> None:
+                 idle_exit: float = 0.0, nodes: Optional[List[str]] = None,
+                 own_node: str = "", batch_job: str = "", pool: str = "",
+                 mpi_launcher: str = "none", mpi_args: Optional[List[str]] = None,
+                 walltime_end: float = 0.0, end_grace: float = 30.0) -> None:
         self.workdir = workdir
         self.agent_id = agent_id
         self.cpus = max(1, cpus)
@@ -46,6 +61,14 @@ class Options:
         self.heartbeat = heartbeat
         self.kill_grace = kill_grace
         self.idle_exit = idle_exit
+        self.nodes = list(nodes or [])
+        self.own_node = own_node
+        self.batch_job = batch_job
+        self.pool = pool
+        self.mpi_launcher = mpi_launcher
+        self.mpi_args = list(mpi_args or [])
+        self.walltime_end = walltime_end
+        self.end_grace = end_grace
 
 
 class Job:
@@ -60,7 +83,11 @@ class Job:
         "id",
         "kill_at",
         "kill_reason",
+        "launch",
         "pid",
+        "placed",
+        "ranks_per_node",
+        "share",
         "spec",
         "started",
         "step",
@@ -83,10 +110,25 @@ class Job:
         self.gpu_ids: Optional[List[str]] = None
         self.kill_reason: Optional[str] = None
         self.kill_at: Optional[float] = None
+        self.ranks_per_node = max(1, int(spec.get("ranks_per_node") or 1))
+        packing = int(spec.get("packing") or 0)
+        self.share = 1.0 / packing if packing > 0 else 0.0
+        self.placed: List[nodes.Node] = []
+        self.launch: Optional[mpi.Placement] = None
 
     @property
     def gpus(self) -> int:
         return int(self.spec.get("gpus") or 0)
+
+    @property
+    def gpus_per_rank(self) -> int:
+        given = self.spec.get("gpus_per_rank")
+        return int(given) if given is not None else self.gpus // self.ranks_per_node
+
+    @property
+    def timeout(self) -> Optional[float]:
+        timeout = self.spec.get("timeout")
+        return float(timeout) if timeout else None
 
     @property
     def nodes(self) -> int:
@@ -98,12 +140,24 @@ class Agent:
 
     def __init__(self, options: Options) -> None:
         self.options = options
-        self.spool = AgentSpool(options.workdir, options.agent_id)
+        self.spool = AgentSpool(options.workdir, options.agent_id, options.pool)
         self.host = socket.gethostname()
         self.queued: Deque[Job] = collections.deque()
+        #: Claimed jobs whose timeout no longer fits before the walltime end.
+        self.held: List[Job] = []
         self.running: Dict[int, Job] = {}
-        self.free_cpus = self.options.cpus
-        self.free_gpus = list(self.options.gpus)
+        self.nodes = nodes.make_nodes(options.nodes or [self.host], options.cpus, options.gpus,
+                                      options.own_node or self.host)
+        own = self.nodes[0] if self.nodes[0].own else None
+        #: The nodes jobs may run on: without a launcher, only the agent's own node.
+        self.usable = self.nodes if options.mpi_launcher != "none" else [own] if own else []
+        self.free_cpus = options.cpus * len(self.usable)
+        self._job_cap = options.max_jobs * len(self.usable)
+        self._end_at: Optional[float] = None
+        self._ending = False
+        if options.walltime_end:
+            self._end_at = time.monotonic() + (options.walltime_end - options.end_grace
+                                               - time.time())
         self.bundle_left: Dict[str, int] = {}
         self.finished_bundles: List[str] = []
         self._ended: List[Tuple[Job, str, int]] = []
@@ -127,15 +181,32 @@ class Agent:
         self.events = EventLog(self.spool.events_path)
         self._install_signals()
         self.events.emit("agent_started", host=self.host, pid=os.getpid(), version=AGENT_VERSION,
-                         cpus=self.options.cpus, gpus=len(self.options.gpus))
+                         cpus=self.options.cpus, gpus=len(self.options.gpus),
+                         **self._pilot_fields())
         self._resume_leftovers()
         self._beat("running")
-        log.info("agent %s started: %d cpus, gpus %s", self.options.agent_id,
-                 self.options.cpus, self.options.gpus or "none")
+        log.info("agent %s started: %d node(s) of %d cpus, gpus %s", self.options.agent_id,
+                 len(self.nodes), self.options.cpus, self.options.gpus or "none")
         while not self._finished():
             self._cycle()
         self._shutdown()
         return 0
+
+    def _pilot_fields(self) -> Dict[str, Any]:
+        """What a pilot adds to `agent_started`: nothing when started without pilot options."""
+        options = self.options
+        fields: Dict[str, Any] = {}
+        if options.nodes:
+            fields["nodes"] = [node.name for node in self.nodes]
+        if options.batch_job:
+            fields["batch_job"] = options.batch_job
+        if options.pool:
+            fields["pool"] = options.pool
+        if options.mpi_launcher != "none":
+            fields["mpi_launcher"] = options.mpi_launcher
+        if options.walltime_end:
+            fields["walltime_end"] = options.walltime_end
+        return fields
 
     def _install_signals(self) -> None:
         read_end, write_end = os.pipe()
@@ -167,6 +238,7 @@ class Agent:
     def _shutdown(self) -> None:
         assert self.events is not None
         self._return_queued("agent stopped before the job started")
+        self._return_held("agent stopped before the job started")
         self.events.emit("agent_exited", message=self.exit_message or "stopped")
         self._flush()
         self._flush_until_written()
@@ -190,10 +262,17 @@ class Agent:
         if now >= self._next_control:
             self._next_control = now + CONTROL_INTERVAL
             self._read_control()
+        if self._end_at is not None and now >= self._end_at and not self._ending:
+            self._walltime_reached(now)
         self._enforce_deadlines(now)
         if self.stop_mode is None:
             self._claim_if_needed()
             self._start_jobs()
+            if self.held and not self.running and not self.queued and (
+                    self._queue_empty or self._claims_full()):
+                self._return_held("does not fit before the allocation's walltime end")
+                self._begin_stop("drain", "no claimed job fits before the allocation's "
+                                 "walltime end")
         self._complete_ended()  # after refilling the slots: a free slot never waits on files
         self._flush()
         if now >= self._next_beat:
@@ -205,6 +284,8 @@ class Agent:
     def _timeout(self, now: float) -> float:
         timeout = CONTROL_INTERVAL if self.running else IDLE_POLL
         timeout = min(timeout, max(0.0, self._next_beat - now))
+        if self._end_at is not None and not self._ending:
+            timeout = min(timeout, max(0.0, self._end_at - now))
         for job in self.running.values():
             for limit in (job.deadline, job.kill_at):
                 if limit is not None:
@@ -236,8 +317,11 @@ class Agent:
                 "version": AGENT_VERSION, "python": platform.python_version(),
                 "started": self.started_at, "time": time.time(),
                 "state": state, "running": sorted(self.running)[:1000],
-                "queued": len(self.queued), "cpus": self.options.cpus,
-                "gpus": len(self.options.gpus), "max_jobs": self.options.max_jobs}
+                "queued": len(self.queued) + len(self.held), "cpus": self.options.cpus,
+                "gpus": len(self.options.gpus), "max_jobs": self.options.max_jobs,
+                "nodes": len(self.nodes), "batch_job": self.options.batch_job or None,
+                "pool": self.options.pool or None,
+                "walltime_end": self.options.walltime_end or None}
         try:
             self.spool.write_heartbeat(beat)
         except OSError as exc:
@@ -257,10 +341,23 @@ class Agent:
         self.stop_mode = mode
         self.exit_message = message
         self._return_queued("agent stopping before the job started")
+        self._return_held("agent stopping before the job started")
         if mode == "kill":
             now = time.monotonic()
             for job in list(self.running.values()):
                 self._kill(job, "killed", now)
+
+    def _walltime_reached(self, now: float) -> None:
+        """The allocation ends in `end_grace` s: stop, hand every job back, exit."""
+        log.info("allocation walltime reached: stopping %d running job(s)", len(self.running))
+        message = "allocation walltime reached"
+        self._ending = True
+        self.stop_mode = "kill"
+        self.exit_message = message
+        self._return_queued(message)
+        self._return_held(message)
+        for job in list(self.running.values()):
+            self._kill(job, "walltime", now)  # one already being killed ends as it was going to
 
     def _kill_request(self, job_id: int) -> bool:
         """Handle a kill file; True when the job was ours."""
@@ -268,11 +365,12 @@ class Agent:
         if job is not None:
             self._kill(job, "killed", time.monotonic())
             return True
-        for queued in self.queued:
-            if queued.id == job_id:
-                self.queued.remove(queued)
-                self._report_end(queued, "killed", None, "killed before it started")
-                return True
+        for waiting in (self.queued, self.held):
+            for queued in waiting:
+                if queued.id == job_id:
+                    waiting.remove(queued)
+                    self._report_end(queued, "killed", None, "killed before it started")
+                    return True
         return False
 
     def _return_queued(self, message: str) -> None:
@@ -282,9 +380,16 @@ class Agent:
             self.events.emit("returned", job=job.id, attempt=job.attempt, message=message)
             self._job_done_with_bundle(job)
 
+    def _return_held(self, message: str) -> None:
+        assert self.events is not None
+        held, self.held = self.held, []
+        for job in held:
+            self.events.emit("returned", job=job.id, attempt=job.attempt, message=message)
+            self._job_done_with_bundle(job)
+
     # -- claiming and starting --------------------------------------------------------------
     def _claim_if_needed(self) -> None:
-        if len(self.queued) >= self._slots_total():
+        if self._claims_full():
             return
         path = self.spool.claim_bundle()
         self._queue_empty = path is None
@@ -304,8 +409,10 @@ class Agent:
             self.events.emit("claimed", job=job.id, attempt=job.attempt)
             self.queued.append(job)
 
-    def _slots_total(self) -> int:
-        return self.options.max_jobs or self.options.cpus
+    def _claims_full(self) -> bool:
+        """Whether the agent holds enough claimed jobs to fill its slots."""
+        slots = (self.options.max_jobs or self.options.cpus) * max(1, len(self.usable))
+        return len(self.queued) + len(self.held) >= slots
 
     def _start_jobs(self) -> None:
         scanned = 0
@@ -319,44 +426,103 @@ class Agent:
                 del self.queued[index]
                 self._report_end(job, "error", None, problem)
                 continue
-            if job.cpus <= self.free_cpus and job.gpus <= len(self.free_gpus):
+            if self._end_at is not None and not self._fits_in_time(job):
                 del self.queued[index]
-                self._start(job)
+                self.held.append(job)
+                continue
+            placed = self._place(job)
+            if placed is not None:
+                del self.queued[index]
+                self._start(job, placed)
                 continue
             index += 1
             scanned += 1
 
     def _at_job_limit(self) -> bool:
-        return bool(self.options.max_jobs) and len(self.running) >= self.options.max_jobs
+        return bool(self._job_cap) and len(self.running) >= self._job_cap
 
     def _cannot_ever_run(self, job: Job) -> str:
-        if job.nodes > 1:
-            return "needs {} nodes; this agent runs single-node jobs".format(job.nodes)
+        if job.nodes > 1 or job.ranks_per_node > 1:
+            problem = self._cannot_launch(job)
+            if problem:
+                return problem
         if job.cpus > self.options.cpus:
             return "needs {} cpus; the node has {}".format(job.cpus, self.options.cpus)
         if job.gpus > len(self.options.gpus):
             return "needs {} gpus; the node has {}".format(job.gpus, len(self.options.gpus))
+        if not self.usable:
+            return ("no node to run it on: this host is not one of the allocation's nodes "
+                    "and there is no MPI launcher (--mpi-launcher)")
         if not job.steps:
             return "the job has no steps"
         return ""
 
-    def _start(self, job: Job) -> None:
+    def _cannot_launch(self, job: Job) -> str:
+        """Why a job of several nodes or ranks cannot ever run here ('' if it can)."""
+        if self.options.mpi_launcher == "none":
+            if job.nodes > 1:
+                return "needs {} nodes; this agent runs single-node jobs (no MPI launcher)".format(
+                    job.nodes)
+            return "needs {} ranks; this agent has no MPI launcher (--mpi-launcher)".format(
+                job.ranks_per_node)
+        if job.nodes > len(self.usable):
+            return "needs {} nodes; the allocation has {}".format(job.nodes, len(self.usable))
+        return ""
+
+    def _fits_in_time(self, job: Job) -> bool:
+        """Whether the job's timeout ends before the walltime end (minus the grace)."""
+        timeout = job.timeout
+        return (timeout is None or self._end_at is None
+                or time.monotonic() + timeout <= self._end_at)
+
+    def _place(self, job: Job) -> Optional[List[nodes.Node]]:
+        """The nodes a job can start on now, or None.
+
+        A single-node job takes the first node with room (the agent's own first); a job of
+        several nodes takes whole idle nodes, from the end of the list.
+        """
+        if job.nodes == 1:
+            for node in self.usable:
+                if node.fits(job.cpus, job.gpus, job.share, self.options.max_jobs):
+                    return [node]
+            return None
+        idle = [node for node in self.usable if node.idle()]
+        if len(idle) < job.nodes:
+            return None
+        return idle[len(idle) - job.nodes:]
+
+    def _start(self, job: Job, placed: List[nodes.Node]) -> None:
         assert self.events is not None
         if self._disk_full(job.workdir):
             self._report_end(job, "error", None,
                              "no space left on device in {}".format(job.workdir))
             return
-        self.free_cpus -= job.cpus
-        if job.gpus or self.options.gpus:
-            job.gpu_ids = self.free_gpus[:job.gpus]
-            del self.free_gpus[:job.gpus]
+        self._take(job, placed)
         job.started = time.monotonic()
-        timeout = job.spec.get("timeout")
-        job.deadline = job.started + float(timeout) if timeout else None
+        timeout = job.timeout
+        job.deadline = job.started + timeout if timeout else None
         self.running[job.id] = job
         if self._start_step(job):
-            self.events.emit("started", job=job.id, attempt=job.attempt, pid=job.pid,
-                             host=self.host)
+            if job.launch is None:
+                self.events.emit("started", job=job.id, attempt=job.attempt, pid=job.pid,
+                                 host=self.host)
+            else:
+                self.events.emit("started", job=job.id, attempt=job.attempt, pid=job.pid,
+                                 host=placed[0].name, nodes=job.launch.nodes,
+                                 ranks=job.launch.ranks, launcher=self.options.mpi_launcher)
+
+    def _take(self, job: Job, placed: List[nodes.Node]) -> None:
+        """Reserve the job's share of its nodes (whole nodes for a job of several)."""
+        cpus = job.cpus if len(placed) == 1 else self.options.cpus
+        for node in placed:
+            gpu_ids = node.take(cpus, job.gpus, job.share)
+            if node is placed[0] and (job.gpus or self.options.gpus):
+                job.gpu_ids = gpu_ids
+        self.free_cpus -= cpus * len(placed)
+        job.placed = placed
+        if len(placed) > 1 or job.ranks_per_node > 1 or not placed[0].own:
+            job.launch = mpi.Placement([node.name for node in placed], job.ranks_per_node,
+                                       int(job.spec.get("threads") or 1), job.gpus_per_rank)
 
     def _start_step(self, job: Job) -> bool:
         """Start the job's current step; on failure the job is finished and False returned."""
@@ -369,8 +535,11 @@ class Agent:
             return False
         try:
             env = runner.job_environment(self.env, job.spec, job.gpu_ids)
-            job.pid = runner.spawn(runner.command_argv(str(job.steps[job.step].get("cmd", ""))), job.workdir,
-                                   env, out, err, self.spool.workdir)
+            argv = runner.command_argv(str(job.steps[job.step].get("cmd", "")))
+            if job.launch is not None:
+                argv = mpi.launch_argv(self.options.mpi_launcher, job.launch, self.options.mpi_args,
+                                       argv, runner.job_variables(job.spec, job.gpu_ids))
+            job.pid = runner.spawn(argv, job.workdir, env, out, err, self.spool.workdir)
         except runner.StepFailedToStart as exc:
             _write_quietly(err, "megarun: {}\n".format(exc.message))
             self._finish(job, "exit", exc.rc, exc.message)
@@ -433,6 +602,9 @@ class Agent:
     def _complete_ended(self) -> None:
         ended, self._ended = self._ended, []
         for job, reason, rc in ended:
+            if reason == "walltime":
+                self._hand_back(job, rc)
+                continue
             message = self._failure_message(job, rc) if reason == "exit" and rc else ""
             self._complete(job, reason, rc, message)
 
@@ -478,9 +650,10 @@ class Agent:
         """Give the job's cpus and gpus back."""
         if self.running.pop(job.id, None) is None:
             return
-        self.free_cpus += job.cpus
-        if job.gpu_ids:
-            self.free_gpus.extend(job.gpu_ids)
+        cpus = job.cpus if len(job.placed) == 1 else self.options.cpus
+        for node in job.placed:
+            node.give(cpus, job.gpu_ids, job.share)
+        self.free_cpus += cpus * len(job.placed)
 
     def _complete(self, job: Job, reason: str, rc: Optional[int], message: str) -> None:
         """Write the job's exit file and report its end."""
@@ -508,6 +681,18 @@ class Agent:
                 message = "bad rules in the job spec: {}".format(exc)
         self.events.emit("finished", job=job.id, attempt=job.attempt, reason=reason, rc=rc,
                          signal=signum, message=message, runtime=runtime, **extra)
+        self._job_done_with_bundle(job)
+
+    def _hand_back(self, job: Job, rc: int) -> None:
+        """Report a job stopped at the walltime end as `returned`: it may run again elsewhere.
+
+        No megarun.exit is written: the job did not end, it was interrupted.
+        """
+        assert self.events is not None
+        self.events.emit("returned", job=job.id, attempt=job.attempt,
+                         message="allocation walltime reached", started=True, rc=rc,
+                         signal=-rc if rc < 0 else None,
+                         runtime=round(time.monotonic() - job.started, 6))
         self._job_done_with_bundle(job)
 
     def _job_done_with_bundle(self, job: Job) -> None:

@@ -47,6 +47,15 @@ def job_environment(base: Dict[str, str], spec: Dict[str, Any],
     return env
 
 
+def job_variables(spec: Dict[str, Any], gpu_ids: Optional[List[str]]) -> List[str]:
+    """The names job_environment sets for the job (what a launcher must pass on)."""
+    names = [str(key) for key in (spec.get("env") or {})]
+    names += ["MEGARUN_JOB_ID", "MEGARUN_ATTEMPT", "MEGARUN_WORKDIR", "OMP_NUM_THREADS"]
+    if gpu_ids is not None:
+        names.append("CUDA_VISIBLE_DEVICES")
+    return names
+
+
 def open_logs(workdir: str, step: str) -> List[int]:
     """Create the work dir and the step's .out/.err files; return their descriptors."""
     os.makedirs(workdir, mode=0o700, exist_ok=True)

@@ -45,9 +45,10 @@ def unlink_quietly(path: str) -> None:
 class AgentSpool:
     """The spool folders of one site work dir, as one agent sees them."""
 
-    def __init__(self, workdir: str, agent_id: str) -> None:
+    def __init__(self, workdir: str, agent_id: str, pool: str = "") -> None:
         self.workdir = os.path.abspath(workdir)
         self.agent_id = agent_id
+        self.pool = pool
         root = os.path.join(self.workdir, "spool")
         self.queue = os.path.join(root, "queue")
         self.claimed = os.path.join(root, "claimed", agent_id)
@@ -64,10 +65,15 @@ class AgentSpool:
 
     # -- bundles ----------------------------------------------------------------------------
     def claim_bundle(self) -> Optional[str]:
-        """Take the oldest queued bundle by renaming it into claimed/<agent>/; None if none."""
+        """Take the oldest queued bundle of this agent's pool into claimed/<agent>/; None if none.
+
+        A bundle named "<pool>~<name>.jsonl" belongs to a pool; an agent started with a pool
+        takes only those, an agent without one only bundles whose name has no "~".
+        """
         try:
             names = sorted(n for n in os.listdir(self.queue)
-                           if n.endswith(".jsonl") and not n.startswith("."))
+                           if n.endswith(".jsonl") and not n.startswith(".")
+                           and _pool_of(n) == self.pool)
         except FileNotFoundError:
             return None
         for name in names:
@@ -120,6 +126,12 @@ class AgentSpool:
 
     def write_heartbeat(self, beat: Dict[str, Any]) -> None:
         write_atomic(self.heartbeat_path, json.dumps(beat, separators=(",", ":")).encode())
+
+
+def _pool_of(bundle: str) -> str:
+    """The pool a bundle name belongs to ('' for none)."""
+    pool, tilde, _ = bundle.partition("~")
+    return pool if tilde else ""
 
 
 def read_bundle(path: str) -> List[Dict[str, Any]]:
