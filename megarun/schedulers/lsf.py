@@ -1,0 +1,133 @@
+"""IBM Spectrum LSF: `bsub` reading the script on stdin, one `bjobs -o` for every job, bkill.
+
+bsub reads #BSUB lines only from a script given on stdin, so submit_stdin is True: the service
+passes the rendered script's bytes as the command's stdin.
+
+Nodes: by default `-n N -R "span[ptile=1]" -x` (N whole hosts). A site whose LSF allocates
+whole nodes with `-nnodes` (CSM, e.g. Summit) sets the extra `nnodes = true`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import ClassVar
+
+from megarun.schedulers.base import (
+    BatchState,
+    ExtraValue,
+    QueueEntry,
+    Scheduler,
+    SchedulerError,
+    ScriptRequest,
+    check_ids,
+    directive_value,
+    flag_or_value,
+    split_minutes,
+)
+
+#: Fields of `bjobs -o`; pend_reason (may hold spaces and colons) comes last.
+STATUS_FORMAT = "jobid stat exit_code pend_reason delimiter='|'"
+
+_STATES: dict[str, BatchState] = {
+    "PEND": BatchState.QUEUED, "PSUSP": BatchState.QUEUED, "WAIT": BatchState.QUEUED,
+    "PROV": BatchState.QUEUED,
+    "RUN": BatchState.RUNNING, "USUSP": BatchState.RUNNING, "SSUSP": BatchState.RUNNING,
+    "UNKWN": BatchState.RUNNING,
+    "DONE": BatchState.FINISHED, "EXIT": BatchState.FINISHED, "ZOMBI": BatchState.FINISHED,
+}
+_SUBMITTED = re.compile(r"Job <(\d+)> is submitted")
+_NOT_FOUND = re.compile(r"Job <[^>]*> is not found|No (unfinished )?job found", re.IGNORECASE)
+_ROW = re.compile(r"^\d+(\[\d+\])?\|")
+
+
+class LsfScheduler(Scheduler):
+    name: ClassVar[str] = "lsf"
+    commands: ClassVar[tuple[str, ...]] = ("bsub", "bjobs", "bkill")
+    nodelist_env: ClassVar[str] = "LSB_HOSTS"
+    jobid_env: ClassVar[str] = "LSB_JOBID"
+    skip: ClassVar[frozenset[str]] = frozenset({
+        "J", "n", "W", "o", "e", "oo", "eo", "cwd", "q", "P", "x", "i", "is",
+    })
+    submit_stdin: ClassVar[bool] = True
+
+    def directives(self, req: ScriptRequest) -> list[str]:
+        hours, minutes = split_minutes(req.walltime_minutes)
+        lines = [f"#BSUB -J {directive_value(req.job_name, 'job name')}"]
+        if req.extras.get("nnodes") is True:
+            lines.append(f"#BSUB -nnodes {req.nodes}")
+        else:
+            lines += [f"#BSUB -n {req.nodes}", '#BSUB -R "span[ptile=1]"', "#BSUB -x"]
+        lines += [
+            f"#BSUB -W {hours}:{minutes:02d}",
+            f"#BSUB -cwd {req.batch_dir}",
+            f"#BSUB -o {req.output}",
+        ]
+        if req.queue:
+            lines.append(f"#BSUB -q {directive_value(req.queue, 'queue')}")
+        if req.account:
+            lines.append(f"#BSUB -P {directive_value(req.account, 'account')}")
+        return lines + self.extra_lines(req.extras)
+
+    def extra_directive(self, key: str, value: ExtraValue) -> str | None:
+        if key == "nnodes":
+            return None  # part of the node request
+        return flag_or_value(f"#BSUB -{key}", value, " ", f"lsf.{key}")
+
+    def submit_argv(self, script_path: str) -> list[str]:
+        return ["bsub"]  # the script goes on stdin (submit_stdin)
+
+    def parse_submit(self, stdout: str) -> str:
+        match = _SUBMITTED.search(stdout)
+        if match is None:
+            raise SchedulerError(f"bsub printed no job id: {stdout.strip()[:200]!r}")
+        return match.group(1)
+
+    def status_argv(self, user: str | None, ids: Sequence[str]) -> list[str]:
+        # -a keeps jobs finished within CLEAN_PERIOD visible (state DONE or EXIT).
+        checked = check_ids(ids)
+        argv = ["bjobs", "-a", "-noheader", "-o", STATUS_FORMAT]
+        if user:
+            return [*argv, "-u", user]
+        if not checked:
+            raise SchedulerError("bjobs needs a user or the ids of the batch jobs to show")
+        return argv + checked
+
+    def status_failed(self, code: int, stderr: str) -> bool:
+        # bjobs exits 255 for an unknown id or for "no job found" (LSB_BJOBS_CONSISTENT_EXIT_CODE).
+        if code == 0:
+            return False
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        return not lines or not all(_NOT_FOUND.search(line) for line in lines)
+
+    def parse_status(self, stdout: str) -> dict[str, QueueEntry]:
+        entries = {}
+        for line in stdout.splitlines():
+            line = line.strip()
+            if not line or _NOT_FOUND.search(line):
+                continue
+            if not _ROW.match(line):
+                raise SchedulerError(f"bjobs printed a line megarun cannot read: {line[:100]!r}")
+            fields = [*line.split("|", 3), "", "", ""]
+            entry = _entry(fields[0], fields[1], fields[2], fields[3])
+            entries[entry.scheduler_id] = entry
+        return entries
+
+    def cancel_argv(self, ids: Sequence[str]) -> list[str]:
+        return ["bkill", *check_ids(ids)]
+
+    def version_argv(self) -> list[str]:
+        return ["bjobs", "-V"]
+
+
+def _entry(job_id: str, native: str, exit_text: str, reason: str) -> QueueEntry:
+    if native not in _STATES:
+        raise SchedulerError(f"bjobs shows job {job_id} in state {native!r}, unknown to megarun")
+    state = _STATES[native]
+    exit_code: int | None = None
+    if exit_text.strip().isdigit():
+        exit_code = int(exit_text)
+    elif native == "DONE":
+        exit_code = 0
+    reason = "" if reason.strip() == "-" else reason.strip()
+    return QueueEntry(job_id, native, state, reason, exit_code=exit_code)
