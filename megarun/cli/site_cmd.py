@@ -116,3 +116,47 @@ def check(
     if not facts["scheduler_found"]:
         raise EnvironmentProblem(f"site {name!r}: the {facts['scheduler']} commands are not on "
                                  f"the PATH of {facts['host_spec']}")
+
+
+@app.command("init")
+def init(
+    ctx: typer.Context,
+    preset: Annotated[str | None, typer.Option(
+        help="Preset to start from, by name or number (see: site presets).")] = None,
+    name: Annotated[str | None, typer.Option(
+        help="Name of the new site (default: the preset's name).")] = None,
+    host: Annotated[str | None, typer.Option(
+        help="[user@]host[:port] of an SSH site; 'local' or '' for this machine "
+             "(default: the preset's login host).")] = None,
+    user: Annotated[str | None, typer.Option(
+        help="User on the SSH host (default: ~/.ssh/config, then your login name).")] = None,
+    workdir: Annotated[str | None, typer.Option(
+        help="Work dir on the site; $VARS and ~ are expanded there (default: the preset's).")] = None,
+    account: Annotated[str | None, typer.Option(
+        help="Account (project) jobs are charged to (default: the preset's).")] = None,
+    queue: Annotated[str | None, typer.Option(
+        help="Default queue, by name or number (default: the preset's).")] = None,
+    identity: Annotated[str | None, typer.Option(
+        help="Private key file for the SSH site (default: ~/.ssh/config, then ssh's defaults).")] = None,
+    known_hosts: Annotated[str | None, typer.Option(
+        help="known_hosts file to verify the host key with (default: ~/.ssh/known_hosts).")] = None,
+    python: Annotated[str | None, typer.Option(
+        help="Python 3.6+ on the SSH site that runs the agent (default: python3).")] = None,
+    accept_host_key: Annotated[bool, typer.Option(
+        "--accept-host-key", help="Trust the host's key and add it to known_hosts.")] = False,
+    no_input: Annotated[bool, typer.Option(
+        "--yes", "--no-input", "-y",
+        help="Ask nothing: take every answer from the options and the preset's defaults.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Set up a site step by step: preset, host, account, queue, work dir; test it and save it."""
+    from megarun.cli.site_wizard import Given, Wizard
+
+    given = Given(preset, name, host, user, workdir, account, queue, accept_host_key,
+                  site_service.SshOptions(identity, None, python, known_hosts))
+    result = Wizard(context(ctx), interactive=not no_input).run(given)
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        say(f"site {result.site.name!r} saved ({result.site.scheduler}, "
+            f"{result.site.host or 'this machine'}, work dir {result.site.workdir})")

@@ -21,10 +21,12 @@ from megarun.resources import data_dir
 SCHEDULERS = ("local", "slurm", "pbs", "lsf", "cobalt")
 MPI_LAUNCHERS = ("none", "srun", "mpiexec", "mpirun", "aprun", "jsrun")
 MODES = ("pilot", "direct")
+#: What a queue name is on a Slurm site: a partition (-p, the default) or a QOS (-q).
+QUEUE_KINDS = ("partition", "qos")
 _PRESET_KEYS = {
     "description", "scheduler", "mpi_launcher", "mpi_args", "node", "queues", "account",
-    "account_required", "default_queue", "mode", "host", "workdir", "python", "template",
-    "capabilities", "ssh", "detected", *SCHEDULERS,
+    "account_required", "default_queue", "queue_kind", "mode", "host", "workdir", "python",
+    "template", "capabilities", "ssh", "detected", *SCHEDULERS,
 }
 _SSH_KEYS = {"identity", "jump", "known_hosts"}
 _NODE_KEYS = {"cpus", "gpus", "max_jobs"}
@@ -128,6 +130,9 @@ def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
     _validate_ssh(data.get("ssh", {}), origin)
     queues = _validate_queues(data.get("queues", {}), origin)
     _check_default_queue(data.get("default_queue", ""), queues, origin)
+    kind = _choice(data.get("queue_kind", "partition"), QUEUE_KINDS, origin, "queue_kind")
+    if kind != "partition" and scheduler != "slurm":
+        raise ConfigError(f"{origin}: queue_kind {kind!r} is for Slurm sites only")
     _validate_template(data.get("template", {}), origin)
     _validate_extras(scheduler, data, origin)
     validate_capabilities(data.get("capabilities", {}), origin)
@@ -222,11 +227,10 @@ def _validate_extras(scheduler: str, data: dict[str, Any], origin: str) -> None:
         if other != scheduler and other in data:
             raise ConfigError(f"{origin}: a [{other}] table on a {scheduler} site; extra "
                               f"directives go in [{scheduler}]")
-    extras = expect_type(data.get(scheduler, {}), dict, origin, scheduler)
-    # TODO(integrator): call megarun.schedulers.check_extras(scheduler, extras, origin) here
-    # once part A's megarun/schedulers exists (refuses skip-listed keys and unsafe values).
-    for key, value in extras.items():
-        check_scalar(value, origin, f"{scheduler}.{key}")
+    from megarun.schedulers import check_extras
+
+    # Refuses directives megarun sets itself and values unsafe on a directive line.
+    check_extras(scheduler, expect_type(data.get(scheduler, {}), dict, origin, scheduler), origin)
 
 
 def validate_capabilities(table: Any, origin: str) -> dict[str, Any]:
@@ -240,7 +244,8 @@ def validate_capabilities(table: Any, origin: str) -> dict[str, Any]:
 
 
 def apply_overrides(settings: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
-    """Apply `--set key=value` (dotted keys reach into tables; numbers and booleans parsed)."""
+    """Apply `--set key=value` (dotted keys reach into tables). Numbers and booleans are
+    parsed, except where the setting is a string already (`account=12345` stays a string)."""
     result = _deep_copy(settings)
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
@@ -253,7 +258,8 @@ def apply_overrides(settings: dict[str, Any], assignments: list[str]) -> dict[st
             if not isinstance(nested, dict):
                 raise ConfigError(f"--set {assignment!r}: {part!r} is not a table")
             table = nested
-        table[parts[-1]] = parse_scalar(raw)
+        current = table.get(parts[-1])
+        table[parts[-1]] = raw if isinstance(current, str) else parse_scalar(raw)
     return result
 
 
