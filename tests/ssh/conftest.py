@@ -5,8 +5,10 @@
     known_hosts   a per-test copy of known_hosts holding the loopback sshd's key
     ssh_config    a per-test, empty ~/.ssh/config stand-in (the real one is never read)
     make_executor SshExecutor factory with the test's key, known_hosts and config; closed after
+    slurm         a real single-node Slurm (see tests/slurmd.py) shared by the session; its
+                  commands work locally and through `sshd` (config at /etc/slurm/slurm.conf)
 
-If sshd or the namespace cannot be had, the dependent tests are skipped with a loud reason,
+If sshd, the namespace or Slurm cannot be had, the dependent tests are skipped with a loud reason,
 also printed to stderr.
 """
 
@@ -21,6 +23,7 @@ from typing import Any, NoReturn
 import pytest
 
 from megarun.executors.ssh import SshExecutor
+from tests.slurmd import SlurmCluster, SlurmUnavailable, start_slurm
 from tests.sshd import ClientKey, NetnsHost, SshdUnavailable, SshServer, ensure_openssh
 
 
@@ -64,6 +67,17 @@ def sshd_netns(request: pytest.FixtureRequest, sshd: SshServer,
     yield server
     server.stop()
     host.destroy()
+
+
+@pytest.fixture(scope="session")
+def slurm(request: pytest.FixtureRequest) -> Iterator[SlurmCluster]:
+    """Installs (apt-get, as root) and starts Slurm, or reuses the running one; released after."""
+    try:
+        cluster = start_slurm()
+    except SlurmUnavailable as exc:
+        skip_loudly(request.config, f"SLURM TESTS NOT RUN: no real Slurm: {exc}")
+    yield cluster
+    cluster.release()
 
 
 @pytest.fixture
