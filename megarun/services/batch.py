@@ -224,6 +224,8 @@ def _direct_rows(ctx: Context, plan: _Plan, request: SubmitRequest) -> list[Batc
     candidates = ctx.db.execute_sql(
         f"SELECT id, nodes, walltime FROM job WHERE site_id = ? AND state = 'READY' {where}"  # noqa: S608
         "ORDER BY priority DESC, id LIMIT ?", (sid, *params, limit)).fetchall()
+    spool = plan.site.spool()
+    spool.ensure()
     rows = []
     for job_id, nodes, walltime in candidates:
         if request.nodes is not None and nodes > request.nodes:
@@ -241,7 +243,6 @@ def _direct_rows(ctx: Context, plan: _Plan, request: SubmitRequest) -> list[Batc
     if not rows:
         raise UsageError(f"no READY job on site {plan.site.name!r} to submit in direct mode"
                          + (f" with tags {request.tags}" if request.tags else ""))
-    spool = plan.site.spool()
     if spool.delivers_later:
         spool.deliver()  # the bundles must be on the site before the batch jobs start
     return rows

@@ -21,6 +21,7 @@ from filelock import FileLock, Timeout
 
 from megarun.errors import AlreadyRunning, EnvironmentProblem, MegarunError
 from megarun.executors.spool import LocalSpool
+from megarun.services import batch as batch_service
 from megarun.services.agents import clear_finished_kills, live_agents, settle_gone_agents
 from megarun.services.context import Context
 from megarun.services.gates import LaunchGates
@@ -66,8 +67,8 @@ def sync_site(ctx: Context, site: SiteInfo, dispatch: bool = True) -> SiteSync:
     started = time.monotonic()
     result = SiteSync(site.name)
     spool = site.spool()
-    if site.scheduler != "local":
-        _sync_batch(ctx, site, spool, result, dispatch)
+    if site.scheduler != "local" or batch_service.has_open(ctx, site):
+        _sync_batch(ctx, site, spool, result, dispatch)  # pilots of a local site too
     elif isinstance(spool, RemoteSpool):
         _sync_remote(ctx, site, spool, result, dispatch)
     elif spool.events.is_dir():  # otherwise no agent ever ran there
@@ -120,8 +121,6 @@ def _sync_batch(ctx: Context, site: SiteInfo, spool: LocalSpool, result: SiteSyn
                 dispatch: bool) -> None:
     """A batch site: exchange, one scheduler status command for all its batch jobs, ingest,
     settle; then feed the pools of the open pilots (the pilots are its only agents)."""
-    from megarun.services import batch as batch_service
-
     sid = site_id(ctx, site.name)
     remote = spool if isinstance(spool, RemoteSpool) else None
     if remote is not None and not batch_service.has_open(ctx, site) and not _site_has_work(
