@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, megarun_process
+from tests.sshd import ClientKey, SshdUnavailable, SshServer, ensure_openssh
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 PBS_VERSION = "pbs_version = 2022.1.3"
@@ -100,9 +101,12 @@ def environment(fake_bin: Path | None = None) -> dict[str, str]:
 def terminal(area: Path) -> Iterator[Any]:
     opened: list[Terminal] = []
 
-    def start(*args: str, fake_bin: Path | None = None) -> Terminal:
+    def start(*args: str, fake_bin: Path | None = None, home: Path | None = None) -> Terminal:
         argv = [sys.executable, "-m", "megarun", "--area", str(area), "site", "init", *args]
-        opened.append(Terminal(argv, environment(fake_bin)))
+        env = environment(fake_bin)
+        if home is not None:
+            env["HOME"] = str(home)
+        opened.append(Terminal(argv, env))
         return opened[-1]
 
     yield start
@@ -256,3 +260,60 @@ def test_an_existing_site_name_is_refused_before_anything_runs(area: Path) -> No
     assert again.returncode == 2
     assert "site 'here' already exists" in again.stderr
     assert "connecting" not in again.stderr
+
+
+# -- an SSH site: a real sshd on this machine ------------------------------------------------------
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    root = tmp_path_factory.mktemp("sshd")
+    try:
+        ensure_openssh()
+        server = SshServer(root / "server", ClientKey.create(root / "client"))
+        server.start()
+    except SshdUnavailable as exc:
+        pytest.skip(f"!!! SSH SITE INIT TESTS NOT RUN: no real sshd: {exc} !!!")
+    yield server
+    server.stop()
+
+
+def test_ssh_site_host_key_is_trusted_only_when_confirmed(area: Path, terminal: Any,
+                                                          sshd: SshServer, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    workdir = tmp_path / "remote-work"
+    options = ["--preset", "local", "--name", "remote", "--host", sshd.spec, "--workdir",
+               str(workdir), "--identity", str(sshd.client_key.path)]
+    refused = megarun_process(area, "site", "init", *options, "--no-input",
+                              env={**environment(), "HOME": str(home)})
+    assert refused.returncode == 3
+    assert "is not known" in refused.stderr and "--accept-host-key" in refused.stderr
+    assert site_names(area) == [] and not (home / ".ssh" / "known_hosts").exists()
+
+    term = terminal(*options, home=home)
+    shown = term.expect("Trust it and add it to")
+    assert "The host key of" in shown and "ssh-ed25519" in shown
+    term.answer("y")
+    progress = term.expect("site 'remote' saved")
+    assert "agent installed: megarun-agent-" in progress
+    assert term.wait() == 0
+    assert sshd.host_public_key.split()[1] in (home / ".ssh" / "known_hosts").read_text()
+    assert list((workdir / "agent").glob("megarun-agent-*.pyz"))
+    assert site_json(area, "remote")["host"] == sshd.spec
+
+
+def test_ssh_site_work_dir_is_expanded_there(area: Path, sshd: SshServer,
+                                             tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    (home / ".ssh" / "known_hosts").write_text(sshd.known_hosts_line)
+    env = {**environment(), "HOME": str(home), "MEGARUN_TEST_ONLY_HERE": "/here"}
+    common = ["--preset", "local", "--host", sshd.spec, "--identity",
+              str(sshd.client_key.path), "--no-input", "--json"]
+    unset = megarun_process(area, "site", "init", "--name", "v1", "--workdir",
+                            "$MEGARUN_TEST_ONLY_HERE/w", *common, env=env)
+    assert unset.returncode == 2, unset.stderr
+    assert f"a variable in it is not set on {sshd.spec}" in unset.stderr
+    good = megarun_process(area, "site", "init", "--name", "v2", "--workdir",
+                           f"{tmp_path}/$USER-w", *common, env=env)
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout)["workdir"] == f"{tmp_path}/{sshd.user}-w"
