@@ -28,7 +28,7 @@ _START = (
     'echo "$!"'
 )
 _CANCEL = (
-    'for pid do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null; done; '
+    'for pid do kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null; done; '
     'exit 0'
 )
 

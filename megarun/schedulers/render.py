@@ -66,7 +66,7 @@ def environment() -> jinja2.Environment:
 
 
 def template_context(scheduler: Scheduler, req: ScriptRequest) -> dict[str, Any]:
-    """The variables every scheduler template sees (documented in docs/schedulers.md)."""
+    """The variables every scheduler template sees (listed in templates/README.md)."""
     check_request(req)
     _check_env(req.env)
     _check_preamble(req.preamble)
