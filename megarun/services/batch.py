@@ -160,6 +160,8 @@ def _plan(ctx: Context, request: SubmitRequest) -> _Plan:
         raise UsageError(f"site {site.name!r} needs an account: give --account")
     extras = dict(settings.get(site.scheduler) or {})
     extras.update(apply_overrides({}, request.extras))
+    if queue and settings.get("queue_kind") == "qos":
+        extras["qos"], queue = queue, None  # the site's queues are QOSes, not partitions
     check_extras(site.scheduler, extras, "--set")
     idle = request.idle_exit if request.idle_exit is not None else DEFAULT_IDLE_EXIT
     if idle <= 0:
@@ -179,6 +181,10 @@ def _check_queue(site: SiteInfo, queue: str | None, request: SubmitRequest) -> N
     max_nodes = int(limits.get("max_nodes") or 0)
     if max_nodes and request.nodes and request.nodes > max_nodes:
         raise UsageError(f"queue {queue!r} of site {site.name!r} takes at most {max_nodes} "
+                         f"nodes, asked for {request.nodes}")
+    min_nodes = int(limits.get("min_nodes") or 0)
+    if min_nodes and request.nodes and request.nodes < min_nodes:
+        raise UsageError(f"queue {queue!r} of site {site.name!r} takes at least {min_nodes} "
                          f"nodes, asked for {request.nodes}")
     max_walltime = float(limits.get("max_walltime") or 0)
     if max_walltime and request.walltime and request.walltime > max_walltime:
