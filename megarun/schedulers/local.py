@@ -1,7 +1,7 @@
 """No scheduler: the script runs detached on the site host itself.
 
-Submit starts it in a new session (setsid; job control where setsid is missing), so its pid is
-also its process group id: status lists process group leaders with one `ps`, cancel signals the
+Submit starts it in a new session (setsid(1), or python3's os.setsid where that is missing), so
+its pid is also its process group id: status lists processes with one `ps`, cancel signals the
 whole group. The script path is passed to /bin/sh as "$1", never pasted into shell text.
 """
 
@@ -22,9 +22,15 @@ from megarun.schedulers.base import (
 )
 
 _START = (
+    # A new session makes the script's pid its process group id too. setsid(1) is util-linux;
+    # elsewhere python3's os.setsid does the same (job control needs a tty, so `set -m` would
+    # not). The last resort runs it in the background as it is: cancel then signals the pid.
     'if command -v setsid >/dev/null 2>&1; then '
     'setsid /bin/sh "$1" </dev/null >/dev/null 2>&1 & '
-    'else set -m; nohup /bin/sh "$1" </dev/null >/dev/null 2>&1 & fi; '
+    'elif command -v python3 >/dev/null 2>&1; then '
+    'python3 -c "import os, sys; os.setsid(); os.execv(\'/bin/sh\', [\'/bin/sh\', sys.argv[1]])" '
+    '"$1" </dev/null >/dev/null 2>&1 & '
+    'else nohup /bin/sh "$1" </dev/null >/dev/null 2>&1 & fi; '
     'echo "$!"'
 )
 _CANCEL = (
@@ -66,9 +72,7 @@ class LocalScheduler(Scheduler):
             fields = line.split()
             if len(fields) < 3 or not fields[0].isdigit():
                 continue
-            pid, pgid, stat = fields[0], fields[1], fields[2]
-            if pid != pgid:
-                continue  # not a process group leader: not a batch script megarun started
+            pid, stat = fields[0], fields[2]
             state = BatchState.FINISHED if stat.startswith("Z") else BatchState.RUNNING
             entries[pid] = QueueEntry(pid, stat, state)
         return entries

@@ -185,7 +185,7 @@ def test_cobalt_submit_and_argv() -> None:
 def test_local_ps_parse() -> None:
     text = "    1     1 Ss\n  812   812 S\n  813   812 S\n  900   900 Z\n"
     entries = get_scheduler("local").parse_status(text)
-    assert set(entries) == {"1", "812", "900"}
+    assert set(entries) == {"1", "812", "813", "900"}
     assert entries["812"].state is BatchState.RUNNING
     assert entries["900"].state is BatchState.FINISHED
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
+import shutil
 import socket
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,24 @@ def queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "queue.json"
 
 
+SiteFactory = Callable[[str, Path], "Site"]
+
+
+@pytest.fixture
+def make_site() -> Iterator[SiteFactory]:
+    """Sites for a test; whatever they submitted is cancelled when the test ends, pass or fail."""
+    sites: list[Site] = []
+
+    def make(name: str, batch_dir: Path) -> Site:
+        sites.append(Site(get_scheduler(name), batch_dir))
+        return sites[-1]
+
+    yield make
+    for site in sites:
+        if site.submitted:
+            site.executor.run(site.scheduler.cancel_argv(site.submitted), timeout=30)
+
+
 class Site:
     """Drives one scheduler the way the services do: argv in, text out, one status call."""
 
@@ -55,6 +75,7 @@ class Site:
         self.scheduler = scheduler
         self.batch_dir = batch_dir
         self.executor = LocalExecutor()
+        self.submitted: list[str] = []
 
     def submit(self, name: str, seconds: float, code: int, nodes: int = 1) -> str:
         req = ScriptRequest(
@@ -71,7 +92,9 @@ class Site:
         stdin = script.encode() if self.scheduler.submit_stdin else None
         result = self.executor.run(self.scheduler.submit_argv(str(path)), stdin=stdin, timeout=30)
         assert result.ok, result.stderr_text
-        return self.scheduler.parse_submit(result.text)
+        scheduler_id = self.scheduler.parse_submit(result.text)
+        self.submitted.append(scheduler_id)
+        return scheduler_id
 
     def status(self, ids: list[str]) -> dict[str, QueueEntry]:
         result = self.executor.run(self.scheduler.status_argv(getpass.getuser(), ids),
@@ -98,13 +121,13 @@ class Site:
 
 @pytest.mark.parametrize("flavor", sorted(FLAVORS))
 def test_submit_poll_finish_then_cancel(flavor: str, queue: Path, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+                                        monkeypatch: pytest.MonkeyPatch, make_site: SiteFactory) -> None:
     name, dialect = FLAVORS[flavor]
     if dialect:
         monkeypatch.setenv("MEGARUN_FAKE_FLAVOR", dialect)
     batch = tmp_path / "batch"
     batch.mkdir()
-    site = Site(get_scheduler(name), batch)
+    site = make_site(name, batch)
 
     first = site.submit("1", seconds=0.5, code=4)
     seen = site.poll_until(first, {BatchState.FINISHED, None})
@@ -134,7 +157,8 @@ def agent_pid(output: Path, timeout: float = 10) -> int:
     """The pid the test agent printed once it started."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for line in output.read_text().splitlines():
+        text = output.read_text() if output.exists() else ""
+        for line in text.splitlines():
             if line.startswith("agent pid "):
                 return int(line.split()[-1])
         time.sleep(0.05)
@@ -155,8 +179,8 @@ def assert_gone(pid: int, timeout: float = 10) -> None:
     raise AssertionError(f"process {pid} survived the cancel")
 
 
-def test_pbs_node_file_lists_this_host(queue: Path, tmp_path: Path) -> None:
-    site = Site(get_scheduler("pbs"), tmp_path)
+def test_pbs_node_file_lists_this_host(queue: Path, tmp_path: Path, make_site: SiteFactory) -> None:
+    site = make_site("pbs", tmp_path)
     job = site.submit("nodes", seconds=0, code=0)
     site.poll_until(job, {BatchState.FINISHED})
     line = next(line for line in (tmp_path / "nodes.out").read_text().splitlines()
@@ -166,11 +190,11 @@ def test_pbs_node_file_lists_this_host(queue: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("flavor", ["pbspro", "lsf"])
 def test_request_that_can_never_run(flavor: str, queue: Path, tmp_path: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+                                    monkeypatch: pytest.MonkeyPatch, make_site: SiteFactory) -> None:
     name, dialect = FLAVORS[flavor]
     monkeypatch.setenv("MEGARUN_FAKE_FLAVOR", dialect or "pbspro")
     monkeypatch.setenv("MEGARUN_FAKE_MAX_NODES", "1")
-    site = Site(get_scheduler(name), tmp_path)
+    site = make_site(name, tmp_path)
     job = site.submit("big", seconds=0, code=0, nodes=4)
     time.sleep(0.5)
     entry = site.status([job])[job]
@@ -180,15 +204,16 @@ def test_request_that_can_never_run(flavor: str, queue: Path, tmp_path: Path,
         assert entry.never_runs and entry.reason.startswith("Can Never Run")
 
 
-def test_unknown_ids_do_not_fail_the_status_command(queue: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_ids_do_not_fail_the_status_command(
+        queue: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        make_site: SiteFactory) -> None:
     for dialect in ("pbspro", "torque"):
         monkeypatch.setenv("MEGARUN_FAKE_FLAVOR", dialect)
-        site = Site(get_scheduler("pbs"), tmp_path)
+        site = make_site("pbs", tmp_path)
         job = site.submit(f"known-{dialect}", seconds=0, code=0)
         entries = site.status([job, "999999.gone"])  # asserts status_failed is False
         assert set(entries) == {job}
-    site = Site(get_scheduler("lsf"), tmp_path)
+    site = make_site("lsf", tmp_path)
     job = site.submit("known-lsf", seconds=0, code=0)
     result = site.executor.run(site.scheduler.status_argv(None, [job, "999999"]))
     assert result.code == 255 and not site.scheduler.status_failed(result.code, result.stderr_text)
@@ -219,3 +244,28 @@ def test_same_request_renders_for_every_scheduler(tmp_path: Path) -> None:
                         str(tmp_path / "e"), ["true"], {}, {}, [])
     for name in ("local", "slurm", "pbs", "lsf", "cobalt"):
         assert "--walltime-end" in render_script(name, dataclasses.replace(req))
+
+
+def test_local_start_without_setsid_still_makes_a_process_group(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_site: SiteFactory) -> None:
+    # Hosts without util-linux (macOS): python3's os.setsid must stand in for setsid(1).
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name in ("python3", "ps", "date"):
+        found = shutil.which(name)
+        assert found, name
+        (tools / name).symlink_to(found)
+    monkeypatch.setenv("PATH", str(tools))
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    site = make_site("local", batch)
+    job = site.submit("1", seconds=120, code=0)
+    try:
+        pid = agent_pid(batch / "1.out")
+        assert os.getpgid(int(job)) == int(job)  # the script leads its own group
+        assert os.getpgid(pid) == int(job)  # and the agent is in it
+        assert site.status([job])[job].state is BatchState.RUNNING
+    finally:
+        cancel = site.executor.run(site.scheduler.cancel_argv([job]), timeout=30)
+    assert cancel.ok
+    assert_gone(pid)
