@@ -14,7 +14,7 @@ from typing import List, Optional
 
 from megarun.agent import AGENT_VERSION
 from megarun.agent.mpi import LAUNCHERS
-from megarun.agent.nodes import NODE_SOURCES, NodeListError, read_nodes, unique
+from megarun.agent.nodes import NODE_SOURCES, NodeListError, read_nodes, same_host, unique
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,9 +88,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     except NodeListError as exc:
         print("megarun agent: error: {}".format(exc), file=sys.stderr)
         return 3
+    own_node = _own_node(args)
+    if nodes and args.mpi_launcher == "none" and not any(
+            same_host(name, own_node or socket.gethostname()) for name in nodes):
+        print("megarun agent: error: this host ({}) is not one of the nodes ({}), and without "
+              "an MPI launcher (--mpi-launcher) no job could run".format(
+                  own_node or socket.gethostname(), ",".join(nodes)), file=sys.stderr)
+        return 2
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
     options = Options(args.workdir, agent_id, args.cpus, gpus, args.max_jobs, args.heartbeat,
-                      args.kill_grace, args.idle_exit, nodes=nodes, own_node=_own_node(args),
+                      args.kill_grace, args.idle_exit, nodes=nodes, own_node=own_node,
                       batch_job=args.batch_job, pool=args.pool,
                       mpi_launcher=args.mpi_launcher, mpi_args=args.mpi_args,
                       walltime_end=args.walltime_end, end_grace=args.end_grace)

@@ -450,9 +450,6 @@ class Agent:
             return "needs {} cpus; the node has {}".format(job.cpus, self.options.cpus)
         if job.gpus > len(self.options.gpus):
             return "needs {} gpus; the node has {}".format(job.gpus, len(self.options.gpus))
-        if not self.usable:
-            return ("no node to run it on: this host is not one of the allocation's nodes "
-                    "and there is no MPI launcher (--mpi-launcher)")
         if not job.steps:
             return "the job has no steps"
         return ""

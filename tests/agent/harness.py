@@ -57,9 +57,10 @@ class Site:
     def job_dir(self, job_id: int) -> Path:
         return self.workdir / "jobs" / str(job_id)
 
-    def queue(self, *specs: dict[str, Any], raw_lines: tuple[str, ...] = ()) -> Path:
+    def queue(self, *specs: dict[str, Any], raw_lines: tuple[str, ...] = (),
+              pool: str = "") -> Path:
         self._bundles += 1
-        path = self.spool / "queue" / f"{self._bundles:06d}.jsonl"
+        path = self.spool / "queue" / f"{pool + '~' if pool else ''}{self._bundles:06d}.jsonl"
         lines = [json.dumps(spec) for spec in specs] + list(raw_lines)
         tmp = path.with_name("." + path.name)
         tmp.write_text("".join(line + "\n" for line in lines))
@@ -67,20 +68,20 @@ class Site:
         return path
 
     def start(self, agent_id: str = "a1", *args: str, idle_exit: float = 0.5,
-              cpus: int = 2) -> subprocess.Popen[bytes]:
+              cpus: int = 2, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         argv = [self.python, "-m", "megarun.agent", "run", "--workdir", str(self.workdir),
                 "--agent-id", agent_id, "--cpus", str(cpus), "--heartbeat", "0.2",
                 "--kill-grace", "1", "--idle-exit", str(idle_exit), *args]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
         process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, start_new_session=True)
         self.processes.append(process)
         return process
 
-    def run(self, *args: str, agent_id: str = "a1", cpus: int = 2,
-            timeout: float = 60) -> list[dict[str, Any]]:
+    def run(self, *args: str, agent_id: str = "a1", cpus: int = 2, timeout: float = 60,
+            env: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """Start an agent that exits when idle, wait for it, return its events."""
-        process = self.start(agent_id, *args, cpus=cpus)
+        process = self.start(agent_id, *args, cpus=cpus, env=env)
         try:
             _, err = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
