@@ -87,11 +87,8 @@ class LsfScheduler(Scheduler):
         # -a keeps jobs finished within CLEAN_PERIOD visible (state DONE or EXIT).
         checked = check_ids(ids)
         argv = ["bjobs", "-a", "-noheader", "-o", STATUS_FORMAT]
-        if user:
-            return [*argv, "-u", user]
-        if not checked:
-            raise SchedulerError("bjobs needs a user or the ids of the batch jobs to show")
-        return argv + checked
+        # bjobs shows the login user's jobs by default; the ids narrow it when no user is given.
+        return [*argv, "-u", user] if user else argv + checked
 
     def status_failed(self, code: int, stderr: str) -> bool:
         # bjobs exits 255 for an unknown id or for "no job found" (LSB_BJOBS_CONSISTENT_EXIT_CODE).

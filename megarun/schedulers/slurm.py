@@ -110,10 +110,11 @@ class SlurmScheduler(Scheduler):
         raise SchedulerError(f"sbatch printed no job id: {stdout.strip()[:200]!r}")
 
     def status_argv(self, user: str | None, ids: Sequence[str]) -> list[str]:
-        # No -j: squeue fails on the whole call when one id was purged. One call per site.
+        # No -j: squeue fails on the whole call when one id was purged. One call per site,
+        # filtered to the user (--me: whoever the login is, Slurm 20.11+).
         check_ids(ids)
         argv = ["squeue", "-h", "-t", "all", "-o", STATUS_FORMAT]
-        return argv + (["-u", user] if user else [])
+        return [*argv, "-u", user] if user else [*argv, "--me"]
 
     def parse_status(self, stdout: str) -> dict[str, QueueEntry]:
         entries = {}

@@ -54,7 +54,7 @@ def test_slurm_argv() -> None:
     slurm = get_scheduler("slurm")
     assert slurm.status_argv("alice", ["1", "2"]) == [
         "squeue", "-h", "-t", "all", "-o", "%i %T %r", "-u", "alice"]
-    assert slurm.status_argv(None, []) == ["squeue", "-h", "-t", "all", "-o", "%i %T %r"]
+    assert slurm.status_argv(None, []) == ["squeue", "-h", "-t", "all", "-o", "%i %T %r", "--me"]
     assert slurm.submit_argv("/w/batch/3.sh") == ["sbatch", "--parsable", "/w/batch/3.sh"]
     assert slurm.cancel_argv(["5", "6"]) == ["scancel", "5", "6"]
     with pytest.raises(SchedulerError):
@@ -154,6 +154,7 @@ def test_bsub_and_lsf_argv() -> None:
         "bjobs", "-a", "-noheader", "-o", "jobid stat exit_code pend_reason delimiter='|'",
         "-u", "carol"]
     assert lsf.status_argv(None, ["7"])[-1] == "7"
+    assert lsf.status_argv(None, [])[-1] == "jobid stat exit_code pend_reason delimiter='|'"
     assert not lsf.status_failed(255, "Job <864220165> is not found\n")
     assert not lsf.status_failed(255, "No job found\n")
     assert lsf.status_failed(255, "LSF is down. Please wait ...\n")
