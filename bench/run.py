@@ -4,6 +4,7 @@ the same process.
 
     python bench/run.py                 # everything (a few minutes)
     python bench/run.py launch version  # some of: version create query launch agent suite memory
+                                        #          ssh batch
 
 Each benchmark makes its own area in a temporary folder and runs the real `megarun` command.
 """
@@ -323,6 +324,69 @@ def bench_ssh(root: Path, count: int = 10_000) -> list[Row]:
     ]
 
 
+def bench_batch(root: Path, pilot_jobs: int = 2_000, direct_jobs: int = 200,
+                srun_jobs: int = 500) -> list[Row]:
+    """No-op jobs on the real single-node Slurm the tests use (tests/slurmd.py): one pilot
+    allocation packing them, against one sbatch per job (direct mode), and against one `srun`
+    per job inside one allocation. Direct and srun run a sample (their cost per job is the
+    scheduler's, the same for every job): rows compare jobs per second."""
+    sys.path.insert(0, str(REPO))
+    from tests.slurmd import SlurmUnavailable, start_slurm
+
+    try:
+        cluster = start_slurm()
+    except SlurmUnavailable as exc:
+        return [Row(f"batch bench NOT RUN: no Slurm: {exc}", 0.0, "", ">= 10x direct", False)]
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else root
+    folder = Path(tempfile.mkdtemp(prefix="megarun-bench-batch-", dir=shm))
+    try:
+        area = new_area(root, "batch")
+        megarun(area, "site", "add", "hpc", "--preset", "generic-slurm", "--workdir",
+                str(folder / "hpc"))
+        pilot = _batch_rate(area, pilot_jobs, "--nodes", "1", "--walltime", "30",
+                            "--idle-exit", "2")
+        direct = _batch_rate(area, direct_jobs, "--mode", "direct", walltime="1")
+        srun = _srun_rate(folder, srun_jobs)
+    finally:
+        cluster.release()
+        shutil.rmtree(folder, ignore_errors=True)
+    return [
+        Row(f"{pilot_jobs} no-op jobs in one Slurm pilot (submit to done)", pilot, "jobs/s",
+            ">= 10x direct", pilot >= 10 * direct,
+            f"direct ({direct_jobs} sbatch) {direct:,.1f}/s", f"{pilot / direct:.1f}x"),
+        Row("the same pilot, against one srun per job in one allocation", pilot, "jobs/s",
+            ">= 5x srun", pilot >= 5 * srun, f"srun x{srun_jobs} {srun:,.1f}/s",
+            f"{pilot / srun:.1f}x"),
+    ]
+
+
+def _batch_rate(area: Path, count: int, *submit: str, walltime: str = "") -> float:
+    """Jobs per second from `queue submit` until `launch` saw every job PASS."""
+    extra = ("--walltime", walltime) if walltime else ()
+    megarun(area, "job", "create", "--app", "noop", "--site", "hpc", "--count", str(count),
+            *extra)
+    started = time.perf_counter()
+    megarun(area, "queue", "submit", "--site", "hpc", *submit)
+    summary = json.loads(megarun(area, "launch", "--site", "hpc", "--json").stdout)
+    elapsed = time.perf_counter() - started
+    if summary["by_status"] != {"PASS": count}:
+        raise RuntimeError(f"batch bench: not every job passed: {summary}")
+    return count / elapsed
+
+
+def _srun_rate(folder: Path, count: int) -> float:
+    """One allocation running `srun true` `count` times; timed inside the allocation."""
+    script = folder / "srun.sh"
+    out = folder / "srun.out"
+    script.write_text("#!/bin/sh\nstart=$(date +%s.%N)\n"
+                      f"for i in $(seq {count}); do srun -N1 -n1 true || exit 1; done\n"
+                      'echo "$start $(date +%s.%N)"\n')
+    subprocess.run(["sbatch", "--wait", "-N", "1", "-D", str(folder), "-o", str(out),
+                    str(script)], check=True, capture_output=True, timeout=3600)
+    start, end = (float(x) for x in out.read_text().split()[-2:])
+    return count / (end - start)
+
+
 def _last_job(area: Path, site: str) -> str:
     rows = json.loads(megarun(area, "job", "ls", "--site", site, "--json").stdout)
     return str(max(int(r["id"]) for r in rows))
@@ -330,7 +394,7 @@ def _last_job(area: Path, site: str) -> str:
 
 BENCHES = {"version": bench_version, "create": bench_create, "query": bench_query,
            "launch": bench_launch, "agent": bench_agent, "suite": bench_suite, "memory": bench_memory,
-           "ssh": bench_ssh}
+           "ssh": bench_ssh, "batch": bench_batch}
 
 
 def print_table(rows: list[Row]) -> None:
