@@ -408,7 +408,7 @@ def poll_site(ctx: Context, site: SiteInfo) -> PollResult:
     argv = scheduler.status_argv(_user(site), [str(row.scheduler_id) for row in rows])
     result.status_commands += 1
     answer = executor.run(argv, timeout=STATUS_TIMEOUT)
-    if not answer.ok:
+    if scheduler.status_failed(answer.code, answer.stderr_text):
         raise EnvironmentProblem(f"site {site.name!r}: {argv[0]} failed: "
                                  f"{_last_line(answer.stderr_text, answer.code)}",
                                  "the batch jobs are polled again at the next sync")
