@@ -106,3 +106,23 @@ def test_one_cycle_is_one_transaction(ctx: Context, queued: int) -> None:
     begins = [s for s in statements if s.upper().startswith("BEGIN")]
     commits = [s for s in statements if s.upper().startswith("COMMIT")]
     assert len(begins) == 1 and len(commits) == 1, statements
+
+
+def test_a_job_handed_back_at_the_allocation_end_is_ready_without_using_an_attempt(
+        ctx: Context, queued: int) -> None:
+    """A pilot that reaches its walltime returns its running job: READY, `runs` unchanged."""
+    log = _log(ctx, "pilot")
+    started = _life(1, 1)[:2]
+    _write(log, [*started, {"seq": 3, "t": 4.0, "ev": "returned", "job": 1, "attempt": 1,
+                            "message": "allocation walltime reached"}])
+    ingest_site_events(ctx.db, queued, ensure_default_site(ctx).spool())
+    job = Job.get_by_id(1)
+    assert (job.state, job.status, job.runs, job.agent) == ("READY", "n/a", 0, None)
+    assert job.message == "allocation walltime reached"
+    trail = [(e.from_state, e.to_state) for e in Event.select().where(Event.job == 1)
+             .order_by(Event.id)]
+    assert trail[-1] == ("RUNNING", "READY")
+    # Dispatched again, it runs as attempt 2 and still has its one run to use.
+    site = ensure_default_site(ctx)
+    assert dispatch_ready_jobs(ctx.db, queued, site) == 1
+    assert Job.get_by_id(1).attempt == 2
