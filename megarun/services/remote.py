@@ -14,7 +14,7 @@ from megarun.services.sites import SiteInfo
 
 #: Scheduler commands `site check` looks for on the site's PATH.
 SCHEDULER_COMMANDS = ("sbatch", "squeue", "scancel", "qsub", "qstat", "qdel", "bsub", "bjobs",
-                      "bkill", "cqsub", "cqstat", "srun", "mpiexec", "aprun", "jsrun", "rsync")
+                      "bkill", "srun", "mpiexec", "mpirun", "aprun", "jsrun", "rsync")
 
 # Runs on the site under its Python (3.6+): facts about the interpreter, disk and commands.
 _PROBE = """
@@ -175,10 +175,11 @@ def check_site(site: SiteInfo, accept_host_key: bool = False,
         raise EnvironmentProblem(f"site {site.name!r}: Python {facts['python']} on {site.host} "
                                  "is older than 3.6, which the agent needs",
                                  "point --python at a newer interpreter")
-    schedulers = {"slurm": "sbatch", "pbs": "qsub", "lsf": "bsub", "cobalt": "cqsub"}
-    wanted = schedulers.get(site.scheduler)
+    from megarun.schedulers import get_scheduler
+
+    wanted = [] if site.scheduler == "local" else list(get_scheduler(site.scheduler).commands)
     facts.update({"site": site.name, "host_spec": site.host or "local", "workdir": site.workdir,
                   "agent": agent_zipapp().name, "agent_shipped": shipped,
                   "scheduler": site.scheduler,
-                  "scheduler_found": wanted is None or wanted in facts["commands"]})
+                  "scheduler_found": all(c in facts["commands"] for c in wanted)})
     return facts
