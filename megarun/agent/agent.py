@@ -80,10 +80,12 @@ class Job:
         "cpus",
         "deadline",
         "gpu_ids",
+        "gpus",
         "id",
         "kill_at",
         "kill_reason",
         "launch",
+        "nodes",
         "pid",
         "placed",
         "ranks_per_node",
@@ -92,6 +94,7 @@ class Job:
         "started",
         "step",
         "steps",
+        "timeout",
         "workdir",
     )
 
@@ -107,6 +110,10 @@ class Job:
         self.started = 0.0
         self.deadline: Optional[float] = None
         self.cpus = max(1, int(spec.get("cpus") or 1))
+        self.gpus = int(spec.get("gpus") or 0)
+        self.nodes = int(spec.get("nodes") or 1)
+        timeout = spec.get("timeout")
+        self.timeout: Optional[float] = float(timeout) if timeout else None
         self.gpu_ids: Optional[List[str]] = None
         self.kill_reason: Optional[str] = None
         self.kill_at: Optional[float] = None
@@ -117,22 +124,9 @@ class Job:
         self.launch: Optional[mpi.Placement] = None
 
     @property
-    def gpus(self) -> int:
-        return int(self.spec.get("gpus") or 0)
-
-    @property
     def gpus_per_rank(self) -> int:
         given = self.spec.get("gpus_per_rank")
         return int(given) if given is not None else self.gpus // self.ranks_per_node
-
-    @property
-    def timeout(self) -> Optional[float]:
-        timeout = self.spec.get("timeout")
-        return float(timeout) if timeout else None
-
-    @property
-    def nodes(self) -> int:
-        return int(self.spec.get("nodes") or 1)
 
 
 class Agent:
@@ -152,6 +146,8 @@ class Agent:
         #: The nodes jobs may run on: without a launcher, only the agent's own node.
         self.usable = self.nodes if options.mpi_launcher != "none" else [own] if own else []
         self.free_cpus = options.cpus * len(self.usable)
+        #: How many claimed jobs the agent holds at most: enough to fill every slot.
+        self._claim_limit = (options.max_jobs or options.cpus) * max(1, len(self.usable))
         self._job_cap = options.max_jobs * len(self.usable)
         self._end_at: Optional[float] = None
         self._ending = False
@@ -411,8 +407,7 @@ class Agent:
 
     def _claims_full(self) -> bool:
         """Whether the agent holds enough claimed jobs to fill its slots."""
-        slots = (self.options.max_jobs or self.options.cpus) * max(1, len(self.usable))
-        return len(self.queued) + len(self.held) >= slots
+        return len(self.queued) + len(self.held) >= self._claim_limit
 
     def _start_jobs(self) -> None:
         scanned = 0
@@ -494,7 +489,14 @@ class Agent:
             self._report_end(job, "error", None,
                              "no space left on device in {}".format(job.workdir))
             return
-        self._take(job, placed)
+        if len(placed) == 1 and placed[0].own and job.ranks_per_node == 1:
+            gpu_ids = placed[0].take(job.cpus, job.gpus, job.share)  # the fast path
+            if job.gpus or self.options.gpus:
+                job.gpu_ids = gpu_ids
+            self.free_cpus -= job.cpus
+            job.placed = placed
+        else:
+            self._take(job, placed)
         job.started = time.monotonic()
         timeout = job.timeout
         job.deadline = job.started + timeout if timeout else None
@@ -509,7 +511,7 @@ class Agent:
                                  ranks=job.launch.ranks, launcher=self.options.mpi_launcher)
 
     def _take(self, job: Job, placed: List[nodes.Node]) -> None:
-        """Reserve the job's share of its nodes (whole nodes for a job of several)."""
+        """Reserve a launched job's share of its nodes (whole nodes for a job of several)."""
         cpus = job.cpus if len(placed) == 1 else self.options.cpus
         for node in placed:
             gpu_ids = node.take(cpus, job.gpus, job.share)
@@ -517,9 +519,8 @@ class Agent:
                 job.gpu_ids = gpu_ids
         self.free_cpus -= cpus * len(placed)
         job.placed = placed
-        if len(placed) > 1 or job.ranks_per_node > 1 or not placed[0].own:
-            job.launch = mpi.Placement([node.name for node in placed], job.ranks_per_node,
-                                       int(job.spec.get("threads") or 1), job.gpus_per_rank)
+        job.launch = mpi.Placement([node.name for node in placed], job.ranks_per_node,
+                                   int(job.spec.get("threads") or 1), job.gpus_per_rank)
 
     def _start_step(self, job: Job) -> bool:
         """Start the job's current step; on failure the job is finished and False returned."""

@@ -297,3 +297,21 @@ def test_a_kill_request_reaches_a_job_on_another_node(site: Site, tmp_path: Path
     agent.communicate(timeout=30)
     finished = of(site.events(), "finished")
     assert {j: finished[j]["reason"] for j in finished} == {1: "killed", 2: "killed"}
+
+
+def test_the_shipped_zipapp_runs_a_pilot(site: Site, tmp_path: Path) -> None:
+    from megarun.executors.agentzip import agent_zipapp
+
+    zipapp = tmp_path / agent_zipapp().name
+    zipapp.write_bytes(agent_zipapp().data)
+    site.queue(site.job(1, RECORD), site.job(2, RECORD, ranks_per_node=2), pool="p")
+    argv = [site.python, str(zipapp), "run", "--workdir", str(site.workdir), "--agent-id", "z",
+            "--cpus", "2", "--idle-exit", "0.3", "--pool", "p", "--nodelist", f"{HOST},n1",
+            "--mpi-launcher", "srun", "--walltime-end", str(time.time() + 600)]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(argv, env={**env, **launcher_env(tmp_path)}, capture_output=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    finished = of(site.events("z"), "finished")
+    assert {j: finished[j]["rc"] for j in finished} == {1: 0, 2: 0}
+    assert len(launches(tmp_path)) == 1 and "--ntasks=2" in launches(tmp_path)[0]
