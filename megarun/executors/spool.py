@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from megarun.agent.exchange import pool_of  # the agent and the home host name pools alike
+
 _COUNTER = itertools.count()
 
 
@@ -200,11 +202,6 @@ class LocalSpool:
     def job_dir(self, job_id: int) -> str:
         """Where a plain job runs: jobs/<thousands>/<id> (a string: it goes into job specs)."""
         return f"{self.workdir}/jobs/{job_id // 1000:06d}/{job_id}"
-
-
-def pool_of(name: str) -> str:
-    """The pool of a bundle name ("bj7~123.jsonl" -> "bj7"); "" for the shared queue."""
-    return name.split("~", 1)[0] if "~" in name else ""
 
 
 def bundle_keys_in(text: str) -> list[tuple[int, int]]:

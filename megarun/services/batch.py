@@ -319,9 +319,9 @@ def _take_back_failed(ctx: Context, site: SiteInfo, rows: Sequence[BatchJob]) ->
         return_to_ready(ctx, site, failed, "its batch job could not be submitted")
 
 
-def return_to_ready(ctx: Context, site: SiteInfo, pools: list[str], message: str) -> int:
-    """Take the unclaimed bundles of `pools` ("" is the shared queue) back; their jobs, still
-    QUEUED in that attempt, become READY. Returns how many."""
+def return_to_ready(ctx: Context, site: SiteInfo, pools: list[str] | None, message: str) -> int:
+    """Take the unclaimed bundles (of `pools` only, "" naming the shared queue) back; their
+    jobs, still QUEUED in that attempt, become READY. Returns how many."""
     taken = dict(site.spool().take_back_queue(pools))
     if not taken:
         return 0

@@ -22,17 +22,14 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from megarun.config.area import LauncherSettings
-from megarun.core.lifecycle import Chain
-from megarun.core.states import FAILING_STATUSES, JobState, JobStatus
-from megarun.db.connection import write_transaction
-from megarun.db.jobstore import load_rows, load_rows_where, save_rows
+from megarun.core.states import FAILING_STATUSES, JobStatus
+from megarun.db.jobstore import load_rows_where
 from megarun.errors import AlreadyRunning, EnvironmentProblem, MegarunError
 from megarun.services import agents as agent_service
 from megarun.services.context import Context
 from megarun.services.dispatch import BUNDLE_SIZE, PoolTarget, dispatch_ready_jobs
 from megarun.services.gates import GateDecision, LaunchGates
 from megarun.services.ingest import ingest_site_events
-from megarun.services.lifecycle import apply_chain
 from megarun.services.matching import match_jobs
 from megarun.services.remote_spool import AgentLaunch, RemoteSpool
 from megarun.services.runs import run_root
@@ -393,17 +390,9 @@ class Launcher:
             self.agent_process.wait()
 
     def _take_back_queue(self) -> None:
-        taken = dict(self.spool.take_back_queue())
-        if not taken:
-            return
-        db = self.ctx.db
-        with write_transaction(db):
-            rows = load_rows(db, taken)
-            for row in rows.values():
-                if row.snapshot.state is JobState.QUEUED and taken[row.id] == row.snapshot.attempt:
-                    apply_chain(row, Chain(row.snapshot).to(JobState.READY,
-                                                            message="launcher interrupted"))
-            save_rows(db, rows.values())
+        from megarun.services.batch import return_to_ready
+
+        return_to_ready(self.ctx, self.site, None, "launcher interrupted")
 
     def _reap_agent(self) -> None:
         if self.agent_process is not None and self.agent_process.poll() is not None:
