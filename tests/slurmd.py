@@ -59,12 +59,11 @@ from pathlib import Path
 
 from megarun.executors.base import CommandResult, Executor
 from megarun.executors.local import LocalExecutor
-from tests.sshd import _alive, _terminate
+from tests.sshd import _alive, _apt, _terminate
 
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 HEADER = "# Written by megarun's tests (tests/slurmd.py): a single-node Slurm for the test suite."
 PACKAGES = ["slurmd", "slurmctld", "slurm-client", "munge"]
-APT_TIMEOUT = 300
 PARTITION = "debug"
 
 RUN_SLURM = Path("/run/slurm")
@@ -249,8 +248,9 @@ def ensure_slurm_packages() -> None:
     if shutil.which("apt-get") is None:
         raise SlurmUnavailable("Slurm is missing and there is no apt-get to install it")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    _apt(["apt-get", "update", "-qq"], env)
-    _apt(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES], env)
+    _apt(["apt-get", "update", "-qq"], env, SlurmUnavailable)
+    _apt(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES], env,
+         SlurmUnavailable)
     if not _slurm_present():
         raise SlurmUnavailable("apt-get installed Slurm but its programs are still missing")
 
@@ -443,17 +443,6 @@ def _wait_for(ready: Callable[[], bool], deadline: float, problem: str) -> None:
             return
         time.sleep(0.05)
     raise SlurmUnavailable(problem)
-
-
-def _apt(argv: list[str], env: dict[str, str]) -> None:
-    try:
-        done = subprocess.run(argv, env=env, capture_output=True, text=True,
-                              timeout=APT_TIMEOUT, check=False)
-    except subprocess.TimeoutExpired:
-        raise SlurmUnavailable(f"{' '.join(argv)} took more than {APT_TIMEOUT} s") from None
-    if done.returncode != 0:
-        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        raise SlurmUnavailable(f"{' '.join(argv)} failed (rc {done.returncode}): {tail}")
 
 
 def _output(argv: list[str]) -> str:

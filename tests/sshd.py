@@ -60,15 +60,17 @@ def _openssh_present() -> bool:
     return Path(SSHD).is_file() and shutil.which("ssh-keygen") is not None
 
 
-def _apt(argv: list[str], env: dict[str, str]) -> None:
+def _apt(argv: list[str], env: dict[str, str],
+         unavailable: type[Exception] = SshdUnavailable) -> None:
+    """Run one apt-get step; a timeout or failure raises `unavailable` with stderr's tail."""
     try:
         done = subprocess.run(argv, env=env, capture_output=True, text=True,
                               timeout=APT_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
-        raise SshdUnavailable(f"{' '.join(argv)} took more than {APT_TIMEOUT} s") from None
+        raise unavailable(f"{' '.join(argv)} took more than {APT_TIMEOUT} s") from None
     if done.returncode != 0:
         tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        raise SshdUnavailable(f"{' '.join(argv)} failed (rc {done.returncode}): {tail}")
+        raise unavailable(f"{' '.join(argv)} failed (rc {done.returncode}): {tail}")
 
 
 def make_key(path: Path, comment: str = "megarun-test") -> str:

@@ -101,6 +101,17 @@ def check_ids(ids: Sequence[str]) -> list[str]:
     return checked
 
 
+def queue_and_account(req: ScriptRequest, queue_flag: str, account_flag: str) -> list[str]:
+    """The directive lines of the request's queue and account, when given (`queue_flag` and
+    `account_flag` end with the separator: "#PBS -q ", "#SBATCH --account=")."""
+    lines = []
+    if req.queue:
+        lines.append(queue_flag + directive_value(req.queue, "queue"))
+    if req.account:
+        lines.append(account_flag + directive_value(req.account, "account"))
+    return lines
+
+
 def normalize_key(key: str) -> str:
     """Extra keys compare with `_` and `-` alike: `gpus_per_node` is `--gpus-per-node`."""
     return key.replace("_", "-")

@@ -20,6 +20,7 @@ from megarun.schedulers.base import (
     directive_value,
     flag_or_value,
     normalize_key,
+    queue_and_account,
     split_minutes,
 )
 
@@ -55,10 +56,7 @@ class CobaltScheduler(Scheduler):
             f"#COBALT --cwd {req.batch_dir}",
             f"#COBALT -o {req.output}",
         ]
-        if req.queue:
-            lines.append(f"#COBALT -q {directive_value(req.queue, 'queue')}")
-        if req.account:
-            lines.append(f"#COBALT -A {directive_value(req.account, 'account')}")
+        lines += queue_and_account(req, "#COBALT -q ", "#COBALT -A ")
         return lines + self.extra_lines(req.extras)
 
     def extra_directive(self, key: str, value: ExtraValue) -> str | None:

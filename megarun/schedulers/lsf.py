@@ -23,6 +23,7 @@ from megarun.schedulers.base import (
     check_ids,
     directive_value,
     flag_or_value,
+    queue_and_account,
     split_minutes,
 )
 
@@ -63,10 +64,7 @@ class LsfScheduler(Scheduler):
             f"#BSUB -cwd {req.batch_dir}",
             f"#BSUB -o {req.output}",
         ]
-        if req.queue:
-            lines.append(f"#BSUB -q {directive_value(req.queue, 'queue')}")
-        if req.account:
-            lines.append(f"#BSUB -P {directive_value(req.account, 'account')}")
+        lines += queue_and_account(req, "#BSUB -q ", "#BSUB -P ")
         return lines + self.extra_lines(req.extras)
 
     def extra_directive(self, key: str, value: ExtraValue) -> str | None:

@@ -27,6 +27,7 @@ from megarun.schedulers.base import (
     check_ids,
     directive_value,
     flag_or_value,
+    queue_and_account,
     split_minutes,
 )
 
@@ -61,10 +62,7 @@ class PbsScheduler(Scheduler):
             "#PBS -j oe",
             f"#PBS -o {req.output}",
         ]
-        if req.queue:
-            lines.append(f"#PBS -q {directive_value(req.queue, 'queue')}")
-        if req.account:
-            lines.append(f"#PBS -A {directive_value(req.account, 'account')}")
+        lines += queue_and_account(req, "#PBS -q ", "#PBS -A ")
         return lines + self.extra_lines(req.extras)
 
     def extra_directive(self, key: str, value: ExtraValue) -> str | None:

@@ -21,6 +21,7 @@ from megarun.schedulers.base import (
     directive_value,
     flag_or_value,
     normalize_key,
+    queue_and_account,
     split_minutes,
 )
 
@@ -85,10 +86,7 @@ class SlurmScheduler(Scheduler):
             f"#SBATCH --chdir={req.batch_dir}",
             f"#SBATCH --output={req.output}",
         ]
-        if req.queue:
-            lines.append(f"#SBATCH --partition={directive_value(req.queue, 'queue')}")
-        if req.account:
-            lines.append(f"#SBATCH --account={directive_value(req.account, 'account')}")
+        lines += queue_and_account(req, "#SBATCH --partition=", "#SBATCH --account=")
         return lines + self.extra_lines(req.extras)
 
     def extra_directive(self, key: str, value: ExtraValue) -> str | None:
