@@ -54,11 +54,36 @@ def _batch(db: SqliteDatabase) -> None:
     db.execute_sql("CREATE INDEX IF NOT EXISTS batch_job_state ON batch_job (site_id, state)")
 
 
+def _archive(db: SqliteDatabase) -> None:
+    """Run ids never reused (AUTOINCREMENT), run.moved_to, and the run_move intent table.
+
+    A database made before this step has `run` without AUTOINCREMENT: the table is rebuilt
+    (foreign keys are off while steps run, see `migrate`), keeping every id.
+    """
+    sql = db.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'run'"
+                         ).fetchone()[0]
+    if "AUTOINCREMENT" not in sql.upper():
+        # the documented rebuild: make the new table under another name, copy, drop, rename
+        # (renaming the old table instead would repoint job.run_id at the doomed copy)
+        old = sorted(_columns(db, "run"))
+        create, _ = db.get_sql_context().sql(models.Run._schema._create_table(safe=False)).query()
+        db.execute_sql(create.replace('CREATE TABLE "run"', 'CREATE TABLE "run_0005"', 1))
+        cols = ", ".join(f'"{name}"' for name in old if name != "moved_to")
+        db.execute_sql(f"INSERT INTO run_0005 ({cols}) SELECT {cols} FROM run")
+        db.execute_sql("DROP TABLE run")
+        db.execute_sql("ALTER TABLE run_0005 RENAME TO run")
+        models.Run._schema.create_indexes(safe=True)
+    elif "moved_to" not in _columns(db, "run"):
+        db.execute_sql("ALTER TABLE run ADD COLUMN moved_to TEXT")
+    db.create_tables([models.RunMove], safe=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[SqliteDatabase], None]]] = [
     ("0001_initial", _initial),
     ("0002_suites", _suites),
     ("0003_staging", _staging),
     ("0004_batch", _batch),
+    ("0005_archive", _archive),
 ]
 
 
@@ -80,12 +105,21 @@ def migrate(db: SqliteDatabase) -> list[str]:
             f"the database has schema steps this megarun does not know ({', '.join(sorted(unknown))})",
             "it was written by a newer megarun: upgrade megarun",
         )
-    applied: list[str] = []
-    for name, step in MIGRATIONS:
-        if name in done:
-            continue
-        with db.atomic():
-            step(db)
-            models.SchemaMigration.insert(name=name, applied=time.time()).execute()
-        applied.append(name)
-    return applied
+    missing = [(name, step) for name, step in MIGRATIONS if name not in done]
+    if not missing:
+        return []
+    # A step may rebuild a table: with foreign keys on, dropping the old copy would cascade.
+    # The pragma only takes effect outside a transaction; each step is checked before commit.
+    db.execute_sql("PRAGMA foreign_keys = OFF")
+    try:
+        for name, step in missing:
+            with db.atomic():
+                step(db)
+                broken = db.execute_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise EnvironmentProblem(f"schema step {name} left broken references: "
+                                             f"{broken[:3]}")
+                models.SchemaMigration.insert(name=name, applied=time.time()).execute()
+    finally:
+        db.execute_sql("PRAGMA foreign_keys = ON")
+    return [name for name, _ in missing]

@@ -67,14 +67,19 @@ class App(BaseModel):
 
 
 class Run(BaseModel):
-    """A (target, runname) pair of a test suite."""
+    """A (target, runname) pair of a test suite.
 
-    id = AutoField()
+    Ids are never reused (AUTOINCREMENT, 0005_archive): a run keeps its id in the
+    completed-runs database and when it is restored.
+    """
+
+    id = AutoIncrementField()
     target = CharField()
     runname = CharField()
     created = FloatField()
     config_hash = CharField(default="")
-    state = CharField(default="new")
+    state = CharField(default="new")  # "open"; "MOVED" once migrated to another area
+    moved_to = TextField(null=True)  # 0005_archive: the destination area of a MOVED run
 
     class Meta:
         indexes = ((("target", "runname"), True),)
@@ -232,6 +237,20 @@ class StageOutDue(BaseModel):
     attempt = IntegerField()
 
 
+class RunMove(BaseModel):
+    """The intent of a run move in progress (0005_archive): written before the copy, removed
+    after the delete, so that the next command finishes or undoes a move a crash cut short.
+
+    direction: "reduce" (to completed-runs.db), "restore" (back) or "migrate" (to the area
+    at `destination`). No foreign key: the run may live in either database.
+    """
+
+    run_id = IntegerField(primary_key=True)
+    direction = CharField()
+    destination = TextField(null=True)
+    started = FloatField()
+
+
 ALL_MODELS: list[Any] = [
     SchemaMigration,
     Site,
@@ -245,4 +264,5 @@ ALL_MODELS: list[Any] = [
     Event,
     Agent,
     StageOutDue,
+    RunMove,
 ]
