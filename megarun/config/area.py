@@ -88,7 +88,24 @@ class Area:
 
     @property
     def db_path(self) -> Path:
+        """The working database's place when the area is on a local disk (see
+        megarun.services.homehost, which decides where it really is)."""
         return self.state_dir / "work.db"
+
+    @property
+    def mirror_path(self) -> Path:
+        """The read-only snapshot every host can read."""
+        return self.state_dir / "megarun.db"
+
+    @property
+    def completed_db_path(self) -> Path:
+        """The completed-runs archive (same schema as the working database)."""
+        return self.state_dir / "completed-runs.db"
+
+    @property
+    def homehost_path(self) -> Path:
+        """Which host is home and where its working database is."""
+        return self.state_dir / "homehost"
 
     @property
     def logs_dir(self) -> Path:
