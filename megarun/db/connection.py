@@ -11,7 +11,7 @@ from typing import Any
 
 from peewee import OperationalError, SqliteDatabase
 
-from megarun.db import migrations
+from megarun.db import migrations, models
 from megarun.db.models import database_proxy
 from megarun.errors import DatabaseBusy, EnvironmentProblem
 
@@ -28,9 +28,9 @@ def busy_timeout_seconds() -> float:
         return DEFAULT_BUSY_SECONDS
 
 
-def _pragmas(busy_seconds: float) -> tuple[tuple[str, Any], ...]:
+def _pragmas(busy_seconds: float, journal: str = "wal") -> tuple[tuple[str, Any], ...]:
     return (
-        ("journal_mode", "wal"),
+        ("journal_mode", journal),
         ("synchronous", "normal"),
         ("foreign_keys", 1),
         ("busy_timeout", int(busy_seconds * 1000)),
@@ -51,7 +51,8 @@ def open_database(path: Path, migrate: bool = True) -> SqliteDatabase:
     if not path.exists():
         _create_private(path)
     busy = busy_timeout_seconds()
-    db = SqliteDatabase(str(path), pragmas=_pragmas(busy), lock_type="IMMEDIATE", timeout=busy)
+    db = SqliteDatabase(str(path), pragmas=_pragmas(busy), lock_type="IMMEDIATE", timeout=busy,
+                        uri=True)  # so that ATTACH takes file: URIs (mode=ro, immutable=1)
     try:
         db.connect(reuse_if_open=True)
         database_proxy.initialize(db)
@@ -60,6 +61,27 @@ def open_database(path: Path, migrate: bool = True) -> SqliteDatabase:
     except OperationalError as exc:
         raise translate_operational_error(exc, path) from exc
     return db
+
+
+def prepare_database_file(path: Path, journal: str = "wal") -> None:
+    """Create (private) or bring up to date the database at `path` without binding the models
+    to it: for a second database such as completed-runs.db or another area's working database.
+
+    `journal` "delete" for a file other hosts read on a shared file system (no -shm there).
+    """
+    if not path.exists():
+        _create_private(path)
+    busy = busy_timeout_seconds()
+    db = SqliteDatabase(str(path), pragmas=_pragmas(busy, journal), lock_type="IMMEDIATE",
+                        timeout=busy)
+    try:
+        db.connect()
+        with db.bind_ctx(models.ALL_MODELS):
+            migrations.migrate(db)
+    except OperationalError as exc:
+        raise translate_operational_error(exc, path) from exc
+    finally:
+        db.close()
 
 
 def translate_operational_error(exc: Exception, path: Path | None = None) -> Exception:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from peewee import SqliteDatabase
 
@@ -66,13 +67,14 @@ def _archive(db: SqliteDatabase) -> None:
         # the documented rebuild: make the new table under another name, copy, drop, rename
         # (renaming the old table instead would repoint job.run_id at the doomed copy)
         old = sorted(_columns(db, "run"))
-        create, _ = db.get_sql_context().sql(models.Run._schema._create_table(safe=False)).query()
+        schema: Any = models.Run._schema  # type: ignore[attr-defined]
+        create, _ = db.get_sql_context().sql(schema._create_table(safe=False)).query()
         db.execute_sql(create.replace('CREATE TABLE "run"', 'CREATE TABLE "run_0005"', 1))
         cols = ", ".join(f'"{name}"' for name in old if name != "moved_to")
-        db.execute_sql(f"INSERT INTO run_0005 ({cols}) SELECT {cols} FROM run")
+        db.execute_sql(f"INSERT INTO run_0005 ({cols}) SELECT {cols} FROM run")  # noqa: S608
         db.execute_sql("DROP TABLE run")
         db.execute_sql("ALTER TABLE run_0005 RENAME TO run")
-        models.Run._schema.create_indexes(safe=True)
+        schema.create_indexes(safe=True)
     elif "moved_to" not in _columns(db, "run"):
         db.execute_sql("ALTER TABLE run ADD COLUMN moved_to TEXT")
     db.create_tables([models.RunMove], safe=True)

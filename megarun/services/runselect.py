@@ -1,0 +1,71 @@
+"""Which runs an archive, restore or migration acts on: finished runs picked by target,
+runname and age.
+
+A run is finished when none of its jobs is waiting or active (CREATED, AWAITING_PARENTS,
+READY, QUEUED, LAUNCHED, RUNNING, KILLREQ); its age counts from its last activity: the latest
+end of one of its jobs, else its creation. `target` and `runname` are exact names or globs
+(`*`, `?`, `[...]`, as SQLite's GLOB).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from peewee import SqliteDatabase
+
+from megarun.core.states import ACTIVE_STATES, WAITING_STATES
+
+#: The database names a selection may read: the working db, completed-runs.db, another area's.
+SCHEMAS = ("main", "arc", "dest")
+OPEN_STATES = tuple(sorted(s.value for s in ACTIVE_STATES | WAITING_STATES))
+
+
+@dataclass(frozen=True)
+class RunSelection:
+    """What to pick; None: any."""
+
+    target: str | None = None
+    runname: str | None = None
+    older_than: float | None = None  # seconds since the run's last activity
+
+    def describe(self) -> str:
+        parts = [f"target {self.target}" if self.target else "",
+                 f"runname {self.runname}" if self.runname else "",
+                 f"idle for {self.older_than:g} s" if self.older_than is not None else ""]
+        return ", ".join(p for p in parts if p) or "every run"
+
+
+def select_finished_runs(db: SqliteDatabase, selection: RunSelection, schema: str = "main",
+                         now: float | None = None, include_moved: bool = False) -> list[int]:
+    """Ids of the finished runs in `schema` (main, or an attached name) that match, oldest
+    first. Runs marked MOVED (tombstones of a migration) are left out unless asked for."""
+    if schema not in SCHEMAS:
+        raise ValueError(f"unknown database schema {schema!r}")
+    clauses, params = _filters(selection, include_moved)
+    marks = ", ".join("?" for _ in OPEN_STATES)
+    clauses.append(f"NOT EXISTS (SELECT 1 FROM {schema}.job j WHERE j.run_id = r.id "  # noqa: S608
+                   f"AND j.state IN ({marks}))")
+    params.extend(OPEN_STATES)
+    last = (f"coalesce((SELECT max(j.ended) FROM {schema}.job j WHERE j.run_id = r.id), "  # noqa: S608
+            "r.created)")
+    if selection.older_than is not None:
+        clauses.append(f"{last} < ?")
+        params.append((now if now is not None else time.time()) - selection.older_than)
+    sql = (f"SELECT r.id FROM {schema}.run r WHERE {' AND '.join(clauses)} "  # noqa: S608
+           f"ORDER BY {last}, r.id")
+    return [row[0] for row in db.execute_sql(sql, params).fetchall()]
+
+
+def _filters(selection: RunSelection, include_moved: bool) -> tuple[list[str], list[object]]:
+    clauses: list[str] = []
+    params: list[object] = []
+    if selection.target:
+        clauses.append("r.target GLOB ?")
+        params.append(selection.target)
+    if selection.runname:
+        clauses.append("r.runname GLOB ?")
+        params.append(selection.runname)
+    if not include_moved:
+        clauses.append("r.state != 'MOVED'")
+    return clauses, params
