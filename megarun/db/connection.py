@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from peewee import OperationalError, SqliteDatabase
 
@@ -60,6 +61,33 @@ def open_database(path: Path, migrate: bool = True) -> SqliteDatabase:
             migrations.migrate(db)
     except OperationalError as exc:
         raise translate_operational_error(exc, path) from exc
+    return db
+
+
+def snapshot_uri(path: Path) -> str:
+    """A read-only, lock-free URI for a snapshot file on a shared file system."""
+    return f"file:{quote(str(path))}?mode=ro&immutable=1"
+
+
+def open_snapshot(path: Path) -> SqliteDatabase:
+    """Open a snapshot (the mirror) read-only, without locks, and bind the models to it.
+
+    It must hold every schema step this megarun knows: an older home host wrote it otherwise.
+    """
+    db = SqliteDatabase(snapshot_uri(path), uri=True,
+                        pragmas=(("query_only", 1), ("cache_size", -64_000),
+                                 ("temp_store", "memory")))
+    try:
+        db.connect(reuse_if_open=True)
+        database_proxy.initialize(db)
+        missing = {name for name, _ in migrations.MIGRATIONS} - migrations.applied_migrations(db)
+    except OperationalError as exc:
+        raise translate_operational_error(exc, path) from exc
+    if missing:
+        db.close()
+        raise EnvironmentProblem(f"the mirror {path} was written by an older megarun (it lacks "
+                                 f"schema steps {', '.join(sorted(missing))})",
+                                 "upgrade megarun on the home host and run a command there")
     return db
 
 

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, TypeVar, cast
+from typing import BinaryIO, NoReturn, TypeVar, cast
 
 import paramiko
 
@@ -367,6 +367,29 @@ class SshExecutor:
         """Run `script` with the host's `python`: piped on stdin, or as `-c` if stdin is used."""
         argv, data = python_argv(script, args, python, stdin)
         return self.run(argv, stdin=data, timeout=timeout)
+
+    @contextlib.contextmanager
+    def command_channel(self, argv: Sequence[str]) -> Iterator[paramiko.Channel]:
+        """The channel of a running command, for a caller that talks with it as it runs."""
+        with self._session() as channel:
+            channel.exec_command(shell_join(argv))
+            yield channel
+
+    def stream(self, argv: Sequence[str], stdout: BinaryIO, stderr: BinaryIO) -> int:
+        """Run argv, copying its output to `stdout`/`stderr` as it comes; its exit code."""
+        program = check_argv(argv)[0]
+        with self.command_channel(argv) as channel:
+            channel.shutdown_write()
+            while True:
+                _pump(channel, stdout, stderr)
+                if _drained(channel):
+                    break
+                select.select([channel], [], [], 1.0)
+            code = _exit_status(channel, None)
+        if code is None:
+            raise HostUnreachable(f"the connection to {self.description} was lost while "
+                                  f"{program} ran")
+        return code
 
     # -- files (SFTP) --------------------------------------------------------------------------
     def read_bytes(self, path: PathArg) -> bytes:
@@ -740,6 +763,20 @@ def _collect_output(channel: paramiko.Channel, stdin: bytes | None,
         if _drained(channel):
             return bytes(out), bytes(err)
         select.select([channel], [], [], min(_remaining(deadline), 1.0))
+
+
+def _pump(channel: paramiko.Channel, stdout: BinaryIO, stderr: BinaryIO) -> None:
+    """Copy what output has arrived, and flush it (a forwarded command reads as if local)."""
+    moved = False
+    while channel.recv_ready():
+        stdout.write(channel.recv(_CHUNK))
+        moved = True
+    while channel.recv_stderr_ready():
+        stderr.write(channel.recv_stderr(_CHUNK))
+        moved = True
+    if moved:
+        stdout.flush()
+        stderr.flush()
 
 
 def _drained(channel: paramiko.Channel) -> bool:

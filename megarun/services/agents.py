@@ -181,7 +181,12 @@ def requeue_orphans(db: SqliteDatabase, site_id: int, spool: LocalSpool) -> int:
 
 
 def settle_defunct(ctx: Context) -> None:
-    """On every site: take in new events, then make the jobs of agents that are gone DEAD."""
+    """On every site: take in new events, then make the jobs of agents that are gone DEAD.
+
+    Nothing on the mirror (another host): what it shows is as the home host last wrote it.
+    """
     from megarun.services.sync import sync_all
 
+    if ctx.read_only or not ctx.is_home:
+        return
     sync_all(ctx, dispatch=False)

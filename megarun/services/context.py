@@ -1,14 +1,23 @@
-"""The per-command context: which area, and its database opened once, lazily."""
+"""The per-command context: which area, and its database opened once, lazily.
+
+On the home host the database is the working database, and the mirror is kept fresh while
+the command runs and once more when it ends. On any other host it is the mirror, opened
+read-only (commands that write are forwarded to the home host before they start: see
+megarun.services.forward).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from peewee import SqliteDatabase
 
 from megarun.config.area import Area, locate_area
-from megarun.db.connection import open_database
+from megarun.db.connection import open_database, open_snapshot
+from megarun.errors import EnvironmentProblem
+from megarun.services import homehost, mirror
 
 
 @dataclass
@@ -17,8 +26,12 @@ class Context:
 
     area_override: str | None = None
     cwd: Path | None = None
+    on_mirror: Callable[[str, float | None], None] | None = None  # told (host, age) on opening
+    read_only: bool = False  # True once the database opened is the mirror
     _area: Area | None = field(default=None, repr=False)
     _db: SqliteDatabase | None = field(default=None, repr=False)
+    _home: homehost.HomeHost | None = field(default=None, repr=False)
+    _keeper: mirror.MirrorKeeper | None = field(default=None, repr=False)
 
     @property
     def area(self) -> Area:
@@ -27,13 +40,59 @@ class Context:
         return self._area
 
     @property
+    def home(self) -> homehost.HomeHost:
+        """The area's home host (this host becomes it when the area has none yet)."""
+        if self._home is None:
+            self.area.state_dir.mkdir(mode=0o700, exist_ok=True)
+            self._home = homehost.establish(self.area)
+        return self._home
+
+    @property
+    def is_home(self) -> bool:
+        return self.home.host == homehost.this_host()
+
+    @property
     def db(self) -> SqliteDatabase:
         if self._db is None:
-            self.area.state_dir.mkdir(mode=0o700, exist_ok=True)
-            self._db = open_database(self.area.db_path)
+            if self.is_home:
+                homehost.check_not_moving(self.area, self.home)
+                self._db = open_database(self.home.db)
+                self._keeper = mirror.MirrorKeeper(self.home.db, self.area.mirror_path)
+            else:
+                self._db = self._open_mirror()
         return self._db
 
+    def _open_mirror(self) -> SqliteDatabase:
+        path = self.area.mirror_path
+        if not path.exists():
+            raise EnvironmentProblem(
+                f"no mirror of the working database yet ({path})",
+                f"run any megarun command on the home host {self.home.host} to write it")
+        self.read_only = True
+        db = open_snapshot(path)
+        if self.on_mirror is not None:
+            self.on_mirror(self.home.host, self.mirror_age())
+        return db
+
+    def mirror_age(self) -> float | None:
+        """How old the mirror is, in seconds (None: there is none)."""
+        return mirror.age_seconds(self.area.mirror_path)
+
+    def check_still_home(self) -> None:
+        """For long-running loops: stop when `homehost migrate` moved the database away."""
+        if self._home is not None and self.is_home:
+            current = homehost.read_homehost(self.area)
+            if current is not None and (current.host != self._home.host
+                                        or current.db != self._home.db):
+                raise homehost.NotHomeHost(
+                    f"the working database moved to {current.host}; this process stops")
+
     def close(self) -> None:
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.halt()
         if self._db is not None:
             self._db.close()
             self._db = None
+        if keeper is not None:
+            keeper.refresh_now()  # after the close: its checkpoint is in the snapshot

@@ -1,0 +1,170 @@
+"""The mirror: `<area>/.megarun/megarun.db`, a consistent snapshot of the working database
+that every host can read without taking a SQLite lock on the shared file system.
+
+A refresh copies the working database with SQLite's online backup (one step, so one read
+transaction: a consistent snapshot even while others write), switches the copy to a
+rollback journal (readers open it `immutable`: no -wal, no -shm), flushes it, and renames it
+over the old mirror. A reader that has the old file open keeps reading the old file.
+
+Only the home host refreshes. Refreshes are serialized by a lock next to the working database
+(local disk), and skipped when the working database has not changed since the last one (its
+and its WAL's size and mtime). A crash leaves at worst a temp file, removed by the next
+refresh; the mirror in place is always a whole snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from filelock import FileLock, Timeout
+
+from megarun.core.faults import fault_point
+from megarun.errors import DatabaseBusy
+
+TEMP_PREFIX = ".megarun.db.tmp-"
+#: Crash points of a refresh, for tests (megarun.core.faults).
+FAULT_POINTS = ("mirror:after-copy", "mirror:after-rename")
+LOCK_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """What one refresh did."""
+
+    copied: bool
+    seconds: float
+    size: int
+
+
+def refresh(working_db: Path, mirror: Path, force: bool = False) -> Refresh:
+    """Bring the mirror up to date with the working database (skipped when unchanged)."""
+    started = time.monotonic()
+    lock = FileLock(str(working_db.with_name(working_db.name + ".mirror.lock")))
+    try:
+        lock.acquire(timeout=LOCK_SECONDS)
+    except Timeout:
+        raise DatabaseBusy("another megarun process kept refreshing the mirror",
+                           f"waited {LOCK_SECONDS:g} s") from None
+    try:
+        _remove_leftovers(mirror)
+        stamp = _stamp(working_db)
+        stamp_file = working_db.with_name(working_db.name + ".mirror.stamp")
+        if not force and mirror.exists() and _read_stamp(stamp_file) == stamp:
+            return Refresh(False, time.monotonic() - started, mirror.stat().st_size)
+        size = _snapshot(working_db, mirror)
+        stamp_file.write_text(json.dumps(stamp))
+        return Refresh(True, time.monotonic() - started, size)
+    finally:
+        lock.release()
+
+
+def _snapshot(working_db: Path, mirror: Path) -> int:
+    temp = mirror.with_name(f"{TEMP_PREFIX}{os.getpid()}")
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.close(fd)
+    try:
+        source = sqlite3.connect(f"file:{quote(str(working_db))}?mode=ro", uri=True)
+        target = sqlite3.connect(temp)
+        try:
+            source.backup(target)  # all pages in one step: one consistent read transaction
+            target.execute("PRAGMA journal_mode = DELETE")  # readers open it immutable
+        finally:
+            target.close()
+            source.close()
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        fault_point("mirror:after-copy")
+        os.replace(temp, mirror)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(mirror.parent)
+    fault_point("mirror:after-rename")
+    return mirror.stat().st_size
+
+
+def _stamp(working_db: Path) -> list[int]:
+    """Size and mtime of the database and its WAL: changes whenever a write commits."""
+    values: list[int] = []
+    for path in (working_db, working_db.with_name(working_db.name + "-wal")):
+        try:
+            info = path.stat()
+            values += [info.st_size, info.st_mtime_ns]
+        except FileNotFoundError:
+            values += [-1, -1]
+    return values
+
+
+def _read_stamp(path: Path) -> list[int] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, list) else None
+
+
+def _remove_leftovers(mirror: Path) -> None:
+    """Temp files of refreshes that crashed (we hold the lock: nobody else is writing one)."""
+    for leftover in mirror.parent.glob(f"{TEMP_PREFIX}*"):
+        leftover.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def age_seconds(mirror: Path) -> float | None:
+    """How long ago the mirror was written (None: there is none)."""
+    try:
+        return max(0.0, time.time() - mirror.stat().st_mtime)
+    except FileNotFoundError:
+        return None
+
+
+class MirrorKeeper:
+    """Keeps the mirror at most a few seconds behind while this process works.
+
+    A daemon thread looks at the working database's stamp every `interval` seconds and
+    refreshes the mirror when it changed; `halt` ends the thread, `refresh_now` makes the
+    last refresh (after the database is closed, so that its checkpoint is in the snapshot).
+    """
+
+    def __init__(self, working_db: Path, mirror: Path, interval: float = 1.0) -> None:
+        self.working_db, self.mirror, self.interval = working_db, mirror, interval
+        self.refreshes = 0
+        self.error: str = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="megarun-mirror", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._refresh_once()
+
+    def _refresh_once(self) -> None:
+        try:
+            if refresh(self.working_db, self.mirror).copied:
+                self.refreshes += 1
+            self.error = ""
+        except (OSError, sqlite3.Error, DatabaseBusy) as exc:
+            self.error = str(exc)  # the next round tries again; stop() reports the last one
+
+    def halt(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(RuntimeError):
+            self._thread.join()
+
+    def refresh_now(self) -> None:
+        self._refresh_once()
