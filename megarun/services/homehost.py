@@ -78,9 +78,15 @@ def default_address() -> str:
     return f"{getpass.getuser()}@{name}"
 
 
+#: How a forwarded command starts megarun: this interpreter, with the current directory (the
+#: SSH login's home, which may hold anything called "megarun") taken off the import path.
+_LAUNCH = ("import sys; del sys.path[0]; from megarun.cli.entry import console_main; "
+           "console_main()")
+
+
 def megarun_command() -> tuple[str, ...]:
     """The command that runs this very megarun (recorded for forwarded commands)."""
-    return (sys.executable, "-m", "megarun")
+    return (sys.executable, "-c", _LAUNCH)
 
 
 def read_homehost(area: Area) -> HomeHost | None:

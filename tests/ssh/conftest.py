@@ -2,6 +2,7 @@
 
     sshd          a private sshd on 127.0.0.1 at a free high port (session scope)
     sshd_netns    a second sshd, host name "node2", in a network namespace (session scope)
+    sshd_gateway  an sshd on this host's end of the namespace's veth pair (node2 reaches us)
     known_hosts   a per-test copy of known_hosts holding the loopback sshd's key
     ssh_config    a per-test, empty ~/.ssh/config stand-in (the real one is never read)
     make_executor SshExecutor factory with the test's key, known_hosts and config; closed after
@@ -67,6 +68,20 @@ def sshd_netns(request: pytest.FixtureRequest, sshd: SshServer,
     yield server
     server.stop()
     host.destroy()
+
+
+@pytest.fixture(scope="session")
+def sshd_gateway(request: pytest.FixtureRequest, sshd: SshServer, sshd_netns: SshServer,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """An sshd on this host's end of the namespace's veth pair: how "node2" reaches us."""
+    address = sshd_netns.address.rsplit(".", 1)[0] + ".1"
+    server = SshServer(tmp_path_factory.mktemp("sshd-gateway"), sshd.client_key, address=address)
+    try:
+        server.start()
+    except SshdUnavailable as exc:
+        skip_loudly(request.config, f"SECOND-HOST SSH TESTS NOT RUN: sshd on {address}: {exc}")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
