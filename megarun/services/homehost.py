@@ -233,10 +233,13 @@ def filesystem_type(path: Path, mountinfo: str | None = None) -> str | None:
 
 
 def _existing(path: Path) -> str:
+    """`path` with its existing part resolved (symlinks followed), the rest appended."""
     current = path.expanduser().absolute()
+    rest: list[str] = []
     while not current.exists() and current != current.parent:
+        rest.insert(0, current.name)
         current = current.parent
-    return str(current.resolve())
+    return str(current.resolve().joinpath(*rest))
 
 
 def _under(path: str, point: str) -> bool:

@@ -186,6 +186,7 @@ class Launcher:
             if now - self._last_agent_check >= AGENT_CHECK_SECONDS:
                 self._last_agent_check = now
                 self._check_agents()
+                self.ctx.check_still_home()  # `homehost migrate --force` moved the db away
             by_state = self._open_counts()
             self._dispatch(by_state)
             active = sum(by_state.get(s, 0) for s in ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ"))

@@ -92,14 +92,18 @@ def _snapshot(working_db: Path, mirror: Path) -> int:
 
 
 def _stamp(working_db: Path) -> list[int]:
-    """Size and mtime of the database and its WAL: changes whenever a write commits."""
+    """Size and mtime of the database and its WAL: changes whenever a write commits.
+
+    A missing and an empty WAL count the same: opening the database makes an empty one.
+    """
     values: list[int] = []
     for path in (working_db, working_db.with_name(working_db.name + "-wal")):
         try:
             info = path.stat()
-            values += [info.st_size, info.st_mtime_ns]
         except FileNotFoundError:
-            values += [-1, -1]
+            values += [0, 0]
+            continue
+        values += [info.st_size, info.st_mtime_ns] if info.st_size else [0, 0]
     return values
 
 
