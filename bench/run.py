@@ -392,9 +392,18 @@ def _last_job(area: Path, site: str) -> str:
     return str(max(int(r["id"]) for r in rows))
 
 
+def bench_sync(root: Path) -> list[Row]:
+    """An idle sync cycle over local and SSH sites, rules on (bench/sync.py)."""
+    sys.path.insert(0, str(REPO))
+    from bench.sync import bench_sync as sync_bench
+
+    return sync_bench(root)
+
+
 BENCHES = {"version": bench_version, "create": bench_create, "query": bench_query,
            "launch": bench_launch, "agent": bench_agent, "suite": bench_suite, "memory": bench_memory,
-           "ssh": bench_ssh, "batch": bench_batch}
+           "ssh": bench_ssh, "batch": bench_batch,
+           "sync": bench_sync}
 
 
 def print_table(rows: list[Row]) -> None:

@@ -13,8 +13,10 @@ from megarun import __version__
 from megarun.cli import (
     app_cmd,
     area_cmd,
+    cron_cmd,
     job_cmd,
     launch_cmd,
+    migrate_cmd,
     queue_cmd,
     run_cmd,
     site_cmd,
@@ -64,6 +66,8 @@ app.add_typer(queue_cmd.app, name="queue")
 launch_cmd.register(app)
 run_cmd.register(app)
 sync_cmd.register(app)
+migrate_cmd.register(app)
+app.add_typer(cron_cmd.app, name="cron")
 
 
 def run(args: list[str]) -> int:

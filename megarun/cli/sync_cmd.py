@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     ) -> None:
         """Take in every site's events, settle defunct jobs, feed SSH sites (one cycle; cron-safe)."""
+        from megarun.services.rules import rules_failed
         from megarun.services.sync import sync_all, sync_lock
 
         if loop is not None and loop <= 0:
@@ -29,11 +30,14 @@ def register(app: typer.Typer) -> None:
         try:
             with sync_lock(mctx):
                 while True:
-                    results = [r.as_dict() for r in sync_all(mctx, site)]
-                    failed = any(not r["ok"] for r in results)
+                    rules: list[str] = []
+                    results = [r.as_dict() for r in sync_all(mctx, site, rules=rules)]
+                    failed = any(not r["ok"] for r in results) or rules_failed(rules)
                     render(results, ["site", "ok", "events", "agents_settled", "dispatched", "error",
                                      "seconds"],
                            as_json, False, empty="no sites yet")
+                    for line in rules:  # what the area's archive and migration rules did
+                        note(f"rules: {line}")
                     if loop is None:
                         break
                     time.sleep(loop)

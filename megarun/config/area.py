@@ -17,10 +17,11 @@ STATE_DIR = ".megarun"
 ENV_AREA = "MEGARUN_AREA"
 
 _TOP_KEYS = {"name", "keys", "default_site", "launcher", "limits", "default", "targets", "jobgroups",
-             "runroot", "matching"}
+             "runroot", "matching", "allow-runs", "auto-migrate"}
 _LAUNCHER_KEYS = {"retries", "heartbeat", "dead_after", "kill_grace", "idle_exit"}
 _LIMIT_KEYS = {"max_concurrent_jobs", "minspace", "launch_limiter", "launch_limiter_interval"}
 _MATCHING_KEYS = {"policy"}
+_AUTO_MIGRATE_KEYS = {"destination", "target", "older-than"}
 #: How a job with no site picks one of the sites that satisfy its app's requirements.
 MATCHING_POLICIES = ("first", "round-robin", "least-loaded")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
@@ -63,6 +64,16 @@ class MatchingSettings:
 
 
 @dataclass(frozen=True)
+class AutoMigrateRule:
+    """One `[[auto-migrate]]` table: sync moves finished runs matching `target` (a glob) and
+    idle for `older_than` seconds into the area at `destination` (absolute)."""
+
+    destination: Path
+    target: str = "*"
+    older_than: float = 30 * 86400.0
+
+
+@dataclass(frozen=True)
 class AreaConfig:
     """The parsed megarun.toml."""
 
@@ -73,6 +84,8 @@ class AreaConfig:
     limits: LaunchLimits = field(default_factory=LaunchLimits)
     raw: dict[str, Any] = field(default_factory=dict)
     matching: MatchingSettings = field(default_factory=MatchingSettings)
+    allow_runs: bool = True  # `allow-runs = false`: no new runs here (a receiving area)
+    auto_migrate: tuple[AutoMigrateRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,7 +180,37 @@ def load_area_config(path: Path) -> AreaConfig:
     launcher = _launcher_settings(data.get("launcher", {}), origin)
     limits = _launch_limits(data.get("limits", {}), data.get("jobgroups", {}), origin)
     matching = _matching_settings(data.get("matching", {}), origin)
-    return AreaConfig(name, tuple(keys), default_site, launcher, limits, data, matching)
+    allow_runs = expect_type(data.get("allow-runs", True), bool, origin, "allow-runs")
+    rules = _auto_migrate_rules(data.get("auto-migrate", []), path.parent, origin)
+    return AreaConfig(name, tuple(keys), default_site, launcher, limits, data, matching,
+                      allow_runs=allow_runs, auto_migrate=rules)
+
+
+def _auto_migrate_rules(tables: Any, root: Path, origin: str) -> tuple[AutoMigrateRule, ...]:
+    """`[[auto-migrate]]` tables; a relative destination counts from the area's root."""
+    from megarun.core.ages import parse_age
+    from megarun.errors import UsageError
+
+    expect_type(tables, list, origin, "auto-migrate")
+    rules = []
+    for number, table in enumerate(tables, 1):
+        where = f"auto-migrate #{number}"
+        expect_type(table, dict, origin, where)
+        check_keys(table, _AUTO_MIGRATE_KEYS, origin, where)
+        if "destination" not in table:
+            raise ConfigError(f"{origin}: [{where}] needs a 'destination' (the path of an area)")
+        destination = Path(expect_type(table["destination"], str, origin, f"{where}.destination"))
+        destination = (root / destination.expanduser()).resolve()
+        if destination == root.resolve():
+            raise ConfigError(f"{origin}: [{where}] destination is this area itself")
+        target = expect_type(table.get("target", "*"), str, origin, f"{where}.target")
+        age = expect_type(table.get("older-than", "30d"), str, origin, f"{where}.older-than")
+        try:
+            seconds = parse_age(age, f"key '{where}.older-than'")
+        except UsageError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
+        rules.append(AutoMigrateRule(destination, target or "*", seconds))
+    return tuple(rules)
 
 
 def _matching_settings(table: Any, origin: str) -> MatchingSettings:

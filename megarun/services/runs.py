@@ -105,7 +105,7 @@ def prepare_run(ctx: Context, target: str, runname: str, testpatt: str | None,
     setup = RunSetup(0, target, runname, site.name, list(plan.tests),
                      run_base=run_base(ctx, site))
     with write_transaction(db):
-        run = _get_or_create_run(target, runname)
+        run = _get_or_create_run(ctx, target, runname)
         setup.run_id = int(run.id)
         existing = _existing_jobs(db, setup.run_id)
         changed = _changed_tests(db, setup.run_id, [tests[t] for t in plan.tests])
@@ -119,8 +119,16 @@ def prepare_run(ctx: Context, target: str, runname: str, testpatt: str | None,
     return setup
 
 
-def _get_or_create_run(target: str, runname: str) -> Run:
+def _get_or_create_run(ctx: Context, target: str, runname: str) -> Run:
+    """The run, made when new; a MOVED run, or a new one where `allow-runs = false`, refused."""
     run = Run.get_or_none((Run.target == target) & (Run.runname == runname))
+    if run is not None and run.state == "MOVED":
+        from megarun.services.migrate import moved_message
+
+        raise UsageError(moved_message(target, runname, run.moved_to))
+    if run is None and not ctx.area.config.allow_runs:
+        raise UsageError(f"this area takes no new runs (allow-runs = false in "
+                         f"{ctx.area.root / 'megarun.toml'}); existing runs can still be rerun")
     if run is None:
         run = Run.create(target=target, runname=runname, created=time.time(), state="open")
     return run
@@ -270,6 +278,10 @@ def get_run(ctx: Context, target: str, runname: str) -> Run:
         known = [f"{r.target}/{r.runname}" for r in Run.select().order_by(Run.target, Run.runname)]
         raise NotFoundError(f"no run {runname!r} for target {target!r}; runs: "
                             f"{', '.join(known) if known else 'none yet'}")
+    if run.state == "MOVED":
+        from megarun.services.migrate import moved_message
+
+        raise UsageError(moved_message(target, runname, run.moved_to))
     return run
 
 
@@ -435,14 +447,14 @@ def kill_run(ctx: Context, run: Run, testpatt: str | None) -> dict[str, list[int
 # -- listing and export ------------------------------------------------------------------------
 def list_runs(ctx: Context) -> list[dict[str, Any]]:
     rows = ctx.db.execute_sql(
-        "SELECT run.id, run.target, run.runname, run.created, job.state, job.status, count(job.id)"
-        " FROM run LEFT JOIN job ON job.run_id = run.id GROUP BY run.id, job.state, job.status"
-        " ORDER BY run.created, run.id").fetchall()
+        "SELECT run.id, run.target, run.runname, run.created, job.state, job.status, count(job.id),"
+        " run.moved_to FROM run LEFT JOIN job ON job.run_id = run.id"
+        " GROUP BY run.id, job.state, job.status ORDER BY run.created, run.id").fetchall()
     runs: dict[int, dict[str, Any]] = {}
-    for run_id, target, runname, created, state, status, count in rows:
+    for run_id, target, runname, created, state, status, count, moved_to in rows:
         entry = runs.setdefault(run_id, {"target": target, "runname": runname,
                                          "created": created, "jobs": 0, "done": 0,
-                                         "statuses": []})
+                                         "statuses": [], "moved_to": moved_to})
         if state is None:
             continue
         entry["jobs"] += count
@@ -451,7 +463,8 @@ def list_runs(ctx: Context) -> list[dict[str, Any]]:
         entry["statuses"].append(JobStatus(status))
     result = []
     for entry in runs.values():
-        entry["status"] = worst_status(entry.pop("statuses")).value
+        statuses = entry.pop("statuses")
+        entry["status"] = "MOVED" if entry["moved_to"] else worst_status(statuses).value
         result.append(entry)
     return result
 

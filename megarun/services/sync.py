@@ -178,10 +178,13 @@ def _site_has_work(ctx: Context, sid: int, spool: RemoteSpool) -> bool:
     return bool(beats)  # an agent still winding down: take in its last events
 
 
-def sync_all(ctx: Context, site_name: str | None = None, dispatch: bool = True) -> list[SiteSync]:
+def sync_all(ctx: Context, site_name: str | None = None, dispatch: bool = True,
+             rules: list[str] | None = None) -> list[SiteSync]:
     """One cycle over every site (or one); a site that fails is reported, the rest go on.
 
     Without `dispatch`, only events are taken in and defunct jobs settled (what `status` needs).
+    With `rules` (a list), the area's archive and migration rules run after the sites, and
+    what they did is appended to it (megarun.services.rules).
     """
     if dispatch:
         match_jobs(ctx)  # a job waiting for a site gets one before the sites are fed
@@ -192,6 +195,10 @@ def sync_all(ctx: Context, site_name: str | None = None, dispatch: bool = True) 
             results.append(sync_site(ctx, site, dispatch))
         except MegarunError as exc:
             results.append(SiteSync(site.name, error=str(exc)))
+    if rules is not None and dispatch:
+        from megarun.services.rules import apply_rules
+
+        rules.extend(apply_rules(ctx))
     return results
 
 

@@ -1,0 +1,52 @@
+"""`megarun cron show|install|rm`: run `megarun sync` for this area from the user's crontab."""
+
+from typing import Annotated
+
+import typer
+
+from megarun.cli.common import JSON_HELP, context
+from megarun.cli.output import note, print_json, say
+
+app = typer.Typer(help="Run megarun sync from cron for this area.", no_args_is_help=True)
+
+EVERY = Annotated[int, typer.Option("--every", metavar="MINUTES",
+                                    help="Minutes between two syncs (default 5).")]
+AS_JSON = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+
+
+@app.command("show")
+def show(ctx: typer.Context, every: EVERY = 5, as_json: AS_JSON = False) -> None:
+    """Print the crontab lines that sync this area every few minutes."""
+    from megarun.services.cron import cron_lines
+
+    lines = cron_lines(context(ctx).area, every)
+    if as_json:
+        print_json({"lines": lines})
+    else:
+        say("\n".join(lines))
+
+
+@app.command("install")
+def install(ctx: typer.Context, every: EVERY = 5, as_json: AS_JSON = False) -> None:
+    """Add this area's sync lines to your crontab (replacing the ones there)."""
+    from megarun.services.cron import install as install_block
+
+    change = install_block(context(ctx).area, every)
+    if as_json:
+        print_json(change.as_dict())
+        return
+    say("\n".join(change.lines))
+    note("crontab updated" if change.changed else "crontab already has these lines")
+
+
+@app.command("rm")
+def remove(ctx: typer.Context, as_json: AS_JSON = False) -> None:
+    """Take this area's sync lines out of your crontab."""
+    from megarun.services.cron import remove as remove_block
+
+    change = remove_block(context(ctx).area)
+    if as_json:
+        print_json(change.as_dict())
+    else:
+        note("removed this area's lines from the crontab" if change.changed
+             else "the crontab has no lines for this area")

@@ -1,0 +1,45 @@
+"""`megarun migrate`: move finished runs into another area."""
+
+from typing import Annotated
+
+import typer
+
+from megarun.cli.common import JSON_HELP, context
+from megarun.cli.output import note, print_json, render
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("migrate")
+    def migrate(
+        ctx: typer.Context,
+        destination: Annotated[str, typer.Option(
+            "--destination", metavar="AREA_PATH", help="The area that takes the runs.")],
+        target: Annotated[str | None, typer.Option(
+            help="Only runs of this target (a glob such as 'linux/*').")] = None,
+        runname: Annotated[str | None, typer.Option(
+            help="Only runs of this name (a glob).")] = None,
+        older_than: Annotated[str | None, typer.Option(
+            "--older-than", metavar="AGE",
+            help="Only runs idle for this long (30d, 12h, 2w; default: any age).")] = None,
+        dry_run: Annotated[bool, typer.Option(
+            "--dry-run", help="Show what would move; change nothing.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    ) -> None:
+        """Copy finished runs into another area and mark them MOVED here (files stay put)."""
+        from megarun.core.ages import parse_age
+        from megarun.services.migrate import migrate_runs
+        from megarun.services.runselect import RunSelection
+
+        age = parse_age(older_than) if older_than is not None else None
+        result = migrate_runs(context(ctx), destination, RunSelection(target, runname, age),
+                              dry_run=dry_run)
+        if as_json:
+            print_json(result.as_dict())
+            return
+        for line in result.recovered:
+            note(line)
+        rows = [{**m, "result": "would move" if dry_run else "moved"} for m in result.moved]
+        rows += [{**r, "jobs": "", "result": f"refused: {r['reason']}"} for r in result.refused]
+        render(rows, ["run", "target", "runname", "jobs", "result"], False, False,
+               empty=f"no finished run matches ({result.selection})")
+        note(result.summary())

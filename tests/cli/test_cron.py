@@ -1,0 +1,155 @@
+"""`megarun cron show|install|rm` against a fake `crontab` keeping its table in a file, and the
+real crontab of this user when the machine has one; the line itself is run the way cron runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from megarun.services.areas import init_area
+from tests.conftest import megarun_process
+
+FAKE_CRONTAB = """#!/bin/sh
+# A crontab keeping the table in $FAKE_CRONTAB_FILE: -l prints it, - replaces it from stdin.
+case "$1" in
+  -l) if [ -f "$FAKE_CRONTAB_FILE" ]; then cat "$FAKE_CRONTAB_FILE"
+      else echo "no crontab for $(id -un)" >&2; exit 1; fi ;;
+  -) cat > "$FAKE_CRONTAB_FILE" ;;
+  *) echo "fake crontab: unsupported $*" >&2; exit 2 ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_cron(tmp_path: Path) -> dict[str, str]:
+    """Environment with the fake crontab first on PATH; its table is tmp_path/crontab.txt."""
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    script = bin_dir / "crontab"
+    script.write_text(FAKE_CRONTAB)
+    script.chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "FAKE_CRONTAB_FILE": str(tmp_path / "crontab.txt")}
+
+
+def _table(env: dict[str, str]) -> list[str]:
+    return Path(env["FAKE_CRONTAB_FILE"]).read_text().splitlines()
+
+
+def _command_of(line: str) -> str:
+    """What cron hands to /bin/sh: the line without its five time fields, % unescaped."""
+    return line.split(None, 5)[5].replace("\\%", "%")
+
+
+def test_show_prints_a_marked_block(area: Path) -> None:
+    done = megarun_process(area, "cron", "show")
+    assert done.returncode == 0, done.stderr
+    begin, line, end = done.stdout.splitlines()
+    assert begin == f"# >>> megarun sync: {area} >>>" and end == f"# <<< megarun sync: {area} <<<"
+    assert line.startswith("*/5 * * * * ")
+    words = shlex.split(_command_of(line))
+    assert words[-3:] == [">>", str(area / ".megarun" / "logs" / "cron.log"), "2>&1"]
+    assert [sys.executable, "-m", "megarun", "--area", str(area), "sync"] == [
+        w for w in words if not w.startswith("PYTHONPATH=")][:6]
+
+
+@pytest.mark.parametrize(("every", "fields"), [
+    ("1", "* * * * *"), ("15", "*/15 * * * *"), ("60", "0 * * * *"), ("120", "0 */2 * * *")])
+def test_every(area: Path, every: str, fields: str) -> None:
+    done = megarun_process(area, "cron", "show", "--every", every, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["lines"][1].startswith(fields + " ")
+
+
+@pytest.mark.parametrize("every", ["0", "7", "90", "-5"])
+def test_every_must_divide_an_hour_or_a_day(area: Path, every: str) -> None:
+    done = megarun_process(area, "cron", "show", "--every", every)
+    assert done.returncode == 2 and "divides an hour" in done.stderr
+
+
+def test_install_is_idempotent_and_keeps_other_lines(area: Path, tmp_path: Path,
+                                                     fake_cron: dict[str, str]) -> None:
+    Path(fake_cron["FAKE_CRONTAB_FILE"]).write_text("MAILTO=me\n0 3 * * * backup.sh\n")
+    other = init_area(tmp_path / "other", keys=[])
+    assert megarun_process(other, "cron", "install", env=fake_cron).returncode == 0
+    first = megarun_process(area, "cron", "install", env=fake_cron)
+    assert first.returncode == 0 and "crontab updated" in first.stderr
+    again = megarun_process(area, "cron", "install", env=fake_cron)
+    assert again.returncode == 0 and "already has these lines" in again.stderr
+    table = _table(fake_cron)
+    assert table[:2] == ["MAILTO=me", "0 3 * * * backup.sh"]
+    assert table.count(f"# >>> megarun sync: {area} >>>") == 1
+    assert table.count(f"# >>> megarun sync: {other} >>>") == 1
+    assert len(table) == 8
+    # A new interval replaces the block in place of adding one.
+    assert megarun_process(area, "cron", "install", "--every", "10", env=fake_cron).returncode == 0
+    table = _table(fake_cron)
+    assert len(table) == 8 and sum(line.startswith("*/10 ") for line in table) == 1
+    assert (area / ".megarun" / "logs").is_dir()
+
+    removed = megarun_process(area, "cron", "rm", env=fake_cron)
+    assert removed.returncode == 0, removed.stderr
+    table = _table(fake_cron)
+    assert table[:2] == ["MAILTO=me", "0 3 * * * backup.sh"] and len(table) == 5
+    assert not any(str(area) + " " in line or line.endswith(str(area) + " >>>") for line in table)
+    assert "no lines for this area" in megarun_process(area, "cron", "rm", env=fake_cron).stderr
+
+
+def test_no_crontab_command(area: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    done = megarun_process(area, "cron", "install", env={"PATH": str(empty)})
+    assert done.returncode == 3 and "no crontab command" in done.stderr
+
+
+def test_the_line_runs_a_sync_with_cron_s_environment(tmp_path: Path) -> None:
+    """Quoting and % escaping hold for an awkward path; the command works with cron's bare
+    environment (HOME, LOGNAME, SHELL, PATH=/usr/bin:/bin) and appends to cron.log."""
+    area = init_area(tmp_path / "my area %d 'q'", keys=[])
+    line = megarun_process(area, "cron", "show").stdout.splitlines()[1]
+    assert "\\%d" in line
+    env = {"HOME": os.environ.get("HOME", "/root"), "LOGNAME": "cron", "SHELL": "/bin/sh",
+           "PATH": "/usr/bin:/bin"}
+    log = area / ".megarun" / "logs" / "cron.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        done = subprocess.run(["/bin/sh", "-c", _command_of(line)], env=env, check=False,
+                              capture_output=True, text=True, cwd="/")
+        assert done.returncode == 0, (done.stdout, done.stderr, log.read_text())
+    text = log.read_text()
+    assert text.count("no sites yet") == 2, text
+
+
+REAL_CRONTAB = Path("/usr/bin/crontab")
+
+
+def test_real_crontab_of_this_user(area: Path) -> None:
+    if not REAL_CRONTAB.exists():
+        pytest.skip(f"SKIPPED LOUDLY: no {REAL_CRONTAB} on this machine: the real crontab "
+                    "round trip did not run (the fake crontab tests did)")
+    env = {"PATH": f"{REAL_CRONTAB.parent}:{os.environ['PATH']}"}
+    saved = subprocess.run([str(REAL_CRONTAB), "-l"], capture_output=True, text=True, check=False)
+    had_table = saved.returncode == 0
+    try:
+        for _ in range(2):
+            done = megarun_process(area, "cron", "install", env=env)
+            assert done.returncode == 0, done.stderr
+        table = subprocess.run([str(REAL_CRONTAB), "-l"], capture_output=True, text=True,
+                               check=True).stdout.splitlines()
+        assert table.count(f"# >>> megarun sync: {area} >>>") == 1
+        assert sum(f"--area {area} sync" in line for line in table) == 1
+        assert megarun_process(area, "cron", "rm", env=env).returncode == 0
+        left = subprocess.run([str(REAL_CRONTAB), "-l"], capture_output=True, text=True,
+                              check=False).stdout
+        assert str(area) not in left
+    finally:
+        if had_table:
+            subprocess.run([str(REAL_CRONTAB), "-"], input=saved.stdout, text=True, check=True)
+        else:
+            subprocess.run([str(REAL_CRONTAB), "-r"], capture_output=True, check=False)
