@@ -100,7 +100,7 @@ def migrate(
 def release(
     ctx: typer.Context,
     to: Annotated[str, typer.Option("--to", help="The host taking the database.")],
-    force: Annotated[bool, typer.Option("--force")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Release a busy area too.")] = False,
 ) -> None:
     """The home host's half of `homehost migrate` (JSON lines on stdin and stdout)."""
     from megarun.errors import MegarunError
