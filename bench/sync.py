@@ -13,7 +13,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.run import Row, megarun, new_area, timed  # noqa: E402
+from bench.run import Row, megarun, new_area, timed
 
 RULES = """
 [archive]

@@ -7,6 +7,7 @@ nor the cycle.
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -51,10 +52,9 @@ def _run_step(name: str, step: Callable[[Context], list[str]], ctx: Context) -> 
 def _archive_module() -> Any:
     """The archive service, when this megarun has it."""
     try:
-        from megarun.services import archive
+        return importlib.import_module("megarun.services.archive")
     except ModuleNotFoundError:
         return None
-    return archive
 
 
 def _archive_recovery(ctx: Context) -> list[str]:

@@ -63,7 +63,7 @@ def test_two_syncs_started_together(areas: tuple[Path, Path]) -> None:
             time.sleep(0.05)
         first = next(p for p in procs if p.poll() is not None)
         cycler = next(p for p in procs if p is not first)
-        out, err = first.communicate()
+        _, err = first.communicate()
         assert first.returncode == 0, err
         assert "another megarun sync is running in this area; nothing to do" in err
         time.sleep(0.5)
@@ -71,7 +71,7 @@ def test_two_syncs_started_together(areas: tuple[Path, Path]) -> None:
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    out, err = cycler.communicate(timeout=60)
+    _, err = cycler.communicate(timeout=60)
     assert cycler.returncode == 0, err
     assert f"rules: auto-migrate to {dest}: moved 2 run(s), 4 job(s)" in err
     assert _runs(source) == [("r1", "MOVED"), ("r2", "MOVED")]
