@@ -123,3 +123,17 @@ def test_mirror_from_an_older_schema_is_refused(area: Path) -> None:
     assert result.returncode == 3 and "older megarun" in result.stderr
     with pytest.raises(EnvironmentProblem):
         Context(area_override=str(area))._open_mirror()
+
+
+READ_ON_MIRROR = [("site", "presets"), ("site", "ls"), ("site", "show", "local"), ("app", "ls"),
+                  ("app", "show", "a"), ("job", "ls"), ("job", "show", "1"), ("queue", "ls"),
+                  ("runs", "ls"), ("homehost", "show"), ("archive", "ls"), ("cron", "show")]
+
+
+@pytest.mark.parametrize("args", READ_ON_MIRROR, ids=[" ".join(a) for a in READ_ON_MIRROR])
+def test_every_read_command_works_on_the_read_only_mirror(area: Path, args: tuple[str, ...]
+                                                          ) -> None:
+    assert megarun_process(area, "app", "add", "a", "--command", "true").returncode == 0
+    assert megarun_process(area, "job", "create", "--app", "a").returncode == 0
+    result = megarun_process(area, *args, env={"MEGARUN_HOSTNAME": "node9"})
+    assert result.returncode == 0, result.stderr
