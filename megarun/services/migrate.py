@@ -30,12 +30,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from filelock import FileLock, Timeout
 from peewee import SqliteDatabase
 
 from megarun.config.area import Area, locate_area
 from megarun.core.faults import fault_point
-from megarun.db.connection import execute_many, prepare_database_file, write_transaction
-from megarun.errors import EnvironmentProblem, MegarunError, UsageError
+from megarun.db.connection import (
+    busy_timeout_seconds,
+    execute_many,
+    prepare_database_file,
+    write_transaction,
+)
+from megarun.errors import AlreadyRunning, EnvironmentProblem, MegarunError, UsageError
 from megarun.services.context import Context
 from megarun.services.runselect import RunSelection, select_finished_runs
 
@@ -114,17 +120,36 @@ def migrate_runs(ctx: Context, destination: str | Path, selection: RunSelection,
             refused = {r["run"] for r in result.refused}
             result.moved = _describe(db, [i for i in ids if i not in refused])
         return result
-    result.recovered = recover_migrations(ctx)
-    prepare_database_file(dest_db)
-    with attached(db, dest_db):
-        ids = _candidates(db, selection, now)
-        result.refused = _refusals(db, ids, True)
-        refused = {r["run"] for r in result.refused}
-        chosen = [i for i in ids if i not in refused]
-        for start in range(0, len(chosen), BATCH_RUNS):
-            batch = chosen[start:start + BATCH_RUNS]
-            result.moved.extend(_move_batch(db, batch, str(dest.root)))
+    with move_lock(ctx):
+        result.recovered = _recover_all(ctx)
+        prepare_database_file(dest_db)
+        with attached(db, dest_db):
+            ids = _candidates(db, selection, now)
+            result.refused = _refusals(db, ids, True)
+            refused = {r["run"] for r in result.refused}
+            chosen = [i for i in ids if i not in refused]
+            for start in range(0, len(chosen), BATCH_RUNS):
+                batch = chosen[start:start + BATCH_RUNS]
+                result.moved.extend(_move_batch(db, batch, str(dest.root)))
     return result
+
+
+@contextmanager
+def move_lock(ctx: Context) -> Iterator[None]:
+    """One run move at a time per area, archive or migration alike (the archive's lock file):
+    recovery must never take another process's move in progress for an interrupted one."""
+    folder = ctx.area.state_dir / "locks"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = FileLock(str(folder / "archive.lock"))
+    try:
+        lock.acquire(timeout=busy_timeout_seconds())
+    except Timeout:
+        raise AlreadyRunning("another megarun archive or migrate command is still running in "
+                             "this area", "try again when it is done") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager
@@ -369,6 +394,14 @@ def recover_migrations(ctx: Context) -> list[str]:
     A destination that cannot be read now keeps its intents (the runs stay whole here and are
     not picked again) and is tried at the next command.
     """
+    if not ctx.db.execute_sql("SELECT 1 FROM main.run_move WHERE direction = 'migrate' "
+                              "LIMIT 1").fetchone():
+        return []  # the usual case, without taking the lock
+    with move_lock(ctx):
+        return _recover_all(ctx)
+
+
+def _recover_all(ctx: Context) -> list[str]:
     rows = ctx.db.execute_sql("SELECT run_id, destination FROM main.run_move "
                               "WHERE direction = 'migrate' ORDER BY run_id").fetchall()
     by_destination: dict[str, list[int]] = {}

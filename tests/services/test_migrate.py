@@ -3,6 +3,7 @@ recovery, the area's rules, and kill -9 at every step of a real `megarun migrate
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import time
@@ -27,7 +28,7 @@ from megarun.services.migrate import (
 from megarun.services.rules import apply_rules, rules_failed
 from megarun.services.runs import get_run
 from megarun.services.runselect import RunSelection
-from tests.conftest import megarun_process
+from tests.conftest import megarun_process, spawn_megarun
 
 DAY = 86400.0
 
@@ -381,5 +382,22 @@ def test_kill_9_at_each_step_loses_nothing(
     # And a migration afterwards moves everything, once.
     done = megarun_process(area, "migrate", "--destination", str(dest))
     assert done.returncode == 0, done.stderr
+    assert set(_check_each_run_in_one_place(area, dest, originals).values()) == {"there"}
+    assert query(work_db(dest), "SELECT count(*) FROM run")[0][0] == 3
+
+
+def test_two_migrations_at_once_move_each_run_once(
+        source: tuple[Path, dict[str, dict[str, object]]], tmp_path: Path) -> None:
+    area, originals = source
+    dest = dest_area(tmp_path)
+    procs = [spawn_megarun(area, "migrate", "--destination", str(dest), "--json")
+             for _ in range(2)]
+    answers = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        answers.append(json.loads(out))
+    moved = sorted(m["runname"] for a in answers for m in a["moved"])
+    assert moved == ["r0", "r1", "r2"]  # one process moved them, the other found none left
     assert set(_check_each_run_in_one_place(area, dest, originals).values()) == {"there"}
     assert query(work_db(dest), "SELECT count(*) FROM run")[0][0] == 3
