@@ -392,6 +392,14 @@ def _last_job(area: Path, site: str) -> str:
     return str(max(int(r["id"]) for r in rows))
 
 
+def bench_archive(root: Path) -> list[Row]:
+    """archive reduce and restore of 1,000,000 job rows (bench/archive.py)."""
+    sys.path.insert(0, str(REPO))
+    from bench.archive import bench_archive as archive_bench
+
+    return archive_bench(root)
+
+
 def bench_sync(root: Path) -> list[Row]:
     """An idle sync cycle over local and SSH sites, rules on (bench/sync.py)."""
     sys.path.insert(0, str(REPO))
@@ -402,7 +410,7 @@ def bench_sync(root: Path) -> list[Row]:
 
 BENCHES = {"version": bench_version, "create": bench_create, "query": bench_query,
            "launch": bench_launch, "agent": bench_agent, "suite": bench_suite, "memory": bench_memory,
-           "ssh": bench_ssh, "batch": bench_batch,
+           "ssh": bench_ssh, "batch": bench_batch, "archive": bench_archive,
            "sync": bench_sync}
 
 

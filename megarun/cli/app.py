@@ -12,6 +12,7 @@ from peewee import OperationalError
 from megarun import __version__
 from megarun.cli import (
     app_cmd,
+    archive_cmd,
     area_cmd,
     cron_cmd,
     job_cmd,
@@ -63,6 +64,7 @@ app.add_typer(site_cmd.app, name="site")
 app.add_typer(app_cmd.app, name="app")
 app.add_typer(job_cmd.app, name="job")
 app.add_typer(queue_cmd.app, name="queue")
+app.add_typer(archive_cmd.app, name="archive")
 launch_cmd.register(app)
 run_cmd.register(app)
 sync_cmd.register(app)

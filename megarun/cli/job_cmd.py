@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
+from megarun.cli.archive_cmd import FULL_DB, with_archive
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format, parse_pairs
 from megarun.cli.output import note, print_json, print_mapping, render, say
 from megarun.services import jobs as job_service
@@ -86,12 +87,14 @@ def ls(
         "--by-state", help="Count jobs per state and status instead of listing them.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help=CSV_HELP)] = False,
+    full_db: FULL_DB = False,
 ) -> None:
     """List jobs, oldest first."""
     one_format(as_json, as_csv)
     flt = JobFilter(tags=parse_pairs(tag, "-t"), state=state, status=status, app=app_name,
                     site=site)
     mctx = context(ctx)
+    with_archive(mctx, full_db)
     if by_state:
         counts = job_service.count_by_state(mctx, flt)
         render(counts, ["state", "status", "count"], as_json, as_csv, empty="no jobs")
@@ -115,9 +118,12 @@ def show(
     ctx: typer.Context,
     job_id: Annotated[int, typer.Argument(help="Job id.")],
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    full_db: FULL_DB = False,
 ) -> None:
     """Show everything about one job, with its event trail."""
-    data = job_service.get_job(context(ctx), job_id)
+    mctx = context(ctx)
+    with_archive(mctx, full_db)
+    data = job_service.get_job(mctx, job_id)
     if as_json:
         print_json(data)
         return

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from megarun.cli.archive_cmd import FULL_DB, with_archive
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
 from megarun.cli.output import print_json, render, say
 from megarun.errors import UsageError, WorkFailed
@@ -138,13 +139,15 @@ def register(app: typer.Typer) -> None:
 
     @app.command("status")
     def status(ctx: typer.Context, target: TARGET, runname: RUNNAME, testpatt: TESTPATT = None,
-               as_json: AS_JSON = False, as_csv: AS_CSV = False) -> None:
+               as_json: AS_JSON = False, as_csv: AS_CSV = False,
+               full_db: FULL_DB = False) -> None:
         """The run's tests x items with their STATE/STATUS; items roll up to tests and the run."""
         from megarun.services.runs import get_run
 
         one_format(as_json, as_csv)
         mctx = context(ctx)
         _settle_defunct(mctx)
+        with_archive(mctx, full_db)
         _print_matrix(mctx, get_run(mctx, target, runname), testpatt, as_json, as_csv)
 
     @app.command("rerun")
@@ -207,22 +210,26 @@ def register(app: typer.Typer) -> None:
             say(f"{len(result['killed'])} killed, {len(result['requested'])} asked to stop")
 
     @runs_app.command("ls")
-    def runs_ls(ctx: typer.Context, as_json: AS_JSON = False, as_csv: AS_CSV = False) -> None:
+    def runs_ls(ctx: typer.Context, as_json: AS_JSON = False, as_csv: AS_CSV = False,
+                full_db: FULL_DB = False) -> None:
         """Every run of the area with its job count and worst status."""
         from megarun.services.runs import list_runs
 
         one_format(as_json, as_csv)
-        render(list_runs(context(ctx)), ["target", "runname", "jobs", "done", "status"], as_json,
+        mctx = context(ctx)
+        with_archive(mctx, full_db)
+        render(list_runs(mctx), ["target", "runname", "jobs", "done", "status"], as_json,
                as_csv, empty="no runs yet (megarun run --target T --runname R)")
 
     @runs_app.command("export")
     def runs_export(ctx: typer.Context, target: TARGET, runname: RUNNAME,
                     fmt: Annotated[str, typer.Option("--format", help="json, csv or junit.")] = "json",
-                    testpatt: TESTPATT = None) -> None:
+                    testpatt: TESTPATT = None, full_db: FULL_DB = False) -> None:
         """Write a run's results to stdout as JSON, CSV or JUnit XML (Jenkins, GitLab)."""
         from megarun.services.runs import get_run, junit_xml
 
         mctx = context(ctx)
+        with_archive(mctx, full_db)
         run_row = get_run(mctx, target, runname)
         items = _items(mctx, run_row, testpatt)
         rows = [{"id": i.id, "test": i.test, "item": i.item, "state": i.state,

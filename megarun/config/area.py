@@ -17,10 +17,11 @@ STATE_DIR = ".megarun"
 ENV_AREA = "MEGARUN_AREA"
 
 _TOP_KEYS = {"name", "keys", "default_site", "launcher", "limits", "default", "targets", "jobgroups",
-             "runroot", "matching", "allow-runs", "auto-migrate"}
+             "runroot", "matching", "allow-runs", "auto-migrate", "archive"}
 _LAUNCHER_KEYS = {"retries", "heartbeat", "dead_after", "kill_grace", "idle_exit"}
 _LIMIT_KEYS = {"max_concurrent_jobs", "minspace", "launch_limiter", "launch_limiter_interval"}
 _MATCHING_KEYS = {"policy"}
+_ARCHIVE_KEYS = {"auto-reduce"}
 _AUTO_MIGRATE_KEYS = {"destination", "target", "older-than"}
 #: How a job with no site picks one of the sites that satisfy its app's requirements.
 MATCHING_POLICIES = ("first", "round-robin", "least-loaded")
@@ -86,6 +87,7 @@ class AreaConfig:
     matching: MatchingSettings = field(default_factory=MatchingSettings)
     allow_runs: bool = True  # `allow-runs = false`: no new runs here (a receiving area)
     auto_migrate: tuple[AutoMigrateRule, ...] = ()
+    archive_auto_reduce: float | None = None  # `[archive] auto-reduce`: seconds; None: no rule
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,24 @@ def load_area_config(path: Path) -> AreaConfig:
     allow_runs = expect_type(data.get("allow-runs", True), bool, origin, "allow-runs")
     rules = _auto_migrate_rules(data.get("auto-migrate", []), path.parent, origin)
     return AreaConfig(name, tuple(keys), default_site, launcher, limits, data, matching,
-                      allow_runs=allow_runs, auto_migrate=rules)
+                      allow_runs=allow_runs, auto_migrate=rules,
+                      archive_auto_reduce=_archive_auto_reduce(data.get("archive", {}), origin))
+
+
+def _archive_auto_reduce(table: Any, origin: str) -> float | None:
+    """`[archive] auto-reduce = "30d"`: sync archives finished runs idle that long."""
+    from megarun.core.ages import parse_age
+    from megarun.errors import UsageError
+
+    expect_type(table, dict, origin, "archive")
+    check_keys(table, _ARCHIVE_KEYS, origin, "archive")
+    if "auto-reduce" not in table:
+        return None
+    age = expect_type(table["auto-reduce"], str, origin, "archive.auto-reduce")
+    try:
+        return parse_age(age, "key 'archive.auto-reduce'")
+    except UsageError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
 
 
 def _auto_migrate_rules(tables: Any, root: Path, origin: str) -> tuple[AutoMigrateRule, ...]:

@@ -1,0 +1,95 @@
+"""`megarun archive ...` and `--full-db` through the real CLI, on a run of the example suite."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.archive import populate
+from megarun.config.area import locate_area
+from megarun.services.homehost import working_db_path
+from tests.conftest import REPO, megarun_process
+
+NIGHTLY = ("--target", "linux/x86_64", "--runname", "nightly")
+
+
+def _json(area: Path, *args: str) -> Any:
+    result = megarun_process(area, *args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def suite(tmp_path: Path) -> Path:
+    area = tmp_path / "suite"
+    shutil.copytree(REPO / "examples" / "regression", area)
+    return area
+
+
+def test_archived_run_is_listed_with_full_db_and_restored(suite: Path) -> None:
+    ran = megarun_process(suite, "run", *NIGHTLY, "--json", timeout=180)
+    assert ran.returncode == 0, ran.stderr
+    status = json.loads(ran.stdout)
+    jobs = len(status["items"])
+
+    dry = _json(suite, "archive", "reduce", "--older-than", "0", "--dry-run")
+    assert dry["dry_run"] and dry["jobs"] == jobs
+    assert _json(suite, "runs", "ls") != []  # still here after the dry run
+
+    moved = _json(suite, "archive", "reduce", "--older-than", "0")
+    assert [(r["target"], r["runname"], r["jobs"]) for r in moved["runs"]] == [
+        ("linux/x86_64", "nightly", jobs)]
+    assert _json(suite, "runs", "ls") == []
+    gone = megarun_process(suite, "status", *NIGHTLY)
+    assert gone.returncode == 2 and "no run 'nightly'" in gone.stderr
+
+    assert _json(suite, "status", *NIGHTLY, "--full-db") == status
+    assert [r["runname"] for r in _json(suite, "runs", "ls", "--full-db")] == ["nightly"]
+    assert len(_json(suite, "job", "ls", "--full-db")) == jobs
+    assert _json(suite, "job", "ls") == []
+    first = status["items"][0]["id"]
+    shown = _json(suite, "job", "show", str(first), "--full-db")
+    assert shown["id"] == first and shown["events"][-1]["to"] == "COMPLETED"
+    junit = megarun_process(suite, "runs", "export", *NIGHTLY, "--format", "junit", "--full-db")
+    assert junit.returncode == 0 and junit.stdout.count("<testcase") == jobs
+
+    listed = _json(suite, "archive", "ls")
+    assert [(r["runname"], r["jobs"]) for r in listed] == [("nightly", jobs)]
+    table = megarun_process(suite, "archive", "ls", "--target", "linux/*")
+    assert "nightly" in table.stdout and "PASS:" in table.stdout
+
+    back = _json(suite, "archive", "restore", "--runname", "night*")
+    assert back["jobs"] == jobs and back["direction"] == "restore"
+    assert _json(suite, "status", *NIGHTLY) == status
+    assert _json(suite, "archive", "ls") == []
+
+
+def test_reduce_reports_in_a_table(area: Path) -> None:
+    megarun_process(area, "job", "ls")
+    populate(working_db_path(locate_area(str(area))), 2, 3, time.time() - 40 * 86400)
+    recent = populate(working_db_path(locate_area(str(area))), 1, 3, time.time(), prefix="new")
+    result = megarun_process(area, "archive", "reduce")  # default: idle for 30 days
+    assert result.returncode == 0, result.stderr
+    assert "moved 2 run(s), 6 job(s) to completed-runs.db" in result.stdout
+    assert [r["runname"] for r in _json(area, "runs", "ls")] == [f"new{recent[0]}"]
+    nothing = megarun_process(area, "archive", "restore", "--runname", "nothing-like-this")
+    assert nothing.returncode == 0 and "no run to move" in nothing.stderr
+
+
+def test_full_db_without_archive_reads_the_working_db(area: Path) -> None:
+    assert _json(area, "runs", "ls", "--full-db") == []
+    assert _json(area, "job", "ls", "--full-db") == []
+    assert _json(area, "archive", "ls") == []
+
+
+@pytest.mark.parametrize("age", ["soon", "-3d", "3x"])
+def test_bad_age_is_a_usage_error(area: Path, age: str) -> None:
+    result = megarun_process(area, "archive", "reduce", "--older-than", age)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("megarun: error: --older-than")
+    assert len(result.stderr.strip().splitlines()) == 1
