@@ -10,8 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.archive import populate, working_db  # noqa: E402
-from bench.run import Row, new_area, timed  # noqa: E402
+from bench.archive import populate, working_db
+from bench.run import Row, new_area, timed
 
 
 def bench_mirror(root: Path, runs: int = 1_000, jobs_per_run: int = 1_000) -> list[Row]:
