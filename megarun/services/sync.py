@@ -186,6 +186,7 @@ def sync_all(ctx: Context, site_name: str | None = None, dispatch: bool = True,
     With `rules` (a list), the area's archive and migration rules run after the sites, and
     what they did is appended to it (megarun.services.rules).
     """
+    ctx.check_still_home()  # a `sync --loop` stops once `homehost migrate` moved the db away
     if dispatch:
         match_jobs(ctx)  # a job waiting for a site gets one before the sites are fed
     sites = [get_site(ctx, site_name)] if site_name else list_sites(ctx)
@@ -204,8 +205,12 @@ def sync_all(ctx: Context, site_name: str | None = None, dispatch: bool = True,
 
 @contextmanager
 def sync_lock(ctx: Context) -> Iterator[None]:
-    """Hold the area's sync lock; AlreadyRunning when another sync holds it."""
-    folder = ctx.area.state_dir / "locks"
+    """Hold the area's sync lock; AlreadyRunning when another sync holds it.
+
+    The lock lives next to the working database (a local disk: file locks on a network file
+    system are not to be trusted), as only the home host syncs.
+    """
+    folder = ctx.home.db.parent / "locks"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock = FileLock(str(folder / "sync.lock"))
     try:

@@ -137,3 +137,18 @@ def test_every_read_command_works_on_the_read_only_mirror(area: Path, args: tupl
     assert megarun_process(area, "job", "create", "--app", "a").returncode == 0
     result = megarun_process(area, *args, env={"MEGARUN_HOSTNAME": "node9"})
     assert result.returncode == 0, result.stderr
+
+
+def test_a_long_running_process_notices_the_database_moved(area: Path) -> None:
+    found = locate_area(str(area))
+    context = Context(area_override=str(area))
+    assert context.db is not None
+    context.check_still_home()  # still home: nothing happens
+    home = context.home
+    homehost.write_homehost(found, homehost.HomeHost(
+        "node2", Path("/elsewhere/work.db"), "u@node2", home.megarun, home.since, area))
+    with pytest.raises(homehost.NotHomeHost, match="moved to node2"):
+        context.check_still_home()
+    context.close()
+    result = megarun_process(area, "sync", env={"MEGARUN_HOSTNAME": home.host})
+    assert result.returncode == 3 and "cannot be reached" in result.stderr  # forwarded now
