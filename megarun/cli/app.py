@@ -15,6 +15,7 @@ from megarun.cli import (
     archive_cmd,
     area_cmd,
     cron_cmd,
+    homehost_cmd,
     job_cmd,
     launch_cmd,
     migrate_cmd,
@@ -50,13 +51,23 @@ def root(
         "--area", help="The area to use (default: $MEGARUN_AREA, else found from the cwd).",
         metavar="PATH")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Say which database is read (the mirror, and how old it is) "
+        "and where a command is forwarded.")] = False,
     version: Annotated[bool, typer.Option(
         "--version", "-V", help="Print the version and exit.", callback=_version,
         is_eager=True)] = False,
 ) -> None:
     """megarun: regression runs and job campaigns on local, SSH and batch-scheduled sites."""
-    ctx.obj = Context(area_override=area)
+    ctx.obj = Context(area_override=area, on_mirror=_mirror_note if verbose else None)
     ctx.call_on_close(ctx.obj.close)
+
+
+def _mirror_note(host: str, age: float | None) -> None:
+    from megarun.core.ages import format_age
+
+    when = f"written {format_age(age)} ago" if age is not None else "age unknown"
+    print(f"megarun: reading the mirror of {host}'s working database, {when}", file=sys.stderr)
 
 
 area_cmd.register(app)
@@ -64,6 +75,7 @@ app.add_typer(site_cmd.app, name="site")
 app.add_typer(app_cmd.app, name="app")
 app.add_typer(job_cmd.app, name="job")
 app.add_typer(queue_cmd.app, name="queue")
+app.add_typer(homehost_cmd.app, name="homehost")
 app.add_typer(archive_cmd.app, name="archive")
 launch_cmd.register(app)
 run_cmd.register(app)
@@ -77,6 +89,9 @@ def run(args: list[str]) -> int:
     debug = "--debug" in args
     command = typer.main.get_command(app)
     try:
+        forwarded = _forward_if_elsewhere(command, args)
+        if forwarded is not None:
+            return forwarded
         result = command.main(args=args, prog_name="megarun", standalone_mode=False)
     except MegarunError as exc:
         return _fail(exc, exc.exit_code, debug)
@@ -101,6 +116,32 @@ def run(args: list[str]) -> int:
               "details, and please report it)", file=sys.stderr)
         return 70
     return result if isinstance(result, int) else 0
+
+
+def _forward_if_elsewhere(command: click.Command, args: list[str]) -> int | None:
+    """Run a command that writes on the area's home host when that is another host; None
+    when it runs here (this is the home, the command only reads, or there is no area)."""
+    from megarun.cli.routing import needs_home, parse_invocation
+    from megarun.config.area import locate_area
+    from megarun.services import homehost
+
+    if not isinstance(command, click.Group) or {"--help", "--version", "-V"} & set(args):
+        return None
+    invocation = parse_invocation(command, args)
+    if not needs_home(invocation.words):
+        return None
+    try:
+        home = homehost.read_homehost(locate_area(invocation.area))
+    except MegarunError:
+        return None  # no area here: the command reports that itself
+    if home is None or home.host == homehost.this_host():
+        return None
+    from megarun.services.forward import forward
+
+    if "--verbose" in args or "-v" in args:
+        print(f"megarun: forwarding to the home host {home.host} ({home.address})",
+              file=sys.stderr)
+    return forward(home, invocation.forwarded)
 
 
 def _fail(exc: BaseException, code: int, debug: bool) -> int:
