@@ -4,7 +4,7 @@ the same process.
 
     python bench/run.py                 # everything (a few minutes)
     python bench/run.py launch version  # some of: version create query launch agent suite memory
-                                        #          ssh batch
+                                        #          ssh batch archive sync mirror
 
 Each benchmark makes its own area in a temporary folder and runs the real `megarun` command.
 """
@@ -408,10 +408,18 @@ def bench_sync(root: Path) -> list[Row]:
     return sync_bench(root)
 
 
+def bench_mirror(root: Path) -> list[Row]:
+    """Mirror refresh of a 1,000,000-job working database (bench/mirror.py)."""
+    sys.path.insert(0, str(REPO))
+    from bench.mirror import bench_mirror as mirror_bench
+
+    return mirror_bench(root)
+
+
 BENCHES = {"version": bench_version, "create": bench_create, "query": bench_query,
            "launch": bench_launch, "agent": bench_agent, "suite": bench_suite, "memory": bench_memory,
            "ssh": bench_ssh, "batch": bench_batch, "archive": bench_archive,
-           "sync": bench_sync}
+           "sync": bench_sync, "mirror": bench_mirror}
 
 
 def print_table(rows: list[Row]) -> None:
