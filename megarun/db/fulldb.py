@@ -73,8 +73,9 @@ def common_columns(db: SqliteDatabase, table: str, first: str, second: str) -> l
 def attach_full(ctx: FullDbContext) -> bool:
     """`--full-db`: the command's connection reads completed-runs.db with the working db;
     False when there is no archive yet (queries read the working db alone)."""
-    read_only_host = bool(getattr(ctx, "read_only", False))  # the mirror host
-    return attach_full_db(ctx.db, ctx.area.completed_db_path, read_only_host)
+    db = ctx.db  # first: opening it tells whether this host reads the mirror
+    read_only_host = bool(getattr(ctx, "read_only", False))
+    return attach_full_db(db, ctx.area.completed_db_path, read_only_host)
 
 
 def attach_full_db(db: SqliteDatabase, path: Path, read_only_host: bool = False) -> bool:

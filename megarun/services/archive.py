@@ -137,6 +137,7 @@ def apply_rule(ctx: Context) -> ArchiveResult | None:
 
 def recover(ctx: Context) -> list[str]:
     """Finish or undo the archive moves a crash cut short; one line per run settled."""
+    ctx.db  # noqa: B018 - opening it tells whether this host reads the mirror
     if getattr(ctx, "read_only", False):
         return []  # the mirror host: the home host recovers
     with archive_lock(ctx):
@@ -158,7 +159,7 @@ def list_archived(ctx: Context, selection: RunSelection) -> list[dict[str, Any]]
     path = ctx.area.completed_db_path
     if not path.exists():
         return []
-    db = ctx.db
+    db = ctx.db  # first: opening it tells whether this host reads the mirror
     read_only_host = bool(getattr(ctx, "read_only", False))
     own = not attached(db)
     if own:

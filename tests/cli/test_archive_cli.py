@@ -93,3 +93,30 @@ def test_bad_age_is_a_usage_error(area: Path, age: str) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().startswith("megarun: error: --older-than")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_another_host_reads_the_archive_through_the_mirror(area: Path) -> None:
+    """On a host that is not the home, --full-db and `archive ls` read the mirror and the
+    archive read-only (immutable): nothing is written, no lock is taken."""
+    from megarun.services.homehost import HOSTNAME_ENV
+
+    megarun_process(area, "job", "ls")
+    ids = populate(working_db_path(locate_area(str(area))), 2, 3, time.time() - 40 * 86400)
+    assert _json(area, "archive", "reduce", "--runname", "r1")["jobs"] == 3
+    archive = area / ".megarun" / "completed-runs.db"
+    stamp = archive.stat().st_mtime_ns
+    (area / ".megarun" / "locks" / "archive.lock").unlink(missing_ok=True)
+    other = {HOSTNAME_ENV: "node2-of-the-test"}
+
+    def elsewhere(*args: str) -> Any:
+        result = megarun_process(area, *args, "--json", env=other)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    assert [r["runname"] for r in elsewhere("runs", "ls")] == ["r2"]
+    assert [r["runname"] for r in elsewhere("runs", "ls", "--full-db")] == ["r1", "r2"]
+    assert [r["id"] for r in elsewhere("archive", "ls")] == [ids[0]]
+    assert len(elsewhere("job", "ls", "--full-db")) == 6
+    assert archive.stat().st_mtime_ns == stamp
+    assert not (area / ".megarun" / "locks" / "archive.lock").exists()
+    assert not list((area / ".megarun").glob("completed-runs.db-*"))
