@@ -64,6 +64,15 @@ def open_database(path: Path, migrate: bool = True) -> SqliteDatabase:
     return db
 
 
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a crash after it cannot bring the old name back)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def snapshot_uri(path: Path) -> str:
     """A read-only, lock-free URI for a snapshot file on a shared file system."""
     return f"file:{quote(str(path))}?mode=ro&immutable=1"

@@ -25,13 +25,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from filelock import FileLock, Timeout
 from peewee import SqliteDatabase
 
 from megarun.core.faults import fault_point
 from megarun.core.states import JobStatus, worst_status
 from megarun.db.connection import (
-    busy_timeout_seconds,
     execute_many,
     prepare_database_file,
     write_transaction,
@@ -45,9 +43,9 @@ from megarun.db.fulldb import (
     common_columns,
     detach,
 )
-from megarun.errors import AlreadyRunning, EnvironmentProblem
+from megarun.errors import EnvironmentProblem
 from megarun.services.context import Context
-from megarun.services.runselect import RunSelection, select_finished_runs
+from megarun.services.runselect import RunSelection, move_lock, run_filters, select_finished_runs
 
 REDUCE = "reduce"
 RESTORE = "restore"
@@ -140,7 +138,7 @@ def recover(ctx: Context) -> list[str]:
     ctx.db  # noqa: B018 - opening it tells whether this host reads the mirror
     if getattr(ctx, "read_only", False):
         return []  # the mirror host: the home host recovers
-    with archive_lock(ctx):
+    with move_lock(ctx):
         if not ctx.area.completed_db_path.exists():
             return _drop_intents_without_archive(ctx.db)
         with _archive_attached(ctx) as db:
@@ -176,7 +174,7 @@ def _run_move(ctx: Context, move: _Move, selection: RunSelection,
               dry_run: bool) -> ArchiveResult:
     started = time.perf_counter()
     result = ArchiveResult(move.direction, str(ctx.area.completed_db_path), dry_run)
-    with archive_lock(ctx):
+    with move_lock(ctx):
         if not ctx.area.completed_db_path.exists() and (dry_run or move.direction == RESTORE):
             result.recovered = _drop_intents_without_archive(ctx.db)
             if move.direction == REDUCE:  # a dry run: what would move; no archive to create
@@ -443,24 +441,6 @@ def _drop_intents_without_archive(db: SqliteDatabase) -> list[str]:
 
 # -- attaching and locking ------------------------------------------------------------------
 @contextmanager
-def archive_lock(ctx: Context) -> Iterator[None]:
-    """One archive command at a time per area: recovery must never see another command's
-    move in progress as an interrupted one."""
-    folder = ctx.area.state_dir / "locks"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    lock = FileLock(str(folder / "archive.lock"))
-    try:
-        lock.acquire(timeout=busy_timeout_seconds())
-    except Timeout:
-        raise AlreadyRunning("another megarun archive command is still running in this area",
-                             "try again when it is done") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-@contextmanager
 def _archive_attached(ctx: Context) -> Iterator[SqliteDatabase]:
     """The working db's connection with completed-runs.db attached read-write (created first,
     in rollback-journal mode: it lives on the shared file system)."""
@@ -482,13 +462,8 @@ def _archive_attached(ctx: Context) -> Iterator[SqliteDatabase]:
 
 
 def _archived_rows(db: SqliteDatabase, selection: RunSelection) -> list[dict[str, Any]]:
-    clauses, params = ["1"], []
-    if selection.target:
-        clauses.append("r.target GLOB ?")
-        params.append(selection.target)
-    if selection.runname:
-        clauses.append("r.runname GLOB ?")
-        params.append(selection.runname)
+    clauses, params = run_filters(selection)
+    clauses.insert(0, "1")
     rows = db.execute_sql(
         f"SELECT r.id, r.target, r.runname, r.created, j.status, count(j.id) "
         f"FROM {ARCHIVE_SCHEMA}.run r LEFT JOIN {ARCHIVE_SCHEMA}.job j ON j.run_id = r.id "

@@ -35,7 +35,7 @@ from filelock import FileLock, Timeout
 from megarun.config.area import Area
 from megarun.core.ages import format_age
 from megarun.core.faults import fault_point
-from megarun.db.connection import busy_timeout_seconds
+from megarun.db.connection import busy_timeout_seconds, fsync_dir
 from megarun.errors import EnvironmentProblem, MegarunError, UsageError
 from megarun.services import homehost, mirror
 from megarun.services.homehost import HomeHost, NotHomeHost
@@ -79,7 +79,7 @@ def release(area: Area, to_host: str, force: bool, answers: IO[str], say: Callab
     home = homehost.establish(area)
     if home.host != homehost.this_host():
         raise NotHomeHost(f"{homehost.this_host()} is not the home host ({home.host} is)")
-    lock = FileLock(str(homehost.handoff_lock_path(home)))
+    lock = FileLock(str(homehost.handoff_lock_path(home)), mode=0o600)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -291,11 +291,7 @@ def _put_in_place(incoming: Path, final: Path) -> None:
     for suffix in ("-wal", "-shm"):
         final.with_name(final.name + suffix).unlink(missing_ok=True)
     os.replace(incoming, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(final.parent)
 
 
 def _stderr_of(channel: Any) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from megarun.config.area import Area
+from megarun.db.connection import fsync_dir
 from megarun.errors import ConfigError, MegarunError
 
 HOSTNAME_ENV = "MEGARUN_HOSTNAME"
@@ -132,16 +133,8 @@ def write_homehost(area: Area, home: HomeHost, create_only: bool = False) -> boo
             os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return True
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def establish(area: Area) -> HomeHost:
@@ -262,7 +255,7 @@ def check_not_moving(area: Area, home: HomeHost) -> None:
     the mark a crashed hand-over left (its lock is free: nobody is moving it)."""
     if not home.moving_to:
         return
-    lock = FileLock(str(handoff_lock_path(home)))
+    lock = FileLock(str(handoff_lock_path(home)), mode=0o600)
     try:
         lock.acquire(timeout=0)
     except Timeout:

@@ -30,20 +30,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from filelock import FileLock, Timeout
 from peewee import SqliteDatabase
 
 from megarun.config.area import Area, locate_area
 from megarun.core.faults import fault_point
 from megarun.db.connection import (
-    busy_timeout_seconds,
     execute_many,
     prepare_database_file,
     write_transaction,
 )
-from megarun.errors import AlreadyRunning, EnvironmentProblem, MegarunError, UsageError
+from megarun.errors import EnvironmentProblem, MegarunError, UsageError
 from megarun.services.context import Context
-from megarun.services.runselect import RunSelection, select_finished_runs
+from megarun.services.runselect import RunSelection, move_lock, select_finished_runs
 
 #: Crash injection points between the steps of a move (MEGARUN_FAULT, tests).
 MIGRATE_FAULTS = ("migrate:after-intent", "migrate:during-copy", "migrate:after-copy",
@@ -132,24 +130,6 @@ def migrate_runs(ctx: Context, destination: str | Path, selection: RunSelection,
                 batch = chosen[start:start + BATCH_RUNS]
                 result.moved.extend(_move_batch(db, batch, str(dest.root)))
     return result
-
-
-@contextmanager
-def move_lock(ctx: Context) -> Iterator[None]:
-    """One run move at a time per area, archive or migration alike (the archive's lock file):
-    recovery must never take another process's move in progress for an interrupted one."""
-    folder = ctx.area.state_dir / "locks"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    lock = FileLock(str(folder / "archive.lock"))
-    try:
-        lock.acquire(timeout=busy_timeout_seconds())
-    except Timeout:
-        raise AlreadyRunning("another megarun archive or migrate command is still running in "
-                             "this area", "try again when it is done") from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from urllib.parse import quote
 from filelock import FileLock, Timeout
 
 from megarun.core.faults import fault_point
+from megarun.db.connection import fsync_dir
 from megarun.errors import DatabaseBusy
 
 TEMP_PREFIX = ".megarun.db.tmp-"
@@ -47,7 +48,7 @@ class Refresh:
 def refresh(working_db: Path, mirror: Path, force: bool = False) -> Refresh:
     """Bring the mirror up to date with the working database (skipped when unchanged)."""
     started = time.monotonic()
-    lock = FileLock(str(working_db.with_name(working_db.name + ".mirror.lock")))
+    lock = FileLock(str(working_db.with_name(working_db.name + ".mirror.lock")), mode=0o600)
     try:
         lock.acquire(timeout=LOCK_SECONDS)
     except Timeout:
@@ -60,7 +61,7 @@ def refresh(working_db: Path, mirror: Path, force: bool = False) -> Refresh:
         if not force and mirror.exists() and _read_stamp(stamp_file) == stamp:
             return Refresh(False, time.monotonic() - started, mirror.stat().st_size)
         size = _snapshot(working_db, mirror)
-        stamp_file.write_text(json.dumps(stamp))
+        _write_private(stamp_file, json.dumps(stamp))
         return Refresh(True, time.monotonic() - started, size)
     finally:
         lock.release()
@@ -86,7 +87,7 @@ def _snapshot(working_db: Path, mirror: Path) -> int:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    _fsync_dir(mirror.parent)
+    fsync_dir(mirror.parent)
     fault_point("mirror:after-rename")
     return mirror.stat().st_size
 
@@ -107,6 +108,12 @@ def _stamp(working_db: Path) -> list[int]:
     return values
 
 
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
 def _read_stamp(path: Path) -> list[int] | None:
     try:
         data = json.loads(path.read_text())
@@ -119,14 +126,6 @@ def _remove_leftovers(mirror: Path) -> None:
     """Temp files of refreshes that crashed (we hold the lock: nobody else is writing one)."""
     for leftover in mirror.parent.glob(f"{TEMP_PREFIX}*"):
         leftover.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def age_seconds(mirror: Path) -> float | None:

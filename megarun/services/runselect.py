@@ -10,11 +10,17 @@ end of one of its jobs, else its creation. `target` and `runname` are exact name
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from filelock import FileLock, Timeout
 from peewee import SqliteDatabase
 
 from megarun.core.states import ACTIVE_STATES, WAITING_STATES
+from megarun.db.connection import busy_timeout_seconds
+from megarun.errors import AlreadyRunning
+from megarun.services.context import Context
 
 #: The database names a selection may read: the working db, completed-runs.db, another area's.
 SCHEMAS = ("main", "arc", "dest")
@@ -42,7 +48,7 @@ def select_finished_runs(db: SqliteDatabase, selection: RunSelection, schema: st
     first. Runs marked MOVED (tombstones of a migration) are left out unless asked for."""
     if schema not in SCHEMAS:
         raise ValueError(f"unknown database schema {schema!r}")
-    clauses, params = _filters(selection, include_moved)
+    clauses, params = run_filters(selection, include_moved)
     marks = ", ".join("?" for _ in OPEN_STATES)
     clauses.append(f"NOT EXISTS (SELECT 1 FROM {schema}.job j WHERE j.run_id = r.id "  # noqa: S608
                    f"AND j.state IN ({marks}))")
@@ -57,7 +63,10 @@ def select_finished_runs(db: SqliteDatabase, selection: RunSelection, schema: st
     return [row[0] for row in db.execute_sql(sql, params).fetchall()]
 
 
-def _filters(selection: RunSelection, include_moved: bool) -> tuple[list[str], list[object]]:
+def run_filters(selection: RunSelection, include_moved: bool = True
+                ) -> tuple[list[str], list[object]]:
+    """SQL conditions on a run aliased `r` (target and runname globs; MOVED tombstones left
+    out unless `include_moved`) and their parameters."""
     clauses: list[str] = []
     params: list[object] = []
     if selection.target:
@@ -69,3 +78,22 @@ def _filters(selection: RunSelection, include_moved: bool) -> tuple[list[str], l
     if not include_moved:
         clauses.append("r.state != 'MOVED'")
     return clauses, params
+
+
+@contextmanager
+def move_lock(ctx: Context) -> Iterator[None]:
+    """One run move at a time per area, archive or migration alike: recovery must never take
+    another process's move in progress for an interrupted one. The lock lives next to the
+    working database (a local disk), as only the home host moves runs."""
+    folder = ctx.home.db.parent / "locks"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = FileLock(str(folder / "moves.lock"), mode=0o600)
+    try:
+        lock.acquire(timeout=busy_timeout_seconds())
+    except Timeout:
+        raise AlreadyRunning("another megarun archive or migrate command is still running in "
+                             "this area", "try again when it is done") from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -105,7 +105,7 @@ def test_another_host_reads_the_archive_through_the_mirror(area: Path) -> None:
     assert _json(area, "archive", "reduce", "--runname", "r1")["jobs"] == 3
     archive = area / ".megarun" / "completed-runs.db"
     stamp = archive.stat().st_mtime_ns
-    (area / ".megarun" / "locks" / "archive.lock").unlink(missing_ok=True)
+    (area / ".megarun" / "locks" / "moves.lock").unlink(missing_ok=True)
     other = {HOSTNAME_ENV: "node2-of-the-test"}
 
     def elsewhere(*args: str) -> Any:
@@ -118,5 +118,5 @@ def test_another_host_reads_the_archive_through_the_mirror(area: Path) -> None:
     assert [r["id"] for r in elsewhere("archive", "ls")] == [ids[0]]
     assert len(elsewhere("job", "ls", "--full-db")) == 6
     assert archive.stat().st_mtime_ns == stamp
-    assert not (area / ".megarun" / "locks" / "archive.lock").exists()
+    assert not (area / ".megarun" / "locks" / "moves.lock").exists()
     assert not list((area / ".megarun").glob("completed-runs.db-*"))
