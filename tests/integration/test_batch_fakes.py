@@ -78,6 +78,13 @@ def test_pilot_runs_jobs_and_queue_rm_cancels(tmp_path: Path, case: str) -> None
         shown = area.json("job", "show", str(job["id"]))
         # the job ran inside the allocation: the scheduler's node-list variable is set
         assert Path(shown["workdir"], "nodes.txt").read_text().strip() not in ("", "none")
+    # The first pilot goes idle and ends (--idle-exit 2): the long job must not land in it.
+    for _ in range(200):
+        area.ok("sync")
+        if not area.json("queue", "ls"):
+            break
+    else:
+        pytest.fail("the first pilot never ended after going idle")
     # A second pilot holding a long job is cancelled: the job does not stay RUNNING.
     area.ok("job", "create", "--app", "nap", "--site", "hpc")
     [second] = area.json("queue", "submit", "--site", "hpc", "--nodes", "1", "--walltime", "10")
