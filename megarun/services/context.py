@@ -56,11 +56,22 @@ class Context:
         if self._db is None:
             if self.is_home:
                 homehost.check_not_moving(self.area, self.home)
+                self._check_db_present()
                 self._db = open_database(self.home.db)
                 self._keeper = mirror.MirrorKeeper(self.home.db, self.area.mirror_path)
             else:
                 self._db = self._open_mirror()
         return self._db
+
+    def _check_db_present(self) -> None:
+        """A working database that has had a mirror must exist: never start an empty one in
+        its place (the disk was wiped, or the homehost file was edited by hand)."""
+        if not self.home.db.exists() and self.area.mirror_path.exists():
+            raise EnvironmentProblem(
+                f"the working database {self.home.db} named in {self.area.homehost_path} is "
+                "missing",
+                "restore it, or copy the mirror .megarun/megarun.db there to go on from its "
+                "last snapshot")
 
     def _open_mirror(self) -> SqliteDatabase:
         path = self.area.mirror_path

@@ -152,3 +152,13 @@ def test_a_long_running_process_notices_the_database_moved(area: Path) -> None:
     context.close()
     result = megarun_process(area, "sync", env={"MEGARUN_HOSTNAME": home.host})
     assert result.returncode == 3 and "cannot be reached" in result.stderr  # forwarded now
+
+
+def test_a_missing_working_database_is_never_replaced_by_an_empty_one(area: Path) -> None:
+    assert megarun_process(area, "app", "add", "a", "--command", "true").returncode == 0
+    work = area / ".megarun" / "work.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{work}{suffix}").unlink(missing_ok=True)
+    result = megarun_process(area, "app", "ls")
+    assert result.returncode == 3 and "is missing" in result.stderr
+    assert not work.exists()
