@@ -151,10 +151,8 @@ def _retire(db: Path) -> None:
 
 def _home_from(data: dict[str, Any], area: Area) -> HomeHost:
     try:
-        return HomeHost(str(data["host"]), Path(data["db"]), str(data["address"]),
-                        tuple(str(a) for a in data["megarun"]), time.time(),
-                        Path(data.get("area") or area.root),
-                        {str(k): str(v) for k, v in dict(data.get("ssh") or {}).items()})
+        return replace(homehost.home_from_dict(data, area.root), since=time.time(),
+                       moving_to=None)
     except (KeyError, TypeError, ValueError) as exc:
         raise HandoffFailed(f"the new host sent a malformed commit ({exc})") from None
 
@@ -168,14 +166,7 @@ def _snapshot(source: Path, target: Path) -> tuple[int, str]:
     """A consistent copy (journal DELETE) of `source` at `target`: its size and sha256."""
     target.unlink(missing_ok=True)
     os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o600))
-    src = sqlite3.connect(f"file:{quote(str(source))}?mode=ro", uri=True)
-    dst = sqlite3.connect(target)
-    try:
-        src.backup(dst)
-        dst.execute("PRAGMA journal_mode = DELETE")
-    finally:
-        dst.close()
-        src.close()
+    mirror.copy_database(source, target)
     return target.stat().st_size, file_sha256(target)
 
 

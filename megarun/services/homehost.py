@@ -97,15 +97,19 @@ def read_homehost(area: Area) -> HomeHost | None:
     except FileNotFoundError:
         return None
     try:
-        data = json.loads(text)
-        ssh = {k: str(v) for k, v in dict(data.get("ssh") or {}).items() if k in _SSH_KEYS}
-        return HomeHost(str(data["host"]), Path(data["db"]), str(data["address"]),
-                        tuple(str(a) for a in data["megarun"]), float(data["since"]),
-                        Path(data.get("area") or area.root), ssh, data.get("moving_to") or None)
+        return home_from_dict(json.loads(text), area.root)
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{area.homehost_path}: not a valid homehost file ({exc})",
                           "fix it by hand, or remove it on the home host to make that host "
                           "the home again") from None
+
+
+def home_from_dict(data: dict[str, Any], area_root: Path) -> HomeHost:
+    """A HomeHost from its JSON form (KeyError, TypeError or ValueError when malformed)."""
+    ssh = {k: str(v) for k, v in dict(data.get("ssh") or {}).items() if k in _SSH_KEYS}
+    return HomeHost(str(data["host"]), Path(data["db"]), str(data["address"]),
+                    tuple(str(a) for a in data["megarun"]), float(data["since"]),
+                    Path(data.get("area") or area_root), ssh, data.get("moving_to") or None)
 
 
 def write_homehost(area: Area, home: HomeHost, create_only: bool = False) -> bool:

@@ -39,6 +39,7 @@ from megarun.db.connection import (
     prepare_database_file,
     write_transaction,
 )
+from megarun.db.fulldb import common_columns
 from megarun.errors import EnvironmentProblem, MegarunError, UsageError
 from megarun.services.context import Context
 from megarun.services.runselect import RunSelection, move_lock, select_finished_runs
@@ -285,9 +286,7 @@ def _copy_rows(db: SqliteDatabase) -> None:
 
 def _common_columns(db: SqliteDatabase, table: str) -> list[str]:
     """Columns `table` has both here and in the destination, in this database's order."""
-    here = [r[1] for r in db.execute_sql(f"PRAGMA main.table_info({table})").fetchall()]
-    there = {r[1] for r in db.execute_sql(f"PRAGMA dest.table_info({table})").fetchall()}
-    return [c for c in here if c in there]
+    return common_columns(db, table, "main", "dest")
 
 
 def _insert_select(db: SqliteDatabase, table: str, columns: Sequence[str],

@@ -67,19 +67,26 @@ def refresh(working_db: Path, mirror: Path, force: bool = False) -> Refresh:
         lock.release()
 
 
+def copy_database(source: Path, target: Path) -> None:
+    """Copy `source` into the (existing, empty) file `target` as one consistent snapshot:
+    SQLite's backup in one step (one read transaction), then a rollback journal, so that
+    readers can open the copy immutable (no -wal, no -shm)."""
+    src = sqlite3.connect(f"file:{quote(str(source))}?mode=ro", uri=True)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        dst.close()
+        src.close()
+
+
 def _snapshot(working_db: Path, mirror: Path) -> int:
     temp = mirror.with_name(f"{TEMP_PREFIX}{os.getpid()}")
     fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     os.close(fd)
     try:
-        source = sqlite3.connect(f"file:{quote(str(working_db))}?mode=ro", uri=True)
-        target = sqlite3.connect(temp)
-        try:
-            source.backup(target)  # all pages in one step: one consistent read transaction
-            target.execute("PRAGMA journal_mode = DELETE")  # readers open it immutable
-        finally:
-            target.close()
-            source.close()
+        copy_database(working_db, temp)
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
         fault_point("mirror:after-copy")
