@@ -7,7 +7,7 @@ from typing import Annotated
 
 import click
 import typer
-from peewee import OperationalError
+from peewee import DatabaseError
 
 from megarun import __version__
 from megarun.cli import (
@@ -15,6 +15,7 @@ from megarun.cli import (
     archive_cmd,
     area_cmd,
     cron_cmd,
+    db_cmd,
     homehost_cmd,
     job_cmd,
     launch_cmd,
@@ -82,6 +83,7 @@ run_cmd.register(app)
 sync_cmd.register(app)
 migrate_cmd.register(app)
 app.add_typer(cron_cmd.app, name="cron")
+app.add_typer(db_cmd.app, name="db")
 
 
 def run(args: list[str]) -> int:
@@ -95,9 +97,9 @@ def run(args: list[str]) -> int:
         result = command.main(args=args, prog_name="megarun", standalone_mode=False)
     except MegarunError as exc:
         return _fail(exc, exc.exit_code, debug)
-    except (OperationalError, sqlite3.OperationalError) as exc:
+    except (DatabaseError, sqlite3.DatabaseError) as exc:  # OperationalError included
         translated = translate_operational_error(exc)
-        return _fail(translated, getattr(translated, "exit_code", 3), debug)
+        return _fail(translated, translated.exit_code, debug)
     except click.exceptions.Abort:
         print("megarun: interrupted", file=sys.stderr)
         return 130

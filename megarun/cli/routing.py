@@ -18,7 +18,7 @@ READ_COMMANDS = frozenset({
     ("app", "ls"), ("app", "show"),
     ("job", "ls"), ("job", "show"), ("job", "logs"),
     ("queue", "ls"), ("status",), ("runs", "ls"), ("runs", "export"),
-    ("homehost", "show"), ("archive", "ls"), ("cron", "show"),
+    ("homehost", "show"), ("archive", "ls"), ("cron", "show"), ("db", "check"),
 })
 #: Commands that always run here: no area database, or the hand-over itself.
 LOCAL_COMMANDS = frozenset({

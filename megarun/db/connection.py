@@ -8,13 +8,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
-from peewee import OperationalError, SqliteDatabase
+from peewee import DatabaseError, SqliteDatabase
 
-from megarun.db import migrations, models
+from megarun.db import integrity, migrations, models
+from megarun.db.integrity import damaged
 from megarun.db.models import database_proxy
-from megarun.errors import DatabaseBusy, EnvironmentProblem
+from megarun.errors import DatabaseBusy, EnvironmentProblem, MegarunError
+
+#: What SQLite (or peewee, which re-raises it as its own class) raises on a bad file or write.
+SQLITE_ERRORS = (DatabaseError, sqlite3.DatabaseError)
 
 #: How long a writer waits for another process's transaction (MEGARUN_DB_TIMEOUT seconds).
 BUSY_TIMEOUT_ENV = "MEGARUN_DB_TIMEOUT"
@@ -48,20 +52,43 @@ def _create_private(path: Path) -> None:
 
 
 def open_database(path: Path, migrate: bool = True) -> SqliteDatabase:
-    """Open (creating if needed) the database at `path` and bind the models to it."""
+    """Open (creating if needed) the database at `path` and bind the models to it.
+
+    A file that is not a whole megarun database is refused before anything is written.
+    """
     if not path.exists():
         _create_private(path)
+    check_header(path)
     busy = busy_timeout_seconds()
     db = SqliteDatabase(str(path), pragmas=_pragmas(busy), lock_type="IMMEDIATE", timeout=busy,
                         uri=True)  # so that ATTACH takes file: URIs (mode=ro, immutable=1)
     try:
         db.connect(reuse_if_open=True)
         database_proxy.initialize(db)
+        _check_schema(db, path, complete=False)
         if migrate:
             migrations.migrate(db)
-    except OperationalError as exc:
+            _check_schema(db, path, complete=True)
+    except SQLITE_ERRORS as exc:
+        db.close()
         raise translate_operational_error(exc, path) from exc
+    except MegarunError:
+        db.close()
+        raise
     return db
+
+
+def check_header(path: Path) -> None:
+    """Refuse a file whose header and size disagree (truncated, overwritten, not SQLite)."""
+    problem = integrity.header_problem(path)
+    if problem:
+        raise damaged(path, problem)
+
+
+def _check_schema(db: SqliteDatabase, path: Path, complete: bool) -> None:
+    problem = integrity.schema_problem(db.connection(), complete)
+    if problem:
+        raise damaged(path, problem)
 
 
 def fsync_dir(folder: Path) -> None:
@@ -83,6 +110,7 @@ def open_snapshot(path: Path) -> SqliteDatabase:
 
     It must hold every schema step this megarun knows: an older home host wrote it otherwise.
     """
+    check_header(path)
     db = SqliteDatabase(snapshot_uri(path), uri=True,
                         pragmas=(("query_only", 1), ("cache_size", -64_000),
                                  ("temp_store", "memory")))
@@ -90,8 +118,14 @@ def open_snapshot(path: Path) -> SqliteDatabase:
         db.connect(reuse_if_open=True)
         database_proxy.initialize(db)
         missing = {name for name, _ in migrations.MIGRATIONS} - migrations.applied_migrations(db)
-    except OperationalError as exc:
+        if not missing:
+            _check_schema(db, path, complete=True)
+    except SQLITE_ERRORS as exc:
+        db.close()
         raise translate_operational_error(exc, path) from exc
+    except MegarunError:
+        db.close()
+        raise
     if missing:
         db.close()
         raise EnvironmentProblem(f"the mirror {path} was written by an older megarun (it lacks "
@@ -108,31 +142,95 @@ def prepare_database_file(path: Path, journal: str = "wal") -> None:
     """
     if not path.exists():
         _create_private(path)
+    check_header(path)
     busy = busy_timeout_seconds()
     db = SqliteDatabase(str(path), pragmas=_pragmas(busy, journal), lock_type="IMMEDIATE",
                         timeout=busy)
     try:
         db.connect()
+        _check_schema(db, path, complete=False)
         with db.bind_ctx(models.ALL_MODELS):
             migrations.migrate(db)
-    except OperationalError as exc:
+        _check_schema(db, path, complete=True)
+    except SQLITE_ERRORS as exc:
         raise translate_operational_error(exc, path) from exc
     finally:
         db.close()
 
 
-def translate_operational_error(exc: Exception, path: Path | None = None) -> Exception:
-    """Turn sqlite's errors into megarun errors with a message a user can act on."""
-    text = str(exc)
-    where = f" ({path})" if path else ""
+#: What SQLite says of a file that is not (or no longer) a whole database.
+_DAMAGE_WORDS = ("file is not a database", "database disk image is malformed",
+                 "malformed database schema", "database corruption")
+_FULL_WORDS = ("database or disk is full", "disk is full", "no space left")
+
+
+def translate_operational_error(exc: BaseException, path: Path | None = None) -> MegarunError:
+    """Turn sqlite's errors into megarun errors with a message a user can act on.
+
+    `path` defaults to the database the models are bound to (and any attached to it).
+    """
+    cause = _root_cause(exc)
+    text = str(cause)
+    where = path if path is not None else current_database_label()
     if "locked" in text or "busy" in text:
         return DatabaseBusy(
-            f"the database stayed locked by another megarun process{where}",
+            f"the database stayed locked by another megarun process ({where})",
             f"waited {busy_timeout_seconds():g} s; try again when it is done",
         )
-    if "disk is full" in text or "disk I/O" in text:
-        return EnvironmentProblem(f"cannot write the database{where}: {text}")
-    return EnvironmentProblem(f"database error{where}: {text}")
+    if any(words in text for words in _FULL_WORDS):
+        return EnvironmentProblem(f"no space left on device: cannot write the database {where}",
+                                  "free space on its file system; nothing of the failed write "
+                                  "was kept")
+    if any(words in text for words in _DAMAGE_WORDS) or _names_our_table(text):
+        return damaged(where, text)
+    if "disk I/O" in text:
+        return EnvironmentProblem(f"cannot write the database {where}: {text}")
+    return EnvironmentProblem(f"database error ({where}): {text}")
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The error SQLite first raised: on a full disk SQLite rolls the transaction back itself,
+    so the rollback that follows fails ("no transaction is active") and hides the cause."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    for candidate in seen:
+        text = str(candidate)
+        if any(words in text for words in (*_FULL_WORDS, *_DAMAGE_WORDS)):
+            return candidate
+    return exc
+
+
+def _names_our_table(text: str) -> bool:
+    """'no such table: job': one of megarun's own tables is gone (dropped, or the file lost
+    its schema); another table is a bug, not damage."""
+    prefix = "no such table: "
+    if not text.startswith(prefix):
+        return False
+    return text[len(prefix):].split(".")[-1] in integrity.MEGARUN_TABLES
+
+
+def current_database_label() -> str:
+    """The file(s) the models are bound to: the working database or the mirror, and an
+    attached completed-runs.db (named too: an error may come from either)."""
+    db = database_proxy.obj
+    if not isinstance(db, SqliteDatabase):
+        return "the database"
+    files = [_file_of(str(db.database))]
+    try:
+        rows = [] if db.is_closed() else db.connection().execute("PRAGMA database_list").fetchall()
+    except sqlite3.Error:
+        rows = []  # the connection may be the broken thing: name the main file alone
+    files += [str(row[2]) for row in rows if row[1] not in ("main", "temp") and row[2]]
+    return " or ".join(files)
+
+
+def _file_of(name: str) -> str:
+    if not name.startswith("file:"):
+        return name
+    return unquote(name[len("file:"):].split("?", 1)[0])
 
 
 @contextmanager
@@ -141,7 +239,7 @@ def write_transaction(db: SqliteDatabase) -> Iterator[None]:
     try:
         with db.atomic():
             yield
-    except (OperationalError, sqlite3.OperationalError) as exc:
+    except SQLITE_ERRORS as exc:
         raise translate_operational_error(exc) from exc
 
 

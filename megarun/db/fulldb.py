@@ -14,6 +14,9 @@ from urllib.parse import quote
 
 from peewee import SqliteDatabase
 
+from megarun.db.connection import SQLITE_ERRORS, check_header, translate_operational_error
+from megarun.db.integrity import damaged, schema_problem
+
 ARCHIVE_SCHEMA = "arc"
 #: Tables whose rows belong to a run: a run lives in exactly one of the two databases.
 RUN_TABLES = ("run", "run_test", "job", "job_tag", "job_dependency", "event")
@@ -84,17 +87,24 @@ def attach_full_db(db: SqliteDatabase, path: Path, read_only_host: bool = False)
         return False
     if attached(db):
         return True
-    attach(db, archive_uri(path, read_only=True, immutable=read_only_host))
-    # the mirror's connection is query_only, which refuses even TEMP objects; its files are
-    # opened read-only anyway, so lifting it for the views writes nothing but temp
-    query_only = db.execute_sql("PRAGMA query_only").fetchone()[0]
-    if query_only:
-        db.execute_sql("PRAGMA query_only = 0")
+    check_header(path)
     try:
-        _create_views(db)
-    finally:
+        attach(db, archive_uri(path, read_only=True, immutable=read_only_host))
+        problem = schema_problem(db.connection(), complete=True, schema=ARCHIVE_SCHEMA)
+        if problem:
+            raise damaged(path, problem)
+        # the mirror's connection is query_only, which refuses even TEMP objects; its files
+        # are opened read-only anyway, so lifting it for the views writes nothing but temp
+        query_only = db.execute_sql("PRAGMA query_only").fetchone()[0]
         if query_only:
-            db.execute_sql("PRAGMA query_only = 1")
+            db.execute_sql("PRAGMA query_only = 0")
+        try:
+            _create_views(db)
+        finally:
+            if query_only:
+                db.execute_sql("PRAGMA query_only = 1")
+    except SQLITE_ERRORS as exc:
+        raise translate_operational_error(exc, path) from exc
     return True
 
 

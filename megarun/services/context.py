@@ -15,7 +15,8 @@ from pathlib import Path
 from peewee import SqliteDatabase
 
 from megarun.config.area import Area, locate_area
-from megarun.db.connection import open_database, open_snapshot
+from megarun.db.connection import check_header, open_database, open_snapshot
+from megarun.db.integrity import DatabaseDamaged
 from megarun.errors import EnvironmentProblem
 from megarun.services import homehost, mirror
 
@@ -57,6 +58,7 @@ class Context:
             if self.is_home:
                 homehost.check_not_moving(self.area, self.home)
                 self._check_db_present()
+                mirror.verify_unless_kept(self.home.db, self.area.mirror_path)
                 self._db = open_database(self.home.db)
                 self._keeper = mirror.MirrorKeeper(self.home.db, self.area.mirror_path)
             else:
@@ -64,14 +66,25 @@ class Context:
         return self._db
 
     def _check_db_present(self) -> None:
-        """A working database that has had a mirror must exist: never start an empty one in
-        its place (the disk was wiped, or the homehost file was edited by hand)."""
-        if not self.home.db.exists() and self.area.mirror_path.exists():
+        """A working database that has had a mirror must exist and be whole: never start an
+        empty one in its place (the disk was wiped or filled, a copy was cut short, or the
+        homehost file was edited by hand)."""
+        db, had_mirror = self.home.db, self._has_mirror()
+        if not db.exists() and had_mirror:
             raise EnvironmentProblem(
-                f"the working database {self.home.db} named in {self.area.homehost_path} is "
-                "missing",
-                "restore it, or copy the mirror .megarun/megarun.db there to go on from its "
-                "last snapshot")
+                f"the working database {db} named in {self.area.homehost_path} is missing",
+                "restore the mirror's last snapshot with 'megarun db restore --from-mirror'")
+        if db.exists() and db.stat().st_size == 0 and had_mirror:
+            raise DatabaseDamaged(
+                f"the working database {db} is empty (0 bytes), though it had a mirror",
+                "restore the mirror's last snapshot with 'megarun db restore --from-mirror', "
+                "which keeps the empty file aside")
+        if db.exists():
+            check_header(db)
+
+    def _has_mirror(self) -> bool:
+        path = self.area.mirror_path
+        return path.exists() or mirror.previous_generation(path).exists()
 
     def _open_mirror(self) -> SqliteDatabase:
         path = self.area.mirror_path
@@ -90,7 +103,9 @@ class Context:
         return mirror.age_seconds(self.area.mirror_path)
 
     def check_still_home(self) -> None:
-        """For long-running loops: stop when `homehost migrate` moved the database away."""
+        """For long-running loops: stop when `homehost migrate` moved the database away, or
+        when the working database was found damaged."""
+        self.check_database()
         if self._home is not None and self.is_home:
             current = homehost.read_homehost(self.area)
             if current is not None and (current.host != self._home.host
@@ -98,7 +113,15 @@ class Context:
                 raise homehost.NotHomeHost(
                     f"the working database moved to {current.host}; this process stops")
 
+    def check_database(self) -> None:
+        """For long-running loops: stop when the mirror keeper found the working database
+        damaged (it copies nothing from then on)."""
+        if self._keeper is not None and self._keeper.damage is not None:
+            raise self._keeper.damage
+
     def close(self) -> None:
+        """Close the database, then refresh the mirror a last time; a damaged working
+        database raises DatabaseDamaged here (the mirror is left as it was)."""
         keeper, self._keeper = self._keeper, None
         if keeper is not None:
             keeper.halt()
@@ -106,4 +129,7 @@ class Context:
             self._db.close()
             self._db = None
         if keeper is not None:
-            keeper.refresh_now()  # after the close: its checkpoint is in the snapshot
+            try:
+                keeper.refresh_now()  # after the close: its checkpoint is in the snapshot
+            finally:
+                keeper.release()

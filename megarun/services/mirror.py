@@ -10,13 +10,21 @@ Only the home host refreshes. Refreshes are serialized by a lock next to the wor
 (local disk), and skipped when the working database has not changed since the last one (its
 and its WAL's size and mtime). A crash leaves at worst a temp file, removed by the next
 refresh; the mirror in place is always a whole snapshot.
+
+A copy is published only once it passes `PRAGMA quick_check` and holds every schema step and
+table: a damaged working database raises DatabaseDamaged and the mirror stays as it was. The
+mirror it replaces is kept as the previous generation, `megarun.db.1` (a hard link made
+before the rename, so the mirror's name never goes missing): one bad refresh can never
+destroy the only good copy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -28,11 +36,19 @@ from filelock import FileLock, Timeout
 
 from megarun.core.faults import fault_point
 from megarun.db.connection import fsync_dir
+from megarun.db.integrity import (
+    DatabaseDamaged,
+    damaged,
+    integrity_problems,
+    read_only_uri,
+    snapshot_problems,
+)
 from megarun.errors import DatabaseBusy
 
 TEMP_PREFIX = ".megarun.db.tmp-"
 #: Crash points of a refresh, for tests (megarun.core.faults).
-FAULT_POINTS = ("mirror:after-copy", "mirror:after-rename")
+FAULT_POINTS = ("mirror:after-copy", "mirror:after-verify", "mirror:after-keep",
+                "mirror:after-rename")
 LOCK_SECONDS = 120.0
 
 
@@ -81,15 +97,29 @@ def copy_database(source: Path, target: Path) -> None:
         src.close()
 
 
+def previous_generation(mirror: Path) -> Path:
+    """The mirror before the last refresh: `megarun.db.1`."""
+    return mirror.with_name(mirror.name + ".1")
+
+
 def _snapshot(working_db: Path, mirror: Path) -> int:
     temp = mirror.with_name(f"{TEMP_PREFIX}{os.getpid()}")
     fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     os.close(fd)
     try:
-        copy_database(working_db, temp)
+        try:
+            copy_database(working_db, temp)
+        except sqlite3.DatabaseError as exc:
+            raise damaged(working_db, str(exc)) from exc
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
         fault_point("mirror:after-copy")
+        problems = snapshot_problems(temp)
+        if problems:
+            raise damaged(working_db, "; ".join(problems[:3]))
+        fault_point("mirror:after-verify")
+        _keep_previous(mirror)
+        fault_point("mirror:after-keep")
         os.replace(temp, mirror)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -97,6 +127,21 @@ def _snapshot(working_db: Path, mirror: Path) -> int:
     fsync_dir(mirror.parent)
     fault_point("mirror:after-rename")
     return mirror.stat().st_size
+
+
+def _keep_previous(mirror: Path) -> None:
+    """Make the mirror in place the previous generation, leaving it in place too (hard link,
+    renamed over the old `.1`: every step leaves a whole file under each name)."""
+    if not mirror.exists():
+        return
+    link = mirror.with_name(f"{TEMP_PREFIX}{os.getpid()}.1")
+    link.unlink(missing_ok=True)
+    try:
+        os.link(mirror, link)
+    except OSError:  # a file system without hard links: a copy does the same, more slowly
+        shutil.copyfile(mirror, link)
+        os.chmod(link, 0o600)
+    os.replace(link, previous_generation(mirror))
 
 
 def _stamp(working_db: Path) -> list[int]:
@@ -135,6 +180,38 @@ def _remove_leftovers(mirror: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
+def _keeper_lock_path(working_db: Path) -> Path:
+    return working_db.with_name(working_db.name + ".keeper.lock")
+
+
+def verify_unless_kept(working_db: Path, mirror: Path) -> None:
+    """Before a process writes: `PRAGMA quick_check` of a working database that changed since
+    its last verified snapshot while no megarun process kept its mirror (a crash, or a change
+    from outside megarun, such as a disk error or a bad copy). A live process's keeper checks
+    each of its snapshots anyway, so a command that runs beside it does not pay for a check.
+    Raises DatabaseDamaged."""
+    stamp_file = working_db.with_name(working_db.name + ".mirror.stamp")
+    if not mirror.exists() and not previous_generation(mirror).exists():
+        return  # a new area: nothing to protect yet, and the first refresh checks the copy
+    fd = os.open(_keeper_lock_path(working_db), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another process keeps the mirror (and checks each snapshot) right now
+        if _read_stamp(stamp_file) == _stamp(working_db):
+            return
+        conn = sqlite3.connect(read_only_uri(working_db, immutable=False), uri=True)
+        try:
+            problems = integrity_problems(conn)
+        finally:
+            conn.close()
+        if problems:
+            raise damaged(working_db, "; ".join(problems[:3]))
+    finally:
+        os.close(fd)  # closing the descriptor drops the lock
+
+
 def age_seconds(mirror: Path) -> float | None:
     """How long ago the mirror was written (None: there is none)."""
     try:
@@ -155,12 +232,17 @@ class MirrorKeeper:
         self.working_db, self.mirror, self.interval = working_db, mirror, interval
         self.refreshes = 0
         self.error: str = ""
+        self.damage: DatabaseDamaged | None = None  # the working database failed a check
+        # held shared while this process keeps the mirror: see verify_unless_kept
+        self._presence = os.open(_keeper_lock_path(working_db), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._presence, fcntl.LOCK_SH)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="megarun-mirror", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        # once damaged, every further copy would fail the same way: stop and let it be told
+        while self.damage is None and not self._stop.wait(self.interval):
             self._refresh_once()
 
     def _refresh_once(self) -> None:
@@ -168,6 +250,8 @@ class MirrorKeeper:
             if refresh(self.working_db, self.mirror).copied:
                 self.refreshes += 1
             self.error = ""
+        except DatabaseDamaged as exc:
+            self.damage, self.error = exc, str(exc)
         except (OSError, sqlite3.Error, DatabaseBusy) as exc:
             self.error = str(exc)  # the next round tries again; stop() reports the last one
 
@@ -176,5 +260,15 @@ class MirrorKeeper:
         with contextlib.suppress(RuntimeError):
             self._thread.join()
 
+    def release(self) -> None:
+        """This process no longer keeps the mirror (after its last refresh)."""
+        if self._presence >= 0:
+            os.close(self._presence)
+            self._presence = -1
+
     def refresh_now(self) -> None:
-        self._refresh_once()
+        """The last refresh; a damaged working database is reported, never copied."""
+        if self.damage is None:
+            self._refresh_once()
+        if self.damage is not None:
+            raise self.damage
