@@ -158,6 +158,10 @@ def prepare_database_file(path: Path, journal: str = "wal") -> None:
         db.close()
 
 
+class DiskFull(EnvironmentProblem):
+    """A write found no space left on the device holding the file it names."""
+
+
 #: What SQLite says of a file that is not (or no longer) a whole database.
 _DAMAGE_WORDS = ("file is not a database", "database disk image is malformed",
                  "malformed database schema", "database corruption")
@@ -178,14 +182,18 @@ def translate_operational_error(exc: BaseException, path: Path | None = None) ->
             f"waited {busy_timeout_seconds():g} s; try again when it is done",
         )
     if any(words in text for words in _FULL_WORDS):
-        return EnvironmentProblem(f"no space left on device: cannot write the database {where}",
-                                  "free space on its file system; nothing of the failed write "
-                                  "was kept")
+        return DiskFull(f"no space left on device: cannot write the database {where}",
+                        "free space on its file system; the failed write changed nothing")
     if any(words in text for words in _DAMAGE_WORDS) or _names_our_table(text):
         return damaged(where, text)
     if "disk I/O" in text:
         return EnvironmentProblem(f"cannot write the database {where}: {text}")
     return EnvironmentProblem(f"database error ({where}): {text}")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether SQLite's error (or one it hides) says the disk is full."""
+    return any(words in str(_root_cause(exc)) for words in _FULL_WORDS)
 
 
 def _root_cause(exc: BaseException) -> BaseException:

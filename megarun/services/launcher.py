@@ -8,6 +8,7 @@ bundles back (READY again) and leaves nothing half-written.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from filelock import FileLock, Timeout
 
 from megarun.config.area import LauncherSettings
 from megarun.core.states import FAILING_STATUSES, JobStatus
+from megarun.db.connection import DiskFull
 from megarun.db.jobstore import load_rows_where
 from megarun.errors import AlreadyRunning, EnvironmentProblem, MegarunError
 from megarun.services import agents as agent_service
@@ -156,6 +158,11 @@ class Launcher:
             except KeyboardInterrupt:
                 self.summary.interrupted = True
                 self._shutdown_after_interrupt()
+            except (DiskFull, OSError) as exc:
+                if not isinstance(exc, DiskFull) and exc.errno != errno.ENOSPC:
+                    raise
+                self._stop_after_disk_full()
+                raise _as_disk_full(exc) from exc
         finally:
             self.summary.elapsed = time.monotonic() - self._started
             self._reap_agent()
@@ -380,6 +387,23 @@ class Launcher:
         finally:
             signal.signal(signal.SIGINT, previous)
 
+    def _stop_after_disk_full(self) -> None:
+        """No space left: nothing more could be recorded, so nothing more may run. What was
+        ingested is committed; stop the agents (their running jobs are killed), then take in
+        whatever of their events the disk still lets us write."""
+        try:
+            self.spool.request_stop("all", "kill")
+        except OSError as exc:  # the stop file needs space too: then the agent is killed below
+            self.site_error = str(exc)
+        deadline = time.monotonic() + self.settings.kill_grace + 5
+        while time.monotonic() < deadline and self._agents_running():
+            time.sleep(0.1)
+        self._force_stop_agent()
+        try:
+            self._ingest()
+        except (DiskFull, OSError) as exc:  # still full: the events wait in the spool
+            self.site_error = str(exc)
+
     def _agents_running(self) -> bool:
         if self.agent_process is not None and self.agent_process.poll() is None:
             return True
@@ -398,6 +422,14 @@ class Launcher:
     def _reap_agent(self) -> None:
         if self.agent_process is not None and self.agent_process.poll() is not None:
             self.agent_process = None
+
+
+def _as_disk_full(exc: BaseException) -> DiskFull:
+    if isinstance(exc, DiskFull):
+        return exc
+    where = getattr(exc, "filename", None) or "a file of the launch"
+    return DiskFull(f"no space left on device: cannot write {where}",
+                    "free space on its file system, then launch again: what was recorded stays")
 
 
 def dispatch_round(ctx: Context, sid: int, site: SiteInfo, gates: LaunchGates,

@@ -35,7 +35,7 @@ from urllib.parse import quote
 from filelock import FileLock, Timeout
 
 from megarun.core.faults import fault_point
-from megarun.db.connection import fsync_dir
+from megarun.db.connection import DiskFull, fsync_dir, is_disk_full, translate_operational_error
 from megarun.db.integrity import (
     DatabaseDamaged,
     damaged,
@@ -43,7 +43,7 @@ from megarun.db.integrity import (
     read_only_uri,
     snapshot_problems,
 )
-from megarun.errors import DatabaseBusy
+from megarun.errors import DatabaseBusy, EnvironmentProblem, MegarunError
 
 TEMP_PREFIX = ".megarun.db.tmp-"
 #: Crash points of a refresh, for tests (megarun.core.faults).
@@ -110,7 +110,7 @@ def _snapshot(working_db: Path, mirror: Path) -> int:
         try:
             copy_database(working_db, temp)
         except sqlite3.DatabaseError as exc:
-            raise damaged(working_db, str(exc)) from exc
+            raise _copy_error(exc, working_db, mirror) from exc
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
         fault_point("mirror:after-copy")
@@ -129,6 +129,14 @@ def _snapshot(working_db: Path, mirror: Path) -> int:
     return mirror.stat().st_size
 
 
+def _copy_error(exc: sqlite3.DatabaseError, working_db: Path, mirror: Path) -> MegarunError:
+    """A full disk under the new copy is not damage of the working database it reads."""
+    if is_disk_full(exc):
+        return DiskFull(f"no space left on device: cannot write the mirror {mirror}",
+                        "free space on its file system; the mirror in place is unchanged")
+    return translate_operational_error(exc, working_db)
+
+
 def _keep_previous(mirror: Path) -> None:
     """Make the mirror in place the previous generation, leaving it in place too (hard link,
     renamed over the old `.1`: every step leaves a whole file under each name)."""
@@ -142,6 +150,9 @@ def _keep_previous(mirror: Path) -> None:
         shutil.copyfile(mirror, link)
         os.chmod(link, 0o600)
     os.replace(link, previous_generation(mirror))
+    # rename() does nothing when both names are already one file (a crash right after this
+    # step left `.1` linked to the mirror): the link's own name is then still there
+    link.unlink(missing_ok=True)
 
 
 def _stamp(working_db: Path) -> list[int]:
@@ -252,7 +263,7 @@ class MirrorKeeper:
             self.error = ""
         except DatabaseDamaged as exc:
             self.damage, self.error = exc, str(exc)
-        except (OSError, sqlite3.Error, DatabaseBusy) as exc:
+        except (OSError, sqlite3.Error, EnvironmentProblem) as exc:
             self.error = str(exc)  # the next round tries again; stop() reports the last one
 
     def halt(self) -> None:
