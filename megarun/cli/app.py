@@ -25,7 +25,7 @@ from megarun.cli import (
     site_cmd,
     sync_cmd,
 )
-from megarun.db.connection import translate_operational_error
+from megarun.db.connection import from_outside, translate_operational_error
 from megarun.errors import MegarunError
 from megarun.services.context import Context
 
@@ -98,6 +98,10 @@ def run(args: list[str]) -> int:
     except MegarunError as exc:
         return _fail(exc, exc.exit_code, debug)
     except (DatabaseError, sqlite3.DatabaseError) as exc:  # OperationalError included
+        if not from_outside(exc):  # a constraint megarun broke: a bug, reported as one
+            if debug:
+                raise
+            return _internal_error(exc)
         translated = translate_operational_error(exc)
         return _fail(translated, translated.exit_code, debug)
     except click.exceptions.Abort:
@@ -114,10 +118,14 @@ def run(args: list[str]) -> int:
     except Exception as exc:
         if debug:
             raise
-        print(f"megarun: internal error: {type(exc).__name__}: {exc} (run with --debug for "
-              "details, and please report it)", file=sys.stderr)
-        return 70
+        return _internal_error(exc)
     return result if isinstance(result, int) else 0
+
+
+def _internal_error(exc: Exception) -> int:
+    print(f"megarun: internal error: {type(exc).__name__}: {exc} (run with --debug for "
+          "details, and please report it)", file=sys.stderr)
+    return 70
 
 
 def _forward_if_elsewhere(command: click.Command, args: list[str]) -> int | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from peewee import DatabaseError, SqliteDatabase
+from peewee import DatabaseError, OperationalError, SqliteDatabase
 
 from megarun.db import integrity, migrations, models
 from megarun.db.integrity import damaged
@@ -19,6 +19,13 @@ from megarun.errors import DatabaseBusy, EnvironmentProblem, MegarunError
 
 #: What SQLite (or peewee, which re-raises it as its own class) raises on a bad file or write.
 SQLITE_ERRORS = (DatabaseError, sqlite3.DatabaseError)
+
+
+def from_outside(exc: BaseException) -> bool:
+    """Whether a SQLite error comes from outside megarun: OperationalError (locked, full,
+    I/O) or a bare DatabaseError (a corrupt file). IntegrityError and its kin are bugs."""
+    return isinstance(exc, (OperationalError, sqlite3.OperationalError)) or type(exc) in (
+        DatabaseError, sqlite3.DatabaseError)
 
 #: How long a writer waits for another process's transaction (MEGARUN_DB_TIMEOUT seconds).
 BUSY_TIMEOUT_ENV = "MEGARUN_DB_TIMEOUT"
@@ -248,6 +255,8 @@ def write_transaction(db: SqliteDatabase) -> Iterator[None]:
         with db.atomic():
             yield
     except SQLITE_ERRORS as exc:
+        if not from_outside(exc):
+            raise
         raise translate_operational_error(exc) from exc
 
 

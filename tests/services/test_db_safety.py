@@ -360,8 +360,12 @@ def test_a_full_disk_stops_the_launch_and_keeps_what_ran(small_disk: Path) -> No
     config.write_text(config.read_text().replace("heartbeat = 5", "heartbeat = 1")
                       .replace("dead_after = 60", "dead_after = 10"))
     ballast = small_disk / "ballast"
+    # fill the disk, then for 10 s take back whatever frees up (a failed mirror copy's temp
+    # file), so the launcher's next write surely finds it full; the hog ends by itself
+    hog = (f"head -c 50M /dev/zero > {ballast}; for i in $(seq 100); do "
+           f"head -c 1M /dev/zero >> {ballast}.more 2>/dev/null; sleep 0.1; done; true")
     _ok(area, "app", "add", "quick", "--command", "echo ok")
-    _ok(area, "app", "add", "hog", "--command", f"head -c 50M /dev/zero > {ballast}; true")
+    _ok(area, "app", "add", "hog", "--command", hog)
     _ok(area, "job", "create", "--app", "quick", "--count", "10")
     after = [arg for job in range(1, 11) for arg in ("--after", str(job))]
     _ok(area, "job", "create", "--app", "hog", *after)  # fills the disk once 1..10 passed
@@ -375,6 +379,7 @@ def test_a_full_disk_stops_the_launch_and_keeps_what_ran(small_disk: Path) -> No
                             capture_output=True, text=True, check=False)
     assert agents.stdout == "", "the launcher left its agent running on a full disk"
     ballast.unlink()
+    Path(f"{ballast}.more").unlink(missing_ok=True)
     jobs = json.loads(_ok(area, "job", "ls", "--json").stdout)
     by_app = Counter((job["app"], job["status"]) for job in jobs)
     assert by_app[("quick", "PASS")] == 10  # everything ingested before the disk filled
