@@ -257,6 +257,13 @@ def test_db_check_reports_every_file(filled: Path) -> None:
     assert "damaged" in row
 
 
+def test_db_check_on_another_host_reads_the_mirrors_only(filled: Path) -> None:
+    result = megarun_process(filled, "db", "check", "--json", env={"MEGARUN_HOSTNAME": "other"})
+    assert result.returncode == 0, result.stderr
+    health = {f["role"]: f["health"] for f in json.loads(result.stdout)["files"]}
+    assert health["working"] == "elsewhere" and health["mirror"] == "ok"
+
+
 def test_db_restore_puts_the_mirror_back_and_keeps_the_damaged_file(filled: Path) -> None:
     work = _work(filled)
     _drop_side_files(work)
