@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shlex
 import stat
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, megarun_process
-from tests.users import as_user, other_user, shared_folder
+from tests.users import other_user, plant_work_dir, shared_folder
 
 
 @pytest.fixture(scope="session")
@@ -45,27 +44,6 @@ def run_with_umask(umask: int, area: Path, *args: str) -> subprocess.CompletedPr
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
     assert result.returncode == 0, result.stderr
     return result
-
-
-def planted_bundle(workdir: Path, marker: Path) -> str:
-    """A bundle whose job would create `marker` if it ever ran."""
-    spec = {"id": 999, "attempt": 1, "workdir": f"{workdir}/jobs/999",
-            "steps": [{"name": "job", "cmd": f"touch {marker}"}], "env": {}, "nodes": 1,
-            "cpus": 1, "gpus": 0, "threads": 1, "timeout": None}
-    return json.dumps(spec)
-
-
-def plant_work_dir(user: pwd.struct_passwd, workdir: Path, marker: Path) -> None:
-    """As `user`: a world-writable work dir with the spool folders and a bundle queued."""
-    spool = workdir / "spool"
-    folders = " ".join(shlex.quote(str(spool / sub)) for sub in (
-        "queue", "claimed", "control/kill", "control/stop", "agents", "events"))
-    bundle = shlex.quote(planted_bundle(workdir, marker))
-    queue = shlex.quote(str(spool / "queue" / "0001.jsonl"))
-    as_user(user, "sh", "-c", f"umask 000 && mkdir -p {folders} {shlex.quote(str(workdir))}/jobs"
-                              f" && printf '%s\\n' {bundle} > {queue}")
-    assert workdir.stat().st_uid == user.pw_uid
-    assert stat.S_IMODE(workdir.stat().st_mode) == 0o777
 
 
 def walk(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
