@@ -25,6 +25,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from megarun.agent import AGENT_VERSION
+from megarun.agent.private import ensure_private_dirs
 from megarun.agent.spool import unlink_quietly, write_atomic
 
 DEFAULT_READ_LIMIT = 8 << 20
@@ -52,9 +53,10 @@ class SiteSpool:
         self.published = os.path.join(self.root, "published")
 
     def ensure(self) -> None:
-        for folder in (self.queue, self.claimed, self.kill_dir, self.stop_dir, self.agents,
-                       self.events, self.published, os.path.join(self.workdir, "logs")):
-            os.makedirs(folder, mode=0o700, exist_ok=True)
+        ensure_private_dirs(self.workdir, (  # refused (exit 3) when others may write them
+            self.root, self.queue, self.claimed, os.path.dirname(self.kill_dir), self.kill_dir,
+            self.stop_dir, self.agents, self.events, self.published,
+            os.path.join(self.workdir, "logs")))
 
 
 #: Publication markers older than this are pruned (a home host retries within minutes).

@@ -8,6 +8,8 @@ import signal
 import subprocess
 from typing import Any, Dict, List, Optional, Tuple
 
+from megarun.agent.private import make_private_dirs
+
 #: A command made only of these characters is split on whitespace and executed directly;
 #: anything else (quotes, $, ;, |, &, <, >, *, ~, newlines, ...) runs under /bin/sh -c.
 _PLAIN_COMMAND = re.compile(r"[A-Za-z0-9_./=:,+@%\- \t-]*\Z")
@@ -58,7 +60,7 @@ def job_variables(spec: Dict[str, Any], gpu_ids: Optional[List[str]]) -> List[st
 
 def open_logs(workdir: str, step: str) -> List[int]:
     """Create the work dir and the step's .out/.err files; return their descriptors."""
-    os.makedirs(workdir, mode=0o700, exist_ok=True)
+    make_private_dirs(workdir)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     out = os.open(os.path.join(workdir, step + ".out"), flags, 0o600)
     try:

@@ -4,8 +4,11 @@ import errno
 import json
 import logging
 import os
+import stat
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
+
+from megarun.agent.private import ensure_private_dirs, make_private_dirs, private_problem
 
 log = logging.getLogger("megarun.agent")
 
@@ -50,18 +53,22 @@ class AgentSpool:
         self.agent_id = agent_id
         self.pool = pool
         root = os.path.join(self.workdir, "spool")
+        self.root = root
         self.queue = os.path.join(root, "queue")
         self.claimed = os.path.join(root, "claimed", agent_id)
         self.kill_dir = os.path.join(root, "control", "kill")
         self.stop_dir = os.path.join(root, "control", "stop")
         self.agents = os.path.join(root, "agents")
+        self.rejected = os.path.join(root, "rejected")
         self.events_path = os.path.join(root, "events", agent_id + ".jsonl")
         self.heartbeat_path = os.path.join(self.agents, agent_id + ".json")
 
     def ensure(self) -> None:
-        for folder in (self.queue, self.claimed, self.kill_dir, self.stop_dir, self.agents,
-                       os.path.dirname(self.events_path)):
-            os.makedirs(folder, mode=0o700, exist_ok=True)
+        """Make the spool folders (0700) and refuse a work dir or spool others may write."""
+        ensure_private_dirs(self.workdir, (
+            self.root, self.queue, os.path.dirname(self.claimed), self.claimed,
+            os.path.dirname(self.kill_dir), self.kill_dir, self.stop_dir, self.agents,
+            os.path.dirname(self.events_path)))
 
     # -- bundles ----------------------------------------------------------------------------
     def claim_bundle(self) -> Optional[str]:
@@ -82,13 +89,37 @@ class AgentSpool:
                 os.rename(os.path.join(self.queue, name), target)
             except FileNotFoundError:
                 continue  # another agent (or the home host taking work back) was first
-            return target
+            if self.trusted_bundle(target):
+                return target
         return None
 
     def leftover_bundles(self) -> List[str]:
         """Bundles this agent id claimed in an earlier life."""
-        return sorted(os.path.join(self.claimed, n) for n in os.listdir(self.claimed)
-                      if n.endswith(".jsonl") and not n.startswith("."))
+        return sorted(path for path in (os.path.join(self.claimed, n)
+                                        for n in os.listdir(self.claimed)
+                                        if n.endswith(".jsonl") and not n.startswith("."))
+                      if self.trusted_bundle(path))
+
+    def trusted_bundle(self, path: str) -> bool:
+        """Whether a claimed bundle is ours to run; one that is not is moved to rejected/.
+
+        A bundle is a list of commands run as this user: one that another user wrote (or may
+        rewrite) is never run, and its content (job ids included) is not believed.
+        """
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        problem = bundle_problem(info, path)
+        if problem is None:
+            return True
+        log.error("bundle not run: %s", problem)
+        make_private_dirs(self.rejected)
+        try:
+            os.rename(path, os.path.join(self.rejected, os.path.basename(path)))
+        except FileNotFoundError:
+            pass  # taken away meanwhile: it is not run either
+        return False
 
     def release_bundle(self, path: str) -> None:
         unlink_quietly(path)
@@ -134,10 +165,27 @@ def _pool_of(bundle: str) -> str:
     return pool if tilde else ""
 
 
+def bundle_problem(info: os.stat_result, path: str) -> Optional[str]:
+    """Why a bundle file must not be run (not a plain file, someone else's); None if it may."""
+    if not stat.S_ISREG(info.st_mode):
+        return "{} is not a regular file".format(path)
+    problem = private_problem(info, path)
+    return None if problem is None else str(problem)
+
+
 def read_bundle(path: str) -> List[Dict[str, Any]]:
-    """The job specs of a bundle; a line that is not a job spec is logged and skipped."""
-    specs = []
-    with open(path, "rb") as handle:
+    """The job specs of a bundle; a line that is not a job spec is logged and skipped.
+
+    The file is checked again on the very descriptor it is read from (no symlink, ours, not
+    writable by others): one that is not is read as empty.
+    """
+    specs: List[Dict[str, Any]] = []
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as handle:
+        problem = bundle_problem(os.fstat(fd), path)
+        if problem is not None:
+            log.error("bundle not run: %s", problem)
+            return specs
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue

@@ -12,6 +12,7 @@ from urllib.parse import quote, unquote
 
 from peewee import DatabaseError, OperationalError, SqliteDatabase
 
+from megarun.agent.private import make_private_dirs
 from megarun.db import integrity, migrations, models
 from megarun.db.integrity import damaged
 from megarun.db.models import database_proxy
@@ -53,7 +54,7 @@ def _pragmas(busy_seconds: float, journal: str = "wal") -> tuple[tuple[str, Any]
 
 def _create_private(path: Path) -> None:
     """Create the database file (and its folder) readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dirs(str(path.parent))
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     os.close(fd)
 

@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from megarun.agent.private import make_private_dirs
 from megarun.executors.base import (
     CommandResult,
     PathArg,
@@ -62,7 +63,7 @@ class LocalExecutor:
         _copy_atomic(os.fspath(remote_path), os.fspath(local_path))
 
     def makedirs(self, path: PathArg, mode: int = 0o700) -> None:
-        os.makedirs(path, mode=mode, exist_ok=True)
+        make_private_dirs(os.fspath(path), mode)
 
     def exists(self, path: PathArg) -> bool:
         return os.path.lexists(path)

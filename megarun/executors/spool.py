@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from megarun.agent.exchange import pool_of  # the agent and the home host name pools alike
+from megarun.agent.private import NotPrivate, ensure_private_dirs, make_private_dirs
+from megarun.errors import EnvironmentProblem
 
 _COUNTER = itertools.count()
 
@@ -39,6 +41,15 @@ def write_private(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+
+
+def private_dirs(root: Path, *folders: Path) -> None:
+    """Make `root` and `folders` (0700 whatever the umask) and refuse any that another user
+    owns or may write (megarun/agent/private.py says why)."""
+    try:
+        ensure_private_dirs(str(root), [str(folder) for folder in folders])
+    except NotPrivate as exc:
+        raise EnvironmentProblem(f"{exc.path} {exc.problem}", exc.hint) from None
 
 
 class LocalSpool:
@@ -80,10 +91,10 @@ class LocalSpool:
         return self.root / "events"
 
     def ensure(self) -> None:
-        """Create the spool folders, owner-only."""
-        for folder in (self.queue, self.claimed, self.kill_dir, self.stop_dir, self.agents,
-                       self.events, self.workdir / "jobs"):
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Create the spool folders, owner-only; refuse a work dir or spool others may write."""
+        private_dirs(self.workdir, self.root, self.queue, self.claimed, self.kill_dir.parent,
+                     self.kill_dir, self.stop_dir, self.agents, self.events,
+                     self.workdir / "jobs")
 
     # -- bundles ----------------------------------------------------------------------------
     def stage_bundle(self, specs: list[dict[str, Any]], pool: str | None = None) -> StagedBundle:
@@ -122,7 +133,7 @@ class LocalSpool:
         """Atomically take every unclaimed bundle (of `pools` only, "" naming the shared
         queue) away from agents; return their (job, attempt)s."""
         home = self.claimed / "_home"
-        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(str(home))
         taken: list[tuple[int, int]] = []
         for path in sorted(self.queue.glob("[!.]*.jsonl")):
             if pools is not None and pool_of(path.name) not in pools:

@@ -35,6 +35,7 @@ from typing import BinaryIO, NoReturn, TypeVar, cast
 
 import paramiko
 
+from megarun.agent.private import make_private_dirs
 from megarun.errors import ConfigError, EnvironmentProblem, UsageError
 from megarun.executors import rsync
 from megarun.executors.base import (
@@ -217,7 +218,7 @@ def _config_jump(alias: str, value: str | None) -> str | None:
 # -- known_hosts ---------------------------------------------------------------------------------
 def append_known_host(path: Path, name: str, key: paramiko.PKey) -> None:
     """Append `name keytype base64` to known_hosts, creating it (0600, dir 0700) if needed."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dirs(str(path.parent))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as handle:
         prefix = b"\n" if handle.tell() > 0 and not _ends_with_newline(path) else b""
@@ -923,6 +924,7 @@ def _mkdir_if_missing(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
         pass
     try:
         sftp.mkdir(path, mode)
+        sftp.chmod(path, mode)  # the server's umask masked mkdir's mode
     except OSError as exc:
         # Another process may have made it meanwhile; anything else is a real failure,
         # reported as mkdir saw it (not as the "no such file" of a second look).

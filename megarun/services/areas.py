@@ -7,6 +7,7 @@ from pathlib import Path
 
 from megarun.config.area import AREA_FILE, AREA_TEMPLATE, STATE_DIR, validate_name
 from megarun.errors import UsageError
+from megarun.executors.spool import private_dirs
 
 EXAMPLE_APP = """\
 # An app is a named command. Parameters in {{ }} are shell-quoted when a job is created.
@@ -30,7 +31,7 @@ def init_area(path: Path, keys: list[str], name: str | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for folder in ("tests", "apps"):
         (root / folder).mkdir(exist_ok=True)
-    (root / STATE_DIR).mkdir(mode=0o700, exist_ok=True)
+    private_dirs(root / STATE_DIR)
     example = root / "apps" / "hello.toml"
     if not example.exists():
         example.write_text(EXAMPLE_APP, encoding="utf-8")

@@ -33,7 +33,13 @@ from megarun.schedulers.base import BatchState, QueueEntry, Scheduler, ScriptReq
 from megarun.services.context import Context
 from megarun.services.dispatch import PoolTarget, dispatch_ready_jobs
 from megarun.services.lifecycle import apply_chain
-from megarun.services.remote import agent_command, executor_for, install_agent
+from megarun.services.remote import (
+    agent_command,
+    agent_path,
+    ensure_site_dirs,
+    executor_for,
+    install_agent,
+)
 from megarun.services.sites import SiteInfo, get_site, site_id
 
 MODES = ("pilot", "direct")
@@ -194,7 +200,8 @@ def _check_queue(site: SiteInfo, queue: str | None, request: SubmitRequest) -> N
 
 def _prepare_site(site: SiteInfo, executor: Executor) -> None:
     """The batch folder and this version of the agent must be on the site."""
-    executor.makedirs(batch_dir(site), 0o700)
+    ensure_site_dirs(site, executor, site.workdir, batch_dir(site),
+                     agent_path(site).rsplit("/", 1)[0])  # before trusting what is there
     install_agent(site, executor)
 
 

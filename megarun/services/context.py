@@ -18,6 +18,7 @@ from megarun.config.area import Area, locate_area
 from megarun.db.connection import check_header, open_database, open_snapshot
 from megarun.db.integrity import DatabaseDamaged
 from megarun.errors import EnvironmentProblem
+from megarun.executors.spool import private_dirs
 from megarun.services import homehost, mirror
 
 
@@ -44,7 +45,7 @@ class Context:
     def home(self) -> homehost.HomeHost:
         """The area's home host (this host becomes it when the area has none yet)."""
         if self._home is None:
-            self.area.state_dir.mkdir(mode=0o700, exist_ok=True)
+            private_dirs(self.area.state_dir)
             self._home = homehost.establish(self.area)
         return self._home
 
@@ -58,6 +59,7 @@ class Context:
             if self.is_home:
                 homehost.check_not_moving(self.area, self.home)
                 self._check_db_present()
+                private_dirs(self.home.db.parent)
                 mirror.verify_unless_kept(self.home.db, self.area.mirror_path)
                 self._db = open_database(self.home.db)
                 self._keeper = mirror.MirrorKeeper(self.home.db, self.area.mirror_path)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import megarun
+from megarun.agent.private import make_private_dirs
 from megarun.config.area import Area
 from megarun.errors import EnvironmentProblem, UsageError
 
@@ -133,7 +134,7 @@ def install(area: Area, every: int = DEFAULT_EVERY) -> CronChange:
     command = crontab_command()
     current = read_crontab(command)
     wanted = [*without_block(current, area), *block]
-    area.logs_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(str(area.logs_dir))
     if wanted != current:
         write_crontab(command, wanted)
     return CronChange(block, wanted != current, command)

@@ -32,6 +32,7 @@ from urllib.parse import quote
 import paramiko
 from filelock import FileLock, Timeout
 
+from megarun.agent.private import make_private_dirs
 from megarun.config.area import Area
 from megarun.core.ages import format_age
 from megarun.core.faults import fault_point
@@ -213,7 +214,7 @@ def migrate_here(area: Area, force: bool, address: str | None, ssh: dict[str, st
     final = db_path or homehost.choose_db_path(area, host=me)
     if final == home.db:
         final = final.with_name(f"work-{_safe(me)}.db")
-    final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dirs(str(final.parent))
     incoming = final.with_name(final.name + ".incoming")
     args = ["homehost", "release", "--to", me, *(["--force"] if force else [])]
     new_home = HomeHost(me, final, address or homehost.default_address(),

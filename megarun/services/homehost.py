@@ -25,6 +25,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from megarun.agent.private import make_private_dirs
 from megarun.config.area import Area
 from megarun.db.connection import fsync_dir
 from megarun.errors import ConfigError, MegarunError
@@ -119,7 +120,7 @@ def write_homehost(area: Area, home: HomeHost, create_only: bool = False) -> boo
     False when another process got there first.
     """
     path = area.homehost_path
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dirs(str(path.parent))
     temp = path.with_name(f".homehost.tmp-{this_host()}-{os.getpid()}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

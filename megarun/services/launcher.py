@@ -22,6 +22,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from megarun.agent.private import make_private_dirs
 from megarun.config.area import LauncherSettings
 from megarun.core.states import FAILING_STATUSES, JobStatus
 from megarun.db.connection import DiskFull
@@ -103,7 +104,7 @@ class LaunchSummary:
 
 def lock_path(ctx: Context, site: str) -> Path:
     folder = ctx.area.state_dir / "locks"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dirs(str(folder))
     return folder / f"launch-{site}.lock"
 
 
@@ -122,7 +123,7 @@ class Launcher:
         self.on_progress = on_progress
         self.summary = LaunchSummary(site_name)
         self.agent_process: subprocess.Popen[bytes] | None = None
-        self._lock = FileLock(str(lock_path(ctx, site_name)))
+        self._lock = FileLock(str(lock_path(ctx, site_name)), mode=0o600)
         self._started = 0.0
         self._last_agent_check = 0.0
         self.gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx), site_name)
@@ -498,7 +499,7 @@ def start_local_agent(site: SiteInfo, settings: LauncherSettings) -> subprocess.
     argv = [sys.executable, "-m", "megarun.agent", "run", "--workdir", site.workdir,
             "--agent-id", agent_id, *agent_args(site, settings)]
     logs = Path(site.workdir) / "logs"
-    logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dirs(str(logs))
     fd = os.open(logs / f"agent-{agent_id}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
@@ -530,7 +531,7 @@ def launcher_busy(ctx: Context, site_name: str) -> bool:
 @contextmanager
 def launcher_lock(ctx: Context, site_name: str) -> Iterator[bool]:
     """Hold the site's launcher lock if it is free; yields whether it was."""
-    lock = FileLock(str(lock_path(ctx, site_name)))
+    lock = FileLock(str(lock_path(ctx, site_name)), mode=0o600)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -553,7 +554,7 @@ def detach_launcher(ctx: Context, site_name: str) -> tuple[int, Path]:
 
 def start_in_background(ctx: Context, args: list[str], log_name: str) -> tuple[int, Path]:
     """Run `megarun --area AREA ARGS...` detached from this terminal; return pid and log file."""
-    ctx.area.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dirs(str(ctx.area.logs_dir))
     log_path = ctx.area.logs_dir / log_name
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     argv = [sys.executable, "-m", "megarun", "--area", str(ctx.area.root), *args]

@@ -19,6 +19,7 @@ from typing import Any
 
 from peewee import SqliteDatabase
 
+from megarun.agent.private import make_private_dirs
 from megarun.config.apps import VERSION_OPERATORS, parse_constraints
 from megarun.config.area import MATCHING_POLICIES
 from megarun.config.presets import parse_scalar
@@ -254,9 +255,11 @@ def _read_rotation(path: Path) -> str:
 
 
 def _write_rotation(path: Path, last: str) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dirs(str(path.parent))
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(json.dumps({"last": last}), encoding="utf-8")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps({"last": last}))
     os.replace(temporary, path)
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
+from megarun.agent import private
 from megarun.errors import EnvironmentProblem, UsageError
 from megarun.executors.agentzip import agent_zipapp
 from megarun.executors.base import Executor
+from megarun.executors.spool import private_dirs
 from megarun.services.sites import SiteInfo
 
 #: Scheduler commands `site check` looks for on the site's PATH.
@@ -131,6 +134,36 @@ def agent_path(site: SiteInfo) -> str:
     return f"{site.workdir}/agent/{agent_zipapp().name}"
 
 
+def private_script() -> str:
+    """The text of megarun/agent/private.py, to run on a site with `python -c`."""
+    return Path(private.__file__).read_text(encoding="utf-8")
+
+
+def checked_agent_argv(site: SiteInfo, *args: str) -> list[str]:
+    """Run the site's agent with `args` after checking (there) that it and its folders are
+    private: the same round trip, and a zipapp planted by someone else never runs."""
+    return [site.python, "-c", private_script(), "run", agent_path(site), *args]
+
+
+def ensure_site_dirs(site: SiteInfo, executor: Executor, *folders: str) -> None:
+    """Make `folders` 0700 on the site and refuse any another user owns or may write
+    (checked on the site, in one round trip)."""
+    if not site.host:
+        private_dirs(Path(folders[0]), *(Path(folder) for folder in folders[1:]))
+        return
+    result = executor.run([site.python, "-c", private_script(), "ensure", *folders],
+                          timeout=60)
+    if result.code == 0:
+        return
+    try:
+        error = str(json.loads(result.stdout_text.strip().splitlines()[-1])["error"])
+    except (ValueError, IndexError, KeyError, TypeError):
+        lines = result.stderr_text.strip().splitlines()
+        error = lines[-1] if lines else f"exit code {result.code}"
+    raise EnvironmentProblem(f"site {site.name!r} ({site.host}): {error}",
+                             f"check the site: megarun site check {site.name}")
+
+
 def install_agent(site: SiteInfo, executor: Executor | None = None) -> bool:
     """Ship this version of the agent to a site (over SFTP) unless it is there already.
 
@@ -141,7 +174,7 @@ def install_agent(site: SiteInfo, executor: Executor | None = None) -> bool:
     path = agent_path(site)
     if executor.exists(path):
         return False
-    executor.makedirs(path.rsplit("/", 1)[0], 0o700)
+    ensure_site_dirs(site, executor, site.workdir, path.rsplit("/", 1)[0])
     executor.write_bytes_atomic(path, agent_zipapp().data, 0o600)
     return True
 

@@ -27,10 +27,17 @@ from typing import Any
 
 from filelock import FileLock
 
+from megarun.agent.private import make_private_dirs
 from megarun.errors import EnvironmentProblem
 from megarun.executors.base import CommandResult, Executor
-from megarun.executors.spool import LocalSpool, bundle_keys, bundle_keys_in, write_private
-from megarun.services.remote import agent_path, install_agent, site_executor
+from megarun.executors.spool import (
+    LocalSpool,
+    bundle_keys,
+    bundle_keys_in,
+    private_dirs,
+    write_private,
+)
+from megarun.services.remote import checked_agent_argv, install_agent, site_executor
 from megarun.services.sites import SiteInfo
 
 log = logging.getLogger(__name__)
@@ -90,9 +97,10 @@ class RemoteSpool(LocalSpool):
         return self.root / "drop"
 
     def ensure(self) -> None:
-        for folder in (self.queue, self.sent, self.claimed, self.kill_dir, self.stop_dir,
-                       self.agents, self.events, self.drops):
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """The mirror's folders (the site's own are checked there, by the exchange)."""
+        private_dirs(self.workdir, self.root, self.queue, self.sent, self.claimed,
+                     self.kill_dir.parent, self.kill_dir, self.stop_dir, self.agents,
+                     self.events, self.drops)
 
     def job_dir(self, job_id: int) -> str:
         return f"{self.site.workdir}/jobs/{job_id // 1000:06d}/{job_id}"
@@ -112,7 +120,7 @@ class RemoteSpool(LocalSpool):
 
     def drop_claimed(self, agent_id: str) -> None:
         super().drop_claimed(agent_id)
-        self.drops.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(str(self.drops))
         write_private(self.drops / agent_id, b"")
 
     def take_back_queue(self, pools: list[str] | None = None) -> list[tuple[int, int]]:
@@ -126,7 +134,7 @@ class RemoteSpool(LocalSpool):
                  take_back: bool | list[str] = False) -> ExchangeResult:
         """One round trip: send bundles and controls, bring back events and heartbeats."""
         self.ensure()
-        with FileLock(str(self.root / "exchange.lock")):
+        with FileLock(str(self.root / "exchange.lock"), mode=0o600):
             outbox = sorted(self.queue.glob("[!.]*.jsonl"))
             drops = sorted(p.name for p in self.drops.iterdir())
             request = self._request(outbox, drops, start_agent, take_back)
@@ -159,7 +167,7 @@ class RemoteSpool(LocalSpool):
 
     def _run_exchange(self, data: bytes) -> CommandResult:
         self.round_trips += 1
-        return self.executor.run([self.site.python, agent_path(self.site), "exchange"],
+        return self.executor.run(checked_agent_argv(self.site, "exchange"),
                                  stdin=data, timeout=EXCHANGE_TIMEOUT)
 
     def _apply(self, answer: dict[str, Any], outbox: list[Path],
@@ -219,7 +227,7 @@ class RemoteSpool(LocalSpool):
                 path.unlink(missing_ok=True)
                 continue
             folder = self.claimed / Path(agent).name
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dirs(str(folder))
             os.replace(path, folder / path.name)
         for folder in self.claimed.iterdir():
             if not folder.is_dir() or folder.name == "_home":

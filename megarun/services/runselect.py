@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from filelock import FileLock, Timeout
 from peewee import SqliteDatabase
 
+from megarun.agent.private import make_private_dirs
 from megarun.core.states import ACTIVE_STATES, WAITING_STATES
 from megarun.db.connection import busy_timeout_seconds
 from megarun.errors import AlreadyRunning
@@ -86,7 +87,7 @@ def move_lock(ctx: Context) -> Iterator[None]:
     another process's move in progress for an interrupted one. The lock lives next to the
     working database (a local disk), as only the home host moves runs."""
     folder = ctx.home.db.parent / "locks"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dirs(str(folder))
     lock = FileLock(str(folder / "moves.lock"), mode=0o600)
     try:
         lock.acquire(timeout=busy_timeout_seconds())

@@ -13,7 +13,7 @@ from megarun.config.area import validate_name
 from megarun.config.presets import apply_overrides, load_preset, preset_names, validate_preset
 from megarun.db.models import Job, Site
 from megarun.errors import ConfigError, NotFoundError, UsageError
-from megarun.executors.spool import LocalSpool
+from megarun.executors.spool import LocalSpool, private_dirs
 from megarun.services.context import Context
 
 
@@ -108,6 +108,8 @@ def add_site(ctx: Context, name: str, preset_name: str, host: str | None = None,
         directory = str(Path(workdir).expanduser().resolve() if workdir
                         else ctx.area.sites_dir / name)
     validate_preset(preset_name, settings, f"site {name!r} settings")
+    if not host and Path(directory).exists():
+        private_dirs(Path(directory))  # refused before it is registered (others may write it)
     db = ctx.db
     with db.atomic():
         if Site.select().where(Site.name == name).exists():

@@ -19,6 +19,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from megarun.agent.private import make_private_dirs
 from megarun.errors import AlreadyRunning, EnvironmentProblem, MegarunError
 from megarun.executors.spool import LocalSpool
 from megarun.services import batch as batch_service
@@ -211,8 +212,8 @@ def sync_lock(ctx: Context) -> Iterator[None]:
     system are not to be trusted), as only the home host syncs.
     """
     folder = ctx.home.db.parent / "locks"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    lock = FileLock(str(folder / "sync.lock"))
+    make_private_dirs(str(folder))
+    lock = FileLock(str(folder / "sync.lock"), mode=0o600)
     try:
         lock.acquire(timeout=0)
     except Timeout:

@@ -259,7 +259,9 @@ def test_detach_returns_and_finishes(area: Path) -> None:
 def tiny_disk(tmp_path: Path) -> Any:
     mount = tmp_path / "tiny"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+    # mode 0700: megarun refuses a jobs folder others may write (a tmpfs root is 1777)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs",
+                           str(mount)],
                           capture_output=True, text=True, check=False)
     if made.returncode != 0:
         pytest.skip(f"DISK-FULL TEST NOT RUN: cannot mount a tmpfs here ({made.stderr.strip()})")
