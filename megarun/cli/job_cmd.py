@@ -1,5 +1,6 @@
 """`megarun job ...`: create, select, inspect, kill, remove, reset jobs."""
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -136,16 +137,35 @@ def show(
 def logs(
     ctx: typer.Context,
     job_id: Annotated[int, typer.Argument(help="Job id.")],
-    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    head: Annotated[int | None, typer.Option(
+        help="Only the first N lines of each log.", metavar="N", min=0)] = None,
+    tail: Annotated[int | None, typer.Option(
+        help="Only the last N lines of each log.", metavar="N", min=0)] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print JSON: per log its path, size, and at most the last 64 KiB of "
+        "text (the first with --head alone), `truncated` when that is not the whole file.")
+    ] = False,
 ) -> None:
-    """Print a job's stdout and stderr."""
-    files = job_service.job_logs(context(ctx), job_id)
+    """Print a job's stdout and stderr, streamed (constant memory whatever their size)."""
+    from megarun.services import joblogs
+
+    mctx = context(ctx)
     if as_json:
-        print_json({name: text for name, text in files})
+        found = joblogs.job_log_excerpts(mctx, job_id, head, tail)
+        print_json({item.log.name: item.as_dict() for item in found})
         return
-    for name, text in files:
-        note(f"==> {name} <==", "bold")
-        typer.echo(text, nl=not text.endswith("\n") and bool(text))
+    reader, files = joblogs.job_log_files(mctx, job_id)
+    out = sys.stdout.buffer
+    for log in files:
+        note(f"==> {log.name} <==", "bold")
+        sys.stdout.flush()
+        last = reader.copy(log, out, head, tail)
+        if last not in (-1, NEWLINE):
+            out.write(b"\n")  # the next header starts on its own line
+        out.flush()
+
+
+NEWLINE = ord("\n")
 
 
 @app.command("kill")

@@ -516,23 +516,3 @@ def reset_jobs(ctx: Context, job_ids: list[int]) -> list[int]:
 
 def fail_status_values() -> list[str]:
     return sorted(s.value for s in FAILING_STATUSES)
-
-
-def job_logs(ctx: Context, job_id: int) -> list[tuple[str, str]]:
-    """(file name, text) of every step log of a job, .out before .err, step by step."""
-    job = get_job(ctx, job_id)
-    if not job["workdir"]:
-        raise UsageError(f"job {job_id} has not been dispatched yet (state {job['state']})")
-    site = site_service.get_site(ctx, str(job["site"])) if job.get("site") else None
-    if site is not None and site.is_remote:
-        from megarun.services.remote import read_remote_logs
-
-        files = read_remote_logs(site, str(job["workdir"]))
-    else:
-        folder = Path(job["workdir"])
-        paths = sorted(folder.glob("*.out")) + sorted(folder.glob("*.err"))
-        files = [(p.name, p.read_text(encoding="utf-8", errors="replace")) for p in paths]
-    if not files:
-        where = f"{job['workdir']}" + (f" on {site.host}" if site and site.host else "")
-        raise UsageError(f"job {job_id} has no logs in {where} yet (state {job['state']})")
-    return files
