@@ -388,7 +388,7 @@ def _srun_rate(folder: Path, count: int) -> float:
 
 
 def _last_job(area: Path, site: str) -> str:
-    rows = json.loads(megarun(area, "job", "ls", "--site", site, "--json").stdout)
+    rows = json.loads(megarun(area, "job", "ls", "--site", site, "--json", "--limit", "0").stdout)
     return str(max(int(r["id"]) for r in rows))
 
 

@@ -8,7 +8,7 @@ import typer
 
 from megarun.cli.archive_cmd import FULL_DB, with_archive
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format, parse_pairs
-from megarun.cli.output import note, print_json, print_mapping, render, say
+from megarun.cli.output import note, print_json, print_mapping, render, render_stream, say
 from megarun.services import jobs as job_service
 from megarun.services.jobs import JobFilter, JobRequest
 
@@ -83,7 +83,9 @@ def ls(
     status: Annotated[str | None, typer.Option(help="Only this STATUS.")] = None,
     app_name: Annotated[str | None, typer.Option("--app", help="Only jobs of this app.")] = None,
     site: Annotated[str | None, typer.Option(help="Only jobs of this site.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many jobs (0: all).", min=0)] = 0,
+    limit: Annotated[int, typer.Option(
+        help="At most this many jobs (0: all); stderr says how many more there are.",
+        min=0)] = job_service.DEFAULT_LIST_LIMIT,
     by_state: Annotated[bool, typer.Option(
         "--by-state", help="Count jobs per state and status instead of listing them.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
@@ -100,10 +102,14 @@ def ls(
         counts = job_service.count_by_state(mctx, flt)
         render(counts, ["state", "status", "count"], as_json, as_csv, empty="no jobs")
         return
-    rows = job_service.list_jobs(mctx, flt, limit)
+    rows = job_service.iter_jobs(mctx, flt, limit)
     if not as_json:
-        rows = [_shown_site(row) for row in rows]
-    render(rows, _LIST_COLUMNS, as_json, as_csv, empty="no jobs match")
+        rows = (_shown_site(row) for row in rows)
+    shown = render_stream(rows, _LIST_COLUMNS, as_json, as_csv, empty="no jobs match")
+    if limit and shown == limit:
+        more = job_service.count_jobs(mctx, flt) - shown
+        if more > 0:
+            note(f"... {more:,} more; --limit 0 for all", "dim")
 
 
 UNMATCHED = "(unmatched)"

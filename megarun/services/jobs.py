@@ -347,22 +347,37 @@ _LIST_COLUMNS = ("id", "name", "app_id", "site_id", "state", "status", "attempt"
                  "tags", "created", "started", "ended", "message")
 
 
-def list_jobs(ctx: Context, flt: JobFilter, limit: int = 0) -> list[dict[str, Any]]:
-    """Jobs matching the filter, oldest first; `limit` 0 means all."""
+#: `job ls` lists at most this many jobs unless told otherwise (--limit 0: all).
+DEFAULT_LIST_LIMIT = 1000
+
+
+def iter_jobs(ctx: Context, flt: JobFilter, limit: int = 0) -> Iterator[dict[str, Any]]:
+    """Jobs matching the filter, oldest first, one at a time from the SQLite cursor (a million
+    jobs never sit in memory at once); `limit` 0 means all."""
     where, params = _where(ctx, flt)
     sql = f"SELECT {', '.join(_LIST_COLUMNS)} FROM job WHERE {where} ORDER BY id"  # noqa: S608
     if limit:
         sql += " LIMIT ?"
         params.append(limit)
     apps, sites = _names(ctx)
-    jobs = []
     for values in ctx.db.execute_sql(sql, tuple(params)):
         job = dict(zip(_LIST_COLUMNS, values, strict=False))
         job["app"] = apps.get(job.pop("app_id"), "")
         job["site"] = sites.get(job.pop("site_id"))  # None: not matched to a site yet
         job["tags"] = json.loads(job["tags"])
-        jobs.append(job)
-    return jobs
+        yield job
+
+
+def list_jobs(ctx: Context, flt: JobFilter, limit: int = 0) -> list[dict[str, Any]]:
+    """Jobs matching the filter, oldest first; `limit` 0 means all."""
+    return list(iter_jobs(ctx, flt, limit))
+
+
+def count_jobs(ctx: Context, flt: JobFilter) -> int:
+    """How many jobs match the filter."""
+    where, params = _where(ctx, flt)
+    sql = f"SELECT count(*) FROM job WHERE {where}"  # noqa: S608
+    return int(ctx.db.execute_sql(sql, tuple(params)).fetchone()[0])
 
 
 def count_by_state(ctx: Context, flt: JobFilter) -> list[dict[str, Any]]:
