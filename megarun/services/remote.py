@@ -35,16 +35,28 @@ print(json.dumps({
 """
 
 
-# Runs on the site: remove job run paths, only those under the given root.
+# Runs on the site: remove job run paths, only those under the given root, and the folders
+# above them that this emptied (up to the root).
 _REMOVE_PATHS = """
 import json, os, shutil, sys
 root = os.path.realpath(sys.argv[1])
 removed = 0
 for path in json.loads(sys.stdin.read()):
     real = os.path.realpath(path)
-    if real.startswith(root + os.sep) and os.path.isdir(real):
+    if not real.startswith(root + os.sep):
+        continue
+    if os.path.isdir(real):
         shutil.rmtree(real)
         removed += 1
+    folder = os.path.dirname(real)
+    while folder.startswith(root + os.sep):  # emptied folders up to the root, never above
+        try:
+            os.rmdir(folder)
+        except FileNotFoundError:
+            pass  # removed by an earlier clean
+        except OSError:
+            break
+        folder = os.path.dirname(folder)
 print(removed)
 """
 
