@@ -167,9 +167,10 @@ def _feed_pilots(ctx: Context, site: SiteInfo, sid: int, spool: LocalSpool,
 
 
 def _site_has_work(ctx: Context, sid: int, spool: RemoteSpool) -> bool:
-    """Whether an SSH site has open jobs, or requests waiting in its mirror."""
+    """Whether an SSH site has open jobs, or requests waiting in its mirror (bundles, drops,
+    kills, and ended agents whose files it should forget)."""
     spool.ensure()
-    pending = any(True for folder in (spool.queue, spool.drops, spool.kill_dir)
+    pending = any(True for folder in (spool.queue, spool.drops, spool.kill_dir, spool.forgets)
                   for _ in folder.glob("[!.]*"))
     if pending:
         return True
