@@ -55,19 +55,24 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def print_json_rows(rows: Iterable[Any]) -> int:
-    """A JSON array written one element at a time (the same text as print_json(list(rows)),
-    without ever holding the list); returns how many were written."""
+def print_json_rows(rows: Iterable[Any], batch: int = 1000) -> int:
+    """A JSON array written `batch` elements at a time (the same text as
+    print_json(list(rows)), without ever holding the list); returns how many were written.
+
+    Each batch goes through one json.dumps call: the C encoder then does most of the work, as
+    it does for a whole list, instead of one Python-level call per row.
+    """
     indent = 2 if sys.stdout.isatty() else None
     write = sys.stdout.write
     count = 0
-    for row in rows:
-        text = json.dumps(row, indent=indent, default=str)
-        if indent:
-            write(("[\n" if not count else ",\n") + "  " + text.replace("\n", "\n  "))
-        else:
-            write(("[" if not count else ", ") + text)
-        count += 1
+    iterator = iter(rows)
+    while chunk := list(itertools.islice(iterator, batch)):
+        text = json.dumps(chunk, indent=indent, default=str)
+        if indent:  # "[\n  {...},\n  {...}\n]": the inside, its lines already indented
+            write(("[\n" if not count else ",\n") + text[2:-2])
+        else:  # "[{...}, {...}]"
+            write(("[" if not count else ", ") + text[1:-1])
+        count += len(chunk)
     write(("\n]" if indent and count else "]" if count else "[]") + "\n")
     return count
 

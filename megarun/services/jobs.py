@@ -360,12 +360,15 @@ def iter_jobs(ctx: Context, flt: JobFilter, limit: int = 0) -> Iterator[dict[str
         sql += " LIMIT ?"
         params.append(limit)
     apps, sites = _names(ctx)
-    for values in ctx.db.execute_sql(sql, tuple(params)):
-        job = dict(zip(_LIST_COLUMNS, values, strict=False))
-        job["app"] = apps.get(job.pop("app_id"), "")
-        job["site"] = sites.get(job.pop("site_id"))  # None: not matched to a site yet
-        job["tags"] = json.loads(job["tags"])
-        yield job
+    # One dict literal per row, keys in the order `job ls --json` has always had them.
+    for (job_id, name, app_id, site_id, state, status, attempt, exit_code, tags, created,
+         started, ended, message) in ctx.db.execute_sql(sql, tuple(params)):
+        yield {"id": job_id, "name": name, "state": state, "status": status,
+               "attempt": attempt, "exit_code": exit_code,
+               "tags": {} if tags == "{}" else json.loads(tags),  # most jobs have no tag
+               "created": created, "started": started, "ended": ended, "message": message,
+               "app": apps.get(app_id, ""),
+               "site": sites.get(site_id)}  # None: not matched to a site yet
 
 
 def list_jobs(ctx: Context, flt: JobFilter, limit: int = 0) -> list[dict[str, Any]]:

@@ -48,8 +48,8 @@ def test_streamed_json_is_the_same_text_as_before(area: Path) -> None:
     out = run_ok(area, "job", "ls", "--json").stdout
     rows = json.loads(out)
     assert out == json.dumps(rows) + "\n"  # the shape and text of a one-shot json.dumps
-    assert set(rows[0]) == {"id", "name", "app", "site", "state", "status", "attempt",
-                            "exit_code", "tags", "created", "started", "ended", "message"}
+    assert list(rows[0]) == ["id", "name", "state", "status", "attempt", "exit_code", "tags",
+                             "created", "started", "ended", "message", "app", "site"]
     empty = run_ok(area, "job", "ls", "--json", "--state", "KILLED")
     assert empty.stdout == "[]\n"
 
