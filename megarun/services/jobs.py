@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -360,15 +361,33 @@ def iter_jobs(ctx: Context, flt: JobFilter, limit: int = 0) -> Iterator[dict[str
         sql += " LIMIT ?"
         params.append(limit)
     apps, sites = _names(ctx)
-    # One dict literal per row, keys in the order `job ls --json` has always had them.
-    for (job_id, name, app_id, site_id, state, status, attempt, exit_code, tags, created,
-         started, ended, message) in ctx.db.execute_sql(sql, tuple(params)):
-        yield {"id": job_id, "name": name, "state": state, "status": status,
-               "attempt": attempt, "exit_code": exit_code,
-               "tags": {} if tags == "{}" else json.loads(tags),  # most jobs have no tag
-               "created": created, "started": started, "ended": ended, "message": message,
-               "app": apps.get(app_id, ""),
-               "site": sites.get(site_id)}  # None: not matched to a site yet
+    with _small_page_cache(ctx.db):
+        # One dict literal per row, keys in the order `job ls --json` has always had them.
+        for (job_id, name, app_id, site_id, state, status, attempt, exit_code, tags, created,
+             started, ended, message) in ctx.db.execute_sql(sql, tuple(params)):
+            yield {"id": job_id, "name": name, "state": state, "status": status,
+                   "attempt": attempt, "exit_code": exit_code,
+                   "tags": {} if tags == "{}" else json.loads(tags),  # most jobs have none
+                   "created": created, "started": started, "ended": ended, "message": message,
+                   "app": apps.get(app_id, ""),
+                   "site": sites.get(site_id)}  # None: not matched to a site yet
+
+
+#: Page cache (KiB) while a listing scans the job table once.
+SCAN_CACHE_KIB = 2048
+
+
+@contextmanager
+def _small_page_cache(db: SqliteDatabase) -> Iterator[None]:
+    """A one-pass scan gains nothing from the connection's large page cache, which would fill
+    with every page read (64 MB on a big table): keep it small meanwhile, so that a listing's
+    memory is flat in the number of jobs."""
+    before = db.execute_sql("PRAGMA cache_size").fetchone()[0]
+    db.execute_sql(f"PRAGMA cache_size = -{SCAN_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        db.execute_sql(f"PRAGMA cache_size = {int(before)}")
 
 
 def list_jobs(ctx: Context, flt: JobFilter, limit: int = 0) -> list[dict[str, Any]]:
