@@ -29,6 +29,7 @@ from megarun.core.faults import fault_point
 from megarun.db.jobstore import chunks
 from megarun.executors.spool import LocalSpool
 from megarun.services.agents import AgentStatus, read_heartbeats
+from megarun.services.remote_spool import RemoteSpool
 
 #: Agent row states written when an agent is settled (megarun.services.agents._settle_agent).
 ENDED_AGENT_STATES = frozenset({"exited", "dead"})
@@ -48,8 +49,6 @@ def tidy_site(db: SqliteDatabase, site_id: int, spool: LocalSpool, dead_after: f
     now = time.time()
     done = [agent for agent in sorted(candidates) if agent in rows
             and _finished(spool, agent, rows[agent], beats.get(agent), dead_after, now)]
-    from megarun.services.remote_spool import RemoteSpool
-
     if isinstance(spool, RemoteSpool):
         spool.request_forget({agent: rows[agent][1] for agent in done})
         return 0
