@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 from megarun.errors import EnvironmentProblem, UsageError
 from megarun.executors import logslice
@@ -126,8 +126,6 @@ def job_log_excerpts(ctx: Context, job_id: int, head: int | None = None,
 
 def _logslice_source() -> str:
     """The log-slicing module's own source: the site runs it as `python3 -c SOURCE ...`."""
-    from megarun.executors import logslice
-
     return Path(logslice.__file__).read_text(encoding="utf-8")
 
 
@@ -172,7 +170,7 @@ class RemoteJobLogs:
             raise EnvironmentProblem(f"site {self.site.name!r}: no SSH connection to stream from")
         tracker = _LastByte(out)
         errors = io.BytesIO()
-        code = executor.stream(argv, tracker, errors)  # type: ignore[arg-type]
+        code = executor.stream(argv, cast(BinaryIO, tracker), errors)
         if code != 0:
             raise self._failed(errors.getvalue().decode("utf-8", "replace"), code)
         return tracker.last

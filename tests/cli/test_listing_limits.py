@@ -54,21 +54,29 @@ def test_streamed_json_is_the_same_text_as_before(area: Path) -> None:
     assert empty.stdout == "[]\n"
 
 
-def test_indented_json_for_a_terminal_matches_json_dumps(monkeypatch: object) -> None:
+def test_json_written_in_batches_is_the_text_of_one_json_dumps() -> None:
+    """Across batch boundaries, for a terminal (indented) and for a pipe (one line)."""
     from megarun.cli import output
 
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
+    class Screen(io.StringIO):
+        def __init__(self, tty: bool) -> None:
+            super().__init__()
+            self.tty = tty
 
-    for rows in ([{"a": 1, "b": {"x": [1, 2]}}, {"a": 2}], []):
-        screen = Terminal()
-        old, sys.stdout = sys.stdout, screen
-        try:
-            output.print_json_rows(iter(rows))
-        finally:
-            sys.stdout = old
-        assert screen.getvalue() == json.dumps(rows, indent=2) + "\n"
+        def isatty(self) -> bool:
+            return self.tty
+
+    many = [{"id": n, "tags": {"k": [n, "v"]}} for n in range(2500)]
+    for rows in (many, many[:1000], many[:1001], many[:1], []):
+        for tty, indent in ((True, 2), (False, None)):
+            screen = Screen(tty)
+            old, sys.stdout = sys.stdout, screen
+            try:
+                written = output.print_json_rows(iter(rows))
+            finally:
+                sys.stdout = old
+            assert written == len(rows)
+            assert screen.getvalue() == json.dumps(rows, indent=indent) + "\n"
 
 
 def peak_rss_mb(area: Path, *args: str) -> tuple[float, int]:
