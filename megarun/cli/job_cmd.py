@@ -160,18 +160,14 @@ def logs(
         found = joblogs.job_log_excerpts(mctx, job_id, head, tail)
         print_json({item.log.name: item.as_dict() for item in found})
         return
-    reader, files = joblogs.job_log_files(mctx, job_id)
     out = sys.stdout.buffer
-    for log in files:
+
+    def announce(log: joblogs.LogFile) -> None:
+        out.flush()  # the previous log's bytes before this header
         note(f"==> {log.name} <==", "bold")
-        sys.stdout.flush()
-        last = reader.copy(log, out, head, tail)
-        if last not in (-1, NEWLINE):
-            out.write(b"\n")  # the next header starts on its own line
-        out.flush()
 
-
-NEWLINE = ord("\n")
+    joblogs.write_job_logs(mctx, job_id, out, head, tail, announce)
+    out.flush()
 
 
 @app.command("kill")

@@ -6,8 +6,8 @@ Stdlib only and valid Python 3.6: `job logs` of a job on an SSH site sends this 
 the site with the command (`python3 -c SOURCE ...`), so both sides slice a log the same way.
 On the site, `main()` answers one of two requests:
 
-    list FOLDER                  JSON: [[name, path, size], ...] of the step logs (.out, .err)
-    copy PATH HEAD TAIL          the selected bytes on stdout (HEAD/TAIL: lines, -1 for none)
+    stream FOLDER HEAD TAIL           every step log's selected bytes (HEAD/TAIL: lines, -1 for
+                                      none), each after a header line [name, path, size, length]
     excerpts FOLDER HEAD TAIL LIMIT   JSON: [[name, path, size, truncated, text], ...]
 """
 
@@ -91,18 +91,29 @@ def select(handle: BinaryIO, size: int, head: Optional[int],
 
 
 def copy_range(handle: BinaryIO, out: BinaryIO, start: int, end: int) -> int:
-    """Copy bytes [start, end) in chunks; return the last byte copied (-1: none)."""
+    """Copy bytes [start, end) in chunks; return how many could be read (fewer when the file
+    was cut meanwhile)."""
     handle.seek(start)
     left = end - start
-    last = -1
     while left > 0:
         chunk = handle.read(min(CHUNK, left))
         if not chunk:
             break
         out.write(chunk)
-        last = chunk[-1]
         left -= len(chunk)
-    return last
+    return end - start - left
+
+
+def stream(folder: str, out: BinaryIO, head: Optional[int], tail: Optional[int]) -> None:
+    """Every step log's selected bytes, each after a JSON header line [name, path, size,
+    length] (the site's answer to `job logs`: one round trip for all the logs)."""
+    for name, path, size in step_logs(folder):
+        with open(path, "rb") as handle:
+            start, end = select(handle, size, head, tail)
+            header = json.dumps([name, path, size, end - start]) + "\n"
+            out.write(header.encode("utf-8"))
+            copied = copy_range(handle, out, start, end)
+        out.write(NEWLINE * (end - start - copied))  # a log cut while read: keep the framing
 
 
 def excerpt(handle: BinaryIO, size: int, head: Optional[int], tail: Optional[int],
@@ -147,13 +158,8 @@ def main() -> int:
     """The site's half: one request from sys.argv (see the module docstring)."""
     kind, args = sys.argv[1], sys.argv[2:]
     out = sys.stdout.buffer
-    if kind == "list":
-        out.write(json.dumps(step_logs(args[0])).encode("utf-8"))
-    elif kind == "copy":
-        path, head, tail = args[0], _lines(args[1]), _lines(args[2])
-        with open(path, "rb") as handle:
-            start, end = select(handle, os.fstat(handle.fileno()).st_size, head, tail)
-            copy_range(handle, out, start, end)
+    if kind == "stream":
+        stream(args[0], out, _lines(args[1]), _lines(args[2]))
     elif kind == "excerpts":
         found = excerpts(args[0], _lines(args[1]), _lines(args[2]), int(args[3]))
         out.write(json.dumps(found).encode("utf-8"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
@@ -52,12 +52,11 @@ class LogExcerpt:
 class JobLogs(Protocol):
     """Where a job's logs are, read in constant memory (megarun.executors.logslice)."""
 
-    def files(self) -> list[LogFile]:
-        """The step logs: every .out, then every .err."""
-        ...
-
-    def copy(self, log: LogFile, out: BinaryIO, head: int | None, tail: int | None) -> int:
-        """Write the selected lines of `log` to `out` in chunks; the last byte written (-1: none)."""
+    def write(self, out: BinaryIO, head: int | None, tail: int | None,
+              announce: Callable[[LogFile], None]) -> int:
+        """Write each log's selected lines to `out` in chunks, calling `announce` before each
+        (every .out, then every .err); a log not ending in a newline gets one. Returns how many
+        logs there were."""
         ...
 
     def excerpts(self, head: int | None, tail: int | None, limit: int) -> list[LogExcerpt]:
@@ -71,19 +70,67 @@ class LocalJobLogs:
     def __init__(self, folder: str) -> None:
         self.folder = folder
 
-    def files(self) -> list[LogFile]:
-        return [LogFile(*found) for found in logslice.step_logs(self.folder)]
-
-    def copy(self, log: LogFile, out: BinaryIO, head: int | None, tail: int | None) -> int:
-        with open(log.path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            start, end = logslice.select(handle, size, head, tail)
-            return logslice.copy_range(handle, out, start, end)
+    def write(self, out: BinaryIO, head: int | None, tail: int | None,
+              announce: Callable[[LogFile], None]) -> int:
+        frames = LogFrames(out, announce)
+        logslice.stream(self.folder, cast(BinaryIO, frames), head, tail)
+        return frames.logs
 
     def excerpts(self, head: int | None, tail: int | None, limit: int) -> list[LogExcerpt]:
         return [LogExcerpt(LogFile(name, path, size), cut, text)
                 for name, path, size, cut, text in logslice.excerpts(self.folder, head, tail,
                                                                      limit)]
+
+
+class LogFrames:
+    """Takes the framed bytes of logslice.stream (header line, then that many bytes of log)
+    in chunks of any size: announces each log and passes its bytes on to `out`."""
+
+    def __init__(self, out: BinaryIO, announce: Callable[[LogFile], None]) -> None:
+        self.out = out
+        self.announce = announce
+        self.header = bytearray()
+        self.left = 0  # bytes of the current log still to come
+        self.last = -1  # the last byte of the current log passed on
+        self.logs = 0
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            if self.left:
+                part = view[:self.left]
+                self.out.write(part)
+                self.last, self.left, view = part[-1], self.left - len(part), view[len(part):]
+                if not self.left:
+                    self._log_ended()
+                continue
+            end = bytes(view[:logslice.CHUNK]).find(b"\n")
+            if end < 0:
+                self.header += view
+                break
+            self.header += view[:end]
+            view = view[end + 1:]
+            self._start(json.loads(bytes(self.header).decode("utf-8")))
+        return len(data)
+
+    def _start(self, header: list[Any]) -> None:
+        name, path, size, length = header
+        self.header.clear()
+        self.logs += 1
+        self.last, self.left = -1, int(length)
+        self.announce(LogFile(str(name), str(path), int(size)))
+        if not self.left:
+            self._log_ended()
+
+    def _log_ended(self) -> None:
+        if self.last not in (-1, NEWLINE):
+            self.out.write(b"\n")  # the next header starts on its own line
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+NEWLINE = ord("\n")
 
 
 def open_job_logs(ctx: Context, job_id: int) -> JobLogs:
@@ -105,13 +152,11 @@ def no_logs(ctx: Context, job_id: int) -> UsageError:
     return UsageError(f"job {job_id} has no logs in {where} yet (state {job['state']})")
 
 
-def job_log_files(ctx: Context, job_id: int) -> tuple[JobLogs, list[LogFile]]:
-    """A job's log reader and its logs (.out before .err); UsageError when there are none."""
-    logs = open_job_logs(ctx, job_id)
-    files = logs.files()
-    if not files:
+def write_job_logs(ctx: Context, job_id: int, out: BinaryIO, head: int | None,
+                   tail: int | None, announce: Callable[[LogFile], None]) -> None:
+    """Stream a job's logs to `out` (see JobLogs.write); UsageError when there are none."""
+    if not open_job_logs(ctx, job_id).write(out, head, tail, announce):
         raise no_logs(ctx, job_id)
-    return logs, files
 
 
 def job_log_excerpts(ctx: Context, job_id: int, head: int | None = None,
@@ -134,65 +179,40 @@ def _lines_arg(value: int | None) -> str:
 
 
 class RemoteJobLogs:
-    """The logs of a job on an SSH site, sliced there and streamed back in chunks.
-
-    `files` and `excerpts` are one round trip each; `copy` is one round trip per log, whose
-    bytes flow from the site's stdout to `out` as they come (never whole in memory).
-    """
+    """The logs of a job on an SSH site, sliced there and streamed back in chunks: one round
+    trip for the text of every log (its bytes flow to `out` as they come, never whole in
+    memory), one for the excerpts."""
 
     def __init__(self, site: SiteInfo, folder: str) -> None:
         self.site = site
         self.folder = folder
-
-    def _run(self, *args: str) -> str:
-        result = site_executor(self.site).run([self.site.python, "-c", _logslice_source(),
-                                               *args], timeout=60)
-        if result.code != 0:
-            raise self._failed(result.stderr_text, result.code)
-        return result.stdout_text
 
     def _failed(self, stderr: str, code: int) -> EnvironmentProblem:
         lines = stderr.strip().splitlines()
         return EnvironmentProblem(f"site {self.site.name!r}: cannot read {self.folder}: "
                                   f"{lines[-1] if lines else f'exit code {code}'}")
 
-    def files(self) -> list[LogFile]:
-        return [LogFile(str(n), str(p), int(s)) for n, p, s in json.loads(self._run(
-            "list", self.folder))]
-
-    def copy(self, log: LogFile, out: BinaryIO, head: int | None, tail: int | None) -> int:
+    def write(self, out: BinaryIO, head: int | None, tail: int | None,
+              announce: Callable[[LogFile], None]) -> int:
         from megarun.executors.ssh import SshExecutor
 
         executor = site_executor(self.site)
-        argv = [self.site.python, "-c", _logslice_source(), "copy", log.path, _lines_arg(head),
-                _lines_arg(tail)]
         if not isinstance(executor, SshExecutor):
             raise EnvironmentProblem(f"site {self.site.name!r}: no SSH connection to stream from")
-        tracker = _LastByte(out)
+        frames = LogFrames(out, announce)
         errors = io.BytesIO()
-        code = executor.stream(argv, cast(BinaryIO, tracker), errors)
+        argv = [self.site.python, "-c", _logslice_source(), "stream", self.folder,
+                _lines_arg(head), _lines_arg(tail)]
+        code = executor.stream(argv, cast(BinaryIO, frames), errors)
         if code != 0:
             raise self._failed(errors.getvalue().decode("utf-8", "replace"), code)
-        return tracker.last
+        return frames.logs
 
     def excerpts(self, head: int | None, tail: int | None, limit: int) -> list[LogExcerpt]:
-        found = json.loads(self._run("excerpts", self.folder, _lines_arg(head), _lines_arg(tail),
-                                     str(limit)))
+        result = site_executor(self.site).run(
+            [self.site.python, "-c", _logslice_source(), "excerpts", self.folder,
+             _lines_arg(head), _lines_arg(tail), str(limit)], timeout=60)
+        if result.code != 0:
+            raise self._failed(result.stderr_text, result.code)
         return [LogExcerpt(LogFile(str(n), str(p), int(s)), bool(cut), str(text))
-                for n, p, s, cut, text in found]
-
-
-class _LastByte:
-    """A binary writer that passes bytes on and remembers the last one."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self.out = out
-        self.last = -1
-
-    def write(self, data: bytes) -> int:
-        if data:
-            self.last = data[-1]
-        return self.out.write(data)
-
-    def flush(self) -> None:
-        self.out.flush()
+                for n, p, s, cut, text in json.loads(result.stdout_text)]
