@@ -25,10 +25,11 @@ import time
 
 from peewee import SqliteDatabase
 
+from megarun.agent.exchange import process_is_agent
 from megarun.core.faults import fault_point
 from megarun.db.jobstore import chunks
 from megarun.executors.spool import LocalSpool
-from megarun.services.agents import AgentStatus, read_heartbeats
+from megarun.services.agents import HOSTNAME, AgentStatus, read_heartbeats
 from megarun.services.remote_spool import RemoteSpool
 
 #: Agent row states written when an agent is settled (megarun.services.agents._settle_agent).
@@ -80,9 +81,17 @@ def _finished(spool: LocalSpool, agent: str, row: tuple[str, int], beat: AgentSt
     state, offset = row
     if state not in ENDED_AGENT_STATES:
         return False
-    if beat is not None and beat.alive(dead_after, now):
+    if beat is not None and (beat.alive(dead_after, now) or _still_exiting(beat)):
         return False
     return spool.event_log_read(agent, offset)
+
+
+def _still_exiting(beat: AgentStatus) -> bool:
+    """An agent of this host that wrote its last heartbeat but whose process has not ended yet
+    (it may still write its last log line): its files wait for the next cycle."""
+    if beat.host != HOSTNAME or not beat.pid or beat.mirrored:
+        return False
+    return process_is_agent(beat.pid, beat.agent_id)
 
 
 def _orphan_log(spool: LocalSpool, agent: str, beats: dict[str, AgentStatus], now: float) -> bool:
