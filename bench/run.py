@@ -4,7 +4,7 @@ the same process.
 
     python bench/run.py                 # everything (a few minutes)
     python bench/run.py launch version  # some of: version create query launch agent suite memory
-                                        #          ssh batch archive sync mirror
+                                        #          ssh batch archive sync mirror logs listing
 
 Each benchmark makes its own area in a temporary folder and runs the real `megarun` command.
 """
@@ -388,7 +388,7 @@ def _srun_rate(folder: Path, count: int) -> float:
 
 
 def _last_job(area: Path, site: str) -> str:
-    rows = json.loads(megarun(area, "job", "ls", "--site", site, "--json").stdout)
+    rows = json.loads(megarun(area, "job", "ls", "--site", site, "--json", "--limit", "0").stdout)
     return str(max(int(r["id"]) for r in rows))
 
 
@@ -416,10 +416,27 @@ def bench_mirror(root: Path) -> list[Row]:
     return mirror_bench(root)
 
 
+def bench_logs(root: Path) -> list[Row]:
+    """`job logs` of a 400 MB log: peak RSS and time (bench/bounded.py)."""
+    sys.path.insert(0, str(REPO))
+    from bench.bounded import bench_logs as logs_bench
+
+    return logs_bench(root)
+
+
+def bench_listing(root: Path) -> list[Row]:
+    """`job ls --json --limit 0` of 1,000,000 jobs: peak RSS (bench/bounded.py)."""
+    sys.path.insert(0, str(REPO))
+    from bench.bounded import bench_listing as listing_bench
+
+    return listing_bench(root)
+
+
 BENCHES = {"version": bench_version, "create": bench_create, "query": bench_query,
            "launch": bench_launch, "agent": bench_agent, "suite": bench_suite, "memory": bench_memory,
            "ssh": bench_ssh, "batch": bench_batch, "archive": bench_archive,
-           "sync": bench_sync, "mirror": bench_mirror}
+           "sync": bench_sync, "mirror": bench_mirror, "logs": bench_logs,
+           "listing": bench_listing}
 
 
 def print_table(rows: list[Row]) -> None:

@@ -5,12 +5,13 @@ stdin; this module applies it to the site's spool and answers with one JSON obje
 
 request:  {"workdir": W, "publish": [{"name", "data"}], "kill": [job ids], "stop": {name: mode},
            "offsets": {agent: byte offset}, "read_limit": bytes, "take_back": bool or [pool],
-           "drop_claimed": [agent ids], "start_agent": null or {"args": [...]}}
+           "drop_claimed": [agent ids], "start_agent": null or {"args": [...]},
+           "forget": {agent: bytes of its event log the home host holds}}
 answer:   {"version", "host", "time", "events": {agent: {"offset", "data"}},
            "heartbeats": [beat + "process": bool or null], "queue": [bundle names],
            "claimed": {agent: [bundle names]}, "taken_back": [{"name", "data"}],
            "started_agent": agent id or null, "published": [new bundle names],
-           "disk_free": bytes}
+           "disk_free": bytes, "forgotten": [agent ids whose files were removed]}
 
 Kill and stop files are made to match the request exactly (the home host's copy is the truth).
 Stdlib only, Python 3.6+, like the rest of the agent.
@@ -27,6 +28,7 @@ from typing import Any, Dict, List, Optional
 from megarun.agent import AGENT_VERSION
 from megarun.agent.private import ensure_private_dirs
 from megarun.agent.spool import unlink_quietly, write_atomic
+from megarun.agent.tidy import forget_agents, is_running
 
 DEFAULT_READ_LIMIT = 8 << 20
 
@@ -208,6 +210,14 @@ def drop_claimed(spool: SiteSpool, agents: List[str]) -> None:
             os.rmdir(folder)
 
 
+def forget(spool: SiteSpool, wanted: Dict[str, int]) -> List[str]:
+    """Remove the files of ended agents the home host has read to the end (agent/tidy.py)."""
+    if not wanted:
+        return []
+    alive = {str(beat.get("agent")): is_running(beat) for beat in heartbeats(spool)}
+    return forget_agents(spool.root, os.path.join(spool.workdir, "logs"), wanted, alive)
+
+
 def live_agent(beats: List[Dict[str, Any]], dead_after: float) -> bool:
     now = time.time()
     for beat in beats:
@@ -252,6 +262,7 @@ def exchange(request: Dict[str, Any]) -> Dict[str, Any]:
     pools = [str(p) for p in wanted] if isinstance(wanted, list) else None
     taken = take_back(spool, pools) if wanted else []
     drop_claimed(spool, request.get("drop_claimed") or [])
+    forgotten = forget(spool, request.get("forget") or {})
     beats = heartbeats(spool)
     started: Optional[str] = None
     launch = request.get("start_agent")
@@ -269,7 +280,7 @@ def exchange(request: Dict[str, Any]) -> Dict[str, Any]:
         "claimed": {agent: [n for n in _listing(os.path.join(spool.claimed, agent))
                             if n.endswith(".jsonl")] for agent in _listing(spool.claimed)},
         "taken_back": taken, "started_agent": started, "published": published,
-        "disk_free": usage.f_bavail * usage.f_frsize,
+        "disk_free": usage.f_bavail * usage.f_frsize, "forgotten": forgotten,
     }
 
 

@@ -1,5 +1,6 @@
 """`megarun job ...`: create, select, inspect, kill, remove, reset jobs."""
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -7,7 +8,7 @@ import typer
 
 from megarun.cli.archive_cmd import FULL_DB, with_archive
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format, parse_pairs
-from megarun.cli.output import note, print_json, print_mapping, render, say
+from megarun.cli.output import note, print_json, print_mapping, render, render_stream, say
 from megarun.services import jobs as job_service
 from megarun.services.jobs import JobFilter, JobRequest
 
@@ -82,7 +83,9 @@ def ls(
     status: Annotated[str | None, typer.Option(help="Only this STATUS.")] = None,
     app_name: Annotated[str | None, typer.Option("--app", help="Only jobs of this app.")] = None,
     site: Annotated[str | None, typer.Option(help="Only jobs of this site.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many jobs (0: all).", min=0)] = 0,
+    limit: Annotated[int, typer.Option(
+        help="At most this many jobs (0: all); stderr says how many more there are.",
+        min=0)] = job_service.DEFAULT_LIST_LIMIT,
     by_state: Annotated[bool, typer.Option(
         "--by-state", help="Count jobs per state and status instead of listing them.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
@@ -99,10 +102,14 @@ def ls(
         counts = job_service.count_by_state(mctx, flt)
         render(counts, ["state", "status", "count"], as_json, as_csv, empty="no jobs")
         return
-    rows = job_service.list_jobs(mctx, flt, limit)
+    rows = job_service.iter_jobs(mctx, flt, limit)
     if not as_json:
-        rows = [_shown_site(row) for row in rows]
-    render(rows, _LIST_COLUMNS, as_json, as_csv, empty="no jobs match")
+        rows = (_shown_site(row) for row in rows)
+    shown = render_stream(rows, _LIST_COLUMNS, as_json, as_csv, empty="no jobs match")
+    if limit and shown == limit:
+        more = job_service.count_jobs(mctx, flt) - shown
+        if more > 0:
+            note(f"... {more:,} more; --limit 0 for all", "dim")
 
 
 UNMATCHED = "(unmatched)"
@@ -136,16 +143,31 @@ def show(
 def logs(
     ctx: typer.Context,
     job_id: Annotated[int, typer.Argument(help="Job id.")],
-    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    head: Annotated[int | None, typer.Option(
+        help="Only the first N lines of each log.", metavar="N", min=0)] = None,
+    tail: Annotated[int | None, typer.Option(
+        help="Only the last N lines of each log.", metavar="N", min=0)] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print JSON: per log its path, size, and at most the last 64 KiB of "
+        "text (the first with --head alone), `truncated` when that is not the whole file.")
+    ] = False,
 ) -> None:
-    """Print a job's stdout and stderr."""
-    files = job_service.job_logs(context(ctx), job_id)
+    """Print a job's stdout and stderr, streamed (constant memory whatever their size)."""
+    from megarun.services import joblogs
+
+    mctx = context(ctx)
     if as_json:
-        print_json({name: text for name, text in files})
+        found = joblogs.job_log_excerpts(mctx, job_id, head, tail)
+        print_json({item.log.name: item.as_dict() for item in found})
         return
-    for name, text in files:
-        note(f"==> {name} <==", "bold")
-        typer.echo(text, nl=not text.endswith("\n") and bool(text))
+    out = sys.stdout.buffer
+
+    def announce(log: joblogs.LogFile) -> None:
+        out.flush()  # the previous log's bytes before this header
+        note(f"==> {log.name} <==", "bold")
+
+    joblogs.write_job_logs(mctx, job_id, out, head, tail, announce)
+    out.flush()
 
 
 @app.command("kill")

@@ -5,10 +5,11 @@ text, and commands used from scripts start faster.
 """
 
 import csv
+import itertools
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +55,29 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def print_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+def print_json_rows(rows: Iterable[Any], batch: int = 1000) -> int:
+    """A JSON array written `batch` elements at a time (the same text as
+    print_json(list(rows)), without ever holding the list); returns how many were written.
+
+    Each batch goes through one json.dumps call: the C encoder then does most of the work, as
+    it does for a whole list, instead of one Python-level call per row.
+    """
+    indent = 2 if sys.stdout.isatty() else None
+    write = sys.stdout.write
+    count = 0
+    iterator = iter(rows)
+    while chunk := list(itertools.islice(iterator, batch)):
+        text = json.dumps(chunk, indent=indent, default=str)
+        if indent:  # "[\n  {...},\n  {...}\n]": the inside, its lines already indented
+            write(("[\n" if not count else ",\n") + text[2:-2])
+        else:  # "[{...}, {...}]"
+            write(("[" if not count else ", ") + text[1:-1])
+        count += len(chunk)
+    write(("\n]" if indent and count else "]" if count else "[]") + "\n")
+    return count
+
+
+def print_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> None:
     writer = csv.writer(sys.stdout)
     writer.writerow(columns)
     for row in rows:
@@ -122,6 +145,46 @@ def _print_coloured(title: str | None, columns: Sequence[str], headers: list[str
                        style=_cell_style(column, text))
         out.append("\n")
     rich_console().print(out, end="", soft_wrap=True)
+
+
+#: A streamed table is aligned block by block, this many rows each.
+TABLE_BLOCK = 1000
+
+
+def render_stream(rows: Iterable[dict[str, Any]], columns: Sequence[str], as_json: bool,
+                  as_csv: bool, title: str | None = None, empty: str = "nothing to show") -> int:
+    """Like `render`, for listings that can be huge: rows are consumed one at a time (JSON and
+    CSV row by row, a table in aligned blocks of TABLE_BLOCK rows); returns how many."""
+    counted = _Counted(rows)
+    if as_json:
+        print_json_rows(counted)
+    elif as_csv:
+        print_csv(counted, columns)
+    else:
+        for index, block in enumerate(_blocks(counted, TABLE_BLOCK)):
+            print_table(block, columns, title if index == 0 else None, empty)
+        if counted.count == 0:
+            note(empty, "dim")
+    return counted.count
+
+
+class _Counted:
+    """Passes rows through and counts them."""
+
+    def __init__(self, rows: Iterable[dict[str, Any]]) -> None:
+        self.rows = iter(rows)
+        self.count = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for row in self.rows:
+            self.count += 1
+            yield row
+
+
+def _blocks(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    iterator = iter(rows)
+    while block := list(itertools.islice(iterator, size)):
+        yield block
 
 
 def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool, as_csv: bool,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from megarun.agent import tidy
 from megarun.agent.exchange import pool_of  # the agent and the home host name pools alike
 from megarun.agent.private import NotPrivate, ensure_private_dirs, make_private_dirs
 from megarun.errors import EnvironmentProblem
@@ -209,6 +210,31 @@ class LocalSpool:
                 yield json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue  # being replaced right now; the next cycle reads it
+
+    # -- housekeeping of ended agents (megarun.services.housekeeping) ----------------------
+    @property
+    def logs_dir(self) -> Path:
+        """Agents' own logs (stdout and stderr of the agent process)."""
+        return self.workdir / "logs"
+
+    def agents_with_files(self) -> set[str]:
+        """Agent ids that have an event log, a heartbeat or an agent log here."""
+        found = {p.stem for p in self.events.glob("[!.]*.jsonl")}
+        found.update(p.stem for p in self.agents.glob("[!.]*.json"))
+        found.update(p.stem[len("agent-"):] for p in self.logs_dir.glob("agent-*.log"))
+        return found
+
+    def event_log_read(self, agent_id: str, offset: int) -> bool:
+        """Whether the agent's event log has nothing after `offset` (a torn last line aside)."""
+        return tidy.fully_read(str(self.events / f"{agent_id}.jsonl"), offset)
+
+    def remove_event_log(self, agent_id: str) -> None:
+        (self.events / f"{agent_id}.jsonl").unlink(missing_ok=True)
+
+    def remove_agent_files(self, agent_id: str) -> None:
+        """Remove an ended agent's heartbeat; fold its agent log into logs/ended-agents.log."""
+        (self.agents / f"{agent_id}.json").unlink(missing_ok=True)
+        tidy.fold_agent_log(str(self.logs_dir), agent_id)
 
     def job_dir(self, job_id: int) -> str:
         """Where a plain job runs: jobs/<thousands>/<id> (a string: it goes into job specs)."""

@@ -25,6 +25,7 @@ from filelock import FileLock, Timeout
 from megarun.db import integrity
 from megarun.db.connection import fsync_dir
 from megarun.errors import AlreadyRunning, EnvironmentProblem, UsageError
+from megarun.executors.spool import private_dirs
 from megarun.services import homehost, mirror
 from megarun.services.context import Context
 
@@ -180,7 +181,7 @@ def restore_from_mirror(ctx: Context, generation: int | None = None,
 def _sole_user(working: Path) -> Iterator[None]:
     """No other megarun process may have the working database open while it is replaced
     (each holds the keeper lock shared while it does)."""
-    working.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(working.parent)
     fd = os.open(working.with_name(working.name + ".keeper.lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:

@@ -32,6 +32,7 @@ from megarun.services import agents as agent_service
 from megarun.services.context import Context
 from megarun.services.dispatch import BUNDLE_SIZE, PoolTarget, dispatch_ready_jobs
 from megarun.services.gates import GateDecision, LaunchGates
+from megarun.services.housekeeping import tidy_site
 from megarun.services.ingest import ingest_site_events
 from megarun.services.matching import match_jobs
 from megarun.services.remote_spool import AgentLaunch, RemoteSpool
@@ -295,6 +296,7 @@ class Launcher:
             self._poll_batch()
         agent_service.settle_gone_agents(db, self.site_id, self.spool, self.settings.dead_after)
         self._clear_finished_kills()
+        tidy_site(db, self.site_id, self.spool, self.settings.dead_after)
 
     def _poll_batch(self) -> None:
         """Poll the site's batch jobs (one status command) every BATCH_POLL_SECONDS."""

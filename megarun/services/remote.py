@@ -38,50 +38,28 @@ print(json.dumps({
 """
 
 
-# Runs on the site: the tail of every step log of one job dir, as JSON.
-_READ_LOGS = """
-import glob, json, os, sys
-folder, limit = sys.argv[1], int(sys.argv[2])
-logs = []
-for pattern in ("*.out", "*.err"):
-    for path in sorted(glob.glob(os.path.join(glob.escape(folder), pattern))):
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            handle.seek(max(0, size - limit))
-            logs.append([os.path.basename(path), size > limit,
-                         handle.read().decode("utf-8", "replace")])
-print(json.dumps(logs))
-"""
-
-#: `job logs` of a remote job brings back at most this much of each log (its end).
-LOG_TAIL_BYTES = 8 << 20
-
-
-def read_remote_logs(site: SiteInfo, folder: str) -> list[tuple[str, str]]:
-    """[(file name, text)] of the step logs in a job dir on an SSH site, in one round trip."""
-    result = site_executor(site).run([site.python, "-c", _READ_LOGS, folder,
-                                      str(LOG_TAIL_BYTES)], timeout=60)
-    if result.code != 0:
-        lines = result.stderr_text.strip().splitlines()
-        raise EnvironmentProblem(f"site {site.name!r}: cannot read {folder}: "
-                                 f"{lines[-1] if lines else f'exit code {result.code}'}")
-    logs = []
-    for name, cut, text in json.loads(result.stdout_text):
-        prefix = f"[... only the last {LOG_TAIL_BYTES >> 20} MiB of {name} ...]\n" if cut else ""
-        logs.append((str(name), prefix + str(text)))
-    return logs
-
-
-# Runs on the site: remove job run paths, only those under the given root.
+# Runs on the site: remove job run paths, only those under the given root, and the folders
+# above them that this emptied (up to the root).
 _REMOVE_PATHS = """
 import json, os, shutil, sys
 root = os.path.realpath(sys.argv[1])
 removed = 0
 for path in json.loads(sys.stdin.read()):
     real = os.path.realpath(path)
-    if real.startswith(root + os.sep) and os.path.isdir(real):
+    if not real.startswith(root + os.sep):
+        continue
+    if os.path.isdir(real):
         shutil.rmtree(real)
         removed += 1
+    folder = os.path.dirname(real)
+    while folder.startswith(root + os.sep):  # emptied folders up to the root, never above
+        try:
+            os.rmdir(folder)
+        except FileNotFoundError:
+            pass  # removed by an earlier clean
+        except OSError:
+            break
+        folder = os.path.dirname(folder)
 print(removed)
 """
 

@@ -96,11 +96,37 @@ class RemoteSpool(LocalSpool):
         """Agents whose claimed folders the site should forget."""
         return self.root / "drop"
 
+    @property
+    def forgets(self) -> Path:
+        """Ended agents whose files the site should remove (each holds the bytes of its event
+        log the home host has); megarun.services.housekeeping writes them."""
+        return self.root / "forget"
+
     def ensure(self) -> None:
         """The mirror's folders (the site's own are checked there, by the exchange)."""
         private_dirs(self.workdir, self.root, self.queue, self.sent, self.claimed,
                      self.kill_dir.parent, self.kill_dir, self.stop_dir, self.agents,
-                     self.events, self.drops)
+                     self.events, self.drops, self.forgets)
+
+    def request_forget(self, agents: dict[str, int]) -> None:
+        """Make the forget markers exactly `agents` (agent id -> event log bytes held here)."""
+        private_dirs(self.forgets)
+        for path in self.forgets.glob("[!.]*"):
+            if path.name not in agents:
+                path.unlink(missing_ok=True)
+        for agent, size in agents.items():
+            path = self.forgets / agent
+            if not path.is_file() or path.read_bytes() != str(size).encode():
+                write_private(path, str(size).encode())
+
+    def _forget_requests(self) -> dict[str, int]:
+        wanted = {}
+        for path in self.forgets.glob("[!.]*"):
+            try:
+                wanted[path.name] = int(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # being rewritten: the next exchange carries it
+        return wanted
 
     def job_dir(self, job_id: int) -> str:
         return f"{self.site.workdir}/jobs/{job_id // 1000:06d}/{job_id}"
@@ -151,6 +177,7 @@ class RemoteSpool(LocalSpool):
             "publish": [{"name": p.name, "data": p.read_text(encoding="utf-8")} for p in outbox],
             "kill": sorted(self.pending_kills()), "stop": stop, "offsets": offsets,
             "read_limit": READ_LIMIT, "take_back": take_back, "drop_claimed": drops,
+            "forget": self._forget_requests(),
         }
         if start_agent is not None:
             request["start_agent"] = {"args": start_agent.args,
@@ -190,7 +217,15 @@ class RemoteSpool(LocalSpool):
         self._match_listings(set(answer.get("queue") or []), answer.get("claimed") or {})
         for name in drops:
             (self.drops / name).unlink(missing_ok=True)
+        for agent in answer.get("forgotten") or []:
+            self._forgotten(Path(str(agent)).name)
         return result
+
+    def _forgotten(self, agent: str) -> None:
+        """The site removed an ended agent's files: the mirror copies go too, marker last."""
+        self.remove_event_log(agent)
+        self.remove_agent_files(agent)
+        (self.forgets / agent).unlink(missing_ok=True)
 
     def _append_events(self, agent: str, offset: int, data: str) -> int:
         path = self.events / f"{Path(agent).name}.jsonl"

@@ -407,16 +407,32 @@ def clean_paths(ctx: Context, job_ids: list[int]) -> int:
                     remote.setdefault(sid, []).append(str(workdir))
                 continue
             path = Path(workdir).resolve() if workdir else None
-            if path is None or root not in path.parents or not path.exists():
+            if path is None or root not in path.parents:
                 continue  # never delete outside the run root
-            shutil.rmtree(path)
-            removed += 1
+            if path.exists():
+                shutil.rmtree(path)
+                removed += 1
+            remove_empty_parents(path, root)
     if remote:
         from megarun.services.remote import remove_remote_run_paths
     for sid, paths in remote.items():
         site = get_site(ctx, remote_sites[sid])
         removed += remove_remote_run_paths(site, f"{site.workdir}/runs", paths)
     return removed
+
+
+def remove_empty_parents(path: Path, root: Path) -> None:
+    """Remove the folders above `path` that are now empty, up to `root` (kept): a cleaned run
+    leaves no empty <target>/<runname>/<test> folders, and a folder holding anything stays."""
+    for folder in path.parents:
+        if folder == root or root not in folder.parents:
+            return
+        try:
+            folder.rmdir()  # fails on a folder that is not empty: it stays, and so do those above
+        except FileNotFoundError:
+            continue  # removed by an earlier clean
+        except OSError:
+            return
 
 
 def _chunks(ids: Sequence[int], size: int = 500) -> list[Sequence[int]]:

@@ -26,6 +26,7 @@ from megarun.services import batch as batch_service
 from megarun.services.agents import clear_finished_kills, live_agents, settle_gone_agents
 from megarun.services.context import Context
 from megarun.services.gates import LaunchGates
+from megarun.services.housekeeping import tidy_site
 from megarun.services.ingest import ingest_site_events
 from megarun.services.launcher import agent_args, dispatch_round, launcher_lock, open_counts
 from megarun.services.matching import match_jobs
@@ -43,6 +44,7 @@ class SiteSync:
     events: int = 0
     finished: dict[str, int] = field(default_factory=dict)
     agents_settled: list[str] = field(default_factory=list)
+    agents_tidied: int = 0  # ended agents whose spool files were removed (housekeeping)
     dispatched: int = 0
     staged_out: int = 0
     started_agent: str = ""
@@ -55,6 +57,7 @@ class SiteSync:
     def as_dict(self) -> dict[str, Any]:
         return {"site": self.site, "ok": not self.error, "events": self.events,
                 "finished": self.finished, "agents_settled": self.agents_settled,
+                "agents_tidied": self.agents_tidied,
                 "dispatched": self.dispatched, "staged_out": self.staged_out,
                 "started_agent": self.started_agent,
                 "round_trips": self.round_trips, "status_commands": self.status_commands,
@@ -85,6 +88,7 @@ def _take_in(ctx: Context, site: SiteInfo, sid: int, spool: LocalSpool,
     result.agents_settled = settle_gone_agents(ctx.db, sid, spool,
                                                ctx.area.config.launcher.dead_after)
     clear_finished_kills(ctx.db, spool)
+    result.agents_tidied = tidy_site(ctx.db, sid, spool, ctx.area.config.launcher.dead_after)
     result.staged_out = stage_out_finished(ctx, site).copied
 
 
@@ -164,9 +168,10 @@ def _feed_pilots(ctx: Context, site: SiteInfo, sid: int, spool: LocalSpool,
 
 
 def _site_has_work(ctx: Context, sid: int, spool: RemoteSpool) -> bool:
-    """Whether an SSH site has open jobs, or requests waiting in its mirror."""
+    """Whether an SSH site has open jobs, or requests waiting in its mirror (bundles, drops,
+    kills, and ended agents whose files it should forget)."""
     spool.ensure()
-    pending = any(True for folder in (spool.queue, spool.drops, spool.kill_dir)
+    pending = any(True for folder in (spool.queue, spool.drops, spool.kill_dir, spool.forgets)
                   for _ in folder.glob("[!.]*"))
     if pending:
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -90,3 +91,45 @@ def test_a_bad_request_is_a_clear_error(site: Site, tmp_path: Path) -> None:
                           capture_output=True, timeout=60, check=False)
     assert done.returncode == 2
     assert json.loads(done.stdout)["error"].startswith("bad request")
+
+
+def test_exchange_forgets_an_ended_agent_read_to_the_end(site: Site, tmp_path: Path) -> None:
+    """Housekeeping on an SSH site: the files of an ended agent go only when the home host
+    holds its whole event log, and a repeated request (answer lost) is answered again."""
+    app = zipapp(tmp_path)
+    site.queue(site.job(1, "true"))
+    site.run(agent_id="a1")
+    events = site.spool / "events" / "a1.jsonl"
+    size = events.stat().st_size
+    logs = site.workdir / "logs"
+    logs.mkdir(exist_ok=True)
+    (logs / "agent-a1.log").write_text("a1 said goodbye\n")
+    base = {"workdir": str(site.workdir), "kill": [], "stop": {}, "offsets": {"a1": size}}
+    short = ask(site.python, app, {**base, "forget": {"a1": size - 1}})
+    assert short["forgotten"] == [] and events.exists()  # the home host lacks the last bytes
+    answer = ask(site.python, app, {**base, "forget": {"a1": size}})
+    assert answer["forgotten"] == ["a1"]
+    assert not events.exists() and not (site.spool / "agents" / "a1.json").exists()
+    assert not (logs / "agent-a1.log").exists()
+    assert "a1 said goodbye" in (logs / "ended-agents.log").read_text()
+    assert [b["agent"] for b in answer["heartbeats"]] == [] and answer["events"] == {}
+    again = ask(site.python, app, {**base, "forget": {"a1": size}})
+    assert again["forgotten"] == ["a1"]  # nothing left: still forgotten
+    assert (logs / "ended-agents.log").read_text().count("a1 said goodbye") == 1
+
+
+def test_exchange_never_forgets_an_agent_whose_process_lives(site: Site, tmp_path: Path) -> None:
+    app = zipapp(tmp_path)
+    living = subprocess.Popen([site.python, "-c", "import time; time.sleep(60)", "megarun"])
+    try:
+        (site.spool / "events" / "a2.jsonl").write_text('{"seq": 1, "ev": "agent_started"}\n')
+        beat = {"agent": "a2", "host": socket.gethostname(), "pid": living.pid,
+                "state": "running", "time": time.time()}
+        (site.spool / "agents" / "a2.json").write_text(json.dumps(beat))
+        size = (site.spool / "events" / "a2.jsonl").stat().st_size
+        answer = ask(site.python, app, {"workdir": str(site.workdir), "kill": [], "stop": {},
+                                        "offsets": {"a2": size}, "forget": {"a2": size}})
+        assert answer["forgotten"] == [] and (site.spool / "events" / "a2.jsonl").exists()
+    finally:
+        living.kill()
+        living.wait()

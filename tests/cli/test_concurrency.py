@@ -20,7 +20,7 @@ def test_parallel_writers_lose_nothing(area: Path) -> None:
     listed = megarun_process(area, "job", "ls", "--by-state", "--json")
     assert json.loads(listed.stdout) == [{"state": "READY", "status": "n/a", "count": 8000}]
     for n in range(4):
-        tagged = megarun_process(area, "job", "ls", "-t", f"writer={n}", "--json")
+        tagged = megarun_process(area, "job", "ls", "-t", f"writer={n}", "--json", "--limit", "0")
         ids = [job["id"] for job in json.loads(tagged.stdout)]
         assert len(ids) == 2000
         assert ids == list(range(ids[0], ids[0] + 2000))  # each batch got consecutive ids

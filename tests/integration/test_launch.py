@@ -60,7 +60,11 @@ def test_jobs_run_end_to_end(area: Path) -> None:
     assert (workdir / "job.out").read_text() == "hello\n"
     assert (workdir / "megarun.exit").read_text().strip() == "0"
     logs = json.loads(run_ok(area, "job", "logs", "7", "--json").stdout)
-    assert logs == {"job.out": "hello\n", "job.err": ""}
+    assert logs == {
+        "job.out": {"path": str(workdir / "job.out"), "size": 6, "truncated": False,
+                    "text": "hello\n"},
+        "job.err": {"path": str(workdir / "job.err"), "size": 0, "truncated": False,
+                    "text": ""}}
 
 
 def test_failures_exit_one_and_say_why(area: Path) -> None:
@@ -74,7 +78,7 @@ def test_failures_exit_one_and_say_why(area: Path) -> None:
     assert failed[1]["exit_code"] == 3 and failed[1]["status"] == "FAIL"
     assert failed[2]["exit_code"] == 127
     assert "command not found" in failed[2]["message"]
-    assert "oops" in json.loads(run_ok(area, "job", "logs", "1", "--json").stdout)["job.err"]
+    assert "oops" in json.loads(run_ok(area, "job", "logs", "1", "--json").stdout)["job.err"]["text"]
 
 
 def test_retries_then_gives_up(area: Path) -> None:
@@ -96,7 +100,7 @@ def test_shell_metacharacters_never_execute(area: Path, tmp_path: Path) -> None:
     run_ok(area, "job", "create", "--app", "echo", "--from-file", str(tmp_path / "jobs.jsonl"))
     run_ok(area, "launch")
     for index, text in enumerate(nasty, start=1):
-        out = json.loads(run_ok(area, "job", "logs", str(index), "--json").stdout)["job.out"]
+        out = json.loads(run_ok(area, "job", "logs", str(index), "--json").stdout)["job.out"]["text"]
         assert out == text + "\n"
     assert not marker.exists()
 

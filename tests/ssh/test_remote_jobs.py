@@ -111,7 +111,8 @@ def test_nothing_of_the_site_is_read_locally(remote_area: Path, home: Path,
     job_id = str(jobs(remote_area, home)[0]["id"])
     logs = hidden_run(remote_work, [*megarun, "job", "logs", job_id, "--json"], env)
     assert logs.returncode == 0, logs.stderr
-    assert json.loads(logs.stdout) == {"job.out": "out hidden\n", "job.err": "err hidden\n"}
+    texts = {name: log["text"] for name, log in json.loads(logs.stdout).items()}
+    assert texts == {"job.out": "out hidden\n", "job.err": "err hidden\n"}
 
 
 def test_jobs_run_on_a_second_host(tmp_path: Path, sshd_netns: SshServer, home: Path) -> None:
@@ -390,3 +391,44 @@ def test_ctrl_c_in_launch_kills_remote_jobs_and_takes_work_back(remote_area: Pat
     assert not [p for p in (spool / "claimed").glob("*/*.jsonl")]
     wait_for(lambda: not pids_of_sleepers(tmp_path / "remote-work" / "jobs"),
              "the remote job processes to end", limit=15)
+
+
+def test_remote_logs_stream_and_ended_agents_are_tidied(remote_area: Path, home: Path,
+                                                        tmp_path: Path) -> None:
+    """`job logs --tail/--head/--json` slice on the site; after several launches the site and
+    its mirror keep only the files of agents still to be taken in (housekeeping)."""
+    ok(remote_area, home, "app", "add", "lines", "--command", "seq 1 50000")
+    ok(remote_area, home, "job", "create", "--app", "lines", "--site", "remote")
+    ok(remote_area, home, "launch", "--site", "remote", "--quiet")
+    assert ok(remote_area, home, "job", "logs", "1", "--tail", "2").stdout == "49999\n50000\n"
+    assert ok(remote_area, home, "job", "logs", "1", "--head", "2").stdout == "1\n2\n"
+    whole = ok(remote_area, home, "job", "logs", "1").stdout
+    assert whole == "".join(f"{n}\n" for n in range(1, 50001))
+    excerpt = json.loads(ok(remote_area, home, "job", "logs", "1", "--json").stdout)["job.out"]
+    assert excerpt["size"] == len(whole) and excerpt["truncated"] is True
+    assert excerpt["text"].endswith("50000\n") and len(excerpt["text"]) <= 64 * 1024
+    assert excerpt["path"].startswith(str(tmp_path / "remote-work" / "jobs"))
+    for _ in range(4):
+        ok(remote_area, home, "job", "create", "--app", "echo", "-p", "msg=x", "--site",
+           "remote")
+        ok(remote_area, home, "launch", "--site", "remote", "--quiet")
+    site = tmp_path / "remote-work"
+    mirror = remote_area / ".megarun" / "sites" / "remote" / "spool"
+
+    def agent_files() -> list[Path]:
+        return [p for folder in (site / "spool" / "events", site / "spool" / "agents",
+                                 mirror / "events", mirror / "agents", mirror / "forget")
+                for p in folder.glob("*")] + list((site / "logs").glob("agent-*.log"))
+
+    deadline = time.monotonic() + 60
+    while agent_files() and time.monotonic() < deadline:
+        ok(remote_area, home, "sync")  # ingest, settle, mark to forget; the next one forgets
+        time.sleep(0.3)
+    assert agent_files() == []  # 5 agents ran: without housekeeping 5 x 5 files stay
+    assert (site / "logs" / "ended-agents.log").read_text().count("==> agent ") == 5
+    rows = jobs(remote_area, home)
+    assert [(r["state"], r["status"]) for r in rows] == [("COMPLETED", "PASS")] * 5
+    db = sqlite3.connect(remote_area / ".megarun" / "work.db")
+    per_job = dict(db.execute("SELECT job, count(*) FROM event GROUP BY job").fetchall())
+    db.close()
+    assert per_job == {job: 5 for job in range(1, 6)}  # nothing ingested twice

@@ -1,0 +1,174 @@
+# ruff: noqa: UP006, UP032, UP035, UP045 - Python 3.6 runs this file on SSH sites
+"""Reading a slice of a job's log in constant memory: the whole file, its first or last N lines,
+or a bounded excerpt, copied in chunks (a 400 MB log never sits in memory).
+
+Stdlib only and valid Python 3.6: `job logs` of a job on an SSH site sends this very source to
+the site with the command (`python3 -c SOURCE ...`), so both sides slice a log the same way.
+On the site, `main()` answers one of two requests:
+
+    stream FOLDER HEAD TAIL           every step log's selected bytes (HEAD/TAIL: lines, -1 for
+                                      none), each after a header line [name, path, size, length]
+    excerpts FOLDER HEAD TAIL LIMIT   JSON: [[name, path, size, truncated, text], ...]
+"""
+
+import glob
+import json
+import os
+import sys
+from typing import BinaryIO, List, Optional, Tuple
+
+CHUNK = 1 << 16
+NEWLINE = b"\n"
+
+
+def step_logs(folder: str) -> List[Tuple[str, str, int]]:
+    """(name, path, size) of a job dir's step logs: every .out, then every .err, sorted."""
+    found = []
+    for pattern in ("*.out", "*.err"):
+        for path in sorted(glob.glob(os.path.join(glob.escape(folder), pattern))):
+            if os.path.isfile(path):
+                found.append((os.path.basename(path), path, os.path.getsize(path)))
+    return found
+
+
+def head_end(handle: BinaryIO, lines: int, size: int) -> int:
+    """The offset just after the `lines`-th newline (the file's end when it has fewer)."""
+    if lines <= 0:
+        return 0
+    handle.seek(0)
+    offset, seen = 0, 0
+    while True:
+        chunk = handle.read(CHUNK)
+        if not chunk:
+            return min(offset, size)
+        start = 0
+        while True:
+            found = chunk.find(NEWLINE, start)
+            if found < 0:
+                break
+            seen += 1
+            if seen == lines:
+                return offset + found + 1
+            start = found + 1
+        offset += len(chunk)
+
+
+def tail_start(handle: BinaryIO, lines: int, size: int) -> int:
+    """The offset where the last `lines` lines begin (a last line without a newline counts)."""
+    if lines <= 0:
+        return size
+    end = size
+    if size:
+        handle.seek(size - 1)
+        if handle.read(1) == NEWLINE:
+            end = size - 1  # the final newline ends the last line; it does not start one
+    seen = 0
+    position = end
+    while position > 0:
+        step = min(CHUNK, position)
+        position -= step
+        handle.seek(position)
+        chunk = handle.read(step)
+        cut = len(chunk)
+        while True:
+            found = chunk.rfind(NEWLINE, 0, cut)
+            if found < 0:
+                break
+            seen += 1
+            if seen == lines:
+                return position + found + 1
+            cut = found
+    return 0
+
+
+def select(handle: BinaryIO, size: int, head: Optional[int],
+           tail: Optional[int]) -> Tuple[int, int]:
+    """The byte range [start, end) that --head and/or --tail pick (both: the last lines of
+    the first ones)."""
+    end = head_end(handle, head, size) if head is not None else size
+    start = tail_start(handle, tail, end) if tail is not None else 0
+    return start, end
+
+
+def copy_range(handle: BinaryIO, out: BinaryIO, start: int, end: int) -> int:
+    """Copy bytes [start, end) in chunks; return how many could be read (fewer when the file
+    was cut meanwhile)."""
+    handle.seek(start)
+    left = end - start
+    while left > 0:
+        chunk = handle.read(min(CHUNK, left))
+        if not chunk:
+            break
+        out.write(chunk)
+        left -= len(chunk)
+    return end - start - left
+
+
+def stream(folder: str, out: BinaryIO, head: Optional[int], tail: Optional[int]) -> None:
+    """Every step log's selected bytes, each after a JSON header line [name, path, size,
+    length] (the site's answer to `job logs`: one round trip for all the logs)."""
+    for name, path, size in step_logs(folder):
+        with open(path, "rb") as handle:
+            start, end = select(handle, size, head, tail)
+            header = json.dumps([name, path, size, end - start]) + "\n"
+            out.write(header.encode("utf-8"))
+            copied = copy_range(handle, out, start, end)
+        out.write(NEWLINE * (end - start - copied))  # a log cut while read: keep the framing
+
+
+def excerpt(handle: BinaryIO, size: int, head: Optional[int], tail: Optional[int],
+            limit: int) -> Tuple[bool, str]:
+    """(truncated, text) of the selected range, cut to its last `limit` bytes (its first ones
+    for --head alone); undecodable bytes become U+FFFD."""
+    start, end = select(handle, size, head, tail)
+    keep_start = head is not None and tail is None
+    cut = end - start > limit
+    if cut and keep_start:
+        end = start + limit
+    elif cut:
+        start = end - limit
+    handle.seek(start)
+    data = handle.read(end - start)
+    if cut and keep_start and data.rfind(NEWLINE) >= 0:
+        end = start + data.rfind(NEWLINE) + 1  # whole lines only, when there are any
+        data = data[:end - start]
+    elif cut and data.find(NEWLINE) >= 0:
+        start += data.find(NEWLINE) + 1
+        data = data[data.find(NEWLINE) + 1:]
+    return (start > 0 or end < size), data.decode("utf-8", "replace")
+
+
+def excerpts(folder: str, head: Optional[int], tail: Optional[int],
+             limit: int) -> List[Tuple[str, str, int, bool, str]]:
+    """(name, path, size, truncated, text) of every step log of a job dir."""
+    found = []
+    for name, path, size in step_logs(folder):
+        with open(path, "rb") as handle:
+            cut, text = excerpt(handle, size, head, tail, limit)
+        found.append((name, path, size, cut, text))
+    return found
+
+
+def _lines(arg: str) -> Optional[int]:
+    value = int(arg)
+    return None if value < 0 else value
+
+
+def main() -> int:
+    """The site's half: one request from sys.argv (see the module docstring)."""
+    kind, args = sys.argv[1], sys.argv[2:]
+    out = sys.stdout.buffer
+    if kind == "stream":
+        stream(args[0], out, _lines(args[1]), _lines(args[2]))
+    elif kind == "excerpts":
+        found = excerpts(args[0], _lines(args[1]), _lines(args[2]), int(args[3]))
+        out.write(json.dumps(found).encode("utf-8"))
+    else:
+        sys.stderr.write("unknown request {!r}\n".format(kind))
+        return 2
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
