@@ -13,6 +13,7 @@ a second; the heartbeat is rewritten every `heartbeat` seconds.
 
 import collections
 import errno
+import json
 import logging
 import os
 import platform
@@ -173,6 +174,7 @@ class Agent:
     # -- life cycle -------------------------------------------------------------------------
     def run(self) -> int:
         """Run until stopped or idle; return the process exit code."""
+        _fault_point("agent:start")
         self.spool.ensure()
         self.events = EventLog(self.spool.events_path)
         self._install_signals()
@@ -391,10 +393,44 @@ class Agent:
         self._queue_empty = path is None
         if path is None:
             return
-        specs = read_bundle(path)
+        specs = self._read_claimed(path)
         self._accept(specs, path)
         if not specs:
             self.spool.release_bundle(path)
+
+    def _read_claimed(self, path: str) -> List[Dict[str, Any]]:
+        """The runnable specs of a claimed bundle; every other job in it is ended at once.
+
+        A line that is not JSON at all is ended by the id its head still shows (the home host
+        writes "id" and "attempt" first); one without a readable id can only be logged.
+        """
+        assert self.events is not None
+        try:
+            with open(path, "rb") as handle:
+                lines = handle.read().splitlines()
+        except OSError as exc:
+            log.error("cannot read the bundle %s: %s", path, _describe_os_error(exc))
+            return []
+        specs = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            spec, problem = _parse_spec(line)
+            if spec is not None and not problem:
+                specs.append(spec)
+                continue
+            head = _SPEC_HEAD.match(line)
+            if spec is not None:
+                job_id, attempt = int(spec["id"]), _int_or_zero(spec.get("attempt"))
+            elif head is not None:
+                job_id, attempt = int(head.group(1)), int(head.group(2))
+            else:
+                log.error("%s line %d: not a job spec, skipped", path, number)
+                continue
+            log.error("job %d: cannot be run: %s", job_id, problem)
+            self.events.emit("finished", job=job_id, attempt=attempt, reason="error", rc=None,
+                             signal=None, message="bad job spec: " + problem, runtime=0.0)
+        return specs
 
     def _accept(self, specs: List[Dict[str, Any]], bundle: Optional[str]) -> None:
         assert self.events is not None
@@ -501,14 +537,27 @@ class Agent:
         timeout = job.timeout
         job.deadline = job.started + timeout if timeout else None
         self.running[job.id] = job
+        runner.remove_exit_file(job.workdir)
         if self._start_step(job):
+            # pid and start time let whoever settles this agent, should it die, find the
+            # step's process group and session (megarun/agent/orphans.py)
+            where = self._process_fields(job)
             if job.launch is None:
-                self.events.emit("started", job=job.id, attempt=job.attempt, pid=job.pid,
-                                 host=self.host)
+                self.events.emit("started", job=job.id, attempt=job.attempt, host=self.host,
+                                 **where)
             else:
-                self.events.emit("started", job=job.id, attempt=job.attempt, pid=job.pid,
+                self.events.emit("started", job=job.id, attempt=job.attempt,
                                  host=placed[0].name, nodes=job.launch.nodes,
-                                 ranks=job.launch.ranks, launcher=self.options.mpi_launcher)
+                                 ranks=job.launch.ranks, launcher=self.options.mpi_launcher,
+                                 **where)
+
+    @staticmethod
+    def _process_fields(job: Job) -> Dict[str, Any]:
+        fields: Dict[str, Any] = {"pid": job.pid}
+        start = runner.process_start(job.pid)
+        if start is not None:
+            fields["start"] = start
+        return fields
 
     def _take(self, job: Job, placed: List[nodes.Node]) -> None:
         """Reserve a launched job's share of its nodes (whole nodes for a job of several)."""
@@ -545,6 +594,12 @@ class Agent:
         except OSError as exc:
             self._finish(job, "error", None, "cannot start the job: {}".format(
                 _describe_os_error(exc)))
+            return False
+        except Exception as exc:  # whatever one job's spec makes spawn raise, the agent goes on
+            log.exception("job %d: cannot start step %r", job.id, name)
+            message = "cannot start the job: {}: {}".format(type(exc).__name__, exc)
+            _write_quietly(err, "megarun: {}\n".format(message))
+            self._finish(job, "error", None, message)
             return False
         finally:
             os.close(out)
@@ -592,7 +647,11 @@ class Agent:
             return
         if rc == 0 and job.step + 1 < len(job.steps):
             job.step += 1
-            self._start_step(job)
+            if self._start_step(job):
+                assert self.events is not None
+                self.events.emit("step", job=job.id, attempt=job.attempt,
+                                 name=_step_name(job.steps[job.step], job.step),
+                                 **self._process_fields(job))
             return
         self._release(job)
         self._ended.append((job, "exit", rc))
@@ -659,6 +718,7 @@ class Agent:
             message = "runtime limit of {:g} s reached".format(float(job.spec.get("timeout") or 0))
         try:
             runner.write_exit_file(job.workdir, rc)
+            _fault_point("agent:after-exit-file")
         except OSError as exc:
             log.error("job %d: cannot write megarun.exit: %s", job.id, _describe_os_error(exc))
             if not message and rc != 0:
@@ -728,6 +788,41 @@ class Agent:
             else:
                 self.finished_bundles.append(path)
         self._flush()
+
+
+#: The head of a job spec line as the home host writes it: the id of a job whose line is broken.
+_SPEC_HEAD = re.compile(rb'\s*\{\s*"id"\s*:\s*(\d+)\s*,\s*"attempt"\s*:\s*(\d+)')
+
+
+def _parse_spec(line: bytes) -> Tuple[Optional[Dict[str, Any]], str]:
+    """(spec, why it cannot run): (None, why) when the line is no JSON object with an id."""
+    try:
+        spec = json.loads(line.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError included
+        return None, "not valid JSON: {}".format(exc)
+    if not isinstance(spec, dict):
+        return None, "not a JSON object"
+    try:
+        int(spec["id"])
+    except (KeyError, TypeError, ValueError):
+        return None, "no job id"
+    return spec, runner.spec_problem(spec)
+
+
+def _int_or_zero(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _fault_point(name: str) -> None:
+    """Die on the spot, like `kill -9`, when $MEGARUN_FAULT names this step (tests only).
+
+    The agent's own copy of megarun/core/faults.py: the agent imports nothing outside itself.
+    """
+    if os.environ.get("MEGARUN_FAULT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _step_name(step: Dict[str, Any], index: int) -> str:
