@@ -24,7 +24,7 @@ import socket
 import time
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-from megarun.agent import AGENT_VERSION, mpi, nodes, rules, runner
+from megarun.agent import AGENT_VERSION, mpi, nodes, orphans, rules, runner
 from megarun.agent.spool import AgentSpool, EventLog, read_bundle, scan_outcomes
 
 log = logging.getLogger("megarun.agent")
@@ -764,6 +764,23 @@ class Agent:
         self.finished_bundles.append(job.bundle)
 
     # -- restart ----------------------------------------------------------------------------
+    def _end_earlier_life(self) -> Dict[Tuple[int, int], Dict[str, Any]]:
+        """Kill what runs on of the jobs this agent id started before a restart (the same job
+        must not run twice); return the `finished` events of those whose megarun.exit shows
+        they ended."""
+        attempts = [a for a in orphans.unfinished_attempts(self.spool.claimed,
+                                                           self.spool.events_path) if a.started]
+        alive = orphans.kill_attempts(attempts, orphans.KILL_WAIT)
+        if alive:
+            log.error("processes of job(s) %s survive SIGKILL",
+                      ", ".join(str(a.job) for a in alive))
+        outcomes = {}
+        for attempt in attempts:
+            fields = orphans.ended_fields(attempt)
+            if fields is not None:
+                outcomes[(attempt.job, attempt.attempt)] = fields
+        return outcomes
+
     def _resume_leftovers(self) -> None:
         """Account for bundles this agent id claimed before a restart."""
         assert self.events is not None
@@ -771,16 +788,19 @@ class Agent:
         if not leftovers:
             return
         started, ended = scan_outcomes(self.spool.events_path)
+        outcomes = self._end_earlier_life()
         for path in leftovers:
             specs = [s for s in read_bundle(path)
                      if (int(s["id"]), int(s.get("attempt", 0))) not in ended]
             lost = [s for s in specs if (int(s["id"]), int(s.get("attempt", 0))) in started]
             fresh = [s for s in specs if s not in lost]
             for spec in lost:
-                self.events.emit("finished", job=int(spec["id"]),
-                                 attempt=int(spec.get("attempt", 0)), reason="error", rc=None,
-                                 signal=None, message="the agent restarted while the job ran",
-                                 runtime=0.0)
+                key = (int(spec["id"]), int(spec.get("attempt", 0)))
+                fields = outcomes.get(key) or {
+                    "job": key[0], "attempt": key[1], "reason": "error", "rc": None,
+                    "signal": None, "message": "the agent restarted while the job ran",
+                    "runtime": 0.0}
+                self.events.emit("finished", **fields)
             if fresh:
                 self.bundle_left[path] = len(fresh)
                 for spec in fresh:

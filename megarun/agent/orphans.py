@@ -236,20 +236,22 @@ def _kill_quietly(pid: int) -> None:
 # -- what the dead agent could not write -------------------------------------------------------
 def _report_ended(events_path: str, attempts: List[Attempt]) -> None:
     """Write `finished` for the attempts whose megarun.exit shows they ended."""
-    ended = []
-    for attempt in attempts:
-        found, rc = runner.read_exit_file(attempt.workdir)
-        if found:
-            ended.append((attempt, rc))
+    ended = [fields for fields in map(ended_fields, attempts) if fields is not None]
     if not ended:
         return
     events = EventLog(events_path)
     try:
-        for attempt, rc in ended:
-            events.emit("finished", **_finished_fields(attempt, rc))
+        for fields in ended:
+            events.emit("finished", **fields)
         events.flush()
     finally:
         events.close()
+
+
+def ended_fields(attempt: Attempt) -> Optional[Dict[str, Any]]:
+    """The `finished` event of a started attempt whose megarun.exit is there; None if not."""
+    found, rc = runner.read_exit_file(attempt.workdir)
+    return _finished_fields(attempt, rc) if found and attempt.started else None
 
 
 def _finished_fields(attempt: Attempt, rc: Optional[int]) -> Dict[str, Any]:

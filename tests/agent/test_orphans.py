@@ -130,3 +130,19 @@ def test_a_job_whose_spawn_fails_ends_alone_and_the_agent_goes_on(site: Site) ->
     assert "not valid JSON" in finished[8]["message"]
     assert "not valid JSON" in finished[9]["message"]
     assert (site.job_dir(1) / "job.out").read_text() == "ok\n"
+
+
+def test_an_agent_restarted_under_its_id_kills_what_its_earlier_life_left_running(
+        site: Site) -> None:
+    site.queue(site.job(1, "sh -c 'sleep 60 & sleep 60'"))
+    agent = site.start()
+    wait_until(lambda: 1 in of(site.events(), "started"))
+    leader = of(site.events(), "started")[1]["pid"]
+    wait_until(lambda: len(session_members(leader)) >= 2)
+    os.kill(agent.pid, signal.SIGKILL)
+    agent.wait()
+    assert session_members(leader)
+    finished = of(site.run(), "finished")  # the same agent id, as a restarted pilot has
+    assert session_members(leader) == []
+    assert finished[1]["reason"] == "error"
+    assert finished[1]["message"] == "the agent restarted while the job ran"
