@@ -432,6 +432,16 @@ class Agent:
                              signal=None, message="bad job spec: " + problem, runtime=0.0)
         return specs
 
+    def _refused(self, spec: Dict[str, Any]) -> bool:
+        """End a job whose spec cannot be run (see runner.spec_problem); True if it was."""
+        assert self.events is not None
+        problem = runner.spec_problem(spec)
+        if problem:
+            self.events.emit("finished", job=int(spec["id"]),
+                             attempt=_int_or_zero(spec.get("attempt")), reason="error", rc=None,
+                             signal=None, message="bad job spec: " + problem, runtime=0.0)
+        return bool(problem)
+
     def _accept(self, specs: List[Dict[str, Any]], bundle: Optional[str]) -> None:
         assert self.events is not None
         if bundle is not None and specs:
@@ -790,12 +800,11 @@ class Agent:
         started, ended = scan_outcomes(self.spool.events_path)
         outcomes = self._end_earlier_life()
         for path in leftovers:
-            specs = [s for s in read_bundle(path)
-                     if (int(s["id"]), int(s.get("attempt", 0))) not in ended]
-            lost = [s for s in specs if (int(s["id"]), int(s.get("attempt", 0))) in started]
-            fresh = [s for s in specs if s not in lost]
+            specs = [s for s in read_bundle(path) if _key(s) not in ended]
+            lost = [s for s in specs if _key(s) in started]
+            fresh = [s for s in specs if s not in lost and not self._refused(s)]
             for spec in lost:
-                key = (int(spec["id"]), int(spec.get("attempt", 0)))
+                key = _key(spec)
                 fields = outcomes.get(key) or {
                     "job": key[0], "attempt": key[1], "reason": "error", "rc": None,
                     "signal": None, "message": "the agent restarted while the job ran",
@@ -826,7 +835,12 @@ def _parse_spec(line: bytes) -> Tuple[Optional[Dict[str, Any]], str]:
         int(spec["id"])
     except (KeyError, TypeError, ValueError):
         return None, "no job id"
-    return spec, runner.spec_problem(spec)
+    return spec, runner.spec_problem(spec, b"\\u0000" in line)
+
+
+def _key(spec: Dict[str, Any]) -> Tuple[int, int]:
+    """(job, attempt) of a spec whose id is known to be an integer."""
+    return int(spec["id"]), _int_or_zero(spec.get("attempt"))
 
 
 def _int_or_zero(value: Any) -> int:
@@ -841,8 +855,11 @@ def _fault_point(name: str) -> None:
 
     The agent's own copy of megarun/core/faults.py: the agent imports nothing outside itself.
     """
-    if os.environ.get("MEGARUN_FAULT") == name:
+    if _FAULT == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULT = os.environ.get("MEGARUN_FAULT")  # read once: the check runs at every job's end
 
 
 def _step_name(step: Dict[str, Any], index: int) -> str:

@@ -30,11 +30,12 @@ _INT_FIELDS = ("attempt", "nodes", "cpus", "gpus", "threads", "ranks_per_node", 
                "packing")
 
 
-def spec_problem(spec: Dict[str, Any]) -> str:
+def spec_problem(spec: Dict[str, Any], has_nul: bool = True) -> str:
     """Why a job spec cannot be run ('' when it can): checked before the job is taken on.
 
     Whatever a bundle holds (a NUL byte that no exec accepts, a field of the wrong type), the
-    job it names ends with the reason, and the agent goes on with the others.
+    job it names ends with the reason, and the agent goes on with the others. `has_nul`
+    False (its JSON line holds no "\\u0000") spares the walk over its text.
     """
     for name in _INT_FIELDS:
         value = spec.get(name)
@@ -55,7 +56,7 @@ def spec_problem(spec: Dict[str, Any]) -> str:
         return "env is not a table of variables"
     if spec.get("rules") is not None and not isinstance(spec.get("rules"), dict):
         return "rules is not a table"
-    return _text_problem(workdir, steps, env)
+    return _text_problem(workdir, steps, env) if has_nul else ""
 
 
 def _text_problem(workdir: str, steps: List[Dict[str, Any]], env: Dict[Any, Any]) -> str:
@@ -311,11 +312,16 @@ def process_start(pid: int) -> Optional[int]:
     With the pid it names one process for good: a later process that reuses the pid starts
     later. None where there is no /proc, or when the process is gone.
     """
-    try:
-        with open("/proc/{}/stat".format(pid), "rb") as handle:
-            data = handle.read()
+    try:  # os.open/os.read: a third of the cost of open() here, once per step started
+        fd = os.open("/proc/%d/stat" % pid, os.O_RDONLY)
     except OSError:
         return None
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     fields = data.rsplit(b")", 1)[-1].split()
     try:
         return int(fields[19])
