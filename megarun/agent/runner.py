@@ -56,11 +56,14 @@ def spec_problem(spec: Dict[str, Any], has_nul: bool = True) -> str:
         return "env is not a table of variables"
     if spec.get("rules") is not None and not isinstance(spec.get("rules"), dict):
         return "rules is not a table"
+    for key in env:
+        if not isinstance(key, str) or not key or "=" in key:
+            return "env holds a bad variable name: {!r}".format(key)
     return _text_problem(workdir, steps, env) if has_nul else ""
 
 
 def _text_problem(workdir: str, steps: List[Dict[str, Any]], env: Dict[Any, Any]) -> str:
-    """Text the job hands to exec: no NUL byte anywhere, variable names without '='."""
+    """Text the job hands to exec must hold no NUL byte (exec and chdir refuse one)."""
     if "\0" in workdir:
         return "workdir holds a NUL byte"
     for index, step in enumerate(steps):
@@ -71,7 +74,7 @@ def _text_problem(workdir: str, steps: List[Dict[str, Any]], env: Dict[Any, Any]
             if "\0" in value:
                 return "step {} {} holds a NUL byte".format(index + 1, field)
     for key, value in env.items():
-        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+        if "\0" in key:
             return "env holds a bad variable name: {!r}".format(key)
         if "\0" in str(value):
             return "env value of {} holds a NUL byte".format(key)
