@@ -13,6 +13,7 @@ a second; the heartbeat is rewritten every `heartbeat` seconds.
 
 import collections
 import errno
+import json
 import logging
 import os
 import platform
@@ -23,7 +24,7 @@ import socket
 import time
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-from megarun.agent import AGENT_VERSION, mpi, nodes, rules, runner
+from megarun.agent import AGENT_VERSION, mpi, nodes, orphans, rules, runner
 from megarun.agent.spool import AgentSpool, EventLog, read_bundle, scan_outcomes
 
 log = logging.getLogger("megarun.agent")
@@ -173,6 +174,7 @@ class Agent:
     # -- life cycle -------------------------------------------------------------------------
     def run(self) -> int:
         """Run until stopped or idle; return the process exit code."""
+        _fault_point("agent:start")
         self.spool.ensure()
         self.events = EventLog(self.spool.events_path)
         self._install_signals()
@@ -391,10 +393,54 @@ class Agent:
         self._queue_empty = path is None
         if path is None:
             return
-        specs = read_bundle(path)
+        specs = self._read_claimed(path)
         self._accept(specs, path)
         if not specs:
             self.spool.release_bundle(path)
+
+    def _read_claimed(self, path: str) -> List[Dict[str, Any]]:
+        """The runnable specs of a claimed bundle; every other job in it is ended at once.
+
+        A line that is not JSON at all is ended by the id its head still shows (the home host
+        writes "id" and "attempt" first); one without a readable id can only be logged.
+        """
+        assert self.events is not None
+        try:
+            with open(path, "rb") as handle:
+                lines = handle.read().splitlines()
+        except OSError as exc:
+            log.error("cannot read the bundle %s: %s", path, _describe_os_error(exc))
+            return []
+        specs = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            spec, problem = _parse_spec(line)
+            if spec is not None and not problem:
+                specs.append(spec)
+                continue
+            head = _SPEC_HEAD.match(line)
+            if spec is not None:
+                job_id, attempt = int(spec["id"]), _int_or_zero(spec.get("attempt"))
+            elif head is not None:
+                job_id, attempt = int(head.group(1)), int(head.group(2))
+            else:
+                log.error("%s line %d: not a job spec, skipped", path, number)
+                continue
+            log.error("job %d: cannot be run: %s", job_id, problem)
+            self.events.emit("finished", job=job_id, attempt=attempt, reason="error", rc=None,
+                             signal=None, message="bad job spec: " + problem, runtime=0.0)
+        return specs
+
+    def _refused(self, spec: Dict[str, Any]) -> bool:
+        """End a job whose spec cannot be run (see runner.spec_problem); True if it was."""
+        assert self.events is not None
+        problem = runner.spec_problem(spec)
+        if problem:
+            self.events.emit("finished", job=int(spec["id"]),
+                             attempt=_int_or_zero(spec.get("attempt")), reason="error", rc=None,
+                             signal=None, message="bad job spec: " + problem, runtime=0.0)
+        return bool(problem)
 
     def _accept(self, specs: List[Dict[str, Any]], bundle: Optional[str]) -> None:
         assert self.events is not None
@@ -501,14 +547,27 @@ class Agent:
         timeout = job.timeout
         job.deadline = job.started + timeout if timeout else None
         self.running[job.id] = job
+        runner.remove_exit_file(job.workdir)
         if self._start_step(job):
+            # pid and start time let whoever settles this agent, should it die, find the
+            # step's process group and session (megarun/agent/orphans.py)
+            where = self._process_fields(job)
             if job.launch is None:
-                self.events.emit("started", job=job.id, attempt=job.attempt, pid=job.pid,
-                                 host=self.host)
+                self.events.emit("started", job=job.id, attempt=job.attempt, host=self.host,
+                                 **where)
             else:
-                self.events.emit("started", job=job.id, attempt=job.attempt, pid=job.pid,
+                self.events.emit("started", job=job.id, attempt=job.attempt,
                                  host=placed[0].name, nodes=job.launch.nodes,
-                                 ranks=job.launch.ranks, launcher=self.options.mpi_launcher)
+                                 ranks=job.launch.ranks, launcher=self.options.mpi_launcher,
+                                 **where)
+
+    @staticmethod
+    def _process_fields(job: Job) -> Dict[str, Any]:
+        fields: Dict[str, Any] = {"pid": job.pid}
+        start = runner.process_start(job.pid)
+        if start is not None:
+            fields["start"] = start
+        return fields
 
     def _take(self, job: Job, placed: List[nodes.Node]) -> None:
         """Reserve a launched job's share of its nodes (whole nodes for a job of several)."""
@@ -545,6 +604,12 @@ class Agent:
         except OSError as exc:
             self._finish(job, "error", None, "cannot start the job: {}".format(
                 _describe_os_error(exc)))
+            return False
+        except Exception as exc:  # whatever one job's spec makes spawn raise, the agent goes on
+            log.exception("job %d: cannot start step %r", job.id, name)
+            message = "cannot start the job: {}: {}".format(type(exc).__name__, exc)
+            _write_quietly(err, "megarun: {}\n".format(message))
+            self._finish(job, "error", None, message)
             return False
         finally:
             os.close(out)
@@ -592,7 +657,11 @@ class Agent:
             return
         if rc == 0 and job.step + 1 < len(job.steps):
             job.step += 1
-            self._start_step(job)
+            if self._start_step(job):
+                assert self.events is not None
+                self.events.emit("step", job=job.id, attempt=job.attempt,
+                                 name=_step_name(job.steps[job.step], job.step),
+                                 **self._process_fields(job))
             return
         self._release(job)
         self._ended.append((job, "exit", rc))
@@ -659,6 +728,7 @@ class Agent:
             message = "runtime limit of {:g} s reached".format(float(job.spec.get("timeout") or 0))
         try:
             runner.write_exit_file(job.workdir, rc)
+            _fault_point("agent:after-exit-file")
         except OSError as exc:
             log.error("job %d: cannot write megarun.exit: %s", job.id, _describe_os_error(exc))
             if not message and rc != 0:
@@ -704,6 +774,23 @@ class Agent:
         self.finished_bundles.append(job.bundle)
 
     # -- restart ----------------------------------------------------------------------------
+    def _end_earlier_life(self) -> Dict[Tuple[int, int], Dict[str, Any]]:
+        """Kill what runs on of the jobs this agent id started before a restart (the same job
+        must not run twice); return the `finished` events of those whose megarun.exit shows
+        they ended."""
+        attempts = [a for a in orphans.unfinished_attempts(self.spool.claimed,
+                                                           self.spool.events_path) if a.started]
+        alive = orphans.kill_attempts(attempts, orphans.KILL_WAIT)
+        if alive:
+            log.error("processes of job(s) %s survive SIGKILL",
+                      ", ".join(str(a.job) for a in alive))
+        outcomes = {}
+        for attempt in attempts:
+            fields = orphans.ended_fields(attempt)
+            if fields is not None:
+                outcomes[(attempt.job, attempt.attempt)] = fields
+        return outcomes
+
     def _resume_leftovers(self) -> None:
         """Account for bundles this agent id claimed before a restart."""
         assert self.events is not None
@@ -711,16 +798,18 @@ class Agent:
         if not leftovers:
             return
         started, ended = scan_outcomes(self.spool.events_path)
+        outcomes = self._end_earlier_life()
         for path in leftovers:
-            specs = [s for s in read_bundle(path)
-                     if (int(s["id"]), int(s.get("attempt", 0))) not in ended]
-            lost = [s for s in specs if (int(s["id"]), int(s.get("attempt", 0))) in started]
-            fresh = [s for s in specs if s not in lost]
+            specs = [s for s in read_bundle(path) if _key(s) not in ended]
+            lost = [s for s in specs if _key(s) in started]
+            fresh = [s for s in specs if s not in lost and not self._refused(s)]
             for spec in lost:
-                self.events.emit("finished", job=int(spec["id"]),
-                                 attempt=int(spec.get("attempt", 0)), reason="error", rc=None,
-                                 signal=None, message="the agent restarted while the job ran",
-                                 runtime=0.0)
+                key = _key(spec)
+                fields = outcomes.get(key) or {
+                    "job": key[0], "attempt": key[1], "reason": "error", "rc": None,
+                    "signal": None, "message": "the agent restarted while the job ran",
+                    "runtime": 0.0}
+                self.events.emit("finished", **fields)
             if fresh:
                 self.bundle_left[path] = len(fresh)
                 for spec in fresh:
@@ -728,6 +817,49 @@ class Agent:
             else:
                 self.finished_bundles.append(path)
         self._flush()
+
+
+#: The head of a job spec line as the home host writes it: the id of a job whose line is broken.
+_SPEC_HEAD = re.compile(rb'\s*\{\s*"id"\s*:\s*(\d+)\s*,\s*"attempt"\s*:\s*(\d+)')
+
+
+def _parse_spec(line: bytes) -> Tuple[Optional[Dict[str, Any]], str]:
+    """(spec, why it cannot run): (None, why) when the line is no JSON object with an id."""
+    try:
+        spec = json.loads(line.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError included
+        return None, "not valid JSON: {}".format(exc)
+    if not isinstance(spec, dict):
+        return None, "not a JSON object"
+    try:
+        int(spec["id"])
+    except (KeyError, TypeError, ValueError):
+        return None, "no job id"
+    return spec, runner.spec_problem(spec, b"\\u0000" in line)
+
+
+def _key(spec: Dict[str, Any]) -> Tuple[int, int]:
+    """(job, attempt) of a spec whose id is known to be an integer."""
+    return int(spec["id"]), _int_or_zero(spec.get("attempt"))
+
+
+def _int_or_zero(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _fault_point(name: str) -> None:
+    """Die on the spot, like `kill -9`, when $MEGARUN_FAULT names this step (tests only).
+
+    The agent's own copy of megarun/core/faults.py: the agent imports nothing outside itself.
+    """
+    if _FAULT == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULT = os.environ.get("MEGARUN_FAULT")  # read once: the check runs at every job's end
 
 
 def _step_name(step: Dict[str, Any], index: int) -> str:

@@ -6,14 +6,18 @@ stdin; this module applies it to the site's spool and answers with one JSON obje
 request:  {"workdir": W, "publish": [{"name", "data"}], "kill": [job ids], "stop": {name: mode},
            "offsets": {agent: byte offset}, "read_limit": bytes, "take_back": bool or [pool],
            "drop_claimed": [agent ids], "start_agent": null or {"args": [...]},
-           "forget": {agent: bytes of its event log the home host holds}}
+           "forget": {agent: bytes of its event log the home host holds},
+           "log_tail": [agent ids]}
 answer:   {"version", "host", "time", "events": {agent: {"offset", "data"}},
            "heartbeats": [beat + "process": bool or null], "queue": [bundle names],
            "claimed": {agent: [bundle names]}, "taken_back": [{"name", "data"}],
            "started_agent": agent id or null, "published": [new bundle names],
-           "disk_free": bytes, "forgotten": [agent ids whose files were removed]}
+           "disk_free": bytes, "forgotten": [agent ids whose files were removed],
+           "log_tails": {agent: last line of its log}}
 
 Kill and stop files are made to match the request exactly (the home host's copy is the truth).
+An agent of this host whose process is gone is settled here (megarun/agent/orphans.py): what is
+left of its jobs is killed, and its heartbeat says "dead" with `jobs_gone` before it is sent.
 Stdlib only, Python 3.6+, like the rest of the agent.
 """
 
@@ -26,7 +30,9 @@ import time
 from typing import Any, Dict, List, Optional
 
 from megarun.agent import AGENT_VERSION
+from megarun.agent.orphans import settle_dead_agent
 from megarun.agent.private import ensure_private_dirs
+from megarun.agent.runner import last_line
 from megarun.agent.spool import unlink_quietly, write_atomic
 from megarun.agent.tidy import forget_agents, is_running
 
@@ -218,6 +224,28 @@ def forget(spool: SiteSpool, wanted: Dict[str, int]) -> List[str]:
     return forget_agents(spool.root, os.path.join(spool.workdir, "logs"), wanted, alive)
 
 
+def settle_dead_agents(spool: SiteSpool, beats: List[Dict[str, Any]]) -> bool:
+    """Settle every agent of this host that died; True when one was (read the beats again)."""
+    settled = False
+    for beat in beats:
+        dead = beat.get("state") == "running" or (beat.get("state") == "dead"
+                                                   and not beat.get("jobs_gone"))
+        if beat.get("process") is False and dead and isinstance(beat.get("agent"), str):
+            settle_dead_agent(spool.workdir, os.path.basename(beat["agent"]))
+            settled = True
+    return settled
+
+
+def agent_log_path(workdir: str, agent_id: str) -> str:
+    """Where an agent started by `start_agent` (or the local launcher) writes its log."""
+    return os.path.join(workdir, "logs", "agent-{}.log".format(os.path.basename(agent_id)))
+
+
+def log_tails(spool: SiteSpool, agents: List[str]) -> Dict[str, str]:
+    """The last line of each named agent's log (why an agent that died said it died)."""
+    return {str(agent): last_line(agent_log_path(spool.workdir, str(agent))) for agent in agents}
+
+
 def live_agent(beats: List[Dict[str, Any]], dead_after: float) -> bool:
     now = time.time()
     for beat in beats:
@@ -233,7 +261,7 @@ def live_agent(beats: List[Dict[str, Any]], dead_after: float) -> bool:
 def start_agent(spool: SiteSpool, args: List[str]) -> str:
     """Start an agent detached from this SSH session (own session, no terminal, own log)."""
     agent_id = "{}-{}".format(socket.gethostname().split(".")[0], int(time.time() * 1e6))
-    log_path = os.path.join(spool.workdir, "logs", "agent-{}.log".format(agent_id))
+    log_path = agent_log_path(spool.workdir, agent_id)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         subprocess.Popen(_agent_command() + ["run", "--workdir", spool.workdir,
@@ -264,6 +292,8 @@ def exchange(request: Dict[str, Any]) -> Dict[str, Any]:
     drop_claimed(spool, request.get("drop_claimed") or [])
     forgotten = forget(spool, request.get("forget") or {})
     beats = heartbeats(spool)
+    if settle_dead_agents(spool, beats):
+        beats = heartbeats(spool)
     started: Optional[str] = None
     launch = request.get("start_agent")
     if launch is not None and not live_agent(beats, float(launch.get("dead_after", 60))):
@@ -281,6 +311,7 @@ def exchange(request: Dict[str, Any]) -> Dict[str, Any]:
                             if n.endswith(".jsonl")] for agent in _listing(spool.claimed)},
         "taken_back": taken, "started_agent": started, "published": published,
         "disk_free": usage.f_bavail * usage.f_frsize, "forgotten": forgotten,
+        "log_tails": log_tails(spool, request.get("log_tail") or []),
     }
 
 

@@ -6,7 +6,8 @@ import re
 import shlex
 import signal
 import subprocess
-from typing import Any, Dict, List, Optional, Tuple
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from megarun.agent.private import make_private_dirs
 
@@ -25,6 +26,61 @@ class StepFailedToStart(Exception):
         Exception.__init__(self, message)
         self.message = message
         self.rc = rc
+
+
+_INT_FIELDS = ("attempt", "nodes", "cpus", "gpus", "threads", "ranks_per_node", "gpus_per_rank",
+               "packing")
+
+
+def spec_problem(spec: Dict[str, Any], has_nul: bool = True) -> str:
+    """Why a job spec cannot be run ('' when it can): checked before the job is taken on.
+
+    Whatever a bundle holds (a NUL byte that no exec accepts, a field of the wrong type), the
+    job it names ends with the reason, and the agent goes on with the others. `has_nul`
+    False (its JSON line holds no "\\u0000") spares the walk over its text.
+    """
+    for name in _INT_FIELDS:
+        value = spec.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            return "{} is not an integer: {!r}".format(name, value)
+    timeout = spec.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not 0 <= timeout < float("inf")):
+        return "timeout is not a number of seconds: {!r}".format(timeout)
+    workdir = spec.get("workdir")
+    if not isinstance(workdir, str) or not workdir:
+        return "workdir is not a path: {!r}".format(workdir)
+    steps = spec.get("steps")
+    if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+        return "steps is not a list of steps"
+    env = spec.get("env") or {}
+    if not isinstance(env, dict):
+        return "env is not a table of variables"
+    if spec.get("rules") is not None and not isinstance(spec.get("rules"), dict):
+        return "rules is not a table"
+    for key in env:
+        if not isinstance(key, str) or not key or "=" in key:
+            return "env holds a bad variable name: {!r}".format(key)
+    return _text_problem(workdir, steps, env) if has_nul else ""
+
+
+def _text_problem(workdir: str, steps: List[Dict[str, Any]], env: Dict[Any, Any]) -> str:
+    """Text the job hands to exec must hold no NUL byte (exec and chdir refuse one)."""
+    if "\0" in workdir:
+        return "workdir holds a NUL byte"
+    for index, step in enumerate(steps):
+        for field in ("name", "cmd"):
+            value = step.get(field, "")
+            if not isinstance(value, str):
+                return "step {} {} is not text: {!r}".format(index + 1, field, value)
+            if "\0" in value:
+                return "step {} {} holds a NUL byte".format(index + 1, field)
+    for key, value in env.items():
+        if "\0" in key:
+            return "env holds a bad variable name: {!r}".format(key)
+        if "\0" in str(value):
+            return "env value of {} holds a NUL byte".format(key)
+    return ""
 
 
 def command_argv(cmd: str) -> List[str]:
@@ -145,9 +201,48 @@ _POPENS: Dict[int, subprocess.Popen] = {}  # type: ignore[type-arg]
 
 def _popen(argv: List[str], workdir: str, env: Dict[str, str], out: int, err: int) -> int:
     process = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                               stdout=out, stderr=err, start_new_session=True)
+                               stdout=out, stderr=err, start_new_session=True,
+                               preexec_fn=_parent_death_signal(os.getpid()))
     _POPENS[process.pid] = process
     return process.pid
+
+
+def _parent_death_signal(parent: int) -> Optional[Callable[[], None]]:
+    """On Linux, a preexec hook that makes the step die (SIGKILL) when the agent dies.
+
+    Only the Popen fallback (Pythons without os.posix_spawn, such as 3.6 and 3.7) can run code
+    in the child; posix_spawn cannot set it. It reaches the step leader only: its children are
+    found and killed by whoever settles the dead agent (megarun/agent/orphans.py).
+    """
+    if _PRCTL is None:
+        return None
+    prctl = _PRCTL
+
+    def set_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the agent died before the prctl: act as if it came after
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return set_signal
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Optional[Callable[..., int]]:
+    """libc's prctl, looked up once in the agent (not in every child); None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+    return function
+
+
+_PRCTL = _load_prctl() if _SPAWN is None else None
 
 
 def reaped(pid: int, rc: int) -> None:
@@ -187,6 +282,56 @@ def write_exit_file(workdir: str, rc: Optional[int]) -> None:
         os.write(fd, "{}\n".format(rc).encode())
     finally:
         os.close(fd)
+
+
+def remove_exit_file(workdir: str) -> None:
+    """Remove an earlier attempt's megarun.exit before a new attempt starts in the same dir.
+
+    Whoever settles a dead agent reads megarun.exit as the end of the attempt that was running:
+    it must never find the one a previous attempt left.
+    """
+    try:
+        os.unlink(os.path.join(workdir, "megarun.exit"))
+    except FileNotFoundError:
+        return
+
+
+def read_exit_file(workdir: str) -> Tuple[bool, Optional[int]]:
+    """(found, rc) from megarun.exit; rc None when the job could not be run at all."""
+    try:
+        with open(os.path.join(workdir, "megarun.exit"), "rb") as handle:
+            text = handle.read(64).decode("ascii", "replace").strip()
+    except OSError:
+        return False, None
+    if text == "None":
+        return True, None
+    try:
+        return True, int(text)
+    except ValueError:
+        return False, None  # empty: created but not written yet (see write_exit_file)
+
+
+def process_start(pid: int) -> Optional[int]:
+    """When a process started (field 22 of /proc/<pid>/stat, clock ticks since boot).
+
+    With the pid it names one process for good: a later process that reuses the pid starts
+    later. None where there is no /proc, or when the process is gone.
+    """
+    try:  # os.open/os.read: a third of the cost of open() here, once per step started
+        fd = os.open("/proc/%d/stat" % pid, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    fields = data.rsplit(b")", 1)[-1].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
 
 
 def last_line(path: str, limit: int = 200) -> str:

@@ -91,6 +91,9 @@ def print_summary(summary: "LaunchSummary") -> None:
     rows = [{"status": status, "jobs": count} for status, count in sorted(summary.by_status.items())]
     print_table(rows, ["status", "jobs"], title=f"site {summary.site}: {summary.done} job(s) "
                 f"in {summary.elapsed:.1f} s", empty="no job ran")
+    if summary.agent_restarts:
+        note(f"the agent died and was restarted {summary.agent_restarts} time(s): see the agent "
+             "logs in the site's work dir (logs/)")
     if summary.stuck:
         note(f"{summary.stuck} job(s) still wait for parents that are not on this site "
              "or will never finish", "yellow")

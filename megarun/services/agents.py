@@ -1,14 +1,24 @@
-"""Agent liveness: heartbeats, dead-agent detection, and settling the jobs a dead agent held."""
+"""Agent liveness: heartbeats, dead-agent detection, and settling the jobs a dead agent held.
+
+No attempt of a job may overlap another. A dead agent's jobs are settled (DEAD and retried, or
+READY again) only once nothing of them runs: its heartbeat says `jobs_gone` (written by
+megarun/agent/orphans.py, here for an agent of this host, by the exchange for an agent of an
+SSH site), or it exited on purpose, or its batch job ended (the scheduler ended its processes).
+Until then its jobs keep their state, and the next cycle looks again.
+"""
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from peewee import SqliteDatabase
 
 from megarun.agent.exchange import process_is_agent
+from megarun.agent.orphans import settle_dead_agent
 from megarun.core.lifecycle import Chain, mark_dead
 from megarun.core.states import FINAL_STATES, JobState
 from megarun.db.connection import write_transaction
@@ -19,6 +29,7 @@ from megarun.services.context import Context
 from megarun.services.lifecycle import apply_chain, ended_ids, settle_children
 
 HOSTNAME = socket.gethostname()
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,7 @@ class AgentStatus:
     batch_job: int | None = None
     process: bool | None = None  # an SSH site's own check of the agent's process
     mirrored: bool = False  # read from an SSH site by the last exchange
+    jobs_gone: bool | None = None  # a dead agent's settler found nothing of its jobs running
 
     def alive(self, dead_after: float, now: float | None = None) -> bool:
         """Whether the agent still runs.
@@ -61,7 +73,9 @@ def read_heartbeats(spool: LocalSpool) -> dict[str, AgentStatus]:
                                  beat.get("pid"), float(beat.get("time", 0)),
                                  str(beat.get("state", "running")), beat.get("batch_job"),
                                  process if isinstance(process, bool) else None,
-                                 bool(beat.get("mirrored")))
+                                 bool(beat.get("mirrored")),
+                                 beat.get("jobs_gone") if isinstance(beat.get("jobs_gone"),
+                                                                     bool) else None)
         except (KeyError, TypeError, ValueError):
             continue  # a heartbeat written by something else: not an agent of ours
         statuses[status.agent_id] = status
@@ -74,24 +88,59 @@ def live_agents(spool: LocalSpool, dead_after: float) -> list[AgentStatus]:
 
 
 def settle_gone_agents(db: SqliteDatabase, site_id: int, spool: LocalSpool,
-                       dead_after: float) -> list[str]:
+                       dead_after: float, ingest: Callable[[], object] | None = None) -> list[str]:
     """Settle the jobs of every agent that exited or died; return their ids.
 
     Call after ingesting the site's events, so that everything the agent reported counts first.
-    Started jobs become DEAD (retried while attempts remain); claimed but unstarted ones go back
-    to READY; a kill that was pending ends KILLED.
+    A dead agent of this host is settled on the spot first (its jobs' processes killed, the ends
+    it could not report written to its log, then taken in with `ingest`). Started jobs become
+    DEAD (retried while attempts remain); claimed but unstarted ones go back to READY; a kill
+    that was pending ends KILLED. An agent whose jobs may still run is left for a later call.
     """
     beats = read_heartbeats(spool)
     now = time.time()
     ended = _ended_batch_jobs(db, {s.batch_job for s in beats.values() if s.batch_job})
     gone = [aid for aid, status in beats.items()
             if not status.alive(dead_after, now) or status.batch_job in ended]
+    if _kill_leftovers_here(db, spool, [beats[aid] for aid in gone]):
+        if ingest is not None:
+            ingest()
+        else:
+            from megarun.services.ingest import ingest_site_events
+
+            ingest_site_events(db, site_id, spool)
+        beats = read_heartbeats(spool)
     settled = []
     for agent_id in gone:
+        status = beats[agent_id]
+        if not (status.state == "exited" or status.jobs_gone or status.batch_job in ended):
+            log.info("agent %s on %s died and its jobs may still run there: they keep "
+                        "their state until that is known", agent_id, status.host)
+            continue
         with write_transaction(db):
-            if _settle_agent(db, site_id, spool, agent_id, beats[agent_id]):
+            if _settle_agent(db, site_id, spool, agent_id, status):
                 settled.append(agent_id)
     return settled
+
+
+def _kill_leftovers_here(db: SqliteDatabase, spool: LocalSpool,
+                         gone: list[AgentStatus]) -> bool:
+    """Run the dead-agent settler for the gone agents of this host; True if one ran."""
+    ran = False
+    for status in gone:
+        if (status.host != HOSTNAME or status.mirrored or status.state == "exited"
+                or status.jobs_gone or not _unsettled(db, status.agent_id)):
+            continue
+        if status.pid and process_is_agent(status.pid, status.agent_id):
+            continue  # a pilot whose batch job ended but whose process lives: not ours to kill
+        settle_dead_agent(str(spool.workdir), status.agent_id)
+        ran = True
+    return ran
+
+
+def _unsettled(db: SqliteDatabase, agent_id: str) -> bool:
+    row = db.execute_sql("SELECT state FROM agent WHERE id = ?", (agent_id,)).fetchone()
+    return row is None or row[0] not in ("dead", "exited")
 
 
 def _ended_batch_jobs(db: SqliteDatabase, batch_ids: set[int]) -> set[int]:

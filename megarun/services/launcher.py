@@ -23,6 +23,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from megarun.agent.private import make_private_dirs
+from megarun.agent.runner import last_line
 from megarun.config.area import LauncherSettings
 from megarun.core.states import FAILING_STATUSES, JobStatus
 from megarun.db.connection import DiskFull
@@ -54,6 +55,13 @@ EXCHANGE_MAX = 5.0
 AGENT_START_GRACE = 30.0
 #: Give up on an SSH site that stays unreachable this long (jobs on it keep their state).
 UNREACHABLE_LIMIT = 600.0
+#: An agent that dies (not one that exits when idle or stopped) is restarted at most
+#: MAX_RESTARTS times in RESTART_WINDOW s, waiting RESTART_BACKOFF s, doubled at each restart
+#: up to RESTART_BACKOFF_MAX, before each; one more death ends the launch (exit code 3).
+MAX_RESTARTS = 5
+RESTART_WINDOW = 600.0
+RESTART_BACKOFF = 0.25
+RESTART_BACKOFF_MAX = 30.0
 
 _OPEN_STATES = ("READY", "QUEUED", "LAUNCHED", "RUNNING", "KILLREQ", "AWAITING_PARENTS")
 
@@ -90,6 +98,7 @@ class LaunchSummary:
     stuck: int = 0
     recovered: dict[str, int] = field(default_factory=dict)
     blocked: str = ""  # why READY jobs were left unlaunched (a launch gate that waiting won't lift)
+    agent_restarts: int = 0  # agents started again after one died
 
     @property
     def failed(self) -> int:
@@ -99,8 +108,33 @@ class LaunchSummary:
         return {"site": self.site, "done": self.done, "by_status": self.by_status,
                 "elapsed": round(self.elapsed, 3), "interrupted": self.interrupted,
                 "stuck": self.stuck, "failed": self.failed, "recovered": self.recovered,
-                "blocked": self.blocked,
+                "blocked": self.blocked, "agent_restarts": self.agent_restarts,
                 "jobs_per_second": round(self.done / self.elapsed, 1) if self.elapsed else 0.0}
+
+
+@dataclass
+class AgentRestarts:
+    """A site's agent deaths: restarts are bounded, with a growing wait before each."""
+
+    site: str
+    deaths: list[float] = field(default_factory=list)  # monotonic times, within the window
+    not_before: float = 0.0
+
+    def died(self, agent_id: str, last_line: str, where: str) -> None:
+        """Count one agent death; raise EnvironmentProblem when the site keeps killing them."""
+        now = time.monotonic()
+        self.deaths = [t for t in self.deaths if now - t < RESTART_WINDOW] + [now]
+        if len(self.deaths) > MAX_RESTARTS:
+            said = f"its log's last line: {last_line}" if last_line else "its log is empty"
+            raise EnvironmentProblem(
+                f"site {self.site!r}: the agent died {len(self.deaths)} times in "
+                f"{RESTART_WINDOW / 60:.0f} min, last {agent_id}; {said} ({where})",
+                "fix what the agent log says, then launch again; the jobs keep their state")
+        self.not_before = now + min(RESTART_BACKOFF_MAX,
+                                    RESTART_BACKOFF * 2 ** (len(self.deaths) - 1))
+
+    def may_start(self) -> bool:
+        return time.monotonic() >= self.not_before
 
 
 def lock_path(ctx: Context, site: str) -> Path:
@@ -141,6 +175,8 @@ class Launcher:
         self._exchange_wait = EXCHANGE_MIN
         self._unreachable_since: float | None = None
         self.site_error = ""
+        self.restarts = AgentRestarts(site_name)
+        self._agent_id = ""  # the last agent this launcher started
 
     # -- public -----------------------------------------------------------------------------
     def run(self) -> LaunchSummary:
@@ -182,7 +218,7 @@ class Launcher:
             self.remote.exchange()  # an unreachable site fails the launch here, changing nothing
         self._ingest()
         gone = agent_service.settle_gone_agents(db, self.site_id, self.spool,
-                                                self.settings.dead_after)
+                                                self.settings.dead_after, self._ingest)
         orphans = agent_service.requeue_orphans(db, self.site_id, self.spool)
         self.summary.recovered = {"agents_settled": len(gone), "requeued": orphans}
 
@@ -236,10 +272,13 @@ class Launcher:
     def _exchange_now(self) -> bool:
         assert self.remote is not None
         launch = None
-        if self._want_agent and time.monotonic() - self._agent_started_at > AGENT_START_GRACE:
+        if (self._want_agent and time.monotonic() - self._agent_started_at > AGENT_START_GRACE
+                and self.restarts.may_start()):
             launch = AgentLaunch(agent_args(self.site, self.settings), self.settings.dead_after)
+        previous = self._agent_id if launch is not None else ""
         try:
-            result = self.remote.exchange(start_agent=launch)
+            result = self.remote.exchange(start_agent=launch,
+                                          log_tail=[previous] if previous else None)
         except MegarunError as exc:
             self._site_unreachable(exc)
             return False
@@ -247,6 +286,10 @@ class Launcher:
         self.site_error = ""
         self._want_agent = False
         if result.started_agent:
+            if previous and self._agent_died(previous):
+                self._count_death(previous, result.log_tails.get(previous, ""),
+                                  f"{self.site.workdir}/logs/agent-{previous}.log on the site")
+            self._agent_id = result.started_agent
             self._agent_started_at = time.monotonic()
         busy = result.event_bytes or result.sent_bundles or result.started_agent
         self._exchange_wait = (EXCHANGE_MIN if busy
@@ -294,7 +337,8 @@ class Launcher:
         self._reap_agent()
         if self.batch:
             self._poll_batch()
-        agent_service.settle_gone_agents(db, self.site_id, self.spool, self.settings.dead_after)
+        agent_service.settle_gone_agents(db, self.site_id, self.spool, self.settings.dead_after,
+                                         self._ingest)
         self._clear_finished_kills()
         tidy_site(db, self.site_id, self.spool, self.settings.dead_after)
 
@@ -346,7 +390,23 @@ class Launcher:
                 self._want_agent = True  # the next exchange starts one on the site
                 self._exchange_soon()
             return
-        self.agent_process = start_local_agent(self.site, self.settings)
+        if self._agent_id and self._agent_died(self._agent_id):
+            log_path = Path(self.site.workdir) / "logs" / f"agent-{self._agent_id}.log"
+            self._count_death(self._agent_id, last_line(str(log_path)), str(log_path))
+            self._agent_id = ""
+        if not self.restarts.may_start():
+            return  # back-off after a death
+        self._agent_id = new_agent_id()
+        self.agent_process = start_local_agent(self.site, self.settings, self._agent_id)
+
+    def _agent_died(self, agent_id: str) -> bool:
+        """Whether an agent this launcher started ended otherwise than on purpose."""
+        status = agent_service.read_heartbeats(self.spool).get(agent_id)
+        return status is None or status.state != "exited"
+
+    def _count_death(self, agent_id: str, last: str, where: str) -> None:
+        self.summary.agent_restarts += 1
+        self.restarts.died(agent_id, last, where)
 
     def _report(self, by_state: dict[str, int]) -> None:
         if self.on_progress is None:
@@ -382,7 +442,8 @@ class Launcher:
             self._force_stop_agent()
             self._take_back_queue()
             self._ingest()
-            agent_service.settle_gone_agents(self.ctx.db, self.site_id, self.spool, 0.0)
+            agent_service.settle_gone_agents(self.ctx.db, self.site_id, self.spool, 0.0,
+                                             self._ingest)
             agent_service.requeue_orphans(self.ctx.db, self.site_id, self.spool)
             self.spool.remove_stale_temporaries()
             # The stop request stays until the next launcher starts: an agent that was being
@@ -495,9 +556,13 @@ def agent_args(site: SiteInfo, settings: LauncherSettings) -> list[str]:
     return args
 
 
-def start_local_agent(site: SiteInfo, settings: LauncherSettings) -> subprocess.Popen[bytes]:
+def new_agent_id() -> str:
+    return f"{agent_service.HOSTNAME.split('.')[0]}-{os.getpid()}-{time.time_ns() // 1000}"
+
+
+def start_local_agent(site: SiteInfo, settings: LauncherSettings,
+                      agent_id: str) -> subprocess.Popen[bytes]:
     """Start the agent for a local site, detached from this terminal and its Ctrl-C."""
-    agent_id = f"{agent_service.HOSTNAME.split('.')[0]}-{os.getpid()}-{time.time_ns() // 1000}"
     argv = [sys.executable, "-m", "megarun.agent", "run", "--workdir", site.workdir,
             "--agent-id", agent_id, *agent_args(site, settings)]
     logs = Path(site.workdir) / "logs"

@@ -55,6 +55,7 @@ class ExchangeResult:
     event_bytes: int = 0
     started_agent: str | None = None
     taken_back: list[tuple[int, int]] = field(default_factory=list)
+    log_tails: dict[str, str] = field(default_factory=dict)  # agent id -> its log's last line
 
 
 @dataclass(frozen=True)
@@ -157,13 +158,17 @@ class RemoteSpool(LocalSpool):
 
     # -- the exchange -----------------------------------------------------------------------
     def exchange(self, start_agent: AgentLaunch | None = None,
-                 take_back: bool | list[str] = False) -> ExchangeResult:
-        """One round trip: send bundles and controls, bring back events and heartbeats."""
+                 take_back: bool | list[str] = False,
+                 log_tail: list[str] | None = None) -> ExchangeResult:
+        """One round trip: send bundles and controls, bring back events and heartbeats
+        (and the last line of the logs of the agents named in `log_tail`)."""
         self.ensure()
         with FileLock(str(self.root / "exchange.lock"), mode=0o600):
             outbox = sorted(self.queue.glob("[!.]*.jsonl"))
             drops = sorted(p.name for p in self.drops.iterdir())
             request = self._request(outbox, drops, start_agent, take_back)
+            if log_tail:
+                request["log_tail"] = log_tail
             answer = self._call(request)
             return self._apply(answer, outbox, drops)
 
@@ -202,7 +207,9 @@ class RemoteSpool(LocalSpool):
         now = time.time()
         skew = float(answer.get("time", now)) - now  # the site's clock minus this host's
         result = ExchangeResult(sent_bundles=len(outbox),
-                                started_agent=answer.get("started_agent"))
+                                started_agent=answer.get("started_agent"),
+                                log_tails={str(k): str(v) for k, v in
+                                           (answer.get("log_tails") or {}).items()})
         for path in outbox:
             os.replace(path, self.sent / path.name)
         for agent, chunk in (answer.get("events") or {}).items():

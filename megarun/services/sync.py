@@ -84,9 +84,16 @@ def sync_site(ctx: Context, site: SiteInfo, dispatch: bool = True) -> SiteSync:
 def _take_in(ctx: Context, site: SiteInfo, sid: int, spool: LocalSpool,
              result: SiteSync) -> None:
     ingested = ingest_site_events(ctx.db, sid, spool)
-    result.events, result.finished = ingested.events, ingested.finished
+    result.events, result.finished = ingested.events, dict(ingested.finished)
+
+    def ingest_again() -> None:  # the ends a dead agent's settler found in megarun.exit files
+        more = ingest_site_events(ctx.db, sid, spool)
+        result.events += more.events
+        for status, count in more.finished.items():
+            result.finished[status] = result.finished.get(status, 0) + count
+
     result.agents_settled = settle_gone_agents(ctx.db, sid, spool,
-                                               ctx.area.config.launcher.dead_after)
+                                               ctx.area.config.launcher.dead_after, ingest_again)
     clear_finished_kills(ctx.db, spool)
     result.agents_tidied = tidy_site(ctx.db, sid, spool, ctx.area.config.launcher.dead_after)
     result.staged_out = stage_out_finished(ctx, site).copied
