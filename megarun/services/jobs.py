@@ -163,7 +163,7 @@ _OPTION_OF = {"params": "-p", "tags": "-t", "app": "--app"}
 def _field(request: JobRequest, name: str) -> str:
     """How an error names a field: the option, or the file line and the JSON field."""
     if request.origin:
-        return f"{request.origin}: field {name!r}"
+        return f"{request.origin}: field '{name}'"
     base = name.split(".", 1)[0].split("[", 1)[0]
     rest = name[len(base):].lstrip(".")
     option = _OPTION_OF.get(base, f"--{base.replace('_', '-')}")
