@@ -214,6 +214,7 @@ def check_template(command: str, where: str) -> None:
 
     try:
         tree = _environment().parse(command)
+        _compiled("command", command)  # finds what parsing does not: an unknown filter, test
     except jinja2.TemplateSyntaxError as exc:
         raise ConfigError(f"{where}: bad command template: {exc.message}") from exc
     unsafe = unsafe_access(tree)
@@ -370,6 +371,7 @@ def _check_path_template(text: str, origin: str, key: str) -> None:
 
     try:
         tree = _path_environment().parse(text)
+        _compiled("path", text)
     except jinja2.TemplateSyntaxError as exc:
         raise ConfigError(f"{origin}: bad path template in {key}: {exc.message}") from exc
     unsafe = unsafe_access(tree)

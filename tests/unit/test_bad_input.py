@@ -192,6 +192,17 @@ def test_bad_app_file_is_refused(cli: Any, area: Path, text: bytes, message: str
     assert count(area, "app") == 0  # the area's good apps are not saved either
 
 
+@pytest.mark.parametrize(("template", "message"), [
+    ("{{ x | nosuchfilter }}", "No filter named 'nosuchfilter'"),
+    ("{{ x is nosuchtest }}", "No test named 'nosuchtest'"),
+])
+def test_app_add_refuses_unknown_filters_and_tests(cli: Any, area: Path, template: str,
+                                                   message: str) -> None:
+    assert_refused(cli("app", "add", "a", "--command", template),
+                   "app 'a': bad command template:", message)
+    assert count(area, "app") == 0
+
+
 def test_app_add_refuses_nul_and_undecodable_text(cli: Any, area: Path) -> None:
     assert_refused(cli("app", "add", "a", "--command", "echo \0"),
                    "app 'a': key 'command' must not contain a NUL")
