@@ -132,6 +132,22 @@ def test_job_id_past_64_bits_is_no_such_job(cli: Any, area: Path, echo: str,
     assert_refused(cli("job", "show", str(MAX_INT64)), f"no job {MAX_INT64}")
 
 
+SET_CASES = [
+    ("capabilities.speed=nan", "--set capabilities.speed: the value must be a finite number"),
+    ("capabilities.speed=1e400", "--set capabilities.speed: the value must be a finite"),
+    (f"node.cpus={HUGE}", "--set node.cpus: the value must be between"),
+    ("description=caf\udce9", "--set description: the value is not valid UTF-8"),
+    ("description=a\0", "--set description: the value must not contain a NUL"),
+]
+
+
+@pytest.mark.parametrize(("assignment", "message"), SET_CASES, ids=[m for _, m in SET_CASES])
+def test_bad_site_setting_is_refused(cli: Any, area: Path, assignment: str, message: str) -> None:
+    before = count(area, "site")
+    assert_refused(cli("site", "add", "s", "--preset", "local", "--set", assignment), message)
+    assert count(area, "site") == before
+
+
 # -- megarun.toml ----------------------------------------------------------------------------
 
 AREA_CASES = [
