@@ -324,3 +324,12 @@ def test_bad_test_file_fails_before_any_job_is_made(area: Path) -> None:
                              "--quiet", timeout=60)
     assert_refused(result, "tests/bad/test.toml: key 'steps[0]' must not contain a NUL")
     assert count(area, "job") == 0
+
+
+# -- the last defence in the CLI -------------------------------------------------------------
+
+
+def test_overflow_past_every_reader_is_still_bad_input(cli: Any) -> None:
+    """A reader that does not check its numbers yet (a batch-job id past 64 bits) ends in the
+    CLI's last catch: one line, exit 2, not an internal error."""
+    assert_refused(cli("queue", "rm", HUGE), "bad input: OverflowError")
