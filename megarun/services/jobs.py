@@ -191,12 +191,7 @@ def validate_request(request: JobRequest) -> None:
     if not 1 <= request.count <= MAX_COUNT:
         raise UsageError(f"{_field(request, 'count')} must be 1 to {MAX_COUNT}, "
                          f"got {request.count}")
-    walltime = request.walltime
-    if walltime is not None and (isinstance(walltime, bool)
-                                 or not isinstance(walltime, (int, float))
-                                 or not 0 < walltime <= MAX_SECONDS / 60):
-        raise UsageError(f"{_field(request, 'walltime')} must be positive minutes (at most "
-                         f"{MAX_SECONDS / 60:g}), got {walltime!r}")
+    _check_walltime(request)
     _check_after(request)
 
 
@@ -218,6 +213,16 @@ def _check_int(request: JobRequest, name: str, value: Any, optional: bool = Fals
         return
     if isinstance(value, bool) or not isinstance(value, int):
         raise UsageError(f"{_field(request, name)} must be a whole number, got {value!r}")
+
+
+def _check_walltime(request: JobRequest) -> None:
+    walltime = request.walltime
+    if walltime is None:
+        return
+    if isinstance(walltime, bool) or not isinstance(walltime, (int, float)) \
+            or not 0 < walltime <= MAX_SECONDS / 60:
+        raise UsageError(f"{_field(request, 'walltime')} must be positive minutes (at most "
+                         f"{MAX_SECONDS / 60:g}), got {walltime!r}")
 
 
 def _check_after(request: JobRequest) -> None:
