@@ -26,7 +26,7 @@ from megarun.cli import (
     sync_cmd,
 )
 from megarun.db.connection import from_outside, translate_operational_error
-from megarun.errors import MegarunError
+from megarun.errors import MegarunError, UsageError
 from megarun.services.context import Context
 
 app = typer.Typer(
@@ -115,6 +115,10 @@ def run(args: list[str]) -> int:
         return 2
     except OSError as exc:
         return _fail(exc, 3, debug)
+    except (RecursionError, OverflowError, UnicodeError, ValueError) as exc:
+        # Last defence: readers validate their input and name the field; what slips past them
+        # is still bad input (too deep, too large, not UTF-8), never an internal error.
+        return _fail(UsageError(f"bad input: {type(exc).__name__}: {exc}"), 2, debug)
     except Exception as exc:
         if debug:
             raise
@@ -160,8 +164,14 @@ def _fail(exc: BaseException, code: int, debug: bool) -> int:
 
         traceback.print_exception(exc)
     message = str(exc) if not isinstance(exc, OSError) else _os_message(exc)
-    print(f"megarun: error: {message}", file=sys.stderr)
+    print(f"megarun: error: {_one_line(message)}", file=sys.stderr)
     return code
+
+
+def _one_line(message: str) -> str:
+    """The message on one line, with what the terminal cannot show (NUL, bytes that were not
+    UTF-8, control characters) escaped."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in message)
 
 
 def _os_message(exc: OSError) -> str:

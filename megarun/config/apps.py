@@ -2,6 +2,9 @@
 
 Command templates are Jinja2 with StrictUndefined; every value interpolated into a command is
 shell-quoted by the environment's finalize hook, so no parameter can inject shell syntax.
+Templates are written by users, so they render in Jinja's immutable sandbox: a template sees
+its parameters, filters and tests, never Python internals (`{{ ''.__class__ }}` and the like
+are refused when the app is saved, and by the sandbox when a job is made).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from megarun.config.area import validate_name
+from megarun.config.area import MAX_RETRIES, validate_name
+from megarun.config.inputs import find_bad_value, text_problem
 from megarun.config.tomlfile import check_keys, expect_type, load_toml
 from megarun.errors import ConfigError, UsageError
 
@@ -24,6 +28,7 @@ _APP_KEYS = {"name", "command", "description", "params", "env", "resources", "re
              "retries", "stage_in", "stage_out"}
 RESOURCE_KEYS = {"nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank",
                  "node_packing_count", "walltime"}
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -52,21 +57,24 @@ def load_app_file(path: Path) -> AppSpec:
 def validate_app(data: dict[str, Any], origin: str, default_name: str | None = None) -> AppSpec:
     """Check keys and types of an app table, and that its template parses."""
     check_keys(data, _APP_KEYS, origin)
+    bad = find_bad_value(data)
+    if bad is not None:
+        raise ConfigError(f"{origin}: key '{bad[0]}' {bad[1]}")
     name = validate_name("app", expect_type(data.get("name", default_name), str, origin, "name"))
     if "command" not in data:
         raise ConfigError(f"{origin}: missing key 'command'")
     command = expect_type(data["command"], str, origin, "command")
-    params = expect_type(data.get("params", {}), dict, origin, "params")
-    env = expect_type(data.get("env", {}), dict, origin, "env")
-    for key, value in env.items():
-        expect_type(value, str, origin, f"env.{key}")
+    params = _param_defaults(data.get("params", {}), origin)
+    env = _env(data.get("env", {}), origin)
     resources = expect_type(data.get("resources", {}), dict, origin, "resources")
     check_keys(resources, RESOURCE_KEYS, origin, "resources")
     for key, value in resources.items():
         expect_type(value, (int, float), origin, f"resources.{key}")
     requirements = validate_requirements(data.get("requirements", {}), origin)
     retries = expect_type(data.get("retries", 0), int, origin, "retries")
-    check_template(command, origin)
+    if not 0 <= retries <= MAX_RETRIES:
+        raise ConfigError(f"{origin}: key 'retries' must be 0 to {MAX_RETRIES}, got {retries}")
+    check_template(command, origin if origin == f"app {name!r}" else f"{origin}: app {name!r}")
     stage_in = validate_staging(data.get("stage_in", []), origin, "stage_in")
     stage_out = validate_staging(data.get("stage_out", []), origin, "stage_out")
     used = template_variables(command) | staging_variables(stage_in + stage_out)
@@ -75,6 +83,27 @@ def validate_app(data: dict[str, Any], origin: str, default_name: str | None = N
     return AppSpec(name, command, expect_type(data.get("description", ""), str, origin,
                    "description"), full_params, env, resources, requirements, retries, origin,
                    stage_in=stage_in, stage_out=stage_out)
+
+
+def _param_defaults(table: Any, origin: str) -> dict[str, Any]:
+    """`[params]`: name = default, a string, number or true/false (None: required)."""
+    expect_type(table, dict, origin, "params")
+    for key, value in table.items():
+        if value is not None and not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{origin}: key 'params.{key}' must be a string, a number or "
+                              f"true/false, got {value!r}")
+    return dict(table)
+
+
+def _env(table: Any, origin: str) -> dict[str, str]:
+    """`[env]`: NAME = "value"; a name the shell could not export is refused."""
+    expect_type(table, dict, origin, "env")
+    for key, value in table.items():
+        if not _ENV_NAME_RE.match(key):
+            raise ConfigError(f"{origin}: key 'env.{key}': the name must be letters, digits and "
+                              "'_', not starting with a digit")
+        expect_type(value, str, origin, f"env.{key}")
+    return dict(table)
 
 
 #: Comparison operators of a version constraint, longest first so ">=" is not read as ">".
@@ -126,24 +155,91 @@ def parse_constraints(text: str, where: str) -> list[tuple[str, tuple[int, ...]]
     return constraints
 
 
+#: The largest text or list a template may build with `*`, and the largest integer (in bits)
+#: with `**`: enough for any command line, far below what would exhaust memory.
+MAX_TEMPLATE_SEQUENCE = 1_000_000
+MAX_TEMPLATE_INT_BITS = 4096
+
+
+def _sandbox(**options: Any) -> jinja2.Environment:
+    """An immutable sandbox with StrictUndefined whose `*` and `**` cannot exhaust memory."""
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class BoundedSandbox(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            _check_binop(operator, left, right)
+            return super().call_binop(context, operator, left, right)
+
+    environment = BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False, **options)
+    environment.globals.pop("lipsum", None)  # text generator of any size: no use in a command
+    return environment
+
+
+def _check_binop(operator: str, left: Any, right: Any) -> None:
+    from jinja2.exceptions import SecurityError
+
+    if operator == "**" and isinstance(left, int) and isinstance(right, int):
+        if right > 0 and max(left.bit_length(), 1) * right > MAX_TEMPLATE_INT_BITS:
+            raise SecurityError(f"{left} ** {right} is too large")
+    if operator == "*":
+        sized, times = (left, right) if isinstance(right, int) else (right, left)
+        if isinstance(sized, (str, list, tuple)) and isinstance(times, int) \
+                and len(sized) * times > MAX_TEMPLATE_SEQUENCE:
+            raise SecurityError(f"a text or list of more than {MAX_TEMPLATE_SEQUENCE} items")
+
+
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    import jinja2
-
     def quote(value: Any) -> str:
         return shlex.quote(str(value))
 
-    return jinja2.Environment(undefined=jinja2.StrictUndefined, finalize=quote, autoescape=False)  # noqa: S701
+    return _sandbox(finalize=quote)
 
 
-def check_template(command: str, origin: str) -> None:
-    """A template that does not parse is a ConfigError naming where it came from."""
+@lru_cache(maxsize=512)
+def _compiled(kind: str, source: str) -> jinja2.Template:
+    """A template compiled once per process: compiling costs far more than rendering, and a
+    --from-file of many jobs renders the same few templates over and over."""
+    environment = _environment() if kind == "command" else _path_environment()
+    return environment.from_string(source)
+
+
+def check_template(command: str, where: str) -> None:
+    """A template that does not parse, or reaches for Python internals, is a ConfigError
+    starting with `where` (the file or the app)."""
     import jinja2
 
     try:
-        _environment().parse(command)
+        tree = _environment().parse(command)
+        _compiled("command", command)  # finds what parsing does not: an unknown filter, test
     except jinja2.TemplateSyntaxError as exc:
-        raise ConfigError(f"{origin}: bad command template: {exc.message}") from exc
+        raise ConfigError(f"{where}: bad command template: {exc.message}") from exc
+    unsafe = unsafe_access(tree)
+    if unsafe:
+        raise ConfigError(f"{where}: command template: {unsafe!r} is not allowed (a template "
+                          "may use its parameters, filters and tests, not Python internals)")
+
+
+def unsafe_access(tree: jinja2.nodes.Template) -> str | None:
+    """The first attribute or item name starting with '_' a template asks for, if any: the
+    sandbox would refuse it when rendering; saying so when the app is saved is kinder."""
+    from jinja2 import nodes
+
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        name: Any = None
+        if isinstance(node, nodes.Getattr):
+            name = node.attr
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            name = node.arg.value
+        elif isinstance(node, nodes.Filter) and node.name == "attr" and node.args \
+                and isinstance(node.args[0], nodes.Const):
+            name = node.args[0].value
+        if isinstance(name, str) and name.startswith("_"):
+            return name
+    return None
 
 
 def template_variables(command: str) -> set[str]:
@@ -170,22 +266,34 @@ def resolve_params(app: AppSpec, given: dict[str, str]) -> dict[str, Any]:
     return values
 
 
-def render_command(command: str, params: dict[str, Any]) -> str:
+def render_command(command: str, params: dict[str, Any], app: str = "") -> str:
     """Render a command template with every interpolated value shell-quoted."""
-    return _render(_environment(), command, params, "command template")
+    label = f"app {app!r}: command template" if app else "command template"
+    return _render("command", command, params, label)
 
 
-def _render(environment: jinja2.Environment, template: str, params: dict[str, Any],
-            label: str) -> str:
+#: What a template can raise besides TemplateError while rendering user values: `{{ x / 0 }}`,
+#: `{{ x + 1 }}` on text, a macro calling itself.
+_RENDER_ERRORS = (ArithmeticError, TypeError, ValueError, LookupError, AttributeError,
+                  RecursionError)
+
+
+def _render(kind: str, template: str, params: dict[str, Any], label: str) -> str:
     """Render `template`; a template error is a one-line UsageError starting with `label`."""
     import jinja2
 
     try:
-        return environment.from_string(template).render(**params)
+        text = _compiled(kind, template).render(**params)
     except jinja2.UndefinedError as exc:
         raise UsageError(f"{label}: {exc.message}") from exc
     except jinja2.TemplateError as exc:
         raise UsageError(f"{label}: {exc}") from exc
+    except _RENDER_ERRORS as exc:
+        raise UsageError(f"{label}: {type(exc).__name__}: {exc}") from exc
+    problem = text_problem(text)
+    if problem:
+        raise UsageError(f"{label}: the rendered text {problem}")
+    return text
 
 
 # -- stage-in and stage-out ------------------------------------------------------------------
@@ -250,20 +358,24 @@ def staging_variables(items: list[dict[str, str]]) -> set[str]:
 
 def render_path(template: str, params: dict[str, Any]) -> str:
     """Render a staging path template plainly (no shell quoting), undefined names refused."""
-    return _render(_path_environment(), template, params, f"path template {template!r}")
+    return _render("path", template, params, f"path template {template!r}")
 
 
 @lru_cache(maxsize=1)
 def _path_environment() -> jinja2.Environment:
-    import jinja2
-
-    return jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701
+    return _sandbox()
 
 
 def _check_path_template(text: str, origin: str, key: str) -> None:
     import jinja2
 
     try:
-        _path_environment().parse(text)
+        tree = _path_environment().parse(text)
+        _compiled("path", text)
     except jinja2.TemplateSyntaxError as exc:
         raise ConfigError(f"{origin}: bad path template in {key}: {exc.message}") from exc
+    unsafe = unsafe_access(tree)
+    if unsafe:
+        raise ConfigError(f"{origin}: path template in {key}: {unsafe!r} is not allowed (a "
+                          "template may use its parameters, filters and tests, not Python "
+                          "internals)")

@@ -242,6 +242,15 @@ def _matching_settings(table: Any, origin: str) -> MatchingSettings:
     return MatchingSettings(policy)
 
 
+#: Launcher settings that are intervals an agent sleeps or waits on: zero would spin or
+#: declare every agent dead at once.
+_POSITIVE_LAUNCHER_KEYS = {"heartbeat", "dead_after"}
+#: A year: no wait of the launcher is longer; larger values overflow time.sleep and timers.
+MAX_SECONDS = 365 * 86400.0
+#: More retries than this is a typo, not a plan (and 1 + retries must fit in 64 bits).
+MAX_RETRIES = 1000
+
+
 def _launcher_settings(table: Any, origin: str) -> LauncherSettings:
     expect_type(table, dict, origin, "launcher")
     check_keys(table, _LAUNCHER_KEYS, origin, "launcher")
@@ -251,6 +260,11 @@ def _launcher_settings(table: Any, origin: str) -> LauncherSettings:
         number = expect_type(value, kind, origin, f"launcher.{key}")
         if number < 0:
             raise ConfigError(f"{origin}: key 'launcher.{key}' must not be negative")
+        if key in _POSITIVE_LAUNCHER_KEYS and number == 0:
+            raise ConfigError(f"{origin}: key 'launcher.{key}' must be more than 0 seconds")
+        limit = MAX_RETRIES if key == "retries" else MAX_SECONDS
+        if number > limit:
+            raise ConfigError(f"{origin}: key 'launcher.{key}' must be at most {limit:g}")
         values[key] = number
     return LauncherSettings(**values)
 
@@ -270,8 +284,9 @@ def _launch_limits(table: Any, groups: Any, origin: str) -> LaunchLimits:
         raise ConfigError(f"{origin}: key 'limits.max_concurrent_jobs' must not be negative")
     interval = expect_type(table.get("launch_limiter_interval", 5.0), (int, float), origin,
                            "limits.launch_limiter_interval")
-    if interval < 0:
-        raise ConfigError(f"{origin}: key 'limits.launch_limiter_interval' must not be negative")
+    if not 0 <= interval <= MAX_SECONDS:
+        raise ConfigError(f"{origin}: key 'limits.launch_limiter_interval' must be 0 to "
+                          f"{MAX_SECONDS:g} seconds")
     return LaunchLimits(most, _size(table.get("minspace", 0), origin),
                         _limiter_argv(table.get("launch_limiter"), origin), float(interval), caps)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from megarun.config.apps import check_scalar, check_tag
+from megarun.config.inputs import find_bad_value, printable, text_problem, value_problem
 from megarun.config.tomlfile import check_keys, expect_type, load_toml
 from megarun.errors import ConfigError, NotFoundError
 from megarun.resources import data_dir
@@ -119,6 +120,9 @@ def load_preset(name: str) -> Preset:
 def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
     """Check a preset's (or a site's settings') keys, types and cross-references."""
     check_keys(data, _PRESET_KEYS, origin)
+    bad = find_bad_value(data)
+    if bad is not None:
+        raise ConfigError(f"{origin}: key '{bad[0]}' {bad[1]}")
     scheduler = _choice(data.get("scheduler", "local"), SCHEDULERS, origin, "scheduler")
     _choice(data.get("mpi_launcher", "none"), MPI_LAUNCHERS, origin, "mpi_launcher")
     _choice(data.get("mode", "pilot"), MODES, origin, "mode")
@@ -259,7 +263,11 @@ def apply_overrides(settings: dict[str, Any], assignments: list[str]) -> dict[st
                 raise ConfigError(f"--set {assignment!r}: {part!r} is not a table")
             table = nested
         current = table.get(parts[-1])
-        table[parts[-1]] = raw if isinstance(current, str) else parse_scalar(raw)
+        value = raw if isinstance(current, str) else parse_scalar(raw)
+        problem = value_problem(value) or text_problem(key)
+        if problem:  # "nan", "1e400", a NUL or bytes that are not UTF-8
+            raise ConfigError(f"--set {printable(key.strip())}: the value {problem}")
+        table[parts[-1]] = value
     return result
 
 

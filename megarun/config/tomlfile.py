@@ -1,4 +1,9 @@
-"""Reading TOML files with errors that name the file, and checking keys against a schema."""
+"""Reading TOML files with errors that name the file, and checking keys against a schema.
+
+Every file is refused whole when it is not UTF-8, nests too deep, or holds a value no part of
+megarun can use (NUL, undecodable text, integers beyond 64 bits, NaN, infinities): see
+megarun.config.inputs.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from megarun.config.inputs import find_bad_value
 from megarun.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -18,18 +24,34 @@ else:  # pragma: no cover - exercised on older interpreters only
 def load_toml(path: Path) -> dict[str, Any]:
     """Parse `path`; a syntax error becomes a ConfigError naming the file and the line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    return parse_toml(text, str(path))
+    return parse_toml(decode_utf8(data, str(path)), str(path))
+
+
+def decode_utf8(data: bytes, origin: str) -> str:
+    """Text of a file that must be UTF-8; binary or other encodings are a ConfigError."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{origin}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                          f"{exc.start}); megarun reads only UTF-8 files") from None
 
 
 def parse_toml(text: str, origin: str) -> dict[str, Any]:
     """Parse TOML text; `origin` names it in error messages."""
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{origin}: invalid TOML: {exc}") from exc
+    except RecursionError:
+        # tomllib recurses per nesting level; thousands of "[[[" exhaust the stack
+        raise ConfigError(f"{origin}: invalid TOML: nested too deeply") from None
+    bad = find_bad_value(data)
+    if bad is not None:
+        raise ConfigError(f"{origin}: key '{bad[0]}' {bad[1]}")
+    return data
 
 
 def check_keys(table: dict[str, Any], allowed: Iterable[str], origin: str, where: str = "") -> None:

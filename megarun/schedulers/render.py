@@ -4,6 +4,8 @@ Jinja2 with StrictUndefined. Every value printed into a script is shell-quoted: 
 the `q` filter (shlex.quote) explicitly, and the environment's finalize hook quotes anything a
 template forgot, so a value can never become shell syntax. Only `Verbatim` text passes as it is:
 directive lines (built and checked by the scheduler module) and the site admin's preamble.
+Scripts render in Jinja's immutable sandbox: values come from users (site settings, `--set`
+extras, app environments) and a template, shipped or edited, reaches no Python internals.
 """
 
 from __future__ import annotations
@@ -50,12 +52,13 @@ def _finalize(value: Any) -> str:
 def environment() -> jinja2.Environment:
     """The template environment (one per process)."""
     import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = jinja2.Environment(
+    env = ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
         undefined=jinja2.StrictUndefined,
         finalize=_finalize,
-        autoescape=False,  # noqa: S701
+        autoescape=False,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,

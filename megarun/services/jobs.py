@@ -13,6 +13,8 @@ from typing import Any
 from peewee import SqliteDatabase
 
 from megarun.config.apps import AppSpec, render_command, resolve_params
+from megarun.config.area import MAX_SECONDS
+from megarun.config.inputs import INT64_MAX, find_bad_value, printable
 from megarun.core.lifecycle import Chain, parents_outcome
 from megarun.core.states import (
     ACTIVE_STATES,
@@ -53,6 +55,8 @@ class JobRequest:
     priority: int = 0
     name: str = ""
     count: int = 1
+    #: Where the request came from ("jobs.jsonl:3"), named in errors; "" for the options.
+    origin: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -146,17 +150,97 @@ class _Resolver:
     def command(self, spec: AppSpec, params: dict[str, Any]) -> str:
         key = (spec.name, json.dumps(params, sort_keys=True))
         if key not in self.rendered:
-            self.rendered[key] = render_command(spec.command, params)
+            self.rendered[key] = render_command(spec.command, params, spec.name)
         return self.rendered[key]
 
 
+#: One request makes at most this many jobs: a typo of a few zeros should not fill the disk.
+MAX_COUNT = 10_000_000
+_INT_FIELDS = ("nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank",
+               "node_packing_count")
+_OPTION_OF = {"params": "-p", "tags": "-t", "app": "--app"}
+
+
+def _field(request: JobRequest, name: str) -> str:
+    """How an error names a field: the option, or the file line and the JSON field."""
+    if request.origin:
+        return f"{request.origin}: field '{name}'"
+    base = name.split(".", 1)[0].split("[", 1)[0]
+    rest = name[len(base):].lstrip(".")
+    option = _OPTION_OF.get(base, f"--{base.replace('_', '-')}")
+    return f"{option} {rest}" if rest and not rest.startswith("[") else option
+
+
+def validate_request(request: JobRequest) -> None:
+    """Refuse a request whose fields have the wrong type or a value megarun cannot store or
+    pass to a process (NUL, undecodable text, beyond 64 bits, not finite), naming the field."""
+    bad = find_bad_value(request.__dict__)
+    if bad is not None:
+        raise UsageError(f"{_field(request, bad[0])} {bad[1]}")
+    if not isinstance(request.app, str) or not request.app:
+        raise UsageError(f"{_field(request, 'app')} must be the name of an app")
+    _check_table(request, "params", request.params, (str, int, float))
+    _check_table(request, "tags", request.tags, (str,))
+    if not isinstance(request.site, (str, type(None))):
+        raise UsageError(f"{_field(request, 'site')} must be the name of a site")
+    if not isinstance(request.name, str):
+        raise UsageError(f"{_field(request, 'name')} must be a string")
+    for name in _INT_FIELDS:
+        _check_int(request, name, getattr(request, name), optional=True)
+    _check_int(request, "priority", request.priority)
+    _check_int(request, "count", request.count)
+    if not 1 <= request.count <= MAX_COUNT:
+        raise UsageError(f"{_field(request, 'count')} must be 1 to {MAX_COUNT}, "
+                         f"got {request.count}")
+    _check_walltime(request)
+    _check_after(request)
+
+
+def _check_table(request: JobRequest, name: str, table: Any,
+                 kinds: tuple[type, ...]) -> None:
+    what = "a string" if kinds == (str,) else "a string or a number"
+    if not isinstance(table, dict):
+        raise UsageError(f"{_field(request, name)} must be an object of name: value")
+    for key, value in table.items():
+        if not key:
+            raise UsageError(f"{_field(request, name)} has an empty name")
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise UsageError(f"{_field(request, f'{name}.{key}')} must be {what}, "
+                             f"got {value!r}")
+
+
+def _check_int(request: JobRequest, name: str, value: Any, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{_field(request, name)} must be a whole number, got {value!r}")
+
+
+def _check_walltime(request: JobRequest) -> None:
+    walltime = request.walltime
+    if walltime is None:
+        return
+    if isinstance(walltime, bool) or not isinstance(walltime, (int, float)) \
+            or not 0 < walltime <= MAX_SECONDS / 60:
+        raise UsageError(f"{_field(request, 'walltime')} must be positive minutes (at most "
+                         f"{MAX_SECONDS / 60:g}), got {walltime!r}")
+
+
+def _check_after(request: JobRequest) -> None:
+    if not isinstance(request.after, list):
+        raise UsageError(f"{_field(request, 'after')} must be a list of job ids")
+    for parent in request.after:
+        if isinstance(parent, bool) or not isinstance(parent, int) \
+                or not 1 <= parent <= INT64_MAX:
+            raise UsageError(f"{_field(request, 'after')}: no job {printable(str(parent))}")
+
+
 def _prepare(resolver: _Resolver, request: JobRequest, default_retries: int) -> _Prepared:
+    validate_request(request)
     app_id, spec = resolver.app(request.app)
     params = resolve_params(spec, request.params)
     command = resolver.command(spec, params)
     site_id = resolver.site_for(spec, request.site)
-    if request.count < 1:
-        raise UsageError(f"--count must be at least 1, got {request.count}")
     row = (
         request.name, app_id, site_id, command,
         json.dumps(params, separators=(",", ":")),
@@ -264,33 +348,44 @@ def _check_ids(db: SqliteDatabase, first: int, last: int) -> None:
 
 def requests_from_file(path: Path, defaults: JobRequest) -> Iterator[JobRequest]:
     """JSON Lines: one object per job (app, params, tags, site, resources, after, count...)."""
-    allowed = set(JobRequest.__dataclass_fields__)
+    allowed = set(JobRequest.__dataclass_fields__) - {"origin"}
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, "rb")
     except OSError as exc:
         raise UsageError(f"--from-file {path}: {exc.strerror}") from exc
     with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+        for number, raw in enumerate(handle, start=1):
             where = f"{path}:{number}"
-            try:
-                data = json.loads(line)
-            except ValueError as exc:
-                raise UsageError(f"{where}: not valid JSON: {exc}") from exc
+            data = _json_line(raw, where)
+            if data is None:
+                continue
             if not isinstance(data, dict):
                 raise UsageError(f"{where}: each line must be a JSON object")
             unknown = set(data) - allowed
             if unknown:
-                raise UsageError(f"{where}: unknown field {sorted(unknown)[0]!r} "
+                raise UsageError(f"{where}: unknown field '{printable(sorted(unknown)[0])}' "
                                  f"(fields: {', '.join(sorted(allowed))})")
-            merged = {**defaults.__dict__, **data}
+            merged = {**defaults.__dict__, **data, "origin": where}
             if not merged.get("app"):
                 raise UsageError(f"{where}: no app (give \"app\" or --app)")
-            try:
-                yield JobRequest(**merged)
-            except TypeError as exc:
-                raise UsageError(f"{where}: {exc}") from exc
+            yield JobRequest(**merged)  # checked by create_jobs, named by its origin
+
+
+def _json_line(raw: bytes, where: str) -> Any:
+    """One line of a JSON Lines file, decoded and parsed; None for a blank line."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                         f"{exc.start + 1})") from None
+    if not line.strip():
+        return None
+    try:
+        return json.loads(line)
+    except RecursionError:
+        raise UsageError(f"{where}: not valid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise UsageError(f"{where}: not valid JSON: {exc}") from exc
 
 
 # -- selection ------------------------------------------------------------------------------
@@ -421,7 +516,7 @@ def _names(ctx: Context) -> tuple[dict[int, str], dict[int, str]]:
 def get_job(ctx: Context, job_id: int) -> dict[str, Any]:
     """Everything about one job, with its parents, children and event trail."""
     ctx.db  # noqa: B018
-    job = Job.get_or_none(Job.id == job_id)
+    job = Job.get_or_none(Job.id == job_id) if abs(job_id) <= INT64_MAX else None
     if job is None:
         raise NotFoundError(f"no job {job_id}")
     apps, sites = _names(ctx)
@@ -449,7 +544,7 @@ def get_job(ctx: Context, job_id: int) -> dict[str, Any]:
 
 
 def _existing_rows(ctx: Context, job_ids: list[int]) -> dict[int, JobRow]:
-    rows = load_rows(ctx.db, job_ids)
+    rows = load_rows(ctx.db, [job_id for job_id in job_ids if abs(job_id) <= INT64_MAX])
     missing = sorted(set(job_ids) - rows.keys())
     if missing:
         raise NotFoundError(f"no job {missing[0]}")
