@@ -28,7 +28,7 @@ import time
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from megarun.agent import rules, runner
-from megarun.agent.spool import EventLog, read_bundle, write_atomic
+from megarun.agent.spool import EventLog, Key, iter_job_events, read_bundle, write_atomic
 
 log = logging.getLogger("megarun.agent")
 
@@ -89,8 +89,6 @@ def unfinished_attempts(claimed: str, events_path: str) -> List[Attempt]:
     return attempts
 
 
-Key = Tuple[int, int]
-
 
 def _outcomes(path: str) -> Tuple[Dict[Key, Dict[str, Any]],
                                   Dict[Key, List[Tuple[int, Optional[int]]]], FrozenSet[Key]]:
@@ -99,27 +97,17 @@ def _outcomes(path: str) -> Tuple[Dict[Key, Dict[str, Any]],
     started: Dict[Key, Dict[str, Any]] = {}
     leaders: Dict[Key, List[Tuple[int, Optional[int]]]] = {}
     ended = set()
-    try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
-        return started, leaders, frozenset()
-    with handle:
-        for line in handle:
-            try:
-                event = json.loads(line.decode("utf-8"))
-                key = (int(event["job"]), int(event["attempt"]))
-            except (ValueError, KeyError, TypeError):
-                continue
-            kind = event.get("ev")
-            if kind in ("started", "step"):
-                if kind == "started":
-                    started[key] = event
-                start = event.get("start")
-                if isinstance(event.get("pid"), int) and event["pid"] > 0:
-                    leaders.setdefault(key, []).append(
-                        (event["pid"], start if isinstance(start, int) else None))
-            elif kind in ("finished", "returned"):
-                ended.add(key)
+    for key, event in iter_job_events(path):
+        kind = event.get("ev")
+        if kind in ("started", "step"):
+            if kind == "started":
+                started[key] = event
+            start = event.get("start")
+            if isinstance(event.get("pid"), int) and event["pid"] > 0:
+                leaders.setdefault(key, []).append(
+                    (event["pid"], start if isinstance(start, int) else None))
+        elif kind in ("finished", "returned"):
+            ended.add(key)
     return started, leaders, frozenset(ended)
 
 

@@ -6,7 +6,7 @@ import logging
 import os
 import stat
 import time
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from megarun.agent.private import ensure_private_dirs, make_private_dirs, private_problem
 
@@ -266,14 +266,13 @@ def _last_seq(path: str) -> Tuple[int, bool]:
 Key = Tuple[int, int]
 
 
-def scan_outcomes(path: str) -> Tuple[Set[Key], Set[Key]]:
-    """(job, attempt) pairs with a `started` and with a `finished`/`returned` event in a log."""
-    started: Set[Key] = set()
-    ended: Set[Key] = set()
+def iter_job_events(path: str) -> Iterator[Tuple[Key, Dict[str, Any]]]:
+    """((job, attempt), event) for each readable job event of an event log (none if missing);
+    a torn or foreign line is skipped."""
     try:
         handle = open(path, "rb")
     except FileNotFoundError:
-        return started, ended
+        return
     with handle:
         for line in handle:
             try:
@@ -281,8 +280,16 @@ def scan_outcomes(path: str) -> Tuple[Set[Key], Set[Key]]:
                 key = (int(event["job"]), int(event["attempt"]))
             except (ValueError, KeyError, TypeError):
                 continue
-            if event.get("ev") == "started":
-                started.add(key)
-            elif event.get("ev") in ("finished", "returned"):
-                ended.add(key)
+            yield key, event
+
+
+def scan_outcomes(path: str) -> Tuple[Set[Key], Set[Key]]:
+    """(job, attempt) pairs with a `started` and with a `finished`/`returned` event in a log."""
+    started: Set[Key] = set()
+    ended: Set[Key] = set()
+    for key, event in iter_job_events(path):
+        if event.get("ev") == "started":
+            started.add(key)
+        elif event.get("ev") in ("finished", "returned"):
+            ended.add(key)
     return started, ended

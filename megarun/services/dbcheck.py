@@ -20,17 +20,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from megarun.db import integrity
 from megarun.db.connection import fsync_dir
 from megarun.errors import AlreadyRunning, EnvironmentProblem, UsageError
 from megarun.executors.spool import private_dirs
 from megarun.services import homehost, mirror
 from megarun.services.context import Context
-
-#: How long a restore waits for a mirror refresh in progress.
-LOCK_SECONDS = 120.0
 
 
 class Health(str, Enum):
@@ -155,7 +150,7 @@ def restore_from_mirror(ctx: Context, generation: int | None = None,
         raise homehost.NotHomeHost(f"the working database is on {ctx.home.host}",
                                    "run 'megarun db restore' there")
     working = ctx.home.db
-    with _sole_user(working), _no_refresh(working):
+    with _sole_user(working), mirror.refresh_lock(working):
         health = check_file("working", working, False, snapshot=False)
         if health.health is Health.OK and not force:
             raise UsageError(f"the working database {working} is sound: nothing to restore",
@@ -192,20 +187,6 @@ def _sole_user(working: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-@contextmanager
-def _no_refresh(working: Path) -> Iterator[None]:
-    lock = FileLock(str(working.with_name(working.name + ".mirror.lock")), mode=0o600)
-    try:
-        lock.acquire(timeout=LOCK_SECONDS)
-    except Timeout:
-        raise AlreadyRunning("another megarun process kept refreshing the mirror",
-                             f"waited {LOCK_SECONDS:g} s") from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _choose_generation(ctx: Context, generation: int | None) -> tuple[int, Path]:

@@ -28,6 +28,8 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -64,13 +66,7 @@ class Refresh:
 def refresh(working_db: Path, mirror: Path, force: bool = False) -> Refresh:
     """Bring the mirror up to date with the working database (skipped when unchanged)."""
     started = time.monotonic()
-    lock = FileLock(str(working_db.with_name(working_db.name + ".mirror.lock")), mode=0o600)
-    try:
-        lock.acquire(timeout=LOCK_SECONDS)
-    except Timeout:
-        raise DatabaseBusy("another megarun process kept refreshing the mirror",
-                           f"waited {LOCK_SECONDS:g} s") from None
-    try:
+    with refresh_lock(working_db):
         _remove_leftovers(mirror)
         stamp = _stamp(working_db)
         stamp_file = working_db.with_name(working_db.name + ".mirror.stamp")
@@ -79,6 +75,19 @@ def refresh(working_db: Path, mirror: Path, force: bool = False) -> Refresh:
         size = _snapshot(working_db, mirror)
         _write_private(stamp_file, json.dumps(stamp))
         return Refresh(True, time.monotonic() - started, size)
+
+
+@contextmanager
+def refresh_lock(working_db: Path) -> Iterator[None]:
+    """Hold the lock that serialises mirror refreshes (and keeps them off a restore)."""
+    lock = FileLock(str(working_db.with_name(working_db.name + ".mirror.lock")), mode=0o600)
+    try:
+        lock.acquire(timeout=LOCK_SECONDS)
+    except Timeout:
+        raise DatabaseBusy("another megarun process kept refreshing the mirror",
+                           f"waited {LOCK_SECONDS:g} s") from None
+    try:
+        yield
     finally:
         lock.release()
 
