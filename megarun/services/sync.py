@@ -22,6 +22,7 @@ from filelock import FileLock, Timeout
 from megarun.agent.private import make_private_dirs
 from megarun.errors import AlreadyRunning, EnvironmentProblem, MegarunError
 from megarun.executors.spool import LocalSpool
+from megarun.services import agent_starts
 from megarun.services import batch as batch_service
 from megarun.services.agents import clear_finished_kills, live_agents, settle_gone_agents
 from megarun.services.context import Context
@@ -119,12 +120,17 @@ def _sync_remote(ctx: Context, site: SiteInfo, spool: RemoteSpool, result: SiteS
             _, result.dispatched = dispatch_round(ctx, sid, site, gates, by_state)
             active = sum(by_state.get(s, 0) for s in ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ"))
             want_agent = active > 0 and not live_agents(spool, settings.dead_after)
+            if want_agent:  # bounded: an agent that keeps dying is not started for ever
+                result.error = agent_starts.refusal(ctx.db, spool, site.name)
             if result.dispatched or want_agent:
-                if active:
+                may_start = active > 0 and not result.error
+                if may_start:
                     spool.clear_stop("all")  # a finished launcher's stop must not stop this agent
                 launch = AgentLaunch(agent_args(site, settings), settings.dead_after)
-                answer = spool.exchange(start_agent=launch if active else None)
+                answer = spool.exchange(start_agent=launch if may_start else None)
                 result.started_agent = answer.started_agent or ""
+                if result.started_agent:
+                    agent_starts.record_start(spool, result.started_agent)
     finally:
         result.round_trips = spool.round_trips
 

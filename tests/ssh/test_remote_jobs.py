@@ -432,3 +432,39 @@ def test_remote_logs_stream_and_ended_agents_are_tidied(remote_area: Path, home:
     per_job = dict(db.execute("SELECT job, count(*) FROM event GROUP BY job").fetchall())
     db.close()
     assert per_job == {job: 5 for job in range(1, 6)}  # nothing ingested twice
+
+
+def test_sync_stops_restarting_an_agent_that_keeps_dying(remote_area: Path, home: Path,
+                                                         tmp_path: Path) -> None:
+    """Each cron `sync` is a new process: the agents it started and their deaths are kept on
+    the home host, and after five deaths in ten minutes it starts none and says why."""
+    ok(remote_area, home, "app", "add", "nap", "--command", "sleep 30", "--retries", "20")
+    ok(remote_area, home, "job", "create", "--app", "nap", "--site", "remote")
+    workdir = tmp_path / "remote-work"
+    started: list[str] = []
+    refusals: list[dict[str, object]] = []
+    deadline = time.monotonic() + 240
+    while len(started) <= 5 and time.monotonic() < deadline:
+        row = sync_cycle(remote_area, home)
+        if row["started_agent"]:
+            started.append(str(row["started_agent"]))
+        if not row["ok"]:
+            refusals.append(row)
+            break
+        newest = started[-1] if started else ""
+        if (db_rows(remote_area, "SELECT state FROM agent WHERE id = ?", newest) == [("running",)]
+                and db_rows(remote_area, "SELECT state FROM job") == [("RUNNING",)]):
+            for pid in remote_agent_pids(workdir):
+                os.kill(pid, signal.SIGKILL)  # the agent dies, as a crashing one would
+        time.sleep(0.3)
+    assert refusals, f"sync kept starting agents: {started}"
+    error = str(refusals[0]["error"])
+    assert "died 5 times" in error and started[-1] in error, error
+    assert len(started) == 5 == len(set(started))
+    assert not refusals[0]["started_agent"]
+    again = sync_cycle(remote_area, home)  # the next cron cycle: still none started
+    assert not again["ok"] and not again["started_agent"] and remote_agent_pids(workdir) == []
+    assert db_rows(remote_area, "SELECT state FROM agent WHERE state = 'dead'") == [("dead",)] * 5
+    assert db_rows(remote_area, "SELECT state FROM job")[0][0] in ("READY", "QUEUED")
+    for pid in pids_of_sleepers(workdir):
+        os.kill(pid, signal.SIGKILL)
