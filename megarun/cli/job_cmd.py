@@ -9,6 +9,7 @@ import typer
 from megarun.cli.archive_cmd import FULL_DB, with_archive
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format, parse_pairs
 from megarun.cli.output import note, print_json, print_mapping, render, render_stream, say
+from megarun.config.inputs import INT64_MAX
 from megarun.services import jobs as job_service
 from megarun.services.jobs import JobFilter, JobRequest
 
@@ -85,7 +86,7 @@ def ls(
     site: Annotated[str | None, typer.Option(help="Only jobs of this site.")] = None,
     limit: Annotated[int, typer.Option(
         help="At most this many jobs (0: all); stderr says how many more there are.",
-        min=0)] = job_service.DEFAULT_LIST_LIMIT,
+        min=0, max=INT64_MAX)] = job_service.DEFAULT_LIST_LIMIT,
     by_state: Annotated[bool, typer.Option(
         "--by-state", help="Count jobs per state and status instead of listing them.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
@@ -144,9 +145,9 @@ def logs(
     ctx: typer.Context,
     job_id: Annotated[int, typer.Argument(help="Job id.")],
     head: Annotated[int | None, typer.Option(
-        help="Only the first N lines of each log.", metavar="N", min=0)] = None,
+        help="Only the first N lines of each log.", metavar="N", min=0, max=INT64_MAX)] = None,
     tail: Annotated[int | None, typer.Option(
-        help="Only the last N lines of each log.", metavar="N", min=0)] = None,
+        help="Only the last N lines of each log.", metavar="N", min=0, max=INT64_MAX)] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print JSON: per log its path, size, and at most the last 64 KiB of "
         "text (the first with --head alone), `truncated` when that is not the whole file.")

@@ -6,6 +6,7 @@ import typer
 
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format, parse_pairs
 from megarun.cli.output import print_json, render, say
+from megarun.config.inputs import INT64_MAX
 from megarun.errors import EnvironmentProblem
 
 app = typer.Typer(help="Batch jobs: scheduler allocations (pilot or direct).",
@@ -20,7 +21,8 @@ def submit(
     ctx: typer.Context,
     site: Annotated[str, typer.Option(help="Batch site to submit to.")],
     nodes: Annotated[int | None, typer.Option(
-        help="Nodes of the allocation (pilot; direct: largest job to take).", min=1)] = None,
+        help="Nodes of the allocation (pilot; direct: largest job to take).", min=1,
+        max=INT64_MAX)] = None,
     walltime: Annotated[float | None, typer.Option(
         help="Minutes of the allocation (direct: default for jobs without a walltime).")] = None,
     queue: Annotated[str | None, typer.Option(
@@ -40,7 +42,7 @@ def submit(
         "--idle-exit", metavar="SECONDS",
         help="A pilot with nothing to do for this long exits (default: 120).")] = None,
     limit: Annotated[int | None, typer.Option(
-        help="Direct mode: at most this many jobs.", min=1)] = None,
+        help="Direct mode: at most this many jobs.", min=1, max=INT64_MAX)] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Submit a pilot, or one direct batch job per READY job of the site (exit 3 when the
@@ -88,7 +90,8 @@ def ls(
 @app.command("rm")
 def rm(
     ctx: typer.Context,
-    batch_id: Annotated[int, typer.Argument(metavar="ID", help="Batch job id (queue ls).")],
+    batch_id: Annotated[int, typer.Argument(metavar="ID", help="Batch job id (queue ls).", min=1,
+                                          max=INT64_MAX)],
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Cancel a batch job; its unstarted jobs go back to READY, its running ones end."""

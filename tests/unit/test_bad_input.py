@@ -329,7 +329,17 @@ def test_bad_test_file_fails_before_any_job_is_made(area: Path) -> None:
 # -- the last defence in the CLI -------------------------------------------------------------
 
 
-def test_overflow_past_every_reader_is_still_bad_input(cli: Any) -> None:
-    """A reader that does not check its numbers yet (a batch-job id past 64 bits) ends in the
-    CLI's last catch: one line, exit 2, not an internal error."""
-    assert_refused(cli("queue", "rm", HUGE), "bad input: OverflowError")
+@pytest.mark.parametrize(("args", "option"), [
+    (["job", "ls", "--limit", HUGE], "'--limit'"),
+    (["job", "logs", "1", "--tail", HUGE], "'--tail'"),
+    (["job", "logs", "1", "--head", HUGE], "'--head'"),
+    (["queue", "rm", HUGE], "'ID'"),
+    (["queue", "submit", "--site", "local", "--nodes", HUGE], "'--nodes'"),
+])
+def test_numbers_past_64_bits_in_options_name_the_option(cli: Any, area: Path, echo: str,
+                                                         args: list[str], option: str) -> None:
+    """Before: `job ls --limit HUGE` and `queue rm HUGE` reached SQLite (OverflowError)."""
+    result = cli(*args)
+    assert result.code == 2, result.err
+    assert f"Invalid value for {option}" in result.err and "not in the range" in result.err
+    assert "internal error" not in result.err and "OverflowError" not in result.err
