@@ -33,7 +33,7 @@ from megarun.agent import AGENT_VERSION
 from megarun.agent.orphans import settle_dead_agent
 from megarun.agent.private import ensure_private_dirs
 from megarun.agent.runner import last_line
-from megarun.agent.spool import unlink_quietly, write_atomic
+from megarun.agent.spool import agent_log_path, unlink_quietly, write_atomic
 from megarun.agent.tidy import forget_agents, is_running
 
 DEFAULT_READ_LIMIT = 8 << 20
@@ -234,11 +234,6 @@ def settle_dead_agents(spool: SiteSpool, beats: List[Dict[str, Any]]) -> bool:
             settle_dead_agent(spool.workdir, os.path.basename(beat["agent"]))
             settled = True
     return settled
-
-
-def agent_log_path(workdir: str, agent_id: str) -> str:
-    """Where an agent started by `start_agent` (or the local launcher) writes its log."""
-    return os.path.join(workdir, "logs", "agent-{}.log".format(os.path.basename(agent_id)))
 
 
 def log_tails(spool: SiteSpool, agents: List[str]) -> Dict[str, str]:

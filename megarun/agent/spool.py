@@ -263,6 +263,16 @@ def _last_seq(path: str) -> Tuple[int, bool]:
     return 0, needs_newline
 
 
+def agent_log_name(agent_id: str) -> str:
+    """The file name of an agent's own log, in the work dir's `logs/`."""
+    return "agent-{}.log".format(os.path.basename(agent_id))
+
+
+def agent_log_path(workdir: str, agent_id: str) -> str:
+    """Where an agent started in `workdir` (by the launcher or the exchange) writes its log."""
+    return os.path.join(workdir, "logs", agent_log_name(agent_id))
+
+
 Key = Tuple[int, int]
 
 

@@ -14,7 +14,7 @@ Python 3.6+.
 import os
 from typing import Dict, List, Optional
 
-from megarun.agent.spool import unlink_quietly, write_atomic
+from megarun.agent.spool import agent_log_name, unlink_quietly, write_atomic
 
 #: Ended agents' logs are appended here; past twice this size only its last part is kept.
 ENDED_LOG = "ended-agents.log"
@@ -44,7 +44,7 @@ def fully_read(path: str, offset: int) -> bool:
 
 
 def agent_log(logs_dir: str, agent_id: str) -> str:
-    return os.path.join(logs_dir, "agent-{}.log".format(agent_id))
+    return os.path.join(logs_dir, agent_log_name(agent_id))
 
 
 def fold_agent_log(logs_dir: str, agent_id: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from peewee import SqliteDatabase
 
+from megarun.agent.spool import agent_log_path
 from megarun.executors.spool import write_private
 from megarun.services.agents import read_heartbeats
 from megarun.services.remote_spool import RemoteSpool
@@ -50,7 +51,7 @@ def refusal(db: SqliteDatabase, spool: RemoteSpool, site: str, now: float | None
     last = max(deaths, key=lambda s: s.time)
     return (f"site {site!r}: the agents sync started died {len(deaths)} times in "
             f"{RESTART_WINDOW / 60:.0f} min (last {last.agent}; its log on the site: "
-            f"{spool.site.workdir}/logs/agent-{last.agent}.log); none is started until "
+            f"{agent_log_path(spool.site.workdir, last.agent)}); none is started until "
             f"{RESTART_WINDOW / 60:.0f} min after that, and the jobs keep their state")
 
 

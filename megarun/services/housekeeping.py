@@ -26,6 +26,7 @@ import time
 from peewee import SqliteDatabase
 
 from megarun.agent.exchange import process_is_agent
+from megarun.agent.spool import agent_log_name
 from megarun.core.faults import fault_point
 from megarun.db.jobstore import chunks
 from megarun.executors.spool import LocalSpool
@@ -98,7 +99,7 @@ def _orphan_log(spool: LocalSpool, agent: str, beats: dict[str, AgentStatus], no
     if agent in beats or (spool.events / f"{agent}.jsonl").exists():
         return False
     try:
-        age = now - (spool.logs_dir / f"agent-{agent}.log").stat().st_mtime
+        age = now - (spool.logs_dir / agent_log_name(agent)).stat().st_mtime
     except FileNotFoundError:
         return False
     return age > ORPHAN_LOG_AGE

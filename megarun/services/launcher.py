@@ -24,6 +24,7 @@ from filelock import FileLock, Timeout
 
 from megarun.agent.private import make_private_dirs
 from megarun.agent.runner import last_line
+from megarun.agent.spool import agent_log_path
 from megarun.config.area import LauncherSettings
 from megarun.core.states import FAILING_STATUSES, JobStatus
 from megarun.db.connection import DiskFull
@@ -288,7 +289,7 @@ class Launcher:
         if result.started_agent:
             if previous and self._agent_died(previous):
                 self._count_death(previous, result.log_tails.get(previous, ""),
-                                  f"{self.site.workdir}/logs/agent-{previous}.log on the site")
+                                  f"{agent_log_path(self.site.workdir, previous)} on the site")
             self._agent_id = result.started_agent
             self._agent_started_at = time.monotonic()
         busy = result.event_bytes or result.sent_bundles or result.started_agent
@@ -391,8 +392,8 @@ class Launcher:
                 self._exchange_soon()
             return
         if self._agent_id and self._agent_died(self._agent_id):
-            log_path = Path(self.site.workdir) / "logs" / f"agent-{self._agent_id}.log"
-            self._count_death(self._agent_id, last_line(str(log_path)), str(log_path))
+            log_path = agent_log_path(self.site.workdir, self._agent_id)
+            self._count_death(self._agent_id, last_line(log_path), log_path)
             self._agent_id = ""
         if not self.restarts.may_start():
             return  # back-off after a death
@@ -567,7 +568,7 @@ def start_local_agent(site: SiteInfo, settings: LauncherSettings,
             "--agent-id", agent_id, *agent_args(site, settings)]
     logs = Path(site.workdir) / "logs"
     make_private_dirs(str(logs))
-    fd = os.open(logs / f"agent-{agent_id}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = os.open(agent_log_path(site.workdir, agent_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
                                 start_new_session=True, env=_agent_env())
