@@ -1,7 +1,7 @@
 """Test-suite run commands: run, rerun, clean, kill, status, runs ls/export."""
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -58,12 +58,14 @@ def _print_matrix(ctx: Context, run: "Run", testpatt: str | None, as_json: bool,
     items = _items(ctx, run, testpatt)
     tests = rollup(items)
     if as_json:
+        steps = _steps(ctx, [i.id for i in items])
         print_json({"target": run.target, "runname": run.runname,
                     "status": _worst([t["status"] for t in tests.values()]),
                     "tests": [{"test": name, **entry} for name, entry in tests.items()],
                     "items": [{"id": i.id, "test": i.test, "item": i.item, "state": i.state,
                                "status": i.status, "exit_code": i.exit_code,
-                               "message": i.message} for i in items]})
+                               "message": i.message, "steps": steps.get(i.id, [])}
+                              for i in items]})
         return run_failed(items)
     rows = [{"test": i.test, "item": i.item or "-", "state": i.state, "status": i.status,
              "id": i.id, "message": i.message} for i in items]
@@ -76,6 +78,14 @@ def _print_matrix(ctx: Context, run: "Run", testpatt: str | None, as_json: bool,
         render(summary, ["test", "jobs", "status", "states"], False, False, title="by test")
         say(f"run status: {_worst([t['status'] for t in tests.values()])}")
     return run_failed(items)
+
+
+def _steps(ctx: Context, job_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """Each job's steps as `status --json` shows them (megarun.services.steps)."""
+    from megarun.services.steps import job_steps
+
+    return {job_id: [step.as_dict() for step in steps]
+            for job_id, steps in job_steps(ctx.db, job_ids).items()}
 
 
 def _worst(statuses: list[str]) -> str:
