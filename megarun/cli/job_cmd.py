@@ -136,6 +136,8 @@ def show(
         print_json(data)
         return
     print_mapping(_shown_site(data), title=f"job {job_id}")
+    render(data["steps"], ["name", "state", "status", "exit_code", "duration", "cmd"], False,
+           False, title="steps")
     render(data["events"], ["time", "from", "to", "status", "attempt", "message"], False, False,
            title="events")
 
@@ -148,26 +150,33 @@ def logs(
         help="Only the first N lines of each log.", metavar="N", min=0, max=INT64_MAX)] = None,
     tail: Annotated[int | None, typer.Option(
         help="Only the last N lines of each log.", metavar="N", min=0, max=INT64_MAX)] = None,
+    step: Annotated[str | None, typer.Option(
+        "--step", help="Only this step's logs (its .out, then its .err).", metavar="NAME")
+    ] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print JSON: per log its path, size, and at most the last 64 KiB of "
         "text (the first with --head alone), `truncated` when that is not the whole file.")
     ] = False,
 ) -> None:
-    """Print a job's stdout and stderr, streamed (constant memory whatever their size)."""
+    """Print a job's logs step by step (each step's stdout, then its stderr), each after a
+    `==> name <==` line, streamed (constant memory whatever their size)."""
     from megarun.services import joblogs
 
     mctx = context(ctx)
     if as_json:
-        found = joblogs.job_log_excerpts(mctx, job_id, head, tail)
+        found = joblogs.job_log_excerpts(mctx, job_id, head, tail, step=step)
         print_json({item.log.name: item.as_dict() for item in found})
         return
     out = sys.stdout.buffer
+    first = True
 
     def announce(log: joblogs.LogFile) -> None:
-        out.flush()  # the previous log's bytes before this header
-        note(f"==> {log.name} <==", "bold")
+        nonlocal first
+        # on stdout, as tail(1) does, so that a redirected log keeps its separators
+        out.write(f"{'' if first else chr(10)}==> {log.name} <==\n".encode())
+        first = False
 
-    joblogs.write_job_logs(mctx, job_id, out, head, tail, announce)
+    joblogs.write_job_logs(mctx, job_id, out, head, tail, announce, step)
     out.flush()
 
 

@@ -534,6 +534,7 @@ def get_job(ctx: Context, job_id: int) -> dict[str, Any]:
         "SELECT parent_id FROM job_dependency WHERE child_id = ? ORDER BY parent_id", (job_id,))]
     data["children"] = [c for (c,) in ctx.db.execute_sql(
         "SELECT child_id FROM job_dependency WHERE parent_id = ? ORDER BY child_id", (job_id,))]
+    data["steps"] = _steps_of(ctx, job_id, job.steps, job.command)
     data["events"] = [
         {"time": t, "from": f, "to": to, "status": st, "attempt": a, "message": m}
         for t, f, to, st, a, m in ctx.db.execute_sql(
@@ -541,6 +542,16 @@ def get_job(ctx: Context, job_id: int) -> dict[str, Any]:
             "WHERE job = ? ORDER BY id", (job_id,))
     ]
     return data
+
+
+def _steps_of(ctx: Context, job_id: int, steps_json: str | None,
+              command: str) -> list[dict[str, Any]]:
+    """Every step of a job with its command and how it went in the job's latest run."""
+    from megarun.services.steps import job_steps
+
+    commands = [str(s.get("cmd", "")) for s in json.loads(steps_json)] if steps_json else [command]
+    results = job_steps(ctx.db, [job_id]).get(job_id, [])
+    return [{**result.as_dict(), "cmd": cmd} for result, cmd in zip(results, commands, strict=False)]
 
 
 def _existing_rows(ctx: Context, job_ids: list[int]) -> dict[int, JobRow]:

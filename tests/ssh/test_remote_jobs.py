@@ -400,10 +400,16 @@ def test_remote_logs_stream_and_ended_agents_are_tidied(remote_area: Path, home:
     ok(remote_area, home, "app", "add", "lines", "--command", "seq 1 50000")
     ok(remote_area, home, "job", "create", "--app", "lines", "--site", "remote")
     ok(remote_area, home, "launch", "--site", "remote", "--quiet")
-    assert ok(remote_area, home, "job", "logs", "1", "--tail", "2").stdout == "49999\n50000\n"
-    assert ok(remote_area, home, "job", "logs", "1", "--head", "2").stdout == "1\n2\n"
-    whole = ok(remote_area, home, "job", "logs", "1").stdout
-    assert whole == "".join(f"{n}\n" for n in range(1, 50001))
+    err = "\n==> job.err <==\n"  # the empty stderr log, after its header (on stdout)
+    assert ok(remote_area, home, "job", "logs", "1", "--tail", "2").stdout == (
+        "==> job.out <==\n49999\n50000\n" + err)
+    assert ok(remote_area, home, "job", "logs", "1", "--head", "2").stdout == (
+        "==> job.out <==\n1\n2\n" + err)
+    assert ok(remote_area, home, "job", "logs", "1", "--step", "job", "--tail", "1").stdout == (
+        "==> job.out <==\n50000\n" + err)
+    whole = ok(remote_area, home, "job", "logs", "1").stdout.removeprefix("==> job.out <==\n")
+    assert whole == "".join(f"{n}\n" for n in range(1, 50001)) + err
+    whole = whole.removesuffix(err)
     excerpt = json.loads(ok(remote_area, home, "job", "logs", "1", "--json").stdout)["job.out"]
     assert excerpt["size"] == len(whole) and excerpt["truncated"] is True
     assert excerpt["text"].endswith("50000\n") and len(excerpt["text"]) <= 64 * 1024
