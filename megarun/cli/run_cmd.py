@@ -88,6 +88,19 @@ def _steps(ctx: Context, job_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
             for job_id, steps in job_steps(ctx.db, job_ids).items()}
 
 
+def _junit(ctx: Context, run: "Run", items: "list[ItemStatus]") -> str:
+    """The run's JUnit XML (megarun.report.junit), failing steps' logs read from each site."""
+    from megarun.report.junit import TAIL_BYTES, TAIL_LINES, build_cases, junit_xml
+    from megarun.services.joblogs import log_tails
+    from megarun.services.sites import get_site
+
+    def read_tails(site: str | None, paths: list[str]) -> dict[str, str]:
+        return log_tails(get_site(ctx, site) if site else None, paths, TAIL_LINES, TAIL_BYTES)
+
+    cases = build_cases(ctx.db, int(run.id), items, read_tails)
+    return junit_xml(str(run.target), str(run.runname), cases, run.created)
+
+
 def _worst(statuses: list[str]) -> str:
     from megarun.core.states import JobStatus, worst_status
 
@@ -236,7 +249,7 @@ def register(app: typer.Typer) -> None:
                     fmt: Annotated[str, typer.Option("--format", help="json, csv or junit.")] = "json",
                     testpatt: TESTPATT = None, full_db: FULL_DB = False) -> None:
         """Write a run's results to stdout as JSON, CSV or JUnit XML (Jenkins, GitLab)."""
-        from megarun.services.runs import get_run, junit_xml
+        from megarun.services.runs import get_run
 
         mctx = context(ctx)
         with_archive(mctx, full_db)
@@ -250,6 +263,6 @@ def register(app: typer.Typer) -> None:
         elif fmt == "csv":
             render(rows, list(rows[0]) if rows else ["id"], False, True)
         elif fmt == "junit":
-            sys.stdout.write(junit_xml(target, runname, items))
+            sys.stdout.write(_junit(mctx, run_row, items))
         else:
             raise UsageError(f"unknown format {fmt!r}; choose json, csv or junit")

@@ -11,6 +11,10 @@ On the site, `main()` answers one of two requests:
                                                   [name, path, size, length]
     excerpts FOLDER HEAD TAIL LIMIT [ORDER ONLY]  JSON: [[name, path, size, truncated, text], ...]
 
+    tails PATHS LINES LIMIT                       JSON: the last LINES lines (LIMIT bytes at
+                                                  most) of each file of PATHS (a JSON list),
+                                                  null for a missing one
+
 ORDER is a JSON list of the job's step names (their logs come first, in that order), ONLY is 1
 for those steps' logs alone (`job logs --step`).
 """
@@ -168,6 +172,20 @@ def excerpts(folder: str, head: Optional[int], tail: Optional[int], limit: int,
     return found
 
 
+def tails(paths: List[str], lines: int, limit: int) -> List[Optional[str]]:
+    """The last `lines` lines (at most `limit` bytes) of each file, None for a file that is
+    not there: what the JUnit export shows of a failing step's logs."""
+    found = []  # type: List[Optional[str]]
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                found.append(excerpt(handle, size, None, lines, limit)[1])
+        except OSError:
+            found.append(None)
+    return found
+
+
 def _lines(arg: str) -> Optional[int]:
     value = int(arg)
     return None if value < 0 else value
@@ -191,6 +209,9 @@ def main() -> int:
         order, only = _order(args[4:])
         found = excerpts(args[0], _lines(args[1]), _lines(args[2]), int(args[3]), order, only)
         out.write(json.dumps(found).encode("utf-8"))
+    elif kind == "tails":
+        found_tails = tails(json.loads(args[0]), int(args[1]), int(args[2]))
+        out.write(json.dumps(found_tails).encode("utf-8"))
     else:
         sys.stderr.write("unknown request {!r}\n".format(kind))
         return 2

@@ -247,3 +247,21 @@ class RemoteJobLogs:
             raise self._failed(result.stderr_text, result.code)
         return [LogExcerpt(LogFile(str(n), str(p), int(s)), bool(cut), str(text))
                 for n, p, s, cut, text in json.loads(result.stdout_text)]
+
+
+def log_tails(site: SiteInfo | None, paths: list[str], lines: int,
+              limit: int) -> dict[str, str]:
+    """The last `lines` lines (at most `limit` bytes each) of the given logs of one site's
+    jobs, read in one round trip on an SSH site; a log that is not there is left out."""
+    if not paths:
+        return {}
+    if site is None or not site.is_remote:
+        found = logslice.tails(paths, lines, limit)
+    else:
+        result = site_executor(site).run(
+            [site.python, "-c", _logslice_source(), "tails", json.dumps(paths), str(lines),
+             str(limit)], timeout=120)
+        if result.code != 0:
+            raise RemoteJobLogs(site, paths[0])._failed(result.stderr_text, result.code)
+        found = json.loads(result.stdout_text)
+    return {path: str(text) for path, text in zip(paths, found, strict=True) if text is not None}
