@@ -15,8 +15,8 @@ from megarun.services.jobs import JobFilter, JobRequest
 
 app = typer.Typer(help="Jobs: single executions of an app.", no_args_is_help=True)
 
-_LIST_COLUMNS = ["id", "app", "site", "state", "status", "attempt", "exit_code", "tags",
-                 "message"]
+_LIST_COLUMNS = ["id", "app", "run", "item", "site", "state", "status", "attempt", "exit_code",
+                 "tags", "message"]
 TagOption = Annotated[list[str] | None, typer.Option(
     "--tag", "-t", help="Tag key=value (repeatable; all must match).", metavar="KEY=VALUE")]
 
@@ -84,6 +84,11 @@ def ls(
     status: Annotated[str | None, typer.Option(help="Only this STATUS.")] = None,
     app_name: Annotated[str | None, typer.Option("--app", help="Only jobs of this app.")] = None,
     site: Annotated[str | None, typer.Option(help="Only jobs of this site.")] = None,
+    run: Annotated[str | None, typer.Option(
+        "--run", help="Only jobs of this test-suite run.", metavar="TARGET/RUNNAME")] = None,
+    test: Annotated[str | None, typer.Option(
+        "--test", help="Only jobs of this test (of every run, or of --run).", metavar="NAME")
+    ] = None,
     limit: Annotated[int, typer.Option(
         help="At most this many jobs (0: all); stderr says how many more there are.",
         min=0, max=INT64_MAX)] = job_service.DEFAULT_LIST_LIMIT,
@@ -96,7 +101,7 @@ def ls(
     """List jobs, oldest first."""
     one_format(as_json, as_csv)
     flt = JobFilter(tags=parse_pairs(tag, "-t"), state=state, status=status, app=app_name,
-                    site=site)
+                    site=site, run=run, test=test)
     mctx = context(ctx)
     with_archive(mctx, full_db)
     if by_state:
@@ -105,7 +110,7 @@ def ls(
         return
     rows = job_service.iter_jobs(mctx, flt, limit)
     if not as_json:
-        rows = (_shown_site(row) for row in rows)
+        rows = (_shown_test(_shown_site(row)) for row in rows)
     shown = render_stream(rows, _LIST_COLUMNS, as_json, as_csv, empty="no jobs match")
     if limit and shown == limit:
         more = job_service.count_jobs(mctx, flt) - shown
@@ -114,6 +119,14 @@ def ls(
 
 
 UNMATCHED = "(unmatched)"
+
+
+def _shown_test(job: dict[str, Any]) -> dict[str, Any]:
+    """In tables a test-suite job shows its test in the APP column (its run and item in
+    their own); app jobs leave those empty."""
+    if job.get("run") is None:
+        return {**job, "run": "", "item": ""}
+    return {**job, "app": job["test"], "item": job["item"] or ""}
 
 
 def _shown_site(job: dict[str, Any]) -> dict[str, Any]:

@@ -75,3 +75,35 @@ def test_a_running_item_shows_which_step_runs(area: Path, tmp_path: Path) -> Non
         assert runner.wait(timeout=60) == 0
     assert [(s["state"], s["status"]) for s in status_items(area)[0]["steps"]] == [
         ("COMPLETED", "PASS")] * 3
+
+
+def test_job_ls_shows_and_filters_suite_jobs_by_run_and_test(area: Path) -> None:
+    write_test(area, "unit", 'steps = ["true"]\n[items]\nN = ["1", "2"]\n')
+    write_test(area, "lint", 'steps = ["true"]\n')
+    for runname in ("r", "s"):
+        result = megarun_process(area, "run", "--target", "linux/x86_64", "--runname", runname,
+                                 "--quiet")
+        assert result.returncode == 0, result.stderr
+    assert megarun_process(area, "app", "add", "hello", "--command", "true").returncode == 0
+    assert megarun_process(area, "job", "create", "--app", "hello").returncode == 0
+    listed = json.loads(megarun_process(area, "job", "ls", "--json").stdout)
+    assert [(j["app"], j["run"], j["test"], j["item"]) for j in listed] == [
+        ("", "linux/x86_64/r", "lint", ""), ("", "linux/x86_64/r", "unit", "1"),
+        ("", "linux/x86_64/r", "unit", "2"), ("", "linux/x86_64/s", "lint", ""),
+        ("", "linux/x86_64/s", "unit", "1"), ("", "linux/x86_64/s", "unit", "2"),
+        ("hello", None, None, None)]
+    chosen = json.loads(megarun_process(area, "job", "ls", "--run", "linux/x86_64/s", "--test",
+                                        "unit", "--json").stdout)
+    assert [(j["run"], j["test"], j["item"]) for j in chosen] == [
+        ("linux/x86_64/s", "unit", "1"), ("linux/x86_64/s", "unit", "2")]
+    assert len(json.loads(megarun_process(area, "job", "ls", "--test", "lint",
+                                          "--json").stdout)) == 2
+    table = megarun_process(area, "job", "ls", "--run", "linux/x86_64/r").stdout.splitlines()
+    assert table[0].split()[:4] == ["ID", "APP", "RUN", "ITEM"]
+    assert [line.split()[1:4] for line in table[1:]] == [
+        ["lint", "linux/x86_64/r", "local"], ["unit", "linux/x86_64/r", "1"],
+        ["unit", "linux/x86_64/r", "2"]]
+    unknown = megarun_process(area, "job", "ls", "--run", "linux/x86_64/nosuch")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == ("megarun: error: --run 'linux/x86_64/nosuch': no such "
+                                      "run; runs: linux/x86_64/r, linux/x86_64/s")
