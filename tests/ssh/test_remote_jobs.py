@@ -474,3 +474,33 @@ def test_sync_stops_restarting_an_agent_that_keeps_dying(remote_area: Path, home
     assert db_rows(remote_area, "SELECT state FROM job")[0][0] in ("READY", "QUEUED")
     for pid in pids_of_sleepers(workdir):
         os.kill(pid, signal.SIGKILL)
+
+
+def test_steps_and_junit_logs_of_a_suite_run_on_the_ssh_site(remote_area: Path, home: Path,
+                                                             tmp_path: Path) -> None:
+    """Step results come from the site's events, and the JUnit export reads the failing
+    step's log tails on the site (one round trip for every failing item)."""
+    folder = remote_area / "tests" / "multi"
+    folder.mkdir(parents=True)
+    (folder / "test.toml").write_text(
+        'steps = [{name = "prep", cmd = "echo ready"},\n'
+        '         {name = "check", cmd = "sh -c \'seq 1 150; echo \\"broken $N\\" >&2; '
+        'exit 5\'"}]\n[items]\nN = ["a", "b"]\n')
+    result = cli(remote_area, home, "run", "--target", "linux", "--runname", "r", "--site",
+                 "remote", "--json")
+    assert result.returncode == 1, result.stderr
+    for entry in json.loads(result.stdout)["items"]:
+        assert [(s["name"], s["state"], s["status"], s["exit_code"]) for s in entry["steps"]] == [
+            ("prep", "COMPLETED", "PASS", 0), ("check", "COMPLETED", "FAIL", 5)]
+    xml = ok(remote_area, home, "runs", "export", "--target", "linux", "--runname", "r",
+             "--format", "junit").stdout
+    from junitparser import JUnitXml
+
+    cases = {case.name: case for suite in JUnitXml.fromstring(xml) for case in suite}
+    assert set(cases) == {"a", "b"}
+    for name, case in cases.items():
+        assert case.system_out.splitlines() == [str(n) for n in range(51, 151)]
+        assert case.system_err == f"broken {name}\n"
+    assert str(tmp_path / "remote-work" / "runs" / "linux" / "r" / "multi" / "a") in xml
+    step = ok(remote_area, home, "job", "logs", "1", "--step", "prep").stdout
+    assert step == "==> prep.out <==\nready\n\n==> prep.err <==\n"
