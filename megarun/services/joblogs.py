@@ -207,6 +207,13 @@ def _lines_arg(value: int | None) -> str:
     return "-1" if value is None else str(value)
 
 
+def site_read_failed(site: SiteInfo, what: str, stderr: str, code: int) -> EnvironmentProblem:
+    """The error for logs an SSH site could not read: its last line of stderr."""
+    lines = stderr.strip().splitlines()
+    return EnvironmentProblem(f"site {site.name!r}: cannot read {what}: "
+                              f"{lines[-1] if lines else f'exit code {code}'}")
+
+
 class RemoteJobLogs:
     """The logs of a job on an SSH site, sliced there and streamed back in chunks: one round
     trip for the text of every log (its bytes flow to `out` as they come, never whole in
@@ -219,9 +226,7 @@ class RemoteJobLogs:
         self.order = order
 
     def _failed(self, stderr: str, code: int) -> EnvironmentProblem:
-        lines = stderr.strip().splitlines()
-        return EnvironmentProblem(f"site {self.site.name!r}: cannot read {self.folder}: "
-                                  f"{lines[-1] if lines else f'exit code {code}'}")
+        return site_read_failed(self.site, self.folder, stderr, code)
 
     def write(self, out: BinaryIO, head: int | None, tail: int | None,
               announce: Callable[[LogFile], None]) -> int:
@@ -262,6 +267,7 @@ def log_tails(site: SiteInfo | None, paths: list[str], lines: int,
             [site.python, "-c", _logslice_source(), "tails", json.dumps(paths), str(lines),
              str(limit)], timeout=120)
         if result.code != 0:
-            raise RemoteJobLogs(site, paths[0])._failed(result.stderr_text, result.code)
+            raise site_read_failed(site, f"the logs of {len(paths)} job step(s)",
+                                   result.stderr_text, result.code)
         found = json.loads(result.stdout_text)
     return {path: str(text) for path, text in zip(paths, found, strict=True) if text is not None}
