@@ -98,11 +98,16 @@ def test_job_ls_shows_and_filters_suite_jobs_by_run_and_test(area: Path) -> None
         ("linux/x86_64/s", "unit", "1"), ("linux/x86_64/s", "unit", "2")]
     assert len(json.loads(megarun_process(area, "job", "ls", "--test", "lint",
                                           "--json").stdout)) == 2
+    assert [j["tags"] for j in chosen] == [{"N": "1"}, {"N": "2"}]  # an item's variables
+    tagged = json.loads(megarun_process(area, "job", "ls", "-t", "N=2", "--json").stdout)
+    assert [(j["run"], j["item"]) for j in tagged] == [("linux/x86_64/r", "2"),
+                                                       ("linux/x86_64/s", "2")]
     table = megarun_process(area, "job", "ls", "--run", "linux/x86_64/r").stdout.splitlines()
     assert table[0].split()[:4] == ["ID", "APP", "RUN", "ITEM"]
     assert [line.split()[1:4] for line in table[1:]] == [
         ["lint", "linux/x86_64/r", "local"], ["unit", "linux/x86_64/r", "1"],
         ["unit", "linux/x86_64/r", "2"]]
+    assert table[2].split()[-1] == "N=1"  # TAGS, then an empty MESSAGE
     unknown = megarun_process(area, "job", "ls", "--run", "linux/x86_64/nosuch")
     assert unknown.returncode == 2
     assert unknown.stderr.strip() == ("megarun: error: --run 'linux/x86_64/nosuch': no such "
