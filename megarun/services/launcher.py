@@ -99,6 +99,7 @@ class LaunchSummary:
     stuck: int = 0
     recovered: dict[str, int] = field(default_factory=dict)
     blocked: str = ""  # why READY jobs were left unlaunched (a launch gate that waiting won't lift)
+    blocked_hint: str = ""  # what the user does about it
     agent_restarts: int = 0  # agents started again after one died
 
     @property
@@ -109,7 +110,8 @@ class LaunchSummary:
         return {"site": self.site, "done": self.done, "by_status": self.by_status,
                 "elapsed": round(self.elapsed, 3), "interrupted": self.interrupted,
                 "stuck": self.stuck, "failed": self.failed, "recovered": self.recovered,
-                "blocked": self.blocked, "agent_restarts": self.agent_restarts,
+                "blocked": self.blocked, "blocked_hint": self.blocked_hint,
+                "agent_restarts": self.agent_restarts,
                 "jobs_per_second": round(self.done / self.elapsed, 1) if self.elapsed else 0.0}
 
 
@@ -142,6 +144,14 @@ def lock_path(ctx: Context, site: str) -> Path:
     folder = ctx.area.state_dir / "locks"
     make_private_dirs(str(folder))
     return folder / f"launch-{site}.lock"
+
+
+def no_batch_job_message(site: str, ready: int) -> tuple[str, str]:
+    """Why a batch site's READY jobs cannot run, and what to do: a batch job runs them."""
+    return (f"no batch job is open on site {site!r} to run its {ready} READY job(s)",
+            f"the jobs stay READY: submit a pilot with megarun queue submit --site {site} "
+            "--nodes N --walltime MINUTES, or one batch job per job with megarun queue submit "
+            f"--site {site} --mode direct; then launch again")
 
 
 class Launcher:
@@ -242,13 +252,12 @@ class Launcher:
                 break
             if active == 0 and self._gate.blocking:
                 self.summary.blocked = self._gate.held
+                self.summary.blocked_hint = "the jobs stay READY; free some space, then launch again"
                 break
             if self.batch:
                 if active == 0 and not self._batch_open:
-                    self.summary.blocked = (
-                        f"no batch job is open on site {self.site.name!r} to run its "
-                        f"{by_state.get('READY', 0)} READY job(s): submit one with: megarun "
-                        f"queue submit --site {self.site.name} --nodes N --walltime MINUTES")
+                    self.summary.blocked, self.summary.blocked_hint = no_batch_job_message(
+                        self.site.name, by_state.get("READY", 0))
                     break
             elif active:
                 self._ensure_agent()
