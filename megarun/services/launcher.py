@@ -378,7 +378,7 @@ class Launcher:
         if self.batch:
             from megarun.services.batch import active_pools
 
-            sent = 0
+            sent = self._submit_next_levels()
             for target in active_pools(self.ctx, self.site):
                 self._gate, count = dispatch_round(self.ctx, self.site_id, self.site, self.gates,
                                                    by_state, self.run_id, ended, target)
@@ -389,6 +389,22 @@ class Launcher:
         self._count_finished(ended)  # jobs whose stage-in failed
         if sent and self.remote is not None:
             self._exchange_soon()
+
+    def _submit_next_levels(self) -> int:
+        """Direct mode: the READY jobs whose parents ran in direct batch jobs get theirs."""
+        from megarun.services.direct_levels import submit_next_levels
+
+        try:
+            outcome = submit_next_levels(self.ctx, self.site, self.run_id)
+        except EnvironmentProblem as exc:
+            self.site_error = str(exc)  # shown in the progress line; tried again next cycle
+            return 0
+        if outcome.refused:
+            first = outcome.refused[0]
+            self.site_error = f"batch job {first['id']} not submitted: {first['message']}"
+        if outcome.submitted:
+            self._batch_open = True  # the next poll sees them; until then do not give up
+        return outcome.jobs
 
     def _ensure_agent(self) -> None:
         if self.agent_process is not None and self.agent_process.poll() is None:
