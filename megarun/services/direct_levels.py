@@ -28,15 +28,17 @@ from megarun.services.submissions import has_pending, settle_interrupted, submit
 
 #: READY jobs of a site whose parent ran in a direct batch job of that site and that had no
 #: batch job since (their own is older than the parents' newest, or they never had one), with
-#: the id of the parents' newest direct batch job.
+#: the id of the parents' newest direct batch job. It starts from the site's direct batch jobs
+#: (CROSS JOIN keeps that order): a site fed by pilots costs nothing, whatever its READY jobs.
 _NEXT_LEVEL = """
 SELECT id, template FROM (
     SELECT j.id AS id, j.priority AS priority, j.batch_job_id AS own, max(b.id) AS template
-    FROM job j
-    JOIN job_dependency d ON d.child_id = j.id
-    JOIN job p ON p.id = d.parent_id
-    JOIN batch_job b ON b.id = p.batch_job_id AND b.mode = 'direct' AND b.site_id = j.site_id
-    WHERE j.site_id = ? AND j.state = 'READY' {run}
+    FROM batch_job b
+    CROSS JOIN job p ON p.batch_job_id = b.id
+    CROSS JOIN job_dependency d ON d.parent_id = p.id
+    CROSS JOIN job j ON j.id = d.child_id
+    WHERE b.site_id = ? AND b.mode = 'direct' AND j.site_id = b.site_id AND j.state = 'READY'
+    {run}
     GROUP BY j.id
 ) WHERE own IS NULL OR own < template
 ORDER BY priority DESC, id

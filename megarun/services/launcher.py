@@ -179,6 +179,7 @@ class Launcher:
         # the launcher feeds their pools and polls the scheduler, and starts no agent itself.
         self.batch = self.site.scheduler != "local"
         self._next_batch_poll = 0.0
+        self._next_level_check = 0.0
         self._batch_open = True
         self._want_agent = False
         self._agent_started_at = -AGENT_START_GRACE
@@ -255,6 +256,8 @@ class Launcher:
                 self.summary.blocked_hint = "the jobs stay READY; free some space, then launch again"
                 break
             if self.batch:
+                if active == 0 and not self._batch_open:
+                    self._submit_next_levels(by_state, force=True)  # before giving up
                 if active == 0 and not self._batch_open:
                     self.summary.blocked, self.summary.blocked_hint = no_batch_job_message(
                         self.site.name, by_state.get("READY", 0))
@@ -378,7 +381,7 @@ class Launcher:
         if self.batch:
             from megarun.services.batch import active_pools
 
-            sent = self._submit_next_levels()
+            sent = self._submit_next_levels(by_state)
             for target in active_pools(self.ctx, self.site):
                 self._gate, count = dispatch_round(self.ctx, self.site_id, self.site, self.gates,
                                                    by_state, self.run_id, ended, target)
@@ -390,10 +393,16 @@ class Launcher:
         if sent and self.remote is not None:
             self._exchange_soon()
 
-    def _submit_next_levels(self) -> int:
-        """Direct mode: the READY jobs whose parents ran in direct batch jobs get theirs."""
+    def _submit_next_levels(self, by_state: dict[str, int], force: bool = False) -> int:
+        """Direct mode: the READY jobs whose parents ran in direct batch jobs get theirs.
+        Looked for at the batch poll's pace (its query reads the site's direct batch jobs),
+        or at once with `force`."""
         from megarun.services.direct_levels import submit_next_levels
 
+        now = time.monotonic()
+        if not by_state.get("READY") or (not force and now < self._next_level_check):
+            return 0
+        self._next_level_check = now + BATCH_POLL_SECONDS
         try:
             outcome = submit_next_levels(self.ctx, self.site, self.run_id)
         except EnvironmentProblem as exc:
