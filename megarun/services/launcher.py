@@ -146,9 +146,11 @@ def lock_path(ctx: Context, site: str) -> Path:
     return folder / f"launch-{site}.lock"
 
 
-def no_batch_job_message(site: str, ready: int) -> tuple[str, str]:
-    """Why a batch site's READY jobs cannot run, and what to do: a batch job runs them."""
-    return (f"no batch job is open on site {site!r} to run its {ready} READY job(s)",
+def no_batch_job_message(site: str, ready: int, refused: str = "") -> tuple[str, str]:
+    """Why a batch site's READY jobs cannot run, and what to do: a batch job runs them.
+    `refused`: why the scheduler refused the last direct batch job this launch submitted."""
+    why = f" ({refused})" if refused else ""
+    return (f"no batch job is open on site {site!r} to run its {ready} READY job(s){why}",
             f"the jobs stay READY: submit a pilot with megarun queue submit --site {site} "
             "--nodes N --walltime MINUTES, or one batch job per job with megarun queue submit "
             f"--site {site} --mode direct; then launch again")
@@ -180,6 +182,7 @@ class Launcher:
         self.batch = self.site.scheduler != "local"
         self._next_batch_poll = 0.0
         self._next_level_check = 0.0
+        self._level_refused = ""  # the last direct batch job of a next level the scheduler refused
         self._batch_open = True
         self._want_agent = False
         self._agent_started_at = -AGENT_START_GRACE
@@ -260,7 +263,7 @@ class Launcher:
                     self._submit_next_levels(by_state, force=True)  # before giving up
                 if active == 0 and not self._batch_open:
                     self.summary.blocked, self.summary.blocked_hint = no_batch_job_message(
-                        self.site.name, by_state.get("READY", 0))
+                        self.site.name, by_state.get("READY", 0), self._level_refused)
                     break
             elif active:
                 self._ensure_agent()
@@ -410,7 +413,8 @@ class Launcher:
             return 0
         if outcome.refused:
             first = outcome.refused[0]
-            self.site_error = f"batch job {first['id']} not submitted: {first['message']}"
+            self._level_refused = f"batch job {first['id']} was refused: {first['message']}"
+            self.site_error = self._level_refused
         if outcome.submitted:
             self._batch_open = True  # the next poll sees them; until then do not give up
         return outcome.jobs

@@ -18,7 +18,7 @@ import pytest
 
 from megarun.config.area import locate_area
 from megarun.services.homehost import working_db_path
-from tests.integration.test_batch_fakes import Area, make_area
+from tests.integration.test_batch_fakes import FAKES, Area, make_area
 
 pytestmark = pytest.mark.slow
 
@@ -115,3 +115,31 @@ def wait_for(step: Callable[[], T], done: Callable[[T], bool], limit: float = 12
             return result
         time.sleep(0.2)
     pytest.fail(f"not done in {limit} s: {step}")
+
+
+def test_a_refused_level_is_reported_and_never_submitted_again_by_itself(
+        tmp_path: Path) -> None:
+    area = suite_area(tmp_path)
+    wrappers, refuse, calls = tmp_path / "wrappers", tmp_path / "refuse", tmp_path / "qsub-calls"
+    wrappers.mkdir()
+    qsub = wrappers / "qsub"
+    qsub.write_text(f'#!/bin/sh\necho call >> "{calls}"\nif [ -e "{refuse}" ]; then\n'
+                    '  echo "qsub: Job violates queue and/or server resource limits" >&2\n'
+                    f'  exit 1\nfi\nexec "{FAKES / "qsub"}" "$@"\n')
+    qsub.chmod(0o755)
+    area.env["PATH"] = f"{wrappers}:{area.env['PATH']}"
+    start_run(area)
+    refuse.touch()
+    code, _, err = area.cli("launch", "--site", "hpc")
+    assert code == 3
+    assert ("no batch job is open on site 'hpc' to run its 2 READY job(s) (batch job 2 was "
+            "refused: qsub refused the batch job: qsub: Job violates queue") in err, err
+    assert len(calls.read_text().splitlines()) == 3  # build, then the two unit jobs once
+    refuse.unlink()
+    code, _, err = area.cli("launch", "--site", "hpc")  # no retry by itself: the user decides
+    assert code == 3 and "was refused" not in err and "2 READY job(s)" in err, err
+    assert len(calls.read_text().splitlines()) == 3
+    area.ok("queue", "submit", "--site", "hpc", "--mode", "direct")
+    summary = area.json("launch", "--site", "hpc")  # the report level follows by itself
+    assert summary["by_status"] == {"PASS": 3}, summary
+    assert len(calls.read_text().splitlines()) == 6
