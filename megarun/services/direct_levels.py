@@ -7,9 +7,10 @@ same site gets a direct batch job of its own, with the queue, account and direct
 parent's batch job (the newest, when parents ran in several).
 
 Never twice: a job leaves READY (dispatched into its batch job's pool, in one transaction)
-before the scheduler is asked, and a job that already had a batch job since its parents' is
-left alone, so a batch job that was refused, cancelled or ended before starting its job is not
-submitted again by itself (`queue submit --mode direct` does it by hand).
+before the scheduler is asked; a job that already had a batch job since its parents' is left
+alone, so a batch job that was refused, cancelled or ended before starting its job is not
+submitted again by itself (`queue submit --mode direct` does it by hand); and submissions to
+a site take turns, the next one settling what a kill cut short (megarun.services.submissions).
 """
 
 from __future__ import annotations
