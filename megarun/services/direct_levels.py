@@ -20,6 +20,7 @@ from typing import Any
 
 from peewee import SqliteDatabase
 
+from megarun.core.states import JobState
 from megarun.db.models import BatchJob
 from megarun.errors import UsageError
 from megarun.schedulers.base import BatchState
@@ -38,7 +39,7 @@ SELECT id, template FROM (
     CROSS JOIN job p ON p.batch_job_id = b.id
     CROSS JOIN job_dependency d ON d.parent_id = p.id
     CROSS JOIN job j ON j.id = d.child_id
-    WHERE b.site_id = ? AND b.mode = 'direct' AND j.site_id = b.site_id AND j.state = 'READY'
+    WHERE b.site_id = ? AND b.mode = 'direct' AND j.site_id = b.site_id AND j.state = ?
     {run}
     GROUP BY j.id
 ) WHERE own IS NULL OR own < template
@@ -64,7 +65,7 @@ def next_level_jobs(db: SqliteDatabase, site: int,
     """The jobs to submit now, grouped by the parents' direct batch job whose settings they
     take (see _NEXT_LEVEL)."""
     sql = _NEXT_LEVEL.format(run="AND j.run_id = ?" if run_id is not None else "")
-    params = (site, run_id) if run_id is not None else (site,)
+    params = (site, JobState.READY.value, *((run_id,) if run_id is not None else ()))
     groups: dict[int, list[int]] = {}
     for job_id, template in db.execute_sql(sql, params).fetchall():
         groups.setdefault(int(template), []).append(int(job_id))
