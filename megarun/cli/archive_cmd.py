@@ -24,9 +24,10 @@ AS_JSON = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 @app.command("reduce")
 def reduce(
     ctx: typer.Context,
-    older_than: Annotated[str, typer.Option(
-        "--older-than", help="Only runs idle this long (30d, 12h, 90m, 2w; 0: any finished run).",
-        metavar="AGE")] = "30d",
+    older_than: Annotated[str | None, typer.Option(
+        "--older-than", help="Only runs idle this long (30d, 12h, 90m, 2w; 0: any finished "
+        "run). Default: 30d, or any age when --runname names one run exactly (no glob).",
+        metavar="AGE")] = None,
     target: TARGET = None,
     runname: RUNNAME = None,
     dry_run: Annotated[bool, typer.Option(
@@ -35,11 +36,12 @@ def reduce(
 ) -> None:
     """Move finished runs (jobs, tags, dependencies, events) into completed-runs.db."""
     from megarun.core.ages import parse_age
-    from megarun.services.archive import reduce_runs
+    from megarun.services.archive import reduce_age, reduce_runs
     from megarun.services.runselect import RunSelection
 
-    selection = RunSelection(target, runname, parse_age(older_than))
-    _show(reduce_runs(context(ctx), selection, dry_run), as_json)
+    age = reduce_age(parse_age(older_than) if older_than is not None else None, runname)
+    selection = RunSelection(target, runname, age)
+    _show(reduce_runs(context(ctx), selection, dry_run), as_json, bool(target or runname))
 
 
 @app.command("restore")
@@ -70,7 +72,7 @@ def ls(ctx: typer.Context, target: TARGET = None, runname: RUNNAME = None,
            False, empty="no archived runs")
 
 
-def _show(result: "ArchiveResult", as_json: bool) -> None:
+def _show(result: "ArchiveResult", as_json: bool, named: bool = False) -> None:
     if as_json:
         print_json(result.as_dict())
         return
@@ -82,9 +84,40 @@ def _show(result: "ArchiveResult", as_json: bool) -> None:
            False, title=f"{verb} {where}", empty="no run to move")
     for line in result.refused:
         note(f"left in place: {line}", "yellow")
+    if named:  # the user picked runs: say why those that matched did not move
+        for line in held_back_lines(result):
+            note(line, "yellow")
     if result.moved:
         say(f"{verb} {len(result.moved)} run(s), {result.jobs} job(s) {where} "
             f"in {result.seconds:.1f} s")
+
+
+def held_back_lines(result: "ArchiveResult") -> list[str]:
+    """One line per reason that kept matching runs out of a reduce, with what to do."""
+    from megarun.core.ages import format_age
+
+    held, lines = result.held_back, []
+    if held.too_young:
+        age = format_age(result.older_than or 0.0)
+        lines.append(f"{_runs(held.too_young)} matched but {_is(held.too_young)} younger than "
+                     f"{age}; add --older-than 0 to move {_it(held.too_young)}")
+    if held.unfinished:
+        lines.append(f"{_runs(held.unfinished)} matched but {_is(held.unfinished)} not finished: "
+                     "jobs still wait or run (they move once those end; megarun kill stops "
+                     "them)")
+    return lines
+
+
+def _runs(count: int) -> str:
+    return f"{count} run" + ("" if count == 1 else "s")
+
+
+def _is(count: int) -> str:
+    return "is" if count == 1 else "are"
+
+
+def _it(count: int) -> str:
+    return "it" if count == 1 else "them"
 
 
 FULL_DB = Annotated[bool, typer.Option(

@@ -102,10 +102,10 @@ def print_summary(summary: "LaunchSummary") -> None:
 
 
 def raise_if_blocked(summary: "LaunchSummary") -> None:
-    """A launch gate that waiting cannot lift (a full disk) left jobs READY: exit 3."""
+    """A launch gate that waiting cannot lift (a full disk), or a batch site without an open
+    batch job, left jobs READY: exit 3 with what to do."""
     if summary.blocked:
-        raise EnvironmentProblem(summary.blocked,
-                                 "the jobs stay READY; free some space, then launch again")
+        raise EnvironmentProblem(summary.blocked, summary.blocked_hint or None)
 
 
 def register(app: typer.Typer) -> None:

@@ -74,8 +74,13 @@ def show(
     name: Annotated[str, typer.Argument(help="Site name.")],
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
-    """Show one site and its settings."""
-    info = site_service.get_site(context(ctx), name).as_dict()
+    """Show one site: its host and work dir (and where the work dir came from), and its
+    settings."""
+    mctx = context(ctx)
+    site = site_service.get_site(mctx, name)
+    info = site.as_dict()
+    info["workdir_from"] = site_service.workdir_origin(mctx, site)
+    info["settings"] = info.pop("settings")  # last: the longest
     if as_json:
         print_json(info)
     else:

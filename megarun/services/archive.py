@@ -45,7 +45,14 @@ from megarun.db.fulldb import (
 )
 from megarun.errors import EnvironmentProblem
 from megarun.services.context import Context
-from megarun.services.runselect import RunSelection, move_lock, run_filters, select_finished_runs
+from megarun.services.runselect import (
+    HeldBack,
+    RunSelection,
+    held_back_runs,
+    move_lock,
+    run_filters,
+    select_finished_runs,
+)
 
 REDUCE = "reduce"
 RESTORE = "restore"
@@ -83,6 +90,8 @@ class ArchiveResult:
     refused: list[str] = field(default_factory=list)  # "target/runname: reason"
     recovered: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    older_than: float | None = None  # the age asked for (reduce); None: any
+    held_back: HeldBack = field(default_factory=HeldBack)  # matched, but too young or open
 
     @property
     def jobs(self) -> int:
@@ -92,6 +101,7 @@ class ArchiveResult:
         return {"direction": self.direction, "archive": self.archive, "dry_run": self.dry_run,
                 "runs": [run.__dict__ for run in self.moved], "jobs": self.jobs,
                 "refused": self.refused, "recovered": self.recovered,
+                "older_than": self.older_than, "matched_but_left": self.held_back.as_dict(),
                 "seconds": round(self.seconds, 3)}
 
 
@@ -112,6 +122,21 @@ class _Move:
     @property
     def target_name(self) -> str:
         return "completed-runs.db" if self.direction == REDUCE else "the working database"
+
+
+#: `archive reduce` moves only runs idle this long, unless an age is given or one run is named.
+DEFAULT_REDUCE_AGE = 30 * 86400.0
+_GLOB_CHARS = frozenset("*?[")
+
+
+def reduce_age(older_than: float | None, runname: str | None) -> float | None:
+    """The age a reduce asks for: the one given; else none when `runname` names one run
+    exactly (the user chose that run: its age does not matter), else the 30-day default."""
+    if older_than is not None:
+        return older_than
+    if runname and not _GLOB_CHARS & set(runname):
+        return None
+    return DEFAULT_REDUCE_AGE
 
 
 # -- entry points ---------------------------------------------------------------------------
@@ -173,16 +198,19 @@ def list_archived(ctx: Context, selection: RunSelection) -> list[dict[str, Any]]
 def _run_move(ctx: Context, move: _Move, selection: RunSelection,
               dry_run: bool) -> ArchiveResult:
     started = time.perf_counter()
-    result = ArchiveResult(move.direction, str(ctx.area.completed_db_path), dry_run)
+    result = ArchiveResult(move.direction, str(ctx.area.completed_db_path), dry_run,
+                           older_than=selection.older_than)
     with move_lock(ctx):
         if not ctx.area.completed_db_path.exists() and (dry_run or move.direction == RESTORE):
             result.recovered = _drop_intents_without_archive(ctx.db)
             if move.direction == REDUCE:  # a dry run: what would move; no archive to create
                 result.moved = _describe(ctx.db, "main", select_finished_runs(
                     ctx.db, selection, "main"))
+                result.held_back = held_back_runs(ctx.db, selection, "main")
             return result
         with _archive_attached(ctx) as db:
             result.recovered = _recover(db)
+            result.held_back = held_back_runs(db, selection, move.source)
             ids = select_finished_runs(db, selection, move.source)
             for start in range(0, len(ids), BATCH_RUNS):
                 _move_batch(db, move, ids[start:start + BATCH_RUNS], result)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from megarun.config.presets import apply_overrides
+from megarun.core.faults import fault_point
 from megarun.core.lifecycle import Chain
 from megarun.core.states import JobState
 from megarun.db.connection import write_transaction
@@ -41,6 +42,7 @@ from megarun.services.remote import (
     install_agent,
 )
 from megarun.services.sites import SiteInfo, get_site, site_id
+from megarun.services.submissions import SUBMITTING
 
 MODES = ("pilot", "direct")
 OPEN_STATES = (BatchState.PENDING_SUBMISSION.value, BatchState.QUEUED.value,
@@ -72,6 +74,8 @@ class SubmitRequest:
     extras: list[str] = field(default_factory=list)  # --set key=value directives
     idle_exit: float | None = None
     limit: int | None = None  # direct mode: at most this many jobs
+    job_ids: tuple[int, ...] = ()  # direct mode: only these jobs (the next dependency level)
+    default_walltime: float | None = None  # direct mode: minutes for a job without a walltime
 
 
 @dataclass
@@ -131,8 +135,30 @@ def submit(ctx: Context, request: SubmitRequest) -> list[dict[str, Any]]:
     """Submit a pilot, or one direct batch job per selected READY job; return the rows.
 
     A batch job that the scheduler refused is kept as submit_failed with the reason.
+    Submissions to a site take turns; the first settles what a killed one left behind.
     """
+    from megarun.services.submissions import settle_interrupted, submit_lock
+
     plan = _plan(ctx, request)
+    with submit_lock(ctx, plan.site.name, wait=True):
+        settle_interrupted(ctx, plan.site)
+        return _submit_planned(ctx, plan, request)
+
+
+def submit_like(ctx: Context, site: SiteInfo, template: BatchJob,
+                job_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """One direct batch job per READY job of `job_ids`, with the queue, account and
+    directives of `template` (checked when it was submitted); a job without a walltime of
+    its own gets the template's. UsageError when none of the jobs is READY any more.
+    Call it holding megarun.services.submissions.submit_lock."""
+    plan = _Plan(site, get_scheduler(site.scheduler), template.queue, template.account,
+                 json.loads(template.extras or "{}"), DIRECT_IDLE_EXIT)
+    request = SubmitRequest(site.name, mode="direct", job_ids=tuple(job_ids),
+                            default_walltime=template.walltime)
+    return _submit_planned(ctx, plan, request)
+
+
+def _submit_planned(ctx: Context, plan: _Plan, request: SubmitRequest) -> list[dict[str, Any]]:
     executor = executor_for(plan.site)
     _prepare_site(plan.site, executor)
     if request.mode == "pilot":
@@ -231,7 +257,7 @@ def _direct_rows(ctx: Context, plan: _Plan, request: SubmitRequest) -> list[Batc
     """One batch job per READY job of the site (with the tags), each job dispatched into the
     batch job's pool before anything is submitted."""
     sid = site_id(ctx, plan.site.name)
-    target = PoolTarget(None, tags=request.tags)
+    target = PoolTarget(None, tags=request.tags, job_ids=request.job_ids)
     where, params = target.where()
     limit = request.limit if request.limit is not None else -1
     candidates = ctx.db.execute_sql(
@@ -243,7 +269,8 @@ def _direct_rows(ctx: Context, plan: _Plan, request: SubmitRequest) -> list[Batc
     for job_id, nodes, walltime in candidates:
         if request.nodes is not None and nodes > request.nodes:
             continue  # bigger than asked for: left READY
-        minutes = request.walltime or (math.ceil(walltime) + DIRECT_MARGIN if walltime else None)
+        minutes = request.walltime or (math.ceil(walltime) + DIRECT_MARGIN if walltime
+                                       else request.default_walltime)
         if minutes is None:
             raise UsageError(f"job {job_id} has no walltime: give --walltime for direct mode")
         row = _new_row(ctx, plan, request, nodes, float(minutes))
@@ -279,6 +306,8 @@ def _submit_row(ctx: Context, plan: _Plan, executor: Executor, row: BatchJob,
     try:
         text = render_script(site.scheduler, request)
         executor.write_bytes_atomic(script_path, text.encode("utf-8"), 0o700)
+        with write_transaction(ctx.db):  # from here on, the scheduler may have it
+            BatchJob.update(message=SUBMITTING).where(BatchJob.id == row.id).execute()
         argv = scheduler.submit_argv(script_path)
         stdin = text.encode("utf-8") if scheduler.submit_stdin else None
         result = executor.run(argv, stdin=stdin, timeout=SUBMIT_TIMEOUT)
@@ -289,6 +318,7 @@ def _submit_row(ctx: Context, plan: _Plan, executor: Executor, row: BatchJob,
     except (MegarunError, OSError) as exc:
         _set_state(row, BatchState.SUBMIT_FAILED, _reason(exc))
         return
+    fault_point("batch:after-submit")  # the scheduler has it; the database not yet
     with write_transaction(ctx.db):
         BatchJob.update(state=BatchState.QUEUED.value, scheduler_id=scheduler_id,
                         submitted=time.time(), message="").where(BatchJob.id == row.id).execute()

@@ -99,6 +99,7 @@ class LaunchSummary:
     stuck: int = 0
     recovered: dict[str, int] = field(default_factory=dict)
     blocked: str = ""  # why READY jobs were left unlaunched (a launch gate that waiting won't lift)
+    blocked_hint: str = ""  # what the user does about it
     agent_restarts: int = 0  # agents started again after one died
 
     @property
@@ -109,7 +110,8 @@ class LaunchSummary:
         return {"site": self.site, "done": self.done, "by_status": self.by_status,
                 "elapsed": round(self.elapsed, 3), "interrupted": self.interrupted,
                 "stuck": self.stuck, "failed": self.failed, "recovered": self.recovered,
-                "blocked": self.blocked, "agent_restarts": self.agent_restarts,
+                "blocked": self.blocked, "blocked_hint": self.blocked_hint,
+                "agent_restarts": self.agent_restarts,
                 "jobs_per_second": round(self.done / self.elapsed, 1) if self.elapsed else 0.0}
 
 
@@ -144,6 +146,16 @@ def lock_path(ctx: Context, site: str) -> Path:
     return folder / f"launch-{site}.lock"
 
 
+def no_batch_job_message(site: str, ready: int, refused: str = "") -> tuple[str, str]:
+    """Why a batch site's READY jobs cannot run, and what to do: a batch job runs them.
+    `refused`: why the scheduler refused the last direct batch job this launch submitted."""
+    why = f" ({refused})" if refused else ""
+    return (f"no batch job is open on site {site!r} to run its {ready} READY job(s){why}",
+            f"the jobs stay READY: submit a pilot with megarun queue submit --site {site} "
+            "--nodes N --walltime MINUTES, or one batch job per job with megarun queue submit "
+            f"--site {site} --mode direct; then launch again")
+
+
 class Launcher:
     """Runs one site's jobs to completion (see module docstring)."""
 
@@ -169,6 +181,8 @@ class Launcher:
         # the launcher feeds their pools and polls the scheduler, and starts no agent itself.
         self.batch = self.site.scheduler != "local"
         self._next_batch_poll = 0.0
+        self._next_level_check = 0.0
+        self._level_refused = ""  # the last direct batch job of a next level the scheduler refused
         self._batch_open = True
         self._want_agent = False
         self._agent_started_at = -AGENT_START_GRACE
@@ -242,13 +256,14 @@ class Launcher:
                 break
             if active == 0 and self._gate.blocking:
                 self.summary.blocked = self._gate.held
+                self.summary.blocked_hint = "the jobs stay READY; free some space, then launch again"
                 break
             if self.batch:
                 if active == 0 and not self._batch_open:
-                    self.summary.blocked = (
-                        f"no batch job is open on site {self.site.name!r} to run its "
-                        f"{by_state.get('READY', 0)} READY job(s): submit one with: megarun "
-                        f"queue submit --site {self.site.name} --nodes N --walltime MINUTES")
+                    self._submit_next_levels(by_state, force=True)  # before giving up
+                if active == 0 and not self._batch_open:
+                    self.summary.blocked, self.summary.blocked_hint = no_batch_job_message(
+                        self.site.name, by_state.get("READY", 0), self._level_refused)
                     break
             elif active:
                 self._ensure_agent()
@@ -369,7 +384,7 @@ class Launcher:
         if self.batch:
             from megarun.services.batch import active_pools
 
-            sent = 0
+            sent = self._submit_next_levels(by_state)
             for target in active_pools(self.ctx, self.site):
                 self._gate, count = dispatch_round(self.ctx, self.site_id, self.site, self.gates,
                                                    by_state, self.run_id, ended, target)
@@ -380,6 +395,29 @@ class Launcher:
         self._count_finished(ended)  # jobs whose stage-in failed
         if sent and self.remote is not None:
             self._exchange_soon()
+
+    def _submit_next_levels(self, by_state: dict[str, int], force: bool = False) -> int:
+        """Direct mode: the READY jobs whose parents ran in direct batch jobs get theirs.
+        Looked for at the batch poll's pace (its query reads the site's direct batch jobs),
+        or at once with `force`."""
+        from megarun.services.direct_levels import submit_next_levels
+
+        now = time.monotonic()
+        if not by_state.get("READY") or (not force and now < self._next_level_check):
+            return 0
+        self._next_level_check = now + BATCH_POLL_SECONDS
+        try:
+            outcome = submit_next_levels(self.ctx, self.site, self.run_id)
+        except EnvironmentProblem as exc:
+            self.site_error = str(exc)  # shown in the progress line; tried again next cycle
+            return 0
+        if outcome.refused:
+            first = outcome.refused[0]
+            self._level_refused = f"batch job {first['id']} was refused: {first['message']}"
+            self.site_error = self._level_refused
+        if outcome.submitted:
+            self._batch_open = True  # the next poll sees them; until then do not give up
+        return outcome.jobs
 
     def _ensure_agent(self) -> None:
         if self.agent_process is not None and self.agent_process.poll() is None:

@@ -64,6 +64,40 @@ def select_finished_runs(db: SqliteDatabase, selection: RunSelection, schema: st
     return [row[0] for row in db.execute_sql(sql, params).fetchall()]
 
 
+@dataclass(frozen=True)
+class HeldBack:
+    """Runs that match the target and runname but that the selection leaves out."""
+
+    too_young: int = 0  # finished, but active more recently than `older_than`
+    unfinished: int = 0  # a job still waits or runs
+
+    def as_dict(self) -> dict[str, int]:
+        return {"too_young": self.too_young, "unfinished": self.unfinished}
+
+
+def held_back_runs(db: SqliteDatabase, selection: RunSelection, schema: str = "main",
+                   now: float | None = None) -> HeldBack:
+    """How many runs matching target and runname `select_finished_runs` leaves out, and why
+    (so that a user who named a run learns why it did not move)."""
+    if schema not in SCHEMAS:
+        raise ValueError(f"unknown database schema {schema!r}")
+    clauses, params = run_filters(selection, include_moved=False)
+    marks = ", ".join("?" for _ in OPEN_STATES)
+    is_open = (f"EXISTS (SELECT 1 FROM {schema}.job j WHERE j.run_id = r.id "  # noqa: S608
+               f"AND j.state IN ({marks}))")
+    last = (f"coalesce((SELECT max(j.ended) FROM {schema}.job j WHERE j.run_id = r.id), "  # noqa: S608
+            "r.created)")
+    cutoff = (now if now is not None else time.time()) - (selection.older_than or 0.0)
+    young = "0" if selection.older_than is None else f"{last} >= ?"
+    sql = (f"SELECT coalesce(sum({is_open}), 0), "  # noqa: S608
+           f"coalesce(sum(NOT {is_open} AND {young}), 0) FROM {schema}.run r "
+           f"WHERE {' AND '.join(clauses) or '1'}")
+    values = [*OPEN_STATES, *OPEN_STATES, *([cutoff] if selection.older_than is not None else []),
+              *params]
+    unfinished, too_young = db.execute_sql(sql, values).fetchone()
+    return HeldBack(int(too_young), int(unfinished))
+
+
 def run_filters(selection: RunSelection, include_moved: bool = True
                 ) -> tuple[list[str], list[object]]:
     """SQL conditions on a run aliased `r` (target and runname globs; MOVED tombstones left

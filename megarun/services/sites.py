@@ -16,6 +16,11 @@ from megarun.errors import ConfigError, NotFoundError, UsageError
 from megarun.executors.spool import LocalSpool, private_dirs
 from megarun.services.context import Context
 
+#: Preset keys that only suggest answers to `site init` (a login host, a work dir pattern such
+#: as `$HOME/megarun`). A site's real host and work dir are its own fields, so these are not
+#: kept in its settings: `site show` would print the suggestion beside the real value.
+PRESET_SUGGESTIONS = ("host", "workdir")
+
 
 @dataclass(frozen=True)
 class SiteInfo:
@@ -31,7 +36,8 @@ class SiteInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "preset": self.preset, "scheduler": self.scheduler,
-                "host": self.host or "local", "workdir": self.workdir, "settings": self.settings}
+                "host": self.host or "local", "workdir": self.workdir,
+                "settings": without_suggestions(self.settings)}
 
     @property
     def cpus(self) -> int:
@@ -70,6 +76,21 @@ class SiteInfo:
         return bool(self.host)
 
 
+def without_suggestions(settings: dict[str, Any]) -> dict[str, Any]:
+    """A site's settings without the preset's suggestions (sites added before they were left
+    out still hold them)."""
+    return {key: value for key, value in settings.items() if key not in PRESET_SUGGESTIONS}
+
+
+def workdir_origin(ctx: Context, site: SiteInfo) -> str:
+    """Where a site's work dir came from, for `site show`."""
+    if not site.host and Path(site.workdir) == ctx.area.sites_dir / site.name:
+        return "the default for a site on this machine (no --workdir given)"
+    if site.host:
+        return f"given when the site was added (--workdir or site init), on {site.host}"
+    return "given when the site was added (--workdir or site init)"
+
+
 def list_presets() -> list[dict[str, str]]:
     """Name, scheduler and description of every shipped preset."""
     rows = []
@@ -97,7 +118,8 @@ def add_site(ctx: Context, name: str, preset_name: str, host: str | None = None,
     """
     validate_name("site", name)
     preset = load_preset(preset_name)
-    settings = apply_overrides(preset.settings, assignments or [])
+    _refuse_suggestion_overrides(assignments or [])
+    settings = without_suggestions(apply_overrides(preset.settings, assignments or []))
     if capabilities:
         settings["capabilities"] = {**(settings.get("capabilities") or {}), **capabilities}
     if host:
@@ -124,6 +146,13 @@ def add_site(ctx: Context, name: str, preset_name: str, host: str | None = None,
     if not info.host:
         info.spool().ensure()
     return info
+
+
+def _refuse_suggestion_overrides(assignments: list[str]) -> None:
+    for assignment in assignments:
+        key = assignment.partition("=")[0].strip()
+        if key in PRESET_SUGGESTIONS:
+            raise UsageError(f"--set {key}: the site's {key} is not a setting; give --{key}")
 
 
 @dataclass(frozen=True)

@@ -161,16 +161,22 @@ def _sync_batch(ctx: Context, site: SiteInfo, spool: LocalSpool, result: SiteSyn
     finally:
         if remote is not None:
             result.round_trips = remote.round_trips
-    result.error = poll_error
+    result.error = poll_error or result.error  # a refused direct submission otherwise
 
 
 def _feed_pilots(ctx: Context, site: SiteInfo, sid: int, spool: LocalSpool,
                  result: SiteSync) -> None:
     from megarun.services.batch import active_pools
+    from megarun.services.direct_levels import submit_next_levels
 
     with launcher_lock(ctx, site.name) as free:
         if not free:
             return  # a launcher feeds this site
+        levels = submit_next_levels(ctx, site)  # direct mode: the next dependency level
+        result.dispatched += levels.jobs
+        if levels.refused:
+            first = levels.refused[0]
+            result.error = f"batch job {first['id']} not submitted: {first['message']}"
         by_state = open_counts(ctx, sid)
         gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx), site.name)
         for target in active_pools(ctx, site):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,37 @@ def test_another_host_reads_the_archive_through_the_mirror(area: Path) -> None:
     assert archive.stat().st_mtime_ns == stamp
     assert not (area / ".megarun" / "locks" / "moves.lock").exists()
     assert not list((area / ".megarun").glob("completed-runs.db-*"))
+
+
+def test_a_run_named_exactly_moves_whatever_its_age(area: Path) -> None:
+    """Issue 14, item 6: `--target T --runname R` moved nothing because of the 30-day default."""
+    megarun_process(area, "job", "ls")
+    [young] = populate(working_db_path(locate_area(str(area))), 1, 3, time.time(), prefix="young")
+    moved = _json(area, "archive", "reduce", "--target", "linux/x0", "--runname", f"young{young}")
+    assert [(r["target"], r["runname"]) for r in moved["runs"]] == [("linux/x0", f"young{young}")]
+    assert moved["older_than"] is None and moved["jobs"] == 3
+    assert _json(area, "runs", "ls") == []
+
+
+def test_runs_left_out_of_a_named_reduce_are_counted_with_what_to_do(area: Path) -> None:
+    megarun_process(area, "job", "ls")
+    db_path = working_db_path(locate_area(str(area)))
+    first, _ = populate(db_path, 2, 3, time.time(), prefix="nightly-")
+    kept = megarun_process(area, "archive", "reduce", "--runname", "nightly-*")  # a glob: 30d
+    assert kept.returncode == 0, kept.stderr
+    assert "no run to move" in kept.stderr
+    assert ("2 runs matched but are younger than 30 d; add --older-than 0 to move them"
+            in kept.stderr)
+    dry = _json(area, "archive", "reduce", "--runname", "nightly-*", "--dry-run")
+    assert dry["runs"] == [] and dry["older_than"] == 30 * 86400
+    assert dry["matched_but_left"] == {"too_young": 2, "unfinished": 0}
+    with sqlite3.connect(db_path) as db:  # one job of the first run still runs
+        db.execute("UPDATE job SET state = 'RUNNING' WHERE id = "
+                   "(SELECT min(id) FROM job WHERE run_id = ?)", (first,))
+    moved = megarun_process(area, "archive", "reduce", "--runname", "nightly-*",
+                            "--older-than", "0")
+    assert moved.returncode == 0, moved.stderr
+    assert "moved 1 run(s), 3 job(s)" in moved.stdout
+    assert "1 run matched but is not finished: jobs still wait or run" in moved.stderr
+    assert "younger" not in moved.stderr
+    assert [r["runname"] for r in _json(area, "runs", "ls")] == [f"nightly-{first}"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from megarun.config.area import locate_area
+from megarun.services.homehost import working_db_path
 from tests.conftest import REPO, megarun_process
 
 
@@ -109,3 +112,21 @@ def test_site_lifecycle(cli: Any, tmp_path: Path) -> None:
     assert bad.code == 2 and "node.cpus" in bad.err
     assert cli("site", "rm", "box").code == 0
     assert [s["name"] for s in cli("site", "ls", "--json").json()] == []
+
+
+def test_site_show_prints_one_work_dir_the_real_one(cli: Any, area: Path) -> None:
+    """Issue 14, item 10: the preset's `workdir=$HOME/megarun` was shown beside the real one."""
+    assert cli("site", "add", "hpc", "--preset", "generic-slurm").code == 0
+    shown = cli("site", "show", "hpc", "--json").json()
+    assert shown["workdir"] == str(area / ".megarun" / "sites" / "hpc")
+    assert "workdir" not in shown["settings"] and "host" not in shown["settings"]
+    assert "default for a site on this machine" in shown["workdir_from"]
+    table = cli("site", "show", "hpc")
+    assert table.code == 0 and "$HOME/megarun" not in table.out
+    assert str(area / ".megarun" / "sites" / "hpc") in table.out
+    # a site saved before the suggestion was left out still shows only its real work dir
+    with sqlite3.connect(working_db_path(locate_area(str(area)))) as db:
+        db.execute("UPDATE site SET settings = json_set(settings, '$.workdir', '$HOME/megarun')")
+    assert "$HOME/megarun" not in cli("site", "show", "hpc").out
+    refused = cli("site", "add", "other", "--preset", "generic-slurm", "--set", "workdir=/x")
+    assert refused.code == 2 and "give --workdir" in refused.err

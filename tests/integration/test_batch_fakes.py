@@ -128,3 +128,17 @@ def test_one_status_command_per_cycle_whatever_the_number_of_batch_jobs(tmp_path
         assert row["status_commands"] == 1, row
         assert len(calls.read_text().splitlines()) == cycle
     assert len(area.json("queue", "ls")) == 7
+
+
+def test_launch_without_a_batch_job_says_how_to_submit_one(tmp_path: Path) -> None:
+    """Issue 14, item 10: the message said "free some space, then launch again"."""
+    area = make_area(tmp_path, "pbspro")
+    area.ok("job", "create", "--app", "probe", "--site", "hpc", "--count", "2")
+    code, out, err = area.cli("launch", "--site", "hpc")
+    assert code == 3, (out, err)
+    [line] = [line for line in err.splitlines() if line.startswith("megarun: error:")]
+    assert "no batch job is open on site 'hpc' to run its 2 READY job(s)" in line
+    assert "megarun queue submit --site hpc --nodes N --walltime MINUTES" in line
+    assert "megarun queue submit --site hpc --mode direct" in line
+    assert "space" not in line
+    assert {job["state"] for job in area.json("job", "ls")} == {"READY"}

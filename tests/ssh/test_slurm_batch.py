@@ -112,6 +112,33 @@ def test_direct_mode_submits_one_batch_job_per_job(slurm_area: Path, home: Path,
     assert {r["exit_code"] for r in batch_rows(slurm_area, home)} == {0}
 
 
+def test_direct_mode_runs_a_two_level_suite_level_by_level(slurm_area: Path, home: Path,
+                                                            slurm: SlurmCluster) -> None:
+    """Issue 14, item 10: one `queue submit --mode direct` for the first level; the launcher
+    submits the second level as it becomes READY, one Slurm job per job."""
+    where = 'printf "%s\\n" "$SLURM_JOB_ID" > "$MEGARUN_RUN_DIR/slurm-id"'
+    for test, head in (("build", ""), ("unit", 'waiton = ["build"]\n[items]\nN = [1, 2]\n')):
+        folder = slurm_area / "tests" / test
+        folder.mkdir(parents=True)
+        (folder / "test.toml").write_text(
+            f"steps = [{{ name = \"where\", cmd = {json.dumps(where)} }}]\n" + head)
+    run = ("--target", "linux", "--runname", "direct")
+    first = cli(slurm_area, home, "run", *run, "--site", "hpc", "--quiet")
+    assert first.returncode == 3 and "no batch job is open" in first.stderr, first.stderr
+    [build] = submit(slurm_area, home, "--mode", "direct", "--walltime", "2")
+    summary = json.loads(ok(slurm_area, home, "launch", "--site", "hpc", "--json").stdout)
+    assert summary["by_status"] == {"PASS": 3}, summary
+    ran = db_rows(slurm_area, "SELECT j.test, j.workdir, b.scheduler_id, b.mode FROM job j "
+                              "JOIN batch_job b ON b.id = j.batch_job_id ORDER BY j.id")
+    assert [(test, mode) for test, _, _, mode in ran] == [
+        ("build", "direct"), ("unit", "direct"), ("unit", "direct")]
+    assert ran[0][2] == build["scheduler_id"]
+    seen = [Path(str(workdir), "slurm-id").read_text().strip() for _, workdir, _, _ in ran]
+    assert seen == [str(sid) for _, _, sid, _ in ran]  # each job inside its own allocation
+    assert len(set(seen)) == 3
+    assert len(batch_rows(slurm_area, home)) == 3  # nothing submitted twice
+
+
 def test_queue_rm_cancels_a_running_pilot_and_its_jobs_end(slurm_area: Path, home: Path,
                                                            slurm: SlurmCluster) -> None:
     ok(slurm_area, home, "job", "create", "--app", "nap", "--site", "hpc")
