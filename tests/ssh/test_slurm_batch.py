@@ -192,12 +192,18 @@ def test_a_batch_job_missing_from_the_queue_is_judged_by_its_exit_file(
     [row] = batch_rows(slurm_area, home)
     assert row["exit_code"] == 0  # it wrote its exit code: finished cleanly
     # A second pilot that vanishes from the queue without an exit-code file: never a success.
-    [lost] = submit(slurm_area, home, "--nodes", "1", "--walltime", "5", "--idle-exit", "1")
+    # Its row names a scheduler id Slurm never had, so no script of it can write an exit file
+    # (a real pilot renamed after submission could finish first and write one).
     with sqlite3.connect(slurm_area / ".megarun" / "work.db") as db:
-        db.execute("UPDATE batch_job SET scheduler_id = '999999' WHERE id = ?", (lost["id"],))
-    sync_until(slurm_area, home, f"SELECT 1 FROM batch_job WHERE id = {lost['id']} AND "
+        lost = db.execute(
+            "INSERT INTO batch_job (site_id, scheduler_id, state, mode, nodes, walltime, queue, "
+            "account, tags, message, created, native, extras, submitted) "
+            "SELECT site_id, '999999', 'queued', mode, nodes, walltime, queue, account, tags, "
+            "'', created, '', extras, submitted FROM batch_job WHERE id = ?",
+            (row["id"],)).lastrowid
+    sync_until(slurm_area, home, f"SELECT 1 FROM batch_job WHERE id = {lost} AND "
                "state = 'finished'")
-    row = next(r for r in batch_rows(slurm_area, home) if r["id"] == lost["id"])
+    row = next(r for r in batch_rows(slurm_area, home) if r["id"] == lost)
     assert row["exit_code"] is None
     assert "gone from the queue" in str(row["message"]) and "no exit code" in str(row["message"])
 
