@@ -7,7 +7,7 @@ import typer
 
 from megarun.cli.archive_cmd import FULL_DB, with_archive
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
-from megarun.cli.output import print_json, render, say
+from megarun.cli.output import note, print_json, render, say
 from megarun.errors import UsageError, WorkFailed
 from megarun.services.context import Context
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from megarun.db.models import Run
     from megarun.services.launcher import LaunchSummary
     from megarun.services.runs import ItemStatus
+    from megarun.services.stale import AreaDefinitions
 
 TARGET = Annotated[str, typer.Option("--target", help="Target: the area's key values joined by '/'.")]
 RUNNAME = Annotated[str, typer.Option("--runname", help="Name of the run.")]
@@ -45,9 +46,28 @@ def _settle_defunct(ctx: Context) -> None:
 
 
 def _items(ctx: Context, run: "Run", testpatt: str | None) -> "list[ItemStatus]":
-    from megarun.services.runs import run_items
+    """The run's items, those the area's current files make STALE shown so at once."""
+    from megarun.services.runs import run_items, with_stale
+    from megarun.services.stale import stale_in_run
 
-    return run_items(ctx.db, int(run.id), testpatt)
+    items = run_items(ctx.db, int(run.id), testpatt)
+    area = _area_definitions(ctx)
+    if area is None:
+        return items
+    return with_stale(items, stale_in_run(ctx.db, int(run.id), str(run.target), area))
+
+
+def _area_definitions(ctx: Context) -> "AreaDefinitions | None":
+    """The area's current test definitions, or None (with a warning) when one cannot be read."""
+    from megarun.errors import ConfigError
+    from megarun.services.stale import read_area_definitions
+
+    try:
+        return read_area_definitions(ctx.area.tests_dir, ctx.area.config.raw,
+                                     ctx.area.config.keys, ctx.area.root / "megarun.toml")
+    except ConfigError as exc:  # a test.toml being edited: the results can still be read
+        note(f"cannot tell which results are STALE: {exc}", "yellow")
+        return None
 
 
 def _print_matrix(ctx: Context, run: "Run", testpatt: str | None, as_json: bool,
@@ -218,7 +238,8 @@ def register(app: typer.Typer) -> None:
         one_format(as_json, as_csv)
         mctx = context(ctx)
         with_archive(mctx, full_db)
-        render(list_runs(mctx), ["target", "runname", "jobs", "done", "status"], as_json,
+        render(list_runs(mctx, _area_definitions(mctx)),
+               ["target", "runname", "jobs", "done", "stale", "status"], as_json,
                as_csv, empty="no runs yet (megarun run --target T --runname R)")
 
     @runs_app.command("export")

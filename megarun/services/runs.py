@@ -11,7 +11,7 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,14 @@ from megarun.services.context import Context
 from megarun.services.jobs import kill_jobs, next_job_id, remove_jobs, reset_jobs
 from megarun.services.lifecycle import apply_chain
 from megarun.services.sites import SiteInfo, get_site, site_id
+from megarun.services.stale import (
+    AreaDefinitions,
+    Definition,
+    changed_tests,
+    current_definitions,
+    stale_tests_by_run,
+    stored_definitions,
+)
 from megarun.suites.definition import TestDef, load_tests
 from megarun.suites.expand import ItemJob, Plan, expand, select_tests
 from megarun.suites.targets import parse_target, pattern_matches, target_variables
@@ -108,10 +116,11 @@ def prepare_run(ctx: Context, target: str, runname: str, testpatt: str | None,
         run = _get_or_create_run(ctx, target, runname)
         setup.run_id = int(run.id)
         existing = _existing_jobs(db, setup.run_id)
-        changed = _changed_tests(db, setup.run_id, [tests[t] for t in plan.tests])
+        current = current_definitions({t: tests[t] for t in plan.tests}, variables, keys)
+        changed = _changed_tests(db, setup.run_id, tests, current)
         if changed:
             setup.stale = _mark_stale(db, setup.run_id, changed)
-            _refresh(ctx, db, plan, tests, existing, changed, base_env, setup)
+            _refresh(ctx, db, plan, tests, existing, list(changed), base_env, setup)
         new = [i for i, job in enumerate(plan.jobs) if (job.test, job.itempath) not in existing]
         if new and create:
             _insert_jobs(ctx, db, plan, new, existing, tests, base_env, setup, sid)
@@ -139,27 +148,30 @@ def _existing_jobs(db: SqliteDatabase, run_id: int) -> dict[tuple[str, str], int
     return {(test, item or ""): job_id for test, item, job_id in rows}
 
 
-def _changed_tests(db: SqliteDatabase, run_id: int, tests: Sequence[TestDef]) -> list[str]:
-    """Store each test's definition for the run; return the tests whose definition changed."""
-    stored = dict(db.execute_sql("SELECT test, definition_hash FROM run_test WHERE run_id = ?",
-                                 (run_id,)).fetchall())
-    changed = [t.name for t in tests if t.name in stored and stored[t.name] != t.definition_hash()]
+def _changed_tests(db: SqliteDatabase, run_id: int, tests: dict[str, TestDef],
+                   current: dict[str, Definition]) -> dict[str, str]:
+    """Store each test's definition for the run; return the tests whose definition changed,
+    each with why (megarun.services.stale)."""
+    stored = stored_definitions(db, run_id)
+    changed = changed_tests({t: v for t, v in stored.items() if t in current}, tests, current)
     execute_many(db, "INSERT INTO run_test (run_id, test, definition_hash, definition) "
                  "VALUES (?, ?, ?, ?) ON CONFLICT (run_id, test) DO UPDATE SET "
                  "definition_hash = excluded.definition_hash, definition = excluded.definition",
-                 [(run_id, t.name, t.definition_hash(), json.dumps(t.definition(), sort_keys=True))
-                  for t in tests if stored.get(t.name) != t.definition_hash()])
+                 [(run_id, name, d.hash, d.text(tests[name])) for name, d in current.items()
+                  if stored.get(name, ("", ""))[0] != d.hash])
     return changed
 
 
-def _mark_stale(db: SqliteDatabase, run_id: int, changed: list[str]) -> int:
-    """COMPLETED jobs of tests whose definition changed become STALE."""
-    marks = ",".join("?" * len(changed))
-    rows = load_rows_where(db, f"run_id = ? AND state = 'COMPLETED' AND test IN ({marks})",
-                           (run_id, *changed))
-    for row in rows:
-        apply_chain(row, Chain(row.snapshot).to(JobState.STALE,
-                                                message="the test's definition changed"))
+def _mark_stale(db: SqliteDatabase, run_id: int, changed: dict[str, str]) -> int:
+    """COMPLETED jobs of tests whose definition changed become STALE, saying why."""
+    rows = []
+    for test, why in changed.items():
+        found = load_rows_where(db, "run_id = ? AND state = 'COMPLETED' AND test = ?",
+                                (run_id, test))
+        for row in found:
+            apply_chain(row, Chain(row.snapshot).to(JobState.STALE, message=why))
+            row.message = why
+        rows.extend(found)
     save_rows(db, rows)
     return len(rows)
 
@@ -308,6 +320,12 @@ def run_items(db: SqliteDatabase, run_id: int, testpatt: str | None = None) -> l
     if testpatt:
         items = [i for i in items if pattern_matches(testpatt.split("/")[0], i.test)]
     return items
+
+
+def with_stale(items: Sequence[ItemStatus], stale: dict[str, str]) -> list[ItemStatus]:
+    """The items as `status` shows them: COMPLETED ones of a changed test read STALE."""
+    return [replace(i, state=JobState.STALE.value, message=stale[i.test])
+            if i.state == JobState.COMPLETED.value and i.test in stale else i for i in items]
 
 
 def rollup(items: Sequence[ItemStatus]) -> dict[str, dict[str, Any]]:
@@ -461,21 +479,31 @@ def kill_run(ctx: Context, run: Run, testpatt: str | None) -> dict[str, list[int
 
 
 # -- listing and export ------------------------------------------------------------------------
-def list_runs(ctx: Context) -> list[dict[str, Any]]:
+def list_runs(ctx: Context, area: AreaDefinitions | None = None) -> list[dict[str, Any]]:
+    """Every run with its job count, how many are done and STALE, and its worst status.
+
+    With `area` (the current definitions), COMPLETED jobs of a changed test count as STALE
+    at once, as `status` shows them (megarun.services.stale).
+    """
     rows = ctx.db.execute_sql(
-        "SELECT run.id, run.target, run.runname, run.created, job.state, job.status, count(job.id),"
-        " run.moved_to FROM run LEFT JOIN job ON job.run_id = run.id"
-        " GROUP BY run.id, job.state, job.status ORDER BY run.created, run.id").fetchall()
+        "SELECT run.id, run.target, run.runname, run.created, job.test, job.state, job.status,"
+        " count(job.id), run.moved_to FROM run LEFT JOIN job ON job.run_id = run.id"
+        " GROUP BY run.id, job.test, job.state, job.status ORDER BY run.created, run.id"
+    ).fetchall()
+    targets = {int(r[0]): str(r[1]) for r in rows}
+    stale = stale_tests_by_run(ctx.db, targets, area) if area is not None else {}
     runs: dict[int, dict[str, Any]] = {}
-    for run_id, target, runname, created, state, status, count, moved_to in rows:
+    for run_id, target, runname, created, test, state, status, count, moved_to in rows:
         entry = runs.setdefault(run_id, {"target": target, "runname": runname,
-                                         "created": created, "jobs": 0, "done": 0,
+                                         "created": created, "jobs": 0, "done": 0, "stale": 0,
                                          "statuses": [], "moved_to": moved_to})
         if state is None:
             continue
         entry["jobs"] += count
         if state in ("COMPLETED", "KILLED", "DEAD", "STALE"):
             entry["done"] += count
+        if state == "STALE" or (state == "COMPLETED" and test in stale.get(run_id, ())):
+            entry["stale"] += count
         entry["statuses"].append(JobStatus(status))
     result = []
     for entry in runs.values():

@@ -1,0 +1,101 @@
+"""STALE on any definition change, `rerun --step`, attempts after a rerun, logs after a clean."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, megarun_process
+
+NIGHTLY = ("--target", "linux/x86_64", "--runname", "nightly")
+
+
+@pytest.fixture
+def suite(tmp_path: Path) -> Path:
+    area = tmp_path / "suite"
+    shutil.copytree(REPO / "examples" / "regression", area)
+    return area
+
+
+def run_ok(area: Path, *args: str) -> dict[str, Any]:
+    result = megarun_process(area, *args, "--json", timeout=180)
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def states(data: dict[str, Any]) -> dict[str, str]:
+    return {f"{i['test']}/{i['item']}".rstrip("/"): i["state"] for i in data["items"]}
+
+
+def runs_ls(area: Path) -> list[dict[str, Any]]:
+    result = megarun_process(area, "runs", "ls", "--json")
+    assert result.returncode == 0, result.stderr
+    rows: list[dict[str, Any]] = json.loads(result.stdout)
+    return rows
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+# -- item 5: STALE whenever what defined a result changed, shown by `status` at once ---------
+def test_status_shows_a_test_toml_edit_as_stale_without_a_run(suite: Path) -> None:
+    run_ok(suite, "run", *NIGHTLY)
+    write(suite / "tests" / "lint" / "test.toml", 'steps = ["echo changed"]\n')
+    data = run_ok(suite, "status", *NIGHTLY)
+    shown = states(data)
+    assert shown["lint"] == "STALE"
+    assert {s for name, s in shown.items() if name != "lint"} == {"COMPLETED"}
+    lint = next(i for i in data["items"] if i["test"] == "lint")
+    assert "lint/test.toml changed" in lint["message"]
+    assert [(r["runname"], r["stale"]) for r in runs_ls(suite)] == [("nightly", 1)]
+    # shown, not written: the database still holds COMPLETED until `run` or `rerun` marks it
+    again = run_ok(suite, "rerun", *NIGHTLY, "--stale")
+    assert states(again)["lint"] == "COMPLETED"
+    assert next(i for i in again["items"] if i["test"] == "lint")["status"] == "PASS"
+    assert runs_ls(suite)[0]["stale"] == 0
+
+
+def test_a_megarun_toml_variable_change_makes_the_results_that_saw_it_stale(suite: Path) -> None:
+    # `unit` sets OPT_LEVEL itself: the megarun.toml value never reaches its steps
+    unit = suite / "tests" / "unit" / "test.toml"
+    unit.write_text(unit.read_text().replace('runtimelim = "1m"\n',
+                                             'runtimelim = "1m"\nenv = { OPT_LEVEL = "0" }\n'))
+    run_ok(suite, "run", *NIGHTLY)
+    config = suite / "megarun.toml"
+    text = config.read_text()
+    config.write_text(text.replace('[targets."%/arm64"]\nOPT_LEVEL = "1"',
+                                   '[targets."%/arm64"]\nOPT_LEVEL = "0"'))
+    assert set(states(run_ok(suite, "status", *NIGHTLY)).values()) == {"COMPLETED"}  # not its target
+    config.write_text(text.replace('[default]\nOPT_LEVEL = "2"', '[default]\nOPT_LEVEL = "3"'))
+    data = run_ok(suite, "status", *NIGHTLY)
+    shown = states(data)
+    assert {n for n, s in shown.items() if s == "STALE"} == {n for n in shown
+                                                            if not n.startswith("unit")}
+    compile_item = next(i for i in data["items"] if i["test"] == "compile")
+    assert "megarun.toml variable(s) OPT_LEVEL changed" in compile_item["message"]
+    config.write_text(text.replace('[targets."linux/%"]\nCC = "cc"',
+                                   '[targets."linux/%"]\nCC = "clang"'))
+    assert set(states(run_ok(suite, "status", *NIGHTLY)).values()) == {"STALE"}  # all see CC
+    config.write_text(text.replace('[default]\nOPT_LEVEL = "2"', '[default]\nOPT_LEVEL = "3"'))
+    marked = megarun_process(suite, "run", *NIGHTLY, "--testpatt", "compile", "--quiet")
+    assert "1 stale" in marked.stdout, marked.stdout  # `run` writes the mark
+    rerun = run_ok(suite, "rerun", *NIGHTLY, "--stale")
+    assert set(states(rerun).values()) == {"COMPLETED"}
+    configure = suite / "runs" / "linux/x86_64" / "nightly" / "compile" / "configure.out"
+    assert configure.read_text() == "configuring for linux/x86_64 with -O3\n"
+
+
+def test_status_still_reads_a_run_while_a_test_toml_is_broken(suite: Path) -> None:
+    run_ok(suite, "run", *NIGHTLY)
+    write(suite / "tests" / "lint" / "test.toml", 'steps = ["true"]\nbogus = 1\n')
+    result = megarun_process(suite, "status", *NIGHTLY, "--json")
+    assert result.returncode == 0, result.stderr
+    assert "cannot tell which results are STALE" in result.stderr and "bogus" in result.stderr
+    assert set(states(json.loads(result.stdout)).values()) == {"COMPLETED"}
