@@ -684,7 +684,7 @@ class Agent:
             parts.append("command not found (exit code 127)")
         else:
             parts.append("exit code {}".format(rc))
-        if len(job.steps) > 1:
+        if len(job.steps) + len(rules.kept_steps(job.spec)) > 1:
             parts[0] += " in step {!r}".format(name)
         tail = runner.last_line(os.path.join(job.workdir, name + ".err"))
         if tail:
@@ -741,7 +741,8 @@ class Agent:
         signum = -rc if rc is not None and rc < 0 else None
         extra = {}
         if reason == "exit" and rc is not None and job.spec.get("rules"):
-            steps_run = [_step_name(step, n) for n, step in enumerate(job.steps[:job.step + 1])]
+            steps_run = rules.kept_steps(job.spec) + [
+                _step_name(step, n) for n, step in enumerate(job.steps[:job.step + 1])]
             try:
                 extra["status"] = rules.judge(job.spec["rules"], rc, job.workdir, steps_run)
             except (re.error, KeyError, TypeError, ValueError) as exc:

@@ -20,7 +20,14 @@ from peewee import SqliteDatabase
 from megarun.core.lifecycle import Chain, parents_outcome
 from megarun.core.states import FAILING_STATUSES, JobState, JobStatus, worst_status
 from megarun.db.connection import execute_many, write_transaction
-from megarun.db.jobstore import children_of, load_rows, load_rows_where, parents_of, save_rows
+from megarun.db.jobstore import (
+    children_of,
+    insert_events,
+    load_rows,
+    load_rows_where,
+    parents_of,
+    save_rows,
+)
 from megarun.db.models import Run
 from megarun.errors import NotFoundError, UsageError
 from megarun.services.context import Context
@@ -377,13 +384,23 @@ def select_for_rerun(ctx: Context, run_id: int, statuses: Sequence[str], stale: 
     return sorted(chosen)
 
 
-def rerun_jobs(ctx: Context, job_ids: list[int], clean: bool) -> int:
-    """Reset the jobs (fresh attempts); those whose parents are not done wait for them again."""
+def rerun_jobs(ctx: Context, job_ids: list[int], clean: bool, from_step: str | None = None,
+               from_step_jobs: Sequence[int] = ()) -> int:
+    """Reset the jobs (fresh attempts); those whose parents are not done wait for them again.
+
+    `from_step` (rerun --step) makes `from_step_jobs` start at that step in their existing run
+    path; the other jobs run every step.
+    """
     if not job_ids:
         return 0
     if clean:
         clean_paths(ctx, job_ids)
-    reset_jobs(ctx, job_ids)
+    stepped = set(from_step_jobs) if from_step is not None else set()
+    if stepped:
+        reset_jobs(ctx, sorted(stepped), from_step)
+    whole = [job_id for job_id in job_ids if job_id not in stepped]
+    if whole:
+        reset_jobs(ctx, whole)
     _rewait(ctx.db, job_ids)
     return len(job_ids)
 
@@ -413,16 +430,19 @@ def clean_paths(ctx: Context, job_ids: list[int]) -> int:
     remote: dict[int, list[str]] = {}
     remote_sites = {int(i): n for i, n in ctx.db.execute_sql(
         "SELECT id, name FROM site WHERE host IS NOT NULL").fetchall()}
+    cleaned: list[tuple[Any, ...]] = []
     for part in _chunks(job_ids):
         marks = ",".join("?" * len(part))
-        sql = f"SELECT id, state, workdir, site_id FROM job WHERE id IN ({marks})"  # noqa: S608
+        sql = ("SELECT id, state, workdir, site_id, status, attempt FROM job "  # noqa: S608
+               f"WHERE id IN ({marks})")
         rows = ctx.db.execute_sql(sql, tuple(part)).fetchall()
-        for job_id, state, workdir, sid in rows:
+        for job_id, state, workdir, sid, status, attempt in rows:
             if state in ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ"):
                 raise UsageError(f"job {job_id} is {state}; kill it first (megarun kill)")
             if sid in remote_sites:
                 if workdir:
                     remote.setdefault(sid, []).append(str(workdir))
+                    cleaned.append((job_id, state, status, attempt, workdir))
                 continue
             path = Path(workdir).resolve() if workdir else None
             if path is None or root not in path.parents:
@@ -430,13 +450,29 @@ def clean_paths(ctx: Context, job_ids: list[int]) -> int:
             if path.exists():
                 shutil.rmtree(path)
                 removed += 1
+                cleaned.append((job_id, state, status, attempt, workdir))
             remove_empty_parents(path, root)
     if remote:
         from megarun.services.remote import remove_remote_run_paths
     for sid, paths in remote.items():
         site = get_site(ctx, remote_sites[sid])
         removed += remove_remote_run_paths(site, f"{site.workdir}/runs", paths)
+    _record_cleaned(ctx.db, cleaned)
     return removed
+
+
+#: The message of the event `clean` leaves on each job whose run path it removed.
+CLEANED = "run path removed by clean"
+
+
+def _record_cleaned(db: SqliteDatabase, cleaned: list[tuple[Any, ...]]) -> None:
+    """One event per job whose run path was removed (its state unchanged): `job logs` then
+    says the logs were removed, not that they do not exist yet."""
+    now = time.time()
+    with write_transaction(db):
+        insert_events(db, [(job_id, now, state, state, status, attempt, CLEANED,
+                            json.dumps({"cleaned": workdir}))
+                           for job_id, state, status, attempt, workdir in cleaned])
 
 
 def remove_empty_parents(path: Path, root: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -99,3 +100,84 @@ def test_status_still_reads_a_run_while_a_test_toml_is_broken(suite: Path) -> No
     assert result.returncode == 0, result.stderr
     assert "cannot tell which results are STALE" in result.stderr and "bogus" in result.stderr
     assert set(states(json.loads(result.stdout)).values()) == {"COMPLETED"}
+
+
+# -- item 9: rerun --step ----------------------------------------------------------------------
+BUILD = """\
+steps = [
+  { name = "configure", cmd = "sh -c 'echo configure >> ../count; echo WARNING: old compiler'" },
+  { name = "build", cmd = "sh -c 'echo build >> ../count; test -e ../fixed'" },
+  { name = "check", cmd = "sh -c 'echo check >> ../count'" },
+]
+[rules]
+[[rules.patterns]]
+regex = "^WARNING"
+status = "WARN"
+step = "configure"
+"""
+ONE = ("--target", "linux", "--runname", "r")
+
+
+@pytest.fixture
+def steps_area(tmp_path: Path) -> Path:
+    area = tmp_path / "steps"
+    write(area / "megarun.toml", 'keys = ["os"]\ndefault_site = "local"\n'
+          "[launcher]\nretries = 0\nidle_exit = 3\n")
+    write(area / "tests" / "build" / "test.toml", BUILD)
+    return area
+
+
+def test_rerun_step_runs_from_that_step_on_keeping_the_earlier_outputs(steps_area: Path) -> None:
+    first = megarun_process(steps_area, "run", *ONE, "--json", timeout=120)
+    assert first.returncode == 1, first.stderr
+    run_dir = steps_area / "runs" / "linux" / "r"
+    count = run_dir / "count"
+    assert count.read_text().split() == ["configure", "build"]
+    configure = (run_dir / "build" / "configure.out").stat().st_mtime_ns
+    (run_dir / "fixed").touch()
+    again = run_ok(steps_area, "rerun", *ONE, "--step", "build")
+    assert count.read_text().split() == ["configure", "build", "build", "check"]
+    assert (run_dir / "build" / "configure.out").stat().st_mtime_ns == configure
+    # the kept step's log still counts for the rules: its WARNING makes the test WARN
+    assert [(i["state"], i["status"]) for i in again["items"]] == [("COMPLETED", "WARN")]
+    whole = run_ok(steps_area, "rerun", *ONE, "--status", "WARN")  # no --step: every step
+    assert count.read_text().split()[4:] == ["configure", "build", "check"]
+    assert [i["status"] for i in whole["items"]] == ["WARN"]
+
+
+def test_rerun_step_refuses_a_step_the_test_does_not_have(steps_area: Path) -> None:
+    assert megarun_process(steps_area, "run", *ONE, timeout=120).returncode == 1
+    wrong = megarun_process(steps_area, "rerun", *ONE, "--step", "nosuch")
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().splitlines() == [
+        "megarun: error: test 'build' has no step 'nosuch'; its steps: configure, build, check"]
+    both = megarun_process(steps_area, "rerun", *ONE, "--step", "build", "--clean")
+    assert both.returncode == 2 and "--clean" in both.stderr
+    data = run_ok(steps_area, "status", *ONE)
+    assert [(i["state"], i["status"]) for i in data["items"]] == [("COMPLETED", "FAIL")]
+
+
+# -- item 10: attempts after a rerun, logs after a clean --------------------------------------
+def test_a_rerun_grants_the_attempts_it_uses(steps_area: Path) -> None:
+    config = steps_area / "megarun.toml"
+    config.write_text(config.read_text().replace("retries = 0", "retries = 1"))
+    assert megarun_process(steps_area, "run", *ONE, timeout=120).returncode == 1
+    job = json.loads(megarun_process(steps_area, "job", "show", "1", "--json").stdout)
+    assert (job["attempt"], job["runs"], job["max_attempts"]) == (2, 2, 2)  # one retry
+    assert megarun_process(steps_area, "rerun", *ONE, timeout=120).returncode == 1
+    job = json.loads(megarun_process(steps_area, "job", "show", "1", "--json").stdout)
+    assert (job["attempt"], job["runs"], job["max_attempts"]) == (4, 4, 4)
+    shown = megarun_process(steps_area, "job", "show", "1").stdout
+    assert re.search(r"max_attempts\s+4\b", shown) and re.search(r"\battempt\s+4\b", shown)
+
+
+def test_job_logs_after_clean_keep_records_says_clean_removed_them(steps_area: Path) -> None:
+    assert megarun_process(steps_area, "run", *ONE, timeout=120).returncode == 1
+    assert megarun_process(steps_area, "job", "logs", "1").returncode == 0
+    assert megarun_process(steps_area, "clean", *ONE, "--keep-records").returncode == 0
+    logs = megarun_process(steps_area, "job", "logs", "1")
+    assert logs.returncode == 2
+    assert "removed by `megarun clean`" in logs.stderr and "yet" not in logs.stderr
+    shown = json.loads(megarun_process(steps_area, "job", "show", "1", "--json").stdout)
+    assert shown["events"][-1]["message"] == "run path removed by clean"
+    assert shown["events"][-1]["from"] == shown["events"][-1]["to"] == "COMPLETED"
