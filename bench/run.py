@@ -220,6 +220,13 @@ def bench_suite(root: Path, tests: int = 200, items: int = 50) -> list[Row]:
                                     "--site", "ram", "--quiet"))
         status = statistics.median(timed(lambda: megarun(
             suite, "status", "--target", "linux", "--runname", "r1", "--json")) for _ in range(3))
+        check = statistics.median(_stale_check_in_process(suite, "linux", "r1") for _ in range(3))
+        config.write_text(config.read_text() + '\n[default]\nBENCH_STALE = "1"\n')
+        stale = statistics.median(timed(lambda: megarun(
+            suite, "status", "--target", "linux", "--runname", "r1", "--json")) for _ in range(3))
+        shown = json.loads(megarun(suite, "status", "--target", "linux", "--runname", "r1",
+                                   "--json").stdout)
+        assert {i["state"] for i in shown["items"]} == {"STALE"}, "every item should read STALE"
         plain = new_area(root, "plain")
         megarun(plain, "site", "add", "ram", "--preset", "local", "--workdir", str(scratch / "s2"))
         baseline = timed(lambda: (megarun(plain, "job", "create", "--app", "noop", "--count",
@@ -233,6 +240,11 @@ def bench_suite(root: Path, tests: int = 200, items: int = 50) -> list[Row]:
             run <= 1.3 * baseline, f"job create + launch {baseline:.1f} s",
             f"{run / baseline:.2f}x"),
         Row(f"status of the {count}-job run", status, "s", "< 0.5 s", status < 0.5),
+        Row(f"  its STALE check ({tests} test.toml read and hashed)", check, "s",
+            "<= 0.25x status", check <= 0.25 * status, f"status {status:.2f} s",
+            f"{check / status:.2f}x"),
+        Row(f"status of the {count}-job run, every item STALE", stale, "s", "< 0.5 s",
+            stale < 0.5, f"status {status:.2f} s", f"{stale / status:.2f}x"),
     ]
 
 
@@ -247,6 +259,26 @@ def _time_in_process(area: Path, target: str, runname: str) -> float:
             "start = time.perf_counter()\n"
             "setup = prepare_run(ctx, sys.argv[2], sys.argv[3], None, site)\n"
             "assert setup.created == setup.jobs, setup\n"
+            "print(time.perf_counter() - start)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(area), target, runname], env=ENV,
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def _stale_check_in_process(area: Path, target: str, runname: str) -> float:
+    """Seconds `status` spends telling STALE results (every test.toml read and hashed, the
+    run's stored hashes compared), in a subprocess."""
+    code = ("import sys, time\n"
+            "from megarun.cli.run_cmd import _area_definitions\n"
+            "from megarun.services.context import Context\n"
+            "from megarun.services.runs import get_run\n"
+            "from megarun.services.stale import stale_in_run\n"
+            "ctx = Context(area_override=sys.argv[1])\n"
+            "run = get_run(ctx, sys.argv[2], sys.argv[3])\n"
+            "start = time.perf_counter()\n"
+            "area = _area_definitions(ctx)\n"
+            "assert area is not None\n"
+            "stale_in_run(ctx.db, int(run.id), sys.argv[2], area)\n"
             "print(time.perf_counter() - start)\n")
     out = subprocess.run([sys.executable, "-c", code, str(area), target, runname], env=ENV,
                          capture_output=True, text=True, check=True)
