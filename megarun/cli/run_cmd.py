@@ -1,7 +1,7 @@
 """Test-suite run commands: run, rerun, clean, kill, status, runs ls/export."""
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -11,7 +11,11 @@ from megarun.cli.output import note, print_json, render, say
 from megarun.errors import UsageError, WorkFailed
 from megarun.services.context import Context
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from megarun.db.models import Run
     from megarun.services.launcher import LaunchSummary
     from megarun.services.runs import ItemStatus
@@ -53,21 +57,22 @@ def _items(ctx: Context, run: "Run", testpatt: str | None) -> "list[ItemStatus]"
     from megarun.services.stale import stale_in_run
 
     items = run_items(ctx.db, int(run.id), testpatt)
-    area = _area_definitions(ctx)
-    if area is None:
-        return items
-    return with_stale(items, stale_in_run(ctx.db, int(run.id), str(run.target), area))
+    stale = _judge_stale(ctx, lambda area: stale_in_run(ctx.db, int(run.id), str(run.target),
+                                                         area))
+    return with_stale(items, stale) if stale else items
 
 
-def _area_definitions(ctx: Context) -> "AreaDefinitions | None":
-    """The area's current test definitions, or None (with a warning) when one cannot be read."""
+def _judge_stale(ctx: Context, judge: "Callable[[AreaDefinitions], T]") -> "T | None":
+    """`judge` applied to the area's current definitions; None, with a warning, when a
+    changed test.toml cannot be read (the results as recorded can still be shown)."""
     from megarun.errors import ConfigError
     from megarun.services.stale import read_area_definitions
 
     try:
-        return read_area_definitions(ctx.area.tests_dir, ctx.area.config.raw,
+        area = read_area_definitions(ctx.area.tests_dir, ctx.area.config.raw,
                                      ctx.area.config.keys, ctx.area.root / "megarun.toml")
-    except ConfigError as exc:  # a test.toml being edited: the results can still be read
+        return judge(area)
+    except ConfigError as exc:  # a test.toml being edited
         note(f"cannot tell which results are STALE: {exc}", "yellow")
         return None
 
@@ -264,7 +269,10 @@ def register(app: typer.Typer) -> None:
         one_format(as_json, as_csv)
         mctx = context(ctx)
         with_archive(mctx, full_db)
-        render(list_runs(mctx, _area_definitions(mctx)),
+        from megarun.services.stale import stale_tests_by_run
+
+        stale = _judge_stale(mctx, lambda area: stale_tests_by_run(mctx.db, area))
+        render(list_runs(mctx, stale),
                ["target", "runname", "jobs", "done", "stale", "status"], as_json,
                as_csv, empty="no runs yet (megarun run --target T --runname R)")
 

@@ -35,11 +35,9 @@ from megarun.services.jobs import kill_jobs, next_job_id, remove_jobs, reset_job
 from megarun.services.lifecycle import apply_chain
 from megarun.services.sites import SiteInfo, get_site, site_id
 from megarun.services.stale import (
-    AreaDefinitions,
     Definition,
     changed_tests,
     current_definitions,
-    stale_tests_by_run,
     stored_definitions,
 )
 from megarun.suites.definition import TestDef, load_tests
@@ -124,7 +122,7 @@ def prepare_run(ctx: Context, target: str, runname: str, testpatt: str | None,
         setup.run_id = int(run.id)
         existing = _existing_jobs(db, setup.run_id)
         current = current_definitions({t: tests[t] for t in plan.tests}, variables, keys)
-        changed = _changed_tests(db, setup.run_id, tests, current)
+        changed = _changed_tests(db, setup.run_id, current)
         if changed:
             setup.stale = _mark_stale(db, setup.run_id, changed)
             _refresh(ctx, db, plan, tests, existing, list(changed), base_env, setup)
@@ -155,17 +153,24 @@ def _existing_jobs(db: SqliteDatabase, run_id: int) -> dict[tuple[str, str], int
     return {(test, item or ""): job_id for test, item, job_id in rows}
 
 
-def _changed_tests(db: SqliteDatabase, run_id: int, tests: dict[str, TestDef],
-                   current: dict[str, Definition]) -> dict[str, str]:
+def _stored_source(text: str) -> str:
+    """The test.toml digest a run_test definition was stored with ('' before they were)."""
+    stored = json.loads(text)
+    return str(stored.get("source", "")) if isinstance(stored, dict) else ""
+
+
+def _changed_tests(db: SqliteDatabase, run_id: int, current: dict[str, Definition]
+                   ) -> dict[str, str]:
     """Store each test's definition for the run; return the tests whose definition changed,
     each with why (megarun.services.stale)."""
     stored = stored_definitions(db, run_id)
-    changed = changed_tests({t: v for t, v in stored.items() if t in current}, tests, current)
+    changed = changed_tests({t: v for t, v in stored.items() if t in current}, current)
     execute_many(db, "INSERT INTO run_test (run_id, test, definition_hash, definition) "
                  "VALUES (?, ?, ?, ?) ON CONFLICT (run_id, test) DO UPDATE SET "
                  "definition_hash = excluded.definition_hash, definition = excluded.definition",
-                 [(run_id, name, d.hash, d.text(tests[name])) for name, d in current.items()
-                  if stored.get(name, ("", ""))[0] != d.hash])
+                 [(run_id, name, d.hash, d.text()) for name, d in current.items()
+                  if stored.get(name, ("", ""))[0] != d.hash
+                  or _stored_source(stored[name][1]) != d.source])
     return changed
 
 
@@ -515,19 +520,18 @@ def kill_run(ctx: Context, run: Run, testpatt: str | None) -> dict[str, list[int
 
 
 # -- listing and export ------------------------------------------------------------------------
-def list_runs(ctx: Context, area: AreaDefinitions | None = None) -> list[dict[str, Any]]:
+def list_runs(ctx: Context, stale: dict[int, set[str]] | None = None) -> list[dict[str, Any]]:
     """Every run with its job count, how many are done and STALE, and its worst status.
 
-    With `area` (the current definitions), COMPLETED jobs of a changed test count as STALE
-    at once, as `status` shows them (megarun.services.stale).
+    `stale` (megarun.services.stale.stale_tests_by_run): per run, the tests whose COMPLETED
+    jobs count as STALE already, as `status` shows them.
     """
     rows = ctx.db.execute_sql(
         "SELECT run.id, run.target, run.runname, run.created, job.test, job.state, job.status,"
         " count(job.id), run.moved_to FROM run LEFT JOIN job ON job.run_id = run.id"
         " GROUP BY run.id, job.test, job.state, job.status ORDER BY run.created, run.id"
     ).fetchall()
-    targets = {int(r[0]): str(r[1]) for r in rows}
-    stale = stale_tests_by_run(ctx.db, targets, area) if area is not None else {}
+    stale = stale or {}
     runs: dict[int, dict[str, Any]] = {}
     for run_id, target, runname, created, test, state, status, count, moved_to in rows:
         entry = runs.setdefault(run_id, {"target": target, "runname": runname,

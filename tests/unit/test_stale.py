@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from megarun.services.stale import definition_of, has_changed, seen_variables, why_changed
-from megarun.suites.definition import Step, TestDef
+from megarun.services.stale import (
+    definition_of,
+    has_changed,
+    read_area_definitions,
+    seen_variables,
+    why_changed,
+)
+from megarun.suites.definition import Step, TestDef, load_test
 
 
 def make(env: dict[str, str] | None = None, items: dict[str, list[str]] | None = None,
@@ -16,8 +23,8 @@ def make(env: dict[str, str] | None = None, items: dict[str, list[str]] | None =
 
 def test_only_the_variables_that_reach_the_steps_count() -> None:
     variables = {"CC": "cc", "OPT": "2", "os": "shadowed", "N": "x", "MEGARUN_TARGET": "x"}
-    seen = seen_variables(variables, ["os", "arch"], make(env={"OPT": "0"}, items={"N": ["1"]}))
-    assert seen == {"CC": "cc"}
+    test = make(env={"OPT": "0"}, items={"N": ["1"]})
+    assert seen_variables(variables, ["os", "arch"], test.definition()) == {"CC": "cc"}
 
 
 def test_a_variable_change_changes_the_hash_and_says_which() -> None:
@@ -25,11 +32,9 @@ def test_a_variable_change_changes_the_hash_and_says_which() -> None:
     before = definition_of(test, {"CC": "cc", "OPT": "2"}, ["os"])
     after = definition_of(test, {"CC": "cc", "OPT": "3"}, ["os"])
     assert has_changed(before.hash, after) and not has_changed(before.hash, before)
-    assert why_changed(before.text(test), test, after) == "megarun.toml variable(s) OPT changed"
-    edited = make(cmd="false")
-    assert why_changed(before.text(test), edited, definition_of(edited, {"CC": "cc", "OPT": "2"},
-                                                                ["os"])) == (
-        "its t/test.toml changed")
+    assert why_changed(before.text(), "t", after) == "megarun.toml variable(s) OPT changed"
+    edited = definition_of(make(cmd="false"), {"CC": "cc", "OPT": "2"}, ["os"])
+    assert why_changed(before.text(), "t", edited) == "its t/test.toml changed"
 
 
 def test_a_hash_stored_before_variables_counted_matches_an_unchanged_test() -> None:
@@ -37,3 +42,22 @@ def test_a_hash_stored_before_variables_counted_matches_an_unchanged_test() -> N
     now = definition_of(test, {"OPT": "2"}, [])
     assert not has_changed(test.definition_hash(), now)  # an upgrade marks nothing STALE
     assert has_changed(make(cmd="false").definition_hash(), now)
+
+
+def test_an_unchanged_file_is_not_parsed_and_a_changed_one_is(tmp_path: Path) -> None:
+    path = tmp_path / "tests" / "t" / "test.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text('steps = ["true"]\n')
+    stored = definition_of(load_test(path), {}, [])
+    # a stored definition that the file's bytes no longer produce, under the file's digest:
+    # believed as stored, which shows the file was not parsed
+    planted = json.dumps({**json.loads(stored.text()), "description": "planted"})
+    area = read_area_definitions(tmp_path / "tests", {}, [], tmp_path / "megarun.toml")
+    believed = area.current("t", planted, "x")
+    assert believed is not None and believed.fields["description"] == "planted"
+    path.write_text('steps = ["true"]  # reformatted\n')
+    fresh = read_area_definitions(tmp_path / "tests", {}, [], tmp_path / "megarun.toml")
+    parsed = fresh.current("t", planted, "x")
+    assert parsed is not None and parsed.fields["description"] == ""
+    assert not has_changed(stored.hash, parsed)  # a comment changes no result
+    assert fresh.current("gone", planted, "x") is None
