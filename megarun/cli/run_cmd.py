@@ -53,13 +53,12 @@ def _settle_defunct(ctx: Context) -> None:
 
 def _items(ctx: Context, run: "Run", testpatt: str | None) -> "list[ItemStatus]":
     """The run's items, those the area's current files make STALE shown so at once."""
-    from megarun.services.runs import run_items, with_stale
+    from megarun.services.runs import run_items
     from megarun.services.stale import stale_in_run
 
-    items = run_items(ctx.db, int(run.id), testpatt)
     stale = _judge_stale(ctx, lambda area: stale_in_run(ctx.db, int(run.id), str(run.target),
                                                          area))
-    return with_stale(items, stale) if stale else items
+    return run_items(ctx.db, int(run.id), testpatt, stale)
 
 
 def _judge_stale(ctx: Context, judge: "Callable[[AreaDefinitions], T]") -> "T | None":

@@ -11,7 +11,7 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -323,21 +323,25 @@ class ItemStatus:
     runtime: float | None
 
 
-def run_items(db: SqliteDatabase, run_id: int, testpatt: str | None = None) -> list[ItemStatus]:
+def run_items(db: SqliteDatabase, run_id: int, testpatt: str | None = None,
+              stale: dict[str, str] | None = None) -> list[ItemStatus]:
+    """The run's jobs, by test and item. `stale` (test -> why, megarun.services.stale): the
+    COMPLETED jobs of those tests read STALE with the reason as their message, as `status`
+    shows them before `run` or `rerun` writes the mark."""
     rows = db.execute_sql(
         "SELECT id, test, item, state, status, exit_code, message, started, ended FROM job "
         "WHERE run_id = ? ORDER BY test, item", (run_id,)).fetchall()
+    changed = stale or {}
+    completed = JobState.COMPLETED.value
     items = [ItemStatus(r[0], r[1], r[2] or "", r[3], r[4], r[5], r[6] or "",
-                        (r[8] - r[7]) if r[7] and r[8] else None) for r in rows]
+                        (r[8] - r[7]) if r[7] and r[8] else None)
+             if r[3] != completed or r[1] not in changed else
+             ItemStatus(r[0], r[1], r[2] or "", JobState.STALE.value, r[4], r[5], changed[r[1]],
+                        (r[8] - r[7]) if r[7] and r[8] else None)
+             for r in rows]
     if testpatt:
         items = [i for i in items if pattern_matches(testpatt.split("/")[0], i.test)]
     return items
-
-
-def with_stale(items: Sequence[ItemStatus], stale: dict[str, str]) -> list[ItemStatus]:
-    """The items as `status` shows them: COMPLETED ones of a changed test read STALE."""
-    return [replace(i, state=JobState.STALE.value, message=stale[i.test])
-            if i.state == JobState.COMPLETED.value and i.test in stale else i for i in items]
 
 
 def rollup(items: Sequence[ItemStatus]) -> dict[str, dict[str, Any]]:
@@ -473,6 +477,8 @@ CLEANED = "run path removed by clean"
 def _record_cleaned(db: SqliteDatabase, cleaned: list[tuple[Any, ...]]) -> None:
     """One event per job whose run path was removed (its state unchanged): `job logs` then
     says the logs were removed, not that they do not exist yet."""
+    if not cleaned:
+        return
     now = time.time()
     with write_transaction(db):
         insert_events(db, [(job_id, now, state, state, status, attempt, CLEANED,
@@ -542,7 +548,8 @@ def list_runs(ctx: Context, stale: dict[int, set[str]] | None = None) -> list[di
         entry["jobs"] += count
         if state in ("COMPLETED", "KILLED", "DEAD", "STALE"):
             entry["done"] += count
-        if state == "STALE" or (state == "COMPLETED" and test in stale.get(run_id, ())):
+        if state == JobState.STALE.value or (state == JobState.COMPLETED.value
+                                             and test in stale.get(run_id, ())):
             entry["stale"] += count
         entry["statuses"].append(JobStatus(status))
     result = []
