@@ -145,6 +145,17 @@ def test_rerun_step_runs_from_that_step_on_keeping_the_earlier_outputs(steps_are
     assert [i["status"] for i in whole["items"]] == ["WARN"]
 
 
+def test_the_retries_of_a_rerun_step_start_at_that_step_too(steps_area: Path) -> None:
+    config = steps_area / "megarun.toml"
+    config.write_text(config.read_text().replace("retries = 0", "retries = 1"))
+    assert megarun_process(steps_area, "run", *ONE, timeout=120).returncode == 1
+    count = steps_area / "runs" / "linux" / "r" / "count"
+    assert count.read_text().split() == ["configure", "build"] * 2  # a retry runs every step
+    rerun = megarun_process(steps_area, "rerun", *ONE, "--step", "build", timeout=120)
+    assert rerun.returncode == 1, rerun.stderr  # still broken: the rerun and its retry fail
+    assert count.read_text().split()[4:] == ["build", "build"]
+
+
 def test_rerun_step_refuses_a_step_the_test_does_not_have(steps_area: Path) -> None:
     assert megarun_process(steps_area, "run", *ONE, timeout=120).returncode == 1
     wrong = megarun_process(steps_area, "rerun", *ONE, "--step", "nosuch")
