@@ -552,6 +552,7 @@ class Agent:
             # pid and start time let whoever settles this agent, should it die, find the
             # step's process group and session (megarun/agent/orphans.py)
             where = self._process_fields(job)
+            where["name"] = _step_name(job.steps[0], 0)  # after a rerun --step: not the test's first
             if job.launch is None:
                 self.events.emit("started", job=job.id, attempt=job.attempt, host=self.host,
                                  **where)
