@@ -740,7 +740,9 @@ class Agent:
         assert self.events is not None
         runtime = round(time.monotonic() - job.started, 6) if job.started else 0.0
         signum = -rc if rc is not None and rc < 0 else None
-        extra = {}
+        extra = {}  # type: Dict[str, Any]
+        if job.steps:
+            extra["step"] = job.step  # which step the job ended in (status and JUnit show it)
         if reason == "exit" and rc is not None and job.spec.get("rules"):
             steps_run = rules.kept_steps(job.spec) + [
                 _step_name(step, n) for n, step in enumerate(job.steps[:job.step + 1])]

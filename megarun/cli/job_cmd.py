@@ -15,8 +15,8 @@ from megarun.services.jobs import JobFilter, JobRequest
 
 app = typer.Typer(help="Jobs: single executions of an app.", no_args_is_help=True)
 
-_LIST_COLUMNS = ["id", "app", "site", "state", "status", "attempt", "exit_code", "tags",
-                 "message"]
+_LIST_COLUMNS = ["id", "app", "run", "item", "site", "state", "status", "attempt", "exit_code",
+                 "tags", "message"]
 TagOption = Annotated[list[str] | None, typer.Option(
     "--tag", "-t", help="Tag key=value (repeatable; all must match).", metavar="KEY=VALUE")]
 
@@ -84,6 +84,11 @@ def ls(
     status: Annotated[str | None, typer.Option(help="Only this STATUS.")] = None,
     app_name: Annotated[str | None, typer.Option("--app", help="Only jobs of this app.")] = None,
     site: Annotated[str | None, typer.Option(help="Only jobs of this site.")] = None,
+    run: Annotated[str | None, typer.Option(
+        "--run", help="Only jobs of this test-suite run.", metavar="TARGET/RUNNAME")] = None,
+    test: Annotated[str | None, typer.Option(
+        "--test", help="Only jobs of this test (of every run, or of --run).", metavar="NAME")
+    ] = None,
     limit: Annotated[int, typer.Option(
         help="At most this many jobs (0: all); stderr says how many more there are.",
         min=0, max=INT64_MAX)] = job_service.DEFAULT_LIST_LIMIT,
@@ -96,7 +101,7 @@ def ls(
     """List jobs, oldest first."""
     one_format(as_json, as_csv)
     flt = JobFilter(tags=parse_pairs(tag, "-t"), state=state, status=status, app=app_name,
-                    site=site)
+                    site=site, run=run, test=test)
     mctx = context(ctx)
     with_archive(mctx, full_db)
     if by_state:
@@ -105,7 +110,7 @@ def ls(
         return
     rows = job_service.iter_jobs(mctx, flt, limit)
     if not as_json:
-        rows = (_shown_site(row) for row in rows)
+        rows = (_shown_test(_shown_site(row)) for row in rows)
     shown = render_stream(rows, _LIST_COLUMNS, as_json, as_csv, empty="no jobs match")
     if limit and shown == limit:
         more = job_service.count_jobs(mctx, flt) - shown
@@ -114,6 +119,14 @@ def ls(
 
 
 UNMATCHED = "(unmatched)"
+
+
+def _shown_test(job: dict[str, Any]) -> dict[str, Any]:
+    """In tables a test-suite job shows its test in the APP column (its run and item in
+    their own); app jobs leave those empty."""
+    if job.get("run") is None:
+        return {**job, "run": "", "item": ""}
+    return {**job, "app": job["test"], "item": job["item"] or ""}
 
 
 def _shown_site(job: dict[str, Any]) -> dict[str, Any]:
@@ -136,6 +149,8 @@ def show(
         print_json(data)
         return
     print_mapping(_shown_site(data), title=f"job {job_id}")
+    render(data["steps"], ["name", "state", "status", "exit_code", "duration", "cmd"], False,
+           False, title="steps")
     render(data["events"], ["time", "from", "to", "status", "attempt", "message"], False, False,
            title="events")
 
@@ -148,26 +163,33 @@ def logs(
         help="Only the first N lines of each log.", metavar="N", min=0, max=INT64_MAX)] = None,
     tail: Annotated[int | None, typer.Option(
         help="Only the last N lines of each log.", metavar="N", min=0, max=INT64_MAX)] = None,
+    step: Annotated[str | None, typer.Option(
+        "--step", help="Only this step's logs (its .out, then its .err).", metavar="NAME")
+    ] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print JSON: per log its path, size, and at most the last 64 KiB of "
         "text (the first with --head alone), `truncated` when that is not the whole file.")
     ] = False,
 ) -> None:
-    """Print a job's stdout and stderr, streamed (constant memory whatever their size)."""
+    """Print a job's logs step by step (each step's stdout, then its stderr), each after a
+    `==> name <==` line, streamed (constant memory whatever their size)."""
     from megarun.services import joblogs
 
     mctx = context(ctx)
     if as_json:
-        found = joblogs.job_log_excerpts(mctx, job_id, head, tail)
+        found = joblogs.job_log_excerpts(mctx, job_id, head, tail, step=step)
         print_json({item.log.name: item.as_dict() for item in found})
         return
     out = sys.stdout.buffer
+    first = True
 
     def announce(log: joblogs.LogFile) -> None:
-        out.flush()  # the previous log's bytes before this header
-        note(f"==> {log.name} <==", "bold")
+        nonlocal first
+        # on stdout, as tail(1) does, so that a redirected log keeps its separators
+        out.write(f"{'' if first else chr(10)}==> {log.name} <==\n".encode())
+        first = False
 
-    joblogs.write_job_logs(mctx, job_id, out, head, tail, announce)
+    joblogs.write_job_logs(mctx, job_id, out, head, tail, announce, step)
     out.flush()
 
 

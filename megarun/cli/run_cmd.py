@@ -1,7 +1,7 @@
 """Test-suite run commands: run, rerun, clean, kill, status, runs ls/export."""
 
 import sys
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -84,12 +84,14 @@ def _print_matrix(ctx: Context, run: "Run", testpatt: str | None, as_json: bool,
     items = _items(ctx, run, testpatt)
     tests = rollup(items)
     if as_json:
+        steps = _steps(ctx, [i.id for i in items])
         print_json({"target": run.target, "runname": run.runname,
                     "status": _worst([t["status"] for t in tests.values()]),
                     "tests": [{"test": name, **entry} for name, entry in tests.items()],
                     "items": [{"id": i.id, "test": i.test, "item": i.item, "state": i.state,
                                "status": i.status, "exit_code": i.exit_code,
-                               "message": i.message} for i in items]})
+                               "message": i.message, "steps": steps.get(i.id, [])}
+                              for i in items]})
         return run_failed(items)
     rows = [{"test": i.test, "item": i.item or "-", "state": i.state, "status": i.status,
              "id": i.id, "message": i.message} for i in items]
@@ -118,6 +120,27 @@ def _check_step(ctx: Context, run_id: int, statuses: list[str], stale: bool, dow
         tests = sorted({i.test for i in run_items(ctx.db, run_id, testpatt)})
         check_step_of_tests(ctx.db, run_id, tests, step)
     return chosen
+
+
+def _steps(ctx: Context, job_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """Each job's steps as `status --json` shows them (megarun.services.steps)."""
+    from megarun.services.steps import job_steps
+
+    return {job_id: [step.as_dict() for step in steps]
+            for job_id, steps in job_steps(ctx.db, job_ids).items()}
+
+
+def _junit(ctx: Context, run: "Run", items: "list[ItemStatus]") -> str:
+    """The run's JUnit XML (megarun.report.junit), failing steps' logs read from each site."""
+    from megarun.report.junit import TAIL_BYTES, TAIL_LINES, build_cases, junit_xml
+    from megarun.services.joblogs import log_tails
+    from megarun.services.sites import get_site
+
+    def read_tails(site: str | None, paths: list[str]) -> dict[str, str]:
+        return log_tails(get_site(ctx, site) if site else None, paths, TAIL_LINES, TAIL_BYTES)
+
+    cases = build_cases(ctx.db, int(run.id), items, read_tails)
+    return junit_xml(str(run.target), str(run.runname), cases, run.created)
 
 
 def _worst(statuses: list[str]) -> str:
@@ -280,7 +303,7 @@ def register(app: typer.Typer) -> None:
                     fmt: Annotated[str, typer.Option("--format", help="json, csv or junit.")] = "json",
                     testpatt: TESTPATT = None, full_db: FULL_DB = False) -> None:
         """Write a run's results to stdout as JSON, CSV or JUnit XML (Jenkins, GitLab)."""
-        from megarun.services.runs import get_run, junit_xml
+        from megarun.services.runs import get_run
 
         mctx = context(ctx)
         with_archive(mctx, full_db)
@@ -294,6 +317,6 @@ def register(app: typer.Typer) -> None:
         elif fmt == "csv":
             render(rows, list(rows[0]) if rows else ["id"], False, True)
         elif fmt == "junit":
-            sys.stdout.write(junit_xml(target, runname, items))
+            sys.stdout.write(_junit(mctx, run_row, items))
         else:
             raise UsageError(f"unknown format {fmt!r}; choose json, csv or junit")

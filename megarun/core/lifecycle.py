@@ -109,10 +109,11 @@ def status_from_exit(reason: str, rc: int | None) -> JobStatus:
 
 
 def finish(job: JobSnapshot, reason: str, rc: int | None, message: str = "",
-           judged: JobStatus | None = None) -> Chain:
+           judged: JobStatus | None = None, step: int | None = None) -> Chain:
     """Record the end of a run reported by an agent (any active state), with automatic retry.
 
-    `judged` is the status the job's rules gave a job that exited (see docs/writing-tests.md).
+    `judged` is the status the job's rules gave a job that exited (see docs/writing-tests.md);
+    `step` the index of the step it ended in, kept in the event's data (megarun.core.steps).
     """
     chain = Chain(job)
     if reason == "killed":
@@ -126,7 +127,10 @@ def finish(job: JobSnapshot, reason: str, rc: int | None, message: str = "",
         # It failed before it could start (e.g. no space for its logs): that uses up a run too,
         # or a job that can never start would be retried forever.
         chain.job = replace(chain.job, runs=chain.job.runs + 1)
-    chain.to(JobState.COMPLETED, status, message, {"rc": rc, "reason": reason})
+    data: dict[str, Any] = {"rc": rc, "reason": reason}
+    if step is not None:
+        data["step"] = step
+    chain.to(JobState.COMPLETED, status, message, data)
     return chain.retry_if_allowed()
 
 

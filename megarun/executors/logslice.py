@@ -6,9 +6,17 @@ Stdlib only and valid Python 3.6: `job logs` of a job on an SSH site sends this 
 the site with the command (`python3 -c SOURCE ...`), so both sides slice a log the same way.
 On the site, `main()` answers one of two requests:
 
-    stream FOLDER HEAD TAIL           every step log's selected bytes (HEAD/TAIL: lines, -1 for
-                                      none), each after a header line [name, path, size, length]
-    excerpts FOLDER HEAD TAIL LIMIT   JSON: [[name, path, size, truncated, text], ...]
+    stream FOLDER HEAD TAIL [ORDER ONLY]          every step log's selected bytes (HEAD/TAIL:
+                                                  lines, -1 for none), each after a header line
+                                                  [name, path, size, length]
+    excerpts FOLDER HEAD TAIL LIMIT [ORDER ONLY]  JSON: [[name, path, size, truncated, text], ...]
+
+    tails PATHS LINES LIMIT                       JSON: the last LINES lines (LIMIT bytes at
+                                                  most) of each file of PATHS (a JSON list),
+                                                  null for a missing one
+
+ORDER is a JSON list of the job's step names (their logs come first, in that order), ONLY is 1
+for those steps' logs alone (`job logs --step`).
 """
 
 import glob
@@ -21,12 +29,24 @@ CHUNK = 1 << 16
 NEWLINE = b"\n"
 
 
-def step_logs(folder: str) -> List[Tuple[str, str, int]]:
-    """(name, path, size) of a job dir's step logs: every .out, then every .err, sorted."""
+def step_logs(folder: str, order: Optional[List[str]] = None,
+              only: bool = False) -> List[Tuple[str, str, int]]:
+    """(name, path, size) of a job dir's step logs: each step of `order` in turn (its .out,
+    then its .err), then any other .out and .err (sorted); with `only`, the steps of `order`
+    alone. Without `order`: every .out, then every .err, sorted."""
     found = []
+    seen = set()
+    for step in order or []:
+        for suffix in (".out", ".err"):
+            path = os.path.join(folder, step + suffix)
+            seen.add(path)
+            if os.path.isfile(path):
+                found.append((step + suffix, path, os.path.getsize(path)))
+    if only:
+        return found
     for pattern in ("*.out", "*.err"):
         for path in sorted(glob.glob(os.path.join(glob.escape(folder), pattern))):
-            if os.path.isfile(path):
+            if path not in seen and os.path.isfile(path):
                 found.append((os.path.basename(path), path, os.path.getsize(path)))
     return found
 
@@ -104,10 +124,12 @@ def copy_range(handle: BinaryIO, out: BinaryIO, start: int, end: int) -> int:
     return end - start - left
 
 
-def stream(folder: str, out: BinaryIO, head: Optional[int], tail: Optional[int]) -> None:
-    """Every step log's selected bytes, each after a JSON header line [name, path, size,
-    length] (the site's answer to `job logs`: one round trip for all the logs)."""
-    for name, path, size in step_logs(folder):
+def stream(folder: str, out: BinaryIO, head: Optional[int], tail: Optional[int],
+           order: Optional[List[str]] = None, only: bool = False) -> None:
+    """Every step log's selected bytes (step_logs decides which, in which order), each after
+    a JSON header line [name, path, size, length] (the site's answer to `job logs`: one round
+    trip for all the logs)."""
+    for name, path, size in step_logs(folder, order, only):
         with open(path, "rb") as handle:
             start, end = select(handle, size, head, tail)
             header = json.dumps([name, path, size, end - start]) + "\n"
@@ -138,14 +160,29 @@ def excerpt(handle: BinaryIO, size: int, head: Optional[int], tail: Optional[int
     return (start > 0 or end < size), data.decode("utf-8", "replace")
 
 
-def excerpts(folder: str, head: Optional[int], tail: Optional[int],
-             limit: int) -> List[Tuple[str, str, int, bool, str]]:
-    """(name, path, size, truncated, text) of every step log of a job dir."""
+def excerpts(folder: str, head: Optional[int], tail: Optional[int], limit: int,
+             order: Optional[List[str]] = None,
+             only: bool = False) -> List[Tuple[str, str, int, bool, str]]:
+    """(name, path, size, truncated, text) of a job dir's step logs (see step_logs)."""
     found = []
-    for name, path, size in step_logs(folder):
+    for name, path, size in step_logs(folder, order, only):
         with open(path, "rb") as handle:
             cut, text = excerpt(handle, size, head, tail, limit)
         found.append((name, path, size, cut, text))
+    return found
+
+
+def tails(paths: List[str], lines: int, limit: int) -> List[Optional[str]]:
+    """The last `lines` lines (at most `limit` bytes) of each file, None for a file that is
+    not there: what the JUnit export shows of a failing step's logs."""
+    found = []  # type: List[Optional[str]]
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                found.append(excerpt(handle, size, None, lines, limit)[1])
+        except OSError:
+            found.append(None)
     return found
 
 
@@ -154,15 +191,27 @@ def _lines(arg: str) -> Optional[int]:
     return None if value < 0 else value
 
 
+def _order(args: List[str]) -> Tuple[Optional[List[str]], bool]:
+    """The optional ORDER (a JSON list of step names) and ONLY (1: those steps alone)."""
+    if not args:
+        return None, False
+    return [str(name) for name in json.loads(args[0])], len(args) > 1 and args[1] == "1"
+
+
 def main() -> int:
     """The site's half: one request from sys.argv (see the module docstring)."""
     kind, args = sys.argv[1], sys.argv[2:]
     out = sys.stdout.buffer
     if kind == "stream":
-        stream(args[0], out, _lines(args[1]), _lines(args[2]))
+        order, only = _order(args[3:])
+        stream(args[0], out, _lines(args[1]), _lines(args[2]), order, only)
     elif kind == "excerpts":
-        found = excerpts(args[0], _lines(args[1]), _lines(args[2]), int(args[3]))
+        order, only = _order(args[4:])
+        found = excerpts(args[0], _lines(args[1]), _lines(args[2]), int(args[3]), order, only)
         out.write(json.dumps(found).encode("utf-8"))
+    elif kind == "tails":
+        found_tails = tails(json.loads(args[0]), int(args[1]), int(args[2]))
+        out.write(json.dumps(found_tails).encode("utf-8"))
     else:
         sys.stderr.write("unknown request {!r}\n".format(kind))
         return 2

@@ -17,6 +17,7 @@ from peewee import SqliteDatabase
 
 from megarun.core.lifecycle import Chain, finish, give_back
 from megarun.core.states import JobState, JobStatus
+from megarun.core.steps import step_note
 from megarun.db.connection import write_transaction
 from megarun.db.jobstore import JobRow, load_rows, save_rows
 from megarun.db.models import Agent
@@ -126,12 +127,18 @@ def _apply_event(row: JobRow, event: dict[str, Any], agent_id: str, result: Inge
         reason = str(event.get("reason", "error"))
         rc = event.get("rc")
         message = str(event.get("message") or "")
-        apply_chain(row, finish(row.snapshot, reason, rc, message, _judged(event)))
+        apply_chain(row, finish(row.snapshot, reason, rc, message, _judged(event),
+                                _step_index(event)))
         row.exit_code = rc
         row.message = message or _describe(reason, rc)
         row.ended = float(event.get("t", time.time()))
         result.finished[row.snapshot.status.value] = result.finished.get(
             row.snapshot.status.value, 0) + 1
+    elif kind == "step":
+        if state in (JobState.RUNNING, JobState.KILLREQ):
+            name = str(event.get("name") or "")
+            row.record(row.snapshot, [step_note(row.snapshot, name,
+                                                float(event.get("t", time.time())))])
     elif kind == "returned":
         if state in (JobState.QUEUED, JobState.LAUNCHED, JobState.RUNNING, JobState.KILLREQ):
             message = str(event.get("message", ""))
@@ -139,6 +146,12 @@ def _apply_event(row: JobRow, event: dict[str, Any], agent_id: str, result: Inge
             row.agent = None
             if row.snapshot.state is JobState.READY and state is JobState.RUNNING:
                 row.message = message
+
+
+def _step_index(event: dict[str, Any]) -> int | None:
+    """The index of the step a job ended in, as its agent reports it (older agents: None)."""
+    step = event.get("step")
+    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
 
 
 def _judged(event: dict[str, Any]) -> JobStatus | None:

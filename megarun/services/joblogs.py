@@ -57,8 +57,8 @@ class JobLogs(Protocol):
     def write(self, out: BinaryIO, head: int | None, tail: int | None,
               announce: Callable[[LogFile], None]) -> int:
         """Write each log's selected lines to `out` in chunks, calling `announce` before each
-        (every .out, then every .err); a log not ending in a newline gets one. Returns how many
-        logs there were."""
+        (step by step: its .out, then its .err); a log not ending in a newline gets one.
+        Returns how many logs there were."""
         ...
 
     def excerpts(self, head: int | None, tail: int | None, limit: int) -> list[LogExcerpt]:
@@ -66,22 +66,37 @@ class JobLogs(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class StepOrder:
+    """Which logs of a job dir, in which order: the job's steps in turn (each one's .out,
+    then its .err) and then any other log; with `only`, those steps' logs alone."""
+
+    steps: tuple[str, ...] = ()
+    only: bool = False
+
+    def args(self) -> list[str]:
+        """The ORDER and ONLY arguments of megarun.executors.logslice's requests."""
+        return [json.dumps(list(self.steps)), "1" if self.only else "0"]
+
+
 class LocalJobLogs:
     """The logs of a job whose work dir is on this machine."""
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, order: StepOrder = StepOrder()) -> None:
         self.folder = folder
+        self.order = order
 
     def write(self, out: BinaryIO, head: int | None, tail: int | None,
               announce: Callable[[LogFile], None]) -> int:
         frames = LogFrames(out, announce)
-        logslice.stream(self.folder, cast(BinaryIO, frames), head, tail)
+        logslice.stream(self.folder, cast(BinaryIO, frames), head, tail,
+                        list(self.order.steps), self.order.only)
         return frames.logs
 
     def excerpts(self, head: int | None, tail: int | None, limit: int) -> list[LogExcerpt]:
         return [LogExcerpt(LogFile(name, path, size), cut, text)
-                for name, path, size, cut, text in logslice.excerpts(self.folder, head, tail,
-                                                                     limit)]
+                for name, path, size, cut, text in logslice.excerpts(
+                    self.folder, head, tail, limit, list(self.order.steps), self.order.only)]
 
 
 class LogFrames:
@@ -135,15 +150,27 @@ class LogFrames:
 NEWLINE = ord("\n")
 
 
-def open_job_logs(ctx: Context, job_id: int) -> JobLogs:
-    """A reader of a job's step logs, local or on its SSH site (nothing is read yet)."""
+def open_job_logs(ctx: Context, job_id: int, step: str | None = None) -> JobLogs:
+    """A reader of a job's step logs in step order (only those of `step` when given), local or
+    on its SSH site (nothing is read yet)."""
     job = get_job(ctx, job_id)
+    order = _step_order(job, step)
     if not job["workdir"]:
         raise UsageError(f"job {job_id} has not been dispatched yet (state {job['state']})")
     site = site_service.get_site(ctx, str(job["site"])) if job.get("site") else None
     if site is not None and site.is_remote:
-        return RemoteJobLogs(site, str(job["workdir"]))
-    return LocalJobLogs(str(job["workdir"]))
+        return RemoteJobLogs(site, str(job["workdir"]), order)
+    return LocalJobLogs(str(job["workdir"]), order)
+
+
+def _step_order(job: dict[str, Any], step: str | None) -> StepOrder:
+    """The job's steps in order; an unknown `step` is refused naming the job's steps."""
+    names = tuple(str(s["name"]) for s in job["steps"])
+    if step is None:
+        return StepOrder(names)
+    if step not in names:
+        raise UsageError(f"job {job['id']} has no step {step!r}; its steps: {', '.join(names)}")
+    return StepOrder((step,), only=True)
 
 
 def no_logs(ctx: Context, job_id: int) -> UsageError:
@@ -160,17 +187,19 @@ def no_logs(ctx: Context, job_id: int) -> UsageError:
 
 
 def write_job_logs(ctx: Context, job_id: int, out: BinaryIO, head: int | None,
-                   tail: int | None, announce: Callable[[LogFile], None]) -> None:
+                   tail: int | None, announce: Callable[[LogFile], None],
+                   step: str | None = None) -> None:
     """Stream a job's logs to `out` (see JobLogs.write); UsageError when there are none."""
-    if not open_job_logs(ctx, job_id).write(out, head, tail, announce):
+    if not open_job_logs(ctx, job_id, step).write(out, head, tail, announce):
         raise no_logs(ctx, job_id)
 
 
 def job_log_excerpts(ctx: Context, job_id: int, head: int | None = None,
-                     tail: int | None = None,
-                     limit: int = LOG_EXCERPT_BYTES) -> list[LogExcerpt]:
-    """Every log of a job, each cut to at most `limit` bytes of its selected lines."""
-    found = open_job_logs(ctx, job_id).excerpts(head, tail, limit)
+                     tail: int | None = None, limit: int = LOG_EXCERPT_BYTES,
+                     step: str | None = None) -> list[LogExcerpt]:
+    """Every log of a job (or of one step), each cut to at most `limit` bytes of its selected
+    lines."""
+    found = open_job_logs(ctx, job_id, step).excerpts(head, tail, limit)
     if not found:
         raise no_logs(ctx, job_id)
     return found
@@ -185,19 +214,26 @@ def _lines_arg(value: int | None) -> str:
     return "-1" if value is None else str(value)
 
 
+def site_read_failed(site: SiteInfo, what: str, stderr: str, code: int) -> EnvironmentProblem:
+    """The error for logs an SSH site could not read: its last line of stderr."""
+    lines = stderr.strip().splitlines()
+    return EnvironmentProblem(f"site {site.name!r}: cannot read {what}: "
+                              f"{lines[-1] if lines else f'exit code {code}'}")
+
+
 class RemoteJobLogs:
     """The logs of a job on an SSH site, sliced there and streamed back in chunks: one round
     trip for the text of every log (its bytes flow to `out` as they come, never whole in
     memory), one for the excerpts."""
 
-    def __init__(self, site: SiteInfo, folder: str) -> None:
+    def __init__(self, site: SiteInfo, folder: str,
+                 order: StepOrder = StepOrder()) -> None:
         self.site = site
         self.folder = folder
+        self.order = order
 
     def _failed(self, stderr: str, code: int) -> EnvironmentProblem:
-        lines = stderr.strip().splitlines()
-        return EnvironmentProblem(f"site {self.site.name!r}: cannot read {self.folder}: "
-                                  f"{lines[-1] if lines else f'exit code {code}'}")
+        return site_read_failed(self.site, self.folder, stderr, code)
 
     def write(self, out: BinaryIO, head: int | None, tail: int | None,
               announce: Callable[[LogFile], None]) -> int:
@@ -209,7 +245,7 @@ class RemoteJobLogs:
         frames = LogFrames(out, announce)
         errors = io.BytesIO()
         argv = [self.site.python, "-c", _logslice_source(), "stream", self.folder,
-                _lines_arg(head), _lines_arg(tail)]
+                _lines_arg(head), _lines_arg(tail), *self.order.args()]
         code = executor.stream(argv, cast(BinaryIO, frames), errors)
         if code != 0:
             raise self._failed(errors.getvalue().decode("utf-8", "replace"), code)
@@ -218,8 +254,27 @@ class RemoteJobLogs:
     def excerpts(self, head: int | None, tail: int | None, limit: int) -> list[LogExcerpt]:
         result = site_executor(self.site).run(
             [self.site.python, "-c", _logslice_source(), "excerpts", self.folder,
-             _lines_arg(head), _lines_arg(tail), str(limit)], timeout=60)
+             _lines_arg(head), _lines_arg(tail), str(limit), *self.order.args()], timeout=60)
         if result.code != 0:
             raise self._failed(result.stderr_text, result.code)
         return [LogExcerpt(LogFile(str(n), str(p), int(s)), bool(cut), str(text))
                 for n, p, s, cut, text in json.loads(result.stdout_text)]
+
+
+def log_tails(site: SiteInfo | None, paths: list[str], lines: int,
+              limit: int) -> dict[str, str]:
+    """The last `lines` lines (at most `limit` bytes each) of the given logs of one site's
+    jobs, read in one round trip on an SSH site; a log that is not there is left out."""
+    if not paths:
+        return {}
+    if site is None or not site.is_remote:
+        found = logslice.tails(paths, lines, limit)
+    else:
+        result = site_executor(site).run(
+            [site.python, "-c", _logslice_source(), "tails", json.dumps(paths), str(lines),
+             str(limit)], timeout=120)
+        if result.code != 0:
+            raise site_read_failed(site, f"the logs of {len(paths)} job step(s)",
+                                   result.stderr_text, result.code)
+        found = json.loads(result.stdout_text)
+    return {path: str(text) for path, text in zip(paths, found, strict=True) if text is not None}

@@ -26,7 +26,7 @@ from megarun.core.states import (
 )
 from megarun.db.connection import execute_many, write_transaction
 from megarun.db.jobstore import JobRow, chunks, load_rows, save_rows
-from megarun.db.models import App, Job, Site
+from megarun.db.models import App, Job, Run, Site
 from megarun.errors import MegarunError, NotFoundError, UsageError
 from megarun.services import apps as app_service
 from megarun.services import sites as site_service
@@ -402,6 +402,22 @@ class JobFilter:
     app: str | None = None
     site: str | None = None
     ids: list[int] | None = None
+    run: str | None = None  # TARGET/RUNNAME of a test-suite run
+    test: str | None = None  # a test of a suite (its jobs in every run, or in `run`)
+
+
+def run_id_of(ctx: Context, run: str) -> int:
+    """The id of a run named TARGET/RUNNAME (the target may hold '/' itself)."""
+    target, _, runname = run.rpartition("/")
+    if not target or not runname:
+        raise UsageError(f"--run {run!r}: give TARGET/RUNNAME, e.g. linux/x86_64/nightly")
+    ctx.db  # noqa: B018 - opens the database and binds the models
+    found = Run.get_or_none((Run.target == target) & (Run.runname == runname))
+    if found is None:
+        known = [f"{r.target}/{r.runname}" for r in Run.select().order_by(Run.target, Run.runname)]
+        raise NotFoundError(f"--run {run!r}: no such run; runs: "
+                            f"{', '.join(known) if known else 'none yet'}")
+    return int(found.id)
 
 
 def _where(ctx: Context, flt: JobFilter) -> tuple[str, list[Any]]:
@@ -430,6 +446,12 @@ def _where(ctx: Context, flt: JobFilter) -> tuple[str, list[Any]]:
     if flt.ids is not None:
         clauses.append(f"id IN ({','.join('?' * len(flt.ids))})")
         params.extend(flt.ids)
+    if flt.run:
+        clauses.append("run_id = ?")
+        params.append(run_id_of(ctx, flt.run))
+    if flt.test:
+        clauses.append("test = ?")
+        params.append(flt.test)
     return (" AND ".join(clauses) or "1"), params
 
 
@@ -441,7 +463,7 @@ def _parse(parser: Any, name: str) -> Any:
 
 
 _LIST_COLUMNS = ("id", "name", "app_id", "site_id", "state", "status", "attempt", "exit_code",
-                 "tags", "created", "started", "ended", "message")
+                 "tags", "created", "started", "ended", "message", "run_id", "test", "item")
 
 
 #: `job ls` lists at most this many jobs unless told otherwise (--limit 0: all).
@@ -457,16 +479,21 @@ def iter_jobs(ctx: Context, flt: JobFilter, limit: int = 0) -> Iterator[dict[str
         sql += " LIMIT ?"
         params.append(limit)
     apps, sites = _names(ctx)
+    runs = _run_names(ctx)
     with _small_page_cache(ctx.db):
-        # One dict literal per row, keys in the order `job ls --json` has always had them.
+        # One dict literal per row, keys in the order `job ls --json` has always had them
+        # (then run, test and item: null for a job of an app).
         for (job_id, name, app_id, site_id, state, status, attempt, exit_code, tags, created,
-             started, ended, message) in ctx.db.execute_sql(sql, tuple(params)):
+             started, ended, message, run_id, test, item) in ctx.db.execute_sql(sql,
+                                                                             tuple(params)):
             yield {"id": job_id, "name": name, "state": state, "status": status,
                    "attempt": attempt, "exit_code": exit_code,
                    "tags": {} if tags == "{}" else json.loads(tags),  # most jobs have none
                    "created": created, "started": started, "ended": ended, "message": message,
                    "app": apps.get(app_id, ""),
-                   "site": sites.get(site_id)}  # None: not matched to a site yet
+                   "site": sites.get(site_id),  # None: not matched to a site yet
+                   "run": runs.get(run_id), "test": test,
+                   "item": item if run_id is not None else None}
 
 
 #: Page cache (KiB) while a listing scans the job table once.
@@ -514,6 +541,12 @@ def _names(ctx: Context) -> tuple[dict[int, str], dict[int, str]]:
     return apps, sites
 
 
+def _run_names(ctx: Context) -> dict[int, str]:
+    """TARGET/RUNNAME of every run, by id."""
+    return {int(i): f"{t}/{r}" for i, t, r in ctx.db.execute_sql(
+        "SELECT id, target, runname FROM run")}
+
+
 def get_job(ctx: Context, job_id: int) -> dict[str, Any]:
     """Everything about one job, with its parents, children and event trail."""
     ctx.db  # noqa: B018
@@ -535,6 +568,7 @@ def get_job(ctx: Context, job_id: int) -> dict[str, Any]:
         "SELECT parent_id FROM job_dependency WHERE child_id = ? ORDER BY parent_id", (job_id,))]
     data["children"] = [c for (c,) in ctx.db.execute_sql(
         "SELECT child_id FROM job_dependency WHERE parent_id = ? ORDER BY child_id", (job_id,))]
+    data["steps"] = _steps_of(ctx, job_id, job.steps, job.command)
     data["events"] = [
         {"time": t, "from": f, "to": to, "status": st, "attempt": a, "message": m}
         for t, f, to, st, a, m in ctx.db.execute_sql(
@@ -542,6 +576,16 @@ def get_job(ctx: Context, job_id: int) -> dict[str, Any]:
             "WHERE job = ? ORDER BY id", (job_id,))
     ]
     return data
+
+
+def _steps_of(ctx: Context, job_id: int, steps_json: str | None,
+              command: str) -> list[dict[str, Any]]:
+    """Every step of a job with its command and how it went in the job's latest run."""
+    from megarun.services.steps import job_steps
+
+    commands = [str(s.get("cmd", "")) for s in json.loads(steps_json)] if steps_json else [command]
+    results = job_steps(ctx.db, [job_id]).get(job_id, [])
+    return [{**result.as_dict(), "cmd": cmd} for result, cmd in zip(results, commands, strict=False)]
 
 
 def _existing_rows(ctx: Context, job_ids: list[int]) -> dict[int, JobRow]:

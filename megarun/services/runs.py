@@ -232,6 +232,9 @@ def _insert_jobs(ctx: Context, db: SqliteDatabase, plan: Plan, new: list[int],
         values.append(_row(ctx, job, test, ids[index], sid, setup, base_env, state, status,
                            message, now))
     execute_many(db, _INSERT, values)
+    execute_many(db, "INSERT INTO job_tag (job_id, key, value) VALUES (?, ?, ?)",
+                 [(ids[i], key, value) for i in new
+                  for key, value in json.loads(_item_tags(plan.jobs[i])).items()])
     links = [(p, ids[child], mode) for child, ps in parents.items() for p, mode in ps]
     execute_many(db, "INSERT INTO job_dependency (parent_id, child_id, mode) VALUES (?, ?, ?)",
                  links)
@@ -260,7 +263,7 @@ _INSERT = (
     "INSERT INTO job (id, name, run_id, test, item, site_id, command, steps, rules, jobgroup, "
     "params, tags, env, nodes, ranks_per_node, threads_per_rank, gpus_per_rank, walltime, "
     "priority, state, status, attempt, runs, max_attempts, workdir, message, created) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', '{}', ?, 1, 1, 1, 0, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, ?, 1, 1, 1, 0, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?)"
 )
 _CREATED_EVENTS = (
     "INSERT INTO event (job, time, from_state, to_state, status, attempt, message, data) "
@@ -282,6 +285,11 @@ def _fields(ctx: Context, job: ItemJob, test: TestDef, setup: RunSetup,
             "priority": test.priority, "workdir": str(path)}
 
 
+def _item_tags(job: ItemJob) -> str:
+    """A suite job's tags: its item's variables (`job ls -t N=1`, the TAGS column)."""
+    return json.dumps({key: str(value) for key, value in job.variables.items()})
+
+
 def _row(ctx: Context, job: ItemJob, test: TestDef, job_id: int, sid: int, setup: RunSetup,
          base_env: dict[str, str], state: JobState, status: JobStatus, message: str,
          now: float) -> tuple[Any, ...]:
@@ -289,7 +297,9 @@ def _row(ctx: Context, job: ItemJob, test: TestDef, job_id: int, sid: int, setup
     name = f"{job.test}/{job.itempath}" if job.itempath else job.test
     retries = ctx.area.config.launcher.retries
     return (job_id, name, setup.run_id, job.test, job.itempath, sid, fields["command"],
-            fields["steps"], fields["rules"], fields["jobgroup"], fields["env"],
+            fields["steps"], fields["rules"], fields["jobgroup"],
+            _item_tags(job),
+            fields["env"],
             fields["walltime"], fields["priority"], state.value, status.value, 1 + retries,
             fields["workdir"], message, now)
 
@@ -558,43 +568,3 @@ def list_runs(ctx: Context, stale: dict[int, set[str]] | None = None) -> list[di
         entry["status"] = "MOVED" if entry["moved_to"] else worst_status(statuses).value
         result.append(entry)
     return result
-
-
-def junit_xml(target: str, runname: str, items: Sequence[ItemStatus]) -> str:
-    """JUnit XML of a run: one testsuite per test, one testcase per item."""
-    from xml.etree import ElementTree as ET
-
-    root = ET.Element("testsuites", name=f"{target}/{runname}")
-    by_test: dict[str, list[ItemStatus]] = {}
-    for item in items:
-        by_test.setdefault(item.test, []).append(item)
-    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-    for test, cases in by_test.items():
-        suite = ET.SubElement(root, "testsuite", name=test)
-        counts = {"tests": len(cases), "failures": 0, "errors": 0, "skipped": 0}
-        for item in cases:
-            case = ET.SubElement(suite, "testcase", classname=f"{target}.{test}",
-                                 name=item.item or test,
-                                 time=f"{item.runtime or 0.0:.3f}")
-            kind = _junit_kind(item)
-            if kind:
-                counts[kind] += 1
-                tag = {"failures": "failure", "errors": "error", "skipped": "skipped"}[kind]
-                detail = ET.SubElement(case, tag, message=item.message or item.status)
-                detail.text = f"{item.state}/{item.status} exit code {item.exit_code}"
-        for key, value in counts.items():
-            suite.set(key, str(value))
-            totals[key] += value
-    for key, value in totals.items():
-        root.set(key, str(value))
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-
-def _junit_kind(item: ItemStatus) -> str:
-    if item.status in ("FAIL", "TIMEOUT", "CHECK", "PREQ_FAIL"):
-        return "failures"
-    if item.status in ("ABORT", "DEAD") or item.state in ("KILLED", "DEAD"):
-        return "errors"
-    if item.status == "SKIP" or item.state not in ("COMPLETED",):
-        return "skipped"
-    return ""

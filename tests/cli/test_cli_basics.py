@@ -49,7 +49,7 @@ def test_json_and_csv_outputs(cli: Any) -> None:
     assert listed.json()[0]["tags"] == {"k": "v"}
     csv_out = cli("job", "ls", "--csv", "--limit", "2")
     lines = csv_out.out.strip().splitlines()
-    assert lines[0].startswith("id,app,site,state") and len(lines) == 3
+    assert lines[0].startswith("id,app,run,item,site,state") and len(lines) == 3
     counts = cli("job", "ls", "--by-state", "--json").json()
     assert counts == [{"state": "READY", "status": "n/a", "count": 3}]
     assert cli("job", "ls", "--json", "--csv").code == 2

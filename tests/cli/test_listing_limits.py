@@ -49,7 +49,8 @@ def test_streamed_json_is_the_same_text_as_before(area: Path) -> None:
     rows = json.loads(out)
     assert out == json.dumps(rows) + "\n"  # the shape and text of a one-shot json.dumps
     assert list(rows[0]) == ["id", "name", "state", "status", "attempt", "exit_code", "tags",
-                             "created", "started", "ended", "message", "app", "site"]
+                             "created", "started", "ended", "message", "app", "site", "run",
+                             "test", "item"]  # run, test, item: added after the others
     empty = run_ok(area, "job", "ls", "--json", "--state", "KILLED")
     assert empty.stdout == "[]\n"
 

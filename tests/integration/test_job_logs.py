@@ -62,10 +62,14 @@ def test_a_big_log_streams_in_constant_memory(area: Path) -> None:
     assert peak < small_peak + 16, (peak, small_peak)  # reading it whole took ~3x its size
     assert peak < size / MB / 2
     copied = area.parent / "stdout.bin"
-    assert copied.stat().st_size == size + len(b"done\n")  # job.out whole, then job.err
+    first, second = b"==> job.out <==\n", b"\n==> job.err <==\n"
+    # job.out whole, then job.err, each after its header
+    assert copied.stat().st_size == len(first) + size + len(second) + len(b"done\n")
     with open(copied, "rb") as handle:
-        handle.seek(size - 30)
-        assert handle.read().endswith(b"bad \xff\xfe bytes\ndone\n")  # bytes passed as they are
+        assert handle.read(len(first)) == first
+        handle.seek(len(first) + size - 30)
+        # bytes passed as they are
+        assert handle.read().endswith(b"bad \xff\xfe bytes\n" + second + b"done\n")
     json_peak = peak_rss(area, "job", "logs", "1", "--json")
     assert json_peak < small_peak + 16, (json_peak, small_peak)
 
@@ -88,11 +92,18 @@ def test_json_is_a_bounded_excerpt_with_size_and_path(area: Path) -> None:
 
 
 def logs_bytes(area: Path, *args: str) -> tuple[list[bytes], list[str]]:
-    """(stdout lines as bytes, stderr lines) of `megarun job logs 1 ARGS`."""
+    """(stdout lines as bytes without the `==> name <==` headers and the blank line before
+    each, the headers) of `megarun job logs 1 ARGS`; stderr must stay empty."""
     result = subprocess.run([sys.executable, "-m", "megarun", "--area", str(area), "job", "logs",
                              "1", *args], capture_output=True, check=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
-    return result.stdout.splitlines(), result.stderr.decode().splitlines()
+    assert result.stderr == b""
+    lines = result.stdout.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith(b"==> ")]
+    assert all(lines[i - 1] == b"" for i in headers[1:])  # a blank line before each but the first
+    skip = set(headers) | {i - 1 for i in headers[1:]}
+    return ([line for i, line in enumerate(lines) if i not in skip],
+            [lines[i].decode() for i in headers])
 
 
 def numbered(*numbers: int) -> list[bytes]:
@@ -127,3 +138,44 @@ def test_tail_and_head_of_a_log_without_final_newline(tmp_path: Path) -> None:
         assert lines[start:end] == b"".join(b"%06d\n" % n for n in range(30_000, 100_000))
         start, end = logslice.select(handle, len(lines), 50_001, None)
         assert lines[start:end].count(b"\n") == 50_001
+
+
+def multi_step_job(area: Path) -> None:
+    """A suite job of three steps run in a local run: `venv` and `install` pass, `check`
+    fails; names chosen so that alphabetical order (install, check, venv) is not step order."""
+    folder = area / "tests" / "multi"
+    folder.mkdir(parents=True)
+    (folder / "test.toml").write_text(
+        'steps = [{name = "venv", cmd = "sh -c \'echo v-out; echo v-err >&2\'"},\n'
+        '         {name = "install", cmd = "sh -c \'echo i-out; echo i-err >&2\'"},\n'
+        '         {name = "check", cmd = "sh -c \'echo c-out; echo c-err >&2; exit 1\'"}]\n')
+    result = megarun_process(area, "run", "--target", "linux/x86_64", "--runname", "r",
+                             "--quiet")
+    assert result.returncode == 1, result.stderr
+
+
+def test_logs_of_a_multi_step_job_come_in_step_order_with_headers_on_stdout(area: Path) -> None:
+    multi_step_job(area)
+    result = run_ok(area, "job", "logs", "1")
+    assert result.stderr == ""  # headers are on stdout: a redirected log keeps them
+    assert result.stdout == (
+        "==> venv.out <==\nv-out\n\n==> venv.err <==\nv-err\n\n"
+        "==> install.out <==\ni-out\n\n==> install.err <==\ni-err\n\n"
+        "==> check.out <==\nc-out\n\n==> check.err <==\nc-err\n")
+    one = run_ok(area, "job", "logs", "1", "--step", "install")
+    assert one.stdout == "==> install.out <==\ni-out\n\n==> install.err <==\ni-err\n"
+    data = json.loads(run_ok(area, "job", "logs", "1", "--json").stdout)
+    assert list(data) == ["venv.out", "venv.err", "install.out", "install.err", "check.out",
+                          "check.err"]
+    only = json.loads(run_ok(area, "job", "logs", "1", "--json", "--step", "check").stdout)
+    assert {name: log["text"] for name, log in only.items()} == {"check.out": "c-out\n",
+                                                                 "check.err": "c-err\n"}
+
+
+def test_logs_of_an_unknown_step_exit_2_naming_the_steps(area: Path) -> None:
+    multi_step_job(area)
+    result = megarun_process(area, "job", "logs", "1", "--step", "nosuch")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "megarun: error: job 1 has no step 'nosuch'; its steps: venv, install, check"]
+    assert result.stdout == ""

@@ -402,10 +402,16 @@ def test_remote_logs_stream_and_ended_agents_are_tidied(remote_area: Path, home:
     ok(remote_area, home, "app", "add", "lines", "--command", "seq 1 50000")
     ok(remote_area, home, "job", "create", "--app", "lines", "--site", "remote")
     ok(remote_area, home, "launch", "--site", "remote", "--quiet")
-    assert ok(remote_area, home, "job", "logs", "1", "--tail", "2").stdout == "49999\n50000\n"
-    assert ok(remote_area, home, "job", "logs", "1", "--head", "2").stdout == "1\n2\n"
-    whole = ok(remote_area, home, "job", "logs", "1").stdout
-    assert whole == "".join(f"{n}\n" for n in range(1, 50001))
+    err = "\n==> job.err <==\n"  # the empty stderr log, after its header (on stdout)
+    assert ok(remote_area, home, "job", "logs", "1", "--tail", "2").stdout == (
+        "==> job.out <==\n49999\n50000\n" + err)
+    assert ok(remote_area, home, "job", "logs", "1", "--head", "2").stdout == (
+        "==> job.out <==\n1\n2\n" + err)
+    assert ok(remote_area, home, "job", "logs", "1", "--step", "job", "--tail", "1").stdout == (
+        "==> job.out <==\n50000\n" + err)
+    whole = ok(remote_area, home, "job", "logs", "1").stdout.removeprefix("==> job.out <==\n")
+    assert whole == "".join(f"{n}\n" for n in range(1, 50001)) + err
+    whole = whole.removesuffix(err)
     excerpt = json.loads(ok(remote_area, home, "job", "logs", "1", "--json").stdout)["job.out"]
     assert excerpt["size"] == len(whole) and excerpt["truncated"] is True
     assert excerpt["text"].endswith("50000\n") and len(excerpt["text"]) <= 64 * 1024
@@ -470,3 +476,33 @@ def test_sync_stops_restarting_an_agent_that_keeps_dying(remote_area: Path, home
     assert db_rows(remote_area, "SELECT state FROM job")[0][0] in ("READY", "QUEUED")
     for pid in pids_of_sleepers(workdir):
         os.kill(pid, signal.SIGKILL)
+
+
+def test_steps_and_junit_logs_of_a_suite_run_on_the_ssh_site(remote_area: Path, home: Path,
+                                                             tmp_path: Path) -> None:
+    """Step results come from the site's events, and the JUnit export reads the failing
+    step's log tails on the site (one round trip for every failing item)."""
+    folder = remote_area / "tests" / "multi"
+    folder.mkdir(parents=True)
+    (folder / "test.toml").write_text(
+        'steps = [{name = "prep", cmd = "echo ready"},\n'
+        '         {name = "check", cmd = "sh -c \'seq 1 150; echo \\"broken $N\\" >&2; '
+        'exit 5\'"}]\n[items]\nN = ["a", "b"]\n')
+    result = cli(remote_area, home, "run", "--target", "linux", "--runname", "r", "--site",
+                 "remote", "--json")
+    assert result.returncode == 1, result.stderr
+    for entry in json.loads(result.stdout)["items"]:
+        assert [(s["name"], s["state"], s["status"], s["exit_code"]) for s in entry["steps"]] == [
+            ("prep", "COMPLETED", "PASS", 0), ("check", "COMPLETED", "FAIL", 5)]
+    xml = ok(remote_area, home, "runs", "export", "--target", "linux", "--runname", "r",
+             "--format", "junit").stdout
+    from junitparser import JUnitXml
+
+    cases = {case.name: case for suite in JUnitXml.fromstring(xml) for case in suite}
+    assert set(cases) == {"a", "b"}
+    for name, case in cases.items():
+        assert case.system_out.splitlines() == [str(n) for n in range(51, 151)]
+        assert case.system_err == f"broken {name}\n"
+    assert str(tmp_path / "remote-work" / "runs" / "linux" / "r" / "multi" / "a") in xml
+    step = ok(remote_area, home, "job", "logs", "1", "--step", "prep").stdout
+    assert step == "==> prep.out <==\nready\n\n==> prep.err <==\n"

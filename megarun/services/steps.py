@@ -1,0 +1,66 @@
+"""Per-step results of many jobs, read from the database in one query per 500 jobs.
+
+`status --json`, `job show` and the JUnit export all call `job_steps`: it reads each job's row
+with the events of its current attempt only (a handful per job, however often it was retried)
+and derives the steps with megarun.core.steps.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from peewee import SqliteDatabase
+
+from megarun.core.states import JobState, JobStatus
+from megarun.core.steps import JobFacts, StepEvent, StepResult, derive_steps, step_names
+from megarun.db.jobstore import chunks
+
+_QUERY = (
+    "SELECT job.id, job.steps, job.state, job.status, job.exit_code, job.started, job.ended, "
+    "event.from_state, event.to_state, event.status, event.time, event.data "
+    "FROM job LEFT JOIN event ON event.job = job.id AND event.attempt = job.attempt "
+    "WHERE job.id IN ({marks}) ORDER BY job.id, event.id"
+)
+
+
+def job_steps(db: SqliteDatabase, job_ids: Iterable[int],
+              now: float | None = None) -> dict[int, list[StepResult]]:
+    """Each job's steps (missing ids are absent), in step order."""
+    moment = time.time() if now is None else now
+    found: dict[int, list[StepResult]] = {}
+    for part in chunks(sorted(set(job_ids))):
+        sql = _QUERY.format(marks=",".join("?" * len(part)))
+        rows: dict[int, tuple[list[str], JobFacts, list[StepEvent]]] = {}
+        for values in db.execute_sql(sql, tuple(part)):
+            _add_row(rows, values)
+        for job_id, (names, facts, events) in rows.items():
+            found[job_id] = derive_steps(names, facts, events, moment)
+    return found
+
+
+def _add_row(rows: dict[int, tuple[list[str], JobFacts, list[StepEvent]]],
+             values: tuple[Any, ...]) -> None:
+    (job_id, steps, state, status, exit_code, started, ended,
+     from_state, to_state, event_status, event_time, data) = values
+    if job_id not in rows:
+        names = step_names(json.loads(steps) if steps else None)
+        rows[job_id] = (names, JobFacts(JobState(state), JobStatus(status), exit_code, started,
+                                        ended), [])
+    if to_state is None:
+        return  # no event in this attempt (LEFT JOIN)
+    rows[job_id][2].append(StepEvent(JobState(from_state), JobState(to_state),
+                                     JobStatus(event_status), float(event_time),
+                                     _data(data)))
+
+
+def _data(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
