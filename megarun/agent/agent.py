@@ -742,7 +742,9 @@ class Agent:
         signum = -rc if rc is not None and rc < 0 else None
         extra = {}  # type: Dict[str, Any]
         if job.steps:
-            extra["step"] = job.step  # which step the job ended in (status and JUnit show it)
+            # which step the job ended in (status and JUnit show it), counted in the test's
+            # steps: those a rerun --step kept come first
+            extra["step"] = job.step + len(rules.kept_steps(job.spec))
         if reason == "exit" and rc is not None and job.spec.get("rules"):
             steps_run = rules.kept_steps(job.spec) + [
                 _step_name(step, n) for n, step in enumerate(job.steps[:job.step + 1])]

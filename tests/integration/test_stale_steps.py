@@ -140,9 +140,14 @@ def test_rerun_step_runs_from_that_step_on_keeping_the_earlier_outputs(steps_are
     assert (run_dir / "build" / "configure.out").stat().st_mtime_ns == configure
     # the kept step's log still counts for the rules: its WARNING makes the test WARN
     assert [(i["state"], i["status"]) for i in again["items"]] == [("COMPLETED", "WARN")]
+    steps = run_ok(steps_area, "status", *ONE)["items"][0]["steps"]
+    assert [(s["name"], s["state"], s["exit_code"]) for s in steps] == [
+        ("configure", "KEPT", None), ("build", "COMPLETED", 0), ("check", "COMPLETED", 0)]
     whole = run_ok(steps_area, "rerun", *ONE, "--status", "WARN")  # no --step: every step
     assert count.read_text().split()[4:] == ["configure", "build", "check"]
     assert [i["status"] for i in whole["items"]] == ["WARN"]
+    steps = run_ok(steps_area, "status", *ONE)["items"][0]["steps"]
+    assert [s["state"] for s in steps] == ["COMPLETED"] * 3
 
 
 def test_the_retries_of_a_rerun_step_start_at_that_step_too(steps_area: Path) -> None:
@@ -154,6 +159,13 @@ def test_the_retries_of_a_rerun_step_start_at_that_step_too(steps_area: Path) ->
     rerun = megarun_process(steps_area, "rerun", *ONE, "--step", "build", timeout=120)
     assert rerun.returncode == 1, rerun.stderr  # still broken: the rerun and its retry fail
     assert count.read_text().split()[4:] == ["build", "build"]
+    steps = json.loads(megarun_process(steps_area, "status", *ONE, "--json").stdout
+                       )["items"][0]["steps"]  # exit code 1: the run failed
+    assert [(s["name"], s["state"], s["status"], s["exit_code"]) for s in steps] == [
+        ("configure", "KEPT", "n/a", None), ("build", "COMPLETED", "FAIL", 1),
+        ("check", "NOT_STARTED", "n/a", None)]
+    junit = megarun_process(steps_area, "runs", "export", *ONE, "--format", "junit").stdout
+    assert 'name="failing_step" value="build"' in junit
 
 
 def test_rerun_step_refuses_a_step_the_test_does_not_have(steps_area: Path) -> None:
