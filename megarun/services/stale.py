@@ -24,6 +24,7 @@ from typing import Any
 
 from peewee import SqliteDatabase
 
+from megarun.errors import ConfigError
 from megarun.suites.definition import TEST_FILE, TestDef, load_test
 from megarun.suites.targets import target_variables
 
@@ -157,10 +158,13 @@ class AreaDefinitions:
     def source(self, name: str) -> str | None:
         """The digest of the test's test.toml now; None when the test is gone."""
         if name not in self._sources:
+            path = self.tests_dir / name / TEST_FILE
             try:
-                raw = (self.tests_dir / name / TEST_FILE).read_bytes()
+                raw = path.read_bytes()
             except (FileNotFoundError, NotADirectoryError):
                 self._sources[name] = None
+            except OSError as exc:  # unreadable: a ConfigError, as load_test would say
+                raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
             else:
                 self._sources[name] = hashlib.sha256(raw).hexdigest()
         return self._sources[name]

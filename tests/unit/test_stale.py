@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from megarun.errors import ConfigError
 from megarun.services.stale import (
     definition_of,
     has_changed,
@@ -61,3 +64,11 @@ def test_an_unchanged_file_is_not_parsed_and_a_changed_one_is(tmp_path: Path) ->
     assert parsed is not None and parsed.fields["description"] == ""
     assert not has_changed(stored.hash, parsed)  # a comment changes no result
     assert fresh.current("gone", planted, "x") is None
+
+
+def test_an_unreadable_test_toml_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "tests" / "t" / "test.toml"
+    path.mkdir(parents=True)  # a folder where the file should be: reading it fails
+    area = read_area_definitions(tmp_path / "tests", {}, [], tmp_path / "megarun.toml")
+    with pytest.raises(ConfigError, match=r"test\.toml: cannot read"):
+        area.current("t", "{}", "x")
