@@ -220,6 +220,14 @@ def bench_suite(root: Path, tests: int = 200, items: int = 50) -> list[Row]:
                                     "--site", "ram", "--quiet"))
         status = statistics.median(timed(lambda: megarun(
             suite, "status", "--target", "linux", "--runname", "r1", "--json")) for _ in range(3))
+        check = statistics.median(_stale_check_in_process(suite, "linux", "r1") for _ in range(3))
+        without, with_check = _status_paths_in_process(suite, "linux", "r1")
+        config.write_text(config.read_text() + '\n[default]\nBENCH_STALE = "1"\n')
+        stale = statistics.median(timed(lambda: megarun(
+            suite, "status", "--target", "linux", "--runname", "r1", "--json")) for _ in range(3))
+        shown = json.loads(megarun(suite, "status", "--target", "linux", "--runname", "r1",
+                                   "--json").stdout)
+        assert {i["state"] for i in shown["items"]} == {"STALE"}, "every item should read STALE"
         plain = new_area(root, "plain")
         megarun(plain, "site", "add", "ram", "--preset", "local", "--workdir", str(scratch / "s2"))
         baseline = timed(lambda: (megarun(plain, "job", "create", "--app", "noop", "--count",
@@ -233,6 +241,14 @@ def bench_suite(root: Path, tests: int = 200, items: int = 50) -> list[Row]:
             run <= 1.3 * baseline, f"job create + launch {baseline:.1f} s",
             f"{run / baseline:.2f}x"),
         Row(f"status of the {count}-job run", status, "s", "< 0.5 s", status < 0.5),
+        Row(f"  its STALE check ({tests} test.toml files unchanged)", check, "s",
+            "<= 0.25x status", check <= 0.25 * status, f"status {status:.2f} s",
+            f"{check / status:.2f}x"),
+        Row("  status's reading, in one process, with the STALE check", with_check, "s",
+            "<= 1.5x without", with_check <= 1.5 * without, f"without: {without:.3f} s",
+            f"{with_check / without:.2f}x"),
+        Row(f"status of the {count}-job run, every item STALE", stale, "s", "< 0.5 s",
+            stale < 0.5, f"status {status:.2f} s", f"{stale / status:.2f}x"),
     ]
 
 
@@ -251,6 +267,52 @@ def _time_in_process(area: Path, target: str, runname: str) -> float:
     out = subprocess.run([sys.executable, "-c", code, str(area), target, runname], env=ENV,
                          capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
+
+
+def _stale_check_in_process(area: Path, target: str, runname: str) -> float:
+    """Seconds `status` spends telling STALE results (every test.toml of the run read and its
+    bytes hashed, the run's stored hashes compared), in a subprocess."""
+    code = ("import sys, time\n"
+            "from megarun.services.context import Context\n"
+            "from megarun.services.runs import get_run\n"
+            "from megarun.services.stale import read_area_definitions, stale_in_run\n"
+            "ctx = Context(area_override=sys.argv[1])\n"
+            "run = get_run(ctx, sys.argv[2], sys.argv[3])\n"
+            "start = time.perf_counter()\n"
+            "area = read_area_definitions(ctx.area.tests_dir, ctx.area.config.raw,\n"
+            "                             ctx.area.config.keys, ctx.area.root / 'megarun.toml')\n"
+            "stale_in_run(ctx.db, int(run.id), sys.argv[2], area)\n"
+            "print(time.perf_counter() - start)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(area), target, runname], env=ENV,
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def _status_paths_in_process(area: Path, target: str, runname: str) -> tuple[float, float]:
+    """Medians of `status`'s reading of a run without and with the STALE check (the run's
+    items read and rolled up; the check first), alternated 15 times in one process."""
+    code = ("import statistics, sys, time\n"
+            "from megarun.services.context import Context\n"
+            "from megarun.services.runs import get_run, rollup, run_items\n"
+            "from megarun.services.stale import read_area_definitions, stale_in_run\n"
+            "ctx = Context(area_override=sys.argv[1])\n"
+            "run = get_run(ctx, sys.argv[2], sys.argv[3])\n"
+            "old, new = [], []\n"
+            "for _ in range(15):\n"
+            "    start = time.perf_counter()\n"
+            "    rollup(run_items(ctx.db, int(run.id)))\n"
+            "    old.append(time.perf_counter() - start)\n"
+            "    start = time.perf_counter()\n"
+            "    area = read_area_definitions(ctx.area.tests_dir, ctx.area.config.raw,\n"
+            "                                 ctx.area.config.keys, ctx.area.root / 'megarun.toml')\n"
+            "    stale = stale_in_run(ctx.db, int(run.id), sys.argv[2], area)\n"
+            "    rollup(run_items(ctx.db, int(run.id), None, stale))\n"
+            "    new.append(time.perf_counter() - start)\n"
+            "print(statistics.median(old), statistics.median(new))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(area), target, runname], env=ENV,
+                         capture_output=True, text=True, check=True)
+    without, with_check = out.stdout.split()
+    return float(without), float(with_check)
 
 
 def bench_memory(root: Path, count: int = 100_000) -> list[Row]:

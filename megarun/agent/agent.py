@@ -552,6 +552,7 @@ class Agent:
             # pid and start time let whoever settles this agent, should it die, find the
             # step's process group and session (megarun/agent/orphans.py)
             where = self._process_fields(job)
+            where["name"] = _step_name(job.steps[0], 0)  # after a rerun --step: not the test's first
             if job.launch is None:
                 self.events.emit("started", job=job.id, attempt=job.attempt, host=self.host,
                                  **where)
@@ -684,7 +685,7 @@ class Agent:
             parts.append("command not found (exit code 127)")
         else:
             parts.append("exit code {}".format(rc))
-        if len(job.steps) > 1:
+        if len(job.steps) + len(rules.kept_steps(job.spec)) > 1:
             parts[0] += " in step {!r}".format(name)
         tail = runner.last_line(os.path.join(job.workdir, name + ".err"))
         if tail:
@@ -741,9 +742,12 @@ class Agent:
         signum = -rc if rc is not None and rc < 0 else None
         extra = {}  # type: Dict[str, Any]
         if job.steps:
-            extra["step"] = job.step  # which step the job ended in (status and JUnit show it)
+            # which step the job ended in (status and JUnit show it), counted in the test's
+            # steps: those a rerun --step kept come first
+            extra["step"] = job.step + len(rules.kept_steps(job.spec))
         if reason == "exit" and rc is not None and job.spec.get("rules"):
-            steps_run = [_step_name(step, n) for n, step in enumerate(job.steps[:job.step + 1])]
+            steps_run = rules.kept_steps(job.spec) + [
+                _step_name(step, n) for n, step in enumerate(job.steps[:job.step + 1])]
             try:
                 extra["status"] = rules.judge(job.spec["rules"], rc, job.workdir, steps_run)
             except (re.error, KeyError, TypeError, ValueError) as exc:

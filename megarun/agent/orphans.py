@@ -251,8 +251,9 @@ def _finished_fields(attempt: Attempt, rc: Optional[int]) -> Dict[str, Any]:
               "runtime": _runtime(attempt)}
     spec_rules = attempt.spec.get("rules")
     if rc is not None and spec_rules:
-        steps = [str(s.get("name") or "step{}".format(n + 1))
-                 for n, s in enumerate(attempt.spec.get("steps") or [])]
+        steps = rules.kept_steps(attempt.spec) + [
+            str(s.get("name") or "step{}".format(n + 1))
+            for n, s in enumerate(attempt.spec.get("steps") or [])]
         try:
             fields["status"] = rules.judge(spec_rules, rc, attempt.workdir, steps)
         except (ValueError, KeyError, TypeError) as exc:

@@ -20,6 +20,13 @@ def worst(statuses: List[str]) -> str:
     return max(statuses, key=lambda s: _RANK.get(s, 0))
 
 
+def kept_steps(spec: Dict[str, Any]) -> List[str]:
+    """The steps a `rerun --step` kept from an earlier attempt (spec `kept_steps`): not run
+    again, but their logs still count for the rules."""
+    kept = spec.get("kept_steps") or []
+    return [str(name) for name in kept] if isinstance(kept, list) else []
+
+
 def judge(rules: Dict[str, Any], rc: int, workdir: str, steps_run: List[str]) -> Optional[str]:
     """The status the rules give a job that exited with `rc`; None when there are no rules."""
     if not rules:

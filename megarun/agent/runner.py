@@ -53,6 +53,10 @@ def spec_problem(spec: Dict[str, Any], has_nul: bool = True) -> str:
     steps = spec.get("steps")
     if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
         return "steps is not a list of steps"
+    kept = spec.get("kept_steps")
+    if kept is not None and (not isinstance(kept, list)
+                             or not all(isinstance(name, str) for name in kept)):
+        return "kept_steps is not a list of step names"
     env = spec.get("env") or {}
     if not isinstance(env, dict):
         return "env is not a table of variables"

@@ -1,20 +1,25 @@
 """Test-suite run commands: run, rerun, clean, kill, status, runs ls/export."""
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from megarun.cli.archive_cmd import FULL_DB, with_archive
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
-from megarun.cli.output import print_json, render, say
+from megarun.cli.output import note, print_json, render, say
 from megarun.errors import UsageError, WorkFailed
 from megarun.services.context import Context
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from megarun.db.models import Run
     from megarun.services.launcher import LaunchSummary
     from megarun.services.runs import ItemStatus
+    from megarun.services.stale import AreaDefinitions
 
 TARGET = Annotated[str, typer.Option("--target", help="Target: the area's key values joined by '/'.")]
 RUNNAME = Annotated[str, typer.Option("--runname", help="Name of the run.")]
@@ -33,6 +38,8 @@ CLEAN = Annotated[bool, typer.Option("--clean", help="Wipe their run paths first
 DOWNSTREAM = Annotated[bool, typer.Option("--downstream",
                                           help="Also rerun everything that waits on them.")]
 STALE = Annotated[bool, typer.Option("--stale", help="Rerun STALE jobs.")]
+STEP = Annotated[str | None, typer.Option(
+    "--step", help="Run the chosen jobs again from this step on, in their run path.")]
 KEEP = Annotated[bool, typer.Option("--keep-records", help="Remove only the files.")]
 
 runs_app = typer.Typer(help="List and export test-suite runs.", no_args_is_help=True)
@@ -45,9 +52,28 @@ def _settle_defunct(ctx: Context) -> None:
 
 
 def _items(ctx: Context, run: "Run", testpatt: str | None) -> "list[ItemStatus]":
+    """The run's items, those the area's current files make STALE shown so at once."""
     from megarun.services.runs import run_items
+    from megarun.services.stale import stale_in_run
 
-    return run_items(ctx.db, int(run.id), testpatt)
+    stale = _judge_stale(ctx, lambda area: stale_in_run(ctx.db, int(run.id), str(run.target),
+                                                         area))
+    return run_items(ctx.db, int(run.id), testpatt, stale)
+
+
+def _judge_stale(ctx: Context, judge: "Callable[[AreaDefinitions], T]") -> "T | None":
+    """`judge` applied to the area's current definitions; None, with a warning, when a
+    changed test.toml cannot be read (the results as recorded can still be shown)."""
+    from megarun.errors import ConfigError
+    from megarun.services.stale import read_area_definitions
+
+    try:
+        area = read_area_definitions(ctx.area.tests_dir, ctx.area.config.raw,
+                                     ctx.area.config.keys, ctx.area.root / "megarun.toml")
+        return judge(area)
+    except ConfigError as exc:  # a test.toml being edited
+        note(f"cannot tell which results are STALE: {exc}", "yellow")
+        return None
 
 
 def _print_matrix(ctx: Context, run: "Run", testpatt: str | None, as_json: bool,
@@ -78,6 +104,22 @@ def _print_matrix(ctx: Context, run: "Run", testpatt: str | None, as_json: bool,
         render(summary, ["test", "jobs", "status", "states"], False, False, title="by test")
         say(f"run status: {_worst([t['status'] for t in tests.values()])}")
     return run_failed(items)
+
+
+def _check_step(ctx: Context, run_id: int, statuses: list[str], stale: bool, downstream: bool,
+                testpatt: str | None, ids: list[int], step: str) -> list[int]:
+    """The jobs `rerun --step` starts at `step` (those chosen before --downstream adds the
+    jobs waiting on them, which run whole); UsageError when one's test has no such step."""
+    from megarun.services.rerun_step import check_step, check_step_of_tests
+    from megarun.services.runs import run_items, select_for_rerun
+
+    chosen = select_for_rerun(ctx, run_id, statuses, stale, False, testpatt) if downstream else ids
+    if chosen:
+        check_step(ctx.db, chosen, step)
+    else:  # nothing to rerun: a mistyped step is still worth saying
+        tests = sorted({i.test for i in run_items(ctx.db, run_id, testpatt)})
+        check_step_of_tests(ctx.db, run_id, tests, step)
+    return chosen
 
 
 def _steps(ctx: Context, job_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -176,11 +218,15 @@ def register(app: typer.Typer) -> None:
     @app.command("rerun")
     def rerun(ctx: typer.Context, target: TARGET, runname: RUNNAME, testpatt: TESTPATT = None,
               status: STATUSES = None, clean: CLEAN = False, downstream: DOWNSTREAM = False,
-              stale: STALE = False, quiet: QUIET = False, as_json: AS_JSON = False) -> None:
+              stale: STALE = False, step: STEP = None, quiet: QUIET = False,
+              as_json: AS_JSON = False) -> None:
         """Run chosen jobs of a run again (fresh attempts), then launch them."""
         from megarun.core.states import parse_status
         from megarun.services.runs import DEFAULT_RERUN, get_run, rerun_jobs, select_for_rerun
 
+        if step is not None and clean:
+            raise UsageError("--step keeps the earlier steps' outputs and --clean removes them: "
+                             "give one of them")
         mctx = context(ctx)
         run_row = get_run(mctx, target, runname)
         statuses = [s.strip() for s in status.split(",") if s.strip()] if status else (
@@ -198,7 +244,11 @@ def register(app: typer.Typer) -> None:
         if site:  # the tests may have been fixed since: jobs take their current definitions
             prepare_run(mctx, target, runname, None, get_site(mctx, site), create=False)
         ids = select_for_rerun(mctx, int(run_row.id), statuses, stale, downstream, testpatt)
-        rerun_jobs(mctx, ids, clean)
+        chosen = ids
+        if step is not None:
+            chosen = _check_step(mctx, int(run_row.id), statuses, stale, downstream, testpatt,
+                                 ids, step)
+        rerun_jobs(mctx, ids, clean, step, chosen)
         if not as_json:
             say(f"rerunning {len(ids)} job(s) of {target}/{runname}")
         summary = _launch(mctx, site, int(run_row.id), quiet or as_json) if ids and site else None
@@ -241,7 +291,11 @@ def register(app: typer.Typer) -> None:
         one_format(as_json, as_csv)
         mctx = context(ctx)
         with_archive(mctx, full_db)
-        render(list_runs(mctx), ["target", "runname", "jobs", "done", "status"], as_json,
+        from megarun.services.stale import stale_tests_by_run
+
+        stale = _judge_stale(mctx, lambda area: stale_tests_by_run(mctx.db, area))
+        render(list_runs(mctx, stale),
+               ["target", "runname", "jobs", "done", "stale", "status"], as_json,
                as_csv, empty="no runs yet (megarun run --target T --runname R)")
 
     @runs_app.command("export")

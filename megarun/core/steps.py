@@ -26,6 +26,7 @@ class StepState(str, Enum):
     COMPLETED = "COMPLETED"  # exited; its status says how
     KILLED = "KILLED"
     DEAD = "DEAD"  # its agent vanished while it ran
+    KEPT = "KEPT"  # not run again by a `rerun --step`: its outputs from an earlier run stay
 
 
 @dataclass(frozen=True)
@@ -94,19 +95,22 @@ def not_started(names: Sequence[str]) -> list[StepResult]:
 
 
 def derive_steps(names: Sequence[str], job: JobFacts, events: Sequence[StepEvent],
-                 now: float) -> list[StepResult]:
+                 now: float, first: int = 0) -> list[StepResult]:
     """Each step of the job's latest run: those before the last one started passed (a step
     that fails ends the job), the last one started carries the run's end, the rest did not
-    start. A job waiting to run (again) shows every step NOT_STARTED."""
+    start. A job waiting to run (again) shows every step NOT_STARTED. A run made by
+    `rerun --step` started at step `first`: the steps before it are KEPT."""
     run = _latest_run(events)
     if run is None:
         return not_started(names)
-    starts = _step_starts(names, job, run)
+    starts = _step_starts(names, job, run, first)
     end = next((e for e in run if not e.is_step_note and e.to_state in _ENDS), None)
     last = _last_index(names, starts, end)
     results = []
     for index, name in enumerate(names):
-        if index < last:
+        if index < first:
+            results.append(StepResult(name, StepState.KEPT, JobStatus.NA, None, None))
+        elif index < last:
             duration = _between(starts.get(index), starts.get(index + 1))
             results.append(StepResult(name, StepState.COMPLETED, JobStatus.PASS, 0, duration))
         elif index == last:
@@ -138,14 +142,17 @@ def _latest_run(events: Sequence[StepEvent]) -> list[StepEvent] | None:
     return run
 
 
-def _step_starts(names: Sequence[str], job: JobFacts, run: list[StepEvent]) -> dict[int, float]:
-    """When each step started: the first when the job started, the others from their notes."""
-    first = job.started if job.started is not None else run[0].time
-    starts = {0: first}
+def _step_starts(names: Sequence[str], job: JobFacts, run: list[StepEvent],
+                 first: int = 0) -> dict[int, float]:
+    """When each step started: the run's first (step `first`) when the job started, the
+    others from their notes."""
+    begun = job.started if job.started is not None else run[0].time
+    starts = {first: begun}
     notes = [e for e in run if e.is_step_note]
-    for offset, note in enumerate(notes[:len(names) - 1]):
+    for offset, note in enumerate(notes[:len(names) - 1 - first]):
         started = note.data.get("t")
-        starts[offset + 1] = float(started) if isinstance(started, int | float) else note.time
+        starts[first + offset + 1] = (float(started) if isinstance(started, int | float)
+                                      else note.time)
     return starts
 
 
@@ -170,7 +177,7 @@ def _between(start: float | None, end: float | None) -> float | None:
 def failing_step(steps: Sequence[StepResult]) -> StepResult | None:
     """The step that ended the job badly (the last one that ran, when it was killed, died or
     exited with a status that is not good), or None."""
-    ran = [s for s in steps if s.state is not StepState.NOT_STARTED]
+    ran = [s for s in steps if s.state not in (StepState.NOT_STARTED, StepState.KEPT)]
     if not ran or ran[-1].state is StepState.RUNNING:
         return None
     last = ran[-1]

@@ -136,7 +136,9 @@ class Job(BaseModel):
     # indexed by (site, state) below
     site = ForeignKeyField(Site, null=True, backref="jobs", on_delete="RESTRICT", index=False)
     command = TextField()
-    steps = TextField(null=True)  # JSON [{name, cmd}] of a test job; None: one step, `command`
+    # JSON [{name, cmd}] of a test job (`"keep": true` on the steps a rerun --step does not run
+    # again, megarun.services.rerun_step); None: one step, `command`
+    steps = TextField(null=True)
     rules = TextField(null=True)  # JSON pass/fail rules judged by the agent (spool protocol)
     jobgroup = CharField(null=True)
     params = TextField(default="{}")

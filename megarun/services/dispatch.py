@@ -16,6 +16,7 @@ from megarun.db.connection import write_transaction
 from megarun.db.jobstore import JobRow, load_rows, save_rows
 from megarun.executors.spool import LocalSpool, StagedBundle
 from megarun.services.lifecycle import apply_chain, ended_ids, settle_children
+from megarun.services.rerun_step import spec_steps
 from megarun.services.sites import SiteInfo
 from megarun.services.staging import (
     AppStaging,
@@ -68,7 +69,7 @@ def job_spec(values: tuple[Any, ...], attempt: int, workdir: str) -> dict[str, A
         "id": job_id,
         "attempt": attempt,
         "workdir": workdir,
-        "steps": json.loads(steps) if steps else [{"name": "job", "cmd": command}],
+        "steps": [{"name": "job", "cmd": command}],
         "env": json.loads(env),
         "nodes": nodes,
         "cpus": ranks * threads,
@@ -78,6 +79,10 @@ def job_spec(values: tuple[Any, ...], attempt: int, workdir: str) -> dict[str, A
         "gpus_per_rank": gpus_per_rank,
         "timeout": walltime * 60.0 if walltime else None,
     }
+    if steps:  # `rerun --step`: the steps kept from an earlier attempt are named, not run
+        spec["steps"], kept = spec_steps(json.loads(steps))
+        if kept:
+            spec["kept_steps"] = kept
     packing = values[13] if len(values) > 13 else 0
     if packing:
         spec["packing"] = packing

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from megarun.services import sites as site_service
 from megarun.services.context import Context
 from megarun.services.jobs import get_job
 from megarun.services.remote import site_executor
+from megarun.services.runs import CLEANED
 from megarun.services.sites import SiteInfo
 
 #: `job logs --json` carries at most this much of each log (its end; its start for --head).
@@ -172,10 +174,15 @@ def _step_order(job: dict[str, Any], step: str | None) -> StepOrder:
 
 
 def no_logs(ctx: Context, job_id: int) -> UsageError:
-    """The error for a job whose work dir holds no log yet."""
+    """The error for a job whose work dir holds no log: not yet, or no more after a `clean`."""
     job = get_job(ctx, job_id)
     site = site_service.get_site(ctx, str(job["site"])) if job.get("site") else None
     where = f"{job['workdir']}" + (f" on {site.host}" if site and site.host else "")
+    last = job["events"][-1] if job["events"] else None
+    if last is not None and last["message"] == CLEANED:  # nothing ran since the clean
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(last["time"])))
+        return UsageError(f"job {job_id}'s logs in {where} were removed by `megarun clean` at "
+                          f"{when} (rerun the job to make new ones)")
     return UsageError(f"job {job_id} has no logs in {where} yet (state {job['state']})")
 
 

@@ -33,6 +33,7 @@ from megarun.services import sites as site_service
 from megarun.services.context import Context
 from megarun.services.lifecycle import apply_chain, ended_ids, settle_children
 from megarun.services.matching import satisfies, site_capabilities
+from megarun.services.rerun_step import set_first_step
 
 FAILED_ALIAS = "FAILED"
 
@@ -669,8 +670,14 @@ def remove_jobs(ctx: Context, job_ids: list[int]) -> list[int]:
     return sorted(rows)
 
 
-def reset_jobs(ctx: Context, job_ids: list[int]) -> list[int]:
-    """Send ended jobs back to READY with a fresh set of attempts."""
+def reset_jobs(ctx: Context, job_ids: list[int], from_step: str | None = None) -> list[int]:
+    """Send ended jobs back to READY with a fresh set of attempts.
+
+    The set is granted, not restarted: `runs` goes on counting every start and
+    `max_attempts` grows to runs + 1 + retries (as now configured), so that a job's attempt
+    numbers never pass its max_attempts after a rerun. `from_step` (rerun --step) makes the
+    next attempts start at that step; None runs every step (megarun.services.rerun_step).
+    """
     db = ctx.db
     with write_transaction(db):
         rows = _existing_rows(ctx, job_ids)
@@ -678,16 +685,35 @@ def reset_jobs(ctx: Context, job_ids: list[int]) -> list[int]:
         if active:
             raise UsageError(f"job {active[0]} is {rows[active[0]].snapshot.state.value}; "
                              "kill it first (megarun job kill)")
+        set_first_step(db, sorted(rows), from_step)
+        grants = _attempt_grants(ctx, sorted(rows))
+        granted = []
         for row in rows.values():
             if row.snapshot.state in (JobState.READY, JobState.AWAITING_PARENTS):
                 continue
             chain = Chain(row.snapshot).to(JobState.READY, message="reset by user")
             apply_chain(row, chain)
-            row.snapshot = replace(row.snapshot, runs=0)
+            total = min(INT64_MAX, row.snapshot.runs + grants[row.id])
+            row.snapshot = replace(row.snapshot, max_attempts=total)
+            granted.append((total, row.id))
             row.exit_code = None
             row.message = ""
         save_rows(db, rows.values())
+        execute_many(db, "UPDATE job SET max_attempts = ? WHERE id = ?", granted)
     return sorted(rows)
+
+
+def _attempt_grants(ctx: Context, job_ids: list[int]) -> dict[int, int]:
+    """1 + retries per job, as a new job would get now: its app's or the area's retries."""
+    retries = ctx.area.config.launcher.retries
+    grants: dict[int, int] = {}
+    for part in chunks(job_ids):
+        marks = ",".join("?" * len(part))
+        sql = (f"SELECT job.id, app.retries FROM job LEFT JOIN app ON app.id = job.app_id "  # noqa: S608
+               f"WHERE job.id IN ({marks})")
+        for job_id, app_retries in ctx.db.execute_sql(sql, tuple(part)):
+            grants[job_id] = 1 + max(app_retries or 0, retries)
+    return grants
 
 
 def fail_status_values() -> list[str]:

@@ -20,13 +20,26 @@ from peewee import SqliteDatabase
 from megarun.core.lifecycle import Chain, parents_outcome
 from megarun.core.states import FAILING_STATUSES, JobState, JobStatus, worst_status
 from megarun.db.connection import execute_many, write_transaction
-from megarun.db.jobstore import children_of, load_rows, load_rows_where, parents_of, save_rows
+from megarun.db.jobstore import (
+    children_of,
+    insert_events,
+    load_rows,
+    load_rows_where,
+    parents_of,
+    save_rows,
+)
 from megarun.db.models import Run
 from megarun.errors import NotFoundError, UsageError
 from megarun.services.context import Context
 from megarun.services.jobs import kill_jobs, next_job_id, remove_jobs, reset_jobs
 from megarun.services.lifecycle import apply_chain
 from megarun.services.sites import SiteInfo, get_site, site_id
+from megarun.services.stale import (
+    Definition,
+    changed_tests,
+    current_definitions,
+    stored_definitions,
+)
 from megarun.suites.definition import TestDef, load_tests
 from megarun.suites.expand import ItemJob, Plan, expand, select_tests
 from megarun.suites.targets import parse_target, pattern_matches, target_variables
@@ -108,10 +121,11 @@ def prepare_run(ctx: Context, target: str, runname: str, testpatt: str | None,
         run = _get_or_create_run(ctx, target, runname)
         setup.run_id = int(run.id)
         existing = _existing_jobs(db, setup.run_id)
-        changed = _changed_tests(db, setup.run_id, [tests[t] for t in plan.tests])
+        current = current_definitions({t: tests[t] for t in plan.tests}, variables, keys)
+        changed = _changed_tests(db, setup.run_id, current)
         if changed:
             setup.stale = _mark_stale(db, setup.run_id, changed)
-            _refresh(ctx, db, plan, tests, existing, changed, base_env, setup)
+            _refresh(ctx, db, plan, tests, existing, list(changed), base_env, setup)
         new = [i for i, job in enumerate(plan.jobs) if (job.test, job.itempath) not in existing]
         if new and create:
             _insert_jobs(ctx, db, plan, new, existing, tests, base_env, setup, sid)
@@ -139,27 +153,37 @@ def _existing_jobs(db: SqliteDatabase, run_id: int) -> dict[tuple[str, str], int
     return {(test, item or ""): job_id for test, item, job_id in rows}
 
 
-def _changed_tests(db: SqliteDatabase, run_id: int, tests: Sequence[TestDef]) -> list[str]:
-    """Store each test's definition for the run; return the tests whose definition changed."""
-    stored = dict(db.execute_sql("SELECT test, definition_hash FROM run_test WHERE run_id = ?",
-                                 (run_id,)).fetchall())
-    changed = [t.name for t in tests if t.name in stored and stored[t.name] != t.definition_hash()]
+def _stored_source(text: str) -> str:
+    """The test.toml digest a run_test definition was stored with ('' before they were)."""
+    stored = json.loads(text)
+    return str(stored.get("source", "")) if isinstance(stored, dict) else ""
+
+
+def _changed_tests(db: SqliteDatabase, run_id: int, current: dict[str, Definition]
+                   ) -> dict[str, str]:
+    """Store each test's definition for the run; return the tests whose definition changed,
+    each with why (megarun.services.stale)."""
+    stored = stored_definitions(db, run_id)
+    changed = changed_tests({t: v for t, v in stored.items() if t in current}, current)
     execute_many(db, "INSERT INTO run_test (run_id, test, definition_hash, definition) "
                  "VALUES (?, ?, ?, ?) ON CONFLICT (run_id, test) DO UPDATE SET "
                  "definition_hash = excluded.definition_hash, definition = excluded.definition",
-                 [(run_id, t.name, t.definition_hash(), json.dumps(t.definition(), sort_keys=True))
-                  for t in tests if stored.get(t.name) != t.definition_hash()])
+                 [(run_id, name, d.hash, d.text()) for name, d in current.items()
+                  if stored.get(name, ("", ""))[0] != d.hash
+                  or _stored_source(stored[name][1]) != d.source])
     return changed
 
 
-def _mark_stale(db: SqliteDatabase, run_id: int, changed: list[str]) -> int:
-    """COMPLETED jobs of tests whose definition changed become STALE."""
-    marks = ",".join("?" * len(changed))
-    rows = load_rows_where(db, f"run_id = ? AND state = 'COMPLETED' AND test IN ({marks})",
-                           (run_id, *changed))
-    for row in rows:
-        apply_chain(row, Chain(row.snapshot).to(JobState.STALE,
-                                                message="the test's definition changed"))
+def _mark_stale(db: SqliteDatabase, run_id: int, changed: dict[str, str]) -> int:
+    """COMPLETED jobs of tests whose definition changed become STALE, saying why."""
+    rows = []
+    for test, why in changed.items():
+        found = load_rows_where(db, "run_id = ? AND state = 'COMPLETED' AND test = ?",
+                                (run_id, test))
+        for row in found:
+            apply_chain(row, Chain(row.snapshot).to(JobState.STALE, message=why))
+            row.message = why
+        rows.extend(found)
     save_rows(db, rows)
     return len(rows)
 
@@ -309,12 +333,22 @@ class ItemStatus:
     runtime: float | None
 
 
-def run_items(db: SqliteDatabase, run_id: int, testpatt: str | None = None) -> list[ItemStatus]:
+def run_items(db: SqliteDatabase, run_id: int, testpatt: str | None = None,
+              stale: dict[str, str] | None = None) -> list[ItemStatus]:
+    """The run's jobs, by test and item. `stale` (test -> why, megarun.services.stale): the
+    COMPLETED jobs of those tests read STALE with the reason as their message, as `status`
+    shows them before `run` or `rerun` writes the mark."""
     rows = db.execute_sql(
         "SELECT id, test, item, state, status, exit_code, message, started, ended FROM job "
         "WHERE run_id = ? ORDER BY test, item", (run_id,)).fetchall()
+    changed = stale or {}
+    completed = JobState.COMPLETED.value
     items = [ItemStatus(r[0], r[1], r[2] or "", r[3], r[4], r[5], r[6] or "",
-                        (r[8] - r[7]) if r[7] and r[8] else None) for r in rows]
+                        (r[8] - r[7]) if r[7] and r[8] else None)
+             if r[3] != completed or r[1] not in changed else
+             ItemStatus(r[0], r[1], r[2] or "", JobState.STALE.value, r[4], r[5], changed[r[1]],
+                        (r[8] - r[7]) if r[7] and r[8] else None)
+             for r in rows]
     if testpatt:
         items = [i for i in items if pattern_matches(testpatt.split("/")[0], i.test)]
     return items
@@ -369,13 +403,23 @@ def select_for_rerun(ctx: Context, run_id: int, statuses: Sequence[str], stale: 
     return sorted(chosen)
 
 
-def rerun_jobs(ctx: Context, job_ids: list[int], clean: bool) -> int:
-    """Reset the jobs (fresh attempts); those whose parents are not done wait for them again."""
+def rerun_jobs(ctx: Context, job_ids: list[int], clean: bool, from_step: str | None = None,
+               from_step_jobs: Sequence[int] = ()) -> int:
+    """Reset the jobs (fresh attempts); those whose parents are not done wait for them again.
+
+    `from_step` (rerun --step) makes `from_step_jobs` start at that step in their existing run
+    path; the other jobs run every step.
+    """
     if not job_ids:
         return 0
     if clean:
         clean_paths(ctx, job_ids)
-    reset_jobs(ctx, job_ids)
+    stepped = set(from_step_jobs) if from_step is not None else set()
+    if stepped:
+        reset_jobs(ctx, sorted(stepped), from_step)
+    whole = [job_id for job_id in job_ids if job_id not in stepped]
+    if whole:
+        reset_jobs(ctx, whole)
     _rewait(ctx.db, job_ids)
     return len(job_ids)
 
@@ -405,16 +449,19 @@ def clean_paths(ctx: Context, job_ids: list[int]) -> int:
     remote: dict[int, list[str]] = {}
     remote_sites = {int(i): n for i, n in ctx.db.execute_sql(
         "SELECT id, name FROM site WHERE host IS NOT NULL").fetchall()}
+    cleaned: list[tuple[Any, ...]] = []
     for part in _chunks(job_ids):
         marks = ",".join("?" * len(part))
-        sql = f"SELECT id, state, workdir, site_id FROM job WHERE id IN ({marks})"  # noqa: S608
+        sql = ("SELECT id, state, workdir, site_id, status, attempt FROM job "  # noqa: S608
+               f"WHERE id IN ({marks})")
         rows = ctx.db.execute_sql(sql, tuple(part)).fetchall()
-        for job_id, state, workdir, sid in rows:
+        for job_id, state, workdir, sid, status, attempt in rows:
             if state in ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ"):
                 raise UsageError(f"job {job_id} is {state}; kill it first (megarun kill)")
             if sid in remote_sites:
                 if workdir:
                     remote.setdefault(sid, []).append(str(workdir))
+                    cleaned.append((job_id, state, status, attempt, workdir))
                 continue
             path = Path(workdir).resolve() if workdir else None
             if path is None or root not in path.parents:
@@ -422,13 +469,31 @@ def clean_paths(ctx: Context, job_ids: list[int]) -> int:
             if path.exists():
                 shutil.rmtree(path)
                 removed += 1
+                cleaned.append((job_id, state, status, attempt, workdir))
             remove_empty_parents(path, root)
     if remote:
         from megarun.services.remote import remove_remote_run_paths
     for sid, paths in remote.items():
         site = get_site(ctx, remote_sites[sid])
         removed += remove_remote_run_paths(site, f"{site.workdir}/runs", paths)
+    _record_cleaned(ctx.db, cleaned)
     return removed
+
+
+#: The message of the event `clean` leaves on each job whose run path it removed.
+CLEANED = "run path removed by clean"
+
+
+def _record_cleaned(db: SqliteDatabase, cleaned: list[tuple[Any, ...]]) -> None:
+    """One event per job whose run path was removed (its state unchanged): `job logs` then
+    says the logs were removed, not that they do not exist yet."""
+    if not cleaned:
+        return
+    now = time.time()
+    with write_transaction(db):
+        insert_events(db, [(job_id, now, state, state, status, attempt, CLEANED,
+                            json.dumps({"cleaned": workdir}))
+                           for job_id, state, status, attempt, workdir in cleaned])
 
 
 def remove_empty_parents(path: Path, root: Path) -> None:
@@ -471,21 +536,31 @@ def kill_run(ctx: Context, run: Run, testpatt: str | None) -> dict[str, list[int
 
 
 # -- listing and export ------------------------------------------------------------------------
-def list_runs(ctx: Context) -> list[dict[str, Any]]:
+def list_runs(ctx: Context, stale: dict[int, set[str]] | None = None) -> list[dict[str, Any]]:
+    """Every run with its job count, how many are done and STALE, and its worst status.
+
+    `stale` (megarun.services.stale.stale_tests_by_run): per run, the tests whose COMPLETED
+    jobs count as STALE already, as `status` shows them.
+    """
     rows = ctx.db.execute_sql(
-        "SELECT run.id, run.target, run.runname, run.created, job.state, job.status, count(job.id),"
-        " run.moved_to FROM run LEFT JOIN job ON job.run_id = run.id"
-        " GROUP BY run.id, job.state, job.status ORDER BY run.created, run.id").fetchall()
+        "SELECT run.id, run.target, run.runname, run.created, job.test, job.state, job.status,"
+        " count(job.id), run.moved_to FROM run LEFT JOIN job ON job.run_id = run.id"
+        " GROUP BY run.id, job.test, job.state, job.status ORDER BY run.created, run.id"
+    ).fetchall()
+    stale = stale or {}
     runs: dict[int, dict[str, Any]] = {}
-    for run_id, target, runname, created, state, status, count, moved_to in rows:
+    for run_id, target, runname, created, test, state, status, count, moved_to in rows:
         entry = runs.setdefault(run_id, {"target": target, "runname": runname,
-                                         "created": created, "jobs": 0, "done": 0,
+                                         "created": created, "jobs": 0, "done": 0, "stale": 0,
                                          "statuses": [], "moved_to": moved_to})
         if state is None:
             continue
         entry["jobs"] += count
         if state in ("COMPLETED", "KILLED", "DEAD", "STALE"):
             entry["done"] += count
+        if state == JobState.STALE.value or (state == JobState.COMPLETED.value
+                                             and test in stale.get(run_id, ())):
+            entry["stale"] += count
         entry["statuses"].append(JobStatus(status))
     result = []
     for entry in runs.values():

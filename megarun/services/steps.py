@@ -33,22 +33,24 @@ def job_steps(db: SqliteDatabase, job_ids: Iterable[int],
     found: dict[int, list[StepResult]] = {}
     for part in chunks(sorted(set(job_ids))):
         sql = _QUERY.format(marks=",".join("?" * len(part)))
-        rows: dict[int, tuple[list[str], JobFacts, list[StepEvent]]] = {}
+        rows: dict[int, tuple[list[str], JobFacts, list[StepEvent], int]] = {}
         for values in db.execute_sql(sql, tuple(part)):
             _add_row(rows, values)
-        for job_id, (names, facts, events) in rows.items():
-            found[job_id] = derive_steps(names, facts, events, moment)
+        for job_id, (names, facts, events, first) in rows.items():
+            found[job_id] = derive_steps(names, facts, events, moment, first)
     return found
 
 
-def _add_row(rows: dict[int, tuple[list[str], JobFacts, list[StepEvent]]],
+def _add_row(rows: dict[int, tuple[list[str], JobFacts, list[StepEvent], int]],
              values: tuple[Any, ...]) -> None:
     (job_id, steps, state, status, exit_code, started, ended,
      from_state, to_state, event_status, event_time, data) = values
     if job_id not in rows:
-        names = step_names(json.loads(steps) if steps else None)
+        parsed = json.loads(steps) if steps else None
+        names = step_names(parsed)
+        kept = sum(1 for step in parsed or [] if step.get("keep"))  # rerun --step (rerun_step)
         rows[job_id] = (names, JobFacts(JobState(state), JobStatus(status), exit_code, started,
-                                        ended), [])
+                                        ended), [], kept)
     if to_state is None:
         return  # no event in this attempt (LEFT JOIN)
     rows[job_id][2].append(StepEvent(JobState(from_state), JobState(to_state),

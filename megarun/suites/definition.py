@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from megarun.config.tomlfile import check_keys, expect_type, load_toml
+from megarun.config.tomlfile import check_keys, decode_utf8, expect_type, parse_toml
 from megarun.errors import ConfigError
 from megarun.suites.targets import VARIABLE_RE, scalar_text
 
@@ -96,6 +96,9 @@ class TestDef:
     rules: Rules = field(default_factory=Rules)
     skip_targets: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    # sha256 of the test.toml bytes this was read from (not part of the definition): a file
+    # with the same digest needs no parsing to be known unchanged (megarun.services.stale)
+    source: str = field(default="", compare=False)
 
     def definition(self) -> dict[str, Any]:
         """The resolved definition as a JSON-able dict: every field except the path."""
@@ -161,8 +164,12 @@ def load_tests(tests_dir: Path) -> dict[str, TestDef]:
 
 def load_test(path: Path) -> TestDef:
     """Parse and validate one test.toml; the test's name is its folder's name."""
-    data = load_toml(path)
     origin = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    data = parse_toml(decode_utf8(raw, origin), origin)
     name = path.parent.name
     if not _NAME_RE.fullmatch(name):
         raise ConfigError(
@@ -202,6 +209,7 @@ def load_test(path: Path) -> TestDef:
         rules=_rules(data.get("rules", {}), {step.name for step in steps}, origin),
         skip_targets=_skip(data.get("skip", {}), origin),
         env=_env(data.get("env", {}), origin),
+        source=hashlib.sha256(raw).hexdigest(),
     )
 
 

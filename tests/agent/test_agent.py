@@ -239,6 +239,23 @@ def test_rules_judge_exit_codes_and_log_patterns(site: Site) -> None:
         1: "PASS", 2: "WARN", 3: "SKIP", 4: "PASS", 5: "FAIL", 6: None}
 
 
+def test_kept_steps_are_not_run_but_their_logs_count_for_the_rules(site: Site) -> None:
+    rules = {"patterns": [{"regex": "^WARNING:", "status": "WARN", "step": "s1"}]}
+    for job_id in (1, 2):
+        site.job_dir(job_id).mkdir(parents=True)
+        (site.job_dir(job_id) / "s1.out").write_text("WARNING: kept from the first attempt\n")
+    site.queue(site.job(1, [], steps=[{"name": "s2", "cmd": "true"}], kept_steps=["s1"],
+                        rules=rules),
+               site.job(2, [], steps=[{"name": "s2", "cmd": "false"}], kept_steps=["s1"]),
+               site.job(3, [], steps=[{"name": "s2", "cmd": "true"}], kept_steps="s1"))
+    finished = of(site.run(), "finished")
+    assert finished[1]["rc"] == 0 and finished[1]["status"] == "WARN"
+    assert finished[2]["message"].startswith("exit code 1 in step 's2'")
+    assert finished[3]["message"] == "bad job spec: kept_steps is not a list of step names"
+    assert (site.job_dir(1) / "s1.out").read_text() == "WARNING: kept from the first attempt\n"
+    assert (site.job_dir(1) / "s2.out").exists()
+
+
 def test_fast_multi_step_jobs_all_finish(site: Site) -> None:
     # A next step that ends within the same reaping pass as its predecessor must be seen.
     site.queue(*[site.job(i, ["true", "true", "true"]) for i in range(1, 41)])

@@ -340,6 +340,8 @@ def test_a_suite_runs_on_the_ssh_site_and_cleans_there(tmp_path: Path, sshd: Ssh
     cleaned = json.loads(ok(suite, home, "clean", *run, "--keep-records", "--json").stdout)
     assert cleaned["paths_removed"] == 15, cleaned
     assert not out.exists() and (work / "runs").is_dir()
+    logs = cli(suite, home, "job", "logs", "1")
+    assert logs.returncode == 2 and "removed by `megarun clean`" in logs.stderr, logs.stderr
 
 
 def test_job_kill_reaches_a_remote_job(remote_area: Path, home: Path, tmp_path: Path) -> None:

@@ -97,3 +97,20 @@ def test_events_of_an_older_megarun_without_step_notes() -> None:
 def test_step_names_as_the_agent_names_them() -> None:
     assert step_names(None) == ["job"]
     assert step_names([{"name": "a", "cmd": "x"}, {"cmd": "y"}]) == ["a", "step2"]
+
+
+def test_a_run_from_a_later_step_keeps_the_earlier_ones() -> None:
+    # rerun --step check: the run starts at "check" (index 1), "build" is kept
+    events = [*RUN, note("report", 6.0),
+              ev(S.RUNNING, S.COMPLETED, 120, JobStatus.FAIL, rc=2, reason="exit", step=2)]
+    job = JobFacts(S.COMPLETED, JobStatus.FAIL, 2, started=2.0, ended=7.0)
+    steps = derive_steps(NAMES, job, events, now=1000, first=1)
+    assert rows(steps) == [("build", "KEPT", "n/a", None, None),
+                           ("check", "COMPLETED", "PASS", 0, 4.0),
+                           ("report", "COMPLETED", "FAIL", 2, 1.0)]
+    failing = failing_step(steps)
+    assert failing is not None and failing.name == "report"
+    running = derive_steps(NAMES, JobFacts(S.RUNNING, JobStatus.NA, None, 2.0, None), RUN,
+                           now=3.0, first=1)
+    assert [s.state for s in running] == [StepState.KEPT, StepState.RUNNING,
+                                          StepState.NOT_STARTED]
