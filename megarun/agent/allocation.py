@@ -51,10 +51,10 @@ class Count:
         self.notes = notes
 
     def describe(self) -> str:
-        """The start log line's account of the count: "2 cpus (SLURM_CPUS_ON_NODE=2), ..."."""
-        gpus = ",".join(self.gpus) if self.gpus else "none"
-        return "{} cpus ({}), gpus {} ({})".format(self.cpus, self.cpus_from, gpus,
-                                                   self.gpus_from)
+        """The start log line's account: "2 cpus from SLURM_CPUS_ON_NODE=2, no gpus"."""
+        gpus = "gpus {} from {}".format(",".join(self.gpus), self.gpus_from) if self.gpus \
+            else "no gpus ({})".format(self.gpus_from)
+        return "{} cpus from {}, {}".format(self.cpus, self.cpus_from, gpus)
 
 
 def parse_cpus_per_node(text: str) -> List[int]:
@@ -177,7 +177,7 @@ def count_cpus(kind: str, env: Mapping[str, str], host: str, whole_nodes: bool,
     if given is None:
         return limit, source, notes
     if given <= limit:
-        return given, "--cpus {}; the {} allow {}".format(given, source, limit), notes
+        return given, "--cpus {} of {} ({})".format(given, limit, source), notes
     if kind == "none":
         notes.append("--cpus {} is more than the {} cpus this process may run on ({}): jobs "
                      "will share cores".format(given, limit, source))

@@ -89,7 +89,7 @@ def test_an_explicit_cpus_above_the_allocation_is_capped_with_a_note() -> None:
     assert cpus("pbs", {"NCPUS": "4"}, given=64, affinity=128)[0] == 4
     assert cpus("cobalt", {}, given=64, affinity=32)[0] == 32
     counted, source, notes = cpus("slurm", {"SLURM_CPUS_ON_NODE": "8"}, given=4)
-    assert counted == 4 and source.startswith("--cpus 4") and notes == []
+    assert (counted, source, notes) == (4, "--cpus 4 of 8 (SLURM_CPUS_ON_NODE=8)", [])
 
 
 def test_outside_a_batch_job_an_explicit_cpus_is_the_sites_choice() -> None:
@@ -125,7 +125,8 @@ def test_a_real_agent_in_a_slurm_allocation_logs_its_count(site: Site) -> None:
     assert process.returncode == 0, err.decode()
     log = err.decode()
     assert "--cpus 2 is more than the allocation holds: using 1 (SLURM_CPUS_ON_NODE=1)" in log
-    assert "1 node(s) of 1 cpus, gpus none; counted: 1 cpus (SLURM_CPUS_ON_NODE=1)" in log
+    assert ("1 node(s) of 1 cpus, gpus none; counted: 1 cpus from SLURM_CPUS_ON_NODE=1, "
+            "no gpus (none given)") in log
     [started] = [e for e in site.events() if e["ev"] == "agent_started"]
     assert started["cpus"] == 1 and "SLURM_CPUS_ON_NODE=1" in started["slots_from"]
 
