@@ -13,6 +13,7 @@ import time
 from typing import List, Optional
 
 from megarun.agent import AGENT_VERSION
+from megarun.agent.allocation import AllocationError, Count, count
 from megarun.agent.mpi import LAUNCHERS
 from megarun.agent.nodes import NODE_SOURCES, NodeListError, read_nodes, same_host, unique
 
@@ -26,9 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run jobs from a site work dir's spool")
     run.add_argument("--workdir", required=True, help="the site work dir (holds spool/)")
     run.add_argument("--agent-id", default="", help="unique id (default: host-pid-time)")
-    run.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
-                     help="CPU slots per node (default: all cores of this one)")
-    run.add_argument("--gpus", default="", help="GPU ids per node, comma separated")
+    run.add_argument("--cpus", type=int, default=None,
+                     help="CPU slots per node (default: what the allocation holds, else the "
+                          "cores this process may run on); inside a batch job never more "
+                          "than the allocation")
+    run.add_argument("--gpus", default="", help="GPU ids per node, comma separated (inside a "
+                                                "batch job: never more than it holds)")
     run.add_argument("--max-jobs", type=int, default=0,
                      help="at most this many jobs at once per node (default: no limit but cpus)")
     run.add_argument("--heartbeat", type=float, default=5.0, help="seconds between heartbeats")
@@ -44,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="read the allocation's node list from this batch system's "
                             "environment (default: this host only)")
     pilot.add_argument("--nodelist", default="", help="explicit node names, comma separated")
+    pilot.add_argument("--whole-nodes", action="store_true",
+                       help="the batch job holds whole nodes (exclusive): count each node's "
+                            "cpus, not the one slot per node PBS and LSF list")
     pilot.add_argument("--mpi-launcher", choices=LAUNCHERS, default="none",
                        help="starts jobs of several ranks or on other nodes (default: none)")
     pilot.add_argument("--mpi-arg", action="append", default=[], dest="mpi_args",
@@ -95,18 +102,40 @@ def main(argv: Optional[List[str]] = None) -> int:
               "an MPI launcher (--mpi-launcher) no job could run".format(
                   own_node or socket.gethostname(), ",".join(nodes)), file=sys.stderr)
         return 2
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
-    options = Options(args.workdir, agent_id, args.cpus, gpus, args.max_jobs, args.heartbeat,
+    if args.cpus is not None and args.cpus < 1:
+        print("megarun agent: error: --cpus must be at least 1, got {}".format(args.cpus),
+              file=sys.stderr)
+        return 2
+    try:
+        counted = _count_slots(args)
+    except AllocationError as exc:
+        print("megarun agent: error: {}".format(exc), file=sys.stderr)
+        return 3
+    options = Options(args.workdir, agent_id, counted.cpus, counted.gpus, args.max_jobs,
+                      args.heartbeat,
                       args.kill_grace, args.idle_exit, nodes=nodes, own_node=own_node,
                       batch_job=args.batch_job, pool=args.pool,
                       mpi_launcher=args.mpi_launcher, mpi_args=args.mpi_args,
-                      walltime_end=args.walltime_end, end_grace=args.end_grace)
+                      walltime_end=args.walltime_end, end_grace=args.end_grace,
+                      slots_from=counted.describe())
     try:
         return Agent(options).run()
     except OSError as exc:
         print("megarun agent: error: {}: {}".format(exc.filename or args.workdir,
                                                     exc.strerror or exc), file=sys.stderr)
         return 3
+
+
+def _count_slots(args: argparse.Namespace) -> Count:
+    """The cpus and GPU ids per node: what the allocation holds, never more (logged)."""
+    given_gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+    # An explicit node list outside a batch system is not an allocation to read.
+    kind = "none" if args.nodelist else args.nodes_from
+    counted = count(kind, os.environ, socket.gethostname(), args.whole_nodes, args.cpus,
+                    given_gpus)
+    for note in counted.notes:
+        logging.getLogger("megarun.agent").warning("%s", note)
+    return counted
 
 
 def _node_names(args: argparse.Namespace) -> List[str]:

@@ -53,7 +53,8 @@ class Options:
                  idle_exit: float = 0.0, nodes: Optional[List[str]] = None,
                  own_node: str = "", batch_job: str = "", pool: str = "",
                  mpi_launcher: str = "none", mpi_args: Optional[List[str]] = None,
-                 walltime_end: float = 0.0, end_grace: float = 30.0) -> None:
+                 walltime_end: float = 0.0, end_grace: float = 30.0,
+                 slots_from: str = "") -> None:
         self.workdir = workdir
         self.agent_id = agent_id
         self.cpus = max(1, cpus)
@@ -70,6 +71,8 @@ class Options:
         self.mpi_args = list(mpi_args or [])
         self.walltime_end = walltime_end
         self.end_grace = end_grace
+        #: Where `cpus` and `gpus` came from (megarun/agent/allocation.py), for the start log.
+        self.slots_from = slots_from
 
 
 class Job:
@@ -180,11 +183,12 @@ class Agent:
         self._install_signals()
         self.events.emit("agent_started", host=self.host, pid=os.getpid(), version=AGENT_VERSION,
                          cpus=self.options.cpus, gpus=len(self.options.gpus),
-                         **self._pilot_fields())
+                         slots_from=self.options.slots_from, **self._pilot_fields())
         self._resume_leftovers()
         self._beat("running")
-        log.info("agent %s started: %d node(s) of %d cpus, gpus %s", self.options.agent_id,
-                 len(self.nodes), self.options.cpus, self.options.gpus or "none")
+        log.info("agent %s started: %d node(s) of %d cpus, gpus %s%s", self.options.agent_id,
+                 len(self.nodes), self.options.cpus, ",".join(self.options.gpus) or "none",
+                 "; counted: " + self.options.slots_from if self.options.slots_from else "")
         while not self._finished():
             self._cycle()
         self._shutdown()

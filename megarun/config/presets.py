@@ -18,6 +18,7 @@ from megarun.config.inputs import find_bad_value, printable, text_problem, value
 from megarun.config.tomlfile import check_keys, expect_type, load_toml
 from megarun.errors import ConfigError, NotFoundError
 from megarun.resources import data_dir
+from megarun.schedulers.base import Allocation
 
 SCHEDULERS = ("local", "slurm", "pbs", "lsf", "cobalt")
 MPI_LAUNCHERS = ("none", "srun", "mpiexec", "mpirun", "aprun", "jsrun")
@@ -27,10 +28,13 @@ QUEUE_KINDS = ("partition", "qos")
 _PRESET_KEYS = {
     "description", "scheduler", "mpi_launcher", "mpi_args", "node", "queues", "account",
     "account_required", "default_queue", "queue_kind", "mode", "host", "workdir", "python",
-    "template", "capabilities", "ssh", "detected", *SCHEDULERS,
+    "template", "capabilities", "ssh", "detected", "pilot", *SCHEDULERS,
 }
 _SSH_KEYS = {"identity", "jump", "known_hosts"}
 _NODE_KEYS = {"cpus", "gpus", "max_jobs"}
+#: How batch jobs size their allocation: whole nodes (exclusive, the default) or a node shape.
+_PILOT_KEYS = {"exclusive", "cpus_per_node", "gpus_per_node"}
+PILOT_DEFAULTS: dict[str, Any] = {"exclusive": True, "cpus_per_node": 0, "gpus_per_node": 0}
 _QUEUE_KEYS = {"min_nodes", "max_nodes", "max_walltime", "description"}
 _TEMPLATE_KEYS = {"preamble", "env"}
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
@@ -139,10 +143,12 @@ def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
         raise ConfigError(f"{origin}: queue_kind {kind!r} is for Slurm sites only")
     _validate_template(data.get("template", {}), origin)
     _validate_extras(scheduler, data, origin)
+    pilot = _validate_pilot(scheduler, data, origin)
     validate_capabilities(data.get("capabilities", {}), origin)
     settings = dict(data)
     settings["scheduler"] = scheduler
     settings["node"] = {"cpus": 0, "gpus": 0, "max_jobs": 0, **node}
+    settings["pilot"] = pilot
     description = str(data.get("description", ""))
     return Preset(name, description, settings)
 
@@ -235,6 +241,40 @@ def _validate_extras(scheduler: str, data: dict[str, Any], origin: str) -> None:
 
     # Refuses directives megarun sets itself and values unsafe on a directive line.
     check_extras(scheduler, expect_type(data.get(scheduler, {}), dict, origin, scheduler), origin)
+
+
+def _validate_pilot(scheduler: str, data: dict[str, Any], origin: str) -> dict[str, Any]:
+    """[pilot]: whole nodes (`exclusive = true`, the default) or, with `exclusive = false`, a
+    node shape of `cpus_per_node` (required) and `gpus_per_node`; the scheduler must be able to
+    ask for it together with the site's extra directives."""
+    table = expect_type(data.get("pilot", {}), dict, origin, "pilot")
+    check_keys(table, _PILOT_KEYS, origin, "pilot")
+    pilot = {**PILOT_DEFAULTS, **table}
+    exclusive = expect_type(pilot["exclusive"], bool, origin, "pilot.exclusive")
+    for key in ("cpus_per_node", "gpus_per_node"):
+        if expect_type(pilot[key], int, origin, f"pilot.{key}") < 0:
+            raise ConfigError(f"{origin}: key 'pilot.{key}' must not be negative")
+    shape = [key for key in ("cpus_per_node", "gpus_per_node") if pilot[key]]
+    if exclusive and shape:
+        raise ConfigError(f"{origin}: pilot.{shape[0]} is a node shape, used only with "
+                          "pilot.exclusive = false (whole nodes are the default)")
+    if not exclusive and not pilot["cpus_per_node"]:
+        raise ConfigError(f"{origin}: pilot.exclusive = false needs pilot.cpus_per_node (the "
+                          "CPUs each batch job asks for on each node)")
+    from megarun.schedulers import check_pilot
+
+    extras = data.get(scheduler, {})
+    check_pilot(scheduler, pilot_allocation({**data, "pilot": pilot}), extras, origin)
+    return pilot
+
+
+def pilot_allocation(settings: dict[str, Any]) -> Allocation:
+    """The allocation a site's batch jobs ask for (a site saved before [pilot] existed: whole
+    nodes). Whole nodes carry the node's GPUs (node.gpus): Slurm gives GPUs only on request."""
+    pilot = {**PILOT_DEFAULTS, **(settings.get("pilot") or {})}
+    if pilot["exclusive"]:
+        return Allocation(True, 0, int((settings.get("node") or {}).get("gpus") or 0))
+    return Allocation(False, int(pilot["cpus_per_node"]), int(pilot["gpus_per_node"]))
 
 
 def validate_capabilities(table: Any, origin: str) -> dict[str, Any]:

@@ -10,11 +10,13 @@ from typing import Any
 
 from megarun.errors import ConfigError
 from megarun.schedulers.base import (
+    Allocation,
     BatchState,
     QueueEntry,
     Scheduler,
     SchedulerError,
     ScriptRequest,
+    check_allocation,
     check_extras_table,
 )
 from megarun.schedulers.cobalt import CobaltScheduler
@@ -26,12 +28,14 @@ from megarun.schedulers.slurm import SlurmScheduler
 
 __all__ = [
     "SCHEDULER_NAMES",
+    "Allocation",
     "BatchState",
     "QueueEntry",
     "Scheduler",
     "SchedulerError",
     "ScriptRequest",
     "check_extras",
+    "check_pilot",
     "get_scheduler",
     "render_script",
 ]
@@ -59,6 +63,13 @@ def check_extras(scheduler: str, table: dict[str, Any], origin: str) -> None:
     scheduler's skip list) or on a value that cannot go on a directive line safely.
     """
     check_extras_table(get_scheduler(scheduler), table, origin)
+
+
+def check_pilot(scheduler: str, allocation: Allocation, extras: dict[str, Any],
+                origin: str) -> None:
+    """ConfigError, naming `origin`, when the scheduler cannot ask for the allocation (a node
+    shape Cobalt cannot give, a shape clashing with a PBS `select`, ...)."""
+    check_allocation(get_scheduler(scheduler), allocation, extras, origin)
 
 
 def render_script(scheduler: str, req: ScriptRequest) -> str:

@@ -48,6 +48,33 @@ ExtraValue = str | int | bool
 
 
 @dataclass(frozen=True)
+class Allocation:
+    """What a batch job asks for on each of its nodes: the whole node (the default), or a
+    shape of `cpus_per_node` CPUs and `gpus_per_node` GPUs.
+
+    Without either, schedulers hand out their smallest unit (one core on Slurm with CR_Core,
+    one chunk of one CPU on PBS, one slot on LSF) while the agent would use the whole node:
+    a pilot must own what it uses (docs/sites.md, "How pilots size their allocation").
+    """
+
+    exclusive: bool = True
+    cpus_per_node: int = 0
+    #: With whole nodes: the node's GPUs, for schedulers that hand GPUs out only on request
+    #: (Slurm's GRES: an exclusive job without --gpus-per-node sees none of them).
+    gpus_per_node: int = 0
+
+    def describe(self) -> str:
+        """One line for `site show` and error messages."""
+        gpus = f" and {self.gpus_per_node} gpu(s)" if self.gpus_per_node else ""
+        if self.exclusive:
+            return f"whole nodes (exclusive){gpus.replace(' and', ' with')}"
+        return f"{self.cpus_per_node} cpu(s){gpus} per node"
+
+
+WHOLE_NODES = Allocation()
+
+
+@dataclass(frozen=True)
 class ScriptRequest:
     """Everything a batch script needs; paths are on the site."""
 
@@ -63,6 +90,7 @@ class ScriptRequest:
     extras: dict[str, ExtraValue] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     preamble: list[str] = field(default_factory=list)
+    allocation: Allocation = WHOLE_NODES
 
 
 #: Characters a value on a directive line may never hold: the scheduler reads these lines with
@@ -129,6 +157,9 @@ class Scheduler(ABC):
     jobid_env: ClassVar[str]
     #: Directive keys megarun sets itself: refused in site or submission extras.
     skip: ClassVar[frozenset[str]]
+    #: Directive keys megarun sets from the site's [pilot] table (whole nodes or a node
+    #: shape): refused in extras with a pointer to that table.
+    allocation_keys: ClassVar[frozenset[str]] = frozenset()
     #: True when the submit command reads the script on stdin (`bsub < script`).
     submit_stdin: ClassVar[bool] = False
     #: False for a scheduler without directives (local): any extra setting is an error.
@@ -137,6 +168,13 @@ class Scheduler(ABC):
     @abstractmethod
     def directives(self, req: ScriptRequest) -> list[str]:
         """Whole directive lines for the script header, e.g. "#SBATCH --nodes=2"."""
+
+    @abstractmethod
+    def allocation_lines(self, nodes: int, allocation: Allocation,
+                         extras: dict[str, ExtraValue]) -> list[str]:
+        """The directive lines asking for `nodes` nodes, whole or of the allocation's shape
+        (the extras may refine the request, e.g. PBS `select`/`place`); ConfigError when the
+        scheduler cannot ask for it."""
 
     @abstractmethod
     def extra_directive(self, key: str, value: ExtraValue) -> str | None:
@@ -196,6 +234,10 @@ def check_extras_table(scheduler: Scheduler, table: dict[str, Any], origin: str)
         where = f"{origin}: {scheduler.name}.{key}"
         if not isinstance(key, str) or not _EXTRA_KEY.match(key):
             raise ConfigError(f"{where}: a directive name is letters, digits, '-' and '_'")
+        if normalize_key(key) in scheduler.allocation_keys:
+            raise ConfigError(f"{where}: megarun sets this directive itself from the site's "
+                              "[pilot] table (pilot.exclusive, pilot.cpus_per_node, "
+                              "pilot.gpus_per_node; see docs/sites.md)")
         if normalize_key(key) in scheduler.skip:
             megarun_sets = ", ".join(sorted(scheduler.skip))
             raise ConfigError(f"{where}: megarun sets this directive itself "
@@ -234,3 +276,13 @@ def check_request(req: ScriptRequest) -> None:
     for what, value in (("queue", req.queue), ("account", req.account)):
         if value is not None:
             directive_value(value, what)
+
+
+def check_allocation(scheduler: Scheduler, allocation: Allocation,
+                     extras: dict[str, ExtraValue], origin: str) -> None:
+    """ConfigError naming `origin` when `scheduler` cannot ask for `allocation` with `extras`
+    (checked when a site is added, so that no submission finds out later)."""
+    try:
+        scheduler.allocation_lines(1, allocation, extras)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None

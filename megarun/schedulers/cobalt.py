@@ -2,6 +2,9 @@
 
 Cobalt runs a script job only when the script is executable: the service writes it with mode
 0o755. Finished jobs leave Cobalt's queue at once; the exit-code file tells how they ended.
+
+Cobalt allocates whole nodes only (`-n` counts nodes, never cores), so a pilot owns each node
+it gets without any further directive, and a node shape is refused.
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from megarun.errors import ConfigError
 from megarun.schedulers.base import (
+    Allocation,
     BatchState,
     ExtraValue,
     QueueEntry,
@@ -51,13 +56,20 @@ class CobaltScheduler(Scheduler):
         split_minutes(req.walltime_minutes)
         lines = [
             f"#COBALT --jobname {directive_value(req.job_name, 'job name')}",
-            f"#COBALT -n {req.nodes}",
+            *self.allocation_lines(req.nodes, req.allocation, req.extras),
             f"#COBALT -t {req.walltime_minutes}",
             f"#COBALT --cwd {req.batch_dir}",
             f"#COBALT -o {req.output}",
         ]
         lines += queue_and_account(req, "#COBALT -q ", "#COBALT -A ")
         return lines + self.extra_lines(req.extras)
+
+    def allocation_lines(self, nodes: int, allocation: Allocation,
+                         extras: dict[str, ExtraValue]) -> list[str]:
+        if not allocation.exclusive:
+            raise ConfigError("Cobalt allocates whole nodes only: a node shape "
+                              "(pilot.exclusive = false) cannot apply")
+        return [f"#COBALT -n {nodes}"]  # whole nodes: nothing more to ask for
 
     def extra_directive(self, key: str, value: ExtraValue) -> str | None:
         option = normalize_key(key)

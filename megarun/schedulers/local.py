@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from megarun.errors import ConfigError
 from megarun.schedulers.base import (
+    Allocation,
     BatchState,
     ExtraValue,
     QueueEntry,
@@ -47,8 +48,16 @@ class LocalScheduler(Scheduler):
     skip: ClassVar[frozenset[str]] = frozenset()
     accepts_extras: ClassVar[bool] = False
 
+    def allocation_lines(self, nodes: int, allocation: Allocation,
+                         extras: dict[str, ExtraValue]) -> list[str]:
+        if not allocation.exclusive:
+            raise ConfigError("the local scheduler has no allocation to shape: a node shape "
+                              "(pilot.exclusive = false) is for batch schedulers")
+        return []  # no scheduler: the agent counts what this host lets it use
+
     def directives(self, req: ScriptRequest) -> list[str]:
-        return self.extra_lines(req.extras)  # none allowed: refuses any
+        return [*self.allocation_lines(req.nodes, req.allocation, req.extras),
+                *self.extra_lines(req.extras)]  # no extras allowed: refuses any
 
     def extra_directive(self, key: str, value: ExtraValue) -> str | None:
         raise ConfigError(f"the local scheduler has no directives (got {key!r})")

@@ -3,8 +3,10 @@
 bsub reads #BSUB lines only from a script given on stdin, so submit_stdin is True: the service
 passes the rendered script's bytes as the command's stdin.
 
-Nodes: by default `-n N -R "span[ptile=1]" -x` (N whole hosts). A site whose LSF allocates
-whole nodes with `-nnodes` (CSM, e.g. Summit) sets the extra `nnodes = true`.
+Nodes: by default `-n N -R "span[ptile=1]" -x` (N whole hosts, exclusive). A node shape of C
+CPUs (and G GPUs) is `-n N*C -R "span[ptile=C]"` (and `-gpu "num=G"`): C slots on each host.
+A site whose LSF allocates whole nodes with `-nnodes` (CSM, e.g. Summit) sets the extra
+`nnodes = true`; those nodes are always whole.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import re
 from collections.abc import Sequence
 from typing import ClassVar
 
+from megarun.errors import ConfigError
 from megarun.schedulers.base import (
+    Allocation,
     BatchState,
     ExtraValue,
     QueueEntry,
@@ -50,15 +54,13 @@ class LsfScheduler(Scheduler):
     skip: ClassVar[frozenset[str]] = frozenset({
         "J", "n", "W", "o", "e", "oo", "eo", "cwd", "q", "P", "x", "i", "is",
     })
+    allocation_keys: ClassVar[frozenset[str]] = frozenset({"gpu"})
     submit_stdin: ClassVar[bool] = True
 
     def directives(self, req: ScriptRequest) -> list[str]:
         hours, minutes = split_minutes(req.walltime_minutes)
-        lines = [f"#BSUB -J {directive_value(req.job_name, 'job name')}"]
-        if req.extras.get("nnodes") is True:
-            lines.append(f"#BSUB -nnodes {req.nodes}")
-        else:
-            lines += [f"#BSUB -n {req.nodes}", '#BSUB -R "span[ptile=1]"', "#BSUB -x"]
+        lines = [f"#BSUB -J {directive_value(req.job_name, 'job name')}",
+                 *self.allocation_lines(req.nodes, req.allocation, req.extras)]
         lines += [
             f"#BSUB -W {hours}:{minutes:02d}",
             f"#BSUB -cwd {req.batch_dir}",
@@ -66,6 +68,21 @@ class LsfScheduler(Scheduler):
         ]
         lines += queue_and_account(req, "#BSUB -q ", "#BSUB -P ")
         return lines + self.extra_lines(req.extras)
+
+    def allocation_lines(self, nodes: int, allocation: Allocation,
+                         extras: dict[str, ExtraValue]) -> list[str]:
+        if extras.get("nnodes") is True:
+            if not allocation.exclusive:
+                raise ConfigError("lsf.nnodes allocates whole nodes: a node shape "
+                                  "(pilot.exclusive = false) cannot apply; remove one of them")
+            return [f"#BSUB -nnodes {nodes}"]
+        if allocation.exclusive:
+            return [f"#BSUB -n {nodes}", '#BSUB -R "span[ptile=1]"', "#BSUB -x"]
+        per_host = allocation.cpus_per_node
+        lines = [f"#BSUB -n {nodes * per_host}", f'#BSUB -R "span[ptile={per_host}]"']
+        if allocation.gpus_per_node:
+            lines.append(f'#BSUB -gpu "num={allocation.gpus_per_node}"')
+        return lines
 
     def extra_directive(self, key: str, value: ExtraValue) -> str | None:
         if key == "nnodes":

@@ -7,6 +7,11 @@ seconds anyway). The parser tells the two apart by the first character.
 Nodes: PBS Pro is asked for `-l select=N` (chunk resources from the `select` extra, e.g.
 `select = "system=polaris"` → `-l select=2:system=polaris`). A Torque site sets the `nodes`
 extra instead (`nodes = "ppn=16"`, or `nodes = true`) → `-l nodes=2:ppn=16`.
+
+Whole nodes (the default allocation) are `-l place=excl` on PBS Pro, merged with the `place`
+extra (`scatter` → `place=scatter:excl`), and `-n` (node-exclusive) on Torque. A node shape
+puts `ncpus`/`ngpus` in each chunk (`select=2:ncpus=8:ngpus=1`) with one chunk per node
+(`place=scatter`), or `ppn`/`gpus` in Torque's node spec.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import ClassVar
 
 from megarun.errors import ConfigError
 from megarun.schedulers.base import (
+    Allocation,
     BatchState,
     ExtraValue,
     QueueEntry,
@@ -57,7 +63,7 @@ class PbsScheduler(Scheduler):
         hours, minutes = split_minutes(req.walltime_minutes)
         lines = [
             f"#PBS -N {directive_value(req.job_name, 'job name')}",
-            f"#PBS -l {_node_request(req.nodes, req.extras)}",
+            *self.allocation_lines(req.nodes, req.allocation, req.extras),
             f"#PBS -l walltime={hours}:{minutes:02d}:00",
             "#PBS -j oe",
             f"#PBS -o {req.output}",
@@ -65,9 +71,20 @@ class PbsScheduler(Scheduler):
         lines += queue_and_account(req, "#PBS -q ", "#PBS -A ")
         return lines + self.extra_lines(req.extras)
 
+    def allocation_lines(self, nodes: int, allocation: Allocation,
+                         extras: dict[str, ExtraValue]) -> list[str]:
+        torque = extras.get("nodes")
+        lines = [f"#PBS -l {_node_request(nodes, allocation, extras)}"]
+        place = extras.get("place")
+        if torque is not None and torque is not False:
+            if place not in (None, False):
+                lines.append(f"#PBS -l place={directive_value(place, 'pbs.place')}")
+            return [*lines, "#PBS -n"] if allocation.exclusive else lines
+        return [*lines, f"#PBS -l place={_place(allocation, place)}"]
+
     def extra_directive(self, key: str, value: ExtraValue) -> str | None:
-        if key in ("select", "nodes"):
-            return None  # part of the node request line
+        if key in ("select", "nodes", "place"):
+            return None  # part of the node request lines
         if len(key) == 1:
             return flag_or_value(f"#PBS -{key}", value, " ", f"pbs.{key}")
         # Any longer name is a resource: `filesystems = "home:eagle"` → -l filesystems=home:eagle
@@ -109,15 +126,52 @@ class PbsScheduler(Scheduler):
         return ["qstat", "--version"]
 
 
-def _node_request(nodes: int, extras: dict[str, ExtraValue]) -> str:
+def _node_request(nodes: int, allocation: Allocation, extras: dict[str, ExtraValue]) -> str:
     select, torque = extras.get("select"), extras.get("nodes")
     if select is not None and torque is not None:
         raise ConfigError("pbs: set either `select` (PBS Pro) or `nodes` (Torque), not both")
     if torque is not None and torque is not False:
         spec = "" if torque is True else f":{directive_value(torque, 'pbs.nodes')}"
-        return f"nodes={nodes}{spec}"
+        shape = _shape(allocation, "ppn", "gpus", spec, "pbs.nodes")
+        return f"nodes={nodes}{shape}{spec}"
     spec = "" if select in (None, True, False) else f":{directive_value(select, 'pbs.select')}"
-    return f"select={nodes}{spec}"
+    return f"select={nodes}{_shape(allocation, 'ncpus', 'ngpus', spec, 'pbs.select')}{spec}"
+
+
+def _shape(allocation: Allocation, cpus_key: str, gpus_key: str, spec: str, what: str) -> str:
+    """The node shape's part of one chunk (":ncpus=8:ngpus=1"); "" for whole nodes."""
+    if allocation.exclusive:
+        return ""
+    for key in (cpus_key, gpus_key):
+        if re.search(rf"(^|:){key}=", spec):
+            raise ConfigError(f"{what} sets {key} while the site's [pilot] table gives a node "
+                              f"shape ({allocation.describe()}): set it in one place only")
+    gpus = f":{gpus_key}={allocation.gpus_per_node}" if allocation.gpus_per_node else ""
+    return f":{cpus_key}={allocation.cpus_per_node}{gpus}"
+
+
+#: PBS Pro's `place` words: how chunks are arranged, and whether nodes are shared.
+_ARRANGEMENTS = frozenset({"free", "pack", "scatter", "vscatter"})
+_SHARING = frozenset({"excl", "shared", "exclhost"})
+
+
+def _place(allocation: Allocation, given: ExtraValue | None) -> str:
+    """The `place` value: the site's `place` extra with whole nodes (excl) or one chunk per
+    node (scatter) added to it as the allocation needs."""
+    words = [] if given in (None, True, False) else \
+        directive_value(given, "pbs.place").split(":")
+    sharing = [word for word in words if word in _SHARING]
+    arrangement = [word for word in words if word in _ARRANGEMENTS]
+    if allocation.exclusive:
+        if "shared" in sharing:
+            raise ConfigError("pbs.place 'shared' contradicts the whole nodes a pilot asks for "
+                              "by default: remove it, or give the site a node shape "
+                              "(pilot.exclusive = false, pilot.cpus_per_node)")
+        return ":".join(words if sharing else [*words, "excl"])
+    if arrangement and not set(arrangement) <= {"scatter", "vscatter"}:
+        raise ConfigError(f"pbs.place {':'.join(words)!r}: a node shape needs one chunk per "
+                          "node (scatter)")
+    return ":".join(words if arrangement else ["scatter", *words])
 
 
 def _parse_text(stdout: str) -> dict[str, QueueEntry]:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from megarun.schedulers.base import (
+    Allocation,
     BatchState,
     ExtraValue,
     QueueEntry,
@@ -76,18 +77,35 @@ class SlurmScheduler(Scheduler):
         "job-name", "J", "nodes", "N", "time", "t", "output", "o", "error", "e", "chdir", "D",
         "partition", "p", "account", "A", "parsable", "wrap",
     })
+    allocation_keys: ClassVar[frozenset[str]] = frozenset({
+        "exclusive", "ntasks-per-node", "cpus-per-task", "c", "gpus-per-node",
+    })
 
     def directives(self, req: ScriptRequest) -> list[str]:
         hours, minutes = split_minutes(req.walltime_minutes)
         lines = [
             f"#SBATCH --job-name={directive_value(req.job_name, 'job name')}",
-            f"#SBATCH --nodes={req.nodes}",
+            *self.allocation_lines(req.nodes, req.allocation, req.extras),
             f"#SBATCH --time={hours}:{minutes:02d}:00",
             f"#SBATCH --chdir={req.batch_dir}",
             f"#SBATCH --output={req.output}",
         ]
         lines += queue_and_account(req, "#SBATCH --partition=", "#SBATCH --account=")
         return lines + self.extra_lines(req.extras)
+
+    def allocation_lines(self, nodes: int, allocation: Allocation,
+                         extras: dict[str, ExtraValue]) -> list[str]:
+        # Without --exclusive or a shape, Slurm (CR_Core) allocates one core per node.
+        lines = [f"#SBATCH --nodes={nodes}"]
+        if allocation.exclusive:
+            lines.append("#SBATCH --exclusive")
+        else:
+            # One task per node holding the shape's CPUs: SLURM_CPUS_ON_NODE tells the agent.
+            lines += ["#SBATCH --ntasks-per-node=1",
+                      f"#SBATCH --cpus-per-task={allocation.cpus_per_node}"]
+        if allocation.gpus_per_node:  # GRES come only on request, even with --exclusive
+            lines.append(f"#SBATCH --gpus-per-node={allocation.gpus_per_node}")
+        return lines
 
     def extra_directive(self, key: str, value: ExtraValue) -> str | None:
         option = normalize_key(key)

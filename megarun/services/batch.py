@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from megarun.config.presets import apply_overrides
+from megarun.config.presets import apply_overrides, pilot_allocation
 from megarun.core.faults import fault_point
 from megarun.core.lifecycle import Chain
 from megarun.core.states import JobState
@@ -29,8 +29,8 @@ from megarun.db.jobstore import load_rows, save_rows
 from megarun.db.models import BatchJob
 from megarun.errors import EnvironmentProblem, MegarunError, NotFoundError, UsageError
 from megarun.executors.base import Executor
-from megarun.schedulers import check_extras, get_scheduler, render_script
-from megarun.schedulers.base import BatchState, QueueEntry, Scheduler, ScriptRequest
+from megarun.schedulers import check_extras, check_pilot, get_scheduler, render_script
+from megarun.schedulers.base import Allocation, BatchState, QueueEntry, Scheduler, ScriptRequest
 from megarun.services.context import Context
 from megarun.services.dispatch import PoolTarget, dispatch_ready_jobs
 from megarun.services.lifecycle import apply_chain
@@ -195,6 +195,8 @@ def _plan(ctx: Context, request: SubmitRequest) -> _Plan:
     if queue and settings.get("queue_kind") == "qos":
         extras["qos"], queue = queue, None  # the site's queues are QOSes, not partitions
     check_extras(site.scheduler, extras, "--set")
+    check_pilot(site.scheduler, pilot_allocation(settings), extras,
+                f"site {site.name!r} with --set")
     idle = request.idle_exit if request.idle_exit is not None else DEFAULT_IDLE_EXIT
     if idle <= 0:
         raise UsageError(f"--idle-exit must be positive seconds, got {idle:g}")
@@ -302,7 +304,8 @@ def _submit_row(ctx: Context, plan: _Plan, executor: Executor, row: BatchJob,
         exit_file=f"{folder}/{row.id}.exit",
         agent_argv=pilot_argv(ctx, site, row.id, pool, idle), extras=plan.extras,
         env=dict(site.settings.get("template", {}).get("env") or {}),
-        preamble=list(site.settings.get("template", {}).get("preamble") or []))
+        preamble=list(site.settings.get("template", {}).get("preamble") or []),
+        allocation=pilot_allocation(site.settings))
     try:
         text = render_script(site.scheduler, request)
         executor.write_bytes_atomic(script_path, text.encode("utf-8"), 0o700)
@@ -335,16 +338,36 @@ def pilot_argv(ctx: Context, site: SiteInfo, batch_id: int, pool: str | None,
             "--mpi-launcher", str(site.settings.get("mpi_launcher") or "none"),
             "--heartbeat", str(settings.heartbeat), "--kill-grace", str(settings.kill_grace),
             "--idle-exit", f"{idle_exit:g}", "--end-grace", f"{END_GRACE:g}"]
-    if int(node.get("cpus") or 0):
-        argv += ["--cpus", str(node["cpus"])]
-    if int(node.get("gpus") or 0):
-        argv += ["--gpus", ",".join(str(i) for i in range(int(node["gpus"])))]
+    argv += slot_options(pilot_allocation(site.settings), int(node.get("cpus") or 0),
+                         int(node.get("gpus") or 0))
     if int(node.get("max_jobs") or 0):
         argv += ["--max-jobs", str(node["max_jobs"])]
     for extra in site.settings.get("mpi_args") or []:
         argv += ["--mpi-arg", str(extra)]
     if pool:
         argv += ["--pool", pool]
+    return argv
+
+
+def slot_options(allocation: Allocation, node_cpus: int, node_gpus: int) -> list[str]:
+    """The agent's slot options inside an allocation: at most what the batch job asked for.
+
+    Whole nodes: the agent counts the node's CPUs itself (`--whole-nodes`: not the one slot
+    per node that PBS and LSF list for an exclusive job); the site's node shape (node.cpus,
+    node.gpus), when given, caps it. A node shape: its CPUs and GPUs, capped by the site's.
+    """
+    if allocation.exclusive:
+        cpus, gpus, argv = node_cpus, node_gpus, ["--whole-nodes"]
+    else:
+        cpus = min(node_cpus, allocation.cpus_per_node) if node_cpus else \
+            allocation.cpus_per_node
+        gpus = min(node_gpus, allocation.gpus_per_node) if node_gpus else \
+            allocation.gpus_per_node
+        argv = []
+    if cpus:
+        argv += ["--cpus", str(cpus)]
+    if gpus:
+        argv += ["--gpus", ",".join(str(i) for i in range(gpus))]
     return argv
 
 

@@ -585,9 +585,16 @@ FINAL_STATUS_COUNTED = frozenset(JobStatus) - {JobStatus.NA}
 
 
 def agent_args(site: SiteInfo, settings: LauncherSettings) -> list[str]:
-    """The agent's `run` options from the site's node shape and the launcher settings."""
-    args = ["--cpus", str(site.cpus), "--heartbeat", str(settings.heartbeat),
+    """The agent's `run` options from the site's node shape and the launcher settings.
+
+    Without node.cpus the agent counts the cores it may run on where it runs (its affinity
+    mask): this host's count means nothing on an SSH site.
+    """
+    args = ["--heartbeat", str(settings.heartbeat),
             "--kill-grace", str(settings.kill_grace), "--idle-exit", str(settings.idle_exit)]
+    configured_cpus = int(site.settings.get("node", {}).get("cpus", 0))
+    if configured_cpus:
+        args += ["--cpus", str(configured_cpus)]
     if site.gpus:
         args += ["--gpus", ",".join(str(i) for i in range(site.gpus))]
     if site.max_jobs:

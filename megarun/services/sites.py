@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from megarun.config.area import validate_name
-from megarun.config.presets import apply_overrides, load_preset, preset_names, validate_preset
+from megarun.config.presets import (
+    apply_overrides,
+    load_preset,
+    pilot_allocation,
+    preset_names,
+    validate_preset,
+)
 from megarun.db.models import Job, Site
 from megarun.errors import ConfigError, NotFoundError, UsageError
 from megarun.executors.spool import LocalSpool, private_dirs
@@ -37,12 +42,15 @@ class SiteInfo:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "preset": self.preset, "scheduler": self.scheduler,
                 "host": self.host or "local", "workdir": self.workdir,
+                "allocation": self.allocation,
                 "settings": without_suggestions(self.settings)}
 
     @property
-    def cpus(self) -> int:
-        configured = int(self.settings.get("node", {}).get("cpus", 0))
-        return configured or (os.cpu_count() or 1)
+    def allocation(self) -> str:
+        """What each batch job asks for on each node (the [pilot] table), in words."""
+        if self.scheduler == "local":
+            return "this host (no scheduler): the agent counts the cores it may run on"
+        return pilot_allocation(self.settings).describe()
 
     @property
     def gpus(self) -> int:

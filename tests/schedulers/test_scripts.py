@@ -17,11 +17,14 @@ from megarun.errors import ConfigError
 from megarun.resources import data_dir
 from megarun.schedulers import (
     SCHEDULER_NAMES,
+    Allocation,
     ScriptRequest,
     check_extras,
+    check_pilot,
     get_scheduler,
     render_script,
 )
+from megarun.schedulers.base import ExtraValue
 
 SCRIPTS = Path(__file__).parent / "golden" / "scripts"
 PREFIX = {"slurm": "#SBATCH", "pbs": "#PBS", "lsf": "#BSUB", "cobalt": "#COBALT"}
@@ -34,15 +37,26 @@ BASE = ScriptRequest(
     extras={}, env={}, preamble=[],
 )
 
-CASES = {
-    "slurm": ("slurm", {"qos": "debug", "constraint": "gpu&hbm80g", "gpus_per_node": 4,
-                        "exclusive": True, "requeue": False, "C": "cpu gpu"}),
+#: A node shape of 8 cpus and 1 gpu per node (a site's pilot.exclusive = false).
+SHAPE = Allocation(exclusive=False, cpus_per_node=8, gpus_per_node=1)
+
+#: case -> (scheduler, extras, allocation). Without an allocation: whole nodes, the default.
+CASES: dict[str, tuple[str, dict[str, ExtraValue], Allocation]] = {
+    "slurm": ("slurm", {"qos": "debug", "constraint": "gpu&hbm80g", "requeue": False,
+                        "C": "cpu gpu"}, Allocation(gpus_per_node=4)),
+    "slurm_default": ("slurm", {}, Allocation()),
+    "slurm_shape": ("slurm", {"qos": "debug"}, SHAPE),
     "pbs": ("pbs", {"select": "system=polaris", "filesystems": "home:eagle",
-                    "place": "scatter", "k": "doe"}),
-    "pbs_torque": ("pbs", {"nodes": "ppn=16"}),
-    "lsf": ("lsf", {"R": "rusage[mem=4000] span[hosts=1]"}),
-    "lsf_nnodes": ("lsf", {"nnodes": True, "alloc_flags": "gpumps"}),
-    "cobalt": ("cobalt", {"attrs": "mcdram=cache:numa=quad"}),
+                    "place": "scatter", "k": "doe"}, Allocation()),
+    "pbs_default": ("pbs", {}, Allocation()),
+    "pbs_shape": ("pbs", {"select": "system=polaris", "place": "group=rack"}, SHAPE),
+    "pbs_torque": ("pbs", {"nodes": "ppn=16"}, Allocation()),
+    "pbs_torque_shape": ("pbs", {"nodes": True}, SHAPE),
+    "lsf": ("lsf", {"R": "rusage[mem=4000] span[hosts=1]"}, Allocation()),
+    "lsf_shape": ("lsf", {}, SHAPE),
+    "lsf_nnodes": ("lsf", {"nnodes": True, "alloc_flags": "gpumps"}, Allocation()),
+    # Cobalt allocates whole nodes only: `-n` counts nodes, and no directive is added.
+    "cobalt": ("cobalt", {"attrs": "mcdram=cache:numa=quad"}, Allocation()),
 }
 
 
@@ -52,8 +66,9 @@ def directive_lines(script: str, prefix: str) -> set[str]:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_directives_match_golden(case: str) -> None:
-    scheduler, extras = CASES[case]
-    script = render_script(scheduler, dataclasses.replace(BASE, extras=extras))
+    scheduler, extras, allocation = CASES[case]
+    script = render_script(scheduler, dataclasses.replace(BASE, extras=extras,
+                                                          allocation=allocation))
     expected = set((SCRIPTS / f"{case}.directives").read_text().splitlines())
     assert directive_lines(script, PREFIX[scheduler]) == expected
     assert script.startswith("#!/bin/sh\n")
@@ -90,7 +105,7 @@ def test_unsafe_extra_values_are_refused(value: str) -> None:
 
 
 def test_extras_table_checks() -> None:
-    check_extras("slurm", {"qos": "debug", "exclusive": True, "gpus-per-node": 4}, "p.toml")
+    check_extras("slurm", {"qos": "debug", "constraint": "gpu", "ntasks": 4}, "p.toml")
     with pytest.raises(ConfigError, match=r"p\.toml"):
         check_extras("slurm", {"qos": 1.5}, "p.toml")
     with pytest.raises(ConfigError, match="directive name"):
@@ -181,3 +196,44 @@ def test_rendered_script_runs_and_records_exit_code(tmp_path: Path, scheduler: s
     assert "loaded yes" in output
     end = int(re.search(r"'--walltime-end', '(\d+)'", output).group(1))  # type: ignore[union-attr]
     assert abs(end - (time.time() + 120)) < 30
+
+
+@pytest.mark.parametrize(("scheduler", "key"), [
+    ("slurm", "exclusive"), ("slurm", "gpus_per_node"), ("slurm", "cpus-per-task"),
+    ("slurm", "c"), ("slurm", "ntasks-per-node"), ("lsf", "gpu")])
+def test_allocation_directives_come_from_the_pilot_table_only(scheduler: str, key: str) -> None:
+    # Two sources for one directive would contradict each other on the directive lines.
+    with pytest.raises(ConfigError, match=r"p\.toml: .*from the site's \[pilot\] table"):
+        check_extras(scheduler, {key: True}, "p.toml")
+
+
+@pytest.mark.parametrize(("scheduler", "extras", "allocation", "message"), [
+    ("cobalt", {}, SHAPE, "Cobalt allocates whole nodes only"),
+    ("local", {}, SHAPE, "no allocation to shape"),
+    ("lsf", {"nnodes": True}, SHAPE, "lsf.nnodes allocates whole nodes"),
+    ("pbs", {"place": "shared"}, Allocation(), "pbs.place 'shared' contradicts"),
+    ("pbs", {"place": "pack"}, SHAPE, "one chunk per node"),
+    ("pbs", {"select": "ncpus=4:mem=8gb"}, SHAPE, "pbs.select sets ncpus"),
+    ("pbs", {"nodes": "ppn=4"}, SHAPE, "pbs.nodes sets ppn"),
+])
+def test_allocations_a_scheduler_cannot_ask_for_are_refused(
+        scheduler: str, extras: dict[str, ExtraValue], allocation: Allocation,
+        message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        check_pilot(scheduler, allocation, extras, "site 'x' settings")
+    with pytest.raises(ConfigError, match=message):
+        render_script(scheduler, dataclasses.replace(BASE, extras=extras, allocation=allocation))
+
+
+def test_pbs_place_keeps_the_sites_words_and_adds_only_what_is_missing() -> None:
+    def place(extras: dict[str, ExtraValue], allocation: Allocation) -> str:
+        script = render_script("pbs", dataclasses.replace(BASE, extras=extras,
+                                                          allocation=allocation))
+        [line] = [line for line in script.splitlines() if line.startswith("#PBS -l place=")]
+        return line.removeprefix("#PBS -l place=")
+
+    assert place({"place": "scatter:exclhost"}, Allocation()) == "scatter:exclhost"
+    assert place({"place": "vscatter:excl"}, Allocation()) == "vscatter:excl"
+    assert place({"place": "pack:group=rack"}, Allocation()) == "pack:group=rack:excl"
+    assert place({"place": "vscatter:shared"}, SHAPE) == "vscatter:shared"
+    assert place({}, SHAPE) == "scatter"

@@ -12,6 +12,7 @@ from megarun.config.presets import (
     SCHEDULERS,
     apply_overrides,
     load_preset,
+    pilot_allocation,
     preset_names,
     validate_preset,
 )
@@ -93,10 +94,13 @@ def test_centre_presets_hold_the_documented_machines() -> None:
 
 
 def test_extras_render_as_directives() -> None:
-    polaris = load_preset("polaris").settings["pbs"]
-    lines = get_scheduler("pbs").extra_lines(polaris)
+    polaris = load_preset("polaris").settings
+    pbs = get_scheduler("pbs")
+    lines = pbs.extra_lines(polaris["pbs"])
     assert "#PBS -l filesystems=home:eagle" in lines
-    assert "#PBS -l place=scatter" in lines
+    # The preset's place joins the node request, with whole nodes (the default) added to it.
+    assert "#PBS -l place=scatter:excl" in pbs.allocation_lines(
+        2, pilot_allocation(polaris), polaris["pbs"])
     theta = get_scheduler("cobalt").extra_lines(load_preset("theta").settings["cobalt"])
     assert theta == ["#COBALT --attrs mcdram=cache:numa=quad"]
     assert get_scheduler("slurm").extra_lines({"constraint": "gpu"}) == ["#SBATCH --constraint=gpu"]
@@ -131,6 +135,23 @@ GOOD: dict[str, Any] = {"description": "d", "scheduler": "slurm", "mpi_launcher"
     ({"queue_kind": "qos", "scheduler": "pbs", "mpi_launcher": "mpiexec"},
      "queue_kind 'qos' is for Slurm sites only"),
     ({"node": {"cpus": -1}}, "'node.cpus' must not be negative"),
+    ({"pilot": {"cpus": 4}}, "[pilot] unknown key 'cpus'"),
+    ({"pilot": "whole"}, "'pilot' must be a table"),
+    ({"pilot": {"exclusive": "no"}}, "'pilot.exclusive' must be true or false"),
+    ({"pilot": {"exclusive": False, "cpus_per_node": -2}},
+     "'pilot.cpus_per_node' must not be negative"),
+    ({"pilot": {"exclusive": False, "cpus_per_node": 2, "gpus_per_node": True}},
+     "'pilot.gpus_per_node' must be a number"),
+    ({"pilot": {"cpus_per_node": 4}},
+     "pilot.cpus_per_node is a node shape, used only with pilot.exclusive = false"),
+    ({"pilot": {"exclusive": False}}, "pilot.exclusive = false needs pilot.cpus_per_node"),
+    ({"slurm": {"exclusive": True}}, "from the site's [pilot] table"),
+    ({"scheduler": "cobalt", "mpi_launcher": "aprun",
+      "pilot": {"exclusive": False, "cpus_per_node": 4}}, "Cobalt allocates whole nodes only"),
+    ({"scheduler": "pbs", "mpi_launcher": "mpiexec", "pbs": {"select": "ncpus=64"},
+      "pilot": {"exclusive": False, "cpus_per_node": 4}}, "pbs.select sets ncpus"),
+    ({"scheduler": "pbs", "mpi_launcher": "mpiexec", "pbs": {"place": "scatter:shared"}},
+     "pbs.place 'shared' contradicts the whole nodes"),
 ])
 def test_bad_presets_are_refused(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -140,8 +161,9 @@ def test_bad_presets_are_refused(change: dict[str, Any], message: str) -> None:
 
 
 def test_good_preset_passes_and_fills_the_node_shape() -> None:
-    preset = validate_preset("p", {**GOOD, "slurm": {"qos": "debug", "exclusive": True}}, "p")
+    preset = validate_preset("p", {**GOOD, "slurm": {"qos": "debug", "requeue": True}}, "p")
     assert preset.settings["node"] == {"cpus": 0, "gpus": 0, "max_jobs": 0}
+    assert preset.settings["pilot"] == {"exclusive": True, "cpus_per_node": 0, "gpus_per_node": 0}
     assert [queue.name for queue in preset.queues] == ["a"]
 
 
@@ -151,3 +173,14 @@ def test_set_keeps_string_settings_strings() -> None:
     assert settings["account"] == "01234"
     assert settings["default_queue"] == "7"
     assert settings["node"]["cpus"] == 8
+
+
+def test_a_node_shape_is_kept_and_describes_itself() -> None:
+    shaped = {**GOOD, "pilot": {"exclusive": False, "cpus_per_node": 4, "gpus_per_node": 1}}
+    settings = validate_preset("p", shaped, "p").settings
+    assert settings["pilot"] == {"exclusive": False, "cpus_per_node": 4, "gpus_per_node": 1}
+    assert pilot_allocation(settings).describe() == "4 cpu(s) and 1 gpu(s) per node"
+    # Whole nodes carry the node's GPUs: Slurm hands GRES out only on request.
+    whole = validate_preset("p", {**GOOD, "node": {"gpus": 4}}, "p").settings
+    assert pilot_allocation(whole).describe() == "whole nodes (exclusive) with 4 gpu(s)"
+    assert pilot_allocation({}).exclusive  # a site saved before [pilot] existed
