@@ -59,8 +59,9 @@ def test_a_big_log_streams_in_constant_memory(area: Path) -> None:
     assert size > 60 * MB
     small_peak = peak_rss(area, "job", "logs", "1", "--tail", "1")
     peak = peak_rss(area, "job", "logs", "1")
-    assert peak < small_peak + 16, (peak, small_peak)  # reading it whole took ~3x its size
-    assert peak < size / MB / 2
+    # Reading it whole took ~3x its size; streaming costs a few buffers over the process's own
+    # start-up size (which grows with megarun's imports, so it is measured, not assumed).
+    assert peak - small_peak < size / MB / 8, (peak, small_peak)
     copied = area.parent / "stdout.bin"
     first, second = b"==> job.out <==\n", b"\n==> job.err <==\n"
     # job.out whole, then job.err, each after its header
