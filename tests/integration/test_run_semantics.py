@@ -87,7 +87,13 @@ def holders(flag: Path) -> list[int]:
 
 def start_run_and_wait_running(area: Path, running: int = 1) -> subprocess.Popen[str]:
     run = spawn_megarun(area, "run", *RUN, "--quiet")
-    wait_for(lambda: running_count(area) >= running, f"{running} running item(s)")
+
+    def started() -> bool:
+        if run.poll() is not None:
+            raise AssertionError(f"the run ended early: {run.communicate()}")
+        return running_count(area) >= running
+
+    wait_for(started, f"{running} running item(s)")
     return run
 
 
@@ -109,13 +115,13 @@ def test_interrupted_run_continues_and_then_runs_the_toplevel_report(
     run = start_run_and_wait_running(suite)
     run.send_signal(signum)
     _out, err = run.communicate(timeout=60)
-    assert run.returncode == 130, err
-    assert "megarun run --target linux --runname r1" in err  # how to continue
     after = items(suite)
     # Nothing was settled: the stopped items are READY again, their children still wait.
-    assert {after[f"unit/{n}"]["state"] for n in range(1, 5)} == {"READY"}
     assert after["report/-"]["state"] == "AWAITING_PARENTS", after["report/-"]
+    assert {after[f"unit/{n}"]["state"] for n in range(1, 5)} == {"READY"}
     assert {after[f"check/{n}"]["state"] for n in range(1, 5)} == {"AWAITING_PARENTS"}
+    assert run.returncode == 130, err
+    assert "megarun run --target linux --runname r1" in err  # how to continue
     assert running_count(suite) == 0
     wait_for(lambda: not holders(flag), "the job processes to be gone", timeout=10)
     flag.touch()
