@@ -100,7 +100,7 @@ def _finish(summary: "LaunchSummary | None", failed: bool) -> None:
 
 def _check_pattern(ctx: Context, run: "Run", testpatt: str | None) -> None:
     """Refuse (exit 2) a pattern that matches no test of the run, as `run` does for the area."""
-    from megarun.services.runs import check_run_pattern
+    from megarun.services.run_state import check_run_pattern
 
     check_run_pattern(ctx.db, int(run.id), testpatt, f"{run.target}/{run.runname}")
 
@@ -113,7 +113,7 @@ def _exit_like_run(ctx: Context, run: "Run", testpatt: str | None, failed: bool)
     """`status` exits as `run` does once the run ended (1 when a test did not pass), and
     STILL_RUNNING while some of its items have not ended."""
     from megarun.core.rollup import UNFINISHED_STATES
-    from megarun.services.runs import count_in_states
+    from megarun.services.run_state import count_in_states
 
     if count_in_states(ctx.db, int(run.id), UNFINISHED_STATES, testpatt):
         raise typer.Exit(STILL_RUNNING)
@@ -128,7 +128,7 @@ def _say_what_next(ctx: Context, run: "Run", testpatt: str | None,
     import shlex
 
     from megarun.core.states import JobState
-    from megarun.services.runs import count_in_states
+    from megarun.services.run_state import count_in_states
 
     where = f"--target {shlex.quote(run.target)} --runname {shlex.quote(run.runname)}" + (
         f" --testpatt {shlex.quote(testpatt)}" if testpatt else "")
