@@ -33,6 +33,7 @@ def settle_children(db: SqliteDatabase, rows: dict[int, JobRow], parent_ids: set
     caller saves every changed row afterwards.
     """
     frontier = set(parent_ids)
+    labels: dict[int, str] = {}  # a failed build may fail thousands of children: name it once
     while frontier:
         children = children_of(db, frontier)
         _load_missing(db, rows, children)
@@ -49,7 +50,7 @@ def settle_children(db: SqliteDatabase, rows: dict[int, JobRow], parent_ids: set
             elif outcome == "failed":
                 message = preq_fail_message(db, [(p, rows[p].snapshot.state,
                                                   rows[p].snapshot.status, mode)
-                                                 for p, mode in links])
+                                                 for p, mode in links], labels)
                 chain = Chain(rows[child].snapshot).to(
                     JobState.COMPLETED, JobStatus.PREQ_FAIL, message
                 )
@@ -58,15 +59,19 @@ def settle_children(db: SqliteDatabase, rows: dict[int, JobRow], parent_ids: set
                 frontier.add(child)
 
 
-def preq_fail_message(db: SqliteDatabase,
-                      parents: list[tuple[int, JobState, JobStatus, str]]) -> str:
+def preq_fail_message(db: SqliteDatabase, parents: list[tuple[int, JobState, JobStatus, str]],
+                      labels: dict[int, str] | None = None) -> str:
     """The PREQ_FAIL message of a child whose parents (id, state, status, waiton mode) fail it:
-    it names the first prerequisite that did not pass, by test/item or, for a plain job, id."""
+    it names the first prerequisite that did not pass, by test/item or, for a plain job, id.
+    `labels` caches the names already looked up."""
     index = failed_parent([(state, status) for _, state, status, _ in parents],
                           [mode for _, _, _, mode in parents])
     assert index is not None, "asked for the message of a child no parent failed"
     job_id, state, status, _ = parents[index]
-    return prerequisite_failed_message(prerequisite_label(db, job_id), state, status)
+    cache = {} if labels is None else labels
+    if job_id not in cache:
+        cache[job_id] = prerequisite_label(db, job_id)
+    return prerequisite_failed_message(cache[job_id], state, status)
 
 
 def prerequisite_label(db: SqliteDatabase, job_id: int) -> str:
