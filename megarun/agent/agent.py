@@ -37,6 +37,11 @@ IDLE_POLL = 0.05
 DISK_CHECK_SECONDS = 0.5
 #: How many queued jobs to scan for one that fits the free slots.
 BACKFILL_SCAN = 64
+#: Why a running job was stopped -> the message it is handed back with (`returned`, not ended).
+HANDED_BACK = {
+    "walltime": "allocation walltime reached",
+    "returned": "the run was interrupted: running it again continues this job",
+}
 
 
 class Options:
@@ -333,7 +338,7 @@ class Agent:
     def _read_control(self) -> None:
         mode = self.spool.stop_request()
         if mode is not None and (self.stop_mode is None or
-                                 (mode == "kill" and self.stop_mode != "kill")):
+                                 (mode != "drain" and self.stop_mode == "drain")):
             self._begin_stop(mode, "stop requested ({})".format(mode))
         for job_id in self.spool.kill_requests():
             if self._kill_request(job_id):
@@ -344,10 +349,13 @@ class Agent:
         self.exit_message = message
         self._return_queued("agent stopping before the job started")
         self._return_held("agent stopping before the job started")
-        if mode == "kill":
+        if mode in ("kill", "return"):
+            # "return": the launcher of a run was interrupted; its running jobs are stopped and
+            # handed back (not ended), so that running the run again continues them.
+            reason = "killed" if mode == "kill" else "returned"
             now = time.monotonic()
             for job in list(self.running.values()):
-                self._kill(job, "killed", now)
+                self._kill(job, reason, now)
 
     def _walltime_reached(self, now: float) -> None:
         """The allocation ends in `end_grace` s: stop, hand every job back, exit."""
@@ -674,8 +682,8 @@ class Agent:
     def _complete_ended(self) -> None:
         ended, self._ended = self._ended, []
         for job, reason, rc in ended:
-            if reason == "walltime":
-                self._hand_back(job, rc)
+            if reason in HANDED_BACK:
+                self._hand_back(job, rc, HANDED_BACK[reason])
                 continue
             message = self._failure_message(job, rc) if reason == "exit" and rc else ""
             self._complete(job, reason, rc, message)
@@ -761,14 +769,15 @@ class Agent:
                          signal=signum, message=message, runtime=runtime, **extra)
         self._job_done_with_bundle(job)
 
-    def _hand_back(self, job: Job, rc: int) -> None:
-        """Report a job stopped at the walltime end as `returned`: it may run again elsewhere.
+    def _hand_back(self, job: Job, rc: int, message: str) -> None:
+        """Report a job stopped at the walltime end, or by a run's interrupt, as `returned`:
+        it may run again elsewhere.
 
         No megarun.exit is written: the job did not end, it was interrupted.
         """
         assert self.events is not None
         self.events.emit("returned", job=job.id, attempt=job.attempt,
-                         message="allocation walltime reached", started=True, rc=rc,
+                         message=message, started=True, rc=rc,
                          signal=-rc if rc < 0 else None,
                          runtime=round(time.monotonic() - job.started, 6))
         self._job_done_with_bundle(job)

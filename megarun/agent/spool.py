@@ -135,14 +135,14 @@ class AgentSpool:
 
     # -- control ----------------------------------------------------------------------------
     def stop_request(self) -> Optional[str]:
-        """'drain' or 'kill' when a stop was asked for this agent (or all agents)."""
+        """'drain', 'kill' or 'return' when a stop was asked for this agent (or all agents)."""
         for name in (self.agent_id, "all"):
             try:
                 with open(os.path.join(self.stop_dir, name), "rb") as handle:
                     mode = handle.read().decode("utf-8", "replace").strip()
             except FileNotFoundError:
                 continue
-            return "kill" if mode == "kill" else "drain"
+            return mode if mode in ("kill", "return") else "drain"
         return None
 
     def kill_requests(self) -> List[int]:

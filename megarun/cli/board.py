@@ -1,8 +1,8 @@
 """The live tests x items board `megarun run` draws while a run goes on.
 
 One line per test: a cell per item coloured by its STATE (or, once COMPLETED, its STATUS), the
-count done, and the worst status so far. Tests with running or failed items come first; what
-does not fit the terminal is summed up in a last line.
+count done, and its roll-up (RUNNING until every item ended: megarun.core.rollup). Tests with
+running or failed items come first; what does not fit the terminal is summed up in a last line.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from megarun.cli.output import STATE_STYLES, STATUS_STYLES
-from megarun.core.states import FAILING_STATUSES, JobStatus, worst_status
+from megarun.core.rollup import RUNNING, count_items, rollup_status
+from megarun.core.states import FAILING_STATUSES, JobState, JobStatus
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -95,10 +96,11 @@ def _strip(items: Sequence[ItemStatus], width: int) -> RenderableType:
 
 
 def _status_text(items: Sequence[ItemStatus]) -> RenderableType:
+    """The test's roll-up: RUNNING while an item has not ended, never PASS before the end."""
     from rich.text import Text
 
-    ended = [JobStatus(i.status) for i in items if i.state == "COMPLETED"]
-    if not ended:
-        return Text("")
-    status = worst_status(ended).value
+    status = rollup_status(count_items((JobState(i.state), JobStatus(i.status), 1)
+                                       for i in items))
+    if status == RUNNING:
+        return Text(status, style=STATE_STYLES.get(status, ""))
     return Text(status, style=STATUS_STYLES.get(status, ""))

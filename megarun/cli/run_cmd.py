@@ -79,14 +79,16 @@ def _judge_stale(ctx: Context, judge: "Callable[[AreaDefinitions], T]") -> "T | 
 def _print_matrix(ctx: Context, run: "Run", testpatt: str | None, as_json: bool,
                   as_csv: bool) -> bool:
     """Print the run's tests x items; return True when something failed."""
-    from megarun.services.runs import rollup, run_failed
+    from megarun.core.rollup import headline, rollup_status
+    from megarun.services.runs import item_counts, rollup, run_failed
 
     items = _items(ctx, run, testpatt)
     tests = rollup(items)
+    counts = item_counts(items)
     if as_json:
         steps = _steps(ctx, [i.id for i in items])
         print_json({"target": run.target, "runname": run.runname,
-                    "status": _worst([t["status"] for t in tests.values()]),
+                    "status": rollup_status(counts), "counts": counts,
                     "tests": [{"test": name, **entry} for name, entry in tests.items()],
                     "items": [{"id": i.id, "test": i.test, "item": i.item, "state": i.state,
                                "status": i.status, "exit_code": i.exit_code,
@@ -102,7 +104,7 @@ def _print_matrix(ctx: Context, run: "Run", testpatt: str | None, as_json: bool,
                     "states": " ".join(f"{k}:{v}" for k, v in sorted(e["states"].items()))}
                    for name, e in tests.items()]
         render(summary, ["test", "jobs", "status", "states"], False, False, title="by test")
-        say(f"run status: {_worst([t['status'] for t in tests.values()])}")
+        say(f"run status: {headline(counts)}")
     return run_failed(items)
 
 
@@ -143,12 +145,6 @@ def _junit(ctx: Context, run: "Run", items: "list[ItemStatus]") -> str:
     return junit_xml(str(run.target), str(run.runname), cases, run.created)
 
 
-def _worst(statuses: list[str]) -> str:
-    from megarun.core.states import JobStatus, worst_status
-
-    return worst_status([JobStatus(s) for s in statuses]).value
-
-
 def _launch(ctx: Context, site: str, run_id: int, quiet: bool) -> "LaunchSummary":
     from megarun.cli.launch_cmd import launch_with_progress
 
@@ -165,6 +161,52 @@ def _finish(summary: "LaunchSummary | None", failed: bool) -> None:
             raise typer.Exit(130)
     if failed:
         raise WorkFailed("some tests did not pass")
+
+
+def _check_pattern(ctx: Context, run: "Run", testpatt: str | None) -> None:
+    """Refuse (exit 2) a pattern that matches no test of the run, as `run` does for the area."""
+    from megarun.services.run_state import check_run_pattern
+
+    check_run_pattern(ctx.db, int(run.id), testpatt, f"{run.target}/{run.runname}")
+
+
+#: `status` of a run with items that have not ended yet (EX_TEMPFAIL: ask again later).
+STILL_RUNNING = 75
+
+
+def _exit_like_run(ctx: Context, run: "Run", testpatt: str | None, failed: bool) -> None:
+    """`status` exits as `run` does once the run ended (1 when a test did not pass), and
+    STILL_RUNNING while some of its items have not ended."""
+    from megarun.core.rollup import UNFINISHED_STATES
+    from megarun.services.run_state import count_in_states
+
+    if count_in_states(ctx.db, int(run.id), UNFINISHED_STATES, testpatt):
+        raise typer.Exit(STILL_RUNNING)
+    if failed:
+        raise WorkFailed("some tests did not pass")
+
+
+def _say_what_next(ctx: Context, run: "Run", testpatt: str | None,
+                   summary: "LaunchSummary | None") -> None:
+    """After `run`/`rerun`: how to continue an interrupted run, or to run KILLED items again
+    (`run` continues what has not ended; KILLED items ended, only `rerun` runs them again)."""
+    import shlex
+
+    from megarun.core.states import JobState
+    from megarun.services.run_state import count_in_states
+
+    where = f"--target {shlex.quote(run.target)} --runname {shlex.quote(run.runname)}" + (
+        f" --testpatt {shlex.quote(testpatt)}" if testpatt else "")
+    if summary is not None and summary.interrupted:
+        on_site = "" if summary.site == ctx.area.config.default_site else (
+            f" --site {shlex.quote(summary.site)}")
+        note(f"interrupted: the stopped items are READY again; continue the run with: "
+             f"megarun run {where}{on_site}")
+        return
+    killed = count_in_states(ctx.db, int(run.id), [JobState.KILLED], testpatt)
+    if killed:
+        note(f"{killed} item(s) of {run.target}/{run.runname} are KILLED: run them again with "
+             f"megarun rerun {where}")
 
 
 def register(app: typer.Typer) -> None:
@@ -199,7 +241,9 @@ def register(app: typer.Typer) -> None:
         summary = _launch(mctx, site_info.name, setup.run_id, quiet or as_json)
         from megarun.services.runs import get_run
 
-        failed = _print_matrix(mctx, get_run(mctx, target, runname), testpatt, as_json, False)
+        run_row = get_run(mctx, target, runname)
+        failed = _print_matrix(mctx, run_row, testpatt, as_json, False)
+        _say_what_next(mctx, run_row, testpatt, summary)
         _finish(summary, failed)
 
     @app.command("status")
@@ -213,7 +257,9 @@ def register(app: typer.Typer) -> None:
         mctx = context(ctx)
         _settle_defunct(mctx)
         with_archive(mctx, full_db)
-        _print_matrix(mctx, get_run(mctx, target, runname), testpatt, as_json, as_csv)
+        run_row = get_run(mctx, target, runname)
+        failed = _print_matrix(mctx, run_row, testpatt, as_json, as_csv)
+        _exit_like_run(mctx, run_row, testpatt, failed)
 
     @app.command("rerun")
     def rerun(ctx: typer.Context, target: TARGET, runname: RUNNAME, testpatt: TESTPATT = None,
@@ -229,6 +275,7 @@ def register(app: typer.Typer) -> None:
                              "give one of them")
         mctx = context(ctx)
         run_row = get_run(mctx, target, runname)
+        _check_pattern(mctx, run_row, testpatt)
         statuses = [s.strip() for s in status.split(",") if s.strip()] if status else (
             [] if stale else list(DEFAULT_RERUN))
         for name in statuses:
@@ -253,6 +300,7 @@ def register(app: typer.Typer) -> None:
             say(f"rerunning {len(ids)} job(s) of {target}/{runname}")
         summary = _launch(mctx, site, int(run_row.id), quiet or as_json) if ids and site else None
         failed = _print_matrix(mctx, run_row, testpatt, as_json, False)
+        _say_what_next(mctx, run_row, testpatt, summary)
         _finish(summary, failed)
 
     @app.command("clean")

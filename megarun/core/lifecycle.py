@@ -160,19 +160,54 @@ def parents_outcome(parents: list[tuple[JobState, JobStatus]],
     Retries happen at once (a failed job with attempts left is already READY again), so a parent
     that sits in an ended state with a bad outcome has failed for good and fails the child.
     `modes` gives each link's waiton mode: "normal" needs a good status, "toplevel" only needs
-    the parent COMPLETED, whatever its status.
+    the parent to have ended for good, however (see `link_outcome`).
     """
-    waiting = False
+    outcomes = [link_outcome(state, status, _mode(modes, index))
+                for index, (state, status) in enumerate(parents)]
+    if "failed" in outcomes:
+        return "failed"
+    return "wait" if "wait" in outcomes else "ready"
+
+
+def failed_parent(parents: list[tuple[JobState, JobStatus]],
+                  modes: list[str] | None = None) -> int | None:
+    """The index of the first parent that fails the child (see `parents_outcome`), or None."""
     for index, (state, status) in enumerate(parents):
-        lenient = modes is not None and modes[index] == "toplevel"
-        if state is JobState.COMPLETED and (lenient or status in GOOD_STATUSES):
-            continue
-        if state in ENDED_BADLY_STATES:
-            return "failed"
-        waiting = True
-    return "wait" if waiting else "ready"
+        if link_outcome(state, status, _mode(modes, index)) == "failed":
+            return index
+    return None
 
 
-ENDED_BADLY_STATES = frozenset(
+def link_outcome(state: JobState, status: JobStatus, mode: str = "normal") -> str:
+    """What one parent means for its child: 'ready', 'wait' or 'failed'.
+
+    A "toplevel" child (a report) runs once the parent ended for good, whatever the outcome:
+    COMPLETED, KILLED, DEAD (a DEAD job with attempts left is READY again already) or DELETED;
+    it never fails for its parents. A parent that is READY, running or STALE (to be rerun)
+    may still change, so the child waits.
+    """
+    if mode == "toplevel":
+        return "ready" if state in ENDED_FOR_GOOD_STATES else "wait"
+    if state is JobState.COMPLETED and status in GOOD_STATUSES:
+        return "ready"
+    return "failed" if state in ENDED_FOR_GOOD_STATES else "wait"
+
+
+def _mode(modes: list[str] | None, index: int) -> str:
+    return modes[index] if modes is not None else "normal"
+
+
+def prerequisite_failed_message(label: str, state: JobState, status: JobStatus) -> str:
+    """The message of a job that ends PREQ_FAIL: it names the prerequisite that did not pass.
+
+    `label` names the prerequisite ("build/-", "unit/1" or "job 12"); the outcome shown is its
+    status when it completed, else its state (KILLED, DEAD, DELETED).
+    """
+    outcome = status.value if state is JobState.COMPLETED else state.value
+    return f"prerequisite {label} did not pass ({outcome})"
+
+
+#: States a parent does not leave by itself: it ended for good (well or badly).
+ENDED_FOR_GOOD_STATES = frozenset(
     {JobState.COMPLETED, JobState.KILLED, JobState.DEAD, JobState.DELETED}
 )

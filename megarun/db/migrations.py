@@ -113,15 +113,21 @@ def migrate(db: SqliteDatabase) -> list[str]:
     # A step may rebuild a table: with foreign keys on, dropping the old copy would cascade.
     # The pragma only takes effect outside a transaction; each step is checked before commit.
     db.execute_sql("PRAGMA foreign_keys = OFF")
+    applied = []
     try:
         for name, step in missing:
             with db.atomic():
+                # Another process opening the same new database may have applied the step
+                # since we looked: the write lock this transaction holds makes the look final.
+                if name in applied_migrations(db):
+                    continue
                 step(db)
                 broken = db.execute_sql("PRAGMA foreign_key_check").fetchall()
                 if broken:
                     raise EnvironmentProblem(f"schema step {name} left broken references: "
                                              f"{broken[:3]}")
                 models.SchemaMigration.insert(name=name, applied=time.time()).execute()
+                applied.append(name)
     finally:
         db.execute_sql("PRAGMA foreign_keys = ON")
-    return [name for name, _ in missing]
+    return applied

@@ -28,7 +28,7 @@ from typing import Any
 from peewee import SqliteDatabase
 
 from megarun.core.faults import fault_point
-from megarun.core.states import JobStatus, worst_status
+from megarun.core.rollup import rollup_status
 from megarun.db.connection import (
     execute_many,
     prepare_database_file,
@@ -505,5 +505,5 @@ def _archived_rows(db: SqliteDatabase, selection: RunSelection) -> list[dict[str
             entry["jobs"] += count
             entry["statuses"][status] = count
     for entry in runs.values():
-        entry["status"] = worst_status([JobStatus(s) for s in entry["statuses"]]).value
+        entry["status"] = rollup_status(entry["statuses"])  # archived jobs have all ended
     return list(runs.values())

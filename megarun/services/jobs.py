@@ -31,7 +31,12 @@ from megarun.errors import MegarunError, NotFoundError, UsageError
 from megarun.services import apps as app_service
 from megarun.services import sites as site_service
 from megarun.services.context import Context
-from megarun.services.lifecycle import apply_chain, ended_ids, settle_children
+from megarun.services.lifecycle import (
+    apply_chain,
+    ended_ids,
+    preq_fail_message,
+    settle_children,
+)
 from megarun.services.matching import satisfies, site_capabilities
 from megarun.services.rerun_step import set_first_step
 
@@ -271,13 +276,16 @@ def create_jobs(ctx: Context, requests: Iterable[JobRequest]) -> CreatedJobs:
         return _insert(db, prepared)
 
 
-def _initial_state(parents: dict[int, JobRow], after: list[int]) -> JobState:
+def _initial_state(db: SqliteDatabase, parents: dict[int, JobRow],
+                   after: list[int]) -> tuple[JobState, str]:
+    """A new job's state, and the message of one its parents already failed (PREQ_FAIL)."""
     if not after:
-        return JobState.READY
-    outcome = parents_outcome([(parents[p].snapshot.state, parents[p].snapshot.status)
-                               for p in after])
-    return {"ready": JobState.READY, "wait": JobState.AWAITING_PARENTS,
-            "failed": JobState.COMPLETED}[outcome]
+        return JobState.READY, ""
+    links = [(p, parents[p].snapshot.state, parents[p].snapshot.status, "normal") for p in after]
+    outcome = parents_outcome([(state, status) for _, state, status, _ in links])
+    if outcome == "failed":
+        return JobState.COMPLETED, preq_fail_message(db, links)
+    return (JobState.READY if outcome == "ready" else JobState.AWAITING_PARENTS), ""
 
 
 def _insert(db: SqliteDatabase, prepared: list[_Prepared]) -> CreatedJobs:
@@ -299,9 +307,8 @@ def _insert(db: SqliteDatabase, prepared: list[_Prepared]) -> CreatedJobs:
     states: dict[str, int] = {}
     next_id = first
     for item in prepared:
-        state = _initial_state(parents, item.after)
+        state, message = _initial_state(db, parents, item.after)
         status = JobStatus.PREQ_FAIL if state is JobState.COMPLETED else JobStatus.NA
-        message = "a prerequisite did not pass" if state is JobState.COMPLETED else ""
         values = (*item.row, state.value, status.value, item.max_attempts, now, message)
         states[state.value] = states.get(state.value, 0) + item.count
         if item.count == 1:

@@ -2,8 +2,11 @@
 
 One launcher per site at a time (a file lock). Each cycle: ingest the agents' events, settle
 agents that died, dispatch READY jobs into the spool, make sure an agent is running, report
-progress. Ctrl-C asks the agents to kill their running jobs (recorded KILLED), takes unclaimed
-bundles back (READY again) and leaves nothing half-written.
+progress. Ctrl-C (or SIGTERM) asks the agents to kill their running jobs (recorded KILLED),
+takes unclaimed bundles back (READY again) and leaves nothing half-written. The launcher of a
+run (`megarun run`/`rerun`) asks them to hand their running jobs back instead (READY again,
+the run not counted): an interrupted run is continued by running it again, and what waits on
+those jobs keeps waiting rather than being settled on an outcome that never happened.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -207,7 +211,8 @@ class Launcher:
             match_jobs(self.ctx)  # jobs that wait for a site satisfying their requirements
             self._recover()
             try:
-                self._loop()
+                with _sigterm_as_interrupt():
+                    self._loop()
             except KeyboardInterrupt:
                 self.summary.interrupted = True
                 self._shutdown_after_interrupt()
@@ -470,8 +475,9 @@ class Launcher:
     def _shutdown_after_interrupt(self) -> None:
         """Kill running jobs through the agents, take unclaimed work back, settle everything."""
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
-            self.spool.request_stop("all", "kill")
+            self.spool.request_stop("all", "return" if self.run_id is not None else "kill")
             deadline = time.monotonic() + self.settings.kill_grace + 10
             while time.monotonic() < deadline and self._agents_running():
                 if self.remote is not None:
@@ -489,6 +495,7 @@ class Launcher:
             # started when Ctrl-C came reads it before it claims anything, and exits.
         finally:
             signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
 
     def _stop_after_disk_full(self) -> None:
         """No space left: nothing more could be recorded, so nothing more may run. What was
@@ -525,6 +532,24 @@ class Launcher:
     def _reap_agent(self) -> None:
         if self.agent_process is not None and self.agent_process.poll() is not None:
             self.agent_process = None
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill PID`, a CI job cancelled) stops the launcher as Ctrl-C does, rather than
+    leaving its agent running jobs that nobody watches."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _as_disk_full(exc: BaseException) -> DiskFull:

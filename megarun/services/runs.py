@@ -18,7 +18,8 @@ from typing import Any
 from peewee import SqliteDatabase
 
 from megarun.core.lifecycle import Chain, parents_outcome
-from megarun.core.states import FAILING_STATUSES, JobState, JobStatus, worst_status
+from megarun.core.rollup import count_items, rollup_status
+from megarun.core.states import FAILING_STATUSES, JobState, JobStatus
 from megarun.db.connection import execute_many, write_transaction
 from megarun.db.jobstore import (
     children_of,
@@ -32,7 +33,7 @@ from megarun.db.models import Run
 from megarun.errors import NotFoundError, UsageError
 from megarun.services.context import Context
 from megarun.services.jobs import kill_jobs, next_job_id, remove_jobs, reset_jobs
-from megarun.services.lifecycle import apply_chain
+from megarun.services.lifecycle import apply_chain, preq_fail_message, settle_children
 from megarun.services.sites import SiteInfo, get_site, site_id
 from megarun.services.stale import (
     Definition,
@@ -226,7 +227,7 @@ def _insert_jobs(ctx: Context, db: SqliteDatabase, plan: Plan, new: list[int],
     values = []
     for index in new:
         job, test = plan.jobs[index], tests[plan.jobs[index].test]
-        state, status, message = _initial(test, setup.target, parents.get(index, []), known)
+        state, status, message = _initial(db, test, setup.target, parents.get(index, []), known)
         setup.states[state.value] = setup.states.get(state.value, 0) + 1
         setup.skipped += status is JobStatus.SKIP
         values.append(_row(ctx, job, test, ids[index], sid, setup, base_env, state, status,
@@ -243,19 +244,19 @@ def _insert_jobs(ctx: Context, db: SqliteDatabase, plan: Plan, new: list[int],
     setup.created = len(new)
 
 
-def _initial(test: TestDef, target: str, links: list[tuple[int, str]],
+def _initial(db: SqliteDatabase, test: TestDef, target: str, links: list[tuple[int, str]],
              known: dict[int, Any]) -> tuple[JobState, JobStatus, str]:
     if any(pattern_matches(p, target) for p in test.skip_targets):
         return JobState.COMPLETED, JobStatus.SKIP, f"skipped on target {target}"
     if not links:
         return JobState.READY, JobStatus.NA, ""
-    old = [(known[p].snapshot.state, known[p].snapshot.status, mode) for p, mode in links
+    old = [(p, known[p].snapshot.state, known[p].snapshot.status, mode) for p, mode in links
            if p in known]
     if len(old) < len(links):
         return JobState.AWAITING_PARENTS, JobStatus.NA, ""  # some parents are new: they wait
-    outcome = parents_outcome([(s, st) for s, st, _ in old], [m for _, _, m in old])
+    outcome = parents_outcome([(s, st) for _, s, st, _ in old], [m for _, _, _, m in old])
     if outcome == "failed":
-        return JobState.COMPLETED, JobStatus.PREQ_FAIL, "a prerequisite did not pass"
+        return JobState.COMPLETED, JobStatus.PREQ_FAIL, preq_fail_message(db, old)
     return (JobState.READY if outcome == "ready" else JobState.AWAITING_PARENTS), JobStatus.NA, ""
 
 
@@ -355,16 +356,23 @@ def run_items(db: SqliteDatabase, run_id: int, testpatt: str | None = None,
 
 
 def rollup(items: Sequence[ItemStatus]) -> dict[str, dict[str, Any]]:
-    """Per test: job count, counts by state, and the worst status (the run's too, as '*')."""
+    """Per test: job count, counts by state, the roll-up status and its counts
+    (megarun.core.rollup: RUNNING while an item has not ended, else the root cause)."""
     tests: dict[str, dict[str, Any]] = {}
     for item in items:
-        entry = tests.setdefault(item.test, {"jobs": 0, "states": {}, "statuses": []})
+        entry = tests.setdefault(item.test, {"jobs": 0, "states": {}, "items": []})
         entry["jobs"] += 1
         entry["states"][item.state] = entry["states"].get(item.state, 0) + 1
-        entry["statuses"].append(JobStatus(item.status))
+        entry["items"].append(item)
     for entry in tests.values():
-        entry["status"] = worst_status(entry.pop("statuses")).value
+        entry["counts"] = item_counts(entry.pop("items"))
+        entry["status"] = rollup_status(entry["counts"])
     return tests
+
+
+def item_counts(items: Sequence[ItemStatus]) -> dict[str, int]:
+    """The roll-up counts of items (megarun.core.rollup rule 1)."""
+    return count_items((JobState(i.state), JobStatus(i.status), 1) for i in items)
 
 
 def run_failed(items: Sequence[ItemStatus]) -> bool:
@@ -425,16 +433,26 @@ def rerun_jobs(ctx: Context, job_ids: list[int], clean: bool, from_step: str | N
 
 
 def _rewait(db: SqliteDatabase, job_ids: list[int]) -> None:
+    """Reset jobs whose parents are not done wait again; those a parent still fails end
+    PREQ_FAIL at once (naming it), with whatever waits on them: nothing waits forever."""
     with write_transaction(db):
         links = parents_of(db, job_ids)
         rows = load_rows(db, set(job_ids) | {p for ps in links.values() for p, _ in ps})
+        failed: set[int] = set()
         for child, parents in links.items():
             row = rows[child]
-            states = [(rows[p].snapshot.state, rows[p].snapshot.status) for p, _ in parents]
-            if row.snapshot.state is JobState.READY and parents_outcome(
-                    states, [m for _, m in parents]) != "ready":
-                apply_chain(row, Chain(row.snapshot).to(JobState.AWAITING_PARENTS,
-                                                        message="waits for its prerequisites"))
+            known = [(p, rows[p].snapshot.state, rows[p].snapshot.status, m) for p, m in parents]
+            outcome = parents_outcome([(s, st) for _, s, st, _ in known], [m for *_, m in known])
+            if row.snapshot.state is not JobState.READY or outcome == "ready":
+                continue
+            chain = Chain(row.snapshot).to(JobState.AWAITING_PARENTS,
+                                           message="waits for its prerequisites")
+            if outcome == "failed":
+                row.message = preq_fail_message(db, known)
+                chain.to(JobState.COMPLETED, JobStatus.PREQ_FAIL, row.message)
+                failed.add(child)
+            apply_chain(row, chain)
+        settle_children(db, rows, failed)
         save_rows(db, rows.values())
 
 
@@ -552,7 +570,7 @@ def list_runs(ctx: Context, stale: dict[int, set[str]] | None = None) -> list[di
     for run_id, target, runname, created, test, state, status, count, moved_to in rows:
         entry = runs.setdefault(run_id, {"target": target, "runname": runname,
                                          "created": created, "jobs": 0, "done": 0, "stale": 0,
-                                         "statuses": [], "moved_to": moved_to})
+                                         "groups": [], "moved_to": moved_to})
         if state is None:
             continue
         entry["jobs"] += count
@@ -561,10 +579,10 @@ def list_runs(ctx: Context, stale: dict[int, set[str]] | None = None) -> list[di
         if state == JobState.STALE.value or (state == JobState.COMPLETED.value
                                              and test in stale.get(run_id, ())):
             entry["stale"] += count
-        entry["statuses"].append(JobStatus(status))
+        entry["groups"].append((JobState(state), JobStatus(status), count))
     result = []
     for entry in runs.values():
-        statuses = entry.pop("statuses")
-        entry["status"] = "MOVED" if entry["moved_to"] else worst_status(statuses).value
+        counts = count_items(entry.pop("groups"))
+        entry["status"] = "MOVED" if entry["moved_to"] else rollup_status(counts)
         result.append(entry)
     return result

@@ -148,6 +148,25 @@ def test_stop_kill_and_sigterm_kill_running_jobs(site: Site) -> None:
     assert site.heartbeat()["state"] == "exited"
 
 
+def test_stop_return_stops_running_jobs_and_hands_them_back(site: Site) -> None:
+    """`return` (an interrupted `megarun run`): running jobs are stopped but reported
+    `returned`, started, with no megarun.exit: they did not end, the run continues them."""
+    site.queue(site.job(1, "sleep 300"), site.job(2, "sleep 300"), site.job(3, "true"))
+    agent = site.start(cpus=2, idle_exit=0)
+    wait_until(lambda: len(of(site.events(), "started")) == 2)
+    site.stop("return")
+    agent.communicate(timeout=30)
+    assert agent.returncode == 0
+    events = site.events()
+    assert of(events, "finished") == {}
+    returned = of(events, "returned")
+    assert set(returned) == {1, 2, 3}
+    assert returned[1]["started"] is True and returned[1]["rc"] == -signal.SIGTERM
+    assert "interrupted" in returned[2]["message"] and "started" not in returned[3]
+    assert not (site.job_dir(1) / "megarun.exit").exists()
+    assert events[-1]["ev"] == "agent_exited" and "return" in events[-1]["message"]
+
+
 def _span(site: Site, job_id: int) -> tuple[float, float, str]:
     """(start, end, CUDA_VISIBLE_DEVICES) as the job itself wrote them."""
     first, devices, last = (site.job_dir(job_id) / "job.out").read_text().split("\n")[:3]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from megarun.db.connection import open_database
+from megarun.db.migrations import MIGRATIONS
+from tests.conftest import REPO
 
 OLD_RUN = ('CREATE TABLE "run" ("id" INTEGER NOT NULL PRIMARY KEY, "target" VARCHAR(255) NOT NULL,'
            ' "runname" VARCHAR(255) NOT NULL, "created" REAL NOT NULL, "config_hash" '
@@ -69,3 +74,35 @@ def test_fresh_and_migrated_databases_have_the_same_run_table(tmp_path: Path) ->
             return [(row[1], row[2]) for row in db.execute("PRAGMA table_info(run)")]
 
     assert columns(fresh) == columns(old)
+
+
+OPEN_WHEN_TOLD = """
+import sys, time
+from pathlib import Path
+from megarun.db.connection import open_database
+folder = Path(sys.argv[1])
+(folder / f"ready-{sys.argv[2]}").touch()
+while not (folder / "go").exists():
+    time.sleep(0.001)
+open_database(folder / "work.db").close()
+"""
+
+
+def test_processes_making_a_new_database_at_once_all_succeed(tmp_path: Path) -> None:
+    """Two commands run on a new area at the same moment (a user and cron, a run and a status)
+    both find the schema missing; the one that gets the write lock second must skip the steps
+    the first one applied, not fail on them."""
+    count = 8
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_WHEN_TOLD, str(tmp_path), str(n)],
+                              stderr=subprocess.PIPE, text=True, env=env) for n in range(count)]
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("ready-*"))) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (tmp_path / "go").touch()
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * count, errors
+    db = sqlite3.connect(tmp_path / "work.db")
+    names = [name for (name,) in db.execute("SELECT name FROM schema_migration ORDER BY name")]
+    db.close()
+    assert names == sorted(name for name, _ in MIGRATIONS)

@@ -344,6 +344,38 @@ def test_a_suite_runs_on_the_ssh_site_and_cleans_there(tmp_path: Path, sshd: Ssh
     assert logs.returncode == 2 and "removed by `megarun clean`" in logs.stderr, logs.stderr
 
 
+def test_ctrl_c_in_a_run_on_the_ssh_site_hands_running_items_back(
+        tmp_path: Path, sshd: SshServer, home: Path, known_hosts: Path) -> None:
+    """The stop a run's interrupt asks for reaches the remote agent: its running items come
+    back READY (not KILLED), the toplevel report still waits, and nothing runs on there."""
+    suite = tmp_path / "suite"
+    shutil.copytree(REPO / "examples" / "regression", suite)
+    for name in ("compile", "unit", "integration", "lint", "report"):
+        shutil.rmtree(suite / "tests" / name)
+    for name, text in (("unit", 'steps = ["sleep 60"]\n[items]\nN = [1, 2, 3]\n'),
+                       ("report", 'waiton = ["unit"]\nwaiton_mode = "toplevel"\n'
+                                  'steps = ["true"]\n')):
+        (suite / "tests" / name).mkdir()
+        (suite / "tests" / name / "test.toml").write_text(text)
+    work = tmp_path / "remote-work"
+    add_ssh_site(suite, home, "remote", sshd, work, known_hosts)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "megarun", "--area", str(suite), "run", "--target", "linux/x86_64",
+         "--runname", "r1", "--site", "remote", "--quiet"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO),
+                                                "HOME": str(home)})
+    wait_for(lambda: (suite / ".megarun" / "work.db").exists() and db_rows(
+        suite, "SELECT count(*) FROM job WHERE state = 'RUNNING'") >= [(1,)], "a running item")
+    run.send_signal(signal.SIGINT)
+    _out, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    states = dict(db_rows(suite, "SELECT test || '/' || item, state FROM job"))
+    assert states == {"unit/1": "READY", "unit/2": "READY", "unit/3": "READY",
+                      "report/": "AWAITING_PARENTS"}, states
+    wait_for(lambda: not pids_of_sleepers(work / "runs"), "the remote job processes to end",
+             limit=15)
+
+
 def test_job_kill_reaches_a_remote_job(remote_area: Path, home: Path, tmp_path: Path) -> None:
     ok(remote_area, home, "app", "add", "long", "--command", "sleep 60")
     ok(remote_area, home, "job", "create", "--app", "long", "--site", "remote")
