@@ -19,6 +19,18 @@ from megarun.services.context import Context
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Tests that share one machine-wide service run on one pytest-xdist worker, in order: the real
+# sshd and Slurm (one /etc/slurm per machine) and the user's real crontab.
+SHARED_SERVICE_GROUPS = {"ssh": "ssh", "test_cron.py": "crontab"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(REPO / "tests").parts
+        for part, group in SHARED_SERVICE_GROUPS.items():
+            if part in parts:
+                item.add_marker(pytest.mark.xdist_group(group))
+
 
 @dataclass
 class Result:
