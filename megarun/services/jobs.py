@@ -421,10 +421,14 @@ def run_id_of(ctx: Context, run: str) -> int:
     ctx.db  # noqa: B018 - opens the database and binds the models
     found = Run.get_or_none((Run.target == target) & (Run.runname == runname))
     if found is None:
-        known = [f"{r.target}/{r.runname}" for r in Run.select().order_by(Run.target, Run.runname)]
-        raise NotFoundError(f"--run {run!r}: no such run; runs: "
-                            f"{', '.join(known) if known else 'none yet'}")
+        raise NotFoundError(f"--run {run!r}: no such run; runs: {known_runs()}")
     return int(found.id)
+
+
+def known_runs() -> str:
+    """The area's runs as TARGET/RUNNAME, for a message naming what exists (the db is bound)."""
+    known = [f"{r.target}/{r.runname}" for r in Run.select().order_by(Run.target, Run.runname)]
+    return ", ".join(known) if known else "none yet"
 
 
 def _where(ctx: Context, flt: JobFilter) -> tuple[str, list[Any]]:

@@ -32,7 +32,7 @@ from megarun.db.jobstore import (
 from megarun.db.models import Run
 from megarun.errors import NotFoundError, UsageError
 from megarun.services.context import Context
-from megarun.services.jobs import kill_jobs, next_job_id, remove_jobs, reset_jobs
+from megarun.services.jobs import kill_jobs, known_runs, next_job_id, remove_jobs, reset_jobs
 from megarun.services.lifecycle import apply_chain, preq_fail_message, settle_children
 from megarun.services.sites import SiteInfo, get_site, site_id
 from megarun.services.stale import (
@@ -310,9 +310,7 @@ def get_run(ctx: Context, target: str, runname: str) -> Run:
     ctx.db  # noqa: B018 - opens the database the model reads from
     run = Run.get_or_none((Run.target == target) & (Run.runname == runname))
     if run is None:
-        known = [f"{r.target}/{r.runname}" for r in Run.select().order_by(Run.target, Run.runname)]
-        raise NotFoundError(f"no run {runname!r} for target {target!r}; runs: "
-                            f"{', '.join(known) if known else 'none yet'}")
+        raise NotFoundError(f"no run {runname!r} for target {target!r}; runs: {known_runs()}")
     if run.state == "MOVED":
         from megarun.services.migrate import moved_message
 
