@@ -176,8 +176,10 @@ def test_rerun_step_refuses_a_step_the_test_does_not_have(steps_area: Path) -> N
         "megarun: error: test 'build' has no step 'nosuch'; its steps: configure, build, check"]
     both = megarun_process(steps_area, "rerun", *ONE, "--step", "build", "--clean")
     assert both.returncode == 2 and "--clean" in both.stderr
-    data = run_ok(steps_area, "status", *ONE)
-    assert [(i["state"], i["status"]) for i in data["items"]] == [("COMPLETED", "FAIL")]
+    shown = megarun_process(steps_area, "status", *ONE, "--json")
+    assert shown.returncode == 1, shown.stderr  # status exits like run: the run failed
+    assert [(i["state"], i["status"]) for i in json.loads(shown.stdout)["items"]] == [
+        ("COMPLETED", "FAIL")]
 
 
 # -- item 10: attempts after a rerun, logs after a clean --------------------------------------
