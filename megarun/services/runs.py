@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -370,7 +371,9 @@ def rollup(items: Sequence[ItemStatus]) -> dict[str, dict[str, Any]]:
 
 def item_counts(items: Sequence[ItemStatus]) -> dict[str, int]:
     """The roll-up counts of items (megarun.core.rollup rule 1)."""
-    return count_items((JobState(i.state), JobStatus(i.status), 1) for i in items)
+    groups = Counter((i.state, i.status) for i in items)  # few kinds, however many items
+    return count_items((JobState(state), JobStatus(status), number)
+                       for (state, status), number in groups.items())
 
 
 def run_failed(items: Sequence[ItemStatus]) -> bool:
