@@ -29,7 +29,7 @@ def show(area: Path, job_id: int) -> dict[str, Any]:
 
 
 def db(area: Path) -> sqlite3.Connection:
-    return sqlite3.connect(area / ".megarun" / "megarun.db")
+    return sqlite3.connect(area / ".megarun" / "work.db")
 
 
 def completed_and_waiting(area: Path) -> None:
