@@ -6,11 +6,13 @@ different definition (`app add --replace`, `app sync`), in the same write transa
 
 - its COMPLETED jobs become STALE, each with an event "app NAME changed". This is done in SQL,
   never row by row: an app may have a million jobs;
-- its jobs not dispatched yet (CREATED, AWAITING_PARENTS, READY) get the command rendered from
-  the new template and their params, and the new env: they run the new definition. If the new
-  app cannot render one of them (a required parameter it lacks, a template error), nothing is
-  saved and the error names the job;
-- jobs already dispatched keep the command they were sent with.
+- its jobs that have not ended (waiting or dispatched) get the command rendered from the new
+  template and their params, and the new env: whatever runs from now on runs the new
+  definition. If the new app cannot render one of them (a required parameter it lacks, a
+  template error), nothing is saved and the error names the job;
+- an attempt already dispatched (QUEUED to KILLREQ) still runs the command it was sent with:
+  it is noted in app_change_due, and if it completes, its result is STALE at once
+  (`settle_in_flight`, called where agents' events are ingested); a retry runs the new command.
 
 `job reset` re-renders an ended job the same way (`rerender_ended`), so its rerun runs the app
 as it is now. A description, retries, requirements or resources change defines no result: it
@@ -26,11 +28,14 @@ from typing import Any
 from peewee import SqliteDatabase
 
 from megarun.config.apps import AppSpec, render_command
-from megarun.core.states import JobState, is_legal
+from megarun.core.lifecycle import Chain
+from megarun.core.states import ACTIVE_STATES, WAITING_STATES, JobState, is_legal
+from megarun.db.jobstore import JobRow, chunks
 from megarun.errors import UsageError
+from megarun.services.lifecycle import apply_chain
 
-#: The jobs an app change re-renders at once: none of them has been sent anywhere yet.
-WAITING = (JobState.CREATED, JobState.AWAITING_PARENTS, JobState.READY)
+#: The jobs an app change re-renders at once: those that may still start.
+UNENDED = tuple(sorted(state.value for state in WAITING_STATES | ACTIVE_STATES))
 
 
 def definition_changed(old: AppSpec, new: AppSpec) -> bool:
@@ -87,14 +92,14 @@ def render_for_job(spec: AppSpec, stored: dict[str, Any], job_id: int) -> tuple[
     return command, json.dumps(values, separators=(",", ":"))
 
 
-def rerender_waiting(db: SqliteDatabase, app_id: int, spec: AppSpec) -> int:
-    """Give the app's jobs not dispatched yet the command of `spec` and its env.
+def rerender_unended(db: SqliteDatabase, app_id: int, spec: AppSpec) -> int:
+    """Give the app's jobs that have not ended the command of `spec` and its env.
 
     The template is rendered once per distinct params value (a `--count` of a million jobs
     shares one); the rendered commands go into a temporary table that one UPDATE reads by its
     index. Returns how many jobs were re-rendered.
     """
-    states = tuple(state.value for state in WAITING)
+    states = UNENDED
     marks = ",".join("?" * len(states))
     rendered: list[tuple[str, str, str]] = []
     for params_text, job_id in db.execute_sql(
@@ -136,3 +141,37 @@ def rerender_ended(db: SqliteDatabase, specs: dict[int, AppSpec], job_ids: list[
     db.cursor().executemany("UPDATE job SET command = ?, params = ?, env = ? WHERE id = ?",
                             updates)
     return len(updates)
+
+
+def note_in_flight(db: SqliteDatabase, app_id: int) -> int:
+    """Note the app's dispatched attempts: they run the command they were sent with."""
+    active = tuple(sorted(state.value for state in ACTIVE_STATES))
+    cursor = db.execute_sql(
+        f"INSERT OR REPLACE INTO app_change_due (job_id, attempt) SELECT id, attempt "  # noqa: S608
+        f"FROM job WHERE app_id = ? AND state IN ({','.join('?' * len(active))})",
+        (app_id, *active))
+    return int(cursor.rowcount)
+
+
+def settle_in_flight(db: SqliteDatabase, rows: dict[int, JobRow]) -> None:
+    """Attempts noted by `note_in_flight` that ended in this transaction: a COMPLETED one goes
+    on to STALE ("app NAME changed while it ran"); every ended one leaves the table. Call
+    after the rows' children were settled: they go ahead as for a job that completed just
+    before its app changed."""
+    ended = sorted(job_id for job_id, row in rows.items()
+                   if row.changed and row.snapshot.state not in ACTIVE_STATES)
+    if not ended or db.execute_sql("SELECT 1 FROM app_change_due LIMIT 1").fetchone() is None:
+        return
+    done: list[tuple[int]] = []
+    for part in chunks(ended):
+        sql = ("SELECT d.job_id, d.attempt, app.name FROM app_change_due d "  # noqa: S608
+               "JOIN job ON job.id = d.job_id JOIN app ON app.id = job.app_id "
+               f"WHERE d.job_id IN ({','.join('?' * len(part))})")
+        for job_id, attempt, name in db.execute_sql(sql, tuple(part)):
+            row = rows[job_id]
+            if row.snapshot.state is JobState.COMPLETED and row.snapshot.attempt == attempt:
+                message = f"{stale_message(name)} while it ran"
+                apply_chain(row, Chain(row.snapshot).to(JobState.STALE, message=message))
+                row.message = message
+            done.append((job_id,))
+    db.cursor().executemany("DELETE FROM app_change_due WHERE job_id = ?", done)

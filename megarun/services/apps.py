@@ -11,7 +11,12 @@ from megarun.config.apps import AppSpec, load_app_file, validate_app
 from megarun.db.connection import write_transaction
 from megarun.db.models import App, Job
 from megarun.errors import NotFoundError, UsageError
-from megarun.services.app_stale import definition_changed, mark_completed_stale, rerender_waiting
+from megarun.services.app_stale import (
+    definition_changed,
+    mark_completed_stale,
+    note_in_flight,
+    rerender_unended,
+)
 from megarun.services.context import Context
 
 
@@ -45,7 +50,7 @@ class SavedApp:
     spec: AppSpec
     result: str
     stale: int = 0  # COMPLETED jobs now STALE
-    rerendered: int = 0  # waiting jobs given the new command
+    rerendered: int = 0  # jobs not ended given the new command
 
 
 def add_app(ctx: Context, name: str, command: str, params: dict[str, Any],
@@ -81,9 +86,10 @@ def _save(ctx: Context, spec: AppSpec, replace: bool) -> SavedApp:
         App.update(**fields).where(App.id == existing.id).execute()
         if not definition_changed(old, spec):
             return SavedApp(spec, "updated")
-        # what its jobs run changed: waiting ones run the new definition, results are STALE
-        # (megarun.services.app_stale); a waiting job it cannot render refuses the save
-        rerendered = rerender_waiting(ctx.db, existing.id, spec)
+        # what its jobs run changed: what starts from now on runs the new definition, results
+        # are STALE (megarun.services.app_stale); a job it cannot render refuses the save
+        rerendered = rerender_unended(ctx.db, existing.id, spec)
+        note_in_flight(ctx.db, existing.id)
         return SavedApp(spec, "updated", mark_completed_stale(ctx.db, existing.id, spec.name),
                         rerendered)
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import megarun_process
+from tests.conftest import megarun_process, spawn_megarun
 
 
 def ok(area: Path, *args: str) -> str:
@@ -174,3 +176,43 @@ def test_a_change_a_waiting_job_cannot_render_is_refused(area: Path) -> None:
     assert show(area, 3)["command"] == "echo old later"
     assert {j["state"] for i, j in jobs(area).items() if i <= 2} == {"COMPLETED"}
     assert json.loads(ok(area, "app", "show", "say", "--json"))["command"] == "echo old {{ msg }}"
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def test_a_job_running_when_its_app_changes_ends_stale(area: Path, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    wait = "while [ ! -e {{ gate }} ]; do sleep 0.05; done"
+    ok(area, "app", "add", "slow", "--command", f"sh -c '{wait}; echo old'",
+       "--param", f"gate={gate}")
+    ok(area, "job", "create", "--app", "slow", "--count", "2")
+    launcher = spawn_megarun(area, "launch", "--quiet")
+    try:
+        wait_for(lambda: sorted(jobs(area, "--state", "RUNNING")) == [1, 2])
+        out = ok(area, "app", "add", "slow", "--command", f"sh -c '{wait}; echo new'",
+                 "--param", f"gate={gate}", "--replace")
+        assert "STALE" not in out  # nothing had completed: the running jobs are not marked
+        assert {j["state"] for j in jobs(area).values()} == {"RUNNING"}
+        gate.touch()
+        launcher.wait(timeout=60)
+    finally:
+        launcher.kill()
+    for job_id in (1, 2):
+        shown = show(area, job_id)
+        assert (shown["state"], shown["status"]) == ("STALE", "PASS")
+        assert shown["message"] == "app 'slow' changed while it ran"
+        assert [e["to"] for e in shown["events"]][-2:] == ["COMPLETED", "STALE"]
+        assert (Path(shown["workdir"]) / "job.out").read_text() == "old\n"
+    with db(area) as conn:
+        assert conn.execute("SELECT count(*) FROM app_change_due").fetchone() == (0,)
+    ok(area, "job", "reset", "1")
+    ok(area, "launch")
+    assert (Path(show(area, 1)["workdir"]) / "job.out").read_text() == "new\n"
+    assert show(area, 1)["state"] == "COMPLETED"
