@@ -127,17 +127,21 @@ def rerender_ended(db: SqliteDatabase, specs: dict[int, AppSpec], job_ids: list[
     the apps by id). Every job is rendered before any is written, so a job the app cannot
     render refuses the whole reset. Returns how many commands or envs changed."""
     updates: list[tuple[str, str, str, int]] = []
-    for start in range(0, len(job_ids), 500):
-        part = job_ids[start:start + 500]
+    # jobs made by one --count share their params: render each (app, params) once
+    rendered: dict[tuple[int, str], tuple[str, str, bool]] = {}
+    envs = {app_id: json.dumps(spec.env, separators=(",", ":")) for app_id, spec in specs.items()}
+    for part in chunks(job_ids):
         sql = (f"SELECT id, app_id, command, params, env FROM job "  # noqa: S608
                f"WHERE app_id IS NOT NULL AND id IN ({','.join('?' * len(part))})")
         for job_id, app_id, command, params_text, env in db.execute_sql(sql, tuple(part)):
-            spec = specs[app_id]
-            new_command, new_params = render_for_job(spec, json.loads(params_text), job_id)
-            new_env = json.dumps(spec.env, separators=(",", ":"))
-            if (new_command, new_env) != (command, env) or json.loads(new_params) != \
-                    json.loads(params_text):
-                updates.append((new_command, new_params, new_env, job_id))
+            key = (app_id, params_text)
+            if key not in rendered:
+                stored = json.loads(params_text)
+                new_command, new_params = render_for_job(specs[app_id], stored, job_id)
+                rendered[key] = (new_command, new_params, json.loads(new_params) != stored)
+            new_command, new_params, params_changed = rendered[key]
+            if params_changed or (new_command, envs[app_id]) != (command, env):
+                updates.append((new_command, new_params, envs[app_id], job_id))
     db.cursor().executemany("UPDATE job SET command = ?, params = ?, env = ? WHERE id = ?",
                             updates)
     return len(updates)
