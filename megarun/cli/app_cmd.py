@@ -48,7 +48,8 @@ def sync(
 ) -> None:
     """Load every apps/*.toml of the area (all are checked before any is saved)."""
     rows = app_service.sync_apps(context(ctx))
-    render(rows, ["name", "result", "stale", "source"], as_json, False, empty="no apps/*.toml in the area")
+    render(rows, ["name", "result", "stale", "source"], as_json, False,
+           empty="no apps/*.toml in the area")
 
 
 @app.command("ls")

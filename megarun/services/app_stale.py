@@ -113,9 +113,12 @@ def rerender_unended(db: SqliteDatabase, app_id: int, spec: AppSpec) -> int:
                    "(old TEXT PRIMARY KEY, command TEXT, params TEXT)")
     db.execute_sql("DELETE FROM temp.app_render")
     db.cursor().executemany("INSERT INTO temp.app_render VALUES (?, ?, ?)", rendered)
-    update = (f"UPDATE job SET command = r.command, params = r.params, env = ? "  # noqa: S608
-              f"FROM temp.app_render r WHERE job.app_id = ? AND job.state IN ({marks}) "
-              "AND job.params = r.old")
+    # subqueries by the temp table's key rather than UPDATE ... FROM (SQLite 3.33 and later)
+    update = ("UPDATE job SET "  # noqa: S608
+              "command = (SELECT command FROM temp.app_render r WHERE r.old = job.params), "
+              "params = (SELECT params FROM temp.app_render r WHERE r.old = job.params), "
+              f"env = ? WHERE app_id = ? AND state IN ({marks}) "
+              "AND params IN (SELECT old FROM temp.app_render)")
     cursor = db.execute_sql(update, (json.dumps(spec.env, separators=(",", ":")), app_id,
                                      *states))
     db.execute_sql("DELETE FROM temp.app_render")
