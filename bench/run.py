@@ -4,7 +4,7 @@ the same process.
 
     python bench/run.py                 # everything (a few minutes)
     python bench/run.py launch version  # some of: version create query launch agent suite memory
-                                        #          ssh batch archive sync mirror logs listing
+                                        #          ssh batch archive sync mirror logs listing appstale
 
 Each benchmark makes its own area in a temporary folder and runs the real `megarun` command.
 """
@@ -494,11 +494,41 @@ def bench_listing(root: Path) -> list[Row]:
     return listing_bench(root)
 
 
+def bench_appstale(root: Path, count: int = 100_000) -> list[Row]:
+    """`app add --replace` of an app whose 100,000 COMPLETED jobs become STALE, against the
+    same change of an app with no job and a bare SQL UPDATE of the same rows."""
+    import sqlite3
+
+    area = new_area(root, "appstale")
+    megarun(area, "app", "add", "empty", "--command", "true")
+    megarun(area, "job", "create", "--app", "noop", "--count", str(count))
+    db = area / ".megarun" / "work.db"
+    with sqlite3.connect(db) as conn:  # a launch of 100,000 jobs is not what is measured here
+        conn.execute("UPDATE job SET state = 'COMPLETED', status = 'PASS'")
+    copy = root / "appstale-copy.db"
+    with sqlite3.connect(db) as source, sqlite3.connect(copy) as target:
+        source.backup(target)  # the WAL's pages too, which a file copy could miss
+    with sqlite3.connect(copy) as conn:
+        start = time.perf_counter()
+        conn.execute("UPDATE job SET state = 'STALE' WHERE state = 'COMPLETED'")
+        conn.commit()
+        plain = time.perf_counter() - start
+    base = timed(lambda: megarun(area, "app", "add", "empty", "--command", "true # 2",
+                                 "--replace"))
+    value = timed(lambda: megarun(area, "app", "add", "noop", "--command", "true # 2",
+                                  "--replace"))
+    stale = megarun(area, "job", "ls", "--by-state", "--json").stdout
+    done = json.loads(stale) == [{"state": "STALE", "status": "PASS", "count": count}]
+    return [Row(f"app add --replace: {count:,} COMPLETED jobs to STALE, with events", value, "s",
+                "< 2 s", value < 2.0 and done, f"app with no job {base:.3f} s; bare UPDATE "
+                f"{plain:.3f} s", f"{value / base:.1f}x")]
+
+
 BENCHES = {"version": bench_version, "create": bench_create, "query": bench_query,
            "launch": bench_launch, "agent": bench_agent, "suite": bench_suite, "memory": bench_memory,
            "ssh": bench_ssh, "batch": bench_batch, "archive": bench_archive,
            "sync": bench_sync, "mirror": bench_mirror, "logs": bench_logs,
-           "listing": bench_listing}
+           "listing": bench_listing, "appstale": bench_appstale}
 
 
 def print_table(rows: list[Row]) -> None:

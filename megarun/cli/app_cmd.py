@@ -33,9 +33,12 @@ def add(
     """Add an app from the command line."""
     params = app_service.parse_param_defaults(param or [])
     requirements = parse_tag_pairs(require or [], "--require")
-    spec = app_service.add_app(context(ctx), name, command, params, description, retries, replace,
-                               requirements)
-    say(f"app {spec.name!r} saved")
+    saved = app_service.add_app(context(ctx), name, command, params, description, retries,
+                                replace, requirements)
+    say(f"app {saved.spec.name!r} {'saved' if saved.result != 'unchanged' else 'unchanged'}")
+    if saved.stale:
+        say(f"{saved.stale} COMPLETED job(s) of the app are now STALE (see megarun job ls "
+            f"--app {saved.spec.name} --state STALE; megarun job reset ID... reruns them)")
 
 
 @app.command("sync")
@@ -45,7 +48,8 @@ def sync(
 ) -> None:
     """Load every apps/*.toml of the area (all are checked before any is saved)."""
     rows = app_service.sync_apps(context(ctx))
-    render(rows, ["name", "result", "source"], as_json, False, empty="no apps/*.toml in the area")
+    render(rows, ["name", "result", "stale", "source"], as_json, False,
+           empty="no apps/*.toml in the area")
 
 
 @app.command("ls")

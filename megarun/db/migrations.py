@@ -80,12 +80,18 @@ def _archive(db: SqliteDatabase) -> None:
     db.create_tables([models.RunMove], safe=True)
 
 
+def _app_change(db: SqliteDatabase) -> None:
+    """The attempts in flight when their app changed (app_change_due)."""
+    db.create_tables([models.AppChangeDue], safe=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[SqliteDatabase], None]]] = [
     ("0001_initial", _initial),
     ("0002_suites", _suites),
     ("0003_staging", _staging),
     ("0004_batch", _batch),
     ("0005_archive", _archive),
+    ("0006_app_change", _app_change),
 ]
 
 

@@ -239,6 +239,16 @@ class StageOutDue(BaseModel):
     attempt = IntegerField()
 
 
+class AppChangeDue(BaseModel):
+    """A dispatched attempt of a job whose app changed while it was out (0006_app_change): the
+    attempt runs the old command, so if it completes its result is STALE at once
+    (megarun.services.app_stale). Written by the app's save, removed when the attempt ends:
+    the table holds only jobs in flight."""
+
+    job = ForeignKeyField(Job, primary_key=True, backref="+", on_delete="CASCADE")
+    attempt = IntegerField()
+
+
 class RunMove(BaseModel):
     """The intent of a run move in progress (0005_archive): written before the copy, removed
     after the delete, so that the next command finishes or undoes a move a crash cut short.
@@ -267,4 +277,5 @@ ALL_MODELS: list[Any] = [
     Agent,
     StageOutDue,
     RunMove,
+    AppChangeDue,
 ]

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from megarun.config.apps import AppSpec, load_app_file, validate_app
+from megarun.db.connection import write_transaction
 from megarun.db.models import App, Job
 from megarun.errors import NotFoundError, UsageError
+from megarun.services.app_stale import (
+    definition_changed,
+    mark_completed_stale,
+    note_in_flight,
+    rerender_unended,
+)
 from megarun.services.context import Context
 
 
@@ -35,19 +42,29 @@ def parse_param_defaults(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
+@dataclass(frozen=True)
+class SavedApp:
+    """What saving an app did: "added", "updated" or "unchanged" (the same definition saved
+    again), and to its jobs when it changed what they run (megarun.services.app_stale)."""
+
+    spec: AppSpec
+    result: str
+    stale: int = 0  # COMPLETED jobs now STALE
+    rerendered: int = 0  # jobs not ended given the new command
+
+
 def add_app(ctx: Context, name: str, command: str, params: dict[str, Any],
             description: str = "", retries: int = 0, replace: bool = False,
-            requirements: dict[str, Any] | None = None) -> AppSpec:
+            requirements: dict[str, Any] | None = None) -> SavedApp:
     """Validate and save an app; refuses to overwrite unless `replace`."""
     table: dict[str, Any] = {"name": name, "command": command, "description": description,
                              "retries": retries, "params": params,
                              "requirements": requirements or {}}
     spec = validate_app(table, f"app {name!r}")
-    _save(ctx, spec, replace=replace)
-    return spec
+    return _save(ctx, spec, replace=replace)
 
 
-def _save(ctx: Context, spec: AppSpec, replace: bool) -> str:
+def _save(ctx: Context, spec: AppSpec, replace: bool) -> SavedApp:
     fields = {"command": spec.command, "description": spec.description,
               "params": json.dumps(spec.params), "env": json.dumps(spec.env),
               "resources": json.dumps(spec.resources),
@@ -56,23 +73,36 @@ def _save(ctx: Context, spec: AppSpec, replace: bool) -> str:
               # NULL, not "[]", when empty: dispatch finds staging apps by IS NOT NULL
               "stage_in": json.dumps(spec.stage_in) if spec.stage_in else None,
               "stage_out": json.dumps(spec.stage_out) if spec.stage_out else None}
-    with ctx.db.atomic():
+    with write_transaction(ctx.db):
         existing = App.get_or_none(App.name == spec.name)
         if existing is None:
             App.create(name=spec.name, created=time.time(), **fields)
-            return "added"
+            return SavedApp(spec, "added")
         if not replace:
             raise UsageError(f"app {spec.name!r} already exists (use --replace to overwrite it)")
+        old = spec_from_row(existing)
+        if old == spec:
+            return SavedApp(spec, "unchanged")
         App.update(**fields).where(App.id == existing.id).execute()
-        return "updated"
+        if not definition_changed(old, spec):
+            return SavedApp(spec, "updated")
+        # what its jobs run changed: what starts from now on runs the new definition, results
+        # are STALE (megarun.services.app_stale); a job it cannot render refuses the save
+        rerendered = rerender_unended(ctx.db, existing.id, spec)
+        note_in_flight(ctx.db, existing.id)
+        return SavedApp(spec, "updated", mark_completed_stale(ctx.db, existing.id, spec.name),
+                        rerendered)
 
 
-def sync_apps(ctx: Context) -> list[dict[str, str]]:
-    """Load every apps/*.toml of the area; all files are validated before any is saved."""
+def sync_apps(ctx: Context) -> list[dict[str, Any]]:
+    """Load every apps/*.toml of the area; all files are validated before any is saved, and
+    all are saved in one transaction (a job a changed app cannot render refuses them all)."""
     files = sorted(ctx.area.apps_dir.glob("*.toml"))
     specs = [load_app_file(path) for path in files]
-    return [{"name": spec.name, "source": spec.source, "result": _save(ctx, spec, replace=True)}
-            for spec in specs]
+    with write_transaction(ctx.db):
+        saved = [_save(ctx, spec, replace=True) for spec in specs]
+    return [{"name": s.spec.name, "source": s.spec.source, "result": s.result,
+             "stale": s.stale} for s in saved]
 
 
 def get_app(ctx: Context, name: str) -> App:

@@ -23,6 +23,7 @@ from megarun.db.jobstore import JobRow, load_rows, save_rows
 from megarun.db.models import Agent
 from megarun.errors import IllegalTransition
 from megarun.executors.spool import LocalSpool
+from megarun.services.app_stale import settle_in_flight
 from megarun.services.lifecycle import apply_chain, ended_ids, settle_children
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def ingest_site_events(db: SqliteDatabase, site_id: int, spool: LocalSpool) -> I
             _apply_log(entry, rows, result)
             _store_offset(db, site_id, entry)
         settle_children(db, rows, ended_ids(rows.values()))
+        settle_in_flight(db, rows)
         result.changed_jobs = save_rows(db, rows.values())
     return result
 

@@ -30,6 +30,7 @@ from megarun.db.models import App, Job, Run, Site
 from megarun.errors import MegarunError, NotFoundError, UsageError
 from megarun.services import apps as app_service
 from megarun.services import sites as site_service
+from megarun.services.app_stale import rerender_ended
 from megarun.services.context import Context
 from megarun.services.lifecycle import (
     apply_chain,
@@ -682,7 +683,9 @@ def remove_jobs(ctx: Context, job_ids: list[int]) -> list[int]:
 
 
 def reset_jobs(ctx: Context, job_ids: list[int], from_step: str | None = None) -> list[int]:
-    """Send ended jobs back to READY with a fresh set of attempts.
+    """Send ended jobs back to READY with a fresh set of attempts, each plain job with the
+    command its app renders now (megarun.services.app_stale: a job the app cannot render
+    refuses the whole reset, naming it).
 
     The set is granted, not restarted: `runs` goes on counting every start and
     `max_attempts` grows to runs + 1 + retries (as now configured), so that a job's attempt
@@ -696,11 +699,13 @@ def reset_jobs(ctx: Context, job_ids: list[int], from_step: str | None = None) -
         if active:
             raise UsageError(f"job {active[0]} is {rows[active[0]].snapshot.state.value}; "
                              "kill it first (megarun job kill)")
+        rerender_ended(db, _app_specs(), sorted(row.id for row in rows.values()
+                                                if row.snapshot.state not in _NOT_RESET))
         set_first_step(db, sorted(rows), from_step)
         grants = _attempt_grants(ctx, sorted(rows))
         granted = []
         for row in rows.values():
-            if row.snapshot.state in (JobState.READY, JobState.AWAITING_PARENTS):
+            if row.snapshot.state in _NOT_RESET:
                 continue
             chain = Chain(row.snapshot).to(JobState.READY, message="reset by user")
             apply_chain(row, chain)
@@ -712,6 +717,16 @@ def reset_jobs(ctx: Context, job_ids: list[int], from_step: str | None = None) -
         save_rows(db, rows.values())
         execute_many(db, "UPDATE job SET max_attempts = ? WHERE id = ?", granted)
     return sorted(rows)
+
+
+#: Jobs `job reset` leaves as they are: they wait to run already (and an app change gave them
+#: its new command when it was saved).
+_NOT_RESET = (JobState.READY, JobState.AWAITING_PARENTS)
+
+
+def _app_specs() -> dict[int, AppSpec]:
+    """Every app by id, as it is now (the app table is small; the models are bound)."""
+    return {int(app.id): app_service.spec_from_row(app) for app in App.select()}
 
 
 def _attempt_grants(ctx: Context, job_ids: list[int]) -> dict[int, int]:
