@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_SERVICE_GROUPS = {"ssh": "ssh", "test_cron.py": "crontab"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the items
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).relative_to(REPO / "tests").parts
