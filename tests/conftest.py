@@ -20,17 +20,24 @@ from megarun.services.context import Context
 REPO = Path(__file__).resolve().parents[1]
 
 # Tests that share one machine-wide service run on one pytest-xdist worker, in order: the real
-# sshd and Slurm (one /etc/slurm per machine) and the user's real crontab.
-SHARED_SERVICE_GROUPS = {"ssh": "ssh", "test_cron.py": "crontab"}
+# Slurm (one /etc/slurm per machine; its restart test needs no other user) and the user's real
+# crontab. The other sshd tests form a second group: each worker starts its own sshd (free
+# port, own network namespaces), so the two groups run side by side.
+def shared_service_group(path: Path) -> str | None:
+    parts = path.relative_to(REPO / "tests").parts
+    if parts[0] == "ssh":
+        return "slurm" if parts[-1].startswith("test_slurm") else "sshd"
+    if parts[-1] == "test_cron.py":
+        return "crontab"
+    return None
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the items
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        parts = Path(str(item.fspath)).relative_to(REPO / "tests").parts
-        for part, group in SHARED_SERVICE_GROUPS.items():
-            if part in parts:
-                item.add_marker(pytest.mark.xdist_group(group))
+        group = shared_service_group(Path(str(item.fspath)))
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @dataclass

@@ -18,6 +18,7 @@ Problems are raised as SshdUnavailable with a reason meant to be shown loudly.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import getpass
 import os
 import re
@@ -25,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +64,15 @@ def _openssh_present() -> bool:
 
 def _apt(argv: list[str], env: dict[str, str],
          unavailable: type[Exception] = SshdUnavailable) -> None:
-    """Run one apt-get step; a timeout or failure raises `unavailable` with stderr's tail."""
+    """Run one apt-get step; a timeout or failure raises `unavailable` with stderr's tail.
+
+    Steps take turns machine-wide (the test workers of one run, and other runs): two apt-get
+    at once fail on dpkg's lock."""
     try:
-        done = subprocess.run(argv, env=env, capture_output=True, text=True,
-                              timeout=APT_TIMEOUT, check=False)
+        with open(Path(tempfile.gettempdir()) / "megarun-tests-apt.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            done = subprocess.run(argv, env=env, capture_output=True, text=True,
+                                  timeout=APT_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
         raise unavailable(f"{' '.join(argv)} took more than {APT_TIMEOUT} s") from None
     if done.returncode != 0:
