@@ -8,6 +8,7 @@ pointing at this host; the commands print the real formats megarun's parsers rea
   MEGARUN_FAKE_FLAVOR       pbspro (default) | torque | cobalt: the qsub/qstat/qdel dialect
   MEGARUN_FAKE_START_DELAY  seconds a job stays queued before it starts (default 0); a queued
                             job starts when any fake command runs after that
+  MEGARUN_FAKE_HOLD         a path: while that file exists, queued jobs stay queued
   MEGARUN_FAKE_MAX_NODES    jobs asking for more nodes stay queued for ever, with the reason
                             the real scheduler gives ("Can Never Run: ..." on PBS Pro)
 
@@ -79,8 +80,10 @@ def flavor() -> str:
 
 def schedule(state: State, path: str) -> None:
     delay = float(os.environ.get("MEGARUN_FAKE_START_DELAY", "0"))
+    hold = os.environ.get("MEGARUN_FAKE_HOLD")
+    held = bool(hold) and os.path.exists(str(hold))
     for job_id, job in state["jobs"].items():
-        if job["state"] == "queued" and not job["never_runs"] and \
+        if job["state"] == "queued" and not job["never_runs"] and not held and \
                 time.time() - job["submitted"] >= delay:
             start(job_id, job, path)
         elif job["state"] == "running" and not _alive(job["pid"]):
