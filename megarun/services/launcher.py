@@ -37,6 +37,7 @@ from megarun.errors import AlreadyRunning, EnvironmentProblem, MegarunError
 from megarun.services import agents as agent_service
 from megarun.services.context import Context
 from megarun.services.dispatch import BUNDLE_SIZE, PoolTarget, dispatch_ready_jobs
+from megarun.services.filelocks import hold_lock
 from megarun.services.gates import GateDecision, LaunchGates
 from megarun.services.housekeeping import tidy_site
 from megarun.services.ingest import ingest_site_events
@@ -669,16 +670,8 @@ def launcher_busy(ctx: Context, site_name: str) -> bool:
 @contextmanager
 def launcher_lock(ctx: Context, site_name: str) -> Iterator[bool]:
     """Hold the site's launcher lock if it is free; yields whether it was."""
-    lock = FileLock(str(lock_path(ctx, site_name)), mode=0o600)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        lock.release()
+    with hold_lock(lock_path(ctx, site_name)) as held:
+        yield held
 
 
 def detach_launcher(ctx: Context, site_name: str) -> tuple[int, Path]:

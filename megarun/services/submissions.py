@@ -19,8 +19,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from filelock import FileLock, Timeout
-
 from megarun.agent.private import make_private_dirs
 from megarun.core.states import ACTIVE_STATES, WAITING_STATES, JobState
 from megarun.db.connection import busy_timeout_seconds, write_transaction
@@ -28,6 +26,7 @@ from megarun.db.models import BatchJob
 from megarun.errors import AlreadyRunning
 from megarun.schedulers.base import BatchState
 from megarun.services.context import Context
+from megarun.services.filelocks import hold_lock
 from megarun.services.sites import SiteInfo, site_id
 
 #: The message of a row whose submit command is being run (set just before it runs).
@@ -43,19 +42,11 @@ def submit_lock(ctx: Context, site: str, wait: bool) -> Iterator[bool]:
     database busy timeout, then AlreadyRunning; else at once or not at all)."""
     folder = ctx.area.state_dir / "locks"
     make_private_dirs(str(folder))
-    lock = FileLock(str(folder / f"submit-{site}.lock"), mode=0o600)
-    try:
-        lock.acquire(timeout=busy_timeout_seconds() if wait else 0)
-    except Timeout:
-        if wait:
+    with hold_lock(folder / f"submit-{site}.lock", busy_timeout_seconds() if wait else 0) as held:
+        if not held and wait:
             raise AlreadyRunning(f"another megarun is submitting batch jobs to site {site!r}",
-                                 "try again when it is done") from None
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        lock.release()
+                                 "try again when it is done")
+        yield held
 
 
 def settle_interrupted(ctx: Context, site: SiteInfo) -> list[str]:
