@@ -90,7 +90,7 @@ def populate(db_path: Path, runs: int, jobs_per_run: int, ended: float,
 def working_db(area: Path) -> Path:
     """The area's working database (where the home host keeps it)."""
     from megarun.config.area import locate_area
-    from megarun.services.homehost import working_db_path
+    from megarun.homehost.home import working_db_path
 
     return working_db_path(locate_area(str(area)))
 

@@ -16,7 +16,7 @@ from bench.run import Row, new_area, timed
 
 def bench_mirror(root: Path, runs: int = 1_000, jobs_per_run: int = 1_000) -> list[Row]:
     from megarun.db.integrity import snapshot_problems
-    from megarun.services import mirror
+    from megarun.homehost import mirror
 
     area = new_area(root, "mirror")
     work = working_db(area)

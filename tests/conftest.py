@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from megarun.cli.entry import main
-from megarun.services.areas import init_area
-from megarun.services.context import Context
+from megarun.homehost.areas import init_area
+from megarun.homehost.context import Context
 
 REPO = Path(__file__).resolve().parents[1]
 

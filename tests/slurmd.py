@@ -57,8 +57,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from megarun.executors.base import CommandResult, Executor
-from megarun.executors.local import LocalExecutor
+from megarun.transport.base import CommandResult, Executor
+from megarun.transport.local import LocalExecutor
 from tests.sshd import _alive, _apt, _terminate
 
 SLURM_CONF = Path("/etc/slurm/slurm.conf")

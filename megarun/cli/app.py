@@ -27,7 +27,7 @@ from megarun.cli import (
 )
 from megarun.db.connection import from_outside, translate_operational_error
 from megarun.errors import MegarunError, UsageError
-from megarun.services.context import Context
+from megarun.homehost.context import Context
 
 app = typer.Typer(
     name="megarun",
@@ -137,7 +137,7 @@ def _forward_if_elsewhere(command: click.Command, args: list[str]) -> int | None
     when it runs here (this is the home, the command only reads, or there is no area)."""
     from megarun.cli.routing import needs_home, parse_invocation
     from megarun.config.area import locate_area
-    from megarun.services import homehost
+    from megarun.homehost import home as homehost
 
     if not isinstance(command, click.Group) or {"--help", "--version", "-V"} & set(args):
         return None
@@ -150,7 +150,7 @@ def _forward_if_elsewhere(command: click.Command, args: list[str]) -> int | None
         return None  # no area here: the command reports that itself
     if home is None or home.host == homehost.this_host():
         return None
-    from megarun.services.forward import forward
+    from megarun.homehost.forward import forward
 
     if "--verbose" in args or "-v" in args:
         print(f"megarun: forwarding to the home host {home.host} ({home.address})",

@@ -4,10 +4,10 @@ from typing import Annotated
 
 import typer
 
+from megarun.campaign import app_registry as app_service
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
 from megarun.cli.output import print_json, print_mapping, render, say
-from megarun.services import apps as app_service
-from megarun.services.matching import parse_tag_pairs
+from megarun.engine.matching import parse_tag_pairs
 
 app = typer.Typer(help="Apps: named command templates jobs are made from.", no_args_is_help=True)
 

@@ -8,8 +8,8 @@ from megarun.cli.common import JSON_HELP, context
 from megarun.cli.output import note, print_json, render, say
 
 if TYPE_CHECKING:
-    from megarun.services.archive import ArchiveResult
-    from megarun.services.context import Context
+    from megarun.archive.completed import ArchiveResult
+    from megarun.homehost.context import Context
 
 app = typer.Typer(help="The completed-runs archive: finished runs out of the working database "
                   "and back.", no_args_is_help=True)
@@ -35,9 +35,9 @@ def reduce(
     as_json: AS_JSON = False,
 ) -> None:
     """Move finished runs (jobs, tags, dependencies, events) into completed-runs.db."""
+    from megarun.archive.completed import reduce_age, reduce_runs
+    from megarun.archive.runselect import RunSelection
     from megarun.core.ages import parse_age
-    from megarun.services.archive import reduce_age, reduce_runs
-    from megarun.services.runselect import RunSelection
 
     age = reduce_age(parse_age(older_than) if older_than is not None else None, runname)
     selection = RunSelection(target, runname, age)
@@ -48,8 +48,8 @@ def reduce(
 def restore(ctx: typer.Context, target: TARGET = None, runname: RUNNAME = None,
             as_json: AS_JSON = False) -> None:
     """Move archived runs back into the working database (every run, unless narrowed)."""
-    from megarun.services.archive import restore_runs
-    from megarun.services.runselect import RunSelection
+    from megarun.archive.completed import restore_runs
+    from megarun.archive.runselect import RunSelection
 
     _show(restore_runs(context(ctx), RunSelection(target, runname)), as_json)
 
@@ -58,8 +58,8 @@ def restore(ctx: typer.Context, target: TARGET = None, runname: RUNNAME = None,
 def ls(ctx: typer.Context, target: TARGET = None, runname: RUNNAME = None,
        as_json: AS_JSON = False) -> None:
     """The archived runs: target, runname, created, jobs and their statuses."""
-    from megarun.services.archive import list_archived, recover
-    from megarun.services.runselect import RunSelection
+    from megarun.archive.completed import list_archived, recover
+    from megarun.archive.runselect import RunSelection
 
     mctx = context(ctx)
     for line in recover(mctx):
@@ -128,6 +128,6 @@ def with_archive(mctx: "Context", full_db: bool) -> None:
     """`--full-db`: from here on the command's reads include archived runs (call it after
     the command's last write)."""
     if full_db:
-        from megarun.services.archive import include_archive
+        from megarun.archive.completed import include_archive
 
         include_archive(mctx)

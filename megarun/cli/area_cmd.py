@@ -5,12 +5,12 @@ from typing import Annotated
 
 import typer
 
+from megarun.campaign import jobs as job_service
+from megarun.campaign.jobs import JobFilter
 from megarun.cli.common import JSON_HELP
 from megarun.cli.launch_cmd import launch_with_progress, print_summary
 from megarun.cli.output import print_json, print_table, say
-from megarun.services import jobs as job_service
-from megarun.services.areas import init_area
-from megarun.services.jobs import JobFilter
+from megarun.homehost.areas import init_area
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     ) -> None:
         """Make a throwaway area with sample apps and jobs, run them locally, show a summary."""
-        from megarun.services.demo import make_demo_area
+        from megarun.campaign.demo import make_demo_area
 
         ctx = make_demo_area(path, greetings=jobs)
         try:

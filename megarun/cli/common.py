@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from megarun.errors import UsageError
-from megarun.services.context import Context
+from megarun.homehost.context import Context
 
 JSON_HELP = "Print JSON on stdout instead of a table."
 CSV_HELP = "Print CSV on stdout instead of a table."

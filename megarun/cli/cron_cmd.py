@@ -17,7 +17,7 @@ AS_JSON = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 @app.command("show")
 def show(ctx: typer.Context, every: EVERY = 5, as_json: AS_JSON = False) -> None:
     """Print the crontab lines that sync this area every few minutes."""
-    from megarun.services.cron import cron_lines
+    from megarun.homehost.cron import cron_lines
 
     lines = cron_lines(context(ctx).area, every)
     if as_json:
@@ -29,7 +29,7 @@ def show(ctx: typer.Context, every: EVERY = 5, as_json: AS_JSON = False) -> None
 @app.command("install")
 def install(ctx: typer.Context, every: EVERY = 5, as_json: AS_JSON = False) -> None:
     """Add this area's sync lines to your crontab (replacing the ones there)."""
-    from megarun.services.cron import install as install_block
+    from megarun.homehost.cron import install as install_block
 
     change = install_block(context(ctx).area, every)
     if as_json:
@@ -42,7 +42,7 @@ def install(ctx: typer.Context, every: EVERY = 5, as_json: AS_JSON = False) -> N
 @app.command("rm")
 def remove(ctx: typer.Context, as_json: AS_JSON = False) -> None:
     """Take this area's sync lines out of your crontab."""
-    from megarun.services.cron import remove as remove_block
+    from megarun.homehost.cron import remove as remove_block
 
     change = remove_block(context(ctx).area)
     if as_json:

@@ -9,7 +9,7 @@ from megarun.cli.common import JSON_HELP, context
 from megarun.cli.output import print_json, render, say
 
 if TYPE_CHECKING:
-    from megarun.services.dbcheck import CheckReport
+    from megarun.homehost.dbcheck import CheckReport
 
 app = typer.Typer(help="The area's database files: check them, restore the working database "
                   "from the mirror.", no_args_is_help=True)
@@ -27,7 +27,7 @@ def check(
 ) -> None:
     """Integrity of the working database, the mirror, its previous generation and
     completed-runs.db (exit 3 when one is damaged)."""
-    from megarun.services.dbcheck import check_area
+    from megarun.homehost.dbcheck import check_area
 
     report = check_area(context(ctx), full)
     if as_json:
@@ -64,7 +64,7 @@ def restore(
     """Move the working database aside (work.db.damaged-<time>, never deleted) and put a
     verified copy of the mirror in its place."""
     from megarun.errors import UsageError
-    from megarun.services.dbcheck import restore_from_mirror
+    from megarun.homehost.dbcheck import restore_from_mirror
 
     if not from_mirror:
         raise UsageError("say where to restore from: --from-mirror")

@@ -24,7 +24,7 @@ JUMP_HELP = "Jump host other hosts go through to reach this one."
 def show(ctx: typer.Context,
          as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
     """The home host, where its working database is, and the mirror's age."""
-    from megarun.services.homehost import this_host
+    from megarun.homehost.home import this_host
 
     mctx = context(ctx)
     home = mctx.home
@@ -54,8 +54,8 @@ def set_address(
     jump: Annotated[str | None, typer.Option(help=JUMP_HELP)] = None,
 ) -> None:
     """Record how other hosts reach the home host (run it on the home host)."""
-    from megarun.executors.ssh import parse_host_spec
-    from megarun.services.homehost import update_address
+    from megarun.homehost.home import update_address
+    from megarun.transport.ssh import parse_host_spec
 
     parse_host_spec(address)  # a malformed address is refused before it is recorded
     home = update_address(context(ctx).area, address,
@@ -81,8 +81,8 @@ def migrate(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Move the working database to this host (the area must be quiet for 30 min)."""
-    from megarun.executors.ssh import parse_host_spec
-    from megarun.services.handoff import migrate_here
+    from megarun.homehost.handoff import migrate_here
+    from megarun.transport.ssh import parse_host_spec
 
     if address:
         parse_host_spec(address)
@@ -104,7 +104,7 @@ def release(
 ) -> None:
     """The home host's half of `homehost migrate` (JSON lines on stdin and stdout)."""
     from megarun.errors import MegarunError
-    from megarun.services.handoff import release as release_db
+    from megarun.homehost.handoff import release as release_db
 
     def tell(message: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(message) + "\n")

@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 import typer
 
+from megarun.campaign import jobs as job_service
+from megarun.campaign.jobs import JobFilter, JobRequest
 from megarun.cli.archive_cmd import FULL_DB, with_archive
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format, parse_pairs
 from megarun.cli.output import note, print_json, print_mapping, render, render_stream, say
 from megarun.config.inputs import INT64_MAX
-from megarun.services import jobs as job_service
-from megarun.services.jobs import JobFilter, JobRequest
 
 app = typer.Typer(help="Jobs: single executions of an app.", no_args_is_help=True)
 
@@ -173,7 +173,7 @@ def logs(
 ) -> None:
     """Print a job's logs step by step (each step's stdout, then its stderr), each after a
     `==> name <==` line, streamed (constant memory whatever their size)."""
-    from megarun.services import joblogs
+    from megarun.campaign import joblogs
 
     mctx = context(ctx)
     if as_json:
@@ -238,7 +238,7 @@ def match(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Give READY jobs with no site a site that satisfies their app's requirements."""
-    from megarun.services.matching import match_jobs
+    from megarun.engine.matching import match_jobs
 
     result = match_jobs(context(ctx))
     if as_json:

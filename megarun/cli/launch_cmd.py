@@ -8,11 +8,11 @@ import typer
 from megarun.cli.common import JSON_HELP, context
 from megarun.cli.output import note, print_json, print_table, rich_console, say
 from megarun.errors import EnvironmentProblem
-from megarun.services.context import Context
-from megarun.services.sites import ensure_default_site
+from megarun.homehost.context import Context
+from megarun.sites.registry import ensure_default_site
 
 if TYPE_CHECKING:  # the launcher and rich.progress load only when a launch happens
-    from megarun.services.launcher import LaunchProgress, LaunchSummary
+    from megarun.engine.launch_loop import LaunchProgress, LaunchSummary
 
 
 def launch_with_progress(ctx: Context, site_name: str, quiet: bool,
@@ -22,7 +22,7 @@ def launch_with_progress(ctx: Context, site_name: str, quiet: bool,
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from megarun.services.launcher import Launcher
+    from megarun.engine.launch_loop import Launcher
 
     if quiet or not sys.stderr.isatty():
         return Launcher(ctx, site_name, run_id=run_id).run()
@@ -68,7 +68,7 @@ class RunBoardView:
         import time
 
         from megarun.cli.board import build_board
-        from megarun.services.runs import run_items
+        from megarun.suites.runs import run_items
 
         now = time.monotonic()
         if now - self._read_at < self.REFRESH_SECONDS:
@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
         mctx = context(ctx)
         site_name = site or ensure_default_site(mctx).name
         if detach:
-            from megarun.services.launcher import detach_launcher
+            from megarun.engine.launch_loop import detach_launcher
 
             pid, log = detach_launcher(mctx, site_name)
             if as_json:

@@ -47,8 +47,8 @@ def submit(
 ) -> None:
     """Submit a pilot, or one direct batch job per READY job of the site (exit 3 when the
     scheduler refused one)."""
-    from megarun.services.batch import SubmitRequest
-    from megarun.services.batch import submit as submit_batch
+    from megarun.engine.batch import SubmitRequest
+    from megarun.engine.batch import submit as submit_batch
 
     request = SubmitRequest(site, nodes, walltime, queue, account, mode,
                             parse_pairs(tag, "-t"), set_ or [], idle_exit, limit)
@@ -79,7 +79,7 @@ def ls(
     as_csv: Annotated[bool, typer.Option("--csv", help=CSV_HELP)] = False,
 ) -> None:
     """List open batch jobs (with --history, every one)."""
-    from megarun.services.batch import list_batch_jobs
+    from megarun.engine.batch import list_batch_jobs
 
     one_format(as_json, as_csv)
     rows = list_batch_jobs(context(ctx), site, history)
@@ -95,7 +95,7 @@ def rm(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Cancel a batch job; its unstarted jobs go back to READY, its running ones end."""
-    from megarun.services.batch import cancel
+    from megarun.engine.batch import cancel
 
     row = cancel(context(ctx), batch_id)
     if as_json:

@@ -9,7 +9,7 @@ from megarun.cli.archive_cmd import FULL_DB, with_archive
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
 from megarun.cli.output import note, print_json, render, say
 from megarun.errors import UsageError, WorkFailed
-from megarun.services.context import Context
+from megarun.homehost.context import Context
 
 T = TypeVar("T")
 
@@ -17,9 +17,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from megarun.db.models import Run
-    from megarun.services.launcher import LaunchSummary
-    from megarun.services.runs import ItemStatus
-    from megarun.services.stale import AreaDefinitions
+    from megarun.engine.launch_loop import LaunchSummary
+    from megarun.suites.runs import ItemStatus
+    from megarun.suites.stale import AreaDefinitions
 
 TARGET = Annotated[str, typer.Option("--target", help="Target: the area's key values joined by '/'.")]
 RUNNAME = Annotated[str, typer.Option("--runname", help="Name of the run.")]
@@ -46,15 +46,15 @@ runs_app = typer.Typer(help="List and export test-suite runs.", no_args_is_help=
 
 
 def _settle_defunct(ctx: Context) -> None:
-    from megarun.services.agents import settle_defunct
+    from megarun.engine.agents import settle_defunct
 
     settle_defunct(ctx)
 
 
 def _items(ctx: Context, run: "Run", testpatt: str | None) -> "list[ItemStatus]":
     """The run's items, those the area's current files make STALE shown so at once."""
-    from megarun.services.runs import run_items
-    from megarun.services.stale import stale_in_run
+    from megarun.suites.runs import run_items
+    from megarun.suites.stale import stale_in_run
 
     stale = _judge_stale(ctx, lambda area: stale_in_run(ctx.db, int(run.id), str(run.target),
                                                          area))
@@ -65,7 +65,7 @@ def _judge_stale(ctx: Context, judge: "Callable[[AreaDefinitions], T]") -> "T | 
     """`judge` applied to the area's current definitions; None, with a warning, when a
     changed test.toml cannot be read (the results as recorded can still be shown)."""
     from megarun.errors import ConfigError
-    from megarun.services.stale import read_area_definitions
+    from megarun.suites.stale import read_area_definitions
 
     try:
         area = read_area_definitions(ctx.area.tests_dir, ctx.area.config.raw,
@@ -80,7 +80,7 @@ def _print_matrix(ctx: Context, run: "Run", testpatt: str | None, as_json: bool,
                   as_csv: bool) -> bool:
     """Print the run's tests x items; return True when something failed."""
     from megarun.core.rollup import headline, rollup_status
-    from megarun.services.runs import item_counts, rollup, run_failed
+    from megarun.suites.runs import item_counts, rollup, run_failed
 
     items = _items(ctx, run, testpatt)
     tests = rollup(items)
@@ -112,8 +112,8 @@ def _check_step(ctx: Context, run_id: int, statuses: list[str], stale: bool, dow
                 testpatt: str | None, ids: list[int], step: str) -> list[int]:
     """The jobs `rerun --step` starts at `step` (those chosen before --downstream adds the
     jobs waiting on them, which run whole); UsageError when one's test has no such step."""
-    from megarun.services.rerun_step import check_step, check_step_of_tests
-    from megarun.services.runs import run_items, select_for_rerun
+    from megarun.campaign.rerun_step import check_step, check_step_of_tests
+    from megarun.suites.runs import run_items, select_for_rerun
 
     chosen = select_for_rerun(ctx, run_id, statuses, stale, False, testpatt) if downstream else ids
     if chosen:
@@ -125,8 +125,8 @@ def _check_step(ctx: Context, run_id: int, statuses: list[str], stale: bool, dow
 
 
 def _steps(ctx: Context, job_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    """Each job's steps as `status --json` shows them (megarun.services.steps)."""
-    from megarun.services.steps import job_steps
+    """Each job's steps as `status --json` shows them (megarun.campaign.steps)."""
+    from megarun.campaign.steps import job_steps
 
     return {job_id: [step.as_dict() for step in steps]
             for job_id, steps in job_steps(ctx.db, job_ids).items()}
@@ -134,9 +134,9 @@ def _steps(ctx: Context, job_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
 
 def _junit(ctx: Context, run: "Run", items: "list[ItemStatus]") -> str:
     """The run's JUnit XML (megarun.report.junit), failing steps' logs read from each site."""
+    from megarun.campaign.joblogs import log_tails
     from megarun.report.junit import TAIL_BYTES, TAIL_LINES, build_cases, junit_xml
-    from megarun.services.joblogs import log_tails
-    from megarun.services.sites import get_site
+    from megarun.sites.registry import get_site
 
     def read_tails(site: str | None, paths: list[str]) -> dict[str, str]:
         return log_tails(get_site(ctx, site) if site else None, paths, TAIL_LINES, TAIL_BYTES)
@@ -165,7 +165,7 @@ def _finish(summary: "LaunchSummary | None", failed: bool) -> None:
 
 def _check_pattern(ctx: Context, run: "Run", testpatt: str | None) -> None:
     """Refuse (exit 2) a pattern that matches no test of the run, as `run` does for the area."""
-    from megarun.services.run_state import check_run_pattern
+    from megarun.suites.run_state import check_run_pattern
 
     check_run_pattern(ctx.db, int(run.id), testpatt, f"{run.target}/{run.runname}")
 
@@ -178,7 +178,7 @@ def _exit_like_run(ctx: Context, run: "Run", testpatt: str | None, failed: bool)
     """`status` exits as `run` does once the run ended (1 when a test did not pass), and
     STILL_RUNNING while some of its items have not ended."""
     from megarun.core.rollup import UNFINISHED_STATES
-    from megarun.services.run_state import count_in_states
+    from megarun.suites.run_state import count_in_states
 
     if count_in_states(ctx.db, int(run.id), UNFINISHED_STATES, testpatt):
         raise typer.Exit(STILL_RUNNING)
@@ -193,7 +193,7 @@ def _say_what_next(ctx: Context, run: "Run", testpatt: str | None,
     import shlex
 
     from megarun.core.states import JobState
-    from megarun.services.run_state import count_in_states
+    from megarun.suites.run_state import count_in_states
 
     where = f"--target {shlex.quote(run.target)} --runname {shlex.quote(run.runname)}" + (
         f" --testpatt {shlex.quote(testpatt)}" if testpatt else "")
@@ -217,15 +217,15 @@ def register(app: typer.Typer) -> None:
             site: SITE = None, detach: DETACH = False, quiet: QUIET = False,
             as_json: AS_JSON = False) -> None:
         """Expand tests x items into jobs for a target and run them; running it again continues."""
-        from megarun.services.runs import prepare_run
-        from megarun.services.sites import ensure_default_site, get_site
+        from megarun.sites.registry import ensure_default_site, get_site
+        from megarun.suites.runs import prepare_run
 
         mctx = context(ctx)
         site_info = get_site(mctx, site) if site else ensure_default_site(mctx)
         _settle_defunct(mctx)
         setup = prepare_run(mctx, target, runname, testpatt, site_info)
         if detach:
-            from megarun.services.launcher import start_in_background
+            from megarun.engine.launch_loop import start_in_background
 
             args = ["run", "--target", target, "--runname", runname, "--site", site_info.name,
                     *(["--testpatt", testpatt] if testpatt else []), "--quiet"]
@@ -239,7 +239,7 @@ def register(app: typer.Typer) -> None:
             say(f"run {target}/{runname}: {setup.jobs} job(s), {setup.created} new, "
                 f"{setup.stale} stale, {setup.skipped} skipped")
         summary = _launch(mctx, site_info.name, setup.run_id, quiet or as_json)
-        from megarun.services.runs import get_run
+        from megarun.suites.runs import get_run
 
         run_row = get_run(mctx, target, runname)
         failed = _print_matrix(mctx, run_row, testpatt, as_json, False)
@@ -251,7 +251,7 @@ def register(app: typer.Typer) -> None:
                as_json: AS_JSON = False, as_csv: AS_CSV = False,
                full_db: FULL_DB = False) -> None:
         """The run's tests x items with their STATE/STATUS; items roll up to tests and the run."""
-        from megarun.services.runs import get_run
+        from megarun.suites.runs import get_run
 
         one_format(as_json, as_csv)
         mctx = context(ctx)
@@ -268,7 +268,7 @@ def register(app: typer.Typer) -> None:
               as_json: AS_JSON = False) -> None:
         """Run chosen jobs of a run again (fresh attempts), then launch them."""
         from megarun.core.states import parse_status
-        from megarun.services.runs import DEFAULT_RERUN, get_run, rerun_jobs, select_for_rerun
+        from megarun.suites.runs import DEFAULT_RERUN, get_run, rerun_jobs, select_for_rerun
 
         if step is not None and clean:
             raise UsageError("--step keeps the earlier steps' outputs and --clean removes them: "
@@ -284,8 +284,8 @@ def register(app: typer.Typer) -> None:
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
         _settle_defunct(mctx)
-        from megarun.services.runs import prepare_run, site_of_run
-        from megarun.services.sites import get_site
+        from megarun.sites.registry import get_site
+        from megarun.suites.runs import prepare_run, site_of_run
 
         site = site_of_run(mctx, int(run_row.id))
         if site:  # the tests may have been fixed since: jobs take their current definitions
@@ -307,7 +307,7 @@ def register(app: typer.Typer) -> None:
     def clean(ctx: typer.Context, target: TARGET, runname: RUNNAME, testpatt: TESTPATT = None,
               keep_records: KEEP = False, as_json: AS_JSON = False) -> None:
         """Remove a run's (or some tests') files and records."""
-        from megarun.services.runs import clean_run, get_run
+        from megarun.suites.runs import clean_run, get_run
 
         mctx = context(ctx)
         result = clean_run(mctx, get_run(mctx, target, runname), testpatt, keep_records)
@@ -321,7 +321,7 @@ def register(app: typer.Typer) -> None:
     def kill(ctx: typer.Context, target: TARGET, runname: RUNNAME, testpatt: TESTPATT = None,
              as_json: AS_JSON = False) -> None:
         """Ask a run's running jobs to stop (KILLREQ, then KILLED); waiting ones end KILLED."""
-        from megarun.services.runs import get_run, kill_run
+        from megarun.suites.runs import get_run, kill_run
 
         mctx = context(ctx)
         result = kill_run(mctx, get_run(mctx, target, runname), testpatt)
@@ -334,12 +334,12 @@ def register(app: typer.Typer) -> None:
     def runs_ls(ctx: typer.Context, as_json: AS_JSON = False, as_csv: AS_CSV = False,
                 full_db: FULL_DB = False) -> None:
         """Every run of the area with its job count and worst status."""
-        from megarun.services.runs import list_runs
+        from megarun.suites.runs import list_runs
 
         one_format(as_json, as_csv)
         mctx = context(ctx)
         with_archive(mctx, full_db)
-        from megarun.services.stale import stale_tests_by_run
+        from megarun.suites.stale import stale_tests_by_run
 
         stale = _judge_stale(mctx, lambda area: stale_tests_by_run(mctx.db, area))
         render(list_runs(mctx, stale),
@@ -351,7 +351,7 @@ def register(app: typer.Typer) -> None:
                     fmt: Annotated[str, typer.Option("--format", help="json, csv or junit.")] = "json",
                     testpatt: TESTPATT = None, full_db: FULL_DB = False) -> None:
         """Write a run's results to stdout as JSON, CSV or JUnit XML (Jenkins, GitLab)."""
-        from megarun.services.runs import get_run
+        from megarun.suites.runs import get_run
 
         mctx = context(ctx)
         with_archive(mctx, full_db)

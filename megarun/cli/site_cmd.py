@@ -6,8 +6,8 @@ import typer
 
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
 from megarun.cli.output import print_json, print_mapping, render, say
-from megarun.services import sites as site_service
-from megarun.services.matching import parse_tag_pairs
+from megarun.engine.matching import parse_tag_pairs
+from megarun.sites import registry as site_service
 
 app = typer.Typer(help="Sites: where jobs run.", no_args_is_help=True)
 
@@ -109,7 +109,7 @@ def check(
 ) -> None:
     """Connect to a site; report its Python, free disk, agent and scheduler commands (exit 3 on failure)."""
     from megarun.errors import EnvironmentProblem
-    from megarun.services.remote import check_site
+    from megarun.sites.connect import check_site
 
     mctx = context(ctx)
     facts = check_site(site_service.get_site(mctx, name), accept_host_key, install_agent)

@@ -3,7 +3,7 @@
 Every question has an option: an answer given as an option is checked and never asked; with
 --no-input the preset's defaults answer the rest. A bad typed answer is explained and asked
 again; a bad option is a usage error (exit 2). The checks and the setup itself live in
-megarun.services.site_init.
+megarun.sites.setup.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 from megarun.config.presets import Preset
 from megarun.errors import EnvironmentProblem, MegarunError, UsageError
-from megarun.executors.errors import HostKeyUnknown
-from megarun.services import site_init
-from megarun.services.context import Context
-from megarun.services.sites import SshOptions
+from megarun.homehost.context import Context
+from megarun.sites import setup as site_init
+from megarun.sites.registry import SshOptions
+from megarun.transport.errors import HostKeyUnknown
 
 if TYPE_CHECKING:
     from rich.console import Console

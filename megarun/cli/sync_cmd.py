@@ -20,8 +20,8 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     ) -> None:
         """Take in every site's events, settle defunct jobs, feed SSH sites (one cycle; cron-safe)."""
-        from megarun.services.rules import rules_failed
-        from megarun.services.sync import sync_all, sync_lock
+        from megarun.archive.automation import rules_failed
+        from megarun.engine.sync import sync_all, sync_lock
 
         if loop is not None and loop <= 0:
             raise UsageError("--loop takes a number of seconds greater than 0")

@@ -104,7 +104,7 @@ class Area:
     @property
     def db_path(self) -> Path:
         """The working database's place when the area is on a local disk (see
-        megarun.services.homehost, which decides where it really is)."""
+        megarun.homehost.home, which decides where it really is)."""
         return self.state_dir / "work.db"
 
     @property

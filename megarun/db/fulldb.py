@@ -30,7 +30,7 @@ class _ArchivePath(Protocol):
 
 
 class FullDbContext(Protocol):
-    """What attach_full needs of the command's context (megarun.services.context.Context)."""
+    """What attach_full needs of the command's context (megarun.homehost.context.Context)."""
 
     @property
     def db(self) -> SqliteDatabase: ...

@@ -137,7 +137,7 @@ class Job(BaseModel):
     site = ForeignKeyField(Site, null=True, backref="jobs", on_delete="RESTRICT", index=False)
     command = TextField()
     # JSON [{name, cmd}] of a test job (`"keep": true` on the steps a rerun --step does not run
-    # again, megarun.services.rerun_step); None: one step, `command`
+    # again, megarun.campaign.rerun_step); None: one step, `command`
     steps = TextField(null=True)
     rules = TextField(null=True)  # JSON pass/fail rules judged by the agent (spool protocol)
     jobgroup = CharField(null=True)
@@ -242,7 +242,7 @@ class StageOutDue(BaseModel):
 class AppChangeDue(BaseModel):
     """A dispatched attempt of a job whose app changed while it was out (0006_app_change): the
     attempt runs the old command, so if it completes its result is STALE at once
-    (megarun.services.app_stale). Written by the app's save, removed when the attempt ends:
+    (megarun.campaign.app_stale). Written by the app's save, removed when the attempt ends:
     the table holds only jobs in flight."""
 
     job = ForeignKeyField(Job, primary_key=True, backref="+", on_delete="CASCADE")

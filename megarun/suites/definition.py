@@ -97,7 +97,7 @@ class TestDef:
     skip_targets: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     # sha256 of the test.toml bytes this was read from (not part of the definition): a file
-    # with the same digest needs no parsing to be known unchanged (megarun.services.stale)
+    # with the same digest needs no parsing to be known unchanged (megarun.suites.stale)
     source: str = field(default="", compare=False)
 
     def definition(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from megarun.executors.agentzip import agent_zipapp
+from megarun.sites.agentzip import agent_zipapp
 from tests.agent.harness import Site
 
 

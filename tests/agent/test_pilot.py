@@ -300,7 +300,7 @@ def test_a_kill_request_reaches_a_job_on_another_node(site: Site, tmp_path: Path
 
 
 def test_the_shipped_zipapp_runs_a_pilot(site: Site, tmp_path: Path) -> None:
-    from megarun.executors.agentzip import agent_zipapp
+    from megarun.sites.agentzip import agent_zipapp
 
     zipapp = tmp_path / agent_zipapp().name
     zipapp.write_bytes(agent_zipapp().data)

@@ -13,7 +13,7 @@ import pytest
 
 from bench.archive import populate
 from megarun.config.area import locate_area
-from megarun.services.homehost import working_db_path
+from megarun.homehost.home import working_db_path
 from tests.conftest import REPO, megarun_process
 
 NIGHTLY = ("--target", "linux/x86_64", "--runname", "nightly")
@@ -99,7 +99,7 @@ def test_bad_age_is_a_usage_error(area: Path, age: str) -> None:
 def test_another_host_reads_the_archive_through_the_mirror(area: Path) -> None:
     """On a host that is not the home, --full-db and `archive ls` read the mirror and the
     archive read-only (immutable): nothing is written, no lock is taken."""
-    from megarun.services.homehost import HOSTNAME_ENV
+    from megarun.homehost.home import HOSTNAME_ENV
 
     megarun_process(area, "job", "ls")
     ids = populate(working_db_path(locate_area(str(area))), 2, 3, time.time() - 40 * 86400)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from megarun.config.area import locate_area
-from megarun.services.homehost import working_db_path
+from megarun.homehost.home import working_db_path
 from tests.conftest import REPO, megarun_process
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from megarun.services.areas import init_area
+from megarun.homehost.areas import init_area
 from tests.conftest import megarun_process
 
 FAKE_CRONTAB = """#!/bin/sh

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from megarun.services.areas import init_area
+from megarun.homehost.areas import init_area
 from tests.conftest import megarun_process
 
 

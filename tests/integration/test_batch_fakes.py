@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from megarun.services.areas import init_area
+from megarun.homehost.areas import init_area
 from tests.conftest import megarun_process
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes" / "bin"

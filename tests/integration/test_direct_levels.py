@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import pytest
 
 from megarun.config.area import locate_area
-from megarun.services.homehost import working_db_path
+from megarun.homehost.home import working_db_path
 from tests.integration.test_batch_fakes import FAKES, Area, make_area
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from megarun.services.areas import init_area
+from megarun.homehost.areas import init_area
 from tests.conftest import megarun_process
 
 RUN = ("--target", "linux/x86_64", "--runname", "r1")

@@ -122,7 +122,7 @@ def test_head_and_tail_pick_lines(area: Path) -> None:
 
 
 def test_tail_and_head_of_a_log_without_final_newline(tmp_path: Path) -> None:
-    from megarun.executors import logslice
+    from megarun.transport import logslice
 
     path = tmp_path / "x.out"
     path.write_bytes(b"a\nb\nc")

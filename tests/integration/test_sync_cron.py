@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from megarun.config.area import locate_area
-from megarun.services import homehost
-from megarun.services.areas import init_area
+from megarun.homehost import home as homehost
+from megarun.homehost.areas import init_area
 from tests.conftest import megarun_process, spawn_megarun
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from megarun.executors.local import LocalExecutor
 from megarun.schedulers import BatchState, QueueEntry, Scheduler, ScriptRequest, get_scheduler, render_script
+from megarun.transport.local import LocalExecutor
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes" / "bin"
 

@@ -6,13 +6,13 @@ import time
 
 import pytest
 
-from megarun.errors import EnvironmentProblem
-from megarun.services.launcher import (
+from megarun.engine.launch_loop import (
     MAX_RESTARTS,
     RESTART_BACKOFF,
     RESTART_BACKOFF_MAX,
     AgentRestarts,
 )
+from megarun.errors import EnvironmentProblem
 
 
 def test_each_death_doubles_the_wait_then_one_too_many_ends_the_launch() -> None:

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 
 from bench.archive import populate
+from megarun.archive import completed as archive
+from megarun.archive.completed import apply_rule, recover, reduce_runs, restore_runs
+from megarun.archive.runselect import RunSelection
 from megarun.config.area import load_area_config
 from megarun.db.connection import prepare_database_file
 from megarun.db.fulldb import attach_full
 from megarun.errors import ConfigError
-from megarun.services import archive
-from megarun.services.archive import apply_rule, recover, reduce_runs, restore_runs
-from megarun.services.context import Context
-from megarun.services.homehost import working_db_path
-from megarun.services.runselect import RunSelection
+from megarun.homehost.context import Context
+from megarun.homehost.home import working_db_path
 
 OLD = time.time() - 40 * 86400
 EVERY = RunSelection(older_than=0)
@@ -274,8 +274,8 @@ def test_run_in_both_places_without_intent_keeps_the_working_copy(ctx: Context,
 
 # -- --full-db --------------------------------------------------------------------------------
 def test_full_db_views_read_both_databases(ctx: Context, area: Path) -> None:
-    from megarun.services.jobs import JobFilter, count_by_state, get_job, list_jobs
-    from megarun.services.runs import get_run, list_runs, run_items
+    from megarun.campaign.jobs import JobFilter, count_by_state, get_job, list_jobs
+    from megarun.suites.runs import get_run, list_runs, run_items
 
     ctx.db  # noqa: B018
     assert attach_full(ctx) is False  # no archive yet: nothing attached

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from bench.archive import populate
+from megarun.archive.completed import FAULT_POINTS
 from megarun.config.area import locate_area
 from megarun.core.faults import FAULT_ENV
-from megarun.services.archive import FAULT_POINTS
-from megarun.services.homehost import working_db_path
+from megarun.homehost.home import working_db_path
 from tests.conftest import megarun_process
 from tests.services.test_archive import assert_intact, placement
 

@@ -19,9 +19,9 @@ import pytest
 
 from megarun.db.connection import DiskFull, prepare_database_file, write_transaction
 from megarun.db.integrity import DatabaseDamaged, snapshot_problems
-from megarun.services import mirror
-from megarun.services.areas import init_area
-from megarun.services.context import Context
+from megarun.homehost import mirror
+from megarun.homehost.areas import init_area
+from megarun.homehost.context import Context
 from tests.conftest import megarun_process
 
 JOBS = 300  # enough rows for the job table to span many pages

@@ -12,8 +12,8 @@ from filelock import FileLock
 
 from megarun.config.area import locate_area
 from megarun.errors import EnvironmentProblem
-from megarun.services import homehost
-from megarun.services.context import Context
+from megarun.homehost import home as homehost
+from megarun.homehost.context import Context
 from tests.conftest import megarun_process
 
 MOUNTINFO = """\

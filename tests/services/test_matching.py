@@ -9,16 +9,13 @@ from typing import Any
 
 import pytest
 
+from megarun.campaign import app_registry as app_service
+from megarun.campaign import jobs as job_service
+from megarun.campaign.jobs import JobFilter, JobRequest
 from megarun.config.apps import parse_constraints, validate_app
 from megarun.config.area import load_area_config
 from megarun.config.presets import validate_preset
-from megarun.errors import ConfigError, UsageError
-from megarun.services import apps as app_service
-from megarun.services import jobs as job_service
-from megarun.services import sites as site_service
-from megarun.services.context import Context
-from megarun.services.jobs import JobFilter, JobRequest
-from megarun.services.matching import (
+from megarun.engine.matching import (
     Candidate,
     LeastLoadedPolicy,
     RoundRobinPolicy,
@@ -28,6 +25,9 @@ from megarun.services.matching import (
     parse_version,
     satisfies,
 )
+from megarun.errors import ConfigError, UsageError
+from megarun.homehost.context import Context
+from megarun.sites import registry as site_service
 from tests.conftest import megarun_process
 
 # -- satisfies ---------------------------------------------------------------------------------

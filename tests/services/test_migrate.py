@@ -12,22 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from megarun.config.area import locate_area
-from megarun.db.connection import prepare_database_file
-from megarun.db.models import App, BatchJob, Event, Job, JobDependency, JobTag, Run, RunTest, Site
-from megarun.errors import ConfigError, UsageError
-from megarun.services import homehost
-from megarun.services.areas import init_area
-from megarun.services.context import Context
-from megarun.services.migrate import (
+from megarun.archive.automation import apply_rules, rules_failed
+from megarun.archive.migrate import (
     MIGRATE_FAULTS,
     apply_auto_migrate,
     migrate_runs,
     recover_migrations,
 )
-from megarun.services.rules import apply_rules, rules_failed
-from megarun.services.runs import get_run
-from megarun.services.runselect import RunSelection
+from megarun.archive.runselect import RunSelection
+from megarun.config.area import locate_area
+from megarun.db.connection import prepare_database_file
+from megarun.db.models import App, BatchJob, Event, Job, JobDependency, JobTag, Run, RunTest, Site
+from megarun.errors import ConfigError, UsageError
+from megarun.homehost import home as homehost
+from megarun.homehost.areas import init_area
+from megarun.homehost.context import Context
+from megarun.suites.runs import get_run
 from tests.conftest import megarun_process, spawn_megarun
 
 DAY = 86400.0

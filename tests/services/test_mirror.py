@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from megarun.db.connection import prepare_database_file
-from megarun.services import mirror
-from megarun.services.context import Context
+from megarun.homehost import mirror
+from megarun.homehost.context import Context
 from tests.conftest import megarun_process
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from megarun.services.context import Context
-from megarun.services.runselect import RunSelection, select_finished_runs
+from megarun.archive.runselect import RunSelection, select_finished_runs
+from megarun.homehost.context import Context
 
 JOB_SQL = ("INSERT INTO job (run_id, command, state, status, created, ended, name, params, tags,"
            " env, nodes, ranks_per_node, threads_per_rank, gpus_per_rank, node_packing_count,"

@@ -9,19 +9,19 @@ from typing import Any
 
 import pytest
 
+from megarun.campaign import app_registry as app_service
+from megarun.campaign import jobs as job_service
+from megarun.campaign.jobs import JobRequest
 from megarun.config.apps import validate_app
 from megarun.db.models import Event, Job, StageOutDue
+from megarun.engine import staging
+from megarun.engine.dispatch import dispatch_ready_jobs
+from megarun.engine.ingest import ingest_site_events
+from megarun.engine.staging import StageItem, StagingError, stage_out_finished
 from megarun.errors import ConfigError
-from megarun.executors.local import LocalExecutor
-from megarun.services import apps as app_service
-from megarun.services import jobs as job_service
-from megarun.services import staging
-from megarun.services.context import Context
-from megarun.services.dispatch import dispatch_ready_jobs
-from megarun.services.ingest import ingest_site_events
-from megarun.services.jobs import JobRequest
-from megarun.services.sites import SiteInfo, ensure_default_site, site_id
-from megarun.services.staging import StageItem, StagingError, stage_out_finished
+from megarun.homehost.context import Context
+from megarun.sites.registry import SiteInfo, ensure_default_site, site_id
+from megarun.transport.local import LocalExecutor
 from tests.conftest import megarun_process
 
 SIM = """
@@ -324,7 +324,7 @@ def test_jobs_without_staging_never_reach_the_staging_code(
     def refuse(*args: Any) -> None:
         raise AssertionError("staging code called for jobs that stage nothing")
 
-    monkeypatch.setattr("megarun.services.dispatch.stage_in_ready", refuse)
+    monkeypatch.setattr("megarun.engine.dispatch.stage_in_ready", refuse)
     monkeypatch.setattr(staging, "site_executor_for", refuse)
     site, sid = local_site(ctx)
     assert dispatch_ready_jobs(ctx.db, sid, site) == 2000

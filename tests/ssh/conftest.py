@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from megarun.executors.ssh import SshExecutor
+from megarun.transport.ssh import SshExecutor
 from tests.slurmd import SlurmCluster, SlurmUnavailable, start_slurm
 from tests.sshd import ClientKey, NetnsHost, SshdUnavailable, SshServer, ensure_openssh
 

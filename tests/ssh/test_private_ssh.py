@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from megarun.executors.agentzip import agent_zipapp
+from megarun.sites.agentzip import agent_zipapp
 from tests.ssh.test_remote_jobs import add_ssh_site, cli, new_area, ok
 from tests.sshd import SshServer
 from tests.users import as_user, other_user, plant_work_dir, shared_folder

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from megarun.services.areas import init_area
-from megarun.services.handoff import FAULT_POINTS
+from megarun.homehost.areas import init_area
+from megarun.homehost.handoff import FAULT_POINTS
 from tests.conftest import REPO, megarun_process
 from tests.sshd import SshServer
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from megarun.executors.ssh import SshExecutor
+from megarun.transport.ssh import SshExecutor
 from tests.slurmd import (
     DAEMONS,
     SLURM_CONF,

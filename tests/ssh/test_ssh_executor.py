@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from megarun.executors.base import Executor
-from megarun.executors.errors import (
+from megarun.transport.base import Executor
+from megarun.transport.errors import (
     AuthenticationFailed,
     CommandTimeout,
     HostKeyMismatch,
     HostKeyUnknown,
     HostUnreachable,
 )
-from megarun.executors.ssh import SshExecutor, close_all, get_executor
+from megarun.transport.ssh import SshExecutor, close_all, get_executor
 from tests.sshd import SshServer, free_port, make_key
 
 MakeExecutor = Callable[..., SshExecutor]

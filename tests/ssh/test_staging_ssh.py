@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from megarun.executors import rsync
-from megarun.executors.ssh import SshExecutor
-from megarun.services import staging
-from megarun.services.staging import StageItem, StagingError
+from megarun.engine import staging
+from megarun.engine.staging import StageItem, StagingError
+from megarun.transport import rsync
+from megarun.transport.ssh import SshExecutor
 from tests.conftest import megarun_process
 from tests.ssh.conftest import skip_loudly
 from tests.sshd import SshdUnavailable, SshServer, _apt
@@ -223,7 +223,7 @@ def test_values_rsync_would_split_keep_it_away(tmp_path: Path) -> None:
 def test_a_job_on_an_ssh_site_stages_in_and_out(tmp_path: Path, sshd: SshServer,
                                                 known_hosts: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from megarun.services.areas import init_area
+    from megarun.homehost.areas import init_area
 
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True, mode=0o700)

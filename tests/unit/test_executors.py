@@ -14,10 +14,10 @@ import paramiko
 import pytest
 
 from megarun.errors import ConfigError, EnvironmentProblem, UsageError
-from megarun.executors.base import CommandResult, Executor, shell_join
-from megarun.executors.errors import CommandTimeout, HostKeyUnknown
-from megarun.executors.local import LocalExecutor
-from megarun.executors.ssh import (
+from megarun.transport.base import CommandResult, Executor, shell_join
+from megarun.transport.errors import CommandTimeout, HostKeyUnknown
+from megarun.transport.local import LocalExecutor
+from megarun.transport.ssh import (
     HostSpec,
     SshExecutor,
     append_known_host,

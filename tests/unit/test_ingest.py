@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
+from megarun.campaign import app_registry as app_service
+from megarun.campaign import jobs as job_service
+from megarun.campaign.jobs import JobRequest
 from megarun.db.models import Agent, Event, Job
-from megarun.services import apps as app_service
-from megarun.services import jobs as job_service
-from megarun.services.context import Context
-from megarun.services.dispatch import dispatch_ready_jobs
-from megarun.services.ingest import ingest_site_events
-from megarun.services.jobs import JobRequest
-from megarun.services.sites import ensure_default_site, site_id
+from megarun.engine.dispatch import dispatch_ready_jobs
+from megarun.engine.ingest import ingest_site_events
+from megarun.homehost.context import Context
+from megarun.sites.registry import ensure_default_site, site_id
 
 
 @pytest.fixture

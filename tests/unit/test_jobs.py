@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from megarun.campaign import app_registry as app_service
+from megarun.campaign import jobs as job_service
+from megarun.campaign.jobs import JobFilter, JobRequest
 from megarun.core.states import JobState, JobStatus
 from megarun.db.models import Event, Job
 from megarun.errors import NotFoundError, UsageError
-from megarun.services import apps as app_service
-from megarun.services import jobs as job_service
-from megarun.services.context import Context
-from megarun.services.jobs import JobFilter, JobRequest
+from megarun.homehost.context import Context
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@ agent count the node (capped by the site's node shape); a node shape passes its 
 
 from __future__ import annotations
 
+from megarun.engine.batch import slot_options
 from megarun.schedulers import Allocation
-from megarun.services.batch import slot_options
 
 
 def test_whole_nodes_count_the_node_capped_by_the_sites_shape() -> None:

@@ -1,4 +1,4 @@
-"""What defines a suite result (megarun.services.stale): the test and the variables it sees."""
+"""What defines a suite result (megarun.suites.stale): the test and the variables it sees."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from megarun.errors import ConfigError
-from megarun.services.stale import (
+from megarun.suites.definition import Step, TestDef, load_test
+from megarun.suites.stale import (
     definition_of,
     has_changed,
     read_area_definitions,
     seen_variables,
     why_changed,
 )
-from megarun.suites.definition import Step, TestDef, load_test
 
 
 def make(env: dict[str, str] | None = None, items: dict[str, list[str]] | None = None,

@@ -1,0 +1,1 @@
+"""Completed runs: the archive, migration between areas and the rules that automate both."""

@@ -1,0 +1,1 @@
+"""Jobs and apps: create, query, control, logs."""

@@ -1,0 +1,92 @@
+"""Agents started by `sync` (cron) on SSH sites: restarts bounded across sync processes.
+
+A `launch` counts its own agents' deaths in memory (megarun.engine.launch_loop.AgentRestarts).
+`sync` is a new process every cycle, so it keeps the agents it started in a small file next to
+the site's mirror (`.megarun/sites/<site>/agent-starts.json`, 0600). An agent counts as dead
+when the database settled it `dead`, or when it never wrote a heartbeat within the start grace.
+After MAX_RESTARTS deaths within RESTART_WINDOW seconds no agent is started on that site until
+the window has passed; the sync row says why (error, exit 3), and the jobs keep their state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from peewee import SqliteDatabase
+
+from megarun.agent.spool import agent_log_path
+from megarun.engine.agents import read_heartbeats
+from megarun.sites.local_spool import write_private
+from megarun.sites.remote_spool import RemoteSpool
+
+#: The same bounds as a launcher's (megarun.engine.launch_loop).
+MAX_RESTARTS = 5
+RESTART_WINDOW = 600.0
+#: An agent with no heartbeat and no database row this long after its start died at start.
+START_GRACE = 30.0
+
+
+@dataclass
+class Start:
+    agent: str
+    time: float
+    died: bool | None = None  # None: not known yet
+
+
+def record_path(spool: RemoteSpool) -> Path:
+    return spool.root.parent / "agent-starts.json"
+
+
+def refusal(db: SqliteDatabase, spool: RemoteSpool, site: str, now: float | None = None) -> str:
+    """Why no agent may be started on `site` now ("" when one may); updates the record."""
+    now = time.time() if now is None else now
+    starts = _judge(db, spool, _read(record_path(spool), now), now)
+    _write(record_path(spool), starts)
+    deaths = [s for s in starts if s.died]
+    if len(deaths) < MAX_RESTARTS:
+        return ""
+    last = max(deaths, key=lambda s: s.time)
+    return (f"site {site!r}: the agents sync started died {len(deaths)} times in "
+            f"{RESTART_WINDOW / 60:.0f} min (last {last.agent}; its log on the site: "
+            f"{agent_log_path(spool.site.workdir, last.agent)}); none is started until "
+            f"{RESTART_WINDOW / 60:.0f} min after that, and the jobs keep their state")
+
+
+def record_start(spool: RemoteSpool, agent: str, now: float | None = None) -> None:
+    """Remember an agent this sync started."""
+    now = time.time() if now is None else now
+    path = record_path(spool)
+    _write(path, [*_read(path, now), Start(agent, now)])
+
+
+def _judge(db: SqliteDatabase, spool: RemoteSpool, starts: list[Start],
+           now: float) -> list[Start]:
+    """Decide, where it can now be known, whether each started agent died."""
+    beats = read_heartbeats(spool)
+    for start in starts:
+        if start.died is not None:
+            continue
+        row = db.execute_sql("SELECT state FROM agent WHERE id = ?", (start.agent,)).fetchone()
+        if row is not None and row[0] in ("dead", "exited"):
+            start.died = row[0] == "dead"
+        elif row is None and start.agent not in beats and now - start.time > START_GRACE:
+            start.died = True  # it never wrote a heartbeat
+    return starts
+
+
+def _read(path: Path, now: float) -> list[Start]:
+    """The starts within the window; an unreadable record counts as empty (it only bounds)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        starts = [Start(str(s["agent"]), float(s["time"]), s.get("died")) for s in raw]
+    except (OSError, ValueError, TypeError, KeyError):
+        return []
+    return [s for s in starts if now - s.time < RESTART_WINDOW]
+
+
+def _write(path: Path, starts: list[Start]) -> None:
+    write_private(path, json.dumps([{"agent": s.agent, "time": s.time, "died": s.died}
+                                    for s in starts]).encode())

@@ -1,0 +1,372 @@
+"""Site matching: a READY job with no site goes to a site whose capabilities satisfy its app's
+requirements, chosen by the area's policy (`[matching] policy` in megarun.toml).
+
+Requirements come from the app when matching runs (not when the job was made), so fixing an
+app (`app sync`) is enough to let its waiting jobs match. A job no site satisfies stays READY
+with no site, and its message says why (`job show`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peewee import SqliteDatabase
+
+from megarun.agent.private import make_private_dirs
+from megarun.config.apps import VERSION_OPERATORS, parse_constraints
+from megarun.config.area import MATCHING_POLICIES
+from megarun.config.presets import parse_scalar
+from megarun.db.connection import execute_many, write_transaction
+from megarun.errors import ConfigError, UsageError
+from megarun.homehost.context import Context
+
+#: Jobs that weigh on a site for `least-loaded`.
+LOAD_STATES = ("READY", "QUEUED", "LAUNCHED", "RUNNING", "KILLREQ")
+ROTATION_FILE = "matching-rotation.json"
+_LEADING_VERSION = re.compile(r"^\s*v?(\d+(?:\.\d+)*)")
+_MAX_SITE_REASONS = 3
+_PAIR = re.compile(r"^\s*([^<>=!\s]+)\s*(>=|<=|==|!=|>|<|=)(.*)$")
+
+Version = tuple[int, ...]
+
+
+# -- requirements against capabilities (pure) -------------------------------------------------
+
+
+def satisfies(requirements: Mapping[str, Any], capabilities: Mapping[str, Any],
+              site: str = "the site") -> str | None:
+    """None when the capabilities meet every requirement, else a one-line reason for the first
+    one they miss ("needs gpu=true; site a has gpu=false").
+
+    A string starting with an operator is a version constraint (">=3.10", ">=3.10,<3.13");
+    other strings compare without regard to case; `true` needs a capability that is set and not
+    false; `false` is met by a capability that is false or absent; numbers compare as numbers.
+    Any other missing capability is not satisfied.
+    """
+    for key, wanted in requirements.items():
+        have = capabilities.get(key)
+        if not _meets(wanted, have):
+            shown = f"{key}={_text(have)}" if key in capabilities else f"no {key!r} capability"
+            return f"needs {describe_requirement(key, wanted)}; site {site} has {shown}"
+    return None
+
+
+def describe_requirement(key: str, wanted: Any) -> str:
+    """`python>=3.10`, `os=linux`, `gpu=true`."""
+    if _is_constraint(wanted):
+        return f"{key}{str(wanted).strip()}"
+    return f"{key}={_text(wanted)}"
+
+
+def _meets(wanted: Any, have: Any) -> bool:
+    if isinstance(wanted, bool):
+        return _truthy(have) if wanted else not _truthy(have)
+    if have is None:
+        return False
+    if _is_constraint(wanted):
+        version = parse_version(have)
+        return version is not None and all(
+            compare_versions(version, op, bound)
+            for op, bound in parse_constraints(wanted, "requirement"))
+    if isinstance(wanted, int | float):
+        number = _number(have)
+        return number is not None and number == wanted
+    return _text(have).lower() == str(wanted).strip().lower()
+
+
+def _is_constraint(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().startswith(VERSION_OPERATORS)
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "no", "0")
+    return bool(value)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(str(value))
+    except ValueError:
+        return None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def parse_version(value: Any) -> Version | None:
+    """The leading dotted number of a capability ("3.11.4", "v12.2", "3.12.0rc1"), or None."""
+    if isinstance(value, bool):
+        return None
+    match = _LEADING_VERSION.match(str(value))
+    return tuple(int(n) for n in match.group(1).split(".")) if match else None
+
+
+def compare_versions(have: Version, operator: str, bound: Version) -> bool:
+    """`have <operator> bound`, missing trailing parts counting as zero (3.10 == 3.10.0)."""
+    width = max(len(have), len(bound))
+    left = have + (0,) * (width - len(have))
+    right = bound + (0,) * (width - len(bound))
+    results = {">=": left >= right, "<=": left <= right, ">": left > right, "<": left < right,
+               "==": left == right, "!=": left != right}
+    return results[operator]
+
+
+def parse_tag_pairs(pairs: Sequence[str], option: str = "--capability") -> dict[str, Any]:
+    """`--capability`/`--require` options into a table. `key=value`; a constraint may also be
+    written `python>=3.10` (or `python=>=3.10`). true/false and whole numbers are parsed;
+    anything else (versions such as 3.10 included) stays a string."""
+    table: dict[str, Any] = {}
+    for pair in pairs:
+        match = _PAIR.match(pair)
+        if match is None or not match.group(3).strip():
+            raise UsageError(f"{option} {pair!r}: expected key=value")
+        key, operator, raw = match.group(1), match.group(2), match.group(3).strip()
+        if operator != "=":
+            raw = operator + raw
+        value = parse_scalar(raw)
+        table[key] = raw if isinstance(value, float) else value
+    return table
+
+
+def site_capabilities(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A site's capabilities: what was detected on it (os, arch, python), then its own table.
+
+    A capability the user set wins over a detected one of the same name.
+    """
+    detected = settings.get("detected") or {}
+    table = settings.get("capabilities") or {}
+    return {**(detected if isinstance(detected, dict) else {}),
+            **(table if isinstance(table, dict) else {})}
+
+
+# -- policies ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A site as matching sees it."""
+
+    id: int
+    name: str
+    capabilities: dict[str, Any]
+
+
+class FirstPolicy:
+    """Every job goes to the first satisfying site by name."""
+
+    def pick(self, candidates: Sequence[Candidate], count: int) -> list[Candidate]:
+        return [candidates[0]] * count
+
+    def save(self) -> None:
+        """Nothing to remember."""
+
+
+class RoundRobinPolicy:
+    """Jobs go to the satisfying sites in turn; the last site used is kept in a file under
+    .megarun/ so the rotation goes on across passes and processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.last = _read_rotation(path)
+        self._dirty = False
+
+    def pick(self, candidates: Sequence[Candidate], count: int) -> list[Candidate]:
+        start = next((i for i, site in enumerate(candidates) if site.name > self.last), 0)
+        picks = [candidates[(start + i) % len(candidates)] for i in range(count)]
+        if picks:
+            self.last, self._dirty = picks[-1].name, True
+        return picks
+
+    def save(self) -> None:
+        if self._dirty:
+            _write_rotation(self.path, self.last)
+            self._dirty = False
+
+
+class LeastLoadedPolicy:
+    """Each job goes to the satisfying site with the fewest READY, QUEUED, LAUNCHED, RUNNING or
+    KILLREQ jobs, counting the jobs this pass has already given it (ties: by name)."""
+
+    def __init__(self, loads: dict[int, int]) -> None:
+        self.loads = loads
+
+    def pick(self, candidates: Sequence[Candidate], count: int) -> list[Candidate]:
+        heap = [(self.loads.get(site.id, 0), site.name, index)
+                for index, site in enumerate(candidates)]
+        heapq.heapify(heap)
+        picks = []
+        for _ in range(count):
+            load, name, index = heapq.heappop(heap)
+            picks.append(candidates[index])
+            heapq.heappush(heap, (load + 1, name, index))
+        for load, _name, index in heap:
+            self.loads[candidates[index].id] = load
+        return picks
+
+    def save(self) -> None:
+        """Loads are read from the database at every pass."""
+
+
+Policy = FirstPolicy | RoundRobinPolicy | LeastLoadedPolicy
+
+
+def make_policy(name: str, ctx: Context, db: SqliteDatabase) -> Policy:
+    """The policy of that name; an unknown one is a ConfigError listing the valid ones."""
+    if name == "first":
+        return FirstPolicy()
+    if name == "round-robin":
+        return RoundRobinPolicy(ctx.area.state_dir / ROTATION_FILE)
+    if name == "least-loaded":
+        return LeastLoadedPolicy(site_loads(db))
+    raise ConfigError(f"unknown matching policy {name!r}; valid policies: "
+                      f"{', '.join(MATCHING_POLICIES)}")
+
+
+def site_loads(db: SqliteDatabase) -> dict[int, int]:
+    """Jobs in LOAD_STATES per site id."""
+    marks = ",".join("?" * len(LOAD_STATES))
+    sql = (f"SELECT site_id, count(*) FROM job WHERE site_id IS NOT NULL "  # noqa: S608
+           f"AND state IN ({marks}) GROUP BY site_id")
+    return {site_id: count for site_id, count in db.execute_sql(sql, LOAD_STATES)}
+
+
+def _read_rotation(path: Path) -> str:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""  # no file yet, or a torn one: start the rotation again
+    last = data.get("last") if isinstance(data, dict) else None
+    return last if isinstance(last, str) else ""
+
+
+def _write_rotation(path: Path, last: str) -> None:
+    make_private_dirs(str(path.parent))
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps({"last": last}))
+    os.replace(temporary, path)
+
+
+# -- one matching pass -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnmatchedApp:
+    """Jobs of one app that no site satisfies, and why."""
+
+    app: str
+    jobs: int
+    reason: str
+
+
+@dataclass
+class MatchResult:
+    """What one matching pass did."""
+
+    policy: str
+    assigned: dict[str, int] = field(default_factory=dict)  # site name -> jobs given to it
+    unmatched: int = 0
+    unmatched_apps: list[UnmatchedApp] = field(default_factory=list)
+
+    @property
+    def total_assigned(self) -> int:
+        return sum(self.assigned.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy, "assigned": dict(self.assigned),
+                "unmatched": self.unmatched,
+                "unmatched_apps": [{"app": u.app, "jobs": u.jobs, "reason": u.reason}
+                                   for u in self.unmatched_apps]}
+
+
+_PENDING = ("SELECT app_id, id FROM job WHERE site_id IS NULL AND state = 'READY' "
+            "ORDER BY priority DESC, id")
+
+
+def match_jobs(ctx: Context) -> MatchResult:
+    """Give every READY job with no site a site that satisfies its app's requirements.
+
+    One transaction: jobs are grouped by app (requirements belong to the app), each group is
+    checked against each site once, and the assignments are written in bulk. Jobs no site
+    satisfies keep no site, and their message says why (written only when it changes).
+    """
+    policy_name = ctx.area.config.matching.policy
+    db = ctx.db
+    result = MatchResult(policy_name)
+    with write_transaction(db):
+        pending: dict[int | None, list[int]] = {}
+        for app_id, job_id in db.execute_sql(_PENDING):
+            pending.setdefault(app_id, []).append(job_id)
+        if not pending:
+            return result
+        sites = load_candidates(db)
+        apps = _apps(db, [app_id for app_id in pending if app_id is not None])
+        policy = make_policy(policy_name, ctx, db)
+        for app_id, job_ids in pending.items():
+            name, requirements = apps.get(app_id, ("", {})) if app_id is not None else ("", {})
+            _match_group(db, result, policy, sites, app_id, name, requirements, job_ids)
+        policy.save()
+    return result
+
+
+def _match_group(db: SqliteDatabase, result: MatchResult, policy: Policy,
+                 sites: list[Candidate], app_id: int | None, app_name: str,
+                 requirements: dict[str, Any], job_ids: list[int]) -> None:
+    reasons = {site.name: satisfies(requirements, site.capabilities, site.name) for site in sites}
+    candidates = [site for site in sites if reasons[site.name] is None]
+    if not candidates:
+        reason = unmatched_reason(app_name, [r for r in reasons.values() if r])
+        db.execute_sql("UPDATE job SET message = ? WHERE site_id IS NULL AND state = 'READY' "
+                       "AND app_id IS ? AND message != ?", (reason, app_id, reason))
+        result.unmatched += len(job_ids)
+        result.unmatched_apps.append(UnmatchedApp(app_name, len(job_ids), reason))
+        return
+    picks = policy.pick(candidates, len(job_ids))
+    execute_many(db, "UPDATE job SET site_id = ?, message = '' WHERE id = ?",
+                 [(site.id, job_id) for site, job_id in zip(picks, job_ids, strict=True)])
+    for site in picks:
+        result.assigned[site.name] = result.assigned.get(site.name, 0) + 1
+
+
+def unmatched_reason(app_name: str, site_reasons: list[str]) -> str:
+    """One line for `job show`: why no site can take the app's jobs."""
+    if not site_reasons:
+        return ("no site to match: add one with megarun site add NAME --preset local "
+                "--capability KEY=VALUE")
+    shown = " | ".join(site_reasons[:_MAX_SITE_REASONS])
+    more = len(site_reasons) - _MAX_SITE_REASONS
+    extra = f" | and {more} more site(s)" if more > 0 else ""
+    what = f"app {app_name!r}" if app_name else "its requirements"
+    return f"no site satisfies {what}: {shown}{extra}"
+
+
+def load_candidates(db: SqliteDatabase) -> list[Candidate]:
+    """Every site with its capabilities, by name."""
+    rows = db.execute_sql("SELECT id, name, settings FROM site ORDER BY name")
+    return [Candidate(site_id, name, site_capabilities(json.loads(settings or "{}")))
+            for site_id, name, settings in rows]
+
+
+def _apps(db: SqliteDatabase, app_ids: list[int]) -> dict[int, tuple[str, dict[str, Any]]]:
+    if not app_ids:
+        return {}
+    marks = ",".join("?" * len(app_ids))
+    sql = f"SELECT id, name, requirements FROM app WHERE id IN ({marks})"  # noqa: S608
+    return {app_id: (name, json.loads(requirements or "{}"))
+            for app_id, name, requirements in db.execute_sql(sql, tuple(app_ids))}

@@ -1,0 +1,309 @@
+"""`megarun site init`: set up a site from a preset, test it, and save it only when it works.
+
+The CLI asks the questions (or takes them from flags); this module owns the choices offered,
+the checks of every answer, and the setup itself: connect (host key accepted only when the
+user said so), resolve the work dir on the site, probe Python and disk, install the agent,
+run the scheduler's version command, and only then save the site. Any failure before the save
+leaves the area as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from megarun.config.area import validate_name
+from megarun.config.presets import (
+    Preset,
+    Queue,
+    apply_overrides,
+    load_preset,
+    preset_names,
+    validate_preset,
+)
+from megarun.db.models import Site
+from megarun.errors import EnvironmentProblem, UsageError
+from megarun.homehost.context import Context
+from megarun.sites.registry import SiteInfo, SshOptions, add_site, record_detected
+from megarun.transport.base import Executor
+
+#: Answers to the host question that mean "this machine".
+LOCAL_HOSTS = ("", "local")
+
+# Runs on the site (Python 3.6+): expand $VARS and ~ in a path the way the user's login sees it.
+_EXPAND = "import os, sys; print(os.path.expanduser(os.path.expandvars(sys.argv[1])))"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class InitRequest:
+    """Every answer of the wizard (from prompts or flags)."""
+
+    preset: str
+    name: str
+    host: str | None = None  # [user@]host[:port]; None, "" or "local": this machine
+    workdir: str | None = None  # None: the suggestion for this preset and site
+    account: str = ""
+    queue: str = ""  # "": the preset's default queue
+    accept_host_key: bool = False
+    ssh: SshOptions = field(default_factory=SshOptions)
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What `site init` did: the saved site and what it found there."""
+
+    site: SiteInfo
+    facts: dict[str, Any]
+    scheduler_version: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.site.as_dict(), "account": self.site.settings.get("account", ""),
+                "queue": self.site.settings.get("default_queue", ""),
+                "python": self.facts.get("python"), "remote_host": self.facts.get("host"),
+                "agent": self.facts.get("agent"),
+                "agent_shipped": bool(self.facts.get("agent_shipped")),
+                "scheduler_version": self.scheduler_version}
+
+
+# -- choices and checks of single answers ---------------------------------------------------------
+def preset_rows() -> list[dict[str, Any]]:
+    """The numbered list the wizard shows: number, name, scheduler, description."""
+    rows = []
+    for number, name in enumerate(preset_names(), start=1):
+        preset = load_preset(name)
+        rows.append({"number": number, "name": name, "scheduler": preset.scheduler,
+                     "description": preset.description})
+    return rows
+
+
+def pick_preset(answer: str) -> Preset:
+    """A preset by its number in `preset_rows()` or by its name."""
+    answer = answer.strip()
+    names = preset_names()
+    if answer.isdigit():
+        index = int(answer) - 1
+        if not 0 <= index < len(names):
+            raise UsageError(f"preset number {answer} is not between 1 and {len(names)}")
+        answer = names[index]
+    return load_preset(answer)
+
+
+def check_new_site_name(ctx: Context, name: str) -> str:
+    """A valid name no site of the area has yet."""
+    validate_name("site", name)
+    ctx.db  # noqa: B018 - opens the database and binds the models
+    if Site.select().where(Site.name == name).exists():
+        raise UsageError(f"site {name!r} already exists (remove it first: megarun site rm {name})")
+    return name
+
+
+def normalize_host(host: str | None, user: str | None = None) -> str | None:
+    """None for this machine; else [user@]host[:port], checked, with `user` put in front."""
+    from megarun.transport.ssh import parse_host_spec
+
+    text = (host or "").strip()
+    if text in LOCAL_HOSTS:
+        if user:
+            raise UsageError("a user needs a host (an SSH site)")
+        return None
+    if user:
+        if "@" in text:
+            raise UsageError(f"the host {text!r} names a user already; leave the user empty")
+        text = f"{user.strip()}@{text}"
+    parse_host_spec(text)  # a bad spec is a one-line usage error naming what is wrong
+    return text
+
+
+def check_account(preset: Preset, account: str) -> str:
+    """The account to charge: required by some presets; one word, no shell characters."""
+    account = account.strip()
+    if not account and preset.account_required:
+        raise UsageError(f"the {preset.name} preset needs an account (the project to charge): "
+                         "pass --account")
+    if account and not all(c.isalnum() or c in "_.-" for c in account):
+        raise UsageError(f"account {account!r} may only hold letters, digits, '_', '.' and '-'")
+    return account
+
+
+def pick_queue(preset: Preset, answer: str) -> str:
+    """A queue of the preset by number or name ("" gives the preset's default); a preset
+    without a queue list takes any well-formed name, or none."""
+    answer = answer.strip() or preset.default_queue
+    queues = preset.queues
+    if not queues:
+        if answer and not all(c.isalnum() or c in "_.-@" for c in answer):
+            raise UsageError(f"queue {answer!r} may only hold letters, digits, '_', '.', '@', '-'")
+        return answer
+    names = [queue.name for queue in queues]
+    if answer.isdigit() and answer not in names:
+        index = int(answer) - 1
+        if not 0 <= index < len(names):
+            raise UsageError(f"queue number {answer} is not between 1 and {len(names)}")
+        return names[index]
+    if answer not in names:
+        raise UsageError(f"the {preset.name} preset has no queue {answer!r}; valid queues: "
+                         f"{', '.join(names)}")
+    return answer
+
+
+def queue_rows(preset: Preset) -> list[dict[str, Any]]:
+    """The numbered queue list the wizard shows, with limits."""
+    return [{"number": number, **queue.as_dict(), "limits": describe_limits(queue)}
+            for number, queue in enumerate(preset.queues, start=1)]
+
+
+def describe_limits(queue: Queue) -> str:
+    nodes = (f"{queue.min_nodes}-{queue.max_nodes}" if queue.min_nodes > 1
+             else f"up to {queue.max_nodes}")
+    hours, minutes = divmod(queue.max_walltime, 60)
+    walltime = f"{hours} h" if not minutes else f"{queue.max_walltime} min"
+    return f"{nodes} nodes, {walltime}"
+
+
+def suggest_workdir(ctx: Context, preset: Preset, name: str, host: str | None,
+                    account: str) -> str:
+    """The work dir offered: the preset's (with {account} filled in) plus the site name; a
+    local site of a preset without one gets the area's own folder for the site."""
+    base = preset.workdir.replace("{account}", account) if account else preset.workdir
+    if "{account}" in base:
+        base = ""
+    if base:
+        return f"{base.rstrip('/')}/{name}"
+    if host is None:
+        return str(ctx.area.sites_dir / name)
+    return f"$HOME/megarun/{name}"
+
+
+# -- the setup ------------------------------------------------------------------------------------
+def init_site(ctx: Context, request: InitRequest, progress: Progress | None = None) -> InitResult:
+    """Check every answer, test the site (connection, Python, agent, scheduler) and save it.
+
+    Raises UsageError/ConfigError for a bad answer (exit 2) and EnvironmentProblem when the site
+    cannot be reached or its scheduler does not answer (exit 3); nothing is saved then.
+    """
+    say = progress or (lambda _text: None)
+    preset = load_preset(request.preset)
+    name = check_new_site_name(ctx, request.name)
+    host = normalize_host(request.host)
+    account = check_account(preset, request.account)
+    queue = pick_queue(preset, request.queue)
+    assignments = [f"{key}={value}" for key, value in
+                   (("account", account), ("default_queue", queue)) if value]
+    workdir = request.workdir or suggest_workdir(ctx, preset, name, host, account)
+    probe = _probe_site(preset, name, host, workdir, assignments, request.ssh)
+    say(f"connecting to {host or 'this machine'} ...")
+    probe = dataclasses.replace(probe, workdir=_resolve_workdir(probe, request.accept_host_key))
+    from megarun.sites.connect import check_site
+
+    facts = check_site(probe, accept_host_key=False, install=True)
+    say(f"Python {facts['python']} on {facts.get('host') or host}; work dir {probe.workdir}")
+    if facts.get("agent_shipped"):
+        say(f"agent installed: {facts['agent']}")
+    version = check_scheduler(probe)
+    say(f"scheduler {probe.scheduler}: {version}")
+    info = add_site(ctx, name, preset.name, host, probe.workdir, assignments,
+                    request.ssh if host else None)
+    if host:
+        record_detected(ctx, name, facts)
+    return InitResult(info, facts, version)
+
+
+def _probe_site(preset: Preset, name: str, host: str | None, workdir: str,
+                assignments: list[str], ssh: SshOptions) -> SiteInfo:
+    """The site as it would be saved, not saved yet: what the checks connect to."""
+    settings = apply_overrides(preset.settings, assignments)
+    if host:
+        settings["ssh"] = {**settings.get("ssh", {}), **_ssh_table(ssh)}
+        if ssh.python:
+            settings["python"] = ssh.python
+    elif ssh.given():
+        raise UsageError("--identity, --known-hosts and --python need --host (an SSH site)")
+    validate_preset(preset.name, settings, f"site {name!r} settings")
+    return SiteInfo(name, preset.name, preset.scheduler, host, workdir, settings)
+
+
+def _ssh_table(ssh: SshOptions) -> dict[str, str]:
+    table = {}
+    if ssh.identity:
+        table["identity"] = str(Path(ssh.identity).expanduser().resolve())
+    if ssh.known_hosts:
+        table["known_hosts"] = str(Path(ssh.known_hosts).expanduser().resolve())
+    if ssh.jump:
+        table["jump"] = ssh.jump
+    return table
+
+
+def _resolve_workdir(site: SiteInfo, accept_host_key: bool) -> str:
+    """Expand $VARS and ~ as the site's login shell sees them; the result must be absolute.
+
+    This is the first connection: an unknown host key is accepted here when the user said so.
+    """
+    raw = site.workdir
+    if any(c in raw for c in "\0\n"):
+        raise UsageError("the work dir may not hold NUL or newline characters")
+    if site.host:
+        expanded = _expand_remote(site, raw, accept_host_key)
+    else:
+        expanded = os.path.expanduser(os.path.expandvars(raw))
+    if "$" in expanded:
+        raise UsageError(f"work dir {raw!r}: a variable in it is not set on "
+                         f"{site.host or 'this machine'} (got {expanded!r}); give --workdir")
+    if not expanded.startswith("/"):
+        if site.host:
+            raise UsageError(f"work dir {raw!r} must be an absolute path on {site.host}")
+        expanded = str(Path(expanded).resolve())
+    return expanded.rstrip("/") or "/"
+
+
+def _expand_remote(site: SiteInfo, raw: str, accept_host_key: bool) -> str:
+    from megarun.sites.connect import site_executor
+
+    executor = site_executor(site, accept_host_key)
+    try:
+        # A login shell sets the centre's variables ($SCRATCH, $MEMBERWORK); the path and the
+        # program reach Python as arguments, never through the shell.
+        result = executor.run(["/bin/sh", "-lc", 'exec "$@"', "sh", site.python, "-c", _EXPAND,
+                               raw], timeout=60)
+    finally:
+        if accept_host_key:
+            executor.close()  # the key is in known_hosts now; later steps use the pooled one
+    if result.code != 0:
+        lines = result.stderr_text.strip().splitlines()
+        reason = lines[-1] if lines else f"exit code {result.code}"
+        raise EnvironmentProblem(f"site {site.name!r}: cannot run {site.python} on {site.host}: "
+                                 f"{reason}", "set the interpreter with --python PATH")
+    return result.stdout_text.strip()
+
+
+def check_scheduler(site: SiteInfo) -> str:
+    """Run the scheduler's version command on the site; return its first line of output."""
+    from megarun.schedulers import get_scheduler
+
+    argv = get_scheduler(site.scheduler).version_argv()
+    if not argv:
+        return "no batch scheduler"
+    result = _executor(site).run(argv, timeout=60)
+    output = (result.stdout_text.strip() or result.stderr_text.strip()).splitlines()
+    if result.code != 0:
+        reason = "not found" if result.code == 127 else (output[-1] if output else
+                                                          f"exit code {result.code}")
+        raise EnvironmentProblem(f"site {site.name!r}: the {site.scheduler} scheduler does not "
+                                 f"answer on {site.host or 'this machine'}: {argv[0]}: {reason}",
+                                 "check the preset, or that its commands are on the PATH there")
+    return output[0] if output else f"{argv[0]} found"
+
+
+def _executor(site: SiteInfo) -> Executor:
+    if site.host:
+        from megarun.sites.connect import site_executor
+
+        return site_executor(site)
+    from megarun.transport.local import LocalExecutor
+
+    return LocalExecutor()

@@ -1,0 +1,1 @@
+"""Transports: how commands and files reach a site (local processes, SSH, rsync)."""
