@@ -6,10 +6,10 @@ missing), the config at /etc/slurm/slurm.conf (commands run over SSH read that p
 
 Use it through the session fixture `slurm` of tests/ssh/conftest.py:
 
-    def test_x(slurm: SlurmCluster, make_executor, tmp_path):
+    def test_x(slurm: SlurmCluster, make_transport, tmp_path):
         job = slurm.sbatch(script, cwd=tmp_path)              # local sbatch --parsable -D cwd
         job = slurm.sbatch(script, "-n", "2", cwd=tmp_path,    # or the same over the real sshd
-                           via=make_executor())
+                           via=make_transport())
         info = slurm.wait_finished(job)                        # scontrol show job, polled
         assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0"
         slurm.wait_gone(job)                                   # or: until plain squeue drops it
@@ -20,7 +20,7 @@ Use it through the session fixture `slurm` of tests/ssh/conftest.py:
                       Reason=PartitionConfig; 1-cpu jobs beyond `cpus` queue, they do not share)
 
 The fixture lives in tests/ssh/conftest.py: tests that use it belong under tests/ssh (they can
-also use `sshd`, `make_executor`). Without the fixture: `start_slurm()` ... `release_slurm()`.
+also use `sshd`, `make_transport`). Without the fixture: `start_slurm()` ... `release_slurm()`.
 
 Timing measured on a 2-CPU machine: from nothing (apt-get update + install + start) about 6 s;
 installed but stopped about 1 s; already running 0.01 s. slurmctld schedules on a 1 s tick: a
@@ -57,8 +57,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from megarun.transport.base import CommandResult, Executor
-from megarun.transport.local import LocalExecutor
+from megarun.transport.base import CommandResult, Transport
+from megarun.transport.local import LocalTransport
 from tests.sshd import _alive, _apt, _terminate
 
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
@@ -102,15 +102,15 @@ DAEMONS = (MUNGED, SLURMCTLD, SLURMD)
 # -- the cluster, as tests see it ------------------------------------------------------------------
 @dataclass
 class SlurmCluster:
-    """A running single-node Slurm; helpers run locally or through any Executor (`via`)."""
+    """A running single-node Slurm; helpers run locally or through any Transport (`via`)."""
 
     hostname: str
     partition: str
     cpus: int
-    local: Executor = field(default_factory=LocalExecutor, repr=False, compare=False)
+    local: Transport = field(default_factory=LocalTransport, repr=False, compare=False)
 
     def sbatch(self, script: Path | str, *options: str, cwd: Path | str,
-               via: Executor | None = None) -> str:
+               via: Transport | None = None) -> str:
         """Submit `script` with `sbatch --parsable -D cwd [options]`; return the job id."""
         result = self._run(["sbatch", "--parsable", "-D", str(cwd), *options, str(script)], via)
         if result.code != 0:
@@ -118,7 +118,7 @@ class SlurmCluster:
         return result.text.strip().split(";")[0]
 
     def squeue(self, job_ids: Sequence[str] = (), all_states: bool = False,
-               via: Executor | None = None) -> dict[str, str]:
+               via: Transport | None = None) -> dict[str, str]:
         """Job id -> state (PENDING, RUNNING, ...); without all_states finished jobs are absent."""
         argv = ["squeue", "-h", "-o", "%i %T"]
         if all_states:
@@ -130,7 +130,7 @@ class SlurmCluster:
             raise AssertionError(f"squeue failed (rc {result.code}): {result.stderr_text.strip()}")
         return dict(line.split(None, 1) for line in result.text.splitlines() if line.strip())
 
-    def job(self, job_id: str, via: Executor | None = None) -> dict[str, str]:
+    def job(self, job_id: str, via: Transport | None = None) -> dict[str, str]:
         """`scontrol show job -o ID` as a dict (JobState, ExitCode, Reason, NodeList, ...);
         empty once the job was purged (MinJobAge)."""
         result = self._run(["scontrol", "show", "job", "-o", job_id], via)
@@ -139,7 +139,7 @@ class SlurmCluster:
         return parse_scontrol_line(result.text)
 
     def wait_finished(self, job_id: str, timeout: float = 60.0,
-                      via: Executor | None = None) -> dict[str, str]:
+                      via: Transport | None = None) -> dict[str, str]:
         """Poll until the job reaches a final state; return its `scontrol show job` fields."""
         deadline = time.monotonic() + timeout
         info: dict[str, str] = {}
@@ -150,7 +150,7 @@ class SlurmCluster:
             time.sleep(0.1)
         raise AssertionError(f"job {job_id} not finished after {timeout:g} s: {info}")
 
-    def wait_gone(self, job_id: str, timeout: float = 60.0, via: Executor | None = None) -> None:
+    def wait_gone(self, job_id: str, timeout: float = 60.0, via: Transport | None = None) -> None:
         """Poll plain `squeue -j ID` until the job is no longer listed (it ended somehow)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -159,7 +159,7 @@ class SlurmCluster:
             time.sleep(0.1)
         raise AssertionError(f"job {job_id} still in squeue after {timeout:g} s")
 
-    def cancel(self, *job_ids: str, via: Executor | None = None) -> None:
+    def cancel(self, *job_ids: str, via: Transport | None = None) -> None:
         self._run(["scancel", *job_ids], via)
 
     def node_state(self) -> str:
@@ -173,7 +173,7 @@ class SlurmCluster:
 
     stop = release
 
-    def _run(self, argv: list[str], via: Executor | None) -> CommandResult:
+    def _run(self, argv: list[str], via: Transport | None) -> CommandResult:
         return (via or self.local).run(argv, timeout=60)
 
 

@@ -20,7 +20,7 @@ from megarun.campaign.jobs import get_job
 from megarun.errors import EnvironmentProblem, UsageError
 from megarun.homehost.context import Context
 from megarun.sites import registry as site_service
-from megarun.sites.connect import site_executor
+from megarun.sites.connect import site_transport
 from megarun.sites.registry import SiteInfo
 from megarun.suites.runs import CLEANED
 from megarun.transport import logslice
@@ -237,22 +237,22 @@ class RemoteJobLogs:
 
     def write(self, out: BinaryIO, head: int | None, tail: int | None,
               announce: Callable[[LogFile], None]) -> int:
-        from megarun.transport.ssh import SshExecutor
+        from megarun.transport.ssh import SshTransport
 
-        executor = site_executor(self.site)
-        if not isinstance(executor, SshExecutor):
+        transport = site_transport(self.site)
+        if not isinstance(transport, SshTransport):
             raise EnvironmentProblem(f"site {self.site.name!r}: no SSH connection to stream from")
         frames = LogFrames(out, announce)
         errors = io.BytesIO()
         argv = [self.site.python, "-c", _logslice_source(), "stream", self.folder,
                 _lines_arg(head), _lines_arg(tail), *self.order.args()]
-        code = executor.stream(argv, cast(BinaryIO, frames), errors)
+        code = transport.stream(argv, cast(BinaryIO, frames), errors)
         if code != 0:
             raise self._failed(errors.getvalue().decode("utf-8", "replace"), code)
         return frames.logs
 
     def excerpts(self, head: int | None, tail: int | None, limit: int) -> list[LogExcerpt]:
-        result = site_executor(self.site).run(
+        result = site_transport(self.site).run(
             [self.site.python, "-c", _logslice_source(), "excerpts", self.folder,
              _lines_arg(head), _lines_arg(tail), str(limit), *self.order.args()], timeout=60)
         if result.code != 0:
@@ -270,7 +270,7 @@ def log_tails(site: SiteInfo | None, paths: list[str], lines: int,
     if site is None or not site.is_remote:
         found = logslice.tails(paths, lines, limit)
     else:
-        result = site_executor(site).run(
+        result = site_transport(site).run(
             [site.python, "-c", _logslice_source(), "tails", json.dumps(paths), str(lines),
              str(limit)], timeout=120)
         if result.code != 0:

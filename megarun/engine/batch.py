@@ -7,7 +7,7 @@ reach it. A *direct* batch job runs exactly one megarun job: the job is dispatch
 batch job's pool first, then the scheduler job is submitted.
 
 Every value of a batch script is shell-quoted by its template (megarun/schedulers); commands
-are argv lists run through the site's executor (this machine, or the SSH connection).
+are argv lists run through the site's transport (this machine, or the SSH connection).
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from megarun.sites.connect import (
     agent_command,
     agent_path,
     ensure_site_dirs,
-    executor_for,
     install_agent,
+    transport_for,
 )
 from megarun.sites.registry import SiteInfo, get_site, site_id
-from megarun.transport.base import Executor
+from megarun.transport.base import Transport
 
 MODES = ("pilot", "direct")
 OPEN_STATES = (BatchState.PENDING_SUBMISSION.value, BatchState.QUEUED.value,
@@ -159,14 +159,14 @@ def submit_like(ctx: Context, site: SiteInfo, template: BatchJob,
 
 
 def _submit_planned(ctx: Context, plan: _Plan, request: SubmitRequest) -> list[dict[str, Any]]:
-    executor = executor_for(plan.site)
-    _prepare_site(plan.site, executor)
+    transport = transport_for(plan.site)
+    _prepare_site(plan.site, transport)
     if request.mode == "pilot":
         rows = [_new_row(ctx, plan, request, request.nodes or 1, request.walltime or 0.0)]
     else:
         rows = _direct_rows(ctx, plan, request)
     for row in rows:
-        _submit_row(ctx, plan, executor, row, _pool(row))
+        _submit_row(ctx, plan, transport, row, _pool(row))
     if request.mode == "direct":
         _take_back_failed(ctx, plan.site, rows)
     names = plan.site.name
@@ -226,11 +226,11 @@ def _check_queue(site: SiteInfo, queue: str | None, request: SubmitRequest) -> N
                          f"{max_walltime:g} minutes, asked for {request.walltime:g}")
 
 
-def _prepare_site(site: SiteInfo, executor: Executor) -> None:
+def _prepare_site(site: SiteInfo, transport: Transport) -> None:
     """The batch folder and this version of the agent must be on the site."""
-    ensure_site_dirs(site, executor, site.workdir, batch_dir(site),
+    ensure_site_dirs(site, transport, site.workdir, batch_dir(site),
                      agent_path(site).rsplit("/", 1)[0])  # before trusting what is there
-    install_agent(site, executor)
+    install_agent(site, transport)
 
 
 def batch_dir(site: SiteInfo) -> str:
@@ -290,7 +290,7 @@ def _direct_rows(ctx: Context, plan: _Plan, request: SubmitRequest) -> list[Batc
     return rows
 
 
-def _submit_row(ctx: Context, plan: _Plan, executor: Executor, row: BatchJob,
+def _submit_row(ctx: Context, plan: _Plan, transport: Transport, row: BatchJob,
                 pool: str | None) -> None:
     """Render, write and submit one batch job's script; record the id or the failure."""
     site, scheduler = plan.site, plan.scheduler
@@ -308,12 +308,12 @@ def _submit_row(ctx: Context, plan: _Plan, executor: Executor, row: BatchJob,
         allocation=pilot_allocation(site.settings))
     try:
         text = render_script(site.scheduler, request)
-        executor.write_bytes_atomic(script_path, text.encode("utf-8"), 0o700)
+        transport.write_bytes_atomic(script_path, text.encode("utf-8"), 0o700)
         with write_transaction(ctx.db):  # from here on, the scheduler may have it
             BatchJob.update(message=SUBMITTING).where(BatchJob.id == row.id).execute()
         argv = scheduler.submit_argv(script_path)
         stdin = text.encode("utf-8") if scheduler.submit_stdin else None
-        result = executor.run(argv, stdin=stdin, timeout=SUBMIT_TIMEOUT)
+        result = transport.run(argv, stdin=stdin, timeout=SUBMIT_TIMEOUT)
         if not result.ok:
             raise EnvironmentProblem(f"{argv[0]} refused the batch job: "
                                      f"{_last_line(result.stderr_text, result.code)}")
@@ -425,7 +425,7 @@ def cancel(ctx: Context, batch_id: int) -> dict[str, Any]:
         raise UsageError(f"batch job {batch_id} is {row.state}: nothing to cancel")
     if row.scheduler_id:
         scheduler = get_scheduler(site.scheduler)
-        result = executor_for(site).run(scheduler.cancel_argv([row.scheduler_id]),
+        result = transport_for(site).run(scheduler.cancel_argv([row.scheduler_id]),
                                         timeout=STATUS_TIMEOUT)
         if not result.ok:
             raise EnvironmentProblem(f"cannot cancel batch job {batch_id} "
@@ -464,10 +464,10 @@ def poll_site(ctx: Context, site: SiteInfo) -> PollResult:
     if not rows:
         return result
     scheduler = get_scheduler(site.scheduler)
-    executor = executor_for(site)
+    transport = transport_for(site)
     argv = scheduler.status_argv(_user(site), [str(row.scheduler_id) for row in rows])
     result.status_commands += 1
-    answer = executor.run(argv, timeout=STATUS_TIMEOUT)
+    answer = transport.run(argv, timeout=STATUS_TIMEOUT)
     if scheduler.status_failed(answer.code, answer.stderr_text):
         raise EnvironmentProblem(f"site {site.name!r}: {argv[0]} failed: "
                                  f"{_last_line(answer.stderr_text, answer.code)}",
@@ -476,7 +476,7 @@ def poll_site(ctx: Context, site: SiteInfo) -> PollResult:
     ended = []
     for row in rows:
         entry = entries.get(str(row.scheduler_id))
-        new_state = _apply_entry(ctx, site, executor, row, entry)
+        new_state = _apply_entry(ctx, site, transport, row, entry)
         if new_state is not None:
             result.changed[row.id] = new_state.value
             if new_state in (BatchState.FINISHED, BatchState.CANCELLED):
@@ -487,7 +487,7 @@ def poll_site(ctx: Context, site: SiteInfo) -> PollResult:
     return result
 
 
-def _apply_entry(ctx: Context, site: SiteInfo, executor: Executor, row: BatchJob,
+def _apply_entry(ctx: Context, site: SiteInfo, transport: Transport, row: BatchJob,
                  entry: QueueEntry | None) -> BatchState | None:
     """Record what the status command showed of one batch job; return its new state."""
     now = time.time()
@@ -507,7 +507,7 @@ def _apply_entry(ctx: Context, site: SiteInfo, executor: Executor, row: BatchJob
             BatchJob.update(changes).where(BatchJob.id == row.id).execute()
         return entry.state if entry.state.value != row.state else None
     # finished, cancelled, or gone from the queue: the exit-code file decides
-    code = _read_exit_code(executor, f"{batch_dir(site)}/{row.id}.exit")
+    code = _read_exit_code(transport, f"{batch_dir(site)}/{row.id}.exit")
     state, message = _judge_end(entry, code)
     with write_transaction(ctx.db):
         BatchJob.update(state=state.value, exit_code=code, message=message, ended=now,
@@ -529,9 +529,9 @@ def _judge_end(entry: QueueEntry | None, code: int | None) -> tuple[BatchState, 
     return BatchState.FINISHED, ""
 
 
-def _read_exit_code(executor: Executor, path: str) -> int | None:
+def _read_exit_code(transport: Transport, path: str) -> int | None:
     try:
-        text = executor.read_bytes(path).decode("utf-8", "replace").strip()
+        text = transport.read_bytes(path).decode("utf-8", "replace").strip()
     except FileNotFoundError:
         return None
     try:

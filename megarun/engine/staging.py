@@ -41,7 +41,7 @@ from megarun.db.transitions import apply_chain, settle_children
 from megarun.errors import EnvironmentProblem, MegarunError
 from megarun.homehost.context import Context
 from megarun.sites.registry import SiteInfo
-from megarun.transport.base import Executor
+from megarun.transport.base import Transport
 
 #: At most this many jobs are staged in per dispatch call, and staging stops starting new
 #: transfers after STAGE_SECONDS: the launcher goes on taking in events meanwhile.
@@ -96,7 +96,7 @@ class AppStaging:
 
 
 # -- transfers -------------------------------------------------------------------------------
-def stage_in(executor: Executor, job_dir: str, items: list[StageItem]) -> None:
+def stage_in(transport: Transport, job_dir: str, items: list[StageItem]) -> None:
     """Copy home-host files or folders (`src`, absolute) into `job_dir` (`dest`, relative)."""
     for item in items:
         try:
@@ -104,37 +104,37 @@ def stage_in(executor: Executor, job_dir: str, items: list[StageItem]) -> None:
         except OSError as exc:
             raise StagingError("stage-in", f"{item.src}: {_why(exc)}") from None
         target = posixpath.join(job_dir, item.dest)
-        with _failing_as("stage-in", f"{item.src} -> {_on(executor, target)}", executor):
-            executor.makedirs(posixpath.dirname(target))
+        with _failing_as("stage-in", f"{item.src} -> {_on(transport, target)}", transport):
+            transport.makedirs(posixpath.dirname(target))
             if stat.S_ISDIR(kind):
-                executor.put_tree(item.src, target)
+                transport.put_tree(item.src, target)
             else:
-                executor.put(item.src, target)
+                transport.put(item.src, target)
 
 
-def stage_out(executor: Executor, job_dir: str, items: list[StageItem]) -> None:
+def stage_out(transport: Transport, job_dir: str, items: list[StageItem]) -> None:
     """Copy files or folders of `job_dir` (`src`, relative) to the home host (`dest`, absolute)."""
     for item in items:
         source = posixpath.join(job_dir, item.src)
-        where = f"{_on(executor, source)} -> {item.dest}"
-        with _failing_as("stage-out", where, executor):
-            if not executor.exists(source):
-                raise StagingError("stage-out", f"{_on(executor, source)}: no such file")
+        where = f"{_on(transport, source)} -> {item.dest}"
+        with _failing_as("stage-out", where, transport):
+            if not transport.exists(source):
+                raise StagingError("stage-out", f"{_on(transport, source)}: no such file")
             os.makedirs(os.path.dirname(item.dest) or ".", exist_ok=True)
-            if executor.is_dir(source):
-                executor.get_tree(source, item.dest)
+            if transport.is_dir(source):
+                transport.get_tree(source, item.dest)
             else:
-                executor.get(source, item.dest)
+                transport.get(source, item.dest)
 
 
 @contextmanager
-def _failing_as(direction: str, where: str, executor: Executor) -> Iterator[None]:
+def _failing_as(direction: str, where: str, transport: Transport) -> Iterator[None]:
     """Turn a file error into a StagingError; a lost connection into an EnvironmentProblem."""
     try:
         yield
     except (ConnectionError, TimeoutError, EOFError) as exc:
         raise EnvironmentProblem(f"{direction}: lost the connection to "
-                                 f"{executor.description}: {exc}") from None
+                                 f"{transport.description}: {exc}") from None
     except OSError as exc:
         raise StagingError(direction, f"{where}: {_why(exc)}") from None
 
@@ -144,8 +144,8 @@ def _why(exc: OSError) -> str:
     return " ".join(str(reason).split())[:300]
 
 
-def _on(executor: Executor, path: str) -> str:
-    return path if executor.description == "local" else f"{path} on {executor.description}"
+def _on(transport: Transport, path: str) -> str:
+    return path if transport.description == "local" else f"{path} on {transport.description}"
 
 
 # -- rendering an app's entries for one job --------------------------------------------------
@@ -185,15 +185,15 @@ def staging_apps(db: SqliteDatabase) -> dict[int, AppStaging]:
             for app_id, ins, outs in rows}
 
 
-def site_executor_for(site: SiteInfo) -> Executor:
-    """The executor that reaches the site's files: this machine, or its pooled SSH one."""
+def site_transport_for(site: SiteInfo) -> Transport:
+    """The transport that reaches the site's files: this machine, or its pooled SSH one."""
     if not site.host:
-        from megarun.transport.local import LocalExecutor
+        from megarun.transport.local import LocalTransport
 
-        return LocalExecutor()
-    from megarun.sites.connect import site_executor
+        return LocalTransport()
+    from megarun.sites.connect import site_transport
 
-    return site_executor(site)
+    return site_transport(site)
 
 
 def area_of(db: SqliteDatabase) -> Path:
@@ -204,7 +204,7 @@ def area_of(db: SqliteDatabase) -> Path:
 # -- stage-in for dispatch -------------------------------------------------------------------
 def stage_in_ready(db: SqliteDatabase, site: SiteInfo, jobs: dict[int, str],
                    apps: dict[int, AppStaging], home: Path,
-                   executor: Executor | None = None) -> dict[int, str | None]:
+                   transport: Transport | None = None) -> dict[int, str | None]:
     """Stage in the files of READY jobs ({id: run dir}) before they are queued.
 
     Returns {job id: None when staged, else the failure reason}; jobs left out (over
@@ -217,10 +217,10 @@ def stage_in_ready(db: SqliteDatabase, site: SiteInfo, jobs: dict[int, str],
     for job_id, (app_id, params) in details.items():
         if time.monotonic() > deadline:
             break
-        executor = executor or site_executor_for(site)
+        transport = transport or site_transport_for(site)
         try:
             items = render_items(apps[app_id].stage_in, params, home, "stage-in")
-            stage_in(executor, jobs[job_id], items)
+            stage_in(transport, jobs[job_id], items)
         except StagingError as exc:
             outcome[job_id] = exc.reason
         else:
@@ -272,16 +272,16 @@ class StageOutResult:
 
 
 def stage_out_finished(ctx: Context, site: SiteInfo,
-                       executor: Executor | None = None) -> StageOutResult:
+                       transport: Transport | None = None) -> StageOutResult:
     """Copy home what finished jobs of the site owe (module docstring). Call after ingest.
 
     Costs one query on a table of in-flight staging jobs when nothing is owed.
     """
-    return stage_out_due(ctx.db, site, ctx.area.root, executor)
+    return stage_out_due(ctx.db, site, ctx.area.root, transport)
 
 
 def stage_out_due(db: SqliteDatabase, site: SiteInfo, home: Path,
-                  executor: Executor | None = None) -> StageOutResult:
+                  transport: Transport | None = None) -> StageOutResult:
     """stage_out_finished for a database and an area root."""
     result = StageOutResult()
     due = db.execute_sql(_DUE_SQL, (site.name,)).fetchall()
@@ -301,10 +301,10 @@ def stage_out_due(db: SqliteDatabase, site: SiteInfo, home: Path,
         if time.monotonic() > deadline:
             result.left += 1
             continue
-        executor = executor or site_executor_for(site)
+        transport = transport or site_transport_for(site)
         try:
             items = render_items(staging.stage_out, json.loads(params or "{}"), home, "stage-out")
-            stage_out(executor, workdir, items)
+            stage_out(transport, workdir, items)
         except StagingError as exc:
             failures[job_id] = (owed, exc.reason)
         else:

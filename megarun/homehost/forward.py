@@ -13,18 +13,18 @@ from megarun.homehost.home import HomeHost
 from megarun.transport.errors import SshError
 
 if TYPE_CHECKING:
-    from megarun.transport.ssh import SshExecutor
+    from megarun.transport.ssh import SshTransport
 
 
 class HomeUnreachable(EnvironmentProblem):
     """A command that writes could not be forwarded to the home host."""
 
 
-def home_executor(home: HomeHost) -> SshExecutor:
+def home_transport(home: HomeHost) -> SshTransport:
     """An SSH connection to the home host, with the settings the homehost file records."""
-    from megarun.transport.ssh import SshExecutor
+    from megarun.transport.ssh import SshTransport
 
-    return SshExecutor(home.address, site_name=None, identity_file=home.ssh.get("identity"),
+    return SshTransport(home.address, site_name=None, identity_file=home.ssh.get("identity"),
                        jump=home.ssh.get("jump"), known_hosts=home.ssh.get("known_hosts"))
 
 
@@ -41,8 +41,8 @@ def remote_argv(home: HomeHost, args: Sequence[str]) -> list[str]:
 def forward(home: HomeHost, args: Sequence[str]) -> int:
     """Run `megarun <args>` on the home host; its output appears here; its exit code."""
     try:
-        with home_executor(home) as executor:
-            return executor.stream(remote_argv(home, args), sys.stdout.buffer, sys.stderr.buffer)
+        with home_transport(home) as transport:
+            return transport.stream(remote_argv(home, args), sys.stdout.buffer, sys.stderr.buffer)
     except SshError as exc:
         raise HomeUnreachable(
             f"this command writes to the working database, which lives on {home.host}, and "

@@ -242,17 +242,17 @@ def migrate_here(area: Area, force: bool, address: str | None, ssh: dict[str, st
 
 def _exchange(home: HomeHost, args: list[str], new_home: HomeHost, incoming: Path) -> None:
     """Talk the hand-over through with `homehost release` on the home host."""
-    from megarun.homehost.forward import home_executor, remote_argv
+    from megarun.homehost.forward import home_transport, remote_argv
 
-    with home_executor(home) as executor, \
-            executor.command_channel(remote_argv(home, args)) as channel:
+    with home_transport(home) as transport, \
+            transport.command_channel(remote_argv(home, args)) as channel:
         channel.settimeout(ANSWER_SECONDS)
         replies = channel.makefile("r")
         ready = _read_message(replies)
         if ready is None or "ready" not in ready:
             raise HandoffFailed(f"{home.host} did not release the working database: "
                                 f"{_stderr_of(channel) or 'no answer'}")
-        executor.get(ready["ready"]["snapshot"], incoming)
+        transport.get(ready["ready"]["snapshot"], incoming)
         fault_point("homehost-migrate:after-copy")
         _verify(incoming, ready["ready"])
         _put_in_place(incoming, new_home.db)

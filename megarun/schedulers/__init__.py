@@ -1,7 +1,7 @@
 """Batch schedulers: WHAT to submit (argv builders, script rendering, output parsers).
 
 One small module per scheduler (slurm, pbs, lsf, cobalt, local), registered by name here.
-Nothing in this package runs a command: an executor runs the argv these build.
+Nothing in this package runs a command: an transport runs the argv these build.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What every batch scheduler module provides: argv builders, parsers and a state map.
 
 Schedulers are pure: they build argv lists, render directive lines and parse command output.
-Running the argv (locally or over SSH) is the executor's job; deciding what a batch job's state
+Running the argv (locally or over SSH) is the transport's job; deciding what a batch job's state
 means for megarun's jobs is the services' job.
 """
 

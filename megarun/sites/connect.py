@@ -1,4 +1,4 @@
-"""Reaching SSH sites: their executor, and `site check`."""
+"""Reaching SSH sites: their transport, and `site check`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from megarun.errors import EnvironmentProblem, UsageError
 from megarun.sites.agentzip import agent_zipapp
 from megarun.sites.local_spool import private_dirs
 from megarun.sites.registry import SiteInfo
-from megarun.transport.base import Executor
+from megarun.transport.base import Transport
 
 #: Scheduler commands `site check` looks for on the site's PATH.
 SCHEDULER_COMMANDS = ("sbatch", "squeue", "scancel", "qsub", "qstat", "qdel", "bsub", "bjobs",
@@ -66,7 +66,7 @@ print(removed)
 
 def remove_remote_run_paths(site: SiteInfo, root: str, paths: list[str]) -> int:
     """Delete run paths on an SSH site (only under `root`); return how many were removed."""
-    result = site_executor(site).run([site.python, "-c", _REMOVE_PATHS, root],
+    result = site_transport(site).run([site.python, "-c", _REMOVE_PATHS, root],
                                      stdin=json.dumps(paths).encode(), timeout=600)
     if result.code != 0:
         lines = result.stderr_text.strip().splitlines()
@@ -75,31 +75,31 @@ def remove_remote_run_paths(site: SiteInfo, root: str, paths: list[str]) -> int:
     return int(result.stdout_text.strip() or 0)
 
 
-def site_executor(site: SiteInfo, accept_host_key: bool = False) -> Executor:
-    """The site's pooled SSH executor (a fresh one when a host key may be accepted)."""
-    from megarun.transport.ssh import SshExecutor, get_executor
+def site_transport(site: SiteInfo, accept_host_key: bool = False) -> Transport:
+    """The site's pooled SSH transport (a fresh one when a host key may be accepted)."""
+    from megarun.transport.ssh import SshTransport, get_transport
 
     if not site.host:
         raise UsageError(f"site {site.name!r} is local; it has no SSH connection")
     ssh = site.ssh
 
-    def make() -> SshExecutor:
-        return SshExecutor(site.host or "", site_name=site.name, identity_file=ssh.get("identity"),
+    def make() -> SshTransport:
+        return SshTransport(site.host or "", site_name=site.name, identity_file=ssh.get("identity"),
                            jump=ssh.get("jump"), known_hosts=ssh.get("known_hosts"),
                            accept_host_key=accept_host_key)
 
     if accept_host_key:
         return make()
-    return get_executor(f"site:{site.name}", make)
+    return get_transport(f"site:{site.name}", make)
 
 
-def executor_for(site: SiteInfo) -> Executor:
+def transport_for(site: SiteInfo) -> Transport:
     """Where the site's commands run: its SSH connection, or this machine."""
     if site.host:
-        return site_executor(site)
-    from megarun.transport.local import LocalExecutor
+        return site_transport(site)
+    from megarun.transport.local import LocalTransport
 
-    return LocalExecutor()
+    return LocalTransport()
 
 
 def agent_command(site: SiteInfo) -> list[str]:
@@ -123,13 +123,13 @@ def checked_agent_argv(site: SiteInfo, *args: str) -> list[str]:
     return [site.python, "-c", private_script(), "run", agent_path(site), *args]
 
 
-def ensure_site_dirs(site: SiteInfo, executor: Executor, *folders: str) -> None:
+def ensure_site_dirs(site: SiteInfo, transport: Transport, *folders: str) -> None:
     """Make `folders` 0700 on the site and refuse any another user owns or may write
     (checked on the site, in one round trip)."""
     if not site.host:
         private_dirs(Path(folders[0]), *(Path(folder) for folder in folders[1:]))
         return
-    result = executor.run([site.python, "-c", private_script(), "ensure", *folders],
+    result = transport.run([site.python, "-c", private_script(), "ensure", *folders],
                           timeout=60)
     if result.code == 0:
         return
@@ -142,18 +142,18 @@ def ensure_site_dirs(site: SiteInfo, executor: Executor, *folders: str) -> None:
                              f"check the site: megarun site check {site.name}")
 
 
-def install_agent(site: SiteInfo, executor: Executor | None = None) -> bool:
+def install_agent(site: SiteInfo, transport: Transport | None = None) -> bool:
     """Ship this version of the agent to a site (over SFTP) unless it is there already.
 
     The zipapp's name carries its content hash, so an existing file is this very agent.
     Returns True when it was shipped.
     """
-    executor = executor or site_executor(site)
+    transport = transport or site_transport(site)
     path = agent_path(site)
-    if executor.exists(path):
+    if transport.exists(path):
         return False
-    ensure_site_dirs(site, executor, site.workdir, path.rsplit("/", 1)[0])
-    executor.write_bytes_atomic(path, agent_zipapp().data, 0o600)
+    ensure_site_dirs(site, transport, site.workdir, path.rsplit("/", 1)[0])
+    transport.write_bytes_atomic(path, agent_zipapp().data, 0o600)
     return True
 
 
@@ -161,18 +161,18 @@ def check_site(site: SiteInfo, accept_host_key: bool = False,
                install: bool = False) -> dict[str, Any]:
     """Connect, and report the remote Python, free disk, agent and scheduler commands."""
     if site.host:
-        executor, python = site_executor(site, accept_host_key), site.python
+        transport, python = site_transport(site, accept_host_key), site.python
     else:
-        from megarun.transport.local import LocalExecutor
+        from megarun.transport.local import LocalTransport
 
-        executor, python = LocalExecutor(), sys.executable
+        transport, python = LocalTransport(), sys.executable
     try:
-        shipped = install_agent(site, executor) if install and site.host else False
-        result = executor.run([python, "-c", _PROBE, site.workdir, agent_zipapp().name,
+        shipped = install_agent(site, transport) if install and site.host else False
+        result = transport.run([python, "-c", _PROBE, site.workdir, agent_zipapp().name,
                                *SCHEDULER_COMMANDS], timeout=60)
     finally:
         if accept_host_key:
-            executor.close()
+            transport.close()
     if result.code != 0:
         detail = result.stderr_text.strip().splitlines()
         reason = detail[-1] if detail else f"exit code {result.code}"

@@ -29,7 +29,7 @@ from filelock import FileLock
 
 from megarun.agent.private import make_private_dirs
 from megarun.errors import EnvironmentProblem
-from megarun.sites.connect import checked_agent_argv, install_agent, site_executor
+from megarun.sites.connect import checked_agent_argv, install_agent, site_transport
 from megarun.sites.local_spool import (
     LocalSpool,
     bundle_keys,
@@ -38,7 +38,7 @@ from megarun.sites.local_spool import (
     write_private,
 )
 from megarun.sites.registry import SiteInfo
-from megarun.transport.base import CommandResult, Executor
+from megarun.transport.base import CommandResult, Transport
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class RemoteSpool(LocalSpool):
         super().__init__(mirror_dir)
         self.site = site
         self.round_trips = 0
-        self._executor: Executor | None = None
+        self._transport: Transport | None = None
 
     delivers_later = True
 
@@ -133,10 +133,10 @@ class RemoteSpool(LocalSpool):
         return f"{self.site.workdir}/jobs/{job_id // 1000:06d}/{job_id}"
 
     @property
-    def executor(self) -> Executor:
-        if self._executor is None:
-            self._executor = site_executor(self.site)
-        return self._executor
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = site_transport(self.site)
+        return self._transport
 
     # -- what the mirror knows --------------------------------------------------------------
     def bundled_jobs(self) -> set[tuple[int, int]]:
@@ -193,13 +193,13 @@ class RemoteSpool(LocalSpool):
         data = json.dumps(request, separators=(",", ":")).encode("utf-8")
         result = self._run_exchange(data)
         if result.code != 0 and not result.stdout.strip() and _agent_missing(result):
-            install_agent(self.site, self.executor)  # first use, or a new megarun version
+            install_agent(self.site, self.transport)  # first use, or a new megarun version
             result = self._run_exchange(data)
         return _answer(self.site, result)
 
     def _run_exchange(self, data: bytes) -> CommandResult:
         self.round_trips += 1
-        return self.executor.run(checked_agent_argv(self.site, "exchange"),
+        return self.transport.run(checked_agent_argv(self.site, "exchange"),
                                  stdin=data, timeout=EXCHANGE_TIMEOUT)
 
     def _apply(self, answer: dict[str, Any], outbox: list[Path],

@@ -29,7 +29,7 @@ from megarun.db.models import Site
 from megarun.errors import EnvironmentProblem, UsageError
 from megarun.homehost.context import Context
 from megarun.sites.registry import SiteInfo, SshOptions, add_site, record_detected
-from megarun.transport.base import Executor
+from megarun.transport.base import Transport
 
 #: Answers to the host question that mean "this machine".
 LOCAL_HOSTS = ("", "local")
@@ -262,17 +262,17 @@ def _resolve_workdir(site: SiteInfo, accept_host_key: bool) -> str:
 
 
 def _expand_remote(site: SiteInfo, raw: str, accept_host_key: bool) -> str:
-    from megarun.sites.connect import site_executor
+    from megarun.sites.connect import site_transport
 
-    executor = site_executor(site, accept_host_key)
+    transport = site_transport(site, accept_host_key)
     try:
         # A login shell sets the centre's variables ($SCRATCH, $MEMBERWORK); the path and the
         # program reach Python as arguments, never through the shell.
-        result = executor.run(["/bin/sh", "-lc", 'exec "$@"', "sh", site.python, "-c", _EXPAND,
+        result = transport.run(["/bin/sh", "-lc", 'exec "$@"', "sh", site.python, "-c", _EXPAND,
                                raw], timeout=60)
     finally:
         if accept_host_key:
-            executor.close()  # the key is in known_hosts now; later steps use the pooled one
+            transport.close()  # the key is in known_hosts now; later steps use the pooled one
     if result.code != 0:
         lines = result.stderr_text.strip().splitlines()
         reason = lines[-1] if lines else f"exit code {result.code}"
@@ -288,7 +288,7 @@ def check_scheduler(site: SiteInfo) -> str:
     argv = get_scheduler(site.scheduler).version_argv()
     if not argv:
         return "no batch scheduler"
-    result = _executor(site).run(argv, timeout=60)
+    result = _transport(site).run(argv, timeout=60)
     output = (result.stdout_text.strip() or result.stderr_text.strip()).splitlines()
     if result.code != 0:
         reason = "not found" if result.code == 127 else (output[-1] if output else
@@ -299,11 +299,11 @@ def check_scheduler(site: SiteInfo) -> str:
     return output[0] if output else f"{argv[0]} found"
 
 
-def _executor(site: SiteInfo) -> Executor:
+def _transport(site: SiteInfo) -> Transport:
     if site.host:
-        from megarun.sites.connect import site_executor
+        from megarun.sites.connect import site_transport
 
-        return site_executor(site)
-    from megarun.transport.local import LocalExecutor
+        return site_transport(site)
+    from megarun.transport.local import LocalTransport
 
-    return LocalExecutor()
+    return LocalTransport()

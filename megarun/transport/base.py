@@ -1,6 +1,6 @@
-"""The Executor protocol: WHERE commands run and files live (this machine or an SSH host).
+"""The Transport protocol: WHERE commands run and files live (this machine or an SSH host).
 
-Schedulers and services build argv lists; an Executor runs them and moves files. Commands are
+Schedulers and services build argv lists; an Transport runs them and moves files. Commands are
 always argv lists, never shell strings: an implementation that needs a shell (SSH) quotes every
 element with shlex.quote, so user data can never be executed.
 
@@ -49,12 +49,12 @@ class CommandResult:
 
 
 @runtime_checkable
-class Executor(Protocol):
+class Transport(Protocol):
     """Runs argv and moves files on one host."""
 
     @property
     def description(self) -> str:
-        """Where this executor runs, for messages: "local" or "user@host:port"."""
+        """Where this transport runs, for messages: "local" or "user@host:port"."""
         ...
 
     def run(self, argv: Sequence[str], stdin: bytes | None = None,

@@ -1,4 +1,4 @@
-"""Errors raised by executors: what went wrong with a host, and what the user can do about it.
+"""Errors raised by transports: what went wrong with a host, and what the user can do about it.
 
 All are EnvironmentProblem (exit code 3): something outside megarun failed. Messages never hold
 secrets (no passphrases, no command arguments beyond the program name).

@@ -1,4 +1,4 @@
-"""LocalExecutor: the Executor protocol on this machine (subprocess and os)."""
+"""LocalTransport: the Transport protocol on this machine (subprocess and os)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from megarun.transport.errors import CommandTimeout
 _CHUNK = 1 << 20
 
 
-class LocalExecutor:
+class LocalTransport:
     """Runs commands and moves files on the machine megarun runs on."""
 
     @property
@@ -110,7 +110,7 @@ def _copy_atomic(source: str, target: str) -> None:
 
 
 def copy_tree(source: str, target: str) -> None:
-    """Merge a copy of the directory `source` into `target` (see Executor.put_tree)."""
+    """Merge a copy of the directory `source` into `target` (see Transport.put_tree)."""
     if not stat.S_ISDIR(os.stat(source).st_mode):
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", source)
     real_source, real_target = os.path.realpath(source), os.path.realpath(target)

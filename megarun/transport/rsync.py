@@ -1,6 +1,6 @@
 """rsync for large directory trees of SSH sites, as an argv list built from the site's endpoint.
 
-SshExecutor.put_tree/get_tree use rsync only when it exists on both hosts, the tree is large
+SshTransport.put_tree/get_tree use rsync only when it exists on both hosts, the tree is large
 (RSYNC_MIN_FILES files or RSYNC_MIN_BYTES bytes), the site needs no jump host, and every value
 that goes into rsync's `-e` command is made of plain characters: rsync splits that one argument
 on spaces itself, so a value with a space or a quote is never passed (SFTP is used instead).

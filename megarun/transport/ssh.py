@@ -1,4 +1,4 @@
-"""SshExecutor: the Executor protocol on an SSH host, over one lazily opened paramiko connection.
+"""SshTransport: the Transport protocol on an SSH host, over one lazily opened paramiko connection.
 
 What it honours and guarantees:
 - ~/.ssh/config (HostName, User, Port, IdentityFile, IdentitiesOnly, UserKnownHostsFile, one
@@ -7,7 +7,7 @@ What it honours and guarantees:
   only with accept_host_key=True; a changed key raises HostKeyMismatch and is never accepted.
 - Authentication failures are final; transient connection failures are retried with
   exponential backoff, then HostUnreachable.
-- One connection per executor (keepalive on, reopened if it died between calls), one reused
+- One connection per transport (keepalive on, reopened if it died between calls), one reused
   SFTP client, at most `max_channels` channels at once (below sshd's MaxSessions of 10).
 - argv is joined with shlex.quote on every element: arguments arrive literally.
 """
@@ -40,8 +40,8 @@ from megarun.errors import ConfigError, EnvironmentProblem, UsageError
 from megarun.transport import rsync
 from megarun.transport.base import (
     CommandResult,
-    Executor,
     PathArg,
+    Transport,
     check_argv,
     python_argv,
     shell_join,
@@ -271,8 +271,8 @@ class _UnknownHostKeyRecorded(paramiko.MissingHostKeyPolicy):
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
-# -- the executor --------------------------------------------------------------------------------
-class SshExecutor:
+# -- the transport --------------------------------------------------------------------------------
+class SshTransport:
     """Runs commands and moves files on one SSH host over one pooled connection."""
 
     def __init__(self, host: str | HostSpec, *, site_name: str | None = None,
@@ -323,7 +323,7 @@ class SshExecutor:
         return self.endpoint.label
 
     @property
-    def transport(self) -> paramiko.Transport | None:
+    def ssh_transport(self) -> paramiko.Transport | None:
         """The current connection's transport (None before the first use or after close)."""
         return self._client.get_transport() if self._client is not None else None
 
@@ -331,7 +331,7 @@ class SshExecutor:
     def jump_transport(self) -> paramiko.Transport | None:
         return self._jump_client.get_transport() if self._jump_client is not None else None
 
-    def __enter__(self) -> SshExecutor:
+    def __enter__(self) -> SshTransport:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -438,7 +438,7 @@ class SshExecutor:
         return True
 
     # -- trees (SFTP; rsync for large ones, see megarun/transport/rsync.py) ---------------------
-    _remote_has_rsync: bool | None = None  # learnt on first need, per executor
+    _remote_has_rsync: bool | None = None  # learnt on first need, per transport
 
     def is_dir(self, path: PathArg) -> bool:
         with self._sftp_session() as sftp:
@@ -940,30 +940,30 @@ def _stat_mode(attrs: paramiko.SFTPAttributes) -> int:
     return attrs.st_mode if attrs.st_mode is not None else 0
 
 
-# -- one executor per site per process -------------------------------------------------------------
-ExecutorT = TypeVar("ExecutorT", bound=Executor)
-_POOL: dict[str, Executor] = {}
+# -- one transport per site per process -------------------------------------------------------------
+TransportT = TypeVar("TransportT", bound=Transport)
+_POOL: dict[str, Transport] = {}
 _POOL_LOCK = threading.Lock()
 
 
-def get_executor(key: str, factory: Callable[[], ExecutorT]) -> ExecutorT:
-    """The pooled executor for `key` (a site name), made by `factory` on first use."""
+def get_transport(key: str, factory: Callable[[], TransportT]) -> TransportT:
+    """The pooled transport for `key` (a site name), made by `factory` on first use."""
     with _POOL_LOCK:
         found = _POOL.get(key)
         if found is None:
             found = factory()
             _POOL[key] = found
-        return cast(ExecutorT, found)
+        return cast(TransportT, found)
 
 
 def close_all() -> None:
-    """Close every pooled executor (also run at interpreter exit)."""
+    """Close every pooled transport (also run at interpreter exit)."""
     with _POOL_LOCK:
-        executors = list(_POOL.values())
+        transports = list(_POOL.values())
         _POOL.clear()
-    for executor in executors:
+    for transport in transports:
         with contextlib.suppress(*_TRANSIENT, EnvironmentProblem):
-            executor.close()
+            transport.close()
 
 
 atexit.register(close_all)
@@ -976,10 +976,10 @@ __all__ = [
     "HostSpec",
     "HostUnreachable",
     "SshError",
-    "SshExecutor",
+    "SshTransport",
     "append_known_host",
     "close_all",
-    "get_executor",
+    "get_transport",
     "load_known_hosts",
     "load_ssh_config",
     "parse_host_spec",

@@ -1,4 +1,4 @@
-"""Submit → poll until finished → cancel, for every scheduler, through the real LocalExecutor.
+"""Submit → poll until finished → cancel, for every scheduler, through the real LocalTransport.
 
 PBS (PBS Pro and Torque dialects), LSF and Cobalt run against the fake commands in
 tests/fakes/bin, which keep a real queue in a file and run the scripts for real; the local
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from megarun.schedulers import BatchState, QueueEntry, Scheduler, ScriptRequest, get_scheduler, render_script
-from megarun.transport.local import LocalExecutor
+from megarun.transport.local import LocalTransport
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes" / "bin"
 
@@ -65,7 +65,7 @@ def make_site() -> Iterator[SiteFactory]:
     yield make
     for site in sites:
         if site.submitted:
-            site.executor.run(site.scheduler.cancel_argv(site.submitted), timeout=30)
+            site.transport.run(site.scheduler.cancel_argv(site.submitted), timeout=30)
 
 
 class Site:
@@ -74,7 +74,7 @@ class Site:
     def __init__(self, scheduler: Scheduler, batch_dir: Path) -> None:
         self.scheduler = scheduler
         self.batch_dir = batch_dir
-        self.executor = LocalExecutor()
+        self.transport = LocalTransport()
         self.submitted: list[str] = []
 
     def submit(self, name: str, seconds: float, code: int, nodes: int = 1) -> str:
@@ -90,14 +90,14 @@ class Site:
         path.write_text(script)
         path.chmod(0o755)
         stdin = script.encode() if self.scheduler.submit_stdin else None
-        result = self.executor.run(self.scheduler.submit_argv(str(path)), stdin=stdin, timeout=30)
+        result = self.transport.run(self.scheduler.submit_argv(str(path)), stdin=stdin, timeout=30)
         assert result.ok, result.stderr_text
         scheduler_id = self.scheduler.parse_submit(result.text)
         self.submitted.append(scheduler_id)
         return scheduler_id
 
     def status(self, ids: list[str]) -> dict[str, QueueEntry]:
-        result = self.executor.run(self.scheduler.status_argv(getpass.getuser(), ids),
+        result = self.transport.run(self.scheduler.status_argv(getpass.getuser(), ids),
                                    timeout=30)
         assert not self.scheduler.status_failed(result.code, result.stderr_text), \
             result.stderr_text
@@ -150,7 +150,7 @@ def test_submit_poll_finish_then_cancel(flavor: str, queue: Path, tmp_path: Path
     second = site.submit("2", seconds=120, code=0)
     site.poll_until(second, {BatchState.RUNNING})
     pid = agent_pid(batch / "2.out")
-    cancel = site.executor.run(site.scheduler.cancel_argv([second]), timeout=30)
+    cancel = site.transport.run(site.scheduler.cancel_argv([second]), timeout=30)
     assert cancel.ok, cancel.stderr_text
     end = site.poll_until(second, {BatchState.FINISHED, BatchState.CANCELLED, None})[-1]
     assert end in {BatchState.FINISHED, BatchState.CANCELLED, None}
@@ -220,7 +220,7 @@ def test_unknown_ids_do_not_fail_the_status_command(
         assert set(entries) == {job}
     site = make_site("lsf", tmp_path)
     job = site.submit("known-lsf", seconds=0, code=0)
-    result = site.executor.run(site.scheduler.status_argv(None, [job, "999999"]))
+    result = site.transport.run(site.scheduler.status_argv(None, [job, "999999"]))
     assert result.code == 255 and not site.scheduler.status_failed(result.code, result.stderr_text)
     assert set(site.scheduler.parse_status(result.text)) == {job}
 
@@ -230,16 +230,16 @@ def test_cobalt_refuses_a_script_that_is_not_executable(queue: Path, tmp_path: P
     monkeypatch.setenv("MEGARUN_FAKE_FLAVOR", "cobalt")
     script = tmp_path / "x.sh"
     script.write_text("#!/bin/sh\n")
-    result = LocalExecutor().run(get_scheduler("cobalt").submit_argv(str(script)))
+    result = LocalTransport().run(get_scheduler("cobalt").submit_argv(str(script)))
     assert not result.ok and "not executable" in result.stderr_text
 
 
 def test_version_probes_answer(queue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    executor = LocalExecutor()
+    transport = LocalTransport()
     for name, dialect in (("pbs", "pbspro"), ("pbs", "torque"), ("cobalt", "cobalt"),
                           ("lsf", ""), ("local", "")):
         monkeypatch.setenv("MEGARUN_FAKE_FLAVOR", dialect or "pbspro")
-        result = executor.run(get_scheduler(name).version_argv())
+        result = transport.run(get_scheduler(name).version_argv())
         assert result.ok, (name, result.stderr_text)
         assert (result.text + result.stderr_text).strip()
 
@@ -271,6 +271,6 @@ def test_local_start_without_setsid_still_makes_a_process_group(
         assert os.getpgid(pid) == int(job)  # and the agent is in it
         assert site.status([job])[job].state is BatchState.RUNNING
     finally:
-        cancel = site.executor.run(site.scheduler.cancel_argv([job]), timeout=30)
+        cancel = site.transport.run(site.scheduler.cancel_argv([job]), timeout=30)
     assert cancel.ok
     assert_gone(pid)

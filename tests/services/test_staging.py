@@ -21,7 +21,7 @@ from megarun.engine.staging import StageItem, StagingError, stage_out_finished
 from megarun.errors import ConfigError
 from megarun.homehost.context import Context
 from megarun.sites.registry import SiteInfo, ensure_default_site, site_id
-from megarun.transport.local import LocalExecutor
+from megarun.transport.local import LocalTransport
 from tests.conftest import megarun_process
 
 SIM = """
@@ -272,8 +272,8 @@ def test_nothing_owed_costs_one_query_that_starts_at_the_due_table(
 
 
 # -- dispatch --------------------------------------------------------------------------------
-class LockCheckingExecutor(LocalExecutor):
-    """A LocalExecutor that, on every copy, checks that nobody holds the database's write lock."""
+class LockCheckingTransport(LocalTransport):
+    """A LocalTransport that, on every copy, checks that nobody holds the database's write lock."""
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
@@ -304,11 +304,11 @@ def test_stage_in_holds_no_transaction_and_plain_jobs_go_in_their_own_bundle(
     app_service.add_app(ctx, "noop", "true", {})
     job_service.create_jobs(ctx, [JobRequest(app="noop", count=3),
                                   JobRequest(app="sim", params={"case": "one"})])
-    executor = LockCheckingExecutor(ctx.area.db_path)
-    monkeypatch.setattr(staging, "site_executor_for", lambda site: executor)
+    transport = LockCheckingTransport(ctx.area.db_path)
+    monkeypatch.setattr(staging, "site_transport_for", lambda site: transport)
     site, sid = local_site(ctx)
     assert dispatch_ready_jobs(ctx.db, sid, site) == 4
-    assert executor.checked == 2  # input.dat, and the folder conf
+    assert transport.checked == 2  # input.dat, and the folder conf
     bundles = sorted((Path(site.workdir) / "spool" / "queue").glob("*.jsonl"))
     ids = [[json.loads(line)["id"] for line in path.read_text().splitlines()] for path in bundles]
     assert ids == [[1, 2, 3], [4]]
@@ -325,7 +325,7 @@ def test_jobs_without_staging_never_reach_the_staging_code(
         raise AssertionError("staging code called for jobs that stage nothing")
 
     monkeypatch.setattr("megarun.engine.dispatch.stage_in_ready", refuse)
-    monkeypatch.setattr(staging, "site_executor_for", refuse)
+    monkeypatch.setattr(staging, "site_transport_for", refuse)
     site, sid = local_site(ctx)
     assert dispatch_ready_jobs(ctx.db, sid, site) == 2000
     assert dispatch_ready_jobs(ctx.db, sid, site, limit=5000) == 3000
@@ -342,14 +342,14 @@ def test_stage_in_and_out_of_a_folder_merge_into_what_is_there(tmp_path: Path) -
     job_dir = tmp_path / "job"
     (job_dir / "tree").mkdir(parents=True)
     (job_dir / "tree" / "keep.txt").write_text("kept")
-    executor = LocalExecutor()
-    staging.stage_in(executor, str(job_dir), [StageItem(str(source), "tree")])
+    transport = LocalTransport()
+    staging.stage_in(transport, str(job_dir), [StageItem(str(source), "tree")])
     assert (job_dir / "tree" / "deep" / "er" / "f.txt").read_text() == "f"
     assert (job_dir / "tree" / "keep.txt").read_text() == "kept"
     assert (job_dir / "tree" / "run.sh").stat().st_mode & 0o777 == 0o750
     assert (job_dir / "tree" / "link").readlink() == Path("deep/er/f.txt")
     home = tmp_path / "home" / "out"
-    staging.stage_out(executor, str(job_dir), [StageItem("tree", str(home))])
+    staging.stage_out(transport, str(job_dir), [StageItem("tree", str(home))])
     assert (home / "deep" / "er" / "f.txt").read_text() == "f"
     with pytest.raises(StagingError, match=r"stage-in: .*: cannot copy a folder into itself"):
-        staging.stage_in(executor, str(source), [StageItem(str(source), "inner")])
+        staging.stage_in(transport, str(source), [StageItem(str(source), "inner")])

@@ -1,11 +1,11 @@
-"""Session-wide real sshd fixtures (see tests/sshd.py) and per-test executor helpers.
+"""Session-wide real sshd fixtures (see tests/sshd.py) and per-test transport helpers.
 
     sshd          a private sshd on 127.0.0.1 at a free high port (session scope)
     sshd_netns    a second sshd, host name "node2", in a network namespace (session scope)
     sshd_gateway  an sshd on this host's end of the namespace's veth pair (node2 reaches us)
     known_hosts   a per-test copy of known_hosts holding the loopback sshd's key
     ssh_config    a per-test, empty ~/.ssh/config stand-in (the real one is never read)
-    make_executor SshExecutor factory with the test's key, known_hosts and config; closed after
+    make_transport SshTransport factory with the test's key, known_hosts and config; closed after
     slurm         a real single-node Slurm (see tests/slurmd.py) shared by the session; its
                   commands work locally and through `sshd` (config at /etc/slurm/slurm.conf)
 
@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from megarun.transport.ssh import SshExecutor
+from megarun.transport.ssh import SshTransport
 from tests.slurmd import SlurmCluster, SlurmUnavailable, start_slurm
 from tests.sshd import ClientKey, NetnsHost, SshdUnavailable, SshServer, ensure_openssh
 
@@ -118,19 +118,19 @@ def ssh_config(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_executor(sshd: SshServer, known_hosts: Path,
-                  ssh_config: Path) -> Iterator[Callable[..., SshExecutor]]:
-    made: list[SshExecutor] = []
+def make_transport(sshd: SshServer, known_hosts: Path,
+                  ssh_config: Path) -> Iterator[Callable[..., SshTransport]]:
+    made: list[SshTransport] = []
 
-    def make(host: str | None = None, **options: Any) -> SshExecutor:
+    def make(host: str | None = None, **options: Any) -> SshTransport:
         options.setdefault("identity_file", sshd.client_key.path)
         options.setdefault("known_hosts", known_hosts)
         options.setdefault("ssh_config", ssh_config)
         options.setdefault("allow_agent", False)
-        executor = SshExecutor(host or sshd.spec, **options)
-        made.append(executor)
-        return executor
+        transport = SshTransport(host or sshd.spec, **options)
+        made.append(transport)
+        return transport
 
     yield make
-    for executor in made:
-        executor.close()
+    for transport in made:
+        transport.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from megarun.transport.ssh import SshExecutor
+from megarun.transport.ssh import SshTransport
 from tests.slurmd import (
     DAEMONS,
     SLURM_CONF,
@@ -23,7 +23,7 @@ from tests.slurmd import (
     start_slurm,
 )
 
-MakeExecutor = Callable[..., SshExecutor]
+MakeTransport = Callable[..., SshTransport]
 
 
 def write_script(path: Path, body: str) -> Path:
@@ -33,25 +33,25 @@ def write_script(path: Path, body: str) -> Path:
 
 
 def test_batch_job_submitted_over_ssh_runs_on_the_node(slurm: SlurmCluster,
-                                                       make_executor: MakeExecutor,
+                                                       make_transport: MakeTransport,
                                                        tmp_path: Path) -> None:
-    executor = make_executor()
+    transport = make_transport()
     record = tmp_path / "record"
     script = write_script(tmp_path / "job.sh", 'echo "$SLURM_JOB_ID $(hostname -s) '
                           f'$SLURM_JOB_NODELIST" > {shlex.quote(str(record))}\n')
-    job = slurm.sbatch(script, "-o", str(tmp_path / "%j.out"), cwd=tmp_path, via=executor)
+    job = slurm.sbatch(script, "-o", str(tmp_path / "%j.out"), cwd=tmp_path, via=transport)
     assert job.isdigit()
-    slurm.wait_gone(job, via=executor)
+    slurm.wait_gone(job, via=transport)
     assert record.read_text().split() == [job, slurm.hostname, slurm.hostname]
     assert (tmp_path / f"{job}.out").exists()
-    info = slurm.job(job, via=executor)
+    info = slurm.job(job, via=transport)
     assert (info["JobState"], info["ExitCode"], info["Partition"]) == ("COMPLETED", "0:0",
                                                                        slurm.partition)
 
 
 def test_commands_over_ssh_read_the_same_config(slurm: SlurmCluster,
-                                                make_executor: MakeExecutor) -> None:
-    result = make_executor().run(["scontrol", "show", "config"])
+                                                make_transport: MakeTransport) -> None:
+    result = make_transport().run(["scontrol", "show", "config"])
     assert result.code == 0, result.stderr_text
     assert f"SLURM_CONF              = {SLURM_CONF}" in result.text
     assert f"SlurmctldHost[0]        = {slurm.hostname}" in result.text

@@ -18,12 +18,12 @@ import pytest
 from megarun.engine import staging
 from megarun.engine.staging import StageItem, StagingError
 from megarun.transport import rsync
-from megarun.transport.ssh import SshExecutor
+from megarun.transport.ssh import SshTransport
 from tests.conftest import megarun_process
 from tests.ssh.conftest import skip_loudly
 from tests.sshd import SshdUnavailable, SshServer, _apt
 
-Make = Callable[..., SshExecutor]
+Make = Callable[..., SshTransport]
 
 
 def make_tree(root: Path) -> Path:
@@ -87,82 +87,82 @@ def rsync_present(request: pytest.FixtureRequest) -> None:
 
 
 # -- SFTP ------------------------------------------------------------------------------------
-def test_files_and_trees_go_and_come_back_over_sftp(make_executor: Make, tmp_path: Path) -> None:
-    executor = make_executor()
+def test_files_and_trees_go_and_come_back_over_sftp(make_transport: Make, tmp_path: Path) -> None:
+    transport = make_transport()
     local = make_tree(tmp_path / "local")
     remote = tmp_path / "remote" / "a" / "tree"
-    assert executor.put_tree(local, remote) == "sftp"
+    assert transport.put_tree(local, remote) == "sftp"
     assert snapshot(remote) == snapshot(local)
-    assert executor.is_dir(remote) and not executor.is_dir(remote / "run.sh")
-    assert not executor.is_dir(tmp_path / "nothing")
+    assert transport.is_dir(remote) and not transport.is_dir(remote / "run.sh")
+    assert not transport.is_dir(tmp_path / "nothing")
     back = tmp_path / "back"
-    assert executor.get_tree(remote, back) == "sftp"
+    assert transport.get_tree(remote, back) == "sftp"
     assert snapshot(back) == snapshot(local)
     (local / "run.sh").write_text("changed\n")
-    executor.put_tree(local, remote)  # merges over what is there
+    transport.put_tree(local, remote)  # merges over what is there
     assert (remote / "run.sh").read_text() == "changed\n"
     assert (remote / "deep" / "er" / "data.bin").exists()
 
 
-def test_stage_in_and_out_through_an_ssh_executor(make_executor: Make, tmp_path: Path) -> None:
-    executor = make_executor()
+def test_stage_in_and_out_through_an_ssh_executor(make_transport: Make, tmp_path: Path) -> None:
+    transport = make_transport()
     source = tmp_path / "in.dat"
     source.write_text("input\n")
     job_dir = tmp_path / "site" / "jobs" / "7"
-    staging.stage_in(executor, str(job_dir), [StageItem(str(source), "sub/in.dat"),
+    staging.stage_in(transport, str(job_dir), [StageItem(str(source), "sub/in.dat"),
                                               StageItem(str(make_tree(tmp_path / "t")), "t")])
     assert (job_dir / "sub" / "in.dat").read_text() == "input\n"
     assert snapshot(job_dir / "t") == snapshot(tmp_path / "t")
     home = tmp_path / "home"
-    staging.stage_out(executor, str(job_dir), [StageItem("sub/in.dat", str(home / "r.dat")),
+    staging.stage_out(transport, str(job_dir), [StageItem("sub/in.dat", str(home / "r.dat")),
                                                StageItem("t", str(home / "t"))])
     assert (home / "r.dat").read_text() == "input\n"
     assert snapshot(home / "t") == snapshot(tmp_path / "t")
 
 
-def test_permission_denied_is_a_clear_staging_error(make_executor: Make, tmp_path: Path,
+def test_permission_denied_is_a_clear_staging_error(make_transport: Make, tmp_path: Path,
                                                     immutable: Path) -> None:
-    executor = make_executor()
+    transport = make_transport()
     source = tmp_path / "in.dat"
     source.write_text("x")
     with pytest.raises(StagingError) as raised:
-        staging.stage_in(executor, str(immutable), [StageItem(str(source), "in.dat")])
+        staging.stage_in(transport, str(immutable), [StageItem(str(source), "in.dat")])
     assert str(raised.value) == (f"stage-in: {source} -> {immutable}/in.dat on "
-                                 f"{executor.description}: permission denied")
+                                 f"{transport.description}: permission denied")
     with pytest.raises(StagingError, match="permission denied"):
-        staging.stage_in(executor, str(immutable), [StageItem(str(make_tree(tmp_path / "t")),
+        staging.stage_in(transport, str(immutable), [StageItem(str(make_tree(tmp_path / "t")),
                                                               "tree")])
     assert list(immutable.iterdir()) == []  # no temporary file left behind
 
 
-def test_a_missing_file_on_the_site_is_named(make_executor: Make, tmp_path: Path) -> None:
-    executor = make_executor()
+def test_a_missing_file_on_the_site_is_named(make_transport: Make, tmp_path: Path) -> None:
+    transport = make_transport()
     with pytest.raises(StagingError) as raised:
-        staging.stage_out(executor, str(tmp_path), [StageItem("out.dat", str(tmp_path / "h"))])
-    assert str(raised.value) == (f"stage-out: {tmp_path}/out.dat on {executor.description}: "
+        staging.stage_out(transport, str(tmp_path), [StageItem("out.dat", str(tmp_path / "h"))])
+    assert str(raised.value) == (f"stage-out: {tmp_path}/out.dat on {transport.description}: "
                                  "no such file")
 
 
 # -- rsync -----------------------------------------------------------------------------------
-def test_large_trees_go_through_rsync(rsync_present: None, make_executor: Make, tmp_path: Path,
+def test_large_trees_go_through_rsync(rsync_present: None, make_transport: Make, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rsync, "RSYNC_MIN_FILES", 2)
-    executor = make_executor()
+    transport = make_transport()
     local = make_tree(tmp_path / "local")
     remote = tmp_path / "remote" / "tree"
-    assert executor.put_tree(local, remote) == "rsync"
+    assert transport.put_tree(local, remote) == "rsync"
     assert snapshot(remote) == snapshot(local)
     back = tmp_path / "back"
-    assert executor.get_tree(remote, back) == "rsync"
+    assert transport.get_tree(remote, back) == "rsync"
     assert snapshot(back) == snapshot(local)
 
 
-def test_small_trees_stay_on_sftp(rsync_present: None, make_executor: Make,
+def test_small_trees_stay_on_sftp(rsync_present: None, make_transport: Make,
                                   tmp_path: Path) -> None:
-    executor = make_executor()
+    transport = make_transport()
     local = make_tree(tmp_path / "local")
-    assert executor.put_tree(local, tmp_path / "remote") == "sftp"
-    assert executor.get_tree(tmp_path / "remote", tmp_path / "back") == "sftp"
+    assert transport.put_tree(local, tmp_path / "remote") == "sftp"
+    assert transport.get_tree(tmp_path / "remote", tmp_path / "back") == "sftp"
 
 
 def test_rsync_checks_the_host_key(rsync_present: None, sshd: SshServer, tmp_path: Path) -> None:
@@ -180,25 +180,25 @@ def test_rsync_checks_the_host_key(rsync_present: None, sshd: SshServer, tmp_pat
     assert not (tmp_path / "r").exists()
 
 
-def test_rsync_failing_to_connect_falls_back_to_sftp(rsync_present: None, make_executor: Make,
+def test_rsync_failing_to_connect_falls_back_to_sftp(rsync_present: None, make_transport: Make,
                                                      tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rsync, "RSYNC_MIN_FILES", 2)
     monkeypatch.setattr(rsync, "run_rsync", lambda argv: subprocess.CompletedProcess(
         argv, 255, b"", b"ssh: connect to host: Connection refused\n"))
-    executor = make_executor()
+    transport = make_transport()
     local = make_tree(tmp_path / "local")
-    assert executor.put_tree(local, tmp_path / "remote") == "sftp"
+    assert transport.put_tree(local, tmp_path / "remote") == "sftp"
     assert snapshot(tmp_path / "remote") == snapshot(local)
 
 
-def test_rsync_failing_on_a_file_is_a_clear_error(rsync_present: None, make_executor: Make,
+def test_rsync_failing_on_a_file_is_a_clear_error(rsync_present: None, make_transport: Make,
                                                   tmp_path: Path, immutable: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rsync, "RSYNC_MIN_FILES", 2)
-    executor = make_executor()
+    transport = make_transport()
     with pytest.raises(StagingError) as raised:
-        staging.stage_in(executor, str(immutable),
+        staging.stage_in(transport, str(immutable),
                          [StageItem(str(make_tree(tmp_path / "t")), "tree")])
     message = str(raised.value)
     assert message.startswith(f"stage-in: {tmp_path / 't'} -> {immutable}/tree on ")

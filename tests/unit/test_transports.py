@@ -1,4 +1,4 @@
-"""LocalExecutor, host specs, ssh config resolution and argv quoting (no sshd needed)."""
+"""LocalTransport, host specs, ssh config resolution and argv quoting (no sshd needed)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ import paramiko
 import pytest
 
 from megarun.errors import ConfigError, EnvironmentProblem, UsageError
-from megarun.transport.base import CommandResult, Executor, shell_join
+from megarun.transport.base import CommandResult, Transport, shell_join
 from megarun.transport.errors import CommandTimeout, HostKeyUnknown
-from megarun.transport.local import LocalExecutor
+from megarun.transport.local import LocalTransport
 from megarun.transport.ssh import (
     HostSpec,
-    SshExecutor,
+    SshTransport,
     append_known_host,
     close_all,
-    get_executor,
+    get_transport,
     load_ssh_config,
     parse_host_spec,
     resolve_endpoint,
@@ -53,37 +53,37 @@ def test_argv_must_be_a_nonempty_list_of_strings(argv: object) -> None:
         shell_join(argv)  # type: ignore[arg-type]
 
 
-# -- LocalExecutor ----------------------------------------------------------------------------
+# -- LocalTransport ----------------------------------------------------------------------------
 @pytest.fixture
-def local() -> LocalExecutor:
-    return LocalExecutor()
+def local() -> LocalTransport:
+    return LocalTransport()
 
 
-def test_local_is_an_executor(local: LocalExecutor) -> None:
-    assert isinstance(local, Executor)
+def test_local_is_an_executor(local: LocalTransport) -> None:
+    assert isinstance(local, Transport)
     assert local.description == "local"
 
 
-def test_local_run_codes_streams_and_literal_args(local: LocalExecutor, tmp_path: Path) -> None:
+def test_local_run_codes_streams_and_literal_args(local: LocalTransport, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     result = local.run(["sh", "-c", 'echo "$1"; echo err >&2; exit 4', "sh", f"$(touch {marker})"])
     assert (result.code, result.text, result.stderr_text) == (4, f"$(touch {marker})\n", "err\n")
     assert not marker.exists()
 
 
-def test_local_stdin_and_no_stdin(local: LocalExecutor) -> None:
+def test_local_stdin_and_no_stdin(local: LocalTransport) -> None:
     assert local.run(["cat"], stdin=b"piped").stdout == b"piped"
     assert local.run(["cat"]).stdout == b""  # stdin is empty, never the terminal
 
 
-def test_local_missing_program_is_127(local: LocalExecutor, tmp_path: Path) -> None:
+def test_local_missing_program_is_127(local: LocalTransport, tmp_path: Path) -> None:
     assert local.run(["no-such-program-megarun"]).code == 127
     script = tmp_path / "script.sh"
     script.write_text("#!/bin/sh\n")
     assert local.run([str(script)]).code == 126
 
 
-def test_local_timeout(local: LocalExecutor) -> None:
+def test_local_timeout(local: LocalTransport) -> None:
     started = time.monotonic()
     with pytest.raises(CommandTimeout, match=r"sleep did not finish within 0\.3 s") as caught:
         local.run(["sleep", "5"], timeout=0.3)
@@ -91,14 +91,14 @@ def test_local_timeout(local: LocalExecutor) -> None:
     assert isinstance(caught.value, EnvironmentProblem)
 
 
-def test_local_run_python(local: LocalExecutor) -> None:
+def test_local_run_python(local: LocalTransport) -> None:
     script = "import sys; print(sys.argv[1:])"
     assert local.run_python(script, ["a b"], python=sys.executable).text == "['a b']\n"
     echo = "import sys; print(sys.stdin.read())"
     assert local.run_python(echo, python=sys.executable, stdin=b"in").text == "in\n"
 
 
-def test_local_files(local: LocalExecutor, tmp_path: Path) -> None:
+def test_local_files(local: LocalTransport, tmp_path: Path) -> None:
     target = tmp_path / "a" / "b"
     local.makedirs(target)
     assert stat.S_IMODE(target.stat().st_mode) == 0o700
@@ -184,28 +184,28 @@ def test_resolution_from_ssh_config(tmp_path: Path) -> None:
 
 def test_executor_is_lazy_and_takes_jump_from_config(tmp_path: Path) -> None:
     config = write_config(tmp_path, "Host inner\n  ProxyJump gate:2200\n")
-    executor = SshExecutor("inner", ssh_config=config, known_hosts=tmp_path / "kh")
-    assert executor.transport is None
-    assert executor.jump_endpoint is not None
-    assert (executor.jump_endpoint.hostname, executor.jump_endpoint.port) == ("gate", 2200)
-    overridden = SshExecutor("inner", ssh_config=config, jump="other", known_hosts=tmp_path)
+    transport = SshTransport("inner", ssh_config=config, known_hosts=tmp_path / "kh")
+    assert transport.ssh_transport is None
+    assert transport.jump_endpoint is not None
+    assert (transport.jump_endpoint.hostname, transport.jump_endpoint.port) == ("gate", 2200)
+    overridden = SshTransport("inner", ssh_config=config, jump="other", known_hosts=tmp_path)
     assert overridden.jump_endpoint is not None
     assert overridden.jump_endpoint.hostname == "other"
-    executor.close()  # nothing opened: nothing to do
+    transport.close()  # nothing opened: nothing to do
 
 
 def test_only_one_jump_hop(tmp_path: Path) -> None:
     config = write_config(tmp_path, "Host inner\n  ProxyJump a,b\n")
     with pytest.raises(ConfigError, match="one"):
-        SshExecutor("inner", ssh_config=config)
+        SshTransport("inner", ssh_config=config)
 
 
 def test_known_hosts_from_config_and_bad_port(tmp_path: Path) -> None:
     config = write_config(tmp_path, "Host x\n  UserKnownHostsFile /etc/kh /etc/kh2\nHost y\n"
                                     "  Port nine\n")
-    assert SshExecutor("x", ssh_config=config).known_hosts == Path("/etc/kh")
+    assert SshTransport("x", ssh_config=config).known_hosts == Path("/etc/kh")
     with pytest.raises(ConfigError, match="Port"):
-        SshExecutor("y", ssh_config=config)
+        SshTransport("y", ssh_config=config)
 
 
 def test_append_known_host_creates_private_file(tmp_path: Path) -> None:
@@ -227,15 +227,15 @@ def test_host_key_unknown_message_says_how_to_accept() -> None:
 
 
 def test_pool_returns_one_executor_per_key() -> None:
-    made: list[LocalExecutor] = []
+    made: list[LocalTransport] = []
 
-    def factory() -> LocalExecutor:
-        made.append(LocalExecutor())
+    def factory() -> LocalTransport:
+        made.append(LocalTransport())
         return made[-1]
 
     try:
-        assert get_executor("a", factory) is get_executor("a", factory)
-        assert get_executor("b", factory) is not get_executor("a", factory)
+        assert get_transport("a", factory) is get_transport("a", factory)
+        assert get_transport("b", factory) is not get_transport("a", factory)
     finally:
         close_all()
     assert len(made) == 2
