@@ -19,23 +19,40 @@ from megarun.homehost.context import Context
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The suite has three floors, one folder each, marked so `pytest -m unit` (or component, or
+# system) runs one: unit tests are pure (no database, no process), component tests use real
+# SQLite files, fakes and subprocesses on this machine, system tests use the real services that
+# scripts/system-services installs (sshd, Slurm, a network namespace, cron).
+FLOORS = ("unit", "component", "system")
+
+
+def floor_of(path: Path) -> str:
+    top = path.relative_to(REPO / "tests").parts[0]
+    if top not in FLOORS:
+        raise pytest.UsageError(f"{path}: a test file lives under tests/unit, tests/component "
+                                "or tests/system")
+    return top
+
+
 # Tests that share one machine-wide service run on one pytest-xdist worker, in order: the real
 # Slurm (one /etc/slurm per machine; its restart test needs no other user) and the user's real
-# crontab. The other sshd tests form a second group: each worker starts its own sshd (free
+# crontab. The other system tests form a second group: each worker starts its own sshd (free
 # port, own network namespaces), so the two groups run side by side.
 def shared_service_group(path: Path) -> str | None:
     parts = path.relative_to(REPO / "tests").parts
-    if parts[0] == "ssh":
-        return "slurm" if parts[-1].startswith("test_slurm") else "sshd"
+    if parts[0] != "system":
+        return None
     if parts[-1] == "test_cron.py":
         return "crontab"
-    return None
+    return "slurm" if parts[-1].startswith("test_slurm") else "sshd"
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the items
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        group = shared_service_group(Path(str(item.fspath)))
+        path = Path(str(item.fspath))
+        item.add_marker(getattr(pytest.mark, floor_of(path)))
+        group = shared_service_group(path)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
 

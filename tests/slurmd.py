@@ -1,10 +1,10 @@
 """A real single-node Slurm (munged, slurmctld, slurmd on this host) for tests.
 
-Follows shared/INFRA.md: Debian's Slurm packages (installed with apt-get when root and
-missing), the config at /etc/slurm/slurm.conf (commands run over SSH read that path too),
+Follows shared/INFRA.md: Debian's Slurm packages (installed by tests/system_services.py, the
+test command's one install step), the config at /etc/slurm/slurm.conf (SSH commands read it too),
 `batch_sched_delay=0` so a job starts 0.3-0.6 s after sbatch, no accounting (no `sacct`).
 
-Use it through the session fixture `slurm` of tests/ssh/conftest.py:
+Use it through the session fixture `slurm` of tests/system/conftest.py:
 
     def test_x(slurm: SlurmCluster, make_transport, tmp_path):
         job = slurm.sbatch(script, cwd=tmp_path)              # local sbatch --parsable -D cwd
@@ -59,7 +59,7 @@ from pathlib import Path
 
 from megarun.transport.base import CommandResult, Transport
 from megarun.transport.local import LocalTransport
-from tests.sshd import _alive, _apt, _terminate
+from tests.sshd import _alive, _terminate
 
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 HEADER = "# Written by megarun's tests (tests/slurmd.py): a single-node Slurm for the test suite."
@@ -242,17 +242,11 @@ def release_slurm() -> None:
 
 
 def ensure_slurm_packages() -> None:
-    """Make sure munged, slurmctld, slurmd and the client commands exist; apt-get them if not."""
-    if _slurm_present():
-        return
-    if shutil.which("apt-get") is None:
-        raise SlurmUnavailable("Slurm is missing and there is no apt-get to install it")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    _apt(["apt-get", "update", "-qq"], env, SlurmUnavailable)
-    _apt(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES], env,
-         SlurmUnavailable)
-    if not _slurm_present():
-        raise SlurmUnavailable("apt-get installed Slurm but its programs are still missing")
+    """Make sure munged, slurmctld, slurmd and the client commands exist (installed beforehand by
+    tests/system_services.py, not here)."""
+    if not slurm_present():
+        raise SlurmUnavailable("Slurm is missing: install " + " ".join(PACKAGES)
+                               + " (python3 -m tests.system_services, which scripts/test runs)")
 
 
 def slurm_conf_text(hostname: str, cpus: int, memory_mb: int) -> str:
@@ -420,7 +414,7 @@ def _ensure_resolvable(hostname: str) -> None:
             hosts.write(f"127.0.0.1 {hostname}\n")
 
 
-def _slurm_present() -> bool:
+def slurm_present() -> bool:
     return all(Path(path).is_file() for path in
                ("/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd")) and \
         all(shutil.which(command) for command in ("sbatch", "squeue", "scontrol", "sinfo"))

@@ -4,7 +4,7 @@ Follows shared/INFRA.md: own sshd_config, own ed25519 host key, own client key p
 authorized_keys and a known_hosts file for the client, all in a temp dir; `StrictModes no`
 (the keys live under world-writable /tmp), `UsePAM no`, internal-sftp, PidFile in the dir.
 
-    ensure_openssh()                       # installs openssh-server with apt-get if root
+    ensure_openssh()                       # present? (tests/system_services.py installs it)
     key = ClientKey.create(tmp / "client")
     server = SshServer(tmp / "sshd", key); server.start(); ...; server.stop()
 
@@ -43,26 +43,17 @@ class SshdUnavailable(Exception):
 
 # -- installing and keys -------------------------------------------------------------------------
 def ensure_openssh() -> None:
-    """Make sure /usr/sbin/sshd and ssh-keygen exist; install them with apt-get if root."""
-    if _openssh_present():
-        return
-    if os.geteuid() != 0:
-        raise SshdUnavailable(f"{SSHD} is missing and this is not root: install openssh-server")
-    if shutil.which("apt-get") is None:
-        raise SshdUnavailable(f"{SSHD} is missing and there is no apt-get to install it")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    _apt(["apt-get", "update", "-qq"], env)
-    _apt(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-          "openssh-server", "openssh-client"], env)
-    if not _openssh_present():
-        raise SshdUnavailable(f"apt-get installed openssh-server but {SSHD} is still missing")
+    """Make sure /usr/sbin/sshd and ssh-keygen exist (tests/system_services.py installs them)."""
+    if not openssh_present():
+        raise SshdUnavailable(f"{SSHD} or ssh-keygen is missing: install openssh-server "
+                              "(python3 -m tests.system_services, which scripts/test runs)")
 
 
-def _openssh_present() -> bool:
+def openssh_present() -> bool:
     return Path(SSHD).is_file() and shutil.which("ssh-keygen") is not None
 
 
-def _apt(argv: list[str], env: dict[str, str],
+def apt(argv: list[str], env: dict[str, str],
          unavailable: type[Exception] = SshdUnavailable) -> None:
     """Run one apt-get step; a timeout or failure raises `unavailable` with stderr's tail.
 

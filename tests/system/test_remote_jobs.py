@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from megarun.homehost.areas import init_area
-from tests.agent.harness import OLDEST, find_oldest_python
+from tests.component.agent.harness import OLDEST, find_oldest_python
 from tests.conftest import REPO, megarun_process
 from tests.sshd import SshServer
 

@@ -16,7 +16,7 @@ import pytest
 from megarun.homehost.areas import init_area
 from tests.conftest import megarun_process
 
-FAKES = Path(__file__).resolve().parents[1] / "fakes" / "bin"
+FAKES = Path(__file__).resolve().parents[2] / "fakes" / "bin"
 #: mpirun that runs the ranks on this host: a Cobalt pilot (like one on a MOM node) starts
 #: every job through the MPI launcher, as its node list holds no name of its own host.
 LAUNCHERS = Path(__file__).resolve().parent / "fakes"

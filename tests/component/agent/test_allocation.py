@@ -16,7 +16,7 @@ from megarun.agent.allocation import (
     parse_cpus_per_node,
     visible_gpus,
 )
-from tests.agent.harness import Site
+from tests.component.agent.harness import Site
 
 HOST = "n1"
 

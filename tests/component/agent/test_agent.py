@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.agent.harness import Site, of, process_gone, wait_until
+from tests.component.agent.harness import Site, of, process_gone, wait_until
 
 
 def test_version_reports_the_interpreter(site: Site) -> None:

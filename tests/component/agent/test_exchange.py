@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from megarun.sites.agentzip import agent_zipapp
-from tests.agent.harness import Site
+from tests.component.agent.harness import Site
 
 
 def zipapp(tmp_path: Path) -> Path:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from megarun.sites.agentzip import agent_zipapp
-from tests.ssh.test_remote_jobs import add_ssh_site, cli, new_area, ok
 from tests.sshd import SshServer
+from tests.system.test_remote_jobs import add_ssh_site, cli, new_area, ok
 from tests.users import as_user, other_user, plant_work_dir, shared_folder
 
 #: What a planted "agent" does if it is ever run: leave a mark.

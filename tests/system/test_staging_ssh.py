@@ -20,8 +20,8 @@ from megarun.engine.staging import StageItem, StagingError
 from megarun.transport import rsync
 from megarun.transport.ssh import SshTransport
 from tests.conftest import megarun_process
-from tests.ssh.conftest import skip_loudly
-from tests.sshd import SshdUnavailable, SshServer, _apt
+from tests.sshd import SshServer
+from tests.system.conftest import skip_loudly
 
 Make = Callable[..., SshTransport]
 
@@ -67,23 +67,10 @@ def immutable(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def rsync_present(request: pytest.FixtureRequest) -> None:
-    """rsync on this machine (which is also the sshd's): installed with apt-get if missing."""
-    if shutil.which("rsync"):
-        return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        skip_loudly(request.config, "RSYNC TESTS NOT RUN: rsync is missing and cannot be "
-                                    "installed here (needs root and apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        _apt(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "rsync"], env)
-    except SshdUnavailable:
-        try:
-            _apt(["apt-get", "update", "-qq"], env)
-            _apt(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "rsync"], env)
-        except SshdUnavailable as exc:
-            skip_loudly(request.config, f"RSYNC TESTS NOT RUN: cannot install rsync: {exc}")
+    """rsync on this machine (which is also the sshd's), installed by tests/system_services.py."""
     if not shutil.which("rsync"):
-        skip_loudly(request.config, "RSYNC TESTS NOT RUN: apt-get ran but rsync is missing")
+        skip_loudly(request.config, "RSYNC TESTS NOT RUN: rsync is missing (python3 -m "
+                                    "tests.system_services installs it; scripts/test runs that)")
 
 
 # -- SFTP ------------------------------------------------------------------------------------

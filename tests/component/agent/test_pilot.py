@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.agent.harness import Site, of, wait_until
+from tests.component.agent.harness import Site, of, wait_until
 from tests.conftest import REPO
 
 FAKES = Path(__file__).parent / "fakes"

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.harness import Site
+from tests.component.agent.harness import Site
 from tests.conftest import REPO
 from tests.slurmd import SlurmCluster
-from tests.ssh.test_remote_jobs import jobs, new_area, ok
 from tests.sshd import SshServer
+from tests.system.test_remote_jobs import jobs, new_area, ok
 
 pytestmark = pytest.mark.slow
 

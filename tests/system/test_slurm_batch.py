@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.slurmd import SlurmCluster
-from tests.ssh.test_remote_jobs import cli, db_rows, jobs, new_area, ok, wait_for
 from tests.sshd import SshServer
+from tests.system.test_remote_jobs import cli, db_rows, jobs, new_area, ok, wait_for
 
 pytestmark = pytest.mark.slow
 

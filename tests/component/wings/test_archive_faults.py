@@ -15,8 +15,8 @@ from megarun.archive.completed import FAULT_POINTS
 from megarun.config.area import locate_area
 from megarun.core.faults import FAULT_ENV
 from megarun.homehost.home import working_db_path
+from tests.component.wings.test_archive import assert_intact, placement
 from tests.conftest import megarun_process
-from tests.services.test_archive import assert_intact, placement
 
 OLD = time.time() - 40 * 86400
 #: Where each run is once the next command settled a crash at that step: a move whose copy

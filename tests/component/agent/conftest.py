@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.harness import OLDEST, Site, find_oldest_python
+from tests.component.agent.harness import OLDEST, Site, find_oldest_python
 
 
 @pytest.fixture(params=["current", "oldest"])

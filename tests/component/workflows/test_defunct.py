@@ -11,8 +11,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from tests.component.workflows.test_launch import add_app, jobs, run_ok, wait_for
 from tests.conftest import megarun_process, spawn_megarun
-from tests.integration.test_launch import add_app, jobs, run_ok, wait_for
 
 
 def agent_pid(area: Path) -> int:

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from tests.agent.harness import Site, of
+from tests.component.agent.harness import Site, of
 from tests.users import other_user
 
 

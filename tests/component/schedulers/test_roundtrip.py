@@ -22,7 +22,7 @@ import pytest
 from megarun.schedulers import BatchState, QueueEntry, Scheduler, ScriptRequest, get_scheduler, render_script
 from megarun.transport.local import LocalTransport
 
-FAKES = Path(__file__).resolve().parents[1] / "fakes" / "bin"
+FAKES = Path(__file__).resolve().parents[2] / "fakes" / "bin"
 
 AGENT = (
     "import os, sys, time\n"

@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.component.workflows.test_launch import add_app, job, jobs, run_ok, wait_for
 from tests.conftest import REPO, megarun_process
-from tests.integration.test_launch import add_app, job, jobs, run_ok, wait_for
 
 
 def spawn_launch(area: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

@@ -18,7 +18,7 @@ import pytest
 
 from megarun.config.area import locate_area
 from megarun.homehost.home import working_db_path
-from tests.integration.test_batch_fakes import FAKES, Area, make_area
+from tests.component.workflows.test_batch_fakes import FAKES, Area, make_area
 
 pytestmark = pytest.mark.slow
 

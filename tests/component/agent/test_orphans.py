@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.harness import Site, of, process_gone, wait_until
+from tests.component.agent.harness import Site, of, process_gone, wait_until
 from tests.conftest import REPO
 
 
