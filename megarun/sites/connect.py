@@ -14,6 +14,7 @@ from megarun.sites.agentzip import agent_zipapp
 from megarun.sites.local_spool import private_dirs
 from megarun.sites.registry import SiteInfo
 from megarun.transport.base import Transport
+from megarun.transport.pool import get_transport
 
 #: Scheduler commands `site check` looks for on the site's PATH.
 SCHEDULER_COMMANDS = ("sbatch", "squeue", "scancel", "qsub", "qstat", "qdel", "bsub", "bjobs",
@@ -77,7 +78,7 @@ def remove_remote_run_paths(site: SiteInfo, root: str, paths: list[str]) -> int:
 
 def site_transport(site: SiteInfo, accept_host_key: bool = False) -> Transport:
     """The site's pooled SSH transport (a fresh one when a host key may be accepted)."""
-    from megarun.transport.ssh import SshTransport, get_transport
+    from megarun.transport.ssh.transport import SshTransport  # paramiko: only for SSH sites
 
     if not site.host:
         raise UsageError(f"site {site.name!r} is local; it has no SSH connection")

@@ -179,7 +179,7 @@ class SshOptions:
 def _ssh_settings(settings: dict[str, Any], host: str, workdir: str | None,
                   options: SshOptions) -> tuple[str, str]:
     """Check the SSH options and store them in the site's settings; return (host, work dir)."""
-    from megarun.transport.ssh import parse_host_spec
+    from megarun.transport.ssh.hostspec import parse_host_spec
 
     spec = str(parse_host_spec(host))
     if not workdir or not workdir.startswith("/"):

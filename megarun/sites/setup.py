@@ -105,7 +105,7 @@ def check_new_site_name(ctx: Context, name: str) -> str:
 
 def normalize_host(host: str | None, user: str | None = None) -> str | None:
     """None for this machine; else [user@]host[:port], checked, with `user` put in front."""
-    from megarun.transport.ssh import parse_host_spec
+    from megarun.transport.ssh.hostspec import parse_host_spec
 
     text = (host or "").strip()
     if text in LOCAL_HOSTS:

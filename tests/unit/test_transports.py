@@ -17,16 +17,11 @@ from megarun.errors import ConfigError, EnvironmentProblem, UsageError
 from megarun.transport.base import CommandResult, Transport, shell_join
 from megarun.transport.errors import CommandTimeout, HostKeyUnknown
 from megarun.transport.local import LocalTransport
-from megarun.transport.ssh import (
-    HostSpec,
-    SshTransport,
-    append_known_host,
-    close_all,
-    get_transport,
-    load_ssh_config,
-    parse_host_spec,
-    resolve_endpoint,
-)
+from megarun.transport.pool import close_all, get_transport
+from megarun.transport.ssh.hostspec import HostSpec, parse_host_spec
+from megarun.transport.ssh.known_hosts import append_known_host
+from megarun.transport.ssh.ssh_config import load_ssh_config, resolve_endpoint
+from megarun.transport.ssh.transport import SshTransport
 
 
 # -- CommandResult and quoting ------------------------------------------------------------------
