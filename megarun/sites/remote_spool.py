@@ -31,6 +31,7 @@ from megarun.agent import layout
 from megarun.agent.private import make_private_dirs
 from megarun.errors import EnvironmentProblem
 from megarun.sites.connect import checked_agent_argv, install_agent, site_transport
+from megarun.sites.identity import SiteIdentity
 from megarun.sites.local_spool import (
     LocalSpool,
     bundle_keys,
@@ -38,7 +39,6 @@ from megarun.sites.local_spool import (
     private_dirs,
     write_private,
 )
-from megarun.sites.registry import SiteInfo
 from megarun.transport.base import CommandResult, Transport
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class AgentLaunch:
 class RemoteSpool(LocalSpool):
     """Mirror of an SSH site's spool; `exchange()` makes the two agree (module docstring)."""
 
-    def __init__(self, site: SiteInfo, mirror_dir: Path) -> None:
+    def __init__(self, site: SiteIdentity, mirror_dir: Path) -> None:
         super().__init__(mirror_dir)
         self.site = site
         self.round_trips = 0
@@ -287,7 +287,7 @@ def _agent_missing(result: CommandResult) -> bool:
     return "can't open file" in text or "No such file or directory" in text
 
 
-def _answer(site: SiteInfo, result: CommandResult) -> dict[str, Any]:
+def _answer(site: SiteIdentity, result: CommandResult) -> dict[str, Any]:
     where = f"site {site.name!r} ({site.host})"
     if result.code == 127:
         raise EnvironmentProblem(f"{where}: {shlex.quote(site.python)} was not found",
