@@ -155,6 +155,16 @@ def test_parse_host_spec_rejects(text: str, reason: str) -> None:
     assert "[user@]host[:port]" in str(caught.value)
 
 
+@pytest.mark.parametrize("module", ["megarun.transport.ssh.hostspec", "megarun.sites.registry",
+                                    "megarun.sites.remote_spool", "megarun.transport.pool"])
+def test_host_specs_and_sites_load_without_paramiko(module: str) -> None:
+    # Checking a host spec or listing sites must not pay for the SSH stack.
+    script = f"import sys, {module}; print('paramiko' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.strip() == "False"
+
+
 # -- ssh config resolution (no connection is made) -----------------------------------------------
 def write_config(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "config"
