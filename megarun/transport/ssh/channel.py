@@ -31,12 +31,21 @@ def collect_output(channel: paramiko.Channel, stdin: bytes | None,
             out += channel.recv(CHUNK)
         while channel.recv_stderr_ready():
             err += channel.recv_stderr(CHUNK)
-        if drained(channel):
+        if _drained(channel):
             return bytes(out), bytes(err)
         select.select([channel], [], [], min(_remaining(deadline), 1.0))
 
 
-def pump(channel: paramiko.Channel, stdout: BinaryIO, stderr: BinaryIO) -> None:
+def copy_output(channel: paramiko.Channel, stdout: BinaryIO, stderr: BinaryIO) -> None:
+    """Copy the command's output to `stdout`/`stderr` as it comes, until its end."""
+    while True:
+        _pump(channel, stdout, stderr)
+        if _drained(channel):
+            return
+        select.select([channel], [], [], 1.0)
+
+
+def _pump(channel: paramiko.Channel, stdout: BinaryIO, stderr: BinaryIO) -> None:
     """Copy what output has arrived, and flush it (a forwarded command reads as if local)."""
     moved = False
     while channel.recv_ready():
@@ -50,7 +59,7 @@ def pump(channel: paramiko.Channel, stdout: BinaryIO, stderr: BinaryIO) -> None:
         stderr.flush()
 
 
-def drained(channel: paramiko.Channel) -> bool:
+def _drained(channel: paramiko.Channel) -> bool:
     finished = bool(channel.eof_received or channel.closed)
     return finished and not channel.recv_ready() and not channel.recv_stderr_ready()
 

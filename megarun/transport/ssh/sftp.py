@@ -8,7 +8,7 @@ import errno
 import os
 import posixpath
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import paramiko
 
@@ -21,13 +21,20 @@ def upload_atomic(sftp: paramiko.SFTPClient, path: str, chunks: Iterable[bytes],
                    mode: int) -> None:
     """Write to a hidden temp name (mode set before any data), then rename over `path`."""
     tmp = temp_name_for(path)
-    try:
+    with _removed_on_error(sftp, tmp):
         with sftp.open(tmp, "wx") as handle:
             handle.chmod(mode)
             handle.set_pipelined(True)
             for chunk in chunks:
                 handle.write(chunk)
         sftp.posix_rename(tmp, path)
+
+
+@contextlib.contextmanager
+def _removed_on_error(sftp: paramiko.SFTPClient, tmp: str) -> Iterator[None]:
+    """Remove the temporary `tmp` when the block fails (then let the failure through)."""
+    try:
+        yield
     except BaseException:
         with contextlib.suppress(*TRANSIENT):
             sftp.remove(tmp)
@@ -58,12 +65,8 @@ def _replace_symlink(sftp: paramiko.SFTPClient, link_target: str, path: str) -> 
     tmp = temp_name_for(path)
     # paramiko sends (target, link) in the order OpenSSH's sftp-server expects.
     sftp.symlink(link_target, tmp)
-    try:
+    with _removed_on_error(sftp, tmp):
         sftp.posix_rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(*TRANSIENT):
-            sftp.remove(tmp)
-        raise
 
 
 def get_tree(sftp: paramiko.SFTPClient, source: str, target: str) -> None:

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import posixpath
-import select
 import stat
 import threading
 import time
@@ -45,10 +44,9 @@ from megarun.transport.ssh.channel import (
     TRANSIENT,
     Expired,
     collect_output,
-    drained,
+    copy_output,
     exit_status,
     one_line,
-    pump,
 )
 from megarun.transport.ssh.connection import Connection, is_alive, transport_of
 from megarun.transport.ssh.hostspec import HostSpec, parse_host_spec
@@ -156,11 +154,7 @@ class SshTransport:
         program = check_argv(argv)[0]
         with self.command_channel(argv) as channel:
             channel.shutdown_write()
-            while True:
-                pump(channel, stdout, stderr)
-                if drained(channel):
-                    break
-                select.select([channel], [], [], 1.0)
+            copy_output(channel, stdout, stderr)
             code = exit_status(channel, None)
         if code is None:
             raise HostUnreachable(f"the connection to {self.description} was lost while "
