@@ -30,10 +30,17 @@ import time
 from typing import Any, Dict, List, Optional
 
 from megarun.agent import AGENT_VERSION
+from megarun.agent.layout import (
+    SpoolLayout,
+    agent_of_event_log,
+    is_bundle,
+    is_heartbeat,
+    pool_of,
+)
 from megarun.agent.orphans import settle_dead_agent
 from megarun.agent.private import ensure_private_dirs
 from megarun.agent.runner import last_line
-from megarun.agent.spool import agent_log_path, unlink_quietly, write_atomic
+from megarun.agent.spool import unlink_quietly, write_atomic
 from megarun.agent.tidy import forget_agents, is_running
 
 DEFAULT_READ_LIMIT = 8 << 20
@@ -46,25 +53,15 @@ def _listing(folder: str) -> List[str]:
         return []
 
 
-class SiteSpool:
+class SiteSpool(SpoolLayout):
     """The spool folders of one site work dir (the home host's view, on the site)."""
 
     def __init__(self, workdir: str) -> None:
-        self.workdir = os.path.abspath(os.path.expanduser(workdir))
-        self.root = os.path.join(self.workdir, "spool")
-        self.queue = os.path.join(self.root, "queue")
-        self.claimed = os.path.join(self.root, "claimed")
-        self.kill_dir = os.path.join(self.root, "control", "kill")
-        self.stop_dir = os.path.join(self.root, "control", "stop")
-        self.agents = os.path.join(self.root, "agents")
-        self.events = os.path.join(self.root, "events")
-        self.published = os.path.join(self.root, "published")
+        super().__init__(os.path.abspath(os.path.expanduser(workdir)))
 
     def ensure(self) -> None:
-        ensure_private_dirs(self.workdir, (  # refused (exit 3) when others may write them
-            self.root, self.queue, self.claimed, os.path.dirname(self.kill_dir), self.kill_dir,
-            self.stop_dir, self.agents, self.events, self.published,
-            os.path.join(self.workdir, "logs")))
+        # refused (exit 3) when others may write them
+        ensure_private_dirs(self.workdir, [*self.folders(), self.published, self.logs])
 
 
 #: Publication markers older than this are pruned (a home host retries within minutes).
@@ -80,7 +77,7 @@ def publish(spool: SiteSpool, bundles: List[Dict[str, str]]) -> List[str]:
     new = []
     for bundle in bundles:
         name = os.path.basename(bundle["name"])
-        if not name.endswith(".jsonl") or name.startswith("."):
+        if not is_bundle(name):
             raise ValueError("bad bundle name {!r}".format(bundle["name"]))
         marker = os.path.join(spool.published, name)
         if os.path.exists(marker):
@@ -129,9 +126,9 @@ def read_events(spool: SiteSpool, offsets: Dict[str, int],
     answer = {}
     budget = limit
     for name in _listing(spool.events):
-        if not name.endswith(".jsonl") or budget <= 0:
+        agent = agent_of_event_log(name)
+        if agent is None or budget <= 0:
             continue
-        agent = name[:-len(".jsonl")]
         offset = int(offsets.get(agent, 0))
         with open(os.path.join(spool.events, name), "rb") as handle:
             handle.seek(offset)
@@ -166,7 +163,7 @@ def heartbeats(spool: SiteSpool) -> List[Dict[str, Any]]:
     host = socket.gethostname()
     beats = []
     for name in _listing(spool.agents):
-        if not name.endswith(".json"):
+        if not is_heartbeat(name):
             continue
         try:
             with open(os.path.join(spool.agents, name), "rb") as handle:
@@ -182,11 +179,6 @@ def heartbeats(spool: SiteSpool) -> List[Dict[str, Any]]:
             beat["process"] = None
         beats.append(beat)
     return beats
-
-
-def pool_of(name: str) -> str:
-    """The pool of a bundle name ("bj7~123.jsonl" -> "bj7"); "" for the shared queue."""
-    return name.split("~", 1)[0] if "~" in name else ""
 
 
 def take_back(spool: SiteSpool, pools: Optional[List[str]] = None) -> List[Dict[str, str]]:
@@ -209,7 +201,7 @@ def take_back(spool: SiteSpool, pools: Optional[List[str]] = None) -> List[Dict[
 
 def drop_claimed(spool: SiteSpool, agents: List[str]) -> None:
     for agent in agents:
-        folder = os.path.join(spool.claimed, os.path.basename(agent))
+        folder = spool.claimed_dir(os.path.basename(agent))
         for name in os.listdir(folder) if os.path.isdir(folder) else []:
             unlink_quietly(os.path.join(folder, name))
         if os.path.isdir(folder):
@@ -221,7 +213,7 @@ def forget(spool: SiteSpool, wanted: Dict[str, int]) -> List[str]:
     if not wanted:
         return []
     alive = {str(beat.get("agent")): is_running(beat) for beat in heartbeats(spool)}
-    return forget_agents(spool.root, os.path.join(spool.workdir, "logs"), wanted, alive)
+    return forget_agents(spool, wanted, alive)
 
 
 def settle_dead_agents(spool: SiteSpool, beats: List[Dict[str, Any]]) -> bool:
@@ -238,7 +230,7 @@ def settle_dead_agents(spool: SiteSpool, beats: List[Dict[str, Any]]) -> bool:
 
 def log_tails(spool: SiteSpool, agents: List[str]) -> Dict[str, str]:
     """The last line of each named agent's log (why an agent that died said it died)."""
-    return {str(agent): last_line(agent_log_path(spool.workdir, str(agent))) for agent in agents}
+    return {str(agent): last_line(spool.agent_log(str(agent))) for agent in agents}
 
 
 def live_agent(beats: List[Dict[str, Any]], dead_after: float) -> bool:
@@ -256,7 +248,7 @@ def live_agent(beats: List[Dict[str, Any]], dead_after: float) -> bool:
 def start_agent(spool: SiteSpool, args: List[str]) -> str:
     """Start an agent detached from this SSH session (own session, no terminal, own log)."""
     agent_id = "{}-{}".format(socket.gethostname().split(".")[0], int(time.time() * 1e6))
-    log_path = agent_log_path(spool.workdir, agent_id)
+    log_path = spool.agent_log(agent_id)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         subprocess.Popen(_agent_command() + ["run", "--workdir", spool.workdir,
@@ -301,9 +293,9 @@ def exchange(request: Dict[str, Any]) -> Dict[str, Any]:
         "version": AGENT_VERSION, "host": socket.gethostname(), "time": now,
         "events": read_events(spool, request.get("offsets") or {},
                               int(request.get("read_limit") or DEFAULT_READ_LIMIT)),
-        "heartbeats": beats, "queue": [n for n in _listing(spool.queue) if n.endswith(".jsonl")],
-        "claimed": {agent: [n for n in _listing(os.path.join(spool.claimed, agent))
-                            if n.endswith(".jsonl")] for agent in _listing(spool.claimed)},
+        "heartbeats": beats, "queue": [n for n in _listing(spool.queue) if is_bundle(n)],
+        "claimed": {agent: [n for n in _listing(spool.claimed_dir(agent)) if is_bundle(n)]
+                    for agent in _listing(spool.claimed)},
         "taken_back": taken, "started_agent": started, "published": published,
         "disk_free": usage.f_bavail * usage.f_frsize, "forgotten": forgotten,
         "log_tails": log_tails(spool, request.get("log_tail") or []),

@@ -28,6 +28,7 @@ import time
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from megarun.agent import rules, runner
+from megarun.agent.layout import SpoolLayout, is_bundle
 from megarun.agent.spool import EventLog, Key, iter_job_events, read_bundle, write_atomic
 
 log = logging.getLogger("megarun.agent")
@@ -61,16 +62,16 @@ def settle_dead_agent(workdir: str, agent_id: str, wait: float = KILL_WAIT) -> b
 
     Call only for an agent whose process is known gone (its heartbeat names this host).
     """
-    root = os.path.join(os.path.abspath(workdir), "spool")
-    events_path = os.path.join(root, "events", agent_id + ".jsonl")
-    attempts = unfinished_attempts(os.path.join(root, "claimed", agent_id), events_path)
+    layout = SpoolLayout(os.path.abspath(workdir))
+    events_path = layout.event_log(agent_id)
+    attempts = unfinished_attempts(layout.claimed_dir(agent_id), events_path)
     alive = kill_attempts(attempts, wait)
     if alive:
         log.warning("agent %s: processes of job(s) %s survive SIGKILL; settled later",
                     agent_id, ", ".join(str(a.job) for a in alive))
     ended = [a for a in attempts if a.started and a not in alive]
     _report_ended(events_path, ended)
-    _mark_dead(os.path.join(root, "agents", agent_id + ".json"), not alive)
+    _mark_dead(layout.heartbeat(agent_id), not alive)
     return not alive
 
 
@@ -113,7 +114,7 @@ def _outcomes(path: str) -> Tuple[Dict[Key, Dict[str, Any]],
 
 def _listing(folder: str) -> List[str]:
     try:
-        return [n for n in os.listdir(folder) if n.endswith(".jsonl") and not n.startswith(".")]
+        return [n for n in os.listdir(folder) if is_bundle(n)]
     except FileNotFoundError:
         return []
 

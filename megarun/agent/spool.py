@@ -8,6 +8,7 @@ import stat
 import time
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
+from megarun.agent.layout import STOP_ALL, SpoolLayout, is_bundle, pool_of
 from megarun.agent.private import ensure_private_dirs, make_private_dirs, private_problem
 
 log = logging.getLogger("megarun.agent")
@@ -49,26 +50,23 @@ class AgentSpool:
     """The spool folders of one site work dir, as one agent sees them."""
 
     def __init__(self, workdir: str, agent_id: str, pool: str = "") -> None:
-        self.workdir = os.path.abspath(workdir)
+        layout = SpoolLayout(os.path.abspath(workdir))
+        self.workdir = layout.workdir
         self.agent_id = agent_id
         self.pool = pool
-        root = os.path.join(self.workdir, "spool")
-        self.root = root
-        self.queue = os.path.join(root, "queue")
-        self.claimed = os.path.join(root, "claimed", agent_id)
-        self.kill_dir = os.path.join(root, "control", "kill")
-        self.stop_dir = os.path.join(root, "control", "stop")
-        self.agents = os.path.join(root, "agents")
-        self.rejected = os.path.join(root, "rejected")
-        self.events_path = os.path.join(root, "events", agent_id + ".jsonl")
-        self.heartbeat_path = os.path.join(self.agents, agent_id + ".json")
+        self.root = layout.root
+        self.queue = layout.queue
+        self.claimed = layout.claimed_dir(agent_id)
+        self.kill_dir = layout.kill_dir
+        self.stop_dir = layout.stop_dir
+        self.rejected = layout.rejected
+        self.events_path = layout.event_log(agent_id)
+        self.heartbeat_path = layout.heartbeat(agent_id)
+        self._layout = layout
 
     def ensure(self) -> None:
         """Make the spool folders (0700) and refuse a work dir or spool others may write."""
-        ensure_private_dirs(self.workdir, (
-            self.root, self.queue, os.path.dirname(self.claimed), self.claimed,
-            os.path.dirname(self.kill_dir), self.kill_dir, self.stop_dir, self.agents,
-            os.path.dirname(self.events_path)))
+        ensure_private_dirs(self.workdir, [*self._layout.folders(), self.claimed])
 
     # -- bundles ----------------------------------------------------------------------------
     def claim_bundle(self) -> Optional[str]:
@@ -79,8 +77,7 @@ class AgentSpool:
         """
         try:
             names = sorted(n for n in os.listdir(self.queue)
-                           if n.endswith(".jsonl") and not n.startswith(".")
-                           and _pool_of(n) == self.pool)
+                           if is_bundle(n) and pool_of(n) == self.pool)
         except FileNotFoundError:
             return None
         for name in names:
@@ -96,8 +93,7 @@ class AgentSpool:
     def leftover_bundles(self) -> List[str]:
         """Bundles this agent id claimed in an earlier life."""
         return sorted(path for path in (os.path.join(self.claimed, n)
-                                        for n in os.listdir(self.claimed)
-                                        if n.endswith(".jsonl") and not n.startswith("."))
+                                        for n in os.listdir(self.claimed) if is_bundle(n))
                       if self.trusted_bundle(path))
 
     def trusted_bundle(self, path: str) -> bool:
@@ -136,9 +132,9 @@ class AgentSpool:
     # -- control ----------------------------------------------------------------------------
     def stop_request(self) -> Optional[str]:
         """'drain', 'kill' or 'return' when a stop was asked for this agent (or all agents)."""
-        for name in (self.agent_id, "all"):
+        for name in (self.agent_id, STOP_ALL):
             try:
-                with open(os.path.join(self.stop_dir, name), "rb") as handle:
+                with open(self._layout.stop_file(name), "rb") as handle:
                     mode = handle.read().decode("utf-8", "replace").strip()
             except FileNotFoundError:
                 continue
@@ -153,16 +149,10 @@ class AgentSpool:
         return [int(n) for n in names if n.isdigit()]
 
     def clear_kill(self, job_id: int) -> None:
-        unlink_quietly(os.path.join(self.kill_dir, str(job_id)))
+        unlink_quietly(self._layout.kill_file(job_id))
 
     def write_heartbeat(self, beat: Dict[str, Any]) -> None:
         write_atomic(self.heartbeat_path, json.dumps(beat, separators=(",", ":")).encode())
-
-
-def _pool_of(bundle: str) -> str:
-    """The pool a bundle name belongs to ('' for none)."""
-    pool, tilde, _ = bundle.partition("~")
-    return pool if tilde else ""
 
 
 def bundle_problem(info: os.stat_result, path: str) -> Optional[str]:
@@ -261,16 +251,6 @@ def _last_seq(path: str) -> Tuple[int, bool]:
         except (ValueError, KeyError, TypeError):
             continue
     return 0, needs_newline
-
-
-def agent_log_name(agent_id: str) -> str:
-    """The file name of an agent's own log, in the work dir's `logs/`."""
-    return "agent-{}.log".format(os.path.basename(agent_id))
-
-
-def agent_log_path(workdir: str, agent_id: str) -> str:
-    """Where an agent started in `workdir` (by the launcher or the exchange) writes its log."""
-    return os.path.join(workdir, "logs", agent_log_name(agent_id))
 
 
 Key = Tuple[int, int]

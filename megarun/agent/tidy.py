@@ -14,7 +14,8 @@ Python 3.6+.
 import os
 from typing import Dict, List, Optional
 
-from megarun.agent.spool import agent_log_name, unlink_quietly, write_atomic
+from megarun.agent.layout import SpoolLayout, agent_log_name
+from megarun.agent.spool import unlink_quietly, write_atomic
 
 #: Ended agents' logs are appended here; past twice this size only its last part is kept.
 ENDED_LOG = "ended-agents.log"
@@ -85,7 +86,7 @@ def _trim(path: str) -> None:
     write_atomic(path, data[start:])
 
 
-def forget_agents(spool_root: str, logs_dir: str, wanted: Dict[str, int],
+def forget_agents(layout: SpoolLayout, wanted: Dict[str, int],
                   alive: Dict[str, bool]) -> List[str]:
     """On a site: forget each agent of `wanted` (agent id -> bytes of its event log the home
     host holds) whose log has nothing more and whose process is not alive; return them.
@@ -98,12 +99,12 @@ def forget_agents(spool_root: str, logs_dir: str, wanted: Dict[str, int],
         agent = os.path.basename(agent)
         if alive.get(agent):
             continue
-        events = os.path.join(spool_root, "events", agent + ".jsonl")
+        events = layout.event_log(agent)
         if not fully_read(events, int(size)):
             continue
         unlink_quietly(events)
-        unlink_quietly(os.path.join(spool_root, "agents", agent + ".json"))
-        fold_agent_log(logs_dir, agent)
+        unlink_quietly(layout.heartbeat(agent))
+        fold_agent_log(layout.logs, agent)
         forgotten.append(agent)
     return forgotten
 

@@ -55,7 +55,7 @@ def set_address(
 ) -> None:
     """Record how other hosts reach the home host (run it on the home host)."""
     from megarun.homehost.home import update_address
-    from megarun.transport.ssh import parse_host_spec
+    from megarun.transport.ssh.hostspec import parse_host_spec
 
     parse_host_spec(address)  # a malformed address is refused before it is recorded
     home = update_address(context(ctx).area, address,
@@ -82,7 +82,7 @@ def migrate(
 ) -> None:
     """Move the working database to this host (the area must be quiet for 30 min)."""
     from megarun.homehost.handoff import migrate_here
-    from megarun.transport.ssh import parse_host_spec
+    from megarun.transport.ssh.hostspec import parse_host_spec
 
     if address:
         parse_host_spec(address)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from peewee import SqliteDatabase
 
-from megarun.agent.spool import agent_log_path
+from megarun.agent.layout import agent_log_path
 from megarun.engine.agents import read_heartbeats
 from megarun.sites.local_spool import write_private
 from megarun.sites.remote_spool import RemoteSpool

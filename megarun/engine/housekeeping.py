@@ -26,7 +26,7 @@ import time
 from peewee import SqliteDatabase
 
 from megarun.agent.exchange import process_is_agent
-from megarun.agent.spool import agent_log_name
+from megarun.agent.layout import agent_log_name
 from megarun.core.faults import fault_point
 from megarun.db.jobstore import chunks
 from megarun.engine.agents import HOSTNAME, AgentStatus, read_heartbeats
@@ -96,7 +96,7 @@ def _still_exiting(beat: AgentStatus) -> bool:
 
 
 def _orphan_log(spool: LocalSpool, agent: str, beats: dict[str, AgentStatus], now: float) -> bool:
-    if agent in beats or (spool.events / f"{agent}.jsonl").exists():
+    if agent in beats or spool.event_log(agent).exists():
         return False
     try:
         age = now - (spool.logs_dir / agent_log_name(agent)).stat().st_mtime

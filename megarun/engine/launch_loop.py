@@ -26,9 +26,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from megarun.agent.layout import SpoolLayout, agent_log_path
 from megarun.agent.private import make_private_dirs
 from megarun.agent.runner import last_line
-from megarun.agent.spool import agent_log_path
 from megarun.config.area import LauncherSettings
 from megarun.core.filelocks import hold_lock
 from megarun.core.states import FAILING_STATUSES, JobStatus
@@ -637,8 +637,7 @@ def start_local_agent(site: SiteInfo, settings: LauncherSettings,
     """Start the agent for a local site, detached from this terminal and its Ctrl-C."""
     argv = [sys.executable, "-m", "megarun.agent", "run", "--workdir", site.workdir,
             "--agent-id", agent_id, *agent_args(site, settings)]
-    logs = Path(site.workdir) / "logs"
-    make_private_dirs(str(logs))
+    make_private_dirs(SpoolLayout(site.workdir).logs)
     fd = os.open(agent_log_path(site.workdir, agent_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,

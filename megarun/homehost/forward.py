@@ -13,7 +13,7 @@ from megarun.homehost.home import HomeHost
 from megarun.transport.errors import SshError
 
 if TYPE_CHECKING:
-    from megarun.transport.ssh import SshTransport
+    from megarun.transport.ssh.transport import SshTransport
 
 
 class HomeUnreachable(EnvironmentProblem):
@@ -22,7 +22,7 @@ class HomeUnreachable(EnvironmentProblem):
 
 def home_transport(home: HomeHost) -> SshTransport:
     """An SSH connection to the home host, with the settings the homehost file records."""
-    from megarun.transport.ssh import SshTransport
+    from megarun.transport.ssh.transport import SshTransport
 
     return SshTransport(home.address, site_name=None, identity_file=home.ssh.get("identity"),
                        jump=home.ssh.get("jump"), known_hosts=home.ssh.get("known_hosts"))

@@ -10,10 +10,13 @@ from typing import Any
 
 from megarun.agent import private
 from megarun.errors import EnvironmentProblem, UsageError
+from megarun.schedulers import get_scheduler
 from megarun.sites.agentzip import agent_zipapp
+from megarun.sites.identity import SiteIdentity
 from megarun.sites.local_spool import private_dirs
-from megarun.sites.registry import SiteInfo
 from megarun.transport.base import Transport
+from megarun.transport.local import LocalTransport
+from megarun.transport.pool import get_transport
 
 #: Scheduler commands `site check` looks for on the site's PATH.
 SCHEDULER_COMMANDS = ("sbatch", "squeue", "scancel", "qsub", "qstat", "qdel", "bsub", "bjobs",
@@ -64,7 +67,7 @@ print(removed)
 """
 
 
-def remove_remote_run_paths(site: SiteInfo, root: str, paths: list[str]) -> int:
+def remove_remote_run_paths(site: SiteIdentity, root: str, paths: list[str]) -> int:
     """Delete run paths on an SSH site (only under `root`); return how many were removed."""
     result = site_transport(site).run([site.python, "-c", _REMOVE_PATHS, root],
                                      stdin=json.dumps(paths).encode(), timeout=600)
@@ -75,9 +78,9 @@ def remove_remote_run_paths(site: SiteInfo, root: str, paths: list[str]) -> int:
     return int(result.stdout_text.strip() or 0)
 
 
-def site_transport(site: SiteInfo, accept_host_key: bool = False) -> Transport:
+def site_transport(site: SiteIdentity, accept_host_key: bool = False) -> Transport:
     """The site's pooled SSH transport (a fresh one when a host key may be accepted)."""
-    from megarun.transport.ssh import SshTransport, get_transport
+    from megarun.transport.ssh.transport import SshTransport  # paramiko: only for SSH sites
 
     if not site.host:
         raise UsageError(f"site {site.name!r} is local; it has no SSH connection")
@@ -93,22 +96,20 @@ def site_transport(site: SiteInfo, accept_host_key: bool = False) -> Transport:
     return get_transport(f"site:{site.name}", make)
 
 
-def transport_for(site: SiteInfo) -> Transport:
+def transport_for(site: SiteIdentity) -> Transport:
     """Where the site's commands run: its SSH connection, or this machine."""
     if site.host:
         return site_transport(site)
-    from megarun.transport.local import LocalTransport
-
     return LocalTransport()
 
 
-def agent_command(site: SiteInfo) -> list[str]:
+def agent_command(site: SiteIdentity) -> list[str]:
     """How a batch script starts the agent zipapp on the site (installed by install_agent)."""
     python = site.python if site.host or "python" in site.settings else sys.executable
     return [python, agent_path(site)]
 
 
-def agent_path(site: SiteInfo) -> str:
+def agent_path(site: SiteIdentity) -> str:
     return f"{site.workdir}/agent/{agent_zipapp().name}"
 
 
@@ -117,13 +118,13 @@ def private_script() -> str:
     return Path(private.__file__).read_text(encoding="utf-8")
 
 
-def checked_agent_argv(site: SiteInfo, *args: str) -> list[str]:
+def checked_agent_argv(site: SiteIdentity, *args: str) -> list[str]:
     """Run the site's agent with `args` after checking (there) that it and its folders are
     private: the same round trip, and a zipapp planted by someone else never runs."""
     return [site.python, "-c", private_script(), "run", agent_path(site), *args]
 
 
-def ensure_site_dirs(site: SiteInfo, transport: Transport, *folders: str) -> None:
+def ensure_site_dirs(site: SiteIdentity, transport: Transport, *folders: str) -> None:
     """Make `folders` 0700 on the site and refuse any another user owns or may write
     (checked on the site, in one round trip)."""
     if not site.host:
@@ -142,7 +143,7 @@ def ensure_site_dirs(site: SiteInfo, transport: Transport, *folders: str) -> Non
                              f"check the site: megarun site check {site.name}")
 
 
-def install_agent(site: SiteInfo, transport: Transport | None = None) -> bool:
+def install_agent(site: SiteIdentity, transport: Transport | None = None) -> bool:
     """Ship this version of the agent to a site (over SFTP) unless it is there already.
 
     The zipapp's name carries its content hash, so an existing file is this very agent.
@@ -157,14 +158,12 @@ def install_agent(site: SiteInfo, transport: Transport | None = None) -> bool:
     return True
 
 
-def check_site(site: SiteInfo, accept_host_key: bool = False,
+def check_site(site: SiteIdentity, accept_host_key: bool = False,
                install: bool = False) -> dict[str, Any]:
     """Connect, and report the remote Python, free disk, agent and scheduler commands."""
     if site.host:
         transport, python = site_transport(site, accept_host_key), site.python
     else:
-        from megarun.transport.local import LocalTransport
-
         transport, python = LocalTransport(), sys.executable
     try:
         shipped = install_agent(site, transport) if install and site.host else False
@@ -186,8 +185,6 @@ def check_site(site: SiteInfo, accept_host_key: bool = False,
         raise EnvironmentProblem(f"site {site.name!r}: Python {facts['python']} on {site.host} "
                                  "is older than 3.6, which the agent needs",
                                  "point --python at a newer interpreter")
-    from megarun.schedulers import get_scheduler
-
     wanted = [] if site.scheduler == "local" else list(get_scheduler(site.scheduler).commands)
     facts.update({"site": site.name, "host_spec": site.host or "local", "workdir": site.workdir,
                   "agent": agent_zipapp().name, "agent_shipped": shipped,

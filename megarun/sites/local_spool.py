@@ -1,6 +1,7 @@
 """The home host's side of the spool protocol (docs/spool-protocol.md) on a local directory.
 
-The same operations will be offered over SFTP for SSH sites; services only use this interface.
+The paths come from megarun/agent/layout.py, the layout's one definition, shared with the
+agent. An SSH site's spool is a local mirror of the same shape (remote_spool.py).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from megarun.agent import tidy
-from megarun.agent.exchange import pool_of  # the agent and the home host name pools alike
+from megarun.agent import layout, tidy
+from megarun.agent.layout import BUNDLE_GLOB, EVENT_LOG_GLOB, HEARTBEAT_GLOB, SpoolLayout
 from megarun.agent.private import NotPrivate, ensure_private_dirs, make_private_dirs
 from megarun.errors import EnvironmentProblem
 
@@ -64,38 +65,45 @@ class LocalSpool:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.root = workdir / "spool"
+        self.layout = SpoolLayout(str(workdir))
+        self.root = Path(self.layout.root)
 
     # -- layout -----------------------------------------------------------------------------
     @property
     def queue(self) -> Path:
-        return self.root / "queue"
+        return Path(self.layout.queue)
 
     @property
     def claimed(self) -> Path:
-        return self.root / "claimed"
+        return Path(self.layout.claimed)
 
     @property
     def kill_dir(self) -> Path:
-        return self.root / "control" / "kill"
+        return Path(self.layout.kill_dir)
 
     @property
     def stop_dir(self) -> Path:
-        return self.root / "control" / "stop"
+        return Path(self.layout.stop_dir)
 
     @property
     def agents(self) -> Path:
-        return self.root / "agents"
+        return Path(self.layout.agents)
 
     @property
     def events(self) -> Path:
-        return self.root / "events"
+        return Path(self.layout.events)
+
+    def event_log(self, agent_id: str) -> Path:
+        return self.events / layout.event_log_name(agent_id)
+
+    def heartbeat(self, agent_id: str) -> Path:
+        return self.agents / layout.heartbeat_name(agent_id)
 
     def ensure(self) -> None:
         """Create the spool folders, owner-only; refuse a work dir or spool others may write."""
         private_dirs(self.workdir, self.root, self.queue, self.claimed, self.kill_dir.parent,
                      self.kill_dir, self.stop_dir, self.agents, self.events,
-                     self.workdir / "jobs")
+                     Path(self.layout.jobs))
 
     # -- bundles ----------------------------------------------------------------------------
     def stage_bundle(self, specs: list[dict[str, Any]], pool: str | None = None) -> StagedBundle:
@@ -104,9 +112,8 @@ class LocalSpool:
         A bundle of a `pool` (a batch job's own queue, "bj<id>") is named "<pool>~...": only
         the agent started with `--pool <pool>` claims it, and agents without a pool leave it.
         """
-        name = f"{time.time_ns():020d}-{os.getpid()}-{next(_COUNTER):06d}.jsonl"
-        if pool:
-            name = f"{pool}~{name}"
+        name = layout.bundle_name(
+            f"{time.time_ns():020d}-{os.getpid()}-{next(_COUNTER):06d}{layout.BUNDLE_SUFFIX}", pool)
         final = self.queue / name
         tmp = self.queue / f".{name}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -133,11 +140,11 @@ class LocalSpool:
     def take_back_queue(self, pools: list[str] | None = None) -> list[tuple[int, int]]:
         """Atomically take every unclaimed bundle (of `pools` only, "" naming the shared
         queue) away from agents; return their (job, attempt)s."""
-        home = self.claimed / "_home"
+        home = self.claimed / layout.HOME_CLAIM
         make_private_dirs(str(home))
         taken: list[tuple[int, int]] = []
-        for path in sorted(self.queue.glob("[!.]*.jsonl")):
-            if pools is not None and pool_of(path.name) not in pools:
+        for path in sorted(self.queue.glob(BUNDLE_GLOB)):
+            if pools is not None and layout.pool_of(path.name) not in pools:
                 continue
             target = home / path.name
             try:
@@ -151,14 +158,14 @@ class LocalSpool:
     def bundled_jobs(self) -> set[tuple[int, int]]:
         """(job, attempt) of every job in a queued or claimed bundle."""
         keys: set[tuple[int, int]] = set()
-        for path in itertools.chain(self.queue.glob("[!.]*.jsonl"),
-                                    self.claimed.glob("*/[!.]*.jsonl")):
+        for path in itertools.chain(self.queue.glob(BUNDLE_GLOB),
+                                    self.claimed.glob(f"*/{BUNDLE_GLOB}")):
             keys.update(bundle_keys(path))
         return keys
 
     def claimed_jobs(self, agent_id: str) -> list[tuple[int, int]]:
         keys: list[tuple[int, int]] = []
-        for path in (self.claimed / agent_id).glob("[!.]*.jsonl"):
+        for path in (self.claimed / agent_id).glob(BUNDLE_GLOB):
             keys.extend(bundle_keys(path))
         return keys
 
@@ -172,28 +179,28 @@ class LocalSpool:
 
     # -- control ----------------------------------------------------------------------------
     def request_kill(self, job_id: int) -> None:
-        write_private(self.kill_dir / str(job_id), b"")
+        write_private(Path(self.layout.kill_file(job_id)), b"")
 
     def clear_kill(self, job_id: int) -> None:
-        (self.kill_dir / str(job_id)).unlink(missing_ok=True)
+        Path(self.layout.kill_file(job_id)).unlink(missing_ok=True)
 
     def pending_kills(self) -> set[int]:
         return {int(p.name) for p in self.kill_dir.glob("[0-9]*")}
 
     def request_stop(self, agent_id: str, mode: str) -> None:
-        write_private(self.stop_dir / agent_id, mode.encode())
+        write_private(Path(self.layout.stop_file(agent_id)), mode.encode())
 
     def clear_stop(self, agent_id: str) -> None:
-        (self.stop_dir / agent_id).unlink(missing_ok=True)
+        Path(self.layout.stop_file(agent_id)).unlink(missing_ok=True)
 
     # -- events and heartbeats --------------------------------------------------------------
     def event_logs(self) -> list[str]:
         """Agent ids that have an event log."""
-        return sorted(p.stem for p in self.events.glob("[!.]*.jsonl"))
+        return sorted(p.stem for p in self.events.glob(EVENT_LOG_GLOB))
 
     def read_events(self, agent_id: str, offset: int, limit: int = 8 << 20) -> tuple[bytes, int]:
         """New complete lines of an agent's event log from `offset`; returns (data, new offset)."""
-        path = self.events / f"{agent_id}.jsonl"
+        path = self.event_log(agent_id)
         try:
             with open(path, "rb") as handle:
                 handle.seek(offset)
@@ -205,7 +212,7 @@ class LocalSpool:
 
     def heartbeats(self) -> Iterator[dict[str, Any]]:
         """Every readable heartbeat file."""
-        for path in self.agents.glob("[!.]*.json"):
+        for path in self.agents.glob(HEARTBEAT_GLOB):
             try:
                 yield json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
@@ -215,30 +222,31 @@ class LocalSpool:
     @property
     def logs_dir(self) -> Path:
         """Agents' own logs (stdout and stderr of the agent process)."""
-        return self.workdir / "logs"
+        return Path(self.layout.logs)
 
     def agents_with_files(self) -> set[str]:
         """Agent ids that have an event log, a heartbeat or an agent log here."""
-        found = {p.stem for p in self.events.glob("[!.]*.jsonl")}
-        found.update(p.stem for p in self.agents.glob("[!.]*.json"))
-        found.update(p.stem[len("agent-"):] for p in self.logs_dir.glob("agent-*.log"))
+        found = {p.stem for p in self.events.glob(EVENT_LOG_GLOB)}
+        found.update(p.stem for p in self.agents.glob(HEARTBEAT_GLOB))
+        found.update(layout.agent_of_agent_log(p.name)
+                     for p in self.logs_dir.glob(layout.AGENT_LOG_GLOB))
         return found
 
     def event_log_read(self, agent_id: str, offset: int) -> bool:
         """Whether the agent's event log has nothing after `offset` (a torn last line aside)."""
-        return tidy.fully_read(str(self.events / f"{agent_id}.jsonl"), offset)
+        return tidy.fully_read(str(self.event_log(agent_id)), offset)
 
     def remove_event_log(self, agent_id: str) -> None:
-        (self.events / f"{agent_id}.jsonl").unlink(missing_ok=True)
+        self.event_log(agent_id).unlink(missing_ok=True)
 
     def remove_agent_files(self, agent_id: str) -> None:
         """Remove an ended agent's heartbeat; fold its agent log into logs/ended-agents.log."""
-        (self.agents / f"{agent_id}.json").unlink(missing_ok=True)
+        self.heartbeat(agent_id).unlink(missing_ok=True)
         tidy.fold_agent_log(str(self.logs_dir), agent_id)
 
     def job_dir(self, job_id: int) -> str:
         """Where a plain job runs: jobs/<thousands>/<id> (a string: it goes into job specs)."""
-        return f"{self.workdir}/jobs/{job_id // 1000:06d}/{job_id}"
+        return layout.job_dir(str(self.workdir), job_id)
 
 
 def bundle_keys_in(text: str) -> list[tuple[int, int]]:

@@ -20,6 +20,8 @@ from megarun.db.models import Job, Site
 from megarun.errors import ConfigError, NotFoundError, UsageError
 from megarun.homehost.context import Context
 from megarun.sites.local_spool import LocalSpool, private_dirs
+from megarun.sites.remote_spool import RemoteSpool
+from megarun.transport.ssh.hostspec import parse_host_spec
 
 #: Preset keys that only suggest answers to `site init` (a login host, a work dir pattern such
 #: as `$HOME/megarun`). A site's real host and work dir are its own fields, so these are not
@@ -72,8 +74,6 @@ class SiteInfo:
     def spool(self) -> LocalSpool:
         """The site's spool: its work dir here, or the local mirror of an SSH site's spool."""
         if self.host:
-            from megarun.sites.remote_spool import RemoteSpool
-
             if self.mirror_dir is None:
                 raise UsageError(f"site {self.name!r} is on {self.host}: its spool needs the area")
             return RemoteSpool(self, self.mirror_dir)
@@ -179,8 +179,6 @@ class SshOptions:
 def _ssh_settings(settings: dict[str, Any], host: str, workdir: str | None,
                   options: SshOptions) -> tuple[str, str]:
     """Check the SSH options and store them in the site's settings; return (host, work dir)."""
-    from megarun.transport.ssh import parse_host_spec
-
     spec = str(parse_host_spec(host))
     if not workdir or not workdir.startswith("/"):
         raise UsageError("an SSH site needs --workdir, an absolute path on the remote host "

@@ -27,9 +27,11 @@ from typing import Any
 
 from filelock import FileLock
 
+from megarun.agent import layout
 from megarun.agent.private import make_private_dirs
 from megarun.errors import EnvironmentProblem
 from megarun.sites.connect import checked_agent_argv, install_agent, site_transport
+from megarun.sites.identity import SiteIdentity
 from megarun.sites.local_spool import (
     LocalSpool,
     bundle_keys,
@@ -37,7 +39,6 @@ from megarun.sites.local_spool import (
     private_dirs,
     write_private,
 )
-from megarun.sites.registry import SiteInfo
 from megarun.transport.base import CommandResult, Transport
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class AgentLaunch:
 class RemoteSpool(LocalSpool):
     """Mirror of an SSH site's spool; `exchange()` makes the two agree (module docstring)."""
 
-    def __init__(self, site: SiteInfo, mirror_dir: Path) -> None:
+    def __init__(self, site: SiteIdentity, mirror_dir: Path) -> None:
         super().__init__(mirror_dir)
         self.site = site
         self.round_trips = 0
@@ -85,23 +86,23 @@ class RemoteSpool(LocalSpool):
     @property
     def queue(self) -> Path:
         """Bundles written here are not yet on the site (the next exchange sends them)."""
-        return self.root / "outbox"
+        return self.root / layout.OUTBOX
 
     @property
     def sent(self) -> Path:
         """Copies of bundles that wait in the site's queue."""
-        return self.root / "sent"
+        return self.root / layout.SENT
 
     @property
     def drops(self) -> Path:
         """Agents whose claimed folders the site should forget."""
-        return self.root / "drop"
+        return self.root / layout.DROP
 
     @property
     def forgets(self) -> Path:
         """Ended agents whose files the site should remove (each holds the bytes of its event
         log the home host has); megarun.engine.housekeeping writes them."""
-        return self.root / "forget"
+        return self.root / layout.FORGET
 
     def ensure(self) -> None:
         """The mirror's folders (the site's own are checked there, by the exchange)."""
@@ -130,7 +131,7 @@ class RemoteSpool(LocalSpool):
         return wanted
 
     def job_dir(self, job_id: int) -> str:
-        return f"{self.site.workdir}/jobs/{job_id // 1000:06d}/{job_id}"
+        return layout.job_dir(self.site.workdir, job_id)
 
     @property
     def transport(self) -> Transport:
@@ -141,7 +142,7 @@ class RemoteSpool(LocalSpool):
     # -- what the mirror knows --------------------------------------------------------------
     def bundled_jobs(self) -> set[tuple[int, int]]:
         keys = super().bundled_jobs()
-        for path in self.sent.glob("[!.]*.jsonl"):
+        for path in self.sent.glob(layout.BUNDLE_GLOB):
             keys.update(bundle_keys(path))
         return keys
 
@@ -164,7 +165,7 @@ class RemoteSpool(LocalSpool):
         (and the last line of the logs of the agents named in `log_tail`)."""
         self.ensure()
         with FileLock(str(self.root / "exchange.lock"), mode=0o600):
-            outbox = sorted(self.queue.glob("[!.]*.jsonl"))
+            outbox = sorted(self.queue.glob(layout.BUNDLE_GLOB))
             drops = sorted(p.name for p in self.drops.iterdir())
             request = self._request(outbox, drops, start_agent, take_back)
             if log_tail:
@@ -174,7 +175,7 @@ class RemoteSpool(LocalSpool):
 
     def _request(self, outbox: list[Path], drops: list[str], start_agent: AgentLaunch | None,
                  take_back: bool | list[str]) -> dict[str, Any]:
-        offsets = {path.stem: _complete_size(path) for path in self.events.glob("[!.]*.jsonl")}
+        offsets = {path.stem: _complete_size(path) for path in self.events.glob(layout.EVENT_LOG_GLOB)}
         stop = {p.name: p.read_text(encoding="utf-8").strip()
                 for p in self.stop_dir.glob("[!.]*")}
         request: dict[str, Any] = {
@@ -235,7 +236,7 @@ class RemoteSpool(LocalSpool):
         (self.forgets / agent).unlink(missing_ok=True)
 
     def _append_events(self, agent: str, offset: int, data: str) -> int:
-        path = self.events / f"{Path(agent).name}.jsonl"
+        path = self.event_log(Path(agent).name)
         size = _complete_size(path, trim=True)
         if offset != size:
             log.warning("site %s agent %s: events at offset %d but the mirror has %d bytes; "
@@ -256,12 +257,12 @@ class RemoteSpool(LocalSpool):
         mirrored = dict(beat)
         mirrored["time"] = float(beat.get("time", 0)) - skew  # on this host's clock
         mirrored["mirrored"] = True
-        write_private(self.agents / f"{agent}.json", json.dumps(mirrored).encode())
+        write_private(self.heartbeat(agent), json.dumps(mirrored).encode())
 
     def _match_listings(self, queue: set[str], claimed: dict[str, list[str]]) -> None:
         """Move mirror copies where the site has the bundles; forget the ones it finished."""
         owner = {name: agent for agent, names in claimed.items() for name in names}
-        for path in self.sent.glob("[!.]*.jsonl"):
+        for path in self.sent.glob(layout.BUNDLE_GLOB):
             if path.name in queue:
                 continue
             agent = owner.get(path.name)
@@ -272,10 +273,10 @@ class RemoteSpool(LocalSpool):
             make_private_dirs(str(folder))
             os.replace(path, folder / path.name)
         for folder in self.claimed.iterdir():
-            if not folder.is_dir() or folder.name == "_home":
+            if not folder.is_dir() or folder.name == layout.HOME_CLAIM:
                 continue
             keep = set(claimed.get(folder.name, []))
-            for path in folder.glob("[!.]*.jsonl"):
+            for path in folder.glob(layout.BUNDLE_GLOB):
                 if path.name not in keep:
                     path.unlink(missing_ok=True)
 
@@ -286,7 +287,7 @@ def _agent_missing(result: CommandResult) -> bool:
     return "can't open file" in text or "No such file or directory" in text
 
 
-def _answer(site: SiteInfo, result: CommandResult) -> dict[str, Any]:
+def _answer(site: SiteIdentity, result: CommandResult) -> dict[str, Any]:
     where = f"site {site.name!r} ({site.host})"
     if result.code == 127:
         raise EnvironmentProblem(f"{where}: {shlex.quote(site.python)} was not found",

@@ -28,8 +28,10 @@ from megarun.config.presets import (
 from megarun.db.models import Site
 from megarun.errors import EnvironmentProblem, UsageError
 from megarun.homehost.context import Context
+from megarun.schedulers import get_scheduler
+from megarun.sites.connect import check_site, site_transport, transport_for
 from megarun.sites.registry import SiteInfo, SshOptions, add_site, record_detected
-from megarun.transport.base import Transport
+from megarun.transport.ssh.hostspec import parse_host_spec
 
 #: Answers to the host question that mean "this machine".
 LOCAL_HOSTS = ("", "local")
@@ -105,8 +107,6 @@ def check_new_site_name(ctx: Context, name: str) -> str:
 
 def normalize_host(host: str | None, user: str | None = None) -> str | None:
     """None for this machine; else [user@]host[:port], checked, with `user` put in front."""
-    from megarun.transport.ssh import parse_host_spec
-
     text = (host or "").strip()
     if text in LOCAL_HOSTS:
         if user:
@@ -199,8 +199,6 @@ def init_site(ctx: Context, request: InitRequest, progress: Progress | None = No
     probe = _probe_site(preset, name, host, workdir, assignments, request.ssh)
     say(f"connecting to {host or 'this machine'} ...")
     probe = dataclasses.replace(probe, workdir=_resolve_workdir(probe, request.accept_host_key))
-    from megarun.sites.connect import check_site
-
     facts = check_site(probe, accept_host_key=False, install=True)
     say(f"Python {facts['python']} on {facts.get('host') or host}; work dir {probe.workdir}")
     if facts.get("agent_shipped"):
@@ -262,8 +260,6 @@ def _resolve_workdir(site: SiteInfo, accept_host_key: bool) -> str:
 
 
 def _expand_remote(site: SiteInfo, raw: str, accept_host_key: bool) -> str:
-    from megarun.sites.connect import site_transport
-
     transport = site_transport(site, accept_host_key)
     try:
         # A login shell sets the centre's variables ($SCRATCH, $MEMBERWORK); the path and the
@@ -283,12 +279,10 @@ def _expand_remote(site: SiteInfo, raw: str, accept_host_key: bool) -> str:
 
 def check_scheduler(site: SiteInfo) -> str:
     """Run the scheduler's version command on the site; return its first line of output."""
-    from megarun.schedulers import get_scheduler
-
     argv = get_scheduler(site.scheduler).version_argv()
     if not argv:
         return "no batch scheduler"
-    result = _transport(site).run(argv, timeout=60)
+    result = transport_for(site).run(argv, timeout=60)
     output = (result.stdout_text.strip() or result.stderr_text.strip()).splitlines()
     if result.code != 0:
         reason = "not found" if result.code == 127 else (output[-1] if output else
@@ -297,13 +291,3 @@ def check_scheduler(site: SiteInfo) -> str:
                                  f"answer on {site.host or 'this machine'}: {argv[0]}: {reason}",
                                  "check the preset, or that its commands are on the PATH there")
     return output[0] if output else f"{argv[0]} found"
-
-
-def _transport(site: SiteInfo) -> Transport:
-    if site.host:
-        from megarun.sites.connect import site_transport
-
-        return site_transport(site)
-    from megarun.transport.local import LocalTransport
-
-    return LocalTransport()

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from megarun.transport.ssh import SshTransport
+from megarun.transport.ssh.transport import SshTransport
 from tests.slurmd import SlurmCluster, SlurmUnavailable, start_slurm
 from tests.sshd import ClientKey, NetnsHost, SshdUnavailable, SshServer, ensure_openssh
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from megarun.transport.ssh import SshTransport
+from megarun.transport.ssh.transport import SshTransport
 from tests.slurmd import (
     DAEMONS,
     SLURM_CONF,

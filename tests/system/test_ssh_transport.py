@@ -20,7 +20,8 @@ from megarun.transport.errors import (
     HostKeyUnknown,
     HostUnreachable,
 )
-from megarun.transport.ssh import SshTransport, close_all, get_transport
+from megarun.transport.pool import close_all, get_transport
+from megarun.transport.ssh.transport import SshTransport
 from tests.sshd import SshServer, free_port, make_key
 
 MakeTransport = Callable[..., SshTransport]

@@ -18,7 +18,7 @@ import pytest
 from megarun.engine import staging
 from megarun.engine.staging import StageItem, StagingError
 from megarun.transport import rsync
-from megarun.transport.ssh import SshTransport
+from megarun.transport.ssh.transport import SshTransport
 from tests.conftest import megarun_process
 from tests.sshd import SshServer
 from tests.system.conftest import skip_loudly

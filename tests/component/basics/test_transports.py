@@ -17,16 +17,11 @@ from megarun.errors import ConfigError, EnvironmentProblem, UsageError
 from megarun.transport.base import CommandResult, Transport, shell_join
 from megarun.transport.errors import CommandTimeout, HostKeyUnknown
 from megarun.transport.local import LocalTransport
-from megarun.transport.ssh import (
-    HostSpec,
-    SshTransport,
-    append_known_host,
-    close_all,
-    get_transport,
-    load_ssh_config,
-    parse_host_spec,
-    resolve_endpoint,
-)
+from megarun.transport.pool import close_all, get_transport
+from megarun.transport.ssh.hostspec import HostSpec, parse_host_spec
+from megarun.transport.ssh.known_hosts import append_known_host
+from megarun.transport.ssh.ssh_config import load_ssh_config, resolve_endpoint
+from megarun.transport.ssh.transport import SshTransport
 
 
 # -- CommandResult and quoting ------------------------------------------------------------------
@@ -158,6 +153,16 @@ def test_parse_host_spec_rejects(text: str, reason: str) -> None:
     with pytest.raises(UsageError, match=reason) as caught:
         parse_host_spec(text)
     assert "[user@]host[:port]" in str(caught.value)
+
+
+@pytest.mark.parametrize("module", ["megarun.transport.ssh.hostspec", "megarun.sites.registry",
+                                    "megarun.sites.remote_spool", "megarun.transport.pool"])
+def test_host_specs_and_sites_load_without_paramiko(module: str) -> None:
+    # Checking a host spec or listing sites must not pay for the SSH stack.
+    script = f"import sys, {module}; print('paramiko' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.strip() == "False"
 
 
 # -- ssh config resolution (no connection is made) -----------------------------------------------
