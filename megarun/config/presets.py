@@ -73,7 +73,8 @@ class Preset:
     @property
     def queues(self) -> list[Queue]:
         """The preset's queues, in the order the file lists them."""
-        return [_queue(name, table) for name, table in self.settings.get("queues", {}).items()]
+        queues = self.settings.get("queues", {})
+        return [queue_limits(name, table) for name, table in queues.items()]
 
     @property
     def default_queue(self) -> str:
@@ -96,7 +97,8 @@ class Preset:
         return str(self.settings.get("workdir", ""))
 
 
-def _queue(name: str, table: dict[str, Any]) -> Queue:
+def queue_limits(name: str, table: dict[str, Any]) -> Queue:
+    """One [queues.NAME] table (checked by _validate_queues) as a Queue."""
     return Queue(name, int(table["max_nodes"]), int(table["max_walltime"]),
                  int(table.get("min_nodes", 1)), str(table.get("description", "")))
 
@@ -203,7 +205,7 @@ def _validate_queues(table: Any, origin: str) -> list[Queue]:
             if expect_type(limits.get(key, 1), int, origin, f"{where}.{key}") < 1:
                 raise ConfigError(f"{origin}: key '{where}.{key}' must be at least 1")
         expect_type(limits.get("description", ""), str, origin, f"{where}.description")
-        queue = _queue(name, limits)
+        queue = queue_limits(name, limits)
         if queue.min_nodes > queue.max_nodes:
             raise ConfigError(f"{origin}: [{where}] min_nodes {queue.min_nodes} is more than "
                               f"max_nodes {queue.max_nodes}")
