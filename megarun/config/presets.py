@@ -60,41 +60,19 @@ class Queue:
 
 @dataclass(frozen=True)
 class Preset:
-    """A validated preset: its name, description and settings table."""
+    """A validated preset: its settings table (what a site saves, with `--set` overrides) and
+    what `site init` asks about, read once when the preset is validated."""
 
     name: str
     description: str
     settings: dict[str, Any]
-
-    @property
-    def scheduler(self) -> str:
-        return str(self.settings["scheduler"])
-
-    @property
-    def queues(self) -> list[Queue]:
-        """The preset's queues, in the order the file lists them."""
-        queues = self.settings.get("queues", {})
-        return [queue_limits(name, table) for name, table in queues.items()]
-
-    @property
-    def default_queue(self) -> str:
-        return str(self.settings.get("default_queue", ""))
-
-    @property
-    def account(self) -> str:
-        return str(self.settings.get("account", ""))
-
-    @property
-    def account_required(self) -> bool:
-        return bool(self.settings.get("account_required", False))
-
-    @property
-    def host(self) -> str:
-        return str(self.settings.get("host", ""))
-
-    @property
-    def workdir(self) -> str:
-        return str(self.settings.get("workdir", ""))
+    scheduler: str = "local"
+    queues: tuple[Queue, ...] = ()  # in the order the file lists them
+    default_queue: str = ""
+    account: str = ""
+    account_required: bool = False
+    host: str = ""  # host and workdir are suggestions for `site init`, not a site's settings
+    workdir: str = ""
 
 
 def queue_limits(name: str, table: dict[str, Any]) -> Queue:
@@ -151,8 +129,10 @@ def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
     settings["scheduler"] = scheduler
     settings["node"] = {"cpus": 0, "gpus": 0, "max_jobs": 0, **node}
     settings["pilot"] = pilot
-    description = str(data.get("description", ""))
-    return Preset(name, description, settings)
+    return Preset(name, data.get("description", ""), settings, scheduler, tuple(queues),
+                  data.get("default_queue", ""), data.get("account", ""),
+                  data.get("account_required", False), data.get("host", ""),
+                  data.get("workdir", ""))
 
 
 def _choice(value: Any, valid: tuple[str, ...], origin: str, key: str) -> str:

@@ -18,7 +18,7 @@ def test_every_shipped_preset_builds_a_spec(name: str) -> None:
     preset = load_preset(name)
     spec = SiteSpec.from_settings(preset.settings, f"{name}.toml")
     assert spec.scheduler == preset.scheduler
-    assert list(spec.queues.values()) == preset.queues
+    assert tuple(spec.queues.values()) == preset.queues
     assert spec.default_queue == preset.default_queue
     assert spec.account_required == preset.account_required
     assert spec.stored == preset.settings
