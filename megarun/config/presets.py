@@ -18,6 +18,7 @@ from megarun.config.inputs import find_bad_value, printable, text_problem, value
 from megarun.config.tomlfile import check_keys, expect_type, load_toml
 from megarun.errors import ConfigError, NotFoundError
 from megarun.resources import data_dir
+from megarun.schedulers import check_extras, check_pilot
 from megarun.schedulers.base import Allocation
 
 SCHEDULERS = ("local", "slurm", "pbs", "lsf", "cobalt")
@@ -219,8 +220,6 @@ def _validate_extras(scheduler: str, data: dict[str, Any], origin: str) -> None:
         if other != scheduler and other in data:
             raise ConfigError(f"{origin}: a [{other}] table on a {scheduler} site; extra "
                               f"directives go in [{scheduler}]")
-    from megarun.schedulers import check_extras
-
     # Refuses directives megarun sets itself and values unsafe on a directive line.
     check_extras(scheduler, expect_type(data.get(scheduler, {}), dict, origin, scheduler), origin)
 
@@ -243,8 +242,6 @@ def _validate_pilot(scheduler: str, data: dict[str, Any], origin: str) -> dict[s
     if not exclusive and not pilot["cpus_per_node"]:
         raise ConfigError(f"{origin}: pilot.exclusive = false needs pilot.cpus_per_node (the "
                           "CPUs each batch job asks for on each node)")
-    from megarun.schedulers import check_pilot
-
     extras = data.get(scheduler, {})
     check_pilot(scheduler, pilot_allocation({**data, "pilot": pilot}), extras, origin)
     return pilot

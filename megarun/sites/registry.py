@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -184,8 +185,6 @@ def _ssh_settings(settings: dict[str, Any], host: str, workdir: str | None,
 
 def local_facts() -> dict[str, str]:
     """What matching may know of this machine without asking: os, arch, python."""
-    import platform
-
     return {"os": platform.system().lower(), "arch": platform.machine(),
             "python": platform.python_version()}
 
