@@ -244,7 +244,7 @@ class RemoteJobLogs:
             raise EnvironmentProblem(f"site {self.site.name!r}: no SSH connection to stream from")
         frames = LogFrames(out, announce)
         errors = io.BytesIO()
-        argv = [self.site.python, "-c", _logslice_source(), "stream", self.folder,
+        argv = [self.site.spec.interpreter, "-c", _logslice_source(), "stream", self.folder,
                 _lines_arg(head), _lines_arg(tail), *self.order.args()]
         code = transport.stream(argv, cast(BinaryIO, frames), errors)
         if code != 0:
@@ -253,7 +253,7 @@ class RemoteJobLogs:
 
     def excerpts(self, head: int | None, tail: int | None, limit: int) -> list[LogExcerpt]:
         result = site_transport(self.site).run(
-            [self.site.python, "-c", _logslice_source(), "excerpts", self.folder,
+            [self.site.spec.interpreter, "-c", _logslice_source(), "excerpts", self.folder,
              _lines_arg(head), _lines_arg(tail), str(limit), *self.order.args()], timeout=60)
         if result.code != 0:
             raise self._failed(result.stderr_text, result.code)
@@ -271,7 +271,7 @@ def log_tails(site: SiteInfo | None, paths: list[str], lines: int,
         found = logslice.tails(paths, lines, limit)
     else:
         result = site_transport(site).run(
-            [site.python, "-c", _logslice_source(), "tails", json.dumps(paths), str(lines),
+            [site.spec.interpreter, "-c", _logslice_source(), "tails", json.dumps(paths), str(lines),
              str(limit)], timeout=120)
         if result.code != 0:
             raise site_read_failed(site, f"the logs of {len(paths)} job step(s)",

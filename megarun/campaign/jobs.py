@@ -36,7 +36,7 @@ from megarun.db.transitions import (
     preq_fail_message,
     settle_children,
 )
-from megarun.engine.matching import satisfies, site_capabilities
+from megarun.engine.matching import satisfies
 from megarun.errors import MegarunError, NotFoundError, UsageError
 from megarun.homehost.context import Context
 from megarun.sites import registry as site_service
@@ -147,7 +147,7 @@ class _Resolver:
         site = self.site(name)
         if (name, spec.name) not in self.fits:
             info = site_service.get_site(self.ctx, name)
-            reason = satisfies(spec.requirements, site_capabilities(info.settings), name)
+            reason = satisfies(spec.requirements, info.spec.capability_table(), name)
             if reason:
                 raise UsageError(f"site {name!r} cannot run app {spec.name!r}: {reason}",
                                  "leave out --site to let site matching choose one")

@@ -18,6 +18,7 @@ from megarun.config.inputs import find_bad_value, printable, text_problem, value
 from megarun.config.tomlfile import check_keys, expect_type, load_toml
 from megarun.errors import ConfigError, NotFoundError
 from megarun.resources import data_dir
+from megarun.schedulers import check_extras, check_pilot
 from megarun.schedulers.base import Allocation
 
 SCHEDULERS = ("local", "slurm", "pbs", "lsf", "cobalt")
@@ -60,43 +61,23 @@ class Queue:
 
 @dataclass(frozen=True)
 class Preset:
-    """A validated preset: its name, description and settings table."""
+    """A validated preset: its settings table (what a site saves, with `--set` overrides) and
+    what `site init` asks about, read once when the preset is validated."""
 
     name: str
     description: str
     settings: dict[str, Any]
-
-    @property
-    def scheduler(self) -> str:
-        return str(self.settings["scheduler"])
-
-    @property
-    def queues(self) -> list[Queue]:
-        """The preset's queues, in the order the file lists them."""
-        return [_queue(name, table) for name, table in self.settings.get("queues", {}).items()]
-
-    @property
-    def default_queue(self) -> str:
-        return str(self.settings.get("default_queue", ""))
-
-    @property
-    def account(self) -> str:
-        return str(self.settings.get("account", ""))
-
-    @property
-    def account_required(self) -> bool:
-        return bool(self.settings.get("account_required", False))
-
-    @property
-    def host(self) -> str:
-        return str(self.settings.get("host", ""))
-
-    @property
-    def workdir(self) -> str:
-        return str(self.settings.get("workdir", ""))
+    scheduler: str = "local"
+    queues: tuple[Queue, ...] = ()  # in the order the file lists them
+    default_queue: str = ""
+    account: str = ""
+    account_required: bool = False
+    host: str = ""  # host and workdir are suggestions for `site init`, not a site's settings
+    workdir: str = ""
 
 
-def _queue(name: str, table: dict[str, Any]) -> Queue:
+def queue_limits(name: str, table: dict[str, Any]) -> Queue:
+    """One [queues.NAME] table (checked by _validate_queues) as a Queue."""
     return Queue(name, int(table["max_nodes"]), int(table["max_walltime"]),
                  int(table.get("min_nodes", 1)), str(table.get("description", "")))
 
@@ -149,8 +130,10 @@ def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
     settings["scheduler"] = scheduler
     settings["node"] = {"cpus": 0, "gpus": 0, "max_jobs": 0, **node}
     settings["pilot"] = pilot
-    description = str(data.get("description", ""))
-    return Preset(name, description, settings)
+    return Preset(name, data.get("description", ""), settings, scheduler, tuple(queues),
+                  data.get("default_queue", ""), data.get("account", ""),
+                  data.get("account_required", False), data.get("host", ""),
+                  data.get("workdir", ""))
 
 
 def _choice(value: Any, valid: tuple[str, ...], origin: str, key: str) -> str:
@@ -203,7 +186,7 @@ def _validate_queues(table: Any, origin: str) -> list[Queue]:
             if expect_type(limits.get(key, 1), int, origin, f"{where}.{key}") < 1:
                 raise ConfigError(f"{origin}: key '{where}.{key}' must be at least 1")
         expect_type(limits.get("description", ""), str, origin, f"{where}.description")
-        queue = _queue(name, limits)
+        queue = queue_limits(name, limits)
         if queue.min_nodes > queue.max_nodes:
             raise ConfigError(f"{origin}: [{where}] min_nodes {queue.min_nodes} is more than "
                               f"max_nodes {queue.max_nodes}")
@@ -237,8 +220,6 @@ def _validate_extras(scheduler: str, data: dict[str, Any], origin: str) -> None:
         if other != scheduler and other in data:
             raise ConfigError(f"{origin}: a [{other}] table on a {scheduler} site; extra "
                               f"directives go in [{scheduler}]")
-    from megarun.schedulers import check_extras
-
     # Refuses directives megarun sets itself and values unsafe on a directive line.
     check_extras(scheduler, expect_type(data.get(scheduler, {}), dict, origin, scheduler), origin)
 
@@ -261,8 +242,6 @@ def _validate_pilot(scheduler: str, data: dict[str, Any], origin: str) -> dict[s
     if not exclusive and not pilot["cpus_per_node"]:
         raise ConfigError(f"{origin}: pilot.exclusive = false needs pilot.cpus_per_node (the "
                           "CPUs each batch job asks for on each node)")
-    from megarun.schedulers import check_pilot
-
     extras = data.get(scheduler, {})
     check_pilot(scheduler, pilot_allocation({**data, "pilot": pilot}), extras, origin)
     return pilot

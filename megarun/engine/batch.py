@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from megarun.config.presets import apply_overrides, pilot_allocation
+from megarun.config.presets import apply_overrides
 from megarun.core.faults import fault_point
 from megarun.core.lifecycle import Chain
 from megarun.core.states import JobState
@@ -184,18 +184,18 @@ def _plan(ctx: Context, request: SubmitRequest) -> _Plan:
         raise UsageError(f"--nodes must be at least 1, got {request.nodes}")
     if request.walltime is not None and request.walltime <= 0:
         raise UsageError(f"--walltime must be positive minutes, got {request.walltime:g}")
-    settings = site.settings
-    queue = request.queue or settings.get("default_queue") or None
+    spec = site.spec
+    queue = request.queue or spec.default_queue or None
     _check_queue(site, queue, request)
-    account = request.account or settings.get("account") or None
-    if settings.get("account_required") and not account:
+    account = request.account or spec.account or None
+    if spec.account_required and not account:
         raise UsageError(f"site {site.name!r} needs an account: give --account")
-    extras = dict(settings.get(site.scheduler) or {})
+    extras = dict(spec.extras)
     extras.update(apply_overrides({}, request.extras))
-    if queue and settings.get("queue_kind") == "qos":
+    if queue and spec.queues_are_qos:
         extras["qos"], queue = queue, None  # the site's queues are QOSes, not partitions
     check_extras(site.scheduler, extras, "--set")
-    check_pilot(site.scheduler, pilot_allocation(settings), extras,
+    check_pilot(site.scheduler, spec.pilot, extras,
                 f"site {site.name!r} with --set")
     idle = request.idle_exit if request.idle_exit is not None else DEFAULT_IDLE_EXIT
     if idle <= 0:
@@ -205,23 +205,23 @@ def _plan(ctx: Context, request: SubmitRequest) -> _Plan:
 
 def _check_queue(site: SiteInfo, queue: str | None, request: SubmitRequest) -> None:
     """The queue must be one the site lists, and the request within its limits."""
-    queues: dict[str, Any] = site.settings.get("queues") or {}
+    queues = site.spec.queues
     if not queues or queue is None:
         return
     if queue not in queues:
         raise UsageError(f"site {site.name!r} has no queue {queue!r}; its queues: "
                          f"{', '.join(sorted(queues))}")
     limits = queues[queue]
-    max_nodes = int(limits.get("max_nodes") or 0)
-    if max_nodes and request.nodes and request.nodes > max_nodes:
+    max_nodes = limits.max_nodes
+    if request.nodes and request.nodes > max_nodes:
         raise UsageError(f"queue {queue!r} of site {site.name!r} takes at most {max_nodes} "
                          f"nodes, asked for {request.nodes}")
-    min_nodes = int(limits.get("min_nodes") or 0)
-    if min_nodes and request.nodes and request.nodes < min_nodes:
+    min_nodes = limits.min_nodes
+    if request.nodes and request.nodes < min_nodes:
         raise UsageError(f"queue {queue!r} of site {site.name!r} takes at least {min_nodes} "
                          f"nodes, asked for {request.nodes}")
-    max_walltime = float(limits.get("max_walltime") or 0)
-    if max_walltime and request.walltime and request.walltime > max_walltime:
+    max_walltime = float(limits.max_walltime)
+    if request.walltime and request.walltime > max_walltime:
         raise UsageError(f"queue {queue!r} of site {site.name!r} allows at most "
                          f"{max_walltime:g} minutes, asked for {request.walltime:g}")
 
@@ -303,9 +303,8 @@ def _submit_row(ctx: Context, plan: _Plan, transport: Transport, row: BatchJob,
         account=row.account, batch_dir=folder, output=f"{folder}/{row.id}.out",
         exit_file=f"{folder}/{row.id}.exit",
         agent_argv=pilot_argv(ctx, site, row.id, pool, idle), extras=plan.extras,
-        env=dict(site.settings.get("template", {}).get("env") or {}),
-        preamble=list(site.settings.get("template", {}).get("preamble") or []),
-        allocation=pilot_allocation(site.settings))
+        env=dict(site.spec.template.env), preamble=list(site.spec.template.preamble),
+        allocation=site.spec.pilot)
     try:
         text = render_script(site.scheduler, request)
         transport.write_bytes_atomic(script_path, text.encode("utf-8"), 0o700)
@@ -331,18 +330,17 @@ def pilot_argv(ctx: Context, site: SiteInfo, batch_id: int, pool: str | None,
                idle_exit: float) -> list[str]:
     """The agent command a batch script runs (the script adds --walltime-end)."""
     settings = ctx.area.config.launcher
-    node = site.settings.get("node") or {}
+    node = site.spec.node
     argv = [*agent_command(site), "run", "--workdir", site.workdir,
             "--agent-id", f"batch-{batch_id}", "--batch-job", str(batch_id),
             "--nodes-from", site.scheduler if site.scheduler != "local" else "none",
-            "--mpi-launcher", str(site.settings.get("mpi_launcher") or "none"),
+            "--mpi-launcher", site.spec.mpi_launcher,
             "--heartbeat", str(settings.heartbeat), "--kill-grace", str(settings.kill_grace),
             "--idle-exit", f"{idle_exit:g}", "--end-grace", f"{END_GRACE:g}"]
-    argv += slot_options(pilot_allocation(site.settings), int(node.get("cpus") or 0),
-                         int(node.get("gpus") or 0))
-    if int(node.get("max_jobs") or 0):
-        argv += ["--max-jobs", str(node["max_jobs"])]
-    for extra in site.settings.get("mpi_args") or []:
+    argv += slot_options(site.spec.pilot, node.cpus, node.gpus)
+    if node.max_jobs:
+        argv += ["--max-jobs", str(node.max_jobs)]
+    for extra in site.spec.mpi_args:
         argv += ["--mpi-arg", str(extra)]
     if pool:
         argv += ["--pool", pool]

@@ -618,13 +618,13 @@ def agent_args(site: SiteInfo, settings: LauncherSettings) -> list[str]:
     """
     args = ["--heartbeat", str(settings.heartbeat),
             "--kill-grace", str(settings.kill_grace), "--idle-exit", str(settings.idle_exit)]
-    configured_cpus = int(site.settings.get("node", {}).get("cpus", 0))
-    if configured_cpus:
-        args += ["--cpus", str(configured_cpus)]
-    if site.gpus:
-        args += ["--gpus", ",".join(str(i) for i in range(site.gpus))]
-    if site.max_jobs:
-        args += ["--max-jobs", str(site.max_jobs)]
+    node = site.spec.node
+    if node.cpus:
+        args += ["--cpus", str(node.cpus)]
+    if node.gpus:
+        args += ["--gpus", ",".join(str(i) for i in range(node.gpus))]
+    if node.max_jobs:
+        args += ["--max-jobs", str(node.max_jobs)]
     return args
 
 

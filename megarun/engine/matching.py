@@ -26,6 +26,7 @@ from megarun.config.presets import parse_scalar
 from megarun.db.connection import execute_many, write_transaction
 from megarun.errors import ConfigError, UsageError
 from megarun.homehost.context import Context
+from megarun.sites.spec import SiteSpec
 
 #: Jobs that weigh on a site for `least-loaded`.
 LOAD_STATES = ("READY", "QUEUED", "LAUNCHED", "RUNNING", "KILLREQ")
@@ -141,17 +142,6 @@ def parse_tag_pairs(pairs: Sequence[str], option: str = "--capability") -> dict[
         value = parse_scalar(raw)
         table[key] = raw if isinstance(value, float) else value
     return table
-
-
-def site_capabilities(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """A site's capabilities: what was detected on it (os, arch, python), then its own table.
-
-    A capability the user set wins over a detected one of the same name.
-    """
-    detected = settings.get("detected") or {}
-    table = settings.get("capabilities") or {}
-    return {**(detected if isinstance(detected, dict) else {}),
-            **(table if isinstance(table, dict) else {})}
 
 
 # -- policies ----------------------------------------------------------------------------------
@@ -359,7 +349,7 @@ def unmatched_reason(app_name: str, site_reasons: list[str]) -> str:
 def load_candidates(db: SqliteDatabase) -> list[Candidate]:
     """Every site with its capabilities, by name."""
     rows = db.execute_sql("SELECT id, name, settings FROM site ORDER BY name")
-    return [Candidate(site_id, name, site_capabilities(json.loads(settings or "{}")))
+    return [Candidate(site_id, name, SiteSpec.from_stored(name, settings).capability_table())
             for site_id, name, settings in rows]
 
 

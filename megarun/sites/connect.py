@@ -69,7 +69,7 @@ print(removed)
 
 def remove_remote_run_paths(site: SiteIdentity, root: str, paths: list[str]) -> int:
     """Delete run paths on an SSH site (only under `root`); return how many were removed."""
-    result = site_transport(site).run([site.python, "-c", _REMOVE_PATHS, root],
+    result = site_transport(site).run([site.spec.interpreter, "-c", _REMOVE_PATHS, root],
                                      stdin=json.dumps(paths).encode(), timeout=600)
     if result.code != 0:
         lines = result.stderr_text.strip().splitlines()
@@ -84,11 +84,11 @@ def site_transport(site: SiteIdentity, accept_host_key: bool = False) -> Transpo
 
     if not site.host:
         raise UsageError(f"site {site.name!r} is local; it has no SSH connection")
-    ssh = site.ssh
+    ssh = site.spec.ssh
 
     def make() -> SshTransport:
-        return SshTransport(site.host or "", site_name=site.name, identity_file=ssh.get("identity"),
-                           jump=ssh.get("jump"), known_hosts=ssh.get("known_hosts"),
+        return SshTransport(site.host or "", site_name=site.name, identity_file=ssh.identity,
+                           jump=ssh.jump, known_hosts=ssh.known_hosts,
                            accept_host_key=accept_host_key)
 
     if accept_host_key:
@@ -105,7 +105,8 @@ def transport_for(site: SiteIdentity) -> Transport:
 
 def agent_command(site: SiteIdentity) -> list[str]:
     """How a batch script starts the agent zipapp on the site (installed by install_agent)."""
-    python = site.python if site.host or "python" in site.settings else sys.executable
+    python = site.spec.interpreter if site.host or site.spec.python is not None \
+        else sys.executable
     return [python, agent_path(site)]
 
 
@@ -121,7 +122,7 @@ def private_script() -> str:
 def checked_agent_argv(site: SiteIdentity, *args: str) -> list[str]:
     """Run the site's agent with `args` after checking (there) that it and its folders are
     private: the same round trip, and a zipapp planted by someone else never runs."""
-    return [site.python, "-c", private_script(), "run", agent_path(site), *args]
+    return [site.spec.interpreter, "-c", private_script(), "run", agent_path(site), *args]
 
 
 def ensure_site_dirs(site: SiteIdentity, transport: Transport, *folders: str) -> None:
@@ -130,7 +131,7 @@ def ensure_site_dirs(site: SiteIdentity, transport: Transport, *folders: str) ->
     if not site.host:
         private_dirs(Path(folders[0]), *(Path(folder) for folder in folders[1:]))
         return
-    result = transport.run([site.python, "-c", private_script(), "ensure", *folders],
+    result = transport.run([site.spec.interpreter, "-c", private_script(), "ensure", *folders],
                           timeout=60)
     if result.code == 0:
         return
@@ -162,7 +163,7 @@ def check_site(site: SiteIdentity, accept_host_key: bool = False,
                install: bool = False) -> dict[str, Any]:
     """Connect, and report the remote Python, free disk, agent and scheduler commands."""
     if site.host:
-        transport, python = site_transport(site, accept_host_key), site.python
+        transport, python = site_transport(site, accept_host_key), site.spec.interpreter
     else:
         transport, python = LocalTransport(), sys.executable
     try:

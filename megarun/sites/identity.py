@@ -1,14 +1,16 @@
 """What reaching a site needs to know of it, as a type of its own.
 
 The registry (registry.py) makes SiteInfo from the database; reaching a site (connect.py) and
-mirroring its spool (remote_spool.py) only need its name, host, work dir and interpreter. They
+mirroring its spool (remote_spool.py) only need its name, host, work dir and typed spec. They
 depend on this protocol, not on the registry, so the registry may build a site's spool from
 them without an import cycle.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
+
+from megarun.sites.spec import SiteSpec
 
 
 class SiteIdentity(Protocol):
@@ -28,12 +30,5 @@ class SiteIdentity(Protocol):
     def workdir(self) -> str: ...
 
     @property
-    def settings(self) -> dict[str, Any]: ...
-
-    @property
-    def python(self) -> str:
-        """The interpreter that runs the agent on the site."""
-
-    @property
-    def ssh(self) -> dict[str, str]:
-        """identity, jump and known_hosts, when set."""
+    def spec(self) -> SiteSpec:
+        """The site's settings, read once into a typed spec (sites/spec.py)."""

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import json
+import platform
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from megarun.config.area import validate_name
-from megarun.config.presets import (
-    apply_overrides,
-    load_preset,
-    pilot_allocation,
-    preset_names,
-    validate_preset,
-)
+from megarun.config.presets import apply_overrides, load_preset, preset_names
 from megarun.db.models import Job, Site
 from megarun.errors import ConfigError, NotFoundError, UsageError
 from megarun.homehost.context import Context
 from megarun.sites.local_spool import LocalSpool, private_dirs
 from megarun.sites.remote_spool import RemoteSpool
+from megarun.sites.spec import SiteSpec
 from megarun.transport.ssh.hostspec import parse_host_spec
 
 #: Preset keys that only suggest answers to `site init` (a login host, a work dir pattern such
@@ -31,45 +28,28 @@ PRESET_SUGGESTIONS = ("host", "workdir")
 
 @dataclass(frozen=True)
 class SiteInfo:
-    """A site as the CLI shows it."""
+    """A site as the CLI shows it, with its settings read into a typed spec."""
 
     name: str
     preset: str
     scheduler: str
     host: str | None
     workdir: str
-    settings: dict[str, Any]
+    spec: SiteSpec
     mirror_dir: Path | None = None  # where an SSH site's spool is mirrored in the area
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "preset": self.preset, "scheduler": self.scheduler,
                 "host": self.host or "local", "workdir": self.workdir,
                 "allocation": self.allocation,
-                "settings": without_suggestions(self.settings)}
+                "settings": without_suggestions(self.spec.stored)}
 
     @property
     def allocation(self) -> str:
         """What each batch job asks for on each node (the [pilot] table), in words."""
         if self.scheduler == "local":
             return "this host (no scheduler): the agent counts the cores it may run on"
-        return pilot_allocation(self.settings).describe()
-
-    @property
-    def gpus(self) -> int:
-        return int(self.settings.get("node", {}).get("gpus", 0))
-
-    @property
-    def max_jobs(self) -> int:
-        return int(self.settings.get("node", {}).get("max_jobs", 0))
-
-    @property
-    def python(self) -> str:
-        """The interpreter that runs the agent on the site."""
-        return str(self.settings.get("python") or "python3")
-
-    @property
-    def ssh(self) -> dict[str, str]:
-        return {k: str(v) for k, v in self.settings.get("ssh", {}).items()}
+        return self.spec.pilot.describe()
 
     def spool(self) -> LocalSpool:
         """The site's spool: its work dir here, or the local mirror of an SSH site's spool."""
@@ -84,7 +64,7 @@ class SiteInfo:
         return bool(self.host)
 
 
-def without_suggestions(settings: dict[str, Any]) -> dict[str, Any]:
+def without_suggestions(settings: Mapping[str, Any]) -> dict[str, Any]:
     """A site's settings without the preset's suggestions (sites added before they were left
     out still hold them)."""
     return {key: value for key, value in settings.items() if key not in PRESET_SUGGESTIONS}
@@ -112,7 +92,7 @@ def list_presets() -> list[dict[str, str]]:
 def _info(site: Site, ctx: Context | None = None) -> SiteInfo:
     mirror = ctx.area.sites_dir / site.name if ctx is not None and site.host else None
     return SiteInfo(site.name, site.preset, site.scheduler, site.host, site.workdir,
-                    json.loads(site.settings), mirror)
+                    SiteSpec.from_stored(site.name, site.settings), mirror)
 
 
 def add_site(ctx: Context, name: str, preset_name: str, host: str | None = None,
@@ -137,14 +117,14 @@ def add_site(ctx: Context, name: str, preset_name: str, host: str | None = None,
             raise UsageError("--identity, --jump and --python need --host (an SSH site)")
         directory = str(Path(workdir).expanduser().resolve() if workdir
                         else ctx.area.sites_dir / name)
-    validate_preset(preset_name, settings, f"site {name!r} settings")
+    spec = SiteSpec.from_settings(settings, f"site {name!r} settings")
     if not host and Path(directory).exists():
         private_dirs(Path(directory))  # refused before it is registered (others may write it)
     db = ctx.db
     with db.atomic():
         if Site.select().where(Site.name == name).exists():
             raise UsageError(f"site {name!r} already exists (remove it first: megarun site rm {name})")
-        site = Site.create(name=name, preset=preset_name, scheduler=settings["scheduler"],
+        site = Site.create(name=name, preset=preset_name, scheduler=spec.scheduler,
                            host=host, workdir=directory, settings=json.dumps(settings),
                            created=time.time())
     if not host:
@@ -203,8 +183,6 @@ def _ssh_settings(settings: dict[str, Any], host: str, workdir: str | None,
 
 def local_facts() -> dict[str, str]:
     """What matching may know of this machine without asking: os, arch, python."""
-    import platform
-
     return {"os": platform.system().lower(), "arch": platform.machine(),
             "python": platform.python_version()}
 

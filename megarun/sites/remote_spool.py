@@ -290,7 +290,7 @@ def _agent_missing(result: CommandResult) -> bool:
 def _answer(site: SiteIdentity, result: CommandResult) -> dict[str, Any]:
     where = f"site {site.name!r} ({site.host})"
     if result.code == 127:
-        raise EnvironmentProblem(f"{where}: {shlex.quote(site.python)} was not found",
+        raise EnvironmentProblem(f"{where}: {shlex.quote(site.spec.interpreter)} was not found",
                                  "set the interpreter with: megarun site add ... --python PATH")
     try:
         answer: dict[str, Any] = json.loads(result.stdout_text.strip().splitlines()[-1])

@@ -23,7 +23,6 @@ from megarun.config.presets import (
     apply_overrides,
     load_preset,
     preset_names,
-    validate_preset,
 )
 from megarun.db.models import Site
 from megarun.errors import EnvironmentProblem, UsageError
@@ -31,6 +30,7 @@ from megarun.homehost.context import Context
 from megarun.schedulers import get_scheduler
 from megarun.sites.connect import check_site, site_transport, transport_for
 from megarun.sites.registry import SiteInfo, SshOptions, add_site, record_detected
+from megarun.sites.spec import SiteSpec
 from megarun.transport.ssh.hostspec import parse_host_spec
 
 #: Answers to the host question that mean "this machine".
@@ -65,8 +65,8 @@ class InitResult:
     scheduler_version: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.site.as_dict(), "account": self.site.settings.get("account", ""),
-                "queue": self.site.settings.get("default_queue", ""),
+        return {**self.site.as_dict(), "account": self.site.spec.account,
+                "queue": self.site.spec.default_queue,
                 "python": self.facts.get("python"), "remote_host": self.facts.get("host"),
                 "agent": self.facts.get("agent"),
                 "agent_shipped": bool(self.facts.get("agent_shipped")),
@@ -222,8 +222,8 @@ def _probe_site(preset: Preset, name: str, host: str | None, workdir: str,
             settings["python"] = ssh.python
     elif ssh.given():
         raise UsageError("--identity, --known-hosts and --python need --host (an SSH site)")
-    validate_preset(preset.name, settings, f"site {name!r} settings")
-    return SiteInfo(name, preset.name, preset.scheduler, host, workdir, settings)
+    spec = SiteSpec.from_settings(settings, f"site {name!r} settings")
+    return SiteInfo(name, preset.name, preset.scheduler, host, workdir, spec)
 
 
 def _ssh_table(ssh: SshOptions) -> dict[str, str]:
@@ -264,7 +264,7 @@ def _expand_remote(site: SiteInfo, raw: str, accept_host_key: bool) -> str:
     try:
         # A login shell sets the centre's variables ($SCRATCH, $MEMBERWORK); the path and the
         # program reach Python as arguments, never through the shell.
-        result = transport.run(["/bin/sh", "-lc", 'exec "$@"', "sh", site.python, "-c", _EXPAND,
+        result = transport.run(["/bin/sh", "-lc", 'exec "$@"', "sh", site.spec.interpreter, "-c", _EXPAND,
                                raw], timeout=60)
     finally:
         if accept_host_key:
@@ -272,7 +272,7 @@ def _expand_remote(site: SiteInfo, raw: str, accept_host_key: bool) -> str:
     if result.code != 0:
         lines = result.stderr_text.strip().splitlines()
         reason = lines[-1] if lines else f"exit code {result.code}"
-        raise EnvironmentProblem(f"site {site.name!r}: cannot run {site.python} on {site.host}: "
+        raise EnvironmentProblem(f"site {site.name!r}: cannot run {site.spec.interpreter} on {site.host}: "
                                  f"{reason}", "set the interpreter with --python PATH")
     return result.stdout_text.strip()
 
