@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 from peewee import SqliteDatabase
 
-from megarun.archive.runselect import RunSelection, move_lock, select_finished_runs
+from megarun.archive.runselect import RunSelection, RunStore, move_lock, select_finished_runs
 from megarun.config.area import Area, locate_area
 from megarun.core.faults import fault_point
 from megarun.db.connection import (
@@ -42,7 +42,7 @@ from megarun.db.connection import (
 )
 from megarun.db.fulldb import common_columns
 from megarun.errors import EnvironmentProblem, MegarunError, UsageError
-from megarun.homehost.context import Context
+from megarun.homehost.home import working_db_path
 
 #: Crash injection points between the steps of a move (MEGARUN_FAULT, tests).
 MIGRATE_FAULTS = ("migrate:after-intent", "migrate:during-copy", "migrate:after-copy",
@@ -64,11 +64,6 @@ class MigrateResult:
     recovered: list[str] = field(default_factory=list)
     error: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"destination": self.destination, "selection": self.selection,
-                "dry_run": self.dry_run, "moved": self.moved, "refused": self.refused,
-                "recovered": self.recovered, "error": self.error}
-
     def summary(self) -> str:
         """One line for notes: what moved where, what was refused."""
         if self.error:
@@ -80,18 +75,16 @@ class MigrateResult:
 
 
 # -- the destination ---------------------------------------------------------------------------
-def destination_area(ctx: Context, destination: str | Path) -> Area:
-    """The destination area (validated: an area, and not this one)."""
+def destination_area(here: Area, destination: str | Path) -> Area:
+    """The destination area (validated: an area, and not `here`)."""
     area = locate_area(str(Path(destination).expanduser().resolve()))
-    if area.root == ctx.area.root:
+    if area.root == here.root:
         raise UsageError(f"the destination {area.root} is this area itself")
     return area
 
 
 def _destination_db(area: Area) -> Path:
-    from megarun.homehost import home as homehost
-
-    return homehost.working_db_path(area)
+    return working_db_path(area)
 
 
 @contextmanager
@@ -106,12 +99,12 @@ def attached(db: SqliteDatabase, path: Path, read_only: bool = False) -> Iterato
 
 
 # -- migrate -----------------------------------------------------------------------------------
-def migrate_runs(ctx: Context, destination: str | Path, selection: RunSelection,
+def migrate_runs(store: RunStore, destination: str | Path, selection: RunSelection,
                  dry_run: bool = False, now: float | None = None) -> MigrateResult:
     """Move the finished runs that `selection` picks into the area at `destination`."""
-    dest = destination_area(ctx, destination)
+    dest = destination_area(store.area, destination)
     result = MigrateResult(str(dest.root), selection.describe(), dry_run)
-    db, dest_db = ctx.db, _destination_db(dest)
+    db, dest_db = store.db, _destination_db(dest)
     if dry_run:
         with _maybe_attached(db, dest_db):
             ids = _candidates(db, selection, now)
@@ -119,8 +112,8 @@ def migrate_runs(ctx: Context, destination: str | Path, selection: RunSelection,
             refused = {r["run"] for r in result.refused}
             result.moved = _describe(db, [i for i in ids if i not in refused])
         return result
-    with move_lock(ctx):
-        result.recovered = _recover_all(ctx)
+    with move_lock(store.locks):
+        result.recovered = _recover_all(db)
         prepare_database_file(dest_db)
         with attached(db, dest_db):
             ids = _candidates(db, selection, now)
@@ -367,30 +360,29 @@ def _fill_ids(db: SqliteDatabase, ids: Sequence[int], table: str = "migrate_ids"
 
 
 # -- recovery ----------------------------------------------------------------------------------
-def recover_migrations(ctx: Context) -> list[str]:
+def recover_migrations(store: RunStore) -> list[str]:
     """Finish or undo the moves a crash cut short; one line per destination that had any.
 
     A destination that cannot be read now keeps its intents (the runs stay whole here and are
     not picked again) and is tried at the next command.
     """
-    if not ctx.db.execute_sql("SELECT 1 FROM main.run_move WHERE direction = 'migrate' "
-                              "LIMIT 1").fetchone():
+    if not store.db.execute_sql("SELECT 1 FROM main.run_move WHERE direction = 'migrate' "
+                                "LIMIT 1").fetchone():
         return []  # the usual case, without taking the lock
-    with move_lock(ctx):
-        return _recover_all(ctx)
+    with move_lock(store.locks):
+        return _recover_all(store.db)
 
 
-def _recover_all(ctx: Context) -> list[str]:
-    rows = ctx.db.execute_sql("SELECT run_id, destination FROM main.run_move "
-                              "WHERE direction = 'migrate' ORDER BY run_id").fetchall()
+def _recover_all(db: SqliteDatabase) -> list[str]:
+    rows = db.execute_sql("SELECT run_id, destination FROM main.run_move "
+                          "WHERE direction = 'migrate' ORDER BY run_id").fetchall()
     by_destination: dict[str, list[int]] = {}
     for run_id, destination in rows:
         by_destination.setdefault(str(destination), []).append(int(run_id))
-    return [_recover_to(ctx, dest, ids) for dest, ids in by_destination.items()]
+    return [_recover_to(db, dest, ids) for dest, ids in by_destination.items()]
 
 
-def _recover_to(ctx: Context, destination: str, ids: list[int]) -> str:
-    db = ctx.db
+def _recover_to(db: SqliteDatabase, destination: str, ids: list[int]) -> str:
     try:
         dest_db = _destination_db(locate_area(destination))
     except MegarunError as exc:
@@ -423,21 +415,15 @@ def _copies_there(db: SqliteDatabase, ids: Sequence[int]) -> dict[int, int]:
 
 
 # -- the area's rules --------------------------------------------------------------------------
-def apply_auto_migrate(ctx: Context, now: float | None = None) -> list[MigrateResult]:
+def apply_auto_migrate(store: RunStore, now: float | None = None) -> list[MigrateResult]:
     """Apply every `[[auto-migrate]]` rule of megarun.toml; a failing rule is reported in its
     result and never stops the others."""
     results = []
-    for rule in ctx.area.config.auto_migrate:
+    for rule in store.area.config.auto_migrate:
         selection = RunSelection(target=rule.target, older_than=rule.older_than)
         try:
-            results.append(migrate_runs(ctx, rule.destination, selection, now=now))
+            results.append(migrate_runs(store, rule.destination, selection, now=now))
         except MegarunError as exc:
             results.append(MigrateResult(str(rule.destination), selection.describe(),
                                          error=str(exc)))
     return results
-
-
-def moved_message(target: str, runname: str, destination: str | None) -> str:
-    """The one error for commands on a MOVED run."""
-    return (f"run {target}/{runname} was moved to the area {destination}; use it there "
-            f"(megarun --area {destination} ...)")

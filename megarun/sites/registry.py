@@ -6,9 +6,11 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from megarun.config.area import validate_name
+from peewee import SqliteDatabase
+
+from megarun.config.area import Area, validate_name
 from megarun.config.presets import (
     apply_overrides,
     load_preset,
@@ -18,8 +20,26 @@ from megarun.config.presets import (
 )
 from megarun.db.models import Job, Site
 from megarun.errors import ConfigError, NotFoundError, UsageError
-from megarun.homehost.context import Context
 from megarun.sites.local_spool import LocalSpool, private_dirs
+
+
+class Context(Protocol):
+    """What the registry reads of its caller: the area and its opened database (a command's
+    megarun.homehost.context.Context, or an OpenArea the wings build from the two)."""
+
+    @property
+    def area(self) -> Area: ...
+
+    @property
+    def db(self) -> SqliteDatabase: ...
+
+
+@dataclass(frozen=True)
+class OpenArea:
+    """An area and its opened database, given explicitly (the wings take both as arguments)."""
+
+    area: Area
+    db: SqliteDatabase
 
 #: Preset keys that only suggest answers to `site init` (a login host, a work dir pattern such
 #: as `$HOME/megarun`). A site's real host and work dir are its own fields, so these are not
