@@ -102,7 +102,7 @@ def sync_apps(db: SqliteDatabase, apps_dir: Path) -> list[SavedApp]:
 
 
 def get_app(db: SqliteDatabase, name: str) -> App:
-    app = App.select().where(App.name == name).first(db)
+    app: App | None = App.select().where(App.name == name).first(db)
     if app is None:
         names = [a.name for a in App.select(App.name).order_by(App.name).execute(db)]
         valid = ", ".join(names) if names else "none (add one: megarun app add NAME --command ...)"

@@ -248,7 +248,7 @@ class RemoteJobLogs:
 
     def write(self, out: BinaryIO, head: int | None, tail: int | None,
               announce: Callable[[LogFile], None]) -> int:
-        from megarun.transport.ssh import SshTransport
+        from megarun.transport.ssh import SshTransport  # paramiko: only for a remote site
 
         transport = site_transport(self.site)
         if not isinstance(transport, SshTransport):

@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         try:
             add_demo_jobs(ctx.db, ctx.area, greetings=jobs)
             summary = launch_with_progress(ctx, "local", quiet=as_json)
-            counts = count_by_state(ctx.db, ctx.area, JobFilter())
+            counts = [dict(row) for row in count_by_state(ctx.db, ctx.area, JobFilter())]
             if as_json:
                 print_json({"area": str(ctx.area.root), "launch": summary.as_dict(),
                             "jobs": counts})

@@ -123,7 +123,8 @@ def prepare_run(db: SqliteDatabase, area: Area, target: str, runname: str,
 
 def _get_or_create_run(db: SqliteDatabase, area: Area, target: str, runname: str) -> Run:
     """The run, made when new; a MOVED run, or a new one where `allow-runs = false`, refused."""
-    run = Run.select().where((Run.target == target) & (Run.runname == runname)).first(db)
+    run: Run | None = Run.select().where(
+        (Run.target == target) & (Run.runname == runname)).first(db)
     if run is not None and run.state == "MOVED":
         raise UsageError(moved_message(target, runname, run.moved_to))
     if run is None and not area.config.allow_runs:
@@ -293,7 +294,8 @@ def _row(job: ItemJob, test: TestDef, job_id: int, sid: int, setup: RunSetup,
 
 # -- reading runs -------------------------------------------------------------------------------
 def get_run(db: SqliteDatabase, target: str, runname: str) -> Run:
-    run = Run.select().where((Run.target == target) & (Run.runname == runname)).first(db)
+    run: Run | None = Run.select().where(
+        (Run.target == target) & (Run.runname == runname)).first(db)
     if run is None:
         raise NotFoundError(f"no run {runname!r} for target {target!r}; runs: {known_runs(db)}")
     if run.state == "MOVED":
