@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 from urllib.parse import quote
 
 from peewee import SqliteDatabase
@@ -52,6 +52,29 @@ BATCH_RUNS = 200
 _COUNTED = ("jobs", "events", "tags", "deps", "run_tests")
 
 
+class _Run(TypedDict):
+    run: int
+    target: str
+    runname: str
+
+
+class _RunJobs(_Run):
+    jobs: int
+
+
+class MigratedRun(_RunJobs, total=False):
+    """A run a migration moved (or, dry, would move); `dest_run`, its id in the destination,
+    once moved (the base classes hold the keys always set: Python 3.10 has no NotRequired)."""
+
+    dest_run: int
+
+
+class RefusedRun(_Run):
+    """A run a migration leaves here, and why."""
+
+    reason: str
+
+
 @dataclass
 class MigrateResult:
     """What one migration did; `error` set when it could not run at all (sync rules)."""
@@ -59,8 +82,8 @@ class MigrateResult:
     destination: str
     selection: str
     dry_run: bool = False
-    moved: list[dict[str, Any]] = field(default_factory=list)
-    refused: list[dict[str, Any]] = field(default_factory=list)
+    moved: list[MigratedRun] = field(default_factory=list)
+    refused: list[RefusedRun] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     error: str = ""
 
@@ -69,7 +92,7 @@ class MigrateResult:
         if self.error:
             return f"migrate to {self.destination}: {self.error}"
         verb = "would move" if self.dry_run else "moved"
-        jobs = sum(int(m.get("jobs", 0)) for m in self.moved)
+        jobs = sum(m["jobs"] for m in self.moved)
         text = f"migrate to {self.destination}: {verb} {len(self.moved)} run(s), {jobs} job(s)"
         return text + (f"; {len(self.refused)} refused" if self.refused else "")
 
@@ -81,10 +104,6 @@ def destination_area(here: Area, destination: str | Path) -> Area:
     if area.root == here.root:
         raise UsageError(f"the destination {area.root} is this area itself")
     return area
-
-
-def _destination_db(area: Area) -> Path:
-    return working_db_path(area)
 
 
 @contextmanager
@@ -104,7 +123,7 @@ def migrate_runs(store: RunStore, destination: str | Path, selection: RunSelecti
     """Move the finished runs that `selection` picks into the area at `destination`."""
     dest = destination_area(store.area, destination)
     result = MigrateResult(str(dest.root), selection.describe(), dry_run)
-    db, dest_db = store.db, _destination_db(dest)
+    db, dest_db = store.db, working_db_path(dest)
     if dry_run:
         with _maybe_attached(db, dest_db):
             ids = _candidates(db, selection, now)
@@ -142,7 +161,7 @@ def _candidates(db: SqliteDatabase, selection: RunSelection, now: float | None) 
     return [i for i in select_finished_runs(db, selection, now=now) if i not in pending]
 
 
-def _refusals(db: SqliteDatabase, ids: Sequence[int], attached_dest: bool) -> list[dict[str, Any]]:
+def _refusals(db: SqliteDatabase, ids: Sequence[int], attached_dest: bool) -> list[RefusedRun]:
     """Runs whose (target, runname) the destination already has: they stay here."""
     if not ids or not attached_dest:
         return []
@@ -151,21 +170,21 @@ def _refusals(db: SqliteDatabase, ids: Sequence[int], attached_dest: bool) -> li
         "SELECT r.id, r.target, r.runname FROM main.run r JOIN temp.migrate_ids i ON i.id = r.id "
         "WHERE EXISTS (SELECT 1 FROM dest.run d WHERE d.target = r.target "
         "AND d.runname = r.runname) ORDER BY r.id").fetchall()
-    return [{"run": rid, "target": t, "runname": n,
-             "reason": f"the destination already has a run {t}/{n}"} for rid, t, n in rows]
+    return [RefusedRun(run=rid, target=t, runname=n,
+                       reason=f"the destination already has a run {t}/{n}") for rid, t, n in rows]
 
 
-def _describe(db: SqliteDatabase, ids: Sequence[int]) -> list[dict[str, Any]]:
+def _describe(db: SqliteDatabase, ids: Sequence[int]) -> list[MigratedRun]:
     if not ids:
         return []
     _fill_ids(db, ids)
     rows = db.execute_sql(
         "SELECT r.id, r.target, r.runname, (SELECT count(*) FROM main.job j WHERE j.run_id = r.id)"
         " FROM main.run r JOIN temp.migrate_ids i ON i.id = r.id ORDER BY r.id").fetchall()
-    return [{"run": rid, "target": t, "runname": n, "jobs": jobs} for rid, t, n, jobs in rows]
+    return [MigratedRun(run=rid, target=t, runname=n, jobs=jobs) for rid, t, n, jobs in rows]
 
 
-def _move_batch(db: SqliteDatabase, ids: list[int], dest_root: str) -> list[dict[str, Any]]:
+def _move_batch(db: SqliteDatabase, ids: list[int], dest_root: str) -> list[MigratedRun]:
     """Intent, copy, verify, delete for one batch of runs."""
     moved = _describe(db, ids)
     started = time.time()
@@ -384,7 +403,7 @@ def _recover_all(db: SqliteDatabase) -> list[str]:
 
 def _recover_to(db: SqliteDatabase, destination: str, ids: list[int]) -> str:
     try:
-        dest_db = _destination_db(locate_area(destination))
+        dest_db = working_db_path(locate_area(destination))
     except MegarunError as exc:
         return f"{len(ids)} interrupted move(s) to {destination} left pending: {exc}"
     if not dest_db.exists():

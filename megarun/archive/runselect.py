@@ -84,9 +84,6 @@ class HeldBack:
     too_young: int = 0  # finished, but active more recently than `older_than`
     unfinished: int = 0  # a job still waits or runs
 
-    def as_dict(self) -> dict[str, int]:
-        return {"too_young": self.too_young, "unfinished": self.unfinished}
-
 
 def held_back_runs(db: SqliteDatabase, selection: RunSelection, schema: str = "main",
                    now: float | None = None) -> HeldBack:

@@ -51,10 +51,6 @@ class LogExcerpt:
     truncated: bool
     text: str
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"path": self.log.path, "size": self.log.size, "truncated": self.truncated,
-                "text": self.text}
-
 
 class JobLogs(Protocol):
     """Where a job's logs are, read in constant memory (megarun.transport.logslice)."""

@@ -88,7 +88,9 @@ def archive_json(result: "ArchiveResult") -> dict[str, Any]:
     return {"direction": result.direction, "archive": result.archive,
             "dry_run": result.dry_run, "runs": [run.__dict__ for run in result.moved],
             "jobs": result.jobs, "refused": result.refused, "recovered": result.recovered,
-            "older_than": result.older_than, "matched_but_left": result.held_back.as_dict(),
+            "older_than": result.older_than,
+            "matched_but_left": {"too_young": result.held_back.too_young,
+                                 "unfinished": result.held_back.unfinished},
             "seconds": round(result.seconds, 3)}
 
 

@@ -192,7 +192,9 @@ def logs(
     mctx = context(ctx)
     if as_json:
         found = joblogs.job_log_excerpts(mctx.db, mctx.area, job_id, head, tail, step=step)
-        print_json({item.log.name: item.as_dict() for item in found})
+        print_json({item.log.name: {"path": item.log.path, "size": item.log.size,
+                                    "truncated": item.truncated, "text": item.text}
+                    for item in found})
         return
     out = sys.stdout.buffer
     first = True
