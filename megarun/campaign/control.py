@@ -40,6 +40,16 @@ def _existing_rows(db: SqliteDatabase, job_ids: list[int]) -> dict[int, JobRow]:
     return rows
 
 
+def _inactive_rows(db: SqliteDatabase, job_ids: list[int]) -> dict[int, JobRow]:
+    """The jobs, none of them active (remove and reset refuse those: kill them first)."""
+    rows = _existing_rows(db, job_ids)
+    active = [row.id for row in rows.values() if row.snapshot.state in ACTIVE_STATES]
+    if active:
+        raise UsageError(f"job {active[0]} is {rows[active[0]].snapshot.state.value}; "
+                         "kill it first (megarun job kill)")
+    return rows
+
+
 def kill_jobs(db: SqliteDatabase, area: Area, job_ids: list[int]) -> KillResult:
     """Kill jobs: waiting ones at once, active ones through the agent's spool (KILLREQ; the
     spools of the area's sites)."""
@@ -96,11 +106,7 @@ def _signal_kills(db: SqliteDatabase, area: Area, kills: list[tuple[int, int]]) 
 def remove_jobs(db: SqliteDatabase, job_ids: list[int]) -> list[int]:
     """Delete finished or waiting jobs (their event trail stays); active jobs are refused."""
     with write_transaction(db):
-        rows = _existing_rows(db, job_ids)
-        active = [row.id for row in rows.values() if row.snapshot.state in ACTIVE_STATES]
-        if active:
-            raise UsageError(f"job {active[0]} is {rows[active[0]].snapshot.state.value}; "
-                             "kill it first (megarun job kill)")
+        rows = _inactive_rows(db, job_ids)
         for row in rows.values():
             if row.snapshot.state is not JobState.DELETED:
                 apply_chain(row, Chain(row.snapshot).to(JobState.DELETED, message="removed"))
@@ -125,11 +131,7 @@ def reset_jobs(db: SqliteDatabase, job_ids: list[int], retries: int,
     step (megarun.campaign.rerun_step).
     """
     with write_transaction(db):
-        rows = _existing_rows(db, job_ids)
-        active = [row.id for row in rows.values() if row.snapshot.state in ACTIVE_STATES]
-        if active:
-            raise UsageError(f"job {active[0]} is {rows[active[0]].snapshot.state.value}; "
-                             "kill it first (megarun job kill)")
+        rows = _inactive_rows(db, job_ids)
         rerender_ended(db, _app_specs(db), sorted(row.id for row in rows.values()
                                                 if row.snapshot.state not in _NOT_RESET))
         set_first_step(db, sorted(rows), from_step)
