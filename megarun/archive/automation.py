@@ -7,26 +7,26 @@ nor the cycle.
 
 from __future__ import annotations
 
-import importlib
 import sqlite3
 from collections.abc import Callable
-from typing import Any
 
 from peewee import OperationalError
 
+from megarun.archive.completed import apply_rule, recover
+from megarun.archive.migrate import apply_auto_migrate, recover_migrations
+from megarun.archive.runselect import RunStore
 from megarun.db.connection import translate_operational_error
 from megarun.errors import MegarunError
-from megarun.homehost.context import Context
 
 FAILED = "failed: "
 
 
-def apply_rules(ctx: Context) -> list[str]:
+def apply_rules(store: RunStore) -> list[str]:
     """Run recovery and the area's rules; return one line per thing done or failed (a failure
     starts with "failed: ")."""
     lines: list[str] = []
     for name, step in _steps():
-        lines.extend(_run_step(name, step, ctx))
+        lines.extend(_run_step(name, step, store))
     return lines
 
 
@@ -35,63 +35,40 @@ def rules_failed(lines: list[str]) -> bool:
     return any(line.startswith(FAILED) for line in lines)
 
 
-def _steps() -> list[tuple[str, Callable[[Context], list[str]]]]:
-    return [("archive recovery", _archive_recovery), ("migrate recovery", _migrate_recovery),
+def _steps() -> list[tuple[str, Callable[[RunStore], list[str]]]]:
+    return [("archive recovery", _archive_recovery), ("migrate recovery", recover_migrations),
             ("archive auto-reduce", _archive_rule), ("auto-migrate", _auto_migrate)]
 
 
-def _run_step(name: str, step: Callable[[Context], list[str]], ctx: Context) -> list[str]:
+def _run_step(name: str, step: Callable[[RunStore], list[str]], store: RunStore) -> list[str]:
     try:
-        return step(ctx)
+        return step(store)
     except MegarunError as exc:
         return [f"{FAILED}{name}: {exc}"]
     except (OperationalError, sqlite3.OperationalError) as exc:
         return [f"{FAILED}{name}: {translate_operational_error(exc)}"]
 
 
-def _archive_module() -> Any:
-    """The archive service, when this megarun has it."""
-    try:
-        return importlib.import_module("megarun.archive.completed")
-    except ModuleNotFoundError:
-        return None
+def _archive_recovery(store: RunStore) -> list[str]:
+    return [f"archive recovery: {line}" for line in recover(store)]
 
 
-def _archive_recovery(ctx: Context) -> list[str]:
-    archive = _archive_module()
-    recover = getattr(archive, "recover", None)
-    done: list[str] = recover(ctx) if recover is not None else []
-    return [f"archive recovery: {line}" for line in done]
-
-
-def _migrate_recovery(ctx: Context) -> list[str]:
-    from megarun.archive.migrate import recover_migrations
-
-    return recover_migrations(ctx)
-
-
-def _archive_rule(ctx: Context) -> list[str]:
-    archive = _archive_module()
-    apply_rule = getattr(archive, "apply_rule", None)
-    result = apply_rule(ctx) if apply_rule is not None else None
+def _archive_rule(store: RunStore) -> list[str]:
+    result = apply_rule(store)
     if result is None:
         return []
-    lines = [f"archive recovery: {line}" for line in getattr(result, "recovered", [])]
-    moved = getattr(result, "moved", [])
-    if moved:
-        jobs = getattr(result, "jobs", 0)
-        lines.append(f"archive auto-reduce: {len(moved)} run(s), {jobs} job(s) moved into "
-                     "completed-runs.db")
+    lines = [f"archive recovery: {line}" for line in result.recovered]
+    if result.moved:
+        lines.append(f"archive auto-reduce: {len(result.moved)} run(s), {result.jobs} job(s) "
+                     "moved into completed-runs.db")
     return lines
 
 
-def _auto_migrate(ctx: Context) -> list[str]:
-    if not ctx.area.config.auto_migrate:
+def _auto_migrate(store: RunStore) -> list[str]:
+    if not store.area.config.auto_migrate:
         return []
-    from megarun.archive.migrate import apply_auto_migrate
-
     lines = []
-    for result in apply_auto_migrate(ctx):
+    for result in apply_auto_migrate(store):
         if result.error:
             lines.append(f"{FAILED}auto-{result.summary()}")
         elif result.moved or result.refused or result.recovered:

@@ -27,12 +27,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 from urllib.parse import quote
 
 from peewee import SqliteDatabase
 
-from megarun.archive.runselect import RunSelection, move_lock, select_finished_runs
+from megarun.archive.runselect import RunSelection, RunStore, move_lock, select_finished_runs
 from megarun.config.area import Area, locate_area
 from megarun.core.faults import fault_point
 from megarun.db.connection import (
@@ -42,7 +42,7 @@ from megarun.db.connection import (
 )
 from megarun.db.fulldb import common_columns
 from megarun.errors import EnvironmentProblem, MegarunError, UsageError
-from megarun.homehost.context import Context
+from megarun.homehost.home import working_db_path
 
 #: Crash injection points between the steps of a move (MEGARUN_FAULT, tests).
 MIGRATE_FAULTS = ("migrate:after-intent", "migrate:during-copy", "migrate:after-copy",
@@ -52,6 +52,29 @@ BATCH_RUNS = 200
 _COUNTED = ("jobs", "events", "tags", "deps", "run_tests")
 
 
+class _Run(TypedDict):
+    run: int
+    target: str
+    runname: str
+
+
+class _RunJobs(_Run):
+    jobs: int
+
+
+class MigratedRun(_RunJobs, total=False):
+    """A run a migration moved (or, dry, would move); `dest_run`, its id in the destination,
+    once moved (the base classes hold the keys always set: Python 3.10 has no NotRequired)."""
+
+    dest_run: int
+
+
+class RefusedRun(_Run):
+    """A run a migration leaves here, and why."""
+
+    reason: str
+
+
 @dataclass
 class MigrateResult:
     """What one migration did; `error` set when it could not run at all (sync rules)."""
@@ -59,39 +82,28 @@ class MigrateResult:
     destination: str
     selection: str
     dry_run: bool = False
-    moved: list[dict[str, Any]] = field(default_factory=list)
-    refused: list[dict[str, Any]] = field(default_factory=list)
+    moved: list[MigratedRun] = field(default_factory=list)
+    refused: list[RefusedRun] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     error: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"destination": self.destination, "selection": self.selection,
-                "dry_run": self.dry_run, "moved": self.moved, "refused": self.refused,
-                "recovered": self.recovered, "error": self.error}
 
     def summary(self) -> str:
         """One line for notes: what moved where, what was refused."""
         if self.error:
             return f"migrate to {self.destination}: {self.error}"
         verb = "would move" if self.dry_run else "moved"
-        jobs = sum(int(m.get("jobs", 0)) for m in self.moved)
+        jobs = sum(m["jobs"] for m in self.moved)
         text = f"migrate to {self.destination}: {verb} {len(self.moved)} run(s), {jobs} job(s)"
         return text + (f"; {len(self.refused)} refused" if self.refused else "")
 
 
 # -- the destination ---------------------------------------------------------------------------
-def destination_area(ctx: Context, destination: str | Path) -> Area:
-    """The destination area (validated: an area, and not this one)."""
+def destination_area(here: Area, destination: str | Path) -> Area:
+    """The destination area (validated: an area, and not `here`)."""
     area = locate_area(str(Path(destination).expanduser().resolve()))
-    if area.root == ctx.area.root:
+    if area.root == here.root:
         raise UsageError(f"the destination {area.root} is this area itself")
     return area
-
-
-def _destination_db(area: Area) -> Path:
-    from megarun.homehost import home as homehost
-
-    return homehost.working_db_path(area)
 
 
 @contextmanager
@@ -106,12 +118,12 @@ def attached(db: SqliteDatabase, path: Path, read_only: bool = False) -> Iterato
 
 
 # -- migrate -----------------------------------------------------------------------------------
-def migrate_runs(ctx: Context, destination: str | Path, selection: RunSelection,
+def migrate_runs(store: RunStore, destination: str | Path, selection: RunSelection,
                  dry_run: bool = False, now: float | None = None) -> MigrateResult:
     """Move the finished runs that `selection` picks into the area at `destination`."""
-    dest = destination_area(ctx, destination)
+    dest = destination_area(store.area, destination)
     result = MigrateResult(str(dest.root), selection.describe(), dry_run)
-    db, dest_db = ctx.db, _destination_db(dest)
+    db, dest_db = store.db, working_db_path(dest)
     if dry_run:
         with _maybe_attached(db, dest_db):
             ids = _candidates(db, selection, now)
@@ -119,8 +131,8 @@ def migrate_runs(ctx: Context, destination: str | Path, selection: RunSelection,
             refused = {r["run"] for r in result.refused}
             result.moved = _describe(db, [i for i in ids if i not in refused])
         return result
-    with move_lock(ctx):
-        result.recovered = _recover_all(ctx)
+    with move_lock(store.locks):
+        result.recovered = _recover_all(db)
         prepare_database_file(dest_db)
         with attached(db, dest_db):
             ids = _candidates(db, selection, now)
@@ -149,7 +161,7 @@ def _candidates(db: SqliteDatabase, selection: RunSelection, now: float | None) 
     return [i for i in select_finished_runs(db, selection, now=now) if i not in pending]
 
 
-def _refusals(db: SqliteDatabase, ids: Sequence[int], attached_dest: bool) -> list[dict[str, Any]]:
+def _refusals(db: SqliteDatabase, ids: Sequence[int], attached_dest: bool) -> list[RefusedRun]:
     """Runs whose (target, runname) the destination already has: they stay here."""
     if not ids or not attached_dest:
         return []
@@ -158,21 +170,21 @@ def _refusals(db: SqliteDatabase, ids: Sequence[int], attached_dest: bool) -> li
         "SELECT r.id, r.target, r.runname FROM main.run r JOIN temp.migrate_ids i ON i.id = r.id "
         "WHERE EXISTS (SELECT 1 FROM dest.run d WHERE d.target = r.target "
         "AND d.runname = r.runname) ORDER BY r.id").fetchall()
-    return [{"run": rid, "target": t, "runname": n,
-             "reason": f"the destination already has a run {t}/{n}"} for rid, t, n in rows]
+    return [RefusedRun(run=rid, target=t, runname=n,
+                       reason=f"the destination already has a run {t}/{n}") for rid, t, n in rows]
 
 
-def _describe(db: SqliteDatabase, ids: Sequence[int]) -> list[dict[str, Any]]:
+def _describe(db: SqliteDatabase, ids: Sequence[int]) -> list[MigratedRun]:
     if not ids:
         return []
     _fill_ids(db, ids)
     rows = db.execute_sql(
         "SELECT r.id, r.target, r.runname, (SELECT count(*) FROM main.job j WHERE j.run_id = r.id)"
         " FROM main.run r JOIN temp.migrate_ids i ON i.id = r.id ORDER BY r.id").fetchall()
-    return [{"run": rid, "target": t, "runname": n, "jobs": jobs} for rid, t, n, jobs in rows]
+    return [MigratedRun(run=rid, target=t, runname=n, jobs=jobs) for rid, t, n, jobs in rows]
 
 
-def _move_batch(db: SqliteDatabase, ids: list[int], dest_root: str) -> list[dict[str, Any]]:
+def _move_batch(db: SqliteDatabase, ids: list[int], dest_root: str) -> list[MigratedRun]:
     """Intent, copy, verify, delete for one batch of runs."""
     moved = _describe(db, ids)
     started = time.time()
@@ -367,32 +379,31 @@ def _fill_ids(db: SqliteDatabase, ids: Sequence[int], table: str = "migrate_ids"
 
 
 # -- recovery ----------------------------------------------------------------------------------
-def recover_migrations(ctx: Context) -> list[str]:
+def recover_migrations(store: RunStore) -> list[str]:
     """Finish or undo the moves a crash cut short; one line per destination that had any.
 
     A destination that cannot be read now keeps its intents (the runs stay whole here and are
     not picked again) and is tried at the next command.
     """
-    if not ctx.db.execute_sql("SELECT 1 FROM main.run_move WHERE direction = 'migrate' "
-                              "LIMIT 1").fetchone():
+    if not store.db.execute_sql("SELECT 1 FROM main.run_move WHERE direction = 'migrate' "
+                                "LIMIT 1").fetchone():
         return []  # the usual case, without taking the lock
-    with move_lock(ctx):
-        return _recover_all(ctx)
+    with move_lock(store.locks):
+        return _recover_all(store.db)
 
 
-def _recover_all(ctx: Context) -> list[str]:
-    rows = ctx.db.execute_sql("SELECT run_id, destination FROM main.run_move "
-                              "WHERE direction = 'migrate' ORDER BY run_id").fetchall()
+def _recover_all(db: SqliteDatabase) -> list[str]:
+    rows = db.execute_sql("SELECT run_id, destination FROM main.run_move "
+                          "WHERE direction = 'migrate' ORDER BY run_id").fetchall()
     by_destination: dict[str, list[int]] = {}
     for run_id, destination in rows:
         by_destination.setdefault(str(destination), []).append(int(run_id))
-    return [_recover_to(ctx, dest, ids) for dest, ids in by_destination.items()]
+    return [_recover_to(db, dest, ids) for dest, ids in by_destination.items()]
 
 
-def _recover_to(ctx: Context, destination: str, ids: list[int]) -> str:
-    db = ctx.db
+def _recover_to(db: SqliteDatabase, destination: str, ids: list[int]) -> str:
     try:
-        dest_db = _destination_db(locate_area(destination))
+        dest_db = working_db_path(locate_area(destination))
     except MegarunError as exc:
         return f"{len(ids)} interrupted move(s) to {destination} left pending: {exc}"
     if not dest_db.exists():
@@ -423,21 +434,15 @@ def _copies_there(db: SqliteDatabase, ids: Sequence[int]) -> dict[int, int]:
 
 
 # -- the area's rules --------------------------------------------------------------------------
-def apply_auto_migrate(ctx: Context, now: float | None = None) -> list[MigrateResult]:
+def apply_auto_migrate(store: RunStore, now: float | None = None) -> list[MigrateResult]:
     """Apply every `[[auto-migrate]]` rule of megarun.toml; a failing rule is reported in its
     result and never stops the others."""
     results = []
-    for rule in ctx.area.config.auto_migrate:
+    for rule in store.area.config.auto_migrate:
         selection = RunSelection(target=rule.target, older_than=rule.older_than)
         try:
-            results.append(migrate_runs(ctx, rule.destination, selection, now=now))
+            results.append(migrate_runs(store, rule.destination, selection, now=now))
         except MegarunError as exc:
             results.append(MigrateResult(str(rule.destination), selection.describe(),
                                          error=str(exc)))
     return results
-
-
-def moved_message(target: str, runname: str, destination: str | None) -> str:
-    """The one error for commands on a MOVED run."""
-    return (f"run {target}/{runname} was moved to the area {destination}; use it there "
-            f"(megarun --area {destination} ...)")

@@ -13,19 +13,32 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from filelock import FileLock, Timeout
 from peewee import SqliteDatabase
 
 from megarun.agent.private import make_private_dirs
+from megarun.config.area import Area
 from megarun.core.states import ACTIVE_STATES, WAITING_STATES
 from megarun.db.connection import busy_timeout_seconds
 from megarun.errors import AlreadyRunning
-from megarun.homehost.context import Context
 
 #: The database names a selection may read: the working db, completed-runs.db, another area's.
 SCHEMAS = ("main", "arc", "dest")
 OPEN_STATES = tuple(sorted(s.value for s in ACTIVE_STATES | WAITING_STATES))
+
+
+@dataclass(frozen=True)
+class RunStore:
+    """Where runs move from: the area, its working database (opened: the mirror on a host other
+    than the home host) and the folder of the move lock, next to the working database (a local
+    disk, as only the home host moves runs). A command builds it from its context."""
+
+    db: SqliteDatabase
+    area: Area
+    locks: Path
+    read_only: bool = False  # `db` is the mirror: the home host moves and recovers runs
 
 
 @dataclass(frozen=True)
@@ -71,9 +84,6 @@ class HeldBack:
     too_young: int = 0  # finished, but active more recently than `older_than`
     unfinished: int = 0  # a job still waits or runs
 
-    def as_dict(self) -> dict[str, int]:
-        return {"too_young": self.too_young, "unfinished": self.unfinished}
-
 
 def held_back_runs(db: SqliteDatabase, selection: RunSelection, schema: str = "main",
                    now: float | None = None) -> HeldBack:
@@ -116,11 +126,9 @@ def run_filters(selection: RunSelection, include_moved: bool = True
 
 
 @contextmanager
-def move_lock(ctx: Context) -> Iterator[None]:
+def move_lock(folder: Path) -> Iterator[None]:
     """One run move at a time per area, archive or migration alike: recovery must never take
-    another process's move in progress for an interrupted one. The lock lives next to the
-    working database (a local disk), as only the home host moves runs."""
-    folder = ctx.home.db.parent / "locks"
+    another process's move in progress for an interrupted one (`folder`: RunStore.locks)."""
     make_private_dirs(str(folder))
     lock = FileLock(str(folder / "moves.lock"), mode=0o600)
     try:

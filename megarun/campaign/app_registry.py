@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from peewee import SqliteDatabase
 
 from megarun.campaign.app_stale import (
     definition_changed,
@@ -17,7 +20,6 @@ from megarun.config.apps import AppSpec, load_app_file, validate_app
 from megarun.db.connection import write_transaction
 from megarun.db.models import App, Job
 from megarun.errors import NotFoundError, UsageError
-from megarun.homehost.context import Context
 
 
 def spec_from_row(app: App) -> AppSpec:
@@ -25,10 +27,6 @@ def spec_from_row(app: App) -> AppSpec:
                    json.loads(app.env), json.loads(app.resources), json.loads(app.requirements),
                    app.retries, app.source, stage_in=json.loads(app.stage_in or "[]"),
                    stage_out=json.loads(app.stage_out or "[]"))
-
-
-def app_dict(spec: AppSpec) -> dict[str, Any]:
-    return asdict(spec)
 
 
 def parse_param_defaults(pairs: list[str]) -> dict[str, Any]:
@@ -53,7 +51,7 @@ class SavedApp:
     rerendered: int = 0  # jobs not ended given the new command
 
 
-def add_app(ctx: Context, name: str, command: str, params: dict[str, Any],
+def add_app(db: SqliteDatabase, name: str, command: str, params: dict[str, Any],
             description: str = "", retries: int = 0, replace: bool = False,
             requirements: dict[str, Any] | None = None) -> SavedApp:
     """Validate and save an app; refuses to overwrite unless `replace`."""
@@ -61,10 +59,10 @@ def add_app(ctx: Context, name: str, command: str, params: dict[str, Any],
                              "retries": retries, "params": params,
                              "requirements": requirements or {}}
     spec = validate_app(table, f"app {name!r}")
-    return _save(ctx, spec, replace=replace)
+    return _save(db, spec, replace=replace)
 
 
-def _save(ctx: Context, spec: AppSpec, replace: bool) -> SavedApp:
+def _save(db: SqliteDatabase, spec: AppSpec, replace: bool) -> SavedApp:
     fields = {"command": spec.command, "description": spec.description,
               "params": json.dumps(spec.params), "env": json.dumps(spec.env),
               "resources": json.dumps(spec.resources),
@@ -73,8 +71,8 @@ def _save(ctx: Context, spec: AppSpec, replace: bool) -> SavedApp:
               # NULL, not "[]", when empty: dispatch finds staging apps by IS NOT NULL
               "stage_in": json.dumps(spec.stage_in) if spec.stage_in else None,
               "stage_out": json.dumps(spec.stage_out) if spec.stage_out else None}
-    with write_transaction(ctx.db):
-        existing = App.get_or_none(App.name == spec.name)
+    with write_transaction(db):
+        existing = App.select().where(App.name == spec.name).first(db)
         if existing is None:
             App.create(name=spec.name, created=time.time(), **fields)
             return SavedApp(spec, "added")
@@ -88,41 +86,37 @@ def _save(ctx: Context, spec: AppSpec, replace: bool) -> SavedApp:
             return SavedApp(spec, "updated")
         # what its jobs run changed: what starts from now on runs the new definition, results
         # are STALE (megarun.campaign.app_stale); a job it cannot render refuses the save
-        rerendered = rerender_unended(ctx.db, existing.id, spec)
-        note_in_flight(ctx.db, existing.id)
-        return SavedApp(spec, "updated", mark_completed_stale(ctx.db, existing.id, spec.name),
+        rerendered = rerender_unended(db, existing.id, spec)
+        note_in_flight(db, existing.id)
+        return SavedApp(spec, "updated", mark_completed_stale(db, existing.id, spec.name),
                         rerendered)
 
 
-def sync_apps(ctx: Context) -> list[dict[str, Any]]:
-    """Load every apps/*.toml of the area; all files are validated before any is saved, and
-    all are saved in one transaction (a job a changed app cannot render refuses them all)."""
-    files = sorted(ctx.area.apps_dir.glob("*.toml"))
-    specs = [load_app_file(path) for path in files]
-    with write_transaction(ctx.db):
-        saved = [_save(ctx, spec, replace=True) for spec in specs]
-    return [{"name": s.spec.name, "source": s.spec.source, "result": s.result,
-             "stale": s.stale} for s in saved]
+def sync_apps(db: SqliteDatabase, apps_dir: Path) -> list[SavedApp]:
+    """Load every *.toml of the area's apps folder; all files are validated before any is
+    saved, and all are saved in one transaction (a job a changed app cannot render refuses
+    them all)."""
+    specs = [load_app_file(path) for path in sorted(apps_dir.glob("*.toml"))]
+    with write_transaction(db):
+        return [_save(db, spec, replace=True) for spec in specs]
 
 
-def get_app(ctx: Context, name: str) -> App:
-    ctx.db  # noqa: B018
-    app = App.get_or_none(App.name == name)
+def get_app(db: SqliteDatabase, name: str) -> App:
+    app: App | None = App.select().where(App.name == name).first(db)
     if app is None:
-        names = [a.name for a in App.select(App.name).order_by(App.name)]
+        names = [a.name for a in App.select(App.name).order_by(App.name).execute(db)]
         valid = ", ".join(names) if names else "none (add one: megarun app add NAME --command ...)"
         raise NotFoundError(f"unknown app {name!r}; valid apps: {valid}")
     return app
 
 
-def list_apps(ctx: Context) -> list[AppSpec]:
-    ctx.db  # noqa: B018
-    return [spec_from_row(app) for app in App.select().order_by(App.name)]
+def list_apps(db: SqliteDatabase) -> list[AppSpec]:
+    return [spec_from_row(app) for app in App.select().order_by(App.name).execute(db)]
 
 
-def remove_app(ctx: Context, name: str) -> None:
-    app = get_app(ctx, name)
-    used = Job.select().where(Job.app == app).count()
+def remove_app(db: SqliteDatabase, name: str) -> None:
+    app = get_app(db, name)
+    used = Job.select().where(Job.app == app).count(db)
     if used:
         raise UsageError(f"app {name!r} has {used} job(s); remove them first (megarun job rm)")
     app.delete_instance()

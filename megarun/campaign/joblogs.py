@@ -16,14 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
-from megarun.campaign.jobs import get_job
+from peewee import SqliteDatabase
+
+from megarun.campaign.query import JobDetail, get_job
+from megarun.config.area import Area
 from megarun.errors import EnvironmentProblem, UsageError
-from megarun.homehost.context import Context
 from megarun.sites import registry as site_service
 from megarun.sites.connect import site_transport
 from megarun.sites.registry import SiteInfo
-from megarun.suites.runs import CLEANED
 from megarun.transport import logslice
+
+#: The message of the event `clean` leaves on each job whose run path it removed (a job's
+#: logs then read "removed by clean", not "none yet").
+CLEANED = "run path removed by clean"
 
 #: `job logs --json` carries at most this much of each log (its end; its start for --head).
 LOG_EXCERPT_BYTES = 64 << 10
@@ -45,10 +50,6 @@ class LogExcerpt:
     log: LogFile
     truncated: bool
     text: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"path": self.log.path, "size": self.log.size, "truncated": self.truncated,
-                "text": self.text}
 
 
 class JobLogs(Protocol):
@@ -150,20 +151,26 @@ class LogFrames:
 NEWLINE = ord("\n")
 
 
-def open_job_logs(ctx: Context, job_id: int, step: str | None = None) -> JobLogs:
+def _site_of(db: SqliteDatabase, area: Area, job: JobDetail) -> SiteInfo | None:
+    name = job["site"]
+    return site_service.get_site(site_service.OpenArea(area, db), name) if name else None
+
+
+def open_job_logs(db: SqliteDatabase, area: Area, job_id: int,
+                  step: str | None = None) -> JobLogs:
     """A reader of a job's step logs in step order (only those of `step` when given), local or
     on its SSH site (nothing is read yet)."""
-    job = get_job(ctx, job_id)
+    job = get_job(db, job_id)
     order = _step_order(job, step)
     if not job["workdir"]:
         raise UsageError(f"job {job_id} has not been dispatched yet (state {job['state']})")
-    site = site_service.get_site(ctx, str(job["site"])) if job.get("site") else None
+    site = _site_of(db, area, job)
     if site is not None and site.is_remote:
         return RemoteJobLogs(site, str(job["workdir"]), order)
     return LocalJobLogs(str(job["workdir"]), order)
 
 
-def _step_order(job: dict[str, Any], step: str | None) -> StepOrder:
+def _step_order(job: JobDetail, step: str | None) -> StepOrder:
     """The job's steps in order; an unknown `step` is refused naming the job's steps."""
     names = tuple(str(s["name"]) for s in job["steps"])
     if step is None:
@@ -173,10 +180,10 @@ def _step_order(job: dict[str, Any], step: str | None) -> StepOrder:
     return StepOrder((step,), only=True)
 
 
-def no_logs(ctx: Context, job_id: int) -> UsageError:
+def no_logs(db: SqliteDatabase, area: Area, job_id: int) -> UsageError:
     """The error for a job whose work dir holds no log: not yet, or no more after a `clean`."""
-    job = get_job(ctx, job_id)
-    site = site_service.get_site(ctx, str(job["site"])) if job.get("site") else None
+    job = get_job(db, job_id)
+    site = _site_of(db, area, job)
     where = f"{job['workdir']}" + (f" on {site.host}" if site and site.host else "")
     last = job["events"][-1] if job["events"] else None
     if last is not None and last["message"] == CLEANED:  # nothing ran since the clean
@@ -186,22 +193,22 @@ def no_logs(ctx: Context, job_id: int) -> UsageError:
     return UsageError(f"job {job_id} has no logs in {where} yet (state {job['state']})")
 
 
-def write_job_logs(ctx: Context, job_id: int, out: BinaryIO, head: int | None,
+def write_job_logs(db: SqliteDatabase, area: Area, job_id: int, out: BinaryIO, head: int | None,
                    tail: int | None, announce: Callable[[LogFile], None],
                    step: str | None = None) -> None:
     """Stream a job's logs to `out` (see JobLogs.write); UsageError when there are none."""
-    if not open_job_logs(ctx, job_id, step).write(out, head, tail, announce):
-        raise no_logs(ctx, job_id)
+    if not open_job_logs(db, area, job_id, step).write(out, head, tail, announce):
+        raise no_logs(db, area, job_id)
 
 
-def job_log_excerpts(ctx: Context, job_id: int, head: int | None = None,
+def job_log_excerpts(db: SqliteDatabase, area: Area, job_id: int, head: int | None = None,
                      tail: int | None = None, limit: int = LOG_EXCERPT_BYTES,
                      step: str | None = None) -> list[LogExcerpt]:
     """Every log of a job (or of one step), each cut to at most `limit` bytes of its selected
     lines."""
-    found = open_job_logs(ctx, job_id, step).excerpts(head, tail, limit)
+    found = open_job_logs(db, area, job_id, step).excerpts(head, tail, limit)
     if not found:
-        raise no_logs(ctx, job_id)
+        raise no_logs(db, area, job_id)
     return found
 
 
@@ -237,7 +244,7 @@ class RemoteJobLogs:
 
     def write(self, out: BinaryIO, head: int | None, tail: int | None,
               announce: Callable[[LogFile], None]) -> int:
-        from megarun.transport.ssh.transport import SshTransport
+        from megarun.transport.ssh.transport import SshTransport  # paramiko: only for a remote site
 
         transport = site_transport(self.site)
         if not isinstance(transport, SshTransport):

@@ -1,17 +1,30 @@
 """`megarun app ...`: named command templates."""
 
-from typing import Annotated
+from dataclasses import asdict
+from typing import Annotated, Any
 
 import typer
 
 from megarun.campaign import app_registry as app_service
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
 from megarun.cli.output import print_json, print_mapping, render, say
+from megarun.config.apps import AppSpec
 from megarun.engine.matching import parse_tag_pairs
 
 app = typer.Typer(help="Apps: named command templates jobs are made from.", no_args_is_help=True)
 
 _COLUMNS = ["name", "command", "params", "description"]
+
+
+def app_json(spec: AppSpec) -> dict[str, Any]:
+    """An app as `app ls --json` and `app show --json` print it: every field of its spec."""
+    return asdict(spec)
+
+
+def saved_json(saved: app_service.SavedApp) -> dict[str, Any]:
+    """One app of `app sync --json`."""
+    return {"name": saved.spec.name, "source": saved.spec.source, "result": saved.result,
+            "stale": saved.stale}
 
 
 @app.command("add")
@@ -33,7 +46,7 @@ def add(
     """Add an app from the command line."""
     params = app_service.parse_param_defaults(param or [])
     requirements = parse_tag_pairs(require or [], "--require")
-    saved = app_service.add_app(context(ctx), name, command, params, description, retries,
+    saved = app_service.add_app(context(ctx).db, name, command, params, description, retries,
                                 replace, requirements)
     say(f"app {saved.spec.name!r} {'saved' if saved.result != 'unchanged' else 'unchanged'}")
     if saved.stale:
@@ -47,7 +60,8 @@ def sync(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Load every apps/*.toml of the area (all are checked before any is saved)."""
-    rows = app_service.sync_apps(context(ctx))
+    mctx = context(ctx)
+    rows = [saved_json(saved) for saved in app_service.sync_apps(mctx.db, mctx.area.apps_dir)]
     render(rows, ["name", "result", "stale", "source"], as_json, False,
            empty="no apps/*.toml in the area")
 
@@ -60,7 +74,7 @@ def ls(
 ) -> None:
     """List the area's apps."""
     one_format(as_json, as_csv)
-    rows = [app_service.app_dict(spec) for spec in app_service.list_apps(context(ctx))]
+    rows = [app_json(spec) for spec in app_service.list_apps(context(ctx).db)]
     render(rows, _COLUMNS, as_json, as_csv, empty="no apps (add one: megarun app add, or "
            "megarun app sync)")
 
@@ -73,7 +87,7 @@ def show(
 ) -> None:
     """Show one app."""
     mctx = context(ctx)
-    data = app_service.app_dict(app_service.spec_from_row(app_service.get_app(mctx, name)))
+    data = app_json(app_service.spec_from_row(app_service.get_app(mctx.db, name)))
     if as_json:
         print_json(data)
     else:
@@ -86,5 +100,5 @@ def rm(
     name: Annotated[str, typer.Argument(help="App name.")],
 ) -> None:
     """Remove an app no job refers to."""
-    app_service.remove_app(context(ctx), name)
+    app_service.remove_app(context(ctx).db, name)
     say(f"app {name!r} removed")

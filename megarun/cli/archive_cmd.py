@@ -1,6 +1,6 @@
 """`megarun archive ...`: move finished runs into completed-runs.db and back, list them."""
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -9,6 +9,7 @@ from megarun.cli.output import note, print_json, render, say
 
 if TYPE_CHECKING:
     from megarun.archive.completed import ArchiveResult
+    from megarun.archive.runselect import RunStore
     from megarun.homehost.context import Context
 
 app = typer.Typer(help="The completed-runs archive: finished runs out of the working database "
@@ -41,7 +42,8 @@ def reduce(
 
     age = reduce_age(parse_age(older_than) if older_than is not None else None, runname)
     selection = RunSelection(target, runname, age)
-    _show(reduce_runs(context(ctx), selection, dry_run), as_json, bool(target or runname))
+    _show(reduce_runs(run_store(context(ctx)), selection, dry_run), as_json,
+          bool(target or runname))
 
 
 @app.command("restore")
@@ -51,7 +53,7 @@ def restore(ctx: typer.Context, target: TARGET = None, runname: RUNNAME = None,
     from megarun.archive.completed import restore_runs
     from megarun.archive.runselect import RunSelection
 
-    _show(restore_runs(context(ctx), RunSelection(target, runname)), as_json)
+    _show(restore_runs(run_store(context(ctx)), RunSelection(target, runname)), as_json)
 
 
 @app.command("ls")
@@ -61,20 +63,40 @@ def ls(ctx: typer.Context, target: TARGET = None, runname: RUNNAME = None,
     from megarun.archive.completed import list_archived, recover
     from megarun.archive.runselect import RunSelection
 
-    mctx = context(ctx)
-    for line in recover(mctx):
+    store = run_store(context(ctx))
+    for line in recover(store):
         note(line, "yellow")
-    rows = list_archived(mctx, RunSelection(target, runname))
-    if not as_json:
-        rows = [{**row, "statuses": " ".join(f"{k}:{v}" for k, v in sorted(
-            row["statuses"].items()))} for row in rows]
+    archived = list_archived(store, RunSelection(target, runname))
+    rows: list[Any] = list(archived) if as_json else [
+        {**row, "statuses": " ".join(f"{k}:{v}" for k, v in sorted(row["statuses"].items()))}
+        for row in archived]
     render(rows, ["id", "target", "runname", "created", "jobs", "status", "statuses"], as_json,
            False, empty="no archived runs")
 
 
+def run_store(mctx: "Context") -> "RunStore":
+    """What the archive and migrate commands act on, from the command's context (the database
+    first: opening it tells whether this host reads the mirror)."""
+    from megarun.archive.runselect import RunStore
+
+    db = mctx.db
+    return RunStore(db, mctx.area, mctx.home.db.parent / "locks", mctx.read_only)
+
+
+def archive_json(result: "ArchiveResult") -> dict[str, Any]:
+    """`archive reduce|restore --json`."""
+    return {"direction": result.direction, "archive": result.archive,
+            "dry_run": result.dry_run, "runs": [run.__dict__ for run in result.moved],
+            "jobs": result.jobs, "refused": result.refused, "recovered": result.recovered,
+            "older_than": result.older_than,
+            "matched_but_left": {"too_young": result.held_back.too_young,
+                                 "unfinished": result.held_back.unfinished},
+            "seconds": round(result.seconds, 3)}
+
+
 def _show(result: "ArchiveResult", as_json: bool, named: bool = False) -> None:
     if as_json:
-        print_json(result.as_dict())
+        print_json(archive_json(result))
         return
     for line in result.recovered:
         note(line, "yellow")
@@ -128,6 +150,6 @@ def with_archive(mctx: "Context", full_db: bool) -> None:
     """`--full-db`: from here on the command's reads include archived runs (call it after
     the command's last write)."""
     if full_db:
-        from megarun.archive.completed import include_archive
+        from megarun.db.fulldb import attach_full
 
-        include_archive(mctx)
+        attach_full(mctx)

@@ -5,8 +5,7 @@ from typing import Annotated
 
 import typer
 
-from megarun.campaign import jobs as job_service
-from megarun.campaign.jobs import JobFilter
+from megarun.campaign.query import JobFilter, count_by_state
 from megarun.cli.common import JSON_HELP
 from megarun.cli.launch_cmd import launch_with_progress, print_summary
 from megarun.cli.output import print_json, print_table, say
@@ -34,12 +33,14 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     ) -> None:
         """Make a throwaway area with sample apps and jobs, run them locally, show a summary."""
-        from megarun.campaign.demo import make_demo_area
+        from megarun.campaign.demo import add_demo_jobs, make_demo_area
+        from megarun.homehost.context import Context
 
-        ctx = make_demo_area(path, greetings=jobs)
+        ctx = Context(area_override=str(make_demo_area(path)))
         try:
+            add_demo_jobs(ctx.db, ctx.area, greetings=jobs)
             summary = launch_with_progress(ctx, "local", quiet=as_json)
-            counts = job_service.count_by_state(ctx, JobFilter())
+            counts = [dict(row) for row in count_by_state(ctx.db, ctx.area, JobFilter())]
             if as_json:
                 print_json({"area": str(ctx.area.root), "launch": summary.as_dict(),
                             "jobs": counts})

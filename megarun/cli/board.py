@@ -17,7 +17,7 @@ from megarun.core.states import FAILING_STATUSES, JobState, JobStatus
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from megarun.suites.runs import ItemStatus
+    from megarun.suites.run_report import ItemStatus
 
 #: One glyph per STATE; a COMPLETED item shows a filled square in its STATUS colour.
 GLYPHS = {

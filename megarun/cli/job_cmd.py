@@ -1,13 +1,16 @@
 """`megarun job ...`: create, select, inspect, kill, remove, reset jobs."""
 
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from megarun.campaign import jobs as job_service
-from megarun.campaign.jobs import JobFilter, JobRequest
+from megarun.campaign import query
+from megarun.campaign.control import KillResult, kill_jobs, remove_jobs, reset_jobs
+from megarun.campaign.create import CreatedJobs, JobRequest, create_jobs, requests_from_file
+from megarun.campaign.query import JobFilter
 from megarun.cli.archive_cmd import FULL_DB, with_archive
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format, parse_pairs
 from megarun.cli.output import note, print_json, print_mapping, render, render_stream, say
@@ -56,14 +59,14 @@ def create(
                           priority=priority, count=count)
     mctx = context(ctx)
     if from_file is not None:
-        requests = list(job_service.requests_from_file(from_file, defaults))
+        requests = list(requests_from_file(from_file, defaults))
     elif not app_name:
         raise typer.BadParameter("give --app NAME or --from-file FILE", param_hint="--app")
     else:
         requests = [defaults]
-    created = job_service.create_jobs(mctx, requests)
+    created = create_jobs(mctx.db, mctx.area, requests)
     if as_json:
-        print_json(created.as_dict())
+        print_json(created_json(created))
     elif created.count == 1:
         say(f"job {created.first_id} created ({', '.join(created.states)})")
     else:
@@ -91,7 +94,7 @@ def ls(
     ] = None,
     limit: Annotated[int, typer.Option(
         help="At most this many jobs (0: all); stderr says how many more there are.",
-        min=0, max=INT64_MAX)] = job_service.DEFAULT_LIST_LIMIT,
+        min=0, max=INT64_MAX)] = query.DEFAULT_LIST_LIMIT,
     by_state: Annotated[bool, typer.Option(
         "--by-state", help="Count jobs per state and status instead of listing them.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
@@ -105,15 +108,14 @@ def ls(
     mctx = context(ctx)
     with_archive(mctx, full_db)
     if by_state:
-        counts = job_service.count_by_state(mctx, flt)
+        counts = [dict(row) for row in query.count_by_state(mctx.db, mctx.area, flt)]
         render(counts, ["state", "status", "count"], as_json, as_csv, empty="no jobs")
         return
-    rows = job_service.iter_jobs(mctx, flt, limit)
-    if not as_json:
-        rows = (_shown_test(_shown_site(row)) for row in rows)
+    jobs = query.iter_jobs(mctx.db, mctx.area, flt, limit)
+    rows: Iterator[Any] = jobs if as_json else (_shown_test(_shown_site(job)) for job in jobs)
     shown = render_stream(rows, _LIST_COLUMNS, as_json, as_csv, empty="no jobs match")
     if limit and shown == limit:
-        more = job_service.count_jobs(mctx, flt) - shown
+        more = query.count_jobs(mctx.db, mctx.area, flt) - shown
         if more > 0:
             note(f"... {more:,} more; --limit 0 for all", "dim")
 
@@ -121,7 +123,19 @@ def ls(
 UNMATCHED = "(unmatched)"
 
 
-def _shown_test(job: dict[str, Any]) -> dict[str, Any]:
+def created_json(created: CreatedJobs) -> dict[str, Any]:
+    """`job create --json`."""
+    return {"first_id": created.first_id, "last_id": created.last_id, "count": created.count,
+            "states": created.states, "unmatched": created.unmatched}
+
+
+def kill_json(result: KillResult) -> dict[str, list[int]]:
+    """`job kill --json` and `kill --json`: "undelivered" only when some kill is."""
+    data = {"killed": result.killed, "requested": result.requested, "skipped": result.skipped}
+    return {**data, "undelivered": result.undelivered} if result.undelivered else data
+
+
+def _shown_test(job: Mapping[str, Any]) -> dict[str, Any]:
     """In tables a test-suite job shows its test in the APP column (its run and item in
     their own); app jobs leave those empty."""
     if job.get("run") is None:
@@ -129,9 +143,9 @@ def _shown_test(job: dict[str, Any]) -> dict[str, Any]:
     return {**job, "app": job["test"], "item": job["item"] or ""}
 
 
-def _shown_site(job: dict[str, Any]) -> dict[str, Any]:
+def _shown_site(job: Mapping[str, Any]) -> dict[str, Any]:
     """A job with no site yet reads "(unmatched)" in tables (null in --json)."""
-    return job if job.get("site") is not None else {**job, "site": UNMATCHED}
+    return {**job} if job.get("site") is not None else {**job, "site": UNMATCHED}
 
 
 @app.command("show")
@@ -144,15 +158,15 @@ def show(
     """Show everything about one job, with its event trail."""
     mctx = context(ctx)
     with_archive(mctx, full_db)
-    data = job_service.get_job(mctx, job_id)
+    data = query.get_job(mctx.db, job_id)
     if as_json:
         print_json(data)
         return
     print_mapping(_shown_site(data), title=f"job {job_id}")
     render(data["steps"], ["name", "state", "status", "exit_code", "duration", "cmd"], False,
            False, title="steps")
-    render(data["events"], ["time", "from", "to", "status", "attempt", "message"], False, False,
-           title="events")
+    render([dict(event) for event in data["events"]],
+           ["time", "from", "to", "status", "attempt", "message"], False, False, title="events")
 
 
 @app.command("logs")
@@ -177,8 +191,10 @@ def logs(
 
     mctx = context(ctx)
     if as_json:
-        found = joblogs.job_log_excerpts(mctx, job_id, head, tail, step=step)
-        print_json({item.log.name: item.as_dict() for item in found})
+        found = joblogs.job_log_excerpts(mctx.db, mctx.area, job_id, head, tail, step=step)
+        print_json({item.log.name: {"path": item.log.path, "size": item.log.size,
+                                    "truncated": item.truncated, "text": item.text}
+                    for item in found})
         return
     out = sys.stdout.buffer
     first = True
@@ -189,7 +205,7 @@ def logs(
         out.write(f"{'' if first else chr(10)}==> {log.name} <==\n".encode())
         first = False
 
-    joblogs.write_job_logs(mctx, job_id, out, head, tail, announce, step)
+    joblogs.write_job_logs(mctx.db, mctx.area, job_id, out, head, tail, announce, step)
     out.flush()
 
 
@@ -200,15 +216,17 @@ def kill(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Kill jobs: waiting ones at once, running ones through their agent."""
-    result = job_service.kill_jobs(context(ctx), job_ids)
+    mctx = context(ctx)
+    result = kill_jobs(mctx.db, mctx.area, job_ids)
     if as_json:
-        print_json(result)
+        print_json(kill_json(result))
         return
-    for key, ids in result.items():
-        if ids and key != "undelivered":
+    for key, ids in (("killed", result.killed), ("requested", result.requested),
+                     ("skipped", result.skipped)):
+        if ids:
             say(f"{key}: {', '.join(map(str, ids))}")
-    if result.get("undelivered"):
-        note(f"site unreachable: the kill of {', '.join(map(str, result['undelivered']))} "
+    if result.undelivered:
+        note(f"site unreachable: the kill of {', '.join(map(str, result.undelivered))} "
              "is delivered by the next `megarun launch` or `megarun sync`", "yellow")
 
 
@@ -218,7 +236,7 @@ def rm(
     job_ids: Annotated[list[int], typer.Argument(help="Job ids.")],
 ) -> None:
     """Remove jobs that are not running (their event trail is kept)."""
-    removed = job_service.remove_jobs(context(ctx), job_ids)
+    removed = remove_jobs(context(ctx).db, job_ids)
     say(f"removed {len(removed)} job(s)")
 
 
@@ -228,7 +246,8 @@ def reset(
     job_ids: Annotated[list[int], typer.Argument(help="Job ids.")],
 ) -> None:
     """Send ended jobs back to READY with a fresh set of attempts."""
-    done = job_service.reset_jobs(context(ctx), job_ids)
+    mctx = context(ctx)
+    done = reset_jobs(mctx.db, job_ids, mctx.area.config.launcher.retries)
     say(f"reset {len(done)} job(s) to READY")
 
 

@@ -68,7 +68,7 @@ class RunBoardView:
         import time
 
         from megarun.cli.board import build_board
-        from megarun.suites.runs import run_items
+        from megarun.suites.run_report import run_items
 
         now = time.monotonic()
         if now - self._read_at < self.REFRESH_SECONDS:

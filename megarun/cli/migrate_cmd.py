@@ -1,11 +1,21 @@
 """`megarun migrate`: move finished runs into another area."""
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from megarun.cli.common import JSON_HELP, context
 from megarun.cli.output import note, print_json, render
+
+if TYPE_CHECKING:
+    from megarun.archive.migrate import MigrateResult
+
+
+def migrate_json(result: "MigrateResult") -> dict[str, Any]:
+    """`migrate --json`."""
+    return {"destination": result.destination, "selection": result.selection,
+            "dry_run": result.dry_run, "moved": result.moved, "refused": result.refused,
+            "recovered": result.recovered, "error": result.error}
 
 
 def register(app: typer.Typer) -> None:
@@ -28,13 +38,14 @@ def register(app: typer.Typer) -> None:
         """Copy finished runs into another area and mark them MOVED here (files stay put)."""
         from megarun.archive.migrate import migrate_runs
         from megarun.archive.runselect import RunSelection
+        from megarun.cli.archive_cmd import run_store
         from megarun.core.ages import parse_age
 
         age = parse_age(older_than) if older_than is not None else None
-        result = migrate_runs(context(ctx), destination, RunSelection(target, runname, age),
-                              dry_run=dry_run)
+        result = migrate_runs(run_store(context(ctx)), destination,
+                              RunSelection(target, runname, age), dry_run=dry_run)
         if as_json:
-            print_json(result.as_dict())
+            print_json(migrate_json(result))
             return
         for line in result.recovered:
             note(line)

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
     from megarun.db.models import Run
     from megarun.engine.launch_loop import LaunchSummary
-    from megarun.suites.runs import ItemStatus
+    from megarun.suites.run_prepare import RunSetup
+    from megarun.suites.run_report import ItemStatus
     from megarun.suites.stale import AreaDefinitions
 
 TARGET = Annotated[str, typer.Option("--target", help="Target: the area's key values joined by '/'.")]
@@ -53,7 +54,7 @@ def _settle_defunct(ctx: Context) -> None:
 
 def _items(ctx: Context, run: "Run", testpatt: str | None) -> "list[ItemStatus]":
     """The run's items, those the area's current files make STALE shown so at once."""
-    from megarun.suites.runs import run_items
+    from megarun.suites.run_report import run_items
     from megarun.suites.stale import stale_in_run
 
     stale = _judge_stale(ctx, lambda area: stale_in_run(ctx.db, int(run.id), str(run.target),
@@ -80,7 +81,7 @@ def _print_matrix(ctx: Context, run: "Run", testpatt: str | None, as_json: bool,
                   as_csv: bool) -> bool:
     """Print the run's tests x items; return True when something failed."""
     from megarun.core.rollup import headline, rollup_status
-    from megarun.suites.runs import item_counts, rollup, run_failed
+    from megarun.suites.run_report import item_counts, rollup, run_failed
 
     items = _items(ctx, run, testpatt)
     tests = rollup(items)
@@ -113,9 +114,10 @@ def _check_step(ctx: Context, run_id: int, statuses: list[str], stale: bool, dow
     """The jobs `rerun --step` starts at `step` (those chosen before --downstream adds the
     jobs waiting on them, which run whole); UsageError when one's test has no such step."""
     from megarun.campaign.rerun_step import check_step, check_step_of_tests
-    from megarun.suites.runs import run_items, select_for_rerun
+    from megarun.suites.run_control import select_for_rerun
+    from megarun.suites.run_report import run_items
 
-    chosen = select_for_rerun(ctx, run_id, statuses, stale, False, testpatt) if downstream else ids
+    chosen = select_for_rerun(ctx.db, run_id, statuses, stale, False, testpatt) if downstream else ids
     if chosen:
         check_step(ctx.db, chosen, step)
     else:  # nothing to rerun: a mistyped step is still worth saying
@@ -143,6 +145,13 @@ def _junit(ctx: Context, run: "Run", items: "list[ItemStatus]") -> str:
 
     cases = build_cases(ctx.db, int(run.id), items, read_tails)
     return junit_xml(str(run.target), str(run.runname), cases, run.created)
+
+
+def setup_json(setup: "RunSetup") -> dict[str, Any]:
+    """`run --detach --json` (with the pid and log of the background run)."""
+    return {"run": setup.run_id, "target": setup.target, "runname": setup.runname,
+            "site": setup.site, "tests": setup.tests, "jobs": setup.jobs,
+            "created": setup.created, "stale": setup.stale, "skipped": setup.skipped}
 
 
 def _launch(ctx: Context, site: str, run_id: int, quiet: bool) -> "LaunchSummary":
@@ -218,12 +227,12 @@ def register(app: typer.Typer) -> None:
             as_json: AS_JSON = False) -> None:
         """Expand tests x items into jobs for a target and run them; running it again continues."""
         from megarun.sites.registry import ensure_default_site, get_site
-        from megarun.suites.runs import prepare_run
+        from megarun.suites.run_prepare import prepare_run
 
         mctx = context(ctx)
         site_info = get_site(mctx, site) if site else ensure_default_site(mctx)
         _settle_defunct(mctx)
-        setup = prepare_run(mctx, target, runname, testpatt, site_info)
+        setup = prepare_run(mctx.db, mctx.area, target, runname, testpatt, site_info)
         if detach:
             from megarun.engine.launch_loop import start_in_background
 
@@ -231,7 +240,7 @@ def register(app: typer.Typer) -> None:
                     *(["--testpatt", testpatt] if testpatt else []), "--quiet"]
             pid, log = start_in_background(mctx, args, "run.log")
             if as_json:
-                print_json({**setup.as_dict(), "pid": pid, "log": str(log)})
+                print_json({**setup_json(setup), "pid": pid, "log": str(log)})
             else:
                 say(f"run continues in the background (pid {pid}); log: {log}")
             return
@@ -239,9 +248,9 @@ def register(app: typer.Typer) -> None:
             say(f"run {target}/{runname}: {setup.jobs} job(s), {setup.created} new, "
                 f"{setup.stale} stale, {setup.skipped} skipped")
         summary = _launch(mctx, site_info.name, setup.run_id, quiet or as_json)
-        from megarun.suites.runs import get_run
+        from megarun.suites.run_prepare import get_run
 
-        run_row = get_run(mctx, target, runname)
+        run_row = get_run(mctx.db, target, runname)
         failed = _print_matrix(mctx, run_row, testpatt, as_json, False)
         _say_what_next(mctx, run_row, testpatt, summary)
         _finish(summary, failed)
@@ -251,13 +260,13 @@ def register(app: typer.Typer) -> None:
                as_json: AS_JSON = False, as_csv: AS_CSV = False,
                full_db: FULL_DB = False) -> None:
         """The run's tests x items with their STATE/STATUS; items roll up to tests and the run."""
-        from megarun.suites.runs import get_run
+        from megarun.suites.run_prepare import get_run
 
         one_format(as_json, as_csv)
         mctx = context(ctx)
         _settle_defunct(mctx)
         with_archive(mctx, full_db)
-        run_row = get_run(mctx, target, runname)
+        run_row = get_run(mctx.db, target, runname)
         failed = _print_matrix(mctx, run_row, testpatt, as_json, as_csv)
         _exit_like_run(mctx, run_row, testpatt, failed)
 
@@ -268,13 +277,14 @@ def register(app: typer.Typer) -> None:
               as_json: AS_JSON = False) -> None:
         """Run chosen jobs of a run again (fresh attempts), then launch them."""
         from megarun.core.states import parse_status
-        from megarun.suites.runs import DEFAULT_RERUN, get_run, rerun_jobs, select_for_rerun
+        from megarun.suites.run_control import DEFAULT_RERUN, rerun_jobs, select_for_rerun
+        from megarun.suites.run_prepare import get_run
 
         if step is not None and clean:
             raise UsageError("--step keeps the earlier steps' outputs and --clean removes them: "
                              "give one of them")
         mctx = context(ctx)
-        run_row = get_run(mctx, target, runname)
+        run_row = get_run(mctx.db, target, runname)
         _check_pattern(mctx, run_row, testpatt)
         statuses = [s.strip() for s in status.split(",") if s.strip()] if status else (
             [] if stale else list(DEFAULT_RERUN))
@@ -285,17 +295,19 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(str(exc)) from None
         _settle_defunct(mctx)
         from megarun.sites.registry import get_site
-        from megarun.suites.runs import prepare_run, site_of_run
+        from megarun.suites.run_prepare import prepare_run
+        from megarun.suites.run_report import site_of_run
 
-        site = site_of_run(mctx, int(run_row.id))
+        site = site_of_run(mctx.db, int(run_row.id))
         if site:  # the tests may have been fixed since: jobs take their current definitions
-            prepare_run(mctx, target, runname, None, get_site(mctx, site), create=False)
-        ids = select_for_rerun(mctx, int(run_row.id), statuses, stale, downstream, testpatt)
+            prepare_run(mctx.db, mctx.area, target, runname, None, get_site(mctx, site),
+                        create=False)
+        ids = select_for_rerun(mctx.db, int(run_row.id), statuses, stale, downstream, testpatt)
         chosen = ids
         if step is not None:
             chosen = _check_step(mctx, int(run_row.id), statuses, stale, downstream, testpatt,
                                  ids, step)
-        rerun_jobs(mctx, ids, clean, step, chosen)
+        rerun_jobs(mctx.db, mctx.area, ids, clean, step, chosen)
         if not as_json:
             say(f"rerunning {len(ids)} job(s) of {target}/{runname}")
         summary = _launch(mctx, site, int(run_row.id), quiet or as_json) if ids and site else None
@@ -307,34 +319,39 @@ def register(app: typer.Typer) -> None:
     def clean(ctx: typer.Context, target: TARGET, runname: RUNNAME, testpatt: TESTPATT = None,
               keep_records: KEEP = False, as_json: AS_JSON = False) -> None:
         """Remove a run's (or some tests') files and records."""
-        from megarun.suites.runs import clean_run, get_run
+        from megarun.suites.run_control import clean_run
+        from megarun.suites.run_prepare import get_run
 
         mctx = context(ctx)
-        result = clean_run(mctx, get_run(mctx, target, runname), testpatt, keep_records)
+        result = clean_run(mctx.db, mctx.area, get_run(mctx.db, target, runname), testpatt,
+                           keep_records)
         if as_json:
-            print_json(result)
+            print_json({"jobs": result.jobs, "paths_removed": result.paths_removed,
+                        "records_removed": result.records_removed})
         else:
-            say(f"{result['paths_removed']} run path(s) removed, "
-                f"{result['records_removed']} job record(s) removed")
+            say(f"{result.paths_removed} run path(s) removed, "
+                f"{result.records_removed} job record(s) removed")
 
     @app.command("kill")
     def kill(ctx: typer.Context, target: TARGET, runname: RUNNAME, testpatt: TESTPATT = None,
              as_json: AS_JSON = False) -> None:
         """Ask a run's running jobs to stop (KILLREQ, then KILLED); waiting ones end KILLED."""
-        from megarun.suites.runs import get_run, kill_run
+        from megarun.cli.job_cmd import kill_json
+        from megarun.suites.run_control import kill_run
+        from megarun.suites.run_prepare import get_run
 
         mctx = context(ctx)
-        result = kill_run(mctx, get_run(mctx, target, runname), testpatt)
+        result = kill_run(mctx.db, mctx.area, get_run(mctx.db, target, runname), testpatt)
         if as_json:
-            print_json(result)
+            print_json(kill_json(result))
         else:
-            say(f"{len(result['killed'])} killed, {len(result['requested'])} asked to stop")
+            say(f"{len(result.killed)} killed, {len(result.requested)} asked to stop")
 
     @runs_app.command("ls")
     def runs_ls(ctx: typer.Context, as_json: AS_JSON = False, as_csv: AS_CSV = False,
                 full_db: FULL_DB = False) -> None:
         """Every run of the area with its job count and worst status."""
-        from megarun.suites.runs import list_runs
+        from megarun.suites.run_report import list_runs
 
         one_format(as_json, as_csv)
         mctx = context(ctx)
@@ -342,7 +359,7 @@ def register(app: typer.Typer) -> None:
         from megarun.suites.stale import stale_tests_by_run
 
         stale = _judge_stale(mctx, lambda area: stale_tests_by_run(mctx.db, area))
-        render(list_runs(mctx, stale),
+        render([dict(run) for run in list_runs(mctx.db, stale)],
                ["target", "runname", "jobs", "done", "stale", "status"], as_json,
                as_csv, empty="no runs yet (megarun run --target T --runname R)")
 
@@ -351,11 +368,11 @@ def register(app: typer.Typer) -> None:
                     fmt: Annotated[str, typer.Option("--format", help="json, csv or junit.")] = "json",
                     testpatt: TESTPATT = None, full_db: FULL_DB = False) -> None:
         """Write a run's results to stdout as JSON, CSV or JUnit XML (Jenkins, GitLab)."""
-        from megarun.suites.runs import get_run
+        from megarun.suites.run_prepare import get_run
 
         mctx = context(ctx)
         with_archive(mctx, full_db)
-        run_row = get_run(mctx, target, runname)
+        run_row = get_run(mctx.db, target, runname)
         items = _items(mctx, run_row, testpatt)
         rows = [{"id": i.id, "test": i.test, "item": i.item, "state": i.state,
                  "status": i.status, "exit_code": i.exit_code, "runtime": i.runtime,

@@ -45,7 +45,7 @@ from megarun.errors import AlreadyRunning, EnvironmentProblem, MegarunError
 from megarun.homehost.context import Context
 from megarun.sites.registry import SiteInfo, get_site, site_id
 from megarun.sites.remote_spool import AgentLaunch, RemoteSpool
-from megarun.suites.runs import run_root
+from megarun.suites.run_prepare import run_root
 
 #: Keep at most this many jobs queued ahead of the agents.
 QUEUE_AHEAD = 4 * BUNDLE_SIZE
@@ -179,7 +179,7 @@ class Launcher:
         self._lock = FileLock(str(lock_path(ctx, site_name)), mode=0o600)
         self._started = 0.0
         self._last_agent_check = 0.0
-        self.gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx), site_name)
+        self.gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx.area), site_name)
         self._gate = GateDecision()
         self.remote = self.spool if isinstance(self.spool, RemoteSpool) else None
         # On a batch site the agents are pilots in scheduler allocations (megarun queue submit):

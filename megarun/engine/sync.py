@@ -34,7 +34,7 @@ from megarun.homehost.context import Context
 from megarun.sites.local_spool import LocalSpool
 from megarun.sites.registry import SiteInfo, get_site, list_sites, site_id
 from megarun.sites.remote_spool import AgentLaunch, RemoteSpool
-from megarun.suites.runs import run_root
+from megarun.suites.run_prepare import run_root
 
 
 @dataclass
@@ -116,7 +116,7 @@ def _sync_remote(ctx: Context, site: SiteInfo, spool: RemoteSpool, result: SiteS
                 return  # a launcher runs for this site: dispatch and agents are its business
             settings = ctx.area.config.launcher
             by_state = open_counts(ctx, sid)
-            gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx), site.name)
+            gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx.area), site.name)
             _, result.dispatched = dispatch_round(ctx, sid, site, gates, by_state)
             active = sum(by_state.get(s, 0) for s in ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ"))
             want_agent = active > 0 and not live_agents(spool, settings.dead_after)
@@ -178,7 +178,7 @@ def _feed_pilots(ctx: Context, site: SiteInfo, sid: int, spool: LocalSpool,
             first = levels.refused[0]
             result.error = f"batch job {first['id']} not submitted: {first['message']}"
         by_state = open_counts(ctx, sid)
-        gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx), site.name)
+        gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx.area), site.name)
         for target in active_pools(ctx, site):
             _, sent = dispatch_round(ctx, sid, site, gates, by_state, target=target)
             result.dispatched += sent
@@ -223,8 +223,10 @@ def sync_all(ctx: Context, site_name: str | None = None, dispatch: bool = True,
             results.append(SiteSync(site.name, error=str(exc)))
     if rules is not None and dispatch:
         from megarun.archive.automation import apply_rules
+        from megarun.archive.runselect import RunStore
 
-        rules.extend(apply_rules(ctx))
+        rules.extend(apply_rules(RunStore(ctx.db, ctx.area, ctx.home.db.parent / "locks",
+                                          ctx.read_only)))
     return results
 
 

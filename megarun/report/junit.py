@@ -23,7 +23,7 @@ from peewee import SqliteDatabase
 from megarun.campaign.steps import job_steps
 from megarun.core.states import JobState, JobStatus
 from megarun.core.steps import StepResult, failing_step
-from megarun.suites.runs import ItemStatus
+from megarun.suites.run_report import ItemStatus
 
 #: How much of a failing step's logs a testcase carries: its last lines, at most these bytes.
 TAIL_LINES = 100

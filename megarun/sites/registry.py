@@ -8,17 +8,41 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from megarun.config.area import validate_name
-from megarun.config.presets import apply_overrides, load_preset, preset_names
+from peewee import SqliteDatabase
+
+from megarun.config.area import Area, validate_name
+from megarun.config.presets import (
+    apply_overrides,
+    load_preset,
+    preset_names,
+)
 from megarun.db.models import Job, Site
 from megarun.errors import ConfigError, NotFoundError, UsageError
-from megarun.homehost.context import Context
 from megarun.sites.local_spool import LocalSpool, private_dirs
 from megarun.sites.remote_spool import RemoteSpool
 from megarun.sites.spec import SiteSpec
 from megarun.transport.ssh.hostspec import parse_host_spec
+
+
+class Context(Protocol):
+    """What the registry reads of its caller: the area and its opened database (a command's
+    megarun.homehost.context.Context, or an OpenArea the wings build from the two)."""
+
+    @property
+    def area(self) -> Area: ...
+
+    @property
+    def db(self) -> SqliteDatabase: ...
+
+
+@dataclass(frozen=True)
+class OpenArea:
+    """An area and its opened database, given explicitly (the wings take both as arguments)."""
+
+    area: Area
+    db: SqliteDatabase
 
 #: Preset keys that only suggest answers to `site init` (a login host, a work dir pattern such
 #: as `$HOME/megarun`). A site's real host and work dir are its own fields, so these are not

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from megarun.campaign import app_registry as app_service
-from megarun.campaign import jobs as job_service
-from megarun.campaign.jobs import JobRequest
+from megarun.campaign.create import JobRequest, create_jobs
 from megarun.db.models import Agent, Event, Job
 from megarun.engine.dispatch import dispatch_ready_jobs
 from megarun.engine.ingest import ingest_site_events
@@ -21,8 +20,8 @@ from megarun.sites.registry import ensure_default_site, site_id
 @pytest.fixture
 def queued(ctx: Context) -> int:
     """Three jobs dispatched into the local site's spool; returns the site id."""
-    app_service.add_app(ctx, "noop", "true", {})
-    job_service.create_jobs(ctx, [JobRequest(app="noop", count=3)])
+    app_service.add_app(ctx.db, "noop", "true", {})
+    create_jobs(ctx.db, ctx.area, [JobRequest(app="noop", count=3)])
     site = ensure_default_site(ctx)
     site.spool().ensure()
     sid = site_id(ctx, site.name)

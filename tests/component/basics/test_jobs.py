@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from megarun.campaign import app_registry as app_service
-from megarun.campaign import jobs as job_service
-from megarun.campaign.jobs import JobFilter, JobRequest
+from megarun.campaign.control import kill_jobs, remove_jobs, reset_jobs
+from megarun.campaign.create import JobRequest, create_jobs, requests_from_file
+from megarun.campaign.query import JobFilter, count_by_state, get_job, list_jobs
 from megarun.core.states import JobState, JobStatus
 from megarun.db.models import Event, Job
 from megarun.errors import NotFoundError, UsageError
@@ -19,7 +20,7 @@ from megarun.homehost.context import Context
 
 @pytest.fixture
 def echo_app(ctx: Context) -> str:
-    app_service.add_app(ctx, "echo", "echo {{ msg }}", {"msg": "hi"})
+    app_service.add_app(ctx.db, "echo", "echo {{ msg }}", {"msg": "hi"})
     return "echo"
 
 
@@ -30,83 +31,83 @@ def test_database_is_private(ctx: Context, echo_app: str) -> None:
 
 
 def test_bulk_create_ids_events_and_tags(ctx: Context, echo_app: str) -> None:
-    created = job_service.create_jobs(ctx, [JobRequest(app=echo_app, count=50,
+    created = create_jobs(ctx.db, ctx.area, [JobRequest(app=echo_app, count=50,
                                                        tags={"a": "1", "b": "x"})])
     assert (created.first_id, created.last_id, created.count) == (1, 50, 50)
     assert Job.select().count() == 50
     assert Event.select().where(Event.to_state == "READY").count() == 50
-    selected = job_service.list_jobs(ctx, JobFilter(tags={"a": "1", "b": "x"}))
+    selected = list_jobs(ctx.db, ctx.area, JobFilter(tags={"a": "1", "b": "x"}))
     assert len(selected) == 50
-    assert job_service.list_jobs(ctx, JobFilter(tags={"a": "1", "b": "y"})) == []
-    assert len(job_service.list_jobs(ctx, JobFilter(), limit=7)) == 7
+    assert list_jobs(ctx.db, ctx.area, JobFilter(tags={"a": "1", "b": "y"})) == []
+    assert len(list_jobs(ctx.db, ctx.area, JobFilter(), limit=7)) == 7
 
 
 def test_ids_are_never_reused(ctx: Context, echo_app: str) -> None:
-    job_service.create_jobs(ctx, [JobRequest(app=echo_app, count=3)])
-    job_service.remove_jobs(ctx, [3])
-    again = job_service.create_jobs(ctx, [JobRequest(app=echo_app)])
+    create_jobs(ctx.db, ctx.area, [JobRequest(app=echo_app, count=3)])
+    remove_jobs(ctx.db, [3])
+    again = create_jobs(ctx.db, ctx.area, [JobRequest(app=echo_app)])
     assert again.first_id == 4
 
 
 def test_validation_happens_before_anything_is_created(ctx: Context, echo_app: str) -> None:
     with pytest.raises(NotFoundError, match="unknown app 'nope'"):
-        job_service.create_jobs(ctx, [JobRequest(app=echo_app), JobRequest(app="nope")])
+        create_jobs(ctx.db, ctx.area, [JobRequest(app=echo_app), JobRequest(app="nope")])
     with pytest.raises(NotFoundError, match="unknown site 'mars'; valid sites: local"):
-        job_service.create_jobs(ctx, [JobRequest(app=echo_app), JobRequest(app=echo_app,
+        create_jobs(ctx.db, ctx.area, [JobRequest(app=echo_app), JobRequest(app=echo_app,
                                                                            site="mars")])
     with pytest.raises(NotFoundError, match="--after: no job 99"):
-        job_service.create_jobs(ctx, [JobRequest(app=echo_app, after=[99])])
+        create_jobs(ctx.db, ctx.area, [JobRequest(app=echo_app, after=[99])])
     assert Job.select().count() == 0
 
 
 def test_dependencies_wait_and_fail(ctx: Context, echo_app: str) -> None:
-    job_service.create_jobs(ctx, [JobRequest(app=echo_app)])
-    child = job_service.create_jobs(ctx, [JobRequest(app=echo_app, after=[1])])
+    create_jobs(ctx.db, ctx.area, [JobRequest(app=echo_app)])
+    child = create_jobs(ctx.db, ctx.area, [JobRequest(app=echo_app, after=[1])])
     assert child.states == {"AWAITING_PARENTS": 1}
-    grandchild = job_service.create_jobs(ctx, [JobRequest(app=echo_app, after=[2])])
-    result = job_service.kill_jobs(ctx, [1])
-    assert result["killed"] == [1]
-    states = {j["id"]: (j["state"], j["status"]) for j in job_service.list_jobs(ctx, JobFilter())}
+    grandchild = create_jobs(ctx.db, ctx.area, [JobRequest(app=echo_app, after=[2])])
+    result = kill_jobs(ctx.db, ctx.area, [1])
+    assert result.killed == [1]
+    states = {j["id"]: (j["state"], j["status"]) for j in list_jobs(ctx.db, ctx.area, JobFilter())}
     assert states[1] == ("KILLED", "ABORT")
     assert states[2] == ("COMPLETED", "PREQ_FAIL")
     assert states[grandchild.first_id] == ("COMPLETED", "PREQ_FAIL")
-    late = job_service.create_jobs(ctx, [JobRequest(app=echo_app, after=[1])])
+    late = create_jobs(ctx.db, ctx.area, [JobRequest(app=echo_app, after=[1])])
     assert late.states == {"COMPLETED": 1}
-    assert job_service.get_job(ctx, late.first_id)["status"] == "PREQ_FAIL"
+    assert get_job(ctx.db, late.first_id)["status"] == "PREQ_FAIL"
 
 
 def test_failed_alias_and_by_state(ctx: Context, echo_app: str) -> None:
-    job_service.create_jobs(ctx, [JobRequest(app=echo_app, count=4)])
-    job_service.kill_jobs(ctx, [2, 3])
-    failed = job_service.list_jobs(ctx, JobFilter(state="FAILED"))
+    create_jobs(ctx.db, ctx.area, [JobRequest(app=echo_app, count=4)])
+    kill_jobs(ctx.db, ctx.area, [2, 3])
+    failed = list_jobs(ctx.db, ctx.area, JobFilter(state="FAILED"))
     assert [j["id"] for j in failed] == [2, 3]
     counts = {(c["state"], c["status"]): c["count"]
-              for c in job_service.count_by_state(ctx, JobFilter())}
+              for c in count_by_state(ctx.db, ctx.area, JobFilter())}
     assert counts == {("READY", "n/a"): 2, ("KILLED", "ABORT"): 2}
     with pytest.raises(UsageError, match="valid states"):
-        job_service.list_jobs(ctx, JobFilter(state="BOGUS"))
+        list_jobs(ctx.db, ctx.area, JobFilter(state="BOGUS"))
 
 
 def test_reset_and_rm(ctx: Context, echo_app: str) -> None:
-    job_service.create_jobs(ctx, [JobRequest(app=echo_app, count=2)])
-    job_service.kill_jobs(ctx, [1])
-    job_service.reset_jobs(ctx, [1])
-    job = job_service.get_job(ctx, 1)
+    create_jobs(ctx.db, ctx.area, [JobRequest(app=echo_app, count=2)])
+    kill_jobs(ctx.db, ctx.area, [1])
+    reset_jobs(ctx.db, [1], ctx.area.config.launcher.retries)
+    job = get_job(ctx.db, 1)
     assert (job["state"], job["status"]) == ("READY", "n/a")
     assert [e["to"] for e in job["events"]] == ["READY", "KILLED", "READY"]
-    job_service.remove_jobs(ctx, [1])
+    remove_jobs(ctx.db, [1])
     with pytest.raises(NotFoundError):
-        job_service.get_job(ctx, 1)
+        get_job(ctx.db, 1)
     assert Event.select().where(Event.job == 1, Event.to_state == "DELETED").count() == 1
 
 
 def test_active_jobs_cannot_be_removed(ctx: Context, echo_app: str) -> None:
-    job_service.create_jobs(ctx, [JobRequest(app=echo_app)])
+    create_jobs(ctx.db, ctx.area, [JobRequest(app=echo_app)])
     Job.update(state=JobState.RUNNING.value, status=JobStatus.NA.value).execute()
     with pytest.raises(UsageError, match="kill it first"):
-        job_service.remove_jobs(ctx, [1])
+        remove_jobs(ctx.db, [1])
     with pytest.raises(UsageError, match="kill it first"):
-        job_service.reset_jobs(ctx, [1])
+        reset_jobs(ctx.db, [1], ctx.area.config.launcher.retries)
     assert Job.select().count() == 1
 
 
@@ -114,23 +115,23 @@ def test_from_file(ctx: Context, echo_app: str, tmp_path: Path) -> None:
     path = tmp_path / "jobs.jsonl"
     path.write_text('{"params": {"msg": "a"}, "tags": {"n": "1"}}\n\n'
                     '{"params": {"msg": "b"}, "count": 3}\n')
-    requests = list(job_service.requests_from_file(path, JobRequest(app=echo_app)))
-    created = job_service.create_jobs(ctx, requests)
+    requests = list(requests_from_file(path, JobRequest(app=echo_app)))
+    created = create_jobs(ctx.db, ctx.area, requests)
     assert created.count == 4
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"params": {"msg": "a"}}\n{"colour": 1}\n')
     with pytest.raises(UsageError, match=r"bad.jsonl:2: unknown field 'colour'"):
-        list(job_service.requests_from_file(bad, JobRequest(app=echo_app)))
+        list(requests_from_file(bad, JobRequest(app=echo_app)))
     bad.write_text('{"params": \n')
     with pytest.raises(UsageError, match=r"bad.jsonl:1: not valid JSON"):
-        list(job_service.requests_from_file(bad, JobRequest(app=echo_app)))
+        list(requests_from_file(bad, JobRequest(app=echo_app)))
 
 
 def test_resources_come_from_app_and_options(ctx: Context) -> None:
-    app_service.add_app(ctx, "mpi", "true", {})
-    created = job_service.create_jobs(ctx, [JobRequest(app="mpi", ranks_per_node=2,
+    app_service.add_app(ctx.db, "mpi", "true", {})
+    created = create_jobs(ctx.db, ctx.area, [JobRequest(app="mpi", ranks_per_node=2,
                                                        threads_per_rank=3, walltime=1.5)])
-    job = job_service.get_job(ctx, created.first_id)
+    job = get_job(ctx.db, created.first_id)
     assert (job["ranks_per_node"], job["threads_per_rank"], job["walltime"]) == (2, 3, 1.5)
     with pytest.raises(UsageError, match="--walltime must be positive"):
-        job_service.create_jobs(ctx, [JobRequest(app="mpi", walltime=0)])
+        create_jobs(ctx.db, ctx.area, [JobRequest(app="mpi", walltime=0)])

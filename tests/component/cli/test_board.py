@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from megarun.cli.board import build_board
-from megarun.suites.runs import ItemStatus
+from megarun.suites.run_report import ItemStatus
 from tests.conftest import REPO
 
 

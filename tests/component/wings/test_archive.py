@@ -15,6 +15,7 @@ from bench.archive import populate
 from megarun.archive import completed as archive
 from megarun.archive.completed import apply_rule, recover, reduce_runs, restore_runs
 from megarun.archive.runselect import RunSelection
+from megarun.cli.archive_cmd import run_store
 from megarun.config.area import load_area_config
 from megarun.db.connection import prepare_database_file
 from megarun.db.fulldb import attach_full
@@ -97,7 +98,7 @@ def test_reduce_then_restore_keeps_every_row(ctx: Context, area: Path) -> None:
     ctx.db  # noqa: B018 - creates the working db
     ids = populate(working(ctx), 4, 6, OLD, deps_every=2)
     before, _ = placement(area)
-    result = reduce_runs(ctx, EVERY)
+    result = reduce_runs(run_store(ctx), EVERY)
     assert [r.id for r in result.moved] == ids and result.jobs == 24 and not result.refused
     after, where = placement(area)
     assert after == before and where == {"work": set(), "archive": set(ids)}
@@ -108,7 +109,7 @@ def test_reduce_then_restore_keeps_every_row(ctx: Context, area: Path) -> None:
         assert arc.execute(f"SELECT count(*) FROM {table}").fetchone() == (1,)
         assert ctx.db.execute_sql(f"SELECT count(*) FROM {table}").fetchone() == (1,)
     arc.close()
-    back = restore_runs(ctx, RunSelection())
+    back = restore_runs(run_store(ctx), RunSelection())
     assert [r.id for r in back.moved] == ids
     again, where = placement(area)
     assert again == before and where == {"work": set(ids), "archive": set()}
@@ -121,14 +122,14 @@ def test_selection_by_age_glob_and_finished(ctx: Context, area: Path) -> None:
     recent = populate(working(ctx), 1, 2, time.time() - 3600, prefix="new")
     busy = populate(working(ctx), 1, 2, OLD, prefix="busy")
     ctx.db.execute_sql("UPDATE job SET state = 'RUNNING' WHERE run_id = ?", (busy[0],))
-    assert [r.id for r in reduce_runs(ctx, RunSelection(target="linux/x[01]",
+    assert [r.id for r in reduce_runs(run_store(ctx), RunSelection(target="linux/x[01]",
                                                         older_than=30 * 86400)).moved] == old[:2]
-    assert [r.id for r in reduce_runs(ctx, RunSelection(older_than=30 * 86400)).moved] == old[2:]
-    dry = reduce_runs(ctx, RunSelection(older_than=0), dry_run=True)
+    assert [r.id for r in reduce_runs(run_store(ctx), RunSelection(older_than=30 * 86400)).moved] == old[2:]
+    dry = reduce_runs(run_store(ctx), RunSelection(older_than=0), dry_run=True)
     assert [r.id for r in dry.moved] == recent and dry.dry_run
     _, where = placement(area)
     assert where["work"] == {*recent, *busy}  # the dry run moved nothing
-    assert [r.id for r in restore_runs(ctx, RunSelection(runname="r1")).moved] == [old[0]]
+    assert [r.id for r in restore_runs(run_store(ctx), RunSelection(runname="r1")).moved] == [old[0]]
 
 
 def test_batches_of_runs(ctx: Context, area: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,28 +137,28 @@ def test_batches_of_runs(ctx: Context, area: Path, monkeypatch: pytest.MonkeyPat
     ctx.db  # noqa: B018
     ids = populate(working(ctx), 5, 3, OLD)
     before, _ = placement(area)
-    assert [r.id for r in reduce_runs(ctx, EVERY).moved] == ids
-    assert [r.id for r in restore_runs(ctx, RunSelection()).moved] == ids
+    assert [r.id for r in reduce_runs(run_store(ctx), EVERY).moved] == ids
+    assert [r.id for r in restore_runs(run_store(ctx), RunSelection()).moved] == ids
     assert placement(area)[0] == before
 
 
 def test_dry_run_without_archive_creates_nothing(ctx: Context) -> None:
     ctx.db  # noqa: B018
     ids = populate(working(ctx), 2, 2, OLD)
-    assert [r.id for r in reduce_runs(ctx, EVERY, dry_run=True).moved] == ids
+    assert [r.id for r in reduce_runs(run_store(ctx), EVERY, dry_run=True).moved] == ids
     assert not ctx.area.completed_db_path.exists()
-    assert restore_runs(ctx, RunSelection()).moved == []
+    assert restore_runs(run_store(ctx), RunSelection()).moved == []
 
 
 def test_ids_are_kept_and_never_reused(ctx: Context, area: Path) -> None:
     ctx.db  # noqa: B018
     ids = populate(working(ctx), 2, 3, OLD)
     top_job = ctx.db.execute_sql("SELECT max(id) FROM job").fetchone()[0]
-    reduce_runs(ctx, EVERY)
+    reduce_runs(run_store(ctx), EVERY)
     newer = populate(working(ctx), 1, 1, OLD, prefix="later")
     assert newer[0] > ids[-1]
     assert ctx.db.execute_sql("SELECT min(id) FROM job").fetchone()[0] > top_job
-    restore_runs(ctx, RunSelection())
+    restore_runs(run_store(ctx), RunSelection())
     _, where = placement(area)
     assert where["work"] == {*ids, *newer}
 
@@ -165,14 +166,14 @@ def test_ids_are_kept_and_never_reused(ctx: Context, area: Path) -> None:
 def test_same_name_in_the_destination_is_refused(ctx: Context, area: Path) -> None:
     ctx.db  # noqa: B018
     first = populate(working(ctx), 2, 2, OLD)
-    reduce_runs(ctx, EVERY)
+    reduce_runs(run_store(ctx), EVERY)
     # new runs under the names of the archived ones
     again = populate(working(ctx), 2, 2, OLD)
     ctx.db.execute_sql("UPDATE run SET runname = 'r' || (id - 2) WHERE id > 2")
-    result = reduce_runs(ctx, EVERY)
+    result = reduce_runs(run_store(ctx), EVERY)
     assert [r.id for r in result.moved] == [] and len(result.refused) == 2
     assert "completed-runs.db already has a run of that name" in result.refused[0]
-    back = restore_runs(ctx, RunSelection())
+    back = restore_runs(run_store(ctx), RunSelection())
     assert back.moved == [] and "the working database already has" in back.refused[0]
     _, where = placement(area)
     assert where == {"work": set(again), "archive": set(first)}
@@ -194,9 +195,9 @@ def test_migrated_column_order_is_copied_by_name(ctx: Context, area: Path) -> No
     db.close()
     populate(working(ctx), 2, 3, OLD)
     before, _ = placement(area)
-    reduce_runs(ctx, EVERY)
+    reduce_runs(run_store(ctx), EVERY)
     assert placement(area)[0] == before
-    restore_runs(ctx, RunSelection())
+    restore_runs(run_store(ctx), RunSelection())
     assert placement(area)[0] == before
 
 
@@ -211,10 +212,10 @@ def test_recover_finishes_a_verified_copy_and_undoes_a_short_one(ctx: Context,
     ctx.db  # noqa: B018
     ids = populate(working(ctx), 3, 4, OLD)
     before, _ = placement(area)
-    reduce_runs(ctx, EVERY)
+    reduce_runs(run_store(ctx), EVERY)
     # as a crash after the copy would leave things: each run in both places, with an intent
     shutil.copy(ctx.area.completed_db_path, area / "copy.db")
-    restore_runs(ctx, RunSelection())
+    restore_runs(run_store(ctx), RunSelection())
     shutil.copy(area / "copy.db", ctx.area.completed_db_path)
     for run_id in ids:
         _intent(ctx, run_id, "reduce")
@@ -223,7 +224,7 @@ def test_recover_finishes_a_verified_copy_and_undoes_a_short_one(ctx: Context,
                 "ON j.id = e.job WHERE j.run_id = ?)", (ids[1],))
     arc.commit()
     arc.close()
-    notes = recover(ctx)
+    notes = recover(run_store(ctx))
     assert sorted(notes) == sorted([f"run {ids[0]}: reduce finished after an interruption",
                                     f"run {ids[2]}: reduce finished after an interruption",
                                     f"run {ids[1]}: reduce undone after an interruption"])
@@ -236,12 +237,12 @@ def test_recover_drops_intents_of_moves_that_never_copied(ctx: Context, area: Pa
     ctx.db  # noqa: B018
     ids = populate(working(ctx), 2, 2, OLD)
     _intent(ctx, ids[0], "reduce")
-    assert recover(ctx) == [f"run {ids[0]}: move undone after an interruption (no archive file)"]
+    assert recover(run_store(ctx)) == [f"run {ids[0]}: move undone after an interruption (no archive file)"]
     assert not ctx.area.completed_db_path.exists()
     assert_intact(area)
-    reduce_runs(ctx, RunSelection(runname="r2", older_than=0))
+    reduce_runs(run_store(ctx), RunSelection(runname="r2", older_than=0))
     _intent(ctx, ids[1], "restore")  # a restore stopped after its intent: still archived
-    assert recover(ctx) == [f"run {ids[1]}: restore undone after an interruption"]
+    assert recover(run_store(ctx)) == [f"run {ids[1]}: restore undone after an interruption"]
     assert placement(area)[1] == {"work": {ids[0]}, "archive": {ids[1]}}
     assert_intact(area)
 
@@ -250,8 +251,8 @@ def test_recover_leaves_migration_intents_alone(ctx: Context) -> None:
     ctx.db  # noqa: B018
     ids = populate(working(ctx), 1, 2, OLD)
     _intent(ctx, ids[0], "migrate")
-    assert recover(ctx) == []
-    result = reduce_runs(ctx, EVERY)
+    assert recover(run_store(ctx)) == []
+    result = reduce_runs(run_store(ctx), EVERY)
     assert result.moved == [] and "another move of this run is in progress" in result.refused[0]
     assert ctx.db.execute_sql("SELECT direction FROM run_move").fetchall() == [("migrate",)]
 
@@ -260,12 +261,12 @@ def test_run_in_both_places_without_intent_keeps_the_working_copy(ctx: Context,
                                                                   area: Path) -> None:
     ctx.db  # noqa: B018
     ids = populate(working(ctx), 2, 3, OLD)
-    reduce_runs(ctx, EVERY)
+    reduce_runs(run_store(ctx), EVERY)
     shutil.copy(ctx.area.completed_db_path, area / "copy.db")
-    restore_runs(ctx, RunSelection(runname="r1"))
+    restore_runs(run_store(ctx), RunSelection(runname="r1"))
     ctx.db.execute_sql(f"UPDATE job SET message = 'changed since' WHERE run_id = {ids[0]}")
     shutil.copy(area / "copy.db", ctx.area.completed_db_path)
-    assert recover(ctx) == [f"run {ids[0]}: was in both databases; the archive's copy was removed"]
+    assert recover(run_store(ctx)) == [f"run {ids[0]}: was in both databases; the archive's copy was removed"]
     merged, where = placement(area)
     assert where == {"work": {ids[0]}, "archive": {ids[1]}}
     assert {j["message"] for j in merged[ids[0]]["jobs"].values()} == {"changed since"}
@@ -274,23 +275,24 @@ def test_run_in_both_places_without_intent_keeps_the_working_copy(ctx: Context,
 
 # -- --full-db --------------------------------------------------------------------------------
 def test_full_db_views_read_both_databases(ctx: Context, area: Path) -> None:
-    from megarun.campaign.jobs import JobFilter, count_by_state, get_job, list_jobs
-    from megarun.suites.runs import get_run, list_runs, run_items
+    from megarun.campaign.query import JobFilter, count_by_state, get_job, list_jobs
+    from megarun.suites.run_prepare import get_run
+    from megarun.suites.run_report import list_runs, run_items
 
     ctx.db  # noqa: B018
     assert attach_full(ctx) is False  # no archive yet: nothing attached
     ids = populate(working(ctx), 2, 3, OLD)
-    reduce_runs(ctx, RunSelection(runname="r1", older_than=0))
+    reduce_runs(run_store(ctx), RunSelection(runname="r1", older_than=0))
     job = min(contents(ctx.area.completed_db_path)[ids[0]]["jobs"])
-    assert [r["runname"] for r in list_runs(ctx)] == ["r2"]
+    assert [r["runname"] for r in list_runs(ctx.db)] == ["r2"]
     assert attach_full(ctx) is True
-    assert [r["runname"] for r in list_runs(ctx)] == ["r1", "r2"]
-    assert len(list_jobs(ctx, JobFilter())) == 6
-    assert sum(c["count"] for c in count_by_state(ctx, JobFilter(tags={"k": "v0"}))) > 0
-    shown = get_job(ctx, job)
+    assert [r["runname"] for r in list_runs(ctx.db)] == ["r1", "r2"]
+    assert len(list_jobs(ctx.db, ctx.area, JobFilter())) == 6
+    assert sum(c["count"] for c in count_by_state(ctx.db, ctx.area, JobFilter(tags={"k": "v0"}))) > 0
+    shown = get_job(ctx.db, job)
     assert shown["site"] == "bench-site" and shown["app"] == "bench-app"
     assert [e["to"] for e in shown["events"]] == ["READY", "QUEUED", "RUNNING", "COMPLETED"]
-    assert len(run_items(ctx.db, int(get_run(ctx, "linux/x0", "r1").id))) == 3
+    assert len(run_items(ctx.db, int(get_run(ctx.db, "linux/x0", "r1").id))) == 3
 
 
 # -- the auto-reduce rule ---------------------------------------------------------------------
@@ -298,12 +300,12 @@ def test_apply_rule_uses_the_area_setting(ctx: Context, area: Path) -> None:
     ctx.db  # noqa: B018
     old = populate(working(ctx), 1, 2, OLD)
     populate(working(ctx), 1, 2, time.time() - 86400, prefix="recent")
-    assert apply_rule(ctx) is None
+    assert apply_rule(run_store(ctx)) is None
     config = area / "megarun.toml"
     config.write_text(config.read_text() + '\n[archive]\nauto-reduce = "30d"\n')
     fresh = Context(area_override=str(area))
     try:
-        result = apply_rule(fresh)
+        result = apply_rule(run_store(fresh))
         assert result is not None and [r.id for r in result.moved] == old
     finally:
         fresh.close()

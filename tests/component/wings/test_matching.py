@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from megarun.campaign import app_registry as app_service
-from megarun.campaign import jobs as job_service
-from megarun.campaign.jobs import JobFilter, JobRequest
+from megarun.campaign.create import JobRequest, create_jobs
+from megarun.campaign.query import JobFilter, get_job, list_jobs
 from megarun.config.apps import parse_constraints, validate_app
 from megarun.config.area import load_area_config
 from megarun.config.presets import validate_preset
@@ -198,26 +198,26 @@ def make_sites(ctx: Context, **capabilities: dict[str, Any]) -> None:
 
 def sites_of(ctx: Context) -> dict[str | None, int]:
     counts: dict[str | None, int] = {}
-    for job in job_service.list_jobs(ctx, JobFilter()):
+    for job in list_jobs(ctx.db, ctx.area, JobFilter()):
         counts[job["site"]] = counts.get(job["site"], 0) + 1
     return counts
 
 
 @pytest.fixture
 def linux_app(ctx: Context) -> str:
-    app_service.add_app(ctx, "sim", "echo {{ n }}", {"n": "1"},
+    app_service.add_app(ctx.db, "sim", "echo {{ n }}", {"n": "1"},
                         requirements={"os": "linux", "python": ">=3.10"})
     return "sim"
 
 
 def test_create_leaves_jobs_of_apps_with_requirements_unmatched(ctx: Context,
                                                                 linux_app: str) -> None:
-    app_service.add_app(ctx, "plain", "true", {})
-    created = job_service.create_jobs(ctx, [JobRequest(app=linux_app, count=3),
+    app_service.add_app(ctx.db, "plain", "true", {})
+    created = create_jobs(ctx.db, ctx.area, [JobRequest(app=linux_app, count=3),
                                             JobRequest(app="plain")])
     assert created.unmatched == 3
     assert sites_of(ctx) == {None: 3, "local": 1}
-    shown = job_service.get_job(ctx, 1)
+    shown = get_job(ctx.db, 1)
     assert shown["site"] is None and shown["state"] == "READY"
 
 
@@ -226,70 +226,70 @@ def test_create_with_a_site_that_does_not_satisfy_is_refused(ctx: Context,
     make_sites(ctx, old={"os": "linux", "python": "3.9"}, new={"os": "linux", "python": "3.12"})
     with pytest.raises(UsageError, match=r"site 'old' cannot run app 'sim': needs python>=3.10; "
                                          r"site old has python=3.9"):
-        job_service.create_jobs(ctx, [JobRequest(app=linux_app, site="new"),
+        create_jobs(ctx.db, ctx.area, [JobRequest(app=linux_app, site="new"),
                                       JobRequest(app=linux_app, site="old")])
-    assert job_service.list_jobs(ctx, JobFilter()) == []  # nothing half-created
-    job_service.create_jobs(ctx, [JobRequest(app=linux_app, site="new")])
+    assert list_jobs(ctx.db, ctx.area, JobFilter()) == []  # nothing half-created
+    create_jobs(ctx.db, ctx.area, [JobRequest(app=linux_app, site="new")])
     assert sites_of(ctx) == {"new": 1}
 
 
 def test_first_policy_assigns_and_explains_unmatched(ctx: Context, linux_app: str) -> None:
     make_sites(ctx, b={"os": "linux", "python": "3.11"}, a={"os": "darwin", "python": "3.12"},
                c={"os": "linux", "python": "3.12"})
-    app_service.add_app(ctx, "cuda", "true", {}, requirements={"gpu": True})
-    job_service.create_jobs(ctx, [JobRequest(app=linux_app, count=4), JobRequest(app="cuda")])
+    app_service.add_app(ctx.db, "cuda", "true", {}, requirements={"gpu": True})
+    create_jobs(ctx.db, ctx.area, [JobRequest(app=linux_app, count=4), JobRequest(app="cuda")])
     result = match_jobs(ctx)
     assert result.assigned == {"b": 4} and result.unmatched == 1
     assert result.as_dict()["unmatched_apps"][0]["app"] == "cuda"
-    reason = job_service.get_job(ctx, 5)["message"]
+    reason = get_job(ctx.db, 5)["message"]
     assert reason == ("no site satisfies app 'cuda': needs gpu=true; site a has no 'gpu' "
                       "capability | needs gpu=true; site b has no 'gpu' capability | needs "
                       "gpu=true; site c has no 'gpu' capability")
     assert sites_of(ctx) == {"b": 4, None: 1}
     again = match_jobs(ctx)  # nothing new: the unmatched job stays READY, nothing rewritten
     assert again.assigned == {} and again.unmatched == 1
-    assert job_service.get_job(ctx, 5)["state"] == "READY"
+    assert get_job(ctx.db, 5)["state"] == "READY"
 
 
 def test_a_fixed_app_matches_at_the_next_pass(ctx: Context) -> None:
     make_sites(ctx, a={"os": "linux"})
-    app_service.add_app(ctx, "sim", "true", {}, requirements={"os": "windows"})
-    job_service.create_jobs(ctx, [JobRequest(app="sim")])
+    app_service.add_app(ctx.db, "sim", "true", {}, requirements={"os": "windows"})
+    create_jobs(ctx.db, ctx.area, [JobRequest(app="sim")])
     assert match_jobs(ctx).unmatched == 1
-    assert "needs os=windows" in job_service.get_job(ctx, 1)["message"]
-    app_service.add_app(ctx, "sim", "true", {}, requirements={"os": "linux"}, replace=True)
+    assert "needs os=windows" in get_job(ctx.db, 1)["message"]
+    app_service.add_app(ctx.db, "sim", "true", {}, requirements={"os": "linux"}, replace=True)
     assert match_jobs(ctx).assigned == {"a": 1}
-    shown = job_service.get_job(ctx, 1)
+    shown = get_job(ctx.db, 1)
     assert shown["site"] == "a" and shown["message"] == ""
 
 
 def test_no_sites_at_all_says_how_to_add_one(ctx: Context, linux_app: str) -> None:
-    job_service.create_jobs(ctx, [JobRequest(app=linux_app)])
+    create_jobs(ctx.db, ctx.area, [JobRequest(app=linux_app)])
     assert match_jobs(ctx).unmatched == 1
-    assert "megarun site add" in job_service.get_job(ctx, 1)["message"]
+    assert "megarun site add" in get_job(ctx.db, 1)["message"]
 
 
 def test_only_ready_jobs_are_matched(ctx: Context, linux_app: str) -> None:
     make_sites(ctx, a={"os": "linux", "python": "3.12"})
-    app_service.add_app(ctx, "parent", "true", {})
-    job_service.create_jobs(ctx, [JobRequest(app="parent")])
-    job_service.create_jobs(ctx, [JobRequest(app=linux_app, after=[1])])
-    assert job_service.get_job(ctx, 2)["state"] == "AWAITING_PARENTS"
+    app_service.add_app(ctx.db, "parent", "true", {})
+    create_jobs(ctx.db, ctx.area, [JobRequest(app="parent")])
+    create_jobs(ctx.db, ctx.area, [JobRequest(app=linux_app, after=[1])])
+    assert get_job(ctx.db, 2)["state"] == "AWAITING_PARENTS"
     assert match_jobs(ctx).assigned == {}
-    assert job_service.get_job(ctx, 2)["site"] is None
+    assert get_job(ctx.db, 2)["site"] is None
 
 
 def test_round_robin_across_passes_and_contexts(ctx: Context, linux_app: str) -> None:
     make_sites(ctx, a={"os": "linux", "python": "3.12"}, b={"os": "linux", "python": "3.11"},
                x={"os": "darwin", "python": "3.12"})
     rr = use_policy(ctx, "round-robin")
-    job_service.create_jobs(rr, [JobRequest(app=linux_app, count=3)])
+    create_jobs(rr.db, rr.area, [JobRequest(app=linux_app, count=3)])
     assert match_jobs(rr).assigned == {"a": 2, "b": 1}
     rr.close()
     other = Context(area_override=str(ctx.area.root))  # a second process's view
-    job_service.create_jobs(other, [JobRequest(app=linux_app)])
+    create_jobs(other.db, other.area, [JobRequest(app=linux_app)])
     assert match_jobs(other).assigned == {"b": 1}  # goes on after a, not from the start
-    job_service.create_jobs(other, [JobRequest(app=linux_app)])
+    create_jobs(other.db, other.area, [JobRequest(app=linux_app)])
     assert match_jobs(other).assigned == {"a": 1}
     other.close()
 
@@ -298,9 +298,9 @@ def test_round_robin_rotation_survives_a_real_second_process(ctx: Context,
                                                              linux_app: str) -> None:
     make_sites(ctx, a={"os": "linux", "python": "3.12"}, b={"os": "linux", "python": "3.12"})
     rr = use_policy(ctx, "round-robin")
-    job_service.create_jobs(rr, [JobRequest(app=linux_app, count=2)])
+    create_jobs(rr.db, rr.area, [JobRequest(app=linux_app, count=2)])
     assert match_jobs(rr).assigned == {"a": 1, "b": 1}
-    job_service.create_jobs(rr, [JobRequest(app=linux_app)])
+    create_jobs(rr.db, rr.area, [JobRequest(app=linux_app)])
     rr.close()
     result = megarun_process(ctx.area.root, "job", "match", "--json")
     assert result.returncode == 0, result.stderr
@@ -311,15 +311,15 @@ def test_round_robin_rotation_survives_a_real_second_process(ctx: Context,
 def test_least_loaded_counts_live_jobs_per_site(ctx: Context, linux_app: str) -> None:
     make_sites(ctx, a={"os": "linux", "python": "3.12"}, b={"os": "linux", "python": "3.12"},
                c={"os": "linux", "python": "3.12"})
-    app_service.add_app(ctx, "plain", "true", {})
-    job_service.create_jobs(ctx, [JobRequest(app="plain", site="a", count=4),
+    app_service.add_app(ctx.db, "plain", "true", {})
+    create_jobs(ctx.db, ctx.area, [JobRequest(app="plain", site="a", count=4),
                                   JobRequest(app="plain", site="b", count=1)])
     ctx.db.execute_sql("UPDATE job SET state = 'RUNNING' WHERE id <= 2")  # still load on a
-    done = job_service.create_jobs(ctx, [JobRequest(app="plain", site="c", count=5)])
+    done = create_jobs(ctx.db, ctx.area, [JobRequest(app="plain", site="c", count=5)])
     ctx.db.execute_sql("UPDATE job SET state = 'COMPLETED', status = 'PASS' "
                        "WHERE id BETWEEN ? AND ?", (done.first_id, done.last_id))  # no load
     ll = use_policy(ctx, "least-loaded")
-    job_service.create_jobs(ll, [JobRequest(app=linux_app, count=6)])
+    create_jobs(ll.db, ll.area, [JobRequest(app=linux_app, count=6)])
     result = match_jobs(ll)
     # loads before: a 4, b 1, c 0 (its 5 jobs are done): c, b, c, b, c, b (ties by name)
     assert result.assigned == {"c": 3, "b": 3}
@@ -330,7 +330,7 @@ def test_least_loaded_counts_live_jobs_per_site(ctx: Context, linux_app: str) ->
 def test_ten_thousand_jobs_match_quickly(ctx: Context, linux_app: str) -> None:
     make_sites(ctx, a={"os": "linux", "python": "3.12"}, b={"os": "linux", "python": "3.12"})
     rr = use_policy(ctx, "round-robin")
-    job_service.create_jobs(rr, [JobRequest(app=linux_app, count=10_000)])
+    create_jobs(rr.db, rr.area, [JobRequest(app=linux_app, count=10_000)])
     start = time.perf_counter()
     result = match_jobs(rr)
     elapsed = time.perf_counter() - start

@@ -20,6 +20,7 @@ from megarun.archive.migrate import (
     recover_migrations,
 )
 from megarun.archive.runselect import RunSelection
+from megarun.cli.archive_cmd import run_store
 from megarun.config.area import locate_area
 from megarun.db.connection import prepare_database_file
 from megarun.db.models import App, BatchJob, Event, Job, JobDependency, JobTag, Run, RunTest, Site
@@ -27,7 +28,7 @@ from megarun.errors import ConfigError, UsageError
 from megarun.homehost import home as homehost
 from megarun.homehost.areas import init_area
 from megarun.homehost.context import Context
-from megarun.suites.runs import get_run
+from megarun.suites.run_prepare import get_run
 from tests.conftest import megarun_process, spawn_megarun
 
 DAY = 86400.0
@@ -134,7 +135,7 @@ def test_copies_runs_with_new_ids_and_leaves_moved_tombstones(ctx: Context, dest
     before = run_rows(work_db(ctx.area.root), "linux/x86", "nightly")
     assert before is not None
 
-    result = migrate_runs(ctx, dest, RunSelection(target="linux/*"))
+    result = migrate_runs(run_store(ctx), dest, RunSelection(target="linux/*"))
 
     assert [m["run"] for m in result.moved] == [here] and result.refused == []
     there = run_rows(prepared, "linux/x86", "nightly")
@@ -166,7 +167,7 @@ def test_copies_runs_with_new_ids_and_leaves_moved_tombstones(ctx: Context, dest
 
 def test_site_missing_there_is_not_copied(ctx: Context, dest: Path) -> None:
     add_run(ctx, "linux/x86", "r1", site="cluster")
-    migrate_runs(ctx, dest, RunSelection())
+    migrate_runs(run_store(ctx), dest, RunSelection())
     there = run_rows(work_db(dest), "linux/x86", "r1")
     assert there is not None
     assert {j[4] for j in there["jobs"]} == {None}  # type: ignore[index]
@@ -175,13 +176,13 @@ def test_site_missing_there_is_not_copied(ctx: Context, dest: Path) -> None:
 
 def test_refuses_runs_the_destination_has_and_moves_the_others(ctx: Context, dest: Path) -> None:
     add_run(ctx, "linux/x86", "r1")
-    first = migrate_runs(ctx, dest, RunSelection())
+    first = migrate_runs(run_store(ctx), dest, RunSelection())
     assert len(first.moved) == 1
     # A new run of the same name here, and one more: the first is refused, the second goes.
     ctx.db.execute_sql("UPDATE run SET runname = 'r1-gone' WHERE runname = 'r1'")
     again = add_run(ctx, "linux/x86", "r1")
     other = add_run(ctx, "linux/x86", "r2")
-    result = migrate_runs(ctx, dest, RunSelection())
+    result = migrate_runs(run_store(ctx), dest, RunSelection())
     assert [m["run"] for m in result.moved] == [other]
     assert [(r["run"], r["reason"]) for r in result.refused] == [
         (again, "the destination already has a run linux/x86/r1")]
@@ -193,7 +194,7 @@ def test_only_finished_runs_old_enough(ctx: Context, dest: Path) -> None:
     add_run(ctx, "linux/x86", "running", state="RUNNING")
     add_run(ctx, "linux/x86", "recent", age_days=1)
     old = add_run(ctx, "linux/x86", "old", age_days=40)
-    result = migrate_runs(ctx, dest, RunSelection(older_than=30 * DAY))
+    result = migrate_runs(run_store(ctx), dest, RunSelection(older_than=30 * DAY))
     assert [m["run"] for m in result.moved] == [old]
     assert query(work_db(dest), "SELECT runname FROM run") == [("old",)]
 
@@ -201,7 +202,7 @@ def test_only_finished_runs_old_enough(ctx: Context, dest: Path) -> None:
 def test_dry_run_changes_nothing(ctx: Context, tmp_path: Path) -> None:
     dest = dest_area(tmp_path, "fresh")
     run_id = add_run(ctx, "linux/x86", "r1")
-    result = migrate_runs(ctx, dest, RunSelection(), dry_run=True)
+    result = migrate_runs(run_store(ctx), dest, RunSelection(), dry_run=True)
     assert [m["run"] for m in result.moved] == [run_id] and result.dry_run
     assert not (dest / ".megarun" / "work.db").exists()
     assert Run.get_by_id(run_id).state == "open"
@@ -210,16 +211,16 @@ def test_dry_run_changes_nothing(ctx: Context, tmp_path: Path) -> None:
 
 def test_destination_must_be_another_area(ctx: Context, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="this area itself"):
-        migrate_runs(ctx, ctx.area.root, RunSelection())
+        migrate_runs(run_store(ctx), ctx.area.root, RunSelection())
     with pytest.raises(Exception, match="not a megarun area"):
-        migrate_runs(ctx, tmp_path, RunSelection())
+        migrate_runs(run_store(ctx), tmp_path, RunSelection())
 
 
 def test_moved_run_gets_one_clear_error(ctx: Context, dest: Path) -> None:
     add_run(ctx, "linux/x86", "r1")
-    migrate_runs(ctx, dest, RunSelection())
+    migrate_runs(run_store(ctx), dest, RunSelection())
     with pytest.raises(UsageError, match=f"moved to the area {dest}"):
-        get_run(ctx, "linux/x86", "r1")
+        get_run(ctx.db, "linux/x86", "r1")
 
 
 # -- recovery ----------------------------------------------------------------------------------
@@ -227,13 +228,13 @@ def test_recovery_undoes_an_intent_without_copy_and_finishes_a_complete_one(
         ctx: Context, dest: Path) -> None:
     lost = add_run(ctx, "linux/x86", "lost")
     copied = add_run(ctx, "linux/x86", "copied")
-    migrate_runs(ctx, dest, RunSelection(runname="copied"))
+    migrate_runs(run_store(ctx), dest, RunSelection(runname="copied"))
     # As if a crash came after the copy but before the delete: the run back here, an intent.
     ctx.db.execute_sql("UPDATE run SET state = 'open', moved_to = NULL WHERE id = ?", (copied,))
     now = time.time()
     ctx.db.execute_sql("INSERT INTO run_move VALUES (?, 'migrate', ?, ?), "
                        "(?, 'migrate', ?, ?)", (lost, str(dest), now, copied, str(dest), now))
-    notes = recover_migrations(ctx)
+    notes = recover_migrations(run_store(ctx))
     assert notes == [f"interrupted moves to {dest}: 1 finished, 1 undone (the runs stay here)"]
     assert Run.get_by_id(lost).state == "open"
     assert Run.get_by_id(copied).state == "MOVED"
@@ -246,11 +247,11 @@ def test_unreadable_destination_keeps_the_intent_and_the_run(ctx: Context, tmp_p
     gone = tmp_path / "gone"
     ctx.db.execute_sql("INSERT INTO run_move VALUES (?, 'migrate', ?, ?)",
                        (run_id, str(gone), time.time()))
-    [note] = recover_migrations(ctx)
+    [note] = recover_migrations(run_store(ctx))
     assert "left pending" in note and str(gone) in note
     assert ctx.db.execute_sql("SELECT count(*) FROM run_move").fetchone()[0] == 1
     other = dest_area(tmp_path, "other")
-    assert migrate_runs(ctx, other, RunSelection()).moved == []  # pending: not picked again
+    assert migrate_runs(run_store(ctx), other, RunSelection()).moved == []  # pending: not picked again
 
 
 # -- the area's rules --------------------------------------------------------------------------
@@ -270,10 +271,10 @@ def test_auto_migrate_rules_and_a_failing_one(area: Path, tmp_path: Path) -> Non
         add_run(ctx, "linux/x86", "new", age_days=2)
         add_run(ctx, "mac/arm", "old", age_days=40)
         assert ctx.area.config.auto_migrate[1].destination == dest
-        broken, good = apply_auto_migrate(ctx)
+        broken, good = apply_auto_migrate(run_store(ctx))
         assert "not a megarun area" in broken.error
         assert [m["runname"] for m in good.moved] == ["old"] and not good.error
-        lines = apply_rules(ctx)
+        lines = apply_rules(run_store(ctx))
         assert rules_failed(lines)
         assert [line for line in lines if not line.startswith("failed: ")] == []
     finally:

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from megarun.campaign import app_registry as app_service
-from megarun.campaign import jobs as job_service
-from megarun.campaign.jobs import JobRequest
+from megarun.campaign.create import JobRequest, create_jobs
 from megarun.config.apps import validate_app
 from megarun.db.models import Event, Job, StageOutDue
 from megarun.engine import staging
@@ -144,8 +143,8 @@ def test_a_parameter_cannot_lead_a_path_out_of_the_run_dir(ctx: Context, area: P
                                                            data: Path) -> None:
     write_app(area, "esc", 'command = "true"\n'
                            'stage_in = [{src = "data/one.dat", dest = "{{ sub }}/in.dat"}]\n')
-    app_service.sync_apps(ctx)
-    job_service.create_jobs(ctx, [JobRequest(app="esc", params={"sub": "../.."})])
+    app_service.sync_apps(ctx.db, ctx.area.apps_dir)
+    create_jobs(ctx.db, ctx.area, [JobRequest(app="esc", params={"sub": "../.."})])
     site, sid = local_site(ctx)
     assert dispatch_ready_jobs(ctx.db, sid, site) == 0
     job = Job.get_by_id(1)
@@ -183,10 +182,10 @@ def finish_job(ctx: Context, site: SiteInfo, sid: int, job: int, seq: int = 1) -
 def produced(ctx: Context, area: Path) -> tuple[SiteInfo, int]:
     """Job 1 (app `produce`, owes a stage-out) is QUEUED; job 2 waits on it."""
     write_app(area, "produce", PRODUCE)
-    app_service.sync_apps(ctx)
-    app_service.add_app(ctx, "noop", "true", {})
-    job_service.create_jobs(ctx, [JobRequest(app="produce")])
-    job_service.create_jobs(ctx, [JobRequest(app="noop", after=[1])])
+    app_service.sync_apps(ctx.db, ctx.area.apps_dir)
+    app_service.add_app(ctx.db, "noop", "true", {})
+    create_jobs(ctx.db, ctx.area, [JobRequest(app="produce")])
+    create_jobs(ctx.db, ctx.area, [JobRequest(app="noop", after=[1])])
     site, sid = local_site(ctx)
     assert dispatch_ready_jobs(ctx.db, sid, site) == 1
     assert [(due.job_id, due.attempt) for due in StageOutDue.select()] == [(1, 1)]
@@ -215,8 +214,8 @@ def test_failed_stage_out_fails_the_job_and_its_children(ctx: Context, area: Pat
 
 def test_failed_stage_out_is_retried_while_attempts_remain(ctx: Context, area: Path) -> None:
     write_app(area, "produce", PRODUCE + "retries = 1\n")
-    app_service.sync_apps(ctx)
-    job_service.create_jobs(ctx, [JobRequest(app="produce")])
+    app_service.sync_apps(ctx.db, ctx.area.apps_dir)
+    create_jobs(ctx.db, ctx.area, [JobRequest(app="produce")])
     site, sid = local_site(ctx)
     dispatch_ready_jobs(ctx.db, sid, site)
     finish_job(ctx, site, sid, 1)
@@ -257,8 +256,8 @@ def test_stage_out_after_a_crash_copies_again_then_never(ctx: Context, area: Pat
 
 def test_nothing_owed_costs_one_query_that_starts_at_the_due_table(
         ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    app_service.add_app(ctx, "noop", "true", {})
-    job_service.create_jobs(ctx, [JobRequest(app="noop", count=500)])
+    app_service.add_app(ctx.db, "noop", "true", {})
+    create_jobs(ctx.db, ctx.area, [JobRequest(app="noop", count=500)])
     site, sid = local_site(ctx)
     dispatch_ready_jobs(ctx.db, sid, site)
     statements: list[str] = []
@@ -300,9 +299,9 @@ class LockCheckingTransport(LocalTransport):
 def test_stage_in_holds_no_transaction_and_plain_jobs_go_in_their_own_bundle(
         ctx: Context, area: Path, data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_app(area, "sim", SIM)
-    app_service.sync_apps(ctx)
-    app_service.add_app(ctx, "noop", "true", {})
-    job_service.create_jobs(ctx, [JobRequest(app="noop", count=3),
+    app_service.sync_apps(ctx.db, ctx.area.apps_dir)
+    app_service.add_app(ctx.db, "noop", "true", {})
+    create_jobs(ctx.db, ctx.area, [JobRequest(app="noop", count=3),
                                   JobRequest(app="sim", params={"case": "one"})])
     transport = LockCheckingTransport(ctx.area.db_path)
     monkeypatch.setattr(staging, "site_transport_for", lambda site: transport)
@@ -318,8 +317,8 @@ def test_stage_in_holds_no_transaction_and_plain_jobs_go_in_their_own_bundle(
 
 def test_jobs_without_staging_never_reach_the_staging_code(
         ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    app_service.add_app(ctx, "noop", "true", {})
-    job_service.create_jobs(ctx, [JobRequest(app="noop", count=5000)])
+    app_service.add_app(ctx.db, "noop", "true", {})
+    create_jobs(ctx.db, ctx.area, [JobRequest(app="noop", count=5000)])
 
     def refuse(*args: Any) -> None:
         raise AssertionError("staging code called for jobs that stage nothing")

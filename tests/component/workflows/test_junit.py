@@ -11,7 +11,7 @@ import xmlschema
 from junitparser import Error, Failure, JUnitXml, Properties, Skipped
 
 from megarun.report.junit import JunitCase, junit_xml, xml_text
-from megarun.suites.runs import ItemStatus
+from megarun.suites.run_report import ItemStatus
 from tests.conftest import megarun_process
 
 RUN = ("--target", "linux/x86_64", "--runname", "r")
