@@ -16,9 +16,9 @@ from megarun.campaign import app_registry as app_service
 from megarun.campaign.app_stale import rerender_ended
 from megarun.campaign.rerun_step import set_first_step
 from megarun.config.apps import AppSpec, render_command, resolve_params
-from megarun.config.area import MAX_SECONDS
 from megarun.config.inputs import INT64_MAX, find_bad_value, printable
 from megarun.core.lifecycle import Chain, parents_outcome
+from megarun.core.quantities import MAX_SECONDS
 from megarun.core.states import (
     ACTIVE_STATES,
     FAILING_STATUSES,

@@ -37,7 +37,7 @@ def reduce(
     """Move finished runs (jobs, tags, dependencies, events) into completed-runs.db."""
     from megarun.archive.completed import reduce_age, reduce_runs
     from megarun.archive.runselect import RunSelection
-    from megarun.core.ages import parse_age
+    from megarun.core.quantities import parse_age
 
     age = reduce_age(parse_age(older_than) if older_than is not None else None, runname)
     selection = RunSelection(target, runname, age)
@@ -94,7 +94,7 @@ def _show(result: "ArchiveResult", as_json: bool, named: bool = False) -> None:
 
 def held_back_lines(result: "ArchiveResult") -> list[str]:
     """One line per reason that kept matching runs out of a reduce, with what to do."""
-    from megarun.core.ages import format_age
+    from megarun.core.quantities import format_age
 
     held, lines = result.held_back, []
     if held.too_young:

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         """Copy finished runs into another area and mark them MOVED here (files stay put)."""
         from megarun.archive.migrate import migrate_runs
         from megarun.archive.runselect import RunSelection
-        from megarun.core.ages import parse_age
+        from megarun.core.quantities import parse_age
 
         age = parse_age(older_than) if older_than is not None else None
         result = migrate_runs(context(ctx), destination, RunSelection(target, runname, age),

@@ -34,7 +34,7 @@ from filelock import FileLock, Timeout
 
 from megarun.agent.private import make_private_dirs
 from megarun.config.area import Area
-from megarun.core.ages import format_age
+from megarun.core.quantities import format_age
 from megarun.core.faults import fault_point
 from megarun.db.connection import busy_timeout_seconds, fsync_dir
 from megarun.errors import EnvironmentProblem, MegarunError, UsageError
