@@ -25,9 +25,9 @@ AS_JSON = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 def reduce(
     ctx: typer.Context,
     older_than: Annotated[str | None, typer.Option(
-        "--older-than", help="Only runs idle this long (30d, 12h, 90m, 2w; 0: any finished "
-        "run). Default: 30d, or any age when --runname names one run exactly (no glob).",
-        metavar="AGE")] = None,
+        "--older-than", help="Only runs idle this long, a duration (30d, 12h, 1d12h; a bare "
+        "number is days; 0: any finished run). Default: 30d, or any age when --runname names "
+        "one run exactly (no glob).", metavar="DURATION")] = None,
     target: TARGET = None,
     runname: RUNNAME = None,
     dry_run: Annotated[bool, typer.Option(
@@ -37,9 +37,10 @@ def reduce(
     """Move finished runs (jobs, tags, dependencies, events) into completed-runs.db."""
     from megarun.archive.completed import reduce_age, reduce_runs
     from megarun.archive.runselect import RunSelection
-    from megarun.core.quantities import parse_age
+    from megarun.cli.common import duration_option
+    from megarun.core.quantities import DAY
 
-    age = reduce_age(parse_age(older_than) if older_than is not None else None, runname)
+    age = reduce_age(duration_option(older_than, "--older-than", DAY), runname)
     selection = RunSelection(target, runname, age)
     _show(reduce_runs(context(ctx), selection, dry_run), as_json, bool(target or runname))
 

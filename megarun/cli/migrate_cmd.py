@@ -19,8 +19,9 @@ def register(app: typer.Typer) -> None:
         runname: Annotated[str | None, typer.Option(
             help="Only runs of this name (a glob).")] = None,
         older_than: Annotated[str | None, typer.Option(
-            "--older-than", metavar="AGE",
-            help="Only runs idle for this long (30d, 12h, 2w; default: any age).")] = None,
+            "--older-than", metavar="DURATION",
+            help="Only runs idle for this long, a duration (30d, 12h, 1d12h; a bare number is "
+            "days; default: any age).")] = None,
         dry_run: Annotated[bool, typer.Option(
             "--dry-run", help="Show what would move; change nothing.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
@@ -28,9 +29,10 @@ def register(app: typer.Typer) -> None:
         """Copy finished runs into another area and mark them MOVED here (files stay put)."""
         from megarun.archive.migrate import migrate_runs
         from megarun.archive.runselect import RunSelection
-        from megarun.core.quantities import parse_age
+        from megarun.cli.common import duration_option
+        from megarun.core.quantities import DAY
 
-        age = parse_age(older_than) if older_than is not None else None
+        age = duration_option(older_than, "--older-than", DAY)
         result = migrate_runs(context(ctx), destination, RunSelection(target, runname, age),
                               dry_run=dry_run)
         if as_json:

@@ -92,7 +92,7 @@ def _resources(table: Any, origin: str) -> dict[str, Any]:
     """`[resources]`: numbers, and the runtime limit as a duration kept as minutes."""
     resources = dict(expect_type(table, dict, origin, "resources"))
     check_keys(resources, RESOURCE_KEYS, origin, "resources")
-    found = synonym(resources, tuple(_RUNTIME_WORDS), origin, "resources")  # type: ignore[arg-type]
+    found = synonym(resources, ("walltime", "runtimelim"), origin, "resources")
     for key in _RUNTIME_WORDS:
         resources.pop(key, None)
     for key, value in resources.items():

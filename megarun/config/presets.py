@@ -16,6 +16,7 @@ from typing import Any
 from megarun.config.apps import check_scalar, check_tag
 from megarun.config.inputs import find_bad_value, printable, text_problem, value_problem
 from megarun.config.tomlfile import check_keys, expect_type, load_toml
+from megarun.core.quantities import MINUTE, parse_duration
 from megarun.errors import ConfigError, NotFoundError
 from megarun.resources import data_dir
 from megarun.schedulers.base import Allocation
@@ -137,6 +138,7 @@ def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
     node = _validate_node(data.get("node", {}), origin)
     _validate_ssh(data.get("ssh", {}), origin)
     queues = _validate_queues(data.get("queues", {}), origin)
+    data = {**data, "queues": _minutes_of_queues(data.get("queues", {}), origin)} if queues else data
     _check_default_queue(data.get("default_queue", ""), queues, origin)
     kind = _choice(data.get("queue_kind", "partition"), QUEUE_KINDS, origin, "queue_kind")
     if kind != "partition" and scheduler != "slurm":
@@ -199,16 +201,32 @@ def _validate_queues(table: Any, origin: str) -> list[Queue]:
         for key in ("max_nodes", "max_walltime"):
             if key not in limits:
                 raise ConfigError(f"{origin}: [{where}] needs {key}")
-        for key in ("min_nodes", "max_nodes", "max_walltime"):
+        for key in ("min_nodes", "max_nodes"):
             if expect_type(limits.get(key, 1), int, origin, f"{where}.{key}") < 1:
                 raise ConfigError(f"{origin}: key '{where}.{key}' must be at least 1")
         expect_type(limits.get("description", ""), str, origin, f"{where}.description")
-        queue = _queue(name, limits)
+        queue = _queue(name, {**limits, "max_walltime": _max_walltime(limits, origin, where)})
         if queue.min_nodes > queue.max_nodes:
             raise ConfigError(f"{origin}: [{where}] min_nodes {queue.min_nodes} is more than "
                               f"max_nodes {queue.max_nodes}")
         found.append(queue)
     return found
+
+
+def _max_walltime(limits: dict[str, Any], origin: str, where: str) -> int:
+    """A queue's longest walltime in whole minutes: a duration (`12h`, `1d`) or bare minutes."""
+    seconds = parse_duration(limits["max_walltime"], f"{origin}: key '{where}.max_walltime'",
+                             MINUTE, ConfigError)
+    if seconds < MINUTE or seconds % MINUTE:
+        raise ConfigError(f"{origin}: key '{where}.max_walltime' must be whole minutes, at least "
+                          f"1, got {limits['max_walltime']!r}")
+    return int(seconds // MINUTE)
+
+
+def _minutes_of_queues(table: dict[str, Any], origin: str) -> dict[str, Any]:
+    """The queues with max_walltime as minutes, the unit the schedulers and checks read."""
+    return {name: {**limits, "max_walltime": _max_walltime(limits, origin, f"queues.{name}")}
+            for name, limits in table.items()}
 
 
 def _check_default_queue(default: str, queues: list[Queue], origin: str) -> None:

@@ -137,7 +137,7 @@ def add_site(ctx: Context, name: str, preset_name: str, host: str | None = None,
             raise UsageError("--identity, --jump and --python need --host (an SSH site)")
         directory = str(Path(workdir).expanduser().resolve() if workdir
                         else ctx.area.sites_dir / name)
-    validate_preset(preset_name, settings, f"site {name!r} settings")
+    settings = validate_preset(preset_name, settings, f"site {name!r} settings").settings
     if not host and Path(directory).exists():
         private_dirs(Path(directory))  # refused before it is registered (others may write it)
     db = ctx.db

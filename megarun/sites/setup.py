@@ -224,7 +224,7 @@ def _probe_site(preset: Preset, name: str, host: str | None, workdir: str,
             settings["python"] = ssh.python
     elif ssh.given():
         raise UsageError("--identity, --known-hosts and --python need --host (an SSH site)")
-    validate_preset(preset.name, settings, f"site {name!r} settings")
+    settings = validate_preset(preset.name, settings, f"site {name!r} settings").settings
     return SiteInfo(name, preset.name, preset.scheduler, host, workdir, settings)
 
 

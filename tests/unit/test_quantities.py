@@ -40,7 +40,7 @@ def test_bad_duration_is_one_line_error_naming_the_option(text: str) -> None:
 
 
 def test_duration_error_class_for_config_files() -> None:
-    with pytest.raises(ConfigError, match="test.toml: key 'runtimelim' 'soon'"):
+    with pytest.raises(ConfigError, match=r"test\.toml: key 'runtimelim' 'soon'"):
         parse_duration("soon", "test.toml: key 'runtimelim'", error=ConfigError)
     with pytest.raises(ConfigError):
         parse_duration(True, "key", error=ConfigError)  # type: ignore[arg-type]
