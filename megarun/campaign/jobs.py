@@ -18,7 +18,7 @@ from megarun.campaign.rerun_step import set_first_step
 from megarun.config.apps import AppSpec, render_command, resolve_params
 from megarun.config.inputs import INT64_MAX, find_bad_value, printable
 from megarun.core.lifecycle import Chain, parents_outcome
-from megarun.core.quantities import MAX_SECONDS
+from megarun.core.quantities import MAX_SECONDS, MINUTE, parse_duration
 from megarun.core.states import (
     ACTIVE_STATES,
     FAILING_STATUSES,
@@ -375,6 +375,9 @@ def requests_from_file(path: Path, defaults: JobRequest) -> Iterator[JobRequest]
                 raise UsageError(f"{where}: unknown field '{printable(sorted(unknown)[0])}' "
                                  f"(fields: {', '.join(sorted(allowed))})")
             merged = {**defaults.__dict__, **data, "origin": where}
+            if isinstance(data.get("walltime"), str):  # a duration; a bare number is minutes
+                merged["walltime"] = parse_duration(data["walltime"], f"{where}: field "
+                                                    "'walltime'", MINUTE) / MINUTE
             if not merged.get("app"):
                 raise UsageError(f"{where}: no app (give \"app\" or --app)")
             yield JobRequest(**merged)  # checked by create_jobs, named by its origin
