@@ -1,5 +1,11 @@
 """Site presets: one TOML per kind of site in site-presets/, validated on load.
 
+Presets come from three folders, the first that has a name winning: the area's own
+`site-presets/`, the user's (`$XDG_CONFIG_HOME/megarun/presets/`, by default
+`~/.config/megarun/presets/`, found with platformdirs) and the ones shipped with megarun; so a
+user can keep a preset for their machine outside the installation, and a preset of the same
+name as a shipped one replaces it (`site presets` says so).
+
 A preset names the scheduler and MPI launcher of a machine, the shape of its nodes, its queues
 with their limits, the account and queue defaults the `site init` wizard offers, and template
 extras (directives for the scheduler's own table, a shell preamble, environment variables).
@@ -10,12 +16,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 from megarun.config.apps import check_scalar, check_tag
 from megarun.config.inputs import find_bad_value, printable, text_problem, value_problem
-from megarun.config.tomlfile import check_keys, expect_type, load_toml
+from megarun.config.tomlfile import check_keys, did_you_mean, expect_type, load_toml
 from megarun.core.quantities import MINUTE, parse_duration
 from megarun.errors import ConfigError, NotFoundError
 from megarun.resources import data_dir
@@ -42,6 +51,16 @@ _QUEUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Preset names the `site init` wizard lists first, in this order; the rest follow sorted.
 FIRST_PRESETS = ("local",)
+#: The folder of an area's own presets, at its root.
+AREA_PRESETS = "site-presets"
+
+
+class PresetOrigin(Enum):
+    """Where a preset was found, the folder that wins first."""
+
+    AREA = "area"
+    USER = "user"
+    SHIPPED = "shipped"
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,11 @@ class Preset:
     name: str
     description: str
     settings: dict[str, Any]
+    origin: PresetOrigin = PresetOrigin.SHIPPED
+    path: Path | None = None
+    #: The origins of presets of the same name this one hides (a user's `polaris` hides the
+    #: shipped one).
+    hides: tuple[PresetOrigin, ...] = ()
 
     @property
     def scheduler(self) -> str:
@@ -103,23 +127,50 @@ def _queue(name: str, table: dict[str, Any]) -> Queue:
 
 
 def presets_dir() -> Path:
+    """The presets shipped with this installation."""
     return data_dir("site-presets")
 
 
-def preset_names() -> list[str]:
-    """Every preset shipped with this installation: `local` first, then the rest sorted."""
-    names = sorted(path.stem for path in presets_dir().glob("*.toml"))
-    first = [name for name in FIRST_PRESETS if name in names]
-    return first + [name for name in names if name not in first]
+def user_presets_dir() -> Path:
+    """The user's own presets: `presets/` in megarun's config folder (XDG_CONFIG_HOME)."""
+    return Path(platformdirs.user_config_dir("megarun")) / "presets"
 
 
-def load_preset(name: str) -> Preset:
-    """Load and validate one preset; an unknown name lists the valid ones."""
-    path = presets_dir() / f"{name}.toml"
-    if "/" in name or not path.is_file():
-        valid = ", ".join(preset_names())
-        raise NotFoundError(f"unknown preset {name!r}; valid presets: {valid}")
-    return validate_preset(name, load_toml(path), str(path))
+def preset_folders(area_root: Path | None = None) -> list[tuple[PresetOrigin, Path]]:
+    """Where presets are looked for, the one that wins first."""
+    folders = [(PresetOrigin.USER, user_presets_dir()), (PresetOrigin.SHIPPED, presets_dir())]
+    if area_root is not None:
+        folders.insert(0, (PresetOrigin.AREA, area_root / AREA_PRESETS))
+    return folders
+
+
+def preset_files(area_root: Path | None = None) -> dict[str, list[tuple[PresetOrigin, Path]]]:
+    """Each preset name with the files that give it, the winner first: `local` first, then the
+    rest sorted."""
+    found: dict[str, list[tuple[PresetOrigin, Path]]] = {}
+    for origin, folder in preset_folders(area_root):
+        for path in sorted(folder.glob("*.toml")) if folder.is_dir() else ():
+            found.setdefault(path.stem, []).append((origin, path))
+    first = [name for name in FIRST_PRESETS if name in found]
+    return {name: found[name] for name in first + sorted(set(found) - set(first))}
+
+
+def preset_names(area_root: Path | None = None) -> list[str]:
+    """Every preset name there is: `local` first, then the rest sorted."""
+    return list(preset_files(area_root))
+
+
+def load_preset(name: str, area_root: Path | None = None) -> Preset:
+    """Load and validate one preset (the area's, else the user's, else the shipped one); an
+    unknown name suggests the nearest and lists the valid ones."""
+    files = preset_files(area_root)
+    if name not in files:
+        raise NotFoundError(f"unknown preset {name!r}{did_you_mean(name, files)}; valid "
+                            f"presets: {', '.join(files)}")
+    (origin, path), *hidden = files[name]
+    preset = validate_preset(name, load_toml(path), str(path))
+    return Preset(preset.name, preset.description, preset.settings, origin, path,
+                  tuple(other for other, _path in hidden))
 
 
 def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
