@@ -4,8 +4,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from megarun.cli.common import JSON_HELP, context
+from megarun.cli.common import JSON_HELP, context, duration_option
 from megarun.cli.output import note, print_json, render, say
+from megarun.core.quantities import DAY
 
 if TYPE_CHECKING:
     from megarun.archive.completed import ArchiveResult
@@ -37,8 +38,6 @@ def reduce(
     """Move finished runs (jobs, tags, dependencies, events) into completed-runs.db."""
     from megarun.archive.completed import reduce_age, reduce_runs
     from megarun.archive.runselect import RunSelection
-    from megarun.cli.common import duration_option
-    from megarun.core.quantities import DAY
 
     age = reduce_age(duration_option(older_than, "--older-than", DAY), runname)
     selection = RunSelection(target, runname, age)

@@ -4,8 +4,9 @@ from typing import Annotated
 
 import typer
 
-from megarun.cli.common import JSON_HELP, context
+from megarun.cli.common import JSON_HELP, context, duration_option
 from megarun.cli.output import note, print_json, render
+from megarun.core.quantities import DAY
 
 
 def register(app: typer.Typer) -> None:
@@ -29,8 +30,6 @@ def register(app: typer.Typer) -> None:
         """Copy finished runs into another area and mark them MOVED here (files stay put)."""
         from megarun.archive.migrate import migrate_runs
         from megarun.archive.runselect import RunSelection
-        from megarun.cli.common import duration_option
-        from megarun.core.quantities import DAY
 
         age = duration_option(older_than, "--older-than", DAY)
         result = migrate_runs(context(ctx), destination, RunSelection(target, runname, age),

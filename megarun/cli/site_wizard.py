@@ -11,7 +11,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
+
+from rich.console import Console
+from rich.markup import escape
+from rich.prompt import Confirm, Prompt
 
 from megarun.config.presets import Preset
 from megarun.errors import EnvironmentProblem, MegarunError, UsageError
@@ -19,9 +23,6 @@ from megarun.homehost.context import Context
 from megarun.sites import setup as site_init
 from megarun.sites.registry import SshOptions
 from megarun.transport.errors import HostKeyUnknown
-
-if TYPE_CHECKING:
-    from rich.console import Console
 
 T = TypeVar("T")
 
@@ -65,8 +66,6 @@ class Wizard:
     """Asks what the options left open, then sets the site up."""
 
     def __init__(self, ctx: Context, interactive: bool) -> None:
-        from rich.console import Console
-
         self.ctx = ctx
         self.interactive = interactive
         self.console: Console = Console(stderr=True, highlight=False)
@@ -191,10 +190,8 @@ class Wizard:
                 self.console.print(f"  {exc}", style="red", markup=False)
 
     def prompt(self, question: str, default: str) -> str:
-        from rich.prompt import Prompt
-
-        try:
-            return Prompt.ask(question, console=self.console, default=default,
+        try:  # escaped: rich would take `[user@]` for markup and show `host[:port]`
+            return Prompt.ask(escape(question), console=self.console, default=default,
                               show_default=bool(default))
         except EOFError:
             raise UsageError(f"no answer to {question!r} (input closed): give it as an option, "
@@ -216,12 +213,10 @@ class Wizard:
         """Ask before trusting an unknown host key (never without --accept-host-key otherwise)."""
         if not self.interactive:
             return False
-        from rich.prompt import Confirm
-
         self.console.print(f"The host key of {unknown.host} is not known: {unknown.key_type} "
                            f"{unknown.fingerprint}", markup=False)
         try:
-            return Confirm.ask(f"Trust it and add it to {unknown.known_hosts}?",
+            return Confirm.ask(escape(f"Trust it and add it to {unknown.known_hosts}?"),
                                console=self.console, default=False)
         except EOFError:
             return False
