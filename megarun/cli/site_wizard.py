@@ -46,6 +46,12 @@ class Answers:
     queue: str = ""
     workdir: str = ""
 
+    @property
+    def chosen(self) -> Preset:
+        """The preset: asked first, so there for every question after it."""
+        assert self.preset is not None
+        return self.preset
+
 
 @dataclass(frozen=True)
 class Given:
@@ -74,8 +80,7 @@ class Wizard:
     def run(self, given: Given) -> site_init.InitResult:
         answers = Answers()
         self.ask_all(given, answers)
-        assert answers.preset is not None  # the first question always sets it
-        request = site_init.InitRequest(answers.preset.name, answers.name, answers.host,
+        request = site_init.InitRequest(answers.chosen.name, answers.name, answers.host,
                                         answers.workdir, answers.account, answers.queue,
                                         given.accept_host_key, given.ssh)
         return self.set_up(request)
@@ -117,15 +122,13 @@ class Wizard:
                                      lambda text: site_init.pick_preset(text, area_root))
 
     def ask_name(self, given: Given, answers: Answers) -> None:
-        assert answers.preset is not None
         answers.name = self.answer(
-            given.name, "Site name (letters, digits, '_', '.', '-')", answers.preset.name,
+            given.name, "Site name (letters, digits, '_', '.', '-')", answers.chosen.name,
             lambda text: site_init.check_new_site_name(self.ctx, text.strip()))
 
     def ask_host(self, given: Given, answers: Answers) -> None:
-        assert answers.preset is not None
         answers.server = self.answer(given.host, "Host: [user@]host[:port], or 'local' for "
-                                     "this machine", answers.preset.host or "local",
+                                     "this machine", answers.chosen.host or "local",
                                      site_init.normalize_host)
 
     def ask_user(self, given: Given, answers: Answers) -> None:
@@ -138,10 +141,9 @@ class Wizard:
             lambda text: site_init.normalize_host(host, text.strip()))
 
     def ask_account(self, given: Given, answers: Answers) -> None:
-        preset = answers.preset
-        assert preset is not None
+        preset = answers.chosen
+        answers.account = ""  # a site without a scheduler charges no account
         if given.account is None and preset.scheduler == "local":
-            answers.account = ""
             return
         question = "Account (the project jobs are charged to)"
         if not preset.account_required:
@@ -150,10 +152,9 @@ class Wizard:
                                       lambda text: site_init.check_account(preset, text))
 
     def ask_queue(self, given: Given, answers: Answers) -> None:
-        preset = answers.preset
-        assert preset is not None
+        preset = answers.chosen
+        answers.queue = ""  # nor has it queues
         if given.queue is None and preset.scheduler == "local":
-            answers.queue = ""
             return
         rows = site_init.queue_rows(preset)
         if rows and given.queue is None and self.interactive:
@@ -166,8 +167,7 @@ class Wizard:
                                     lambda text: site_init.pick_queue(preset, text))
 
     def ask_workdir(self, given: Given, answers: Answers) -> None:
-        assert answers.preset is not None
-        suggested = site_init.suggest_workdir(self.ctx, answers.preset, answers.name,
+        suggested = site_init.suggest_workdir(self.ctx, answers.chosen, answers.name,
                                               answers.host, answers.account)
         answers.workdir = self.answer(given.workdir, "Work dir on the site ($VARS and ~ are "
                                       "expanded there)", suggested, _non_empty("work dir"))
