@@ -148,8 +148,12 @@ def preset_files(area_root: Path | None = None) -> dict[str, list[tuple[PresetOr
     """Each preset name with the files that give it, the winner first: `local` first, then the
     rest sorted."""
     found: dict[str, list[tuple[PresetOrigin, Path]]] = {}
+    seen: set[Path] = set()
     for origin, folder in preset_folders(area_root):
-        for path in sorted(folder.glob("*.toml")) if folder.is_dir() else ():
+        if not folder.is_dir() or folder.resolve() in seen:  # an area at the top of a checkout
+            continue
+        seen.add(folder.resolve())
+        for path in sorted(folder.glob("*.toml")):
             found.setdefault(path.stem, []).append((origin, path))
     first = [name for name in FIRST_PRESETS if name in found]
     return {name: found[name] for name in first + sorted(set(found) - set(first))}
