@@ -57,6 +57,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group(group))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def own_config_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """An empty XDG_CONFIG_HOME for the session (its CLI subprocesses too): the presets of
+    whoever runs the tests (~/.config/megarun/presets/) never reach them."""
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
+
+
 @dataclass
 class Result:
     code: int

@@ -14,9 +14,10 @@ from peewee import SqliteDatabase
 
 from megarun.campaign import app_registry as app_service
 from megarun.config.apps import AppSpec, render_command, resolve_params
-from megarun.config.area import MAX_SECONDS, Area
+from megarun.config.area import Area
 from megarun.config.inputs import INT64_MAX, find_bad_value, printable
 from megarun.core.lifecycle import parents_outcome
+from megarun.core.quantities import MAX_SECONDS, MINUTE, parse_duration
 from megarun.core.states import JobState, JobStatus
 from megarun.db.connection import execute_many, write_transaction
 from megarun.db.jobstore import JobRow, load_rows
@@ -354,6 +355,9 @@ def requests_from_file(path: Path, defaults: JobRequest) -> Iterator[JobRequest]
                 raise UsageError(f"{where}: unknown field '{printable(sorted(unknown)[0])}' "
                                  f"(fields: {', '.join(sorted(allowed))})")
             merged = {**defaults.__dict__, **data, "origin": where}
+            if isinstance(data.get("walltime"), str):  # a duration; a bare number is minutes
+                merged["walltime"] = parse_duration(data["walltime"], f"{where}: field "
+                                                    "'walltime'", MINUTE) / MINUTE
             if not merged.get("app"):
                 raise UsageError(f"{where}: no app (give \"app\" or --app)")
             yield JobRequest(**merged)  # checked by create_jobs, named by its origin

@@ -65,7 +65,7 @@ def root(
 
 
 def _mirror_note(host: str, age: float | None) -> None:
-    from megarun.core.ages import format_age
+    from megarun.core.quantities import format_age
 
     when = f"written {format_age(age)} ago" if age is not None else "age unknown"
     print(f"megarun: reading the mirror of {host}'s working database, {when}", file=sys.stderr)

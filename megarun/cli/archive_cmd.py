@@ -4,8 +4,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from megarun.cli.common import JSON_HELP, context
+from megarun.cli.common import JSON_HELP, context, duration_option
 from megarun.cli.output import note, print_json, render, say
+from megarun.core.quantities import DAY
 
 if TYPE_CHECKING:
     from megarun.archive.completed import ArchiveResult
@@ -26,9 +27,9 @@ AS_JSON = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 def reduce(
     ctx: typer.Context,
     older_than: Annotated[str | None, typer.Option(
-        "--older-than", help="Only runs idle this long (30d, 12h, 90m, 2w; 0: any finished "
-        "run). Default: 30d, or any age when --runname names one run exactly (no glob).",
-        metavar="AGE")] = None,
+        "--older-than", help="Only runs idle this long, a duration (30d, 12h, 1d12h; a bare "
+        "number is days; 0: any finished run). Default: 30d, or any age when --runname names "
+        "one run exactly (no glob).", metavar="DURATION")] = None,
     target: TARGET = None,
     runname: RUNNAME = None,
     dry_run: Annotated[bool, typer.Option(
@@ -38,9 +39,8 @@ def reduce(
     """Move finished runs (jobs, tags, dependencies, events) into completed-runs.db."""
     from megarun.archive.completed import reduce_age, reduce_runs
     from megarun.archive.runselect import RunSelection
-    from megarun.core.ages import parse_age
 
-    age = reduce_age(parse_age(older_than) if older_than is not None else None, runname)
+    age = reduce_age(duration_option(older_than, "--older-than", DAY), runname)
     selection = RunSelection(target, runname, age)
     _show(reduce_runs(run_store(context(ctx)), selection, dry_run), as_json,
           bool(target or runname))
@@ -116,7 +116,7 @@ def _show(result: "ArchiveResult", as_json: bool, named: bool = False) -> None:
 
 def held_back_lines(result: "ArchiveResult") -> list[str]:
     """One line per reason that kept matching runs out of a reduce, with what to do."""
-    from megarun.core.ages import format_age
+    from megarun.core.quantities import format_age
 
     held, lines = result.held_back, []
     if held.too_young:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from megarun.core.quantities import parse_duration
 from megarun.errors import UsageError
 from megarun.homehost.context import Context
 
@@ -29,6 +30,12 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str]:
             raise UsageError(f"{option} {pair!r}: expected key=value")
         result[key] = value
     return result
+
+
+def duration_option(value: str | None, option: str, bare: float) -> float | None:
+    """Seconds of a duration option (docs/cli.md, "Durations and sizes"): `90s`, `1h30m`, or a
+    bare number in the option's own unit `bare`; None when the option was not given."""
+    return None if value is None else parse_duration(value, option, bare)
 
 
 def one_format(as_json: bool, as_csv: bool) -> None:

@@ -4,22 +4,33 @@ from typing import Annotated
 
 import typer
 
-from megarun.cli.common import JSON_HELP, context
+from megarun.cli.common import JSON_HELP, context, duration_option
 from megarun.cli.output import note, print_json, say
+from megarun.core.quantities import MINUTE
+from megarun.errors import UsageError
 
 app = typer.Typer(help="Run megarun sync from cron for this area.", no_args_is_help=True)
 
-EVERY = Annotated[int, typer.Option("--every", metavar="MINUTES",
-                                    help="Minutes between two syncs (default 5).")]
+EVERY = Annotated[str, typer.Option("--every", metavar="DURATION",
+                                    help="Time between two syncs (default 5m; a bare number "
+                                    "is minutes).")]
 AS_JSON = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 
 
+def _minutes(every: str) -> int:
+    """Whole minutes (cron counts nothing finer); `schedule` checks they divide an hour or day."""
+    minutes = (duration_option(every, "--every", MINUTE) or 0) / MINUTE
+    if minutes != int(minutes):
+        raise UsageError(f"--every {every!r}: cron runs whole minutes (1m, 15m, 2h)")
+    return int(minutes)
+
+
 @app.command("show")
-def show(ctx: typer.Context, every: EVERY = 5, as_json: AS_JSON = False) -> None:
+def show(ctx: typer.Context, every: EVERY = "5", as_json: AS_JSON = False) -> None:
     """Print the crontab lines that sync this area every few minutes."""
     from megarun.homehost.cron import cron_lines
 
-    lines = cron_lines(context(ctx).area, every)
+    lines = cron_lines(context(ctx).area, _minutes(every))
     if as_json:
         print_json({"lines": lines})
     else:
@@ -27,11 +38,11 @@ def show(ctx: typer.Context, every: EVERY = 5, as_json: AS_JSON = False) -> None
 
 
 @app.command("install")
-def install(ctx: typer.Context, every: EVERY = 5, as_json: AS_JSON = False) -> None:
+def install(ctx: typer.Context, every: EVERY = "5", as_json: AS_JSON = False) -> None:
     """Add this area's sync lines to your crontab (replacing the ones there)."""
     from megarun.homehost.cron import install as install_block
 
-    change = install_block(context(ctx).area, every)
+    change = install_block(context(ctx).area, _minutes(every))
     if as_json:
         print_json(change.as_dict())
         return

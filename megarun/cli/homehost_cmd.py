@@ -34,7 +34,7 @@ def show(ctx: typer.Context,
     if as_json:
         print_json(info)
         return
-    from megarun.core.ages import format_age
+    from megarun.core.quantities import format_age
 
     age = info["mirror_age"]
     say(f"home host   {home.host}{'  (this host)' if mctx.is_home else ''}")

@@ -12,9 +12,10 @@ from megarun.campaign.control import KillResult, kill_jobs, remove_jobs, reset_j
 from megarun.campaign.create import CreatedJobs, JobRequest, create_jobs, requests_from_file
 from megarun.campaign.query import JobFilter
 from megarun.cli.archive_cmd import FULL_DB, with_archive
-from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format, parse_pairs
+from megarun.cli.common import CSV_HELP, JSON_HELP, context, duration_option, one_format, parse_pairs
 from megarun.cli.output import note, print_json, print_mapping, render, render_stream, say
 from megarun.config.inputs import INT64_MAX
+from megarun.core.quantities import MINUTE
 
 app = typer.Typer(help="Jobs: single executions of an app.", no_args_is_help=True)
 
@@ -22,6 +23,11 @@ _LIST_COLUMNS = ["id", "app", "run", "item", "site", "state", "status", "attempt
                  "tags", "message"]
 TagOption = Annotated[list[str] | None, typer.Option(
     "--tag", "-t", help="Tag key=value (repeatable; all must match).", metavar="KEY=VALUE")]
+
+
+def _minutes(walltime: str | None) -> float | None:
+    seconds = duration_option(walltime, "--walltime", MINUTE)
+    return None if seconds is None else seconds / MINUTE
 
 
 @app.command("create")
@@ -40,8 +46,9 @@ def create(
     node_packing_count: Annotated[int | None, typer.Option(
         help="At most this many such jobs share one node in a pilot (0: no limit but cpus "
         "and gpus).", min=0)] = None,
-    walltime: Annotated[float | None, typer.Option(
-        help="Runtime limit in minutes (the job ends TIMEOUT past it).")] = None,
+    walltime: Annotated[str | None, typer.Option(
+        help="Runtime limit, a duration (90m, 1h30m; a bare number is minutes); the job ends "
+        "TIMEOUT past it.", metavar="DURATION")] = None,
     after: Annotated[list[int] | None, typer.Option(
         "--after", help="Run only after this job passed (repeatable).", metavar="JOB_ID")] = None,
     count: Annotated[int, typer.Option(help="How many identical jobs.", min=1)] = 1,
@@ -55,7 +62,7 @@ def create(
                           tags=parse_pairs(tag, "-t"), site=site, nodes=nodes,
                           ranks_per_node=ranks_per_node, threads_per_rank=threads_per_rank,
                           gpus_per_rank=gpus_per_rank, node_packing_count=node_packing_count,
-                          walltime=walltime, after=after or [],
+                          walltime=_minutes(walltime), after=after or [],
                           priority=priority, count=count)
     mctx = context(ctx)
     if from_file is not None:

@@ -4,8 +4,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from megarun.cli.common import JSON_HELP, context
+from megarun.cli.common import JSON_HELP, context, duration_option
 from megarun.cli.output import note, print_json, render
+from megarun.core.quantities import DAY
 
 if TYPE_CHECKING:
     from megarun.archive.migrate import MigrateResult
@@ -29,8 +30,9 @@ def register(app: typer.Typer) -> None:
         runname: Annotated[str | None, typer.Option(
             help="Only runs of this name (a glob).")] = None,
         older_than: Annotated[str | None, typer.Option(
-            "--older-than", metavar="AGE",
-            help="Only runs idle for this long (30d, 12h, 2w; default: any age).")] = None,
+            "--older-than", metavar="DURATION",
+            help="Only runs idle for this long, a duration (30d, 12h, 1d12h; a bare number is "
+            "days; default: any age).")] = None,
         dry_run: Annotated[bool, typer.Option(
             "--dry-run", help="Show what would move; change nothing.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
@@ -39,9 +41,8 @@ def register(app: typer.Typer) -> None:
         from megarun.archive.migrate import migrate_runs
         from megarun.archive.runselect import RunSelection
         from megarun.cli.archive_cmd import run_store
-        from megarun.core.ages import parse_age
 
-        age = parse_age(older_than) if older_than is not None else None
+        age = duration_option(older_than, "--older-than", DAY)
         result = migrate_runs(run_store(context(ctx)), destination,
                               RunSelection(target, runname, age), dry_run=dry_run)
         if as_json:

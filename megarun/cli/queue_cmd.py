@@ -4,9 +4,10 @@ from typing import Annotated
 
 import typer
 
-from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format, parse_pairs
+from megarun.cli.common import CSV_HELP, JSON_HELP, context, duration_option, one_format, parse_pairs
 from megarun.cli.output import print_json, render, say
 from megarun.config.inputs import INT64_MAX
+from megarun.core.quantities import MINUTE, SECOND
 from megarun.errors import EnvironmentProblem
 
 app = typer.Typer(help="Batch jobs: scheduler allocations (pilot or direct).",
@@ -23,8 +24,9 @@ def submit(
     nodes: Annotated[int | None, typer.Option(
         help="Nodes of the allocation (pilot; direct: largest job to take).", min=1,
         max=INT64_MAX)] = None,
-    walltime: Annotated[float | None, typer.Option(
-        help="Minutes of the allocation (direct: default for jobs without a walltime).")] = None,
+    walltime: Annotated[str | None, typer.Option(
+        help="Length of the allocation, a duration (2h, 1h30m; a bare number is minutes); "
+        "direct: the default for jobs without a walltime.", metavar="DURATION")] = None,
     queue: Annotated[str | None, typer.Option(
         help="Queue/partition (default: the site's default_queue).")] = None,
     account: Annotated[str | None, typer.Option(
@@ -38,9 +40,10 @@ def submit(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Extra scheduler directive key=value, e.g. qos=debug (repeatable).",
         metavar="KEY=VALUE")] = None,
-    idle_exit: Annotated[float | None, typer.Option(
-        "--idle-exit", metavar="SECONDS",
-        help="A pilot with nothing to do for this long exits (default: 120).")] = None,
+    idle_exit: Annotated[str | None, typer.Option(
+        "--idle-exit", metavar="DURATION",
+        help="A pilot with nothing to do for this long exits (default: 2m; a bare number is "
+        "seconds).")] = None,
     limit: Annotated[int | None, typer.Option(
         help="Direct mode: at most this many jobs.", min=1, max=INT64_MAX)] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
@@ -50,8 +53,10 @@ def submit(
     from megarun.engine.batch import SubmitRequest
     from megarun.engine.batch import submit as submit_batch
 
-    request = SubmitRequest(site, nodes, walltime, queue, account, mode,
-                            parse_pairs(tag, "-t"), set_ or [], idle_exit, limit)
+    minutes = duration_option(walltime, "--walltime", MINUTE)
+    request = SubmitRequest(site, nodes, None if minutes is None else minutes / MINUTE, queue,
+                            account, mode, parse_pairs(tag, "-t"), set_ or [],
+                            duration_option(idle_exit, "--idle-exit", SECOND), limit)
     rows = submit_batch(context(ctx), request)
     if as_json:
         print_json(rows)

@@ -1,12 +1,14 @@
 """`megarun site ...`: presets and sites."""
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
-from megarun.cli.output import print_json, print_mapping, render, say
+from megarun.cli.output import note, print_json, print_mapping, render, say
 from megarun.engine.matching import parse_tag_pairs
+from megarun.errors import AreaNotFound
 from megarun.sites import registry as site_service
 
 app = typer.Typer(help="Sites: where jobs run.", no_args_is_help=True)
@@ -15,9 +17,20 @@ _COLUMNS = ["name", "preset", "scheduler", "host", "workdir"]
 
 
 @app.command("presets")
-def presets(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
-    """List the site presets shipped with megarun."""
-    render(site_service.list_presets(), ["name", "scheduler", "description"], as_json, False)
+def presets(ctx: typer.Context,
+            as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
+    """List the site presets: the area's site-presets/, your own (~/.config/megarun/presets/)
+    and the shipped ones, with where each comes from; the first of a name wins."""
+    try:
+        area_root: Path | None = context(ctx).area.root
+    except AreaNotFound:  # outside an area: your own and the shipped presets
+        area_root = None
+    rows = site_service.list_presets(area_root)
+    render(rows, ["name", "scheduler", "origin", "description"], as_json, False)
+    for row in rows if not as_json else ():
+        if row["hides"]:
+            note(f"preset {row['name']!r} ({row['origin']}, {row['path']}) replaces the "
+                 f"{row['hides']} one of the same name")
 
 
 @app.command("add")

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from megarun.cli.common import JSON_HELP, context
+from megarun.cli.common import JSON_HELP, context, duration_option
 from megarun.cli.output import note, print_json, render
 from megarun.errors import AlreadyRunning, UsageError
 
@@ -15,14 +15,16 @@ def register(app: typer.Typer) -> None:
     def sync(
         ctx: typer.Context,
         site: Annotated[str | None, typer.Option(help="Only this site (default: every site).")] = None,
-        loop: Annotated[float | None, typer.Option(
-            "--loop", metavar="SECONDS", help="Repeat every SECONDS in the foreground.")] = None,
+        loop_every: Annotated[str | None, typer.Option(
+            "--loop", metavar="DURATION", help="Repeat this often in the foreground (30s, 5m; a "
+            "bare number is seconds).")] = None,
         as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     ) -> None:
         """Take in every site's events, settle defunct jobs, feed SSH sites (one cycle; cron-safe)."""
         from megarun.archive.automation import rules_failed
         from megarun.engine.sync import sync_all, sync_lock
 
+        loop = duration_option(loop_every, "--loop", 1.0)
         if loop is not None and loop <= 0:
             raise UsageError("--loop takes a number of seconds greater than 0")
         mctx = context(ctx)

@@ -18,16 +18,21 @@ from typing import TYPE_CHECKING, Any
 
 from megarun.config.area import MAX_RETRIES, validate_name
 from megarun.config.inputs import find_bad_value, text_problem
-from megarun.config.tomlfile import check_keys, expect_type, load_toml
+from megarun.config.tomlfile import check_keys, expect_type, load_toml, synonym
+from megarun.core.quantities import MINUTE, SECOND, parse_duration
 from megarun.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     import jinja2
 
-_APP_KEYS = {"name", "command", "description", "params", "env", "resources", "requirements",
-             "retries", "stage_in", "stage_out"}
+#: Apps say `command`, test steps `cmd`: an app takes either.
+_APP_KEYS = {"name", "command", "cmd", "description", "params", "env", "resources",
+             "requirements", "retries", "stage_in", "stage_out"}
+#: Jobs say `walltime` (a bare number: minutes), tests `runtimelim` (a bare number: seconds);
+#: either is accepted, each with its own bare unit, and kept as `walltime` in minutes.
+_RUNTIME_WORDS = {"walltime": MINUTE, "runtimelim": SECOND}
 RESOURCE_KEYS = {"nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank",
-                 "node_packing_count", "walltime"}
+                 "node_packing_count", *_RUNTIME_WORDS}
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -61,15 +66,13 @@ def validate_app(data: dict[str, Any], origin: str, default_name: str | None = N
     if bad is not None:
         raise ConfigError(f"{origin}: key '{bad[0]}' {bad[1]}")
     name = validate_name("app", expect_type(data.get("name", default_name), str, origin, "name"))
-    if "command" not in data:
+    found = synonym(data, ("command", "cmd"), origin)
+    if found is None:
         raise ConfigError(f"{origin}: missing key 'command'")
-    command = expect_type(data["command"], str, origin, "command")
+    command = expect_type(found[1], str, origin, found[0])
     params = _param_defaults(data.get("params", {}), origin)
     env = _env(data.get("env", {}), origin)
-    resources = expect_type(data.get("resources", {}), dict, origin, "resources")
-    check_keys(resources, RESOURCE_KEYS, origin, "resources")
-    for key, value in resources.items():
-        expect_type(value, (int, float), origin, f"resources.{key}")
+    resources = _resources(data.get("resources", {}), origin)
     requirements = validate_requirements(data.get("requirements", {}), origin)
     retries = expect_type(data.get("retries", 0), int, origin, "retries")
     if not 0 <= retries <= MAX_RETRIES:
@@ -83,6 +86,22 @@ def validate_app(data: dict[str, Any], origin: str, default_name: str | None = N
     return AppSpec(name, command, expect_type(data.get("description", ""), str, origin,
                    "description"), full_params, env, resources, requirements, retries, origin,
                    stage_in=stage_in, stage_out=stage_out)
+
+
+def _resources(table: Any, origin: str) -> dict[str, Any]:
+    """`[resources]`: numbers, and the runtime limit as a duration kept as minutes."""
+    resources = dict(expect_type(table, dict, origin, "resources"))
+    check_keys(resources, RESOURCE_KEYS, origin, "resources")
+    found = synonym(resources, ("walltime", "runtimelim"), origin, "resources")
+    for key in _RUNTIME_WORDS:
+        resources.pop(key, None)
+    for key, value in resources.items():
+        expect_type(value, (int, float), origin, f"resources.{key}")
+    if found is not None:
+        key, raw = found
+        resources["walltime"] = parse_duration(raw, f"{origin}: key 'resources.{key}'",
+                                               _RUNTIME_WORDS[key], ConfigError) / MINUTE
+    return resources
 
 
 def _param_defaults(table: Any, origin: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from megarun.config.tomlfile import check_keys, expect_type, load_toml
+from megarun.core.quantities import DAY, MEBIBYTE, parse_duration, parse_size
 from megarun.errors import AreaNotFound, ConfigError
 
 AREA_FILE = "megarun.toml"
@@ -25,8 +26,6 @@ _ARCHIVE_KEYS = {"auto-reduce"}
 _AUTO_MIGRATE_KEYS = {"destination", "target", "older-than"}
 #: How a job with no site picks one of the sites that satisfy its app's requirements.
 MATCHING_POLICIES = ("first", "round-robin", "least-loaded")
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -191,25 +190,16 @@ def load_area_config(path: Path) -> AreaConfig:
 
 def _archive_auto_reduce(table: Any, origin: str) -> float | None:
     """`[archive] auto-reduce = "30d"`: sync archives finished runs idle that long."""
-    from megarun.core.ages import parse_age
-    from megarun.errors import UsageError
-
     expect_type(table, dict, origin, "archive")
     check_keys(table, _ARCHIVE_KEYS, origin, "archive")
     if "auto-reduce" not in table:
         return None
-    age = expect_type(table["auto-reduce"], str, origin, "archive.auto-reduce")
-    try:
-        return parse_age(age, "key 'archive.auto-reduce'")
-    except UsageError as exc:
-        raise ConfigError(f"{origin}: {exc}") from None
+    return parse_duration(table["auto-reduce"], f"{origin}: key 'archive.auto-reduce'", DAY,
+                          ConfigError)
 
 
 def _auto_migrate_rules(tables: Any, root: Path, origin: str) -> tuple[AutoMigrateRule, ...]:
     """`[[auto-migrate]]` tables; a relative destination counts from the area's root."""
-    from megarun.core.ages import parse_age
-    from megarun.errors import UsageError
-
     expect_type(tables, list, origin, "auto-migrate")
     rules = []
     for number, table in enumerate(tables, 1):
@@ -223,11 +213,8 @@ def _auto_migrate_rules(tables: Any, root: Path, origin: str) -> tuple[AutoMigra
         if destination == root.resolve():
             raise ConfigError(f"{origin}: [{where}] destination is this area itself")
         target = expect_type(table.get("target", "*"), str, origin, f"{where}.target")
-        age = expect_type(table.get("older-than", "30d"), str, origin, f"{where}.older-than")
-        try:
-            seconds = parse_age(age, f"key '{where}.older-than'")
-        except UsageError as exc:
-            raise ConfigError(f"{origin}: {exc}") from None
+        seconds = parse_duration(table.get("older-than", "30d"),
+                                 f"{origin}: key '{where}.older-than'", DAY, ConfigError)
         rules.append(AutoMigrateRule(destination, target or "*", seconds))
     return tuple(rules)
 
@@ -245,8 +232,6 @@ def _matching_settings(table: Any, origin: str) -> MatchingSettings:
 #: Launcher settings that are intervals an agent sleeps or waits on: zero would spin or
 #: declare every agent dead at once.
 _POSITIVE_LAUNCHER_KEYS = {"heartbeat", "dead_after"}
-#: A year: no wait of the launcher is longer; larger values overflow time.sleep and timers.
-MAX_SECONDS = 365 * 86400.0
 #: More retries than this is a typo, not a plan (and 1 + retries must fit in 64 bits).
 MAX_RETRIES = 1000
 
@@ -256,15 +241,16 @@ def _launcher_settings(table: Any, origin: str) -> LauncherSettings:
     check_keys(table, _LAUNCHER_KEYS, origin, "launcher")
     values: dict[str, Any] = {}
     for key, value in table.items():
-        kind: type | tuple[type, ...] = int if key == "retries" else (int, float)
-        number = expect_type(value, kind, origin, f"launcher.{key}")
-        if number < 0:
-            raise ConfigError(f"{origin}: key 'launcher.{key}' must not be negative")
+        if key == "retries":
+            number = expect_type(value, int, origin, "launcher.retries")
+            if number < 0:
+                raise ConfigError(f"{origin}: key 'launcher.retries' must not be negative")
+            if number > MAX_RETRIES:
+                raise ConfigError(f"{origin}: key 'launcher.retries' must be at most {MAX_RETRIES}")
+        else:  # the others are durations: a bare number is seconds
+            number = parse_duration(value, f"{origin}: key 'launcher.{key}'", error=ConfigError)
         if key in _POSITIVE_LAUNCHER_KEYS and number == 0:
             raise ConfigError(f"{origin}: key 'launcher.{key}' must be more than 0 seconds")
-        limit = MAX_RETRIES if key == "retries" else MAX_SECONDS
-        if number > limit:
-            raise ConfigError(f"{origin}: key 'launcher.{key}' must be at most {limit:g}")
         values[key] = number
     return LauncherSettings(**values)
 
@@ -282,24 +268,12 @@ def _launch_limits(table: Any, groups: Any, origin: str) -> LaunchLimits:
                        "limits.max_concurrent_jobs")
     if most < 0:
         raise ConfigError(f"{origin}: key 'limits.max_concurrent_jobs' must not be negative")
-    interval = expect_type(table.get("launch_limiter_interval", 5.0), (int, float), origin,
-                           "limits.launch_limiter_interval")
-    if not 0 <= interval <= MAX_SECONDS:
-        raise ConfigError(f"{origin}: key 'limits.launch_limiter_interval' must be 0 to "
-                          f"{MAX_SECONDS:g} seconds")
-    return LaunchLimits(most, _size(table.get("minspace", 0), origin),
+    interval = parse_duration(table.get("launch_limiter_interval", 5.0),
+                              f"{origin}: key 'limits.launch_limiter_interval'", error=ConfigError)
+    minspace = parse_size(table.get("minspace", 0), f"{origin}: key 'limits.minspace'", MEBIBYTE,
+                          ConfigError)
+    return LaunchLimits(most, minspace,
                         _limiter_argv(table.get("launch_limiter"), origin), float(interval), caps)
-
-
-def _size(value: Any, origin: str) -> int:
-    """A size: a number of megabytes, or a string with a unit ("500M", "20G", "1.5T")."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return int(value * _SIZE_UNITS[""])
-    match = _SIZE_RE.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise ConfigError(f"{origin}: key 'limits.minspace' must be a size such as \"20G\" or "
-                          f"\"500M\" (a plain number is megabytes), got {value!r}")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
 
 
 def _limiter_argv(value: Any, origin: str) -> tuple[str, ...]:
@@ -343,7 +317,8 @@ default_site = "local"
 [launcher]
 # Extra attempts for a job that ends FAIL, TIMEOUT or DEAD.
 retries = 0
-# Seconds between agent heartbeats, and after which a silent agent is declared dead.
+# Durations (90s, 10m, 1h30m; a bare number is seconds): between agent heartbeats, and
+# after which a silent agent is declared dead.
 heartbeat = 5
 dead_after = 60
 # Seconds between SIGTERM and SIGKILL when a job is killed or times out.

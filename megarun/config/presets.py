@@ -1,5 +1,11 @@
 """Site presets: one TOML per kind of site in site-presets/, validated on load.
 
+Presets come from three folders, the first that has a name winning: the area's own
+`site-presets/`, the user's (`$XDG_CONFIG_HOME/megarun/presets/`, by default
+`~/.config/megarun/presets/`, found with platformdirs) and the ones shipped with megarun; so a
+user can keep a preset for their machine outside the installation, and a preset of the same
+name as a shipped one replaces it (`site presets` says so).
+
 A preset names the scheduler and MPI launcher of a machine, the shape of its nodes, its queues
 with their limits, the account and queue defaults the `site init` wizard offers, and template
 extras (directives for the scheduler's own table, a shell preamble, environment variables).
@@ -8,14 +14,19 @@ A site's settings are a preset with `--set` overrides applied, checked by the sa
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 from megarun.config.apps import check_scalar, check_tag
 from megarun.config.inputs import find_bad_value, printable, text_problem, value_problem
-from megarun.config.tomlfile import check_keys, expect_type, load_toml
+from megarun.config.tomlfile import check_keys, did_you_mean, expect_type, load_toml
+from megarun.core.quantities import MINUTE, parse_duration
 from megarun.errors import ConfigError, NotFoundError
 from megarun.resources import data_dir
 from megarun.schedulers import check_extras, check_pilot
@@ -42,6 +53,16 @@ _QUEUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Preset names the `site init` wizard lists first, in this order; the rest follow sorted.
 FIRST_PRESETS = ("local",)
+#: The folder of an area's own presets, at its root.
+AREA_PRESETS = "site-presets"
+
+
+class PresetOrigin(Enum):
+    """Where a preset was found, the folder that wins first."""
+
+    AREA = "area"
+    USER = "user"
+    SHIPPED = "shipped"
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,11 @@ class Preset:
     account_required: bool = False
     host: str = ""  # host and workdir are suggestions for `site init`, not a site's settings
     workdir: str = ""
+    origin: PresetOrigin = PresetOrigin.SHIPPED
+    path: Path | None = None
+    #: The origins of presets of the same name this one hides (a user's `polaris` hides the
+    #: shipped one).
+    hides: tuple[PresetOrigin, ...] = ()
 
 
 def queue_limits(name: str, table: dict[str, Any]) -> Queue:
@@ -83,23 +109,54 @@ def queue_limits(name: str, table: dict[str, Any]) -> Queue:
 
 
 def presets_dir() -> Path:
+    """The presets shipped with this installation."""
     return data_dir("site-presets")
 
 
-def preset_names() -> list[str]:
-    """Every preset shipped with this installation: `local` first, then the rest sorted."""
-    names = sorted(path.stem for path in presets_dir().glob("*.toml"))
-    first = [name for name in FIRST_PRESETS if name in names]
-    return first + [name for name in names if name not in first]
+def user_presets_dir() -> Path:
+    """The user's own presets: `presets/` in megarun's config folder (XDG_CONFIG_HOME)."""
+    return Path(platformdirs.user_config_dir("megarun")) / "presets"
 
 
-def load_preset(name: str) -> Preset:
-    """Load and validate one preset; an unknown name lists the valid ones."""
-    path = presets_dir() / f"{name}.toml"
-    if "/" in name or not path.is_file():
-        valid = ", ".join(preset_names())
-        raise NotFoundError(f"unknown preset {name!r}; valid presets: {valid}")
-    return validate_preset(name, load_toml(path), str(path))
+def preset_folders(area_root: Path | None = None) -> list[tuple[PresetOrigin, Path]]:
+    """Where presets are looked for, the one that wins first."""
+    folders = [(PresetOrigin.USER, user_presets_dir()), (PresetOrigin.SHIPPED, presets_dir())]
+    if area_root is not None:
+        folders.insert(0, (PresetOrigin.AREA, area_root / AREA_PRESETS))
+    return folders
+
+
+def preset_files(area_root: Path | None = None) -> dict[str, list[tuple[PresetOrigin, Path]]]:
+    """Each preset name with the files that give it, the winner first: `local` first, then the
+    rest sorted."""
+    found: dict[str, list[tuple[PresetOrigin, Path]]] = {}
+    seen: set[Path] = set()
+    for origin, folder in preset_folders(area_root):
+        if not folder.is_dir() or folder.resolve() in seen:  # an area at the top of a checkout
+            continue
+        seen.add(folder.resolve())
+        for path in sorted(folder.glob("*.toml")):
+            found.setdefault(path.stem, []).append((origin, path))
+    first = [name for name in FIRST_PRESETS if name in found]
+    return {name: found[name] for name in first + sorted(set(found) - set(first))}
+
+
+def preset_names(area_root: Path | None = None) -> list[str]:
+    """Every preset name there is: `local` first, then the rest sorted."""
+    return list(preset_files(area_root))
+
+
+def load_preset(name: str, area_root: Path | None = None) -> Preset:
+    """Load and validate one preset (the area's, else the user's, else the shipped one); an
+    unknown name suggests the nearest and lists the valid ones."""
+    files = preset_files(area_root)
+    if name not in files:
+        raise NotFoundError(f"unknown preset {name!r}{did_you_mean(name, files)}; valid "
+                            f"presets: {', '.join(files)}")
+    (origin, path), *hidden = files[name]
+    preset = validate_preset(name, load_toml(path), str(path))
+    return dataclasses.replace(preset, origin=origin, path=path,
+                               hides=tuple(other for other, _path in hidden))
 
 
 def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
@@ -118,6 +175,7 @@ def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
     node = _validate_node(data.get("node", {}), origin)
     _validate_ssh(data.get("ssh", {}), origin)
     queues = _validate_queues(data.get("queues", {}), origin)
+    data = {**data, "queues": _minutes_of_queues(data.get("queues", {}), origin)} if queues else data
     _check_default_queue(data.get("default_queue", ""), queues, origin)
     kind = _choice(data.get("queue_kind", "partition"), QUEUE_KINDS, origin, "queue_kind")
     if kind != "partition" and scheduler != "slurm":
@@ -182,16 +240,32 @@ def _validate_queues(table: Any, origin: str) -> list[Queue]:
         for key in ("max_nodes", "max_walltime"):
             if key not in limits:
                 raise ConfigError(f"{origin}: [{where}] needs {key}")
-        for key in ("min_nodes", "max_nodes", "max_walltime"):
+        for key in ("min_nodes", "max_nodes"):
             if expect_type(limits.get(key, 1), int, origin, f"{where}.{key}") < 1:
                 raise ConfigError(f"{origin}: key '{where}.{key}' must be at least 1")
         expect_type(limits.get("description", ""), str, origin, f"{where}.description")
-        queue = queue_limits(name, limits)
+        queue = queue_limits(name, {**limits, "max_walltime": _max_walltime(limits, origin, where)})
         if queue.min_nodes > queue.max_nodes:
             raise ConfigError(f"{origin}: [{where}] min_nodes {queue.min_nodes} is more than "
                               f"max_nodes {queue.max_nodes}")
         found.append(queue)
     return found
+
+
+def _max_walltime(limits: dict[str, Any], origin: str, where: str) -> int:
+    """A queue's longest walltime in whole minutes: a duration (`12h`, `1d`) or bare minutes."""
+    seconds = parse_duration(limits["max_walltime"], f"{origin}: key '{where}.max_walltime'",
+                             MINUTE, ConfigError)
+    if seconds < MINUTE or seconds % MINUTE:
+        raise ConfigError(f"{origin}: key '{where}.max_walltime' must be whole minutes, at least "
+                          f"1, got {limits['max_walltime']!r}")
+    return int(seconds // MINUTE)
+
+
+def _minutes_of_queues(table: dict[str, Any], origin: str) -> dict[str, Any]:
+    """The queues with max_walltime as minutes, the unit the schedulers and checks read."""
+    return {name: {**limits, "max_walltime": _max_walltime(limits, origin, f"queues.{name}")}
+            for name, limits in table.items()}
 
 
 def _check_default_queue(default: str, queues: list[Queue], origin: str) -> None:

@@ -7,6 +7,7 @@ megarun.config.inputs.
 
 from __future__ import annotations
 
+import difflib
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -61,7 +62,26 @@ def check_keys(table: dict[str, Any], allowed: Iterable[str], origin: str, where
         if key not in allowed_set:
             place = f"[{where}] " if where else ""
             valid = ", ".join(sorted(allowed_set))
-            raise ConfigError(f"{origin}: {place}unknown key {key!r} (valid keys: {valid})")
+            raise ConfigError(f"{origin}: {place}unknown key {key!r}"
+                              f"{did_you_mean(key, allowed_set)} (valid keys: {valid})")
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'cmd'?)` for the closest of `choices` to a misspelt word, else ""."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def synonym(table: dict[str, Any], names: tuple[str, str], origin: str,
+            where: str = "") -> tuple[str, Any] | None:
+    """The key and value of whichever of two words for one thing `table` gives (`cmd` and
+    `command`, `walltime` and `runtimelim`); both at once is an error, neither is None."""
+    given = [name for name in names if name in table]
+    if len(given) > 1:
+        place = f"[{where}] " if where else ""
+        raise ConfigError(f"{origin}: {place}give {names[0]!r} or {names[1]!r}, not both "
+                          "(they mean the same)")
+    return (given[0], table[given[0]]) if given else None
 
 
 def expect_type(value: Any, kind: type | tuple[type, ...], origin: str, key: str) -> Any:

@@ -18,6 +18,7 @@ from pathlib import Path
 from peewee import SqliteDatabase
 
 from megarun.config.area import LaunchLimits
+from megarun.core.quantities import format_size
 from megarun.errors import ConfigError
 
 ACTIVE_STATES = ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ")
@@ -39,14 +40,6 @@ class GateDecision:
     group_budget: dict[str, int] = field(default_factory=dict)
     held: str = ""
     blocking: bool = False
-
-
-def format_size(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 def existing_parent(path: Path) -> Path:

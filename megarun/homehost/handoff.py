@@ -34,8 +34,8 @@ from filelock import FileLock, Timeout
 
 from megarun.agent.private import make_private_dirs
 from megarun.config.area import Area
-from megarun.core.ages import format_age
 from megarun.core.faults import fault_point
+from megarun.core.quantities import format_age
 from megarun.db.connection import busy_timeout_seconds, fsync_dir
 from megarun.errors import EnvironmentProblem, MegarunError, UsageError
 from megarun.homehost import home as homehost

@@ -17,6 +17,7 @@ from megarun.config.presets import (
     apply_overrides,
     load_preset,
     preset_names,
+    validate_preset,
 )
 from megarun.db.models import Job, Site
 from megarun.errors import ConfigError, NotFoundError, UsageError
@@ -103,13 +104,16 @@ def workdir_origin(ctx: Context, site: SiteInfo) -> str:
     return "given when the site was added (--workdir or site init)"
 
 
-def list_presets() -> list[dict[str, str]]:
-    """Name, scheduler and description of every shipped preset."""
+def list_presets(area_root: Path | None = None) -> list[dict[str, str]]:
+    """Name, scheduler, origin (area, user, shipped), file and description of every preset;
+    `hides` names the origins of same-named presets this one replaces."""
     rows = []
-    for name in preset_names():
-        preset = load_preset(name)
+    for name in preset_names(area_root):
+        preset = load_preset(name, area_root)
         rows.append({"name": name, "scheduler": preset.scheduler,
-                     "description": preset.description})
+                     "origin": preset.origin.value, "description": preset.description,
+                     "hides": ", ".join(origin.value for origin in preset.hides),
+                     "path": str(preset.path)})
     return rows
 
 
@@ -129,7 +133,7 @@ def add_site(ctx: Context, name: str, preset_name: str, host: str | None = None,
     With `host`, the site is reached over SSH: its work dir must be an absolute path there.
     """
     validate_name("site", name)
-    preset = load_preset(preset_name)
+    preset = load_preset(preset_name, ctx.area.root)
     _refuse_suggestion_overrides(assignments or [])
     settings = without_suggestions(apply_overrides(preset.settings, assignments or []))
     if capabilities:
@@ -141,6 +145,7 @@ def add_site(ctx: Context, name: str, preset_name: str, host: str | None = None,
             raise UsageError("--identity, --jump and --python need --host (an SSH site)")
         directory = str(Path(workdir).expanduser().resolve() if workdir
                         else ctx.area.sites_dir / name)
+    settings = validate_preset(preset_name, settings, f"site {name!r} settings").settings
     spec = SiteSpec.from_settings(settings, f"site {name!r} settings")
     if not host and Path(directory).exists():
         private_dirs(Path(directory))  # refused before it is registered (others may write it)

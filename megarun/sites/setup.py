@@ -23,6 +23,7 @@ from megarun.config.presets import (
     apply_overrides,
     load_preset,
     preset_names,
+    validate_preset,
 )
 from megarun.db.models import Site
 from megarun.errors import EnvironmentProblem, UsageError
@@ -74,26 +75,26 @@ class InitResult:
 
 
 # -- choices and checks of single answers ---------------------------------------------------------
-def preset_rows() -> list[dict[str, Any]]:
-    """The numbered list the wizard shows: number, name, scheduler, description."""
+def preset_rows(area_root: Path | None = None) -> list[dict[str, Any]]:
+    """The numbered list the wizard shows: number, name, scheduler, origin, description."""
     rows = []
-    for number, name in enumerate(preset_names(), start=1):
-        preset = load_preset(name)
+    for number, name in enumerate(preset_names(area_root), start=1):
+        preset = load_preset(name, area_root)
         rows.append({"number": number, "name": name, "scheduler": preset.scheduler,
-                     "description": preset.description})
+                     "origin": preset.origin.value, "description": preset.description})
     return rows
 
 
-def pick_preset(answer: str) -> Preset:
+def pick_preset(answer: str, area_root: Path | None = None) -> Preset:
     """A preset by its number in `preset_rows()` or by its name."""
     answer = answer.strip()
-    names = preset_names()
+    names = preset_names(area_root)
     if answer.isdigit():
         index = int(answer) - 1
         if not 0 <= index < len(names):
             raise UsageError(f"preset number {answer} is not between 1 and {len(names)}")
         answer = names[index]
-    return load_preset(answer)
+    return load_preset(answer, area_root)
 
 
 def check_new_site_name(ctx: Context, name: str) -> str:
@@ -188,7 +189,7 @@ def init_site(ctx: Context, request: InitRequest, progress: Progress | None = No
     cannot be reached or its scheduler does not answer (exit 3); nothing is saved then.
     """
     say = progress or (lambda _text: None)
-    preset = load_preset(request.preset)
+    preset = load_preset(request.preset, ctx.area.root)
     name = check_new_site_name(ctx, request.name)
     host = normalize_host(request.host)
     account = check_account(preset, request.account)
@@ -222,6 +223,7 @@ def _probe_site(preset: Preset, name: str, host: str | None, workdir: str,
             settings["python"] = ssh.python
     elif ssh.given():
         raise UsageError("--identity, --known-hosts and --python need --host (an SSH site)")
+    settings = validate_preset(preset.name, settings, f"site {name!r} settings").settings
     spec = SiteSpec.from_settings(settings, f"site {name!r} settings")
     return SiteInfo(name, preset.name, preset.scheduler, host, workdir, spec)
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from megarun.config.tomlfile import check_keys, decode_utf8, expect_type, parse_toml
+from megarun.config.tomlfile import check_keys, decode_utf8, expect_type, parse_toml, synonym
+from megarun.core.quantities import MINUTE, SECOND, parse_duration
 from megarun.errors import ConfigError
 from megarun.suites.targets import VARIABLE_RE, scalar_text
 
@@ -28,18 +29,19 @@ WAITON_MODES = ("normal", "toplevel", "itemmatch")
 MAX_ITEM_VALUE = 200
 MAX_ITEMS = 10_000
 
-_TEST_KEYS = {"description", "steps", "waiton", "waiton_mode", "runtimelim", "priority", "jobgroup",
-              "env", "skip", "items", "itemstable", "rules"}
-_STEP_KEYS = {"name", "cmd"}
+#: Tests say `runtimelim` (a bare number: seconds) and jobs `walltime` (a bare number: minutes);
+#: either word is accepted in either place, each keeping its own bare unit.
+RUNTIME_WORDS = {"runtimelim": SECOND, "walltime": MINUTE}
+_TEST_KEYS = {"description", "steps", "waiton", "waiton_mode", "priority", "jobgroup",
+              "env", "skip", "items", "itemstable", "rules", *RUNTIME_WORDS}
+#: Steps say `cmd`, apps `command`: a step takes either.
+_STEP_KEYS = {"name", "cmd", "command"}
 _RULES_KEYS = {"exit", "patterns"}
 _PATTERN_KEYS = {"regex", "status", "step"}
 _SKIP_KEYS = {"targets"}
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _UNSAFE_RE = re.compile(r"[^A-Za-z0-9_.+-]")
 _EXIT_RE = re.compile(r"-?[0-9]+")
-_NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
-_DURATION_RE = re.compile(rf"(?:{_NUMBER}d)?(?:{_NUMBER}h)?(?:{_NUMBER}m)?(?:{_NUMBER}s)?")
-_UNIT_SECONDS = (86400.0, 3600.0, 60.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,7 @@ def load_test(path: Path) -> TestDef:
         itemstable=itemstable,
         waiton=_waiton(data.get("waiton", []), origin),
         waiton_mode=waiton_mode,
-        runtimelim=_runtimelim(data.get("runtimelim"), origin),
+        runtimelim=_runtimelim(data, origin),
         priority=expect_type(data.get("priority", 0), int, origin, "priority"),
         jobgroup=jobgroup,
         rules=_rules(data.get("rules", {}), {step.name for step in steps}, origin),
@@ -229,10 +231,11 @@ def _steps(data: dict[str, Any], origin: str) -> tuple[Step, ...]:
         else:
             expect_type(entry, (str, dict), origin, key)
             check_keys(entry, _STEP_KEYS, origin, key)
-            if "cmd" not in entry:
+            found = synonym(entry, ("cmd", "command"), origin, key)
+            if found is None:
                 raise ConfigError(f"{origin}: [{key}] missing key 'cmd'")
             name = expect_type(entry.get("name", default_name), str, origin, f"{key}.name")
-            cmd = expect_type(entry["cmd"], str, origin, f"{key}.cmd")
+            cmd = expect_type(found[1], str, origin, f"{key}.{found[0]}")
         if not _NAME_RE.fullmatch(name):
             raise ConfigError(
                 f"{origin}: key '{key}.name': step name {name!r} must be up to 64 letters, digits, "
@@ -318,32 +321,16 @@ def _waiton(raw: Any, origin: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _runtimelim(raw: Any, origin: str) -> float | None:
-    if raw is None:
+def _runtimelim(data: dict[str, Any], origin: str) -> float | None:
+    """Seconds of `runtimelim` (or `walltime`): a duration, or a bare number in the word's unit."""
+    found = synonym(data, ("runtimelim", "walltime"), origin)
+    if found is None:
         return None
-    if isinstance(raw, str):
-        seconds = parse_duration(raw)
-        if seconds is None:
-            raise ConfigError(
-                f"{origin}: key 'runtimelim' must be seconds or a duration like '90s', '10m', '1h30m' "
-                f"or '1d', got {raw!r}"
-            )
-    else:
-        seconds = float(expect_type(raw, (int, float), origin, "runtimelim"))
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(f"{origin}: key 'runtimelim' must be a positive duration, got {raw!r}")
+    key, raw = found
+    seconds = parse_duration(raw, f"{origin}: key {key!r}", RUNTIME_WORDS[key], ConfigError)
+    if seconds <= 0:
+        raise ConfigError(f"{origin}: key {key!r} must be a positive duration, got {raw!r}")
     return seconds
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds in "90", "90s", "10m", "2h", "1h30m", "1d" and the like; None when not a duration."""
-    text = text.strip()
-    if re.fullmatch(_NUMBER, text):
-        return float(text)
-    match = _DURATION_RE.fullmatch(text)
-    if not text or match is None:
-        return None
-    return sum(float(part) * unit for part, unit in zip(match.groups(), _UNIT_SECONDS, strict=True) if part)
 
 
 def _rules(raw: Any, step_names: set[str], origin: str) -> Rules:

@@ -60,17 +60,20 @@ def test_show_prints_a_marked_block(area: Path) -> None:
 
 
 @pytest.mark.parametrize(("every", "fields"), [
-    ("1", "* * * * *"), ("15", "*/15 * * * *"), ("60", "0 * * * *"), ("120", "0 */2 * * *")])
+    ("1", "* * * * *"), ("15", "*/15 * * * *"), ("60", "0 * * * *"), ("120", "0 */2 * * *"),
+    ("15m", "*/15 * * * *"), ("1h", "0 * * * *"), ("2h", "0 */2 * * *"), ("0h15", "*/15 * * * *")])
 def test_every(area: Path, every: str, fields: str) -> None:
     done = megarun_process(area, "cron", "show", "--every", every, "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["lines"][1].startswith(fields + " ")
 
 
-@pytest.mark.parametrize("every", ["0", "7", "90", "-5"])
-def test_every_must_divide_an_hour_or_a_day(area: Path, every: str) -> None:
+@pytest.mark.parametrize(("every", "message"), [
+    ("0", "divides an hour"), ("7", "divides an hour"), ("90", "divides an hour"),
+    ("1h30m", "divides an hour"), ("-5", "expected a duration"), ("90s", "whole minutes")])
+def test_every_must_divide_an_hour_or_a_day(area: Path, every: str, message: str) -> None:
     done = megarun_process(area, "cron", "show", "--every", every)
-    assert done.returncode == 2 and "divides an hour" in done.stderr
+    assert done.returncode == 2 and message in done.stderr
 
 
 def test_install_is_idempotent_and_keeps_other_lines(area: Path, tmp_path: Path,

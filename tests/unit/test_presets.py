@@ -120,7 +120,8 @@ GOOD: dict[str, Any] = {"description": "d", "scheduler": "slurm", "mpi_launcher"
     ({"queues": {"a": {"max_nodes": 0, "max_walltime": 60}}}, "'queues.a.max_nodes' must be at"),
     ({"queues": {"a": {"min_nodes": 5, "max_nodes": 4, "max_walltime": 60}}},
      "min_nodes 5 is more than max_nodes 4"),
-    ({"queues": {"a": {"max_nodes": 4, "max_walltime": "1h"}}}, "must be an integer"),
+    ({"queues": {"a": {"max_nodes": 4, "max_walltime": "an hour"}}}, "expected a duration"),
+    ({"queues": {"a": {"max_nodes": 4, "max_walltime": "90s"}}}, "must be whole minutes"),
     ({"queues": {"a": {"max_nodes": 4, "max_walltime": 60, "nodes": 1}}}, "unknown key 'nodes'"),
     ({"queues": {"a b": {"max_nodes": 4, "max_walltime": 60}}}, "queue name 'a b'"),
     ({"pbs": {"place": "scatter"}}, "a [pbs] table on a slurm site"),
@@ -165,6 +166,23 @@ def test_good_preset_passes_and_fills_the_node_shape() -> None:
     assert preset.settings["node"] == {"cpus": 0, "gpus": 0, "max_jobs": 0}
     assert preset.settings["pilot"] == {"exclusive": True, "cpus_per_node": 0, "gpus_per_node": 0}
     assert [queue.name for queue in preset.queues] == ["a"]
+
+
+def test_max_walltime_takes_a_duration_and_keeps_minutes() -> None:
+    preset = validate_preset("p", {**GOOD, "queues": {"a": {"max_nodes": 4,
+                                                            "max_walltime": "1h30m"}}}, "p")
+    assert preset.queues[0].max_walltime == 90
+    assert preset.settings["queues"]["a"]["max_walltime"] == 90
+
+
+@pytest.mark.parametrize(("assignment", "hint"), [
+    ("acount=x", "unknown key 'acount' (did you mean 'account'?)"),
+    ("node.cpu=8", "[node] unknown key 'cpu' (did you mean 'cpus'?)"),
+])
+def test_a_misspelt_setting_suggests_the_key(assignment: str, hint: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_preset("p", apply_overrides(GOOD, [assignment]), "--set")
+    assert hint in str(info.value)
 
 
 def test_set_keeps_string_settings_strings() -> None:

@@ -229,6 +229,15 @@ def test_bad_runtimelim(tmp_path: Path, value: str) -> None:
     assert str(path) in str(info.value) and "runtimelim" in str(info.value)
 
 
+@pytest.mark.parametrize(("text", "seconds"), [
+    ('walltime = 2', 120.0), ('walltime = "1h30"', 5400.0), ('runtimelim = "1h30"', 5400.0),
+])
+def test_tests_take_walltime_too_with_its_bare_minutes(tmp_path: Path, text: str,
+                                                        seconds: float) -> None:
+    test = load_test(write_test(tmp_path, "t", f'steps = [{{ command = "true" }}]\n{text}'))
+    assert test.runtimelim == seconds and test.steps == (Step("step1", "true"),)
+
+
 def test_items_product_order(tmp_path: Path) -> None:
     test = load_test(write_test(tmp_path, "t", """
         steps = ["true"]
@@ -302,6 +311,10 @@ def test_step_names_in_rules_and_outputs(tmp_path: Path) -> None:
     ('steps = [{ name = "a", cmd = "x" }, { name = "a", cmd = "y" }]', "step name 'a' is used twice"),
     ('steps = [{ name = "a b", cmd = "x" }]', "step name 'a b'"),
     ('steps = [{ name = "a" }]', "missing key 'cmd'"),
+    ('steps = [{ name = "a", cmd = "x", command = "y" }]', "give 'cmd' or 'command', not both"),
+    ('steps = [{ name = "a", cmnd = "x" }]', "unknown key 'cmnd' (did you mean 'cmd'?)"),
+    ('steps = ["true"]\nruntimelim = 5\nwalltime = 5', "give 'runtimelim' or 'walltime'"),
+    ('steps = ["true"]\nruntimelimit = 5', "unknown key 'runtimelimit' (did you mean 'runtimelim'?)"),
     ('steps = [{ name = "a", cmd = "x", shell = "zsh" }]', "[steps[0]] unknown key 'shell'"),
     ('steps = [" "]', "must not be empty"),
     ('steps = [1]', "steps[0]"),

@@ -39,7 +39,11 @@ def test_no_area(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ("colour = 'red'", "unknown key 'colour'"),
     ("keys = 'os'", "key 'keys' must be a list"),
     ("[launcher]\nretries = -1", "launcher.retries' must not be negative"),
-    ("[launcher]\nretry = 1", "[launcher] unknown key 'retry'"),
+    ("[launcher]\nretry = 1", "[launcher] unknown key 'retry' (did you mean 'retries'?)"),
+    ("defualt_site = 'x'", "unknown key 'defualt_site' (did you mean 'default_site'?)"),
+    ("[launcher]\nheartbeat = '5 s'\ndead_after = 'soon'",
+     "key 'launcher.dead_after' 'soon': expected a duration"),
+    ("[limits]\nminspace = '20 gigs'", "key 'limits.minspace' '20 gigs': expected a size"),
     ("keys = ['o s']", "key name 'o s'"),
 ])
 def test_bad_area_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -48,6 +52,32 @@ def test_bad_area_config_names_file_and_key(tmp_path: Path, text: str, message: 
     with pytest.raises(ConfigError) as info:
         load_area_config(path)
     assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_area_durations_and_sizes(tmp_path: Path) -> None:
+    path = tmp_path / "megarun.toml"
+    path.write_text("[launcher]\nheartbeat = '2s'\ndead_after = '1m30'\nidle_exit = 4\n"
+                    "[limits]\nminspace = '1.5GiB'\nlaunch_limiter_interval = '1m'\n"
+                    "[archive]\nauto-reduce = '1w'\n[[auto-migrate]]\ndestination = '/x'\n"
+                    "older-than = 2\n")
+    config = load_area_config(path)
+    assert (config.launcher.heartbeat, config.launcher.dead_after, config.launcher.idle_exit) == (
+        2, 90, 4)
+    assert config.limits.minspace == 3 << 29 and config.limits.launch_limiter_interval == 60
+    assert config.archive_auto_reduce == 7 * 86400
+    assert config.auto_migrate[0].older_than == 2 * 86400  # a bare number is days, as before
+    path.write_text("[limits]\nminspace = 20\n")  # a bare number is megabytes, as before
+    assert load_area_config(path).limits.minspace == 20 << 20
+
+
+def test_app_says_command_or_cmd_and_walltime_or_runtimelim() -> None:
+    app = validate_app({"name": "a", "cmd": "x", "resources": {"runtimelim": "1h30"}}, "a.toml")
+    assert app.command == "x" and app.resources == {"walltime": 90}
+    app = validate_app({"name": "a", "command": "x", "resources": {"walltime": 20, "nodes": 2}},
+                       "a.toml")
+    assert app.resources == {"walltime": 20, "nodes": 2}  # a bare walltime is minutes
+    assert validate_app({"name": "a", "command": "x", "resources": {"runtimelim": 120}},
+                        "a.toml").resources == {"walltime": 2}  # a bare runtimelim is seconds
 
 
 def test_app_file_and_quoting(tmp_path: Path) -> None:
@@ -73,6 +103,12 @@ def test_app_file_and_quoting(tmp_path: Path) -> None:
     ({"command": "{{ x"}, "bad command template"),
     ({"command": "x", "retries": "2"}, "key 'retries' must be an integer"),
     ({"command": "x", "resources": {"gpus": 1}}, "[resources] unknown key 'gpus'"),
+    ({"command": "x", "cmd": "y"}, "give 'command' or 'cmd', not both"),
+    ({"comand": "x"}, "unknown key 'comand' (did you mean 'command'?)"),
+    ({"command": "x", "resources": {"walltime": 5, "runtimelim": 300}},
+     "[resources] give 'walltime' or 'runtimelim', not both"),
+    ({"command": "x", "resources": {"walltime": "an hour"}},
+     "key 'resources.walltime' 'an hour': expected a duration"),
     ({"command": "x", "name": "a b"}, "invalid app name"),
 ])
 def test_bad_app_definitions(table: dict[str, object], message: str) -> None:

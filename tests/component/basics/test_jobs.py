@@ -127,6 +127,16 @@ def test_from_file(ctx: Context, echo_app: str, tmp_path: Path) -> None:
         list(requests_from_file(bad, JobRequest(app=echo_app)))
 
 
+def test_from_file_walltime_is_a_duration_or_minutes(echo_app: str, tmp_path: Path) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_text('{"walltime": "1h30"}\n{"walltime": 45}\n{"walltime": "soon"}\n')
+    requests = requests_from_file(path, JobRequest(app=echo_app))
+    assert [next(requests).walltime, next(requests).walltime] == [90, 45]
+    with pytest.raises(UsageError, match=r"jobs.jsonl:3: field 'walltime' 'soon': expected a "
+                                         "duration"):
+        next(requests)
+
+
 def test_resources_come_from_app_and_options(ctx: Context) -> None:
     app_service.add_app(ctx.db, "mpi", "true", {})
     created = create_jobs(ctx.db, ctx.area, [JobRequest(app="mpi", ranks_per_node=2,

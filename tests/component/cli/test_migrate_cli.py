@@ -82,7 +82,7 @@ def test_second_migrate_refuses_what_the_destination_has(areas: tuple[Path, Path
 def test_bad_options(areas: tuple[Path, Path], tmp_path: Path) -> None:
     source, dest = areas
     bad_age = megarun_process(source, "migrate", "--destination", str(dest), "--older-than", "x")
-    assert bad_age.returncode == 2 and "expected an age" in bad_age.stderr
+    assert bad_age.returncode == 2 and "'x': expected a duration" in bad_age.stderr
     itself = megarun_process(source, "migrate", "--destination", str(source))
     assert itself.returncode == 2 and "is this area itself" in itself.stderr
     nowhere = megarun_process(source, "migrate", "--destination", str(tmp_path / "none"))

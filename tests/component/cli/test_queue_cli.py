@@ -19,7 +19,13 @@ def polaris(cli: Any, area: Path) -> Any:
 @pytest.mark.parametrize(("args", "message"), [
     (["--mode", "sideways", "--nodes", "1", "--walltime", "5"], "use pilot or direct"),
     (["--walltime", "5"], "a pilot needs --nodes and --walltime"),
-    (["--nodes", "1", "--walltime", "-3", "--account", "p"], "--walltime must be positive"),
+    (["--nodes", "1", "--walltime", "0", "--account", "p"], "--walltime must be positive"),
+    (["--nodes", "1", "--walltime", "-3", "--account", "p"], "--walltime '-3': expected a duration"),
+    (["--nodes", "1", "--walltime", "2d", "--account", "p", "--queue", "debug"],
+     "minutes, asked for 2880"),
+    (["--nodes", "1", "--walltime", "5", "--idle-exit", "soon", "--account", "p"],
+     "--idle-exit 'soon': expected a duration such as 90s, 10m, 1h30m or 2d (at most a year; a "
+     "bare number is seconds)"),
     (["--nodes", "1", "--walltime", "5", "--queue", "debug"], "needs an account"),
     (["--nodes", "1", "--walltime", "5", "--account", "p"], "takes at least 10 nodes"),
     (["--nodes", "1", "--walltime", "5", "--account", "p", "--queue", "nope"], "has no queue"),

@@ -149,6 +149,35 @@ def test_wizard_sets_up_a_local_site_through_the_prompts(area: Path, terminal: A
     assert (tmp_path / "box-work").is_dir()
 
 
+def test_wizard_goes_back_and_suggests_a_misspelt_preset(area: Path, terminal: Any,
+                                                          fake_bin: Path, tmp_path: Path) -> None:
+    term = terminal(fake_bin=fake_bin)
+    assert "Type 'back' at any question" in term.expect("Preset (number or name)")
+    term.answer("back")
+    assert "this is the first question" in term.expect("Preset (number or name)")
+    term.answer("polaria")
+    assert "unknown preset 'polaria' (did you mean 'polaris'?)" in term.expect("Preset")
+    term.answer("polaris")
+    term.expect("Site name (letters, digits, '_', '.', '-')")
+    term.answer("back")  # to the preset: the answer changes what the next questions offer
+    term.expect("Preset (number or name)")
+    term.answer("local")
+    term.expect("Site name")
+    assert term.expect("):").endswith("(local")  # the local preset's name is the default now
+    term.answer("box")
+    term.expect("Host: [user@]host[:port], or 'local' for this machine")
+    term.answer("")
+    term.expect("Work dir on the site")
+    term.answer("BACK")
+    term.expect("Host: [user@]host[:port]")
+    term.answer("local")
+    term.expect("Work dir on the site")
+    term.answer(str(tmp_path / "box-work"))
+    term.expect("site 'box' saved")
+    assert term.wait() == 0
+    assert site_json(area, "box")["preset"] == "local"
+
+
 def test_wizard_offers_the_presets_queues_and_insists_on_an_account(
         area: Path, terminal: Any, fake_bin: Path, tmp_path: Path) -> None:
     term = terminal(fake_bin=fake_bin)

@@ -284,7 +284,7 @@ def test_auto_migrate_rules_and_a_failing_one(area: Path, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(("text", "message"), [
     ('[[auto-migrate]]\ntarget = "x"\n', "needs a 'destination'"),
-    ('[[auto-migrate]]\ndestination = "/d"\nolder-than = "soon"\n', "expected an age"),
+    ('[[auto-migrate]]\ndestination = "/d"\nolder-than = "soon"\n', "expected a duration"),
     ('[[auto-migrate]]\ndestination = "/d"\nwhen = "now"\n', "unknown key 'when'"),
     ('[[auto-migrate]]\ndestination = "."\n', "this area itself"),
     ('allow-runs = "no"\n', "must be true or false"),
