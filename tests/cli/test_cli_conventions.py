@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -107,3 +108,22 @@ def test_area_after_the_subcommand_is_this_hosts() -> None:
                                                "-t", "--area"])
     assert parsed.words == ("job", "create") and parsed.area == "/a"
     assert parsed.forwarded == ["job", "create", "--app", "x", "-t", "--area"]
+
+
+REPRS = ("True", "False", "None", "{'", "['", "[]", "{}")
+
+
+@pytest.mark.parametrize("args", [("site", "show", "box"), ("site", "check", "box"), ("sync",)])
+def test_human_output_prints_no_python_reprs(cli: Any, args: tuple[str, ...]) -> None:
+    assert cli("site", "add", "box", "--preset", "local", "--set", "pilot.exclusive=true").code == 0
+    result = cli(*args)
+    assert result.code == 0, result.err
+    found = [r for r in REPRS if r in result.out]
+    assert not found, f"megarun {' '.join(args)} printed {found}:\n{result.out}"
+    assert "yes" in result.out
+
+
+def test_site_show_prints_nested_settings_as_dotted_keys(cli: Any) -> None:
+    assert cli("site", "add", "box", "--preset", "local", "--set", "node.cpus=3").code == 0
+    lines = cli("site", "show", "box").out.splitlines()
+    assert any(line.split() == ["settings.node.cpus", "3"] for line in lines), lines
