@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from megarun.cli.board import ended_count
+from megarun.cli.output import rich_console
 from megarun.core.states import FAILING_STATUSES, JobStatus
 from megarun.errors import UsageError
 
@@ -121,6 +122,7 @@ class Bar:
     whole even at 60 columns (rich alone would cut those)."""
 
     def __init__(self, label: str, console: Console | None = None) -> None:
+        from rich.markup import escape
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -130,28 +132,25 @@ class Bar:
         )
         from rich.table import Column
 
-        from megarun.cli.output import rich_console
-
         self.label = label
         self.bar = BarColumn(bar_width=_BAR_MAX)
         columns = (TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)),
                    self.bar, MofNCompleteColumn(table_column=Column(no_wrap=True)),
                    TextColumn("{task.fields[detail]}", table_column=Column(no_wrap=True)),
                    TimeElapsedColumn(table_column=Column(no_wrap=True)))
+        self.escape = escape
         self.progress = Progress(*columns, console=console or rich_console(stderr=True),
                                  transient=False)
         self.task = self.progress.add_task("", total=None, detail="")
         self.show(Counts(0, 0, 0, 0, 0, 0.0, 0.0))
 
     def show(self, counts: Counts) -> None:
-        from rich.markup import escape
-
         text = detail(counts) + (f"  {counts.held}" if counts.held else "")
         label, bar, text = fit(self.progress.console.width, self.label,
                                f"{counts.done}/{counts.total}", text)
         self.bar.bar_width = bar
-        styled = f"[yellow]{escape(text)}[/]" if counts.held else escape(text)
-        self.progress.update(self.task, description=escape(label), completed=counts.done,
+        styled = f"[yellow]{self.escape(text)}[/]" if counts.held else self.escape(text)
+        self.progress.update(self.task, description=self.escape(label), completed=counts.done,
                              total=counts.total or None, detail=styled)
 
 
