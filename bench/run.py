@@ -3,7 +3,7 @@
 the same process.
 
     python bench/run.py                 # everything (a few minutes)
-    python bench/run.py launch version  # some of: version create query launch agent suite memory
+    python bench/run.py launch version  # some of: version help create query launch agent suite memory
                                         #          ssh batch archive sync mirror logs listing appstale
 
 Each benchmark makes its own area in a temporary folder and runs the real `megarun` command.
@@ -66,6 +66,34 @@ def bench_version(root: Path) -> list[Row]:
     value, baseline = statistics.median(runs), statistics.median(base)
     return [Row("megarun --version", value, "s", "< 0.25 s", value < 0.25,
                 f"python -c pass {baseline:.3f} s", f"{value / baseline:.1f}x")]
+
+
+def cpu_timed(func: Callable[[], object]) -> float:
+    """CPU seconds (user + system) of the child processes `func` ran: steadier than wall time
+    on a loaded machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    func()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def bench_help(root: Path) -> list[Row]:
+    """`megarun --help` lists every command from the command table, no command module loaded."""
+    def help_page() -> object:
+        return megarun(None, "--help")
+
+    def bare() -> object:
+        return subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+    runs = [timed(help_page) for _ in range(7)]
+    base = [timed(bare) for _ in range(7)]
+    cpu = statistics.median(cpu_timed(help_page) for _ in range(7))
+    cpu_base = statistics.median(cpu_timed(bare) for _ in range(7))
+    value, baseline = statistics.median(runs), statistics.median(base)
+    return [Row("megarun --help", value, "s", "< 0.25 s", value < 0.25,
+                f"python -c pass {baseline:.3f} s", f"{value / baseline:.1f}x"),
+            Row("megarun --help, CPU time", cpu, "s", "(context)", True,
+                f"python -c pass {cpu_base:.3f} s", f"{cpu / cpu_base:.1f}x")]
 
 
 def bench_create(root: Path) -> list[Row]:
@@ -525,7 +553,7 @@ def bench_appstale(root: Path, count: int = 100_000) -> list[Row]:
                 f"{plain:.3f} s", f"{value / base:.1f}x")]
 
 
-BENCHES = {"version": bench_version, "create": bench_create, "query": bench_query,
+BENCHES = {"version": bench_version, "help": bench_help, "create": bench_create, "query": bench_query,
            "launch": bench_launch, "agent": bench_agent, "suite": bench_suite, "memory": bench_memory,
            "ssh": bench_ssh, "batch": bench_batch, "archive": bench_archive,
            "sync": bench_sync, "mirror": bench_mirror, "logs": bench_logs,

@@ -48,6 +48,15 @@ def _order(entry: tuple[str, list[ItemStatus]]) -> tuple[int, str]:
     return rank, name
 
 
+def ended_count(items: Sequence[ItemStatus]) -> tuple[int, int, int]:
+    """(ended, all, failed) items, as each board line counts them: the progress bar and the
+    final summary show the same numbers."""
+    ended = sum(item.state in _ENDED for item in items)
+    failed = sum(item.state == "COMPLETED" and JobStatus(item.status) in FAILING_STATUSES
+                 for item in items)
+    return ended, len(items), failed
+
+
 def build_board(items: Sequence[ItemStatus], width: int, height: int) -> RenderableType:
     """The board for `items`, fitted to a terminal of `width` x `height` cells."""
     from rich.table import Table
@@ -69,13 +78,16 @@ def build_board(items: Sequence[ItemStatus], width: int, height: int) -> Rendera
     table.add_column(no_wrap=True)
     for name, test_items in shown:
         table.add_row(Text(name, style="bold"), _strip(test_items, strip_width),
-                      f"{sum(i.state in _ENDED for i in test_items)}/{len(test_items)}",
-                      _status_text(test_items))
+                      _m_of_n(test_items), _status_text(test_items))
     if hidden:
         jobs = [i for _, group in hidden for i in group]
-        table.add_row(Text(more, style="dim"), "",
-                      f"{sum(i.state in _ENDED for i in jobs)}/{len(jobs)}", _status_text(jobs))
+        table.add_row(Text(more, style="dim"), "", _m_of_n(jobs), _status_text(jobs))
     return table
+
+
+def _m_of_n(items: Sequence[ItemStatus]) -> str:
+    ended, total, _ = ended_count(items)
+    return f"{ended}/{total}"
 
 
 def _strip(items: Sequence[ItemStatus], width: int) -> RenderableType:

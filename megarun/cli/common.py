@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
-from megarun.core.quantities import parse_duration
+from megarun.cli.commands import global_options
+from megarun.core.quantities import format_age, parse_duration
 from megarun.errors import UsageError
 from megarun.homehost.context import Context
 
@@ -13,12 +16,20 @@ CSV_HELP = "Print CSV on stdout instead of a table."
 
 
 def context(ctx: typer.Context) -> Context:
-    """The megarun Context made by the root callback."""
-    obj = ctx.find_root().obj
-    if not isinstance(obj, Context):
-        obj = Context()
-        ctx.find_root().obj = obj
-    return obj
+    """The megarun Context of this command line, made on first use from the global options
+    (given before or after the subcommand) and closed when the command ends."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, Context):
+        options = global_options(ctx)
+        root.obj = Context(area_override=options.area,
+                           on_mirror=_mirror_note if options.verbose else None)
+        root.call_on_close(root.obj.close)
+    return root.obj
+
+
+def _mirror_note(host: str, age: float | None) -> None:
+    when = f"written {format_age(age)} ago" if age is not None else "age unknown"
+    print(f"megarun: reading the mirror of {host}'s working database, {when}", file=sys.stderr)
 
 
 def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str]:

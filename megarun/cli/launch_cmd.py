@@ -1,15 +1,19 @@
 """`megarun launch`: run READY jobs with a live progress bar."""
 
 import sys
+import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from megarun.cli.board import build_board
 from megarun.cli.common import JSON_HELP, context
 from megarun.cli.output import note, print_json, print_table, rich_console, say
+from megarun.cli.progress import Bar, StatusLines, launch_counts, progress_every
 from megarun.errors import EnvironmentProblem
 from megarun.homehost.context import Context
 from megarun.sites.registry import ensure_default_site
+from megarun.suites.run_report import ItemStatus, run_items
 
 if TYPE_CHECKING:  # the launcher and rich.progress load only when a launch happens
     from megarun.engine.launch_loop import LaunchProgress, LaunchSummary
@@ -17,74 +21,65 @@ if TYPE_CHECKING:  # the launcher and rich.progress load only when a launch happ
 
 def launch_with_progress(ctx: Context, site_name: str, quiet: bool,
                          run_id: int | None = None) -> "LaunchSummary":
-    """Run the launcher; draw a progress bar on stderr unless quiet (and, for a run, the
-    live tests x items board under it)."""
-    from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Run the launcher; unless quiet, draw a progress bar on a terminal's stderr (for a run,
+    with the live tests x items board under it), else write a status line now and then."""
     from megarun.engine.launch_loop import Launcher
 
-    if quiet or not sys.stderr.isatty():
+    if quiet:
         return Launcher(ctx, site_name, run_id=run_id).run()
-    console = rich_console(stderr=True)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
-    progress = Progress(*columns, console=console, transient=False)
-    task = progress.add_task(f"site {site_name}", total=None, detail="starting")
     board = None if run_id is None else RunBoardView(ctx, run_id)
+    if not sys.stderr.isatty():
+        lines = StatusLines(f"site {site_name}", progress_every())
+
+        def log(snapshot: "LaunchProgress") -> None:
+            lines.update(lambda: launch_counts(snapshot, board.items(fresh=True) if board else None))
+
+        return Launcher(ctx, site_name, on_progress=log, run_id=run_id).run()
+    bar = Bar(f"site {site_name}")
 
     def update(snapshot: "LaunchProgress") -> None:
-        running = snapshot.by_state.get("RUNNING", 0)
-        detail = (f"running {running}  queued {snapshot.by_state.get('QUEUED', 0)}  "
-                  f"failed {_failed(snapshot)}  {snapshot.rate:,.0f} jobs/s")
-        if snapshot.held:
-            detail += f"  [yellow]{escape(snapshot.held)}[/]"
-        progress.update(task, completed=snapshot.done, total=snapshot.total, detail=detail)
-        if board is not None:
-            board.refresh()
+        bar.show(launch_counts(snapshot, board.items() if board else None))
 
     if board is None:
-        with progress:
+        with bar.progress:
             return Launcher(ctx, site_name, on_progress=update, run_id=run_id).run()
     from rich.console import Group
     from rich.live import Live
 
-    with Live(Group(progress, board), console=console, refresh_per_second=4, transient=True):
+    with Live(Group(bar.progress, board), console=rich_console(stderr=True),
+              refresh_per_second=4, transient=True):
         return Launcher(ctx, site_name, on_progress=update, run_id=run_id).run()
 
 
 class RunBoardView:
-    """The run's tests x items board, re-read from the database at most twice a second."""
+    """The run's tests x items board, re-read from the database at most twice a second; the
+    progress bar counts the same items."""
 
     REFRESH_SECONDS = 0.5
 
     def __init__(self, ctx: Context, run_id: int) -> None:
         self.ctx = ctx
         self.run_id = run_id
-        self._read_at = 0.0
+        self._read_at = -self.REFRESH_SECONDS
+        self._items: list[ItemStatus] = []
         self._renderable: Any = ""
 
-    def refresh(self) -> None:
-        import time
-
-        from megarun.cli.board import build_board
-        from megarun.suites.run_report import run_items
-
+    def items(self, fresh: bool = False) -> "list[ItemStatus]":
+        """The run's items, read again when fresh or the last read is older than
+        REFRESH_SECONDS."""
         now = time.monotonic()
-        if now - self._read_at < self.REFRESH_SECONDS:
-            return
-        self._read_at = now
-        size = rich_console(stderr=True).size
-        self._renderable = build_board(run_items(self.ctx.db, self.run_id), size.width,
-                                       max(3, size.height - 3))
+        if fresh or now - self._read_at >= self.REFRESH_SECONDS:
+            self._read_at = now
+            self._items = run_items(self.ctx.db, self.run_id)
+            self._renderable = None
+        return self._items
 
     def __rich__(self) -> Any:
+        items = self.items()
+        if self._renderable is None:
+            size = rich_console(stderr=True).size
+            self._renderable = build_board(items, size.width, max(3, size.height - 3))
         return self._renderable
-
-
-def _failed(snapshot: "LaunchProgress") -> int:
-    return sum(n for s, n in snapshot.by_status.items()
-               if s in ("FAIL", "TIMEOUT", "DEAD", "ABORT", "PREQ_FAIL"))
 
 
 def print_summary(summary: "LaunchSummary") -> None:

@@ -93,11 +93,34 @@ def _flat(value: Any) -> str:
 
 
 def _display(column: str, value: Any) -> str:
-    if value is None:
-        return ""
+    """A value as people read it: words, never a Python repr (True, None, [...], {...})."""
     if column in ("created", "started", "ended", "time") and isinstance(value, float):
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
-    return _flat(value).replace("\n", "\\n")
+    return _words(value).replace("\n", "\\n")
+
+
+def _words(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={_words(item)}" for key, item in _dotted(value))
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(_words(item) for item in value) or "-"
+    return str(value)
+
+
+def _dotted(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested mapping as (dotted key, leaf value) pairs: {"node": {"cpus": 0}} gives
+    [("node.cpus", 0)]; an empty table stays one pair."""
+    pairs: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            pairs.extend(_dotted(value, f"{prefix}{key}."))
+        else:
+            pairs.append((f"{prefix}{key}", value))
+    return pairs
 
 
 def _cell_style(column: str, text: str) -> str:
@@ -199,12 +222,12 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool
 
 
 def print_mapping(data: dict[str, Any], title: str | None = None) -> None:
-    """A key/value view of one object (show commands); lists of records are left out."""
-    rows = [{"key": key, "value": value} for key, value in data.items()
-            if not (isinstance(value, list) and value and isinstance(value[0], dict))]
-    keys = [str(row["key"]) for row in rows]
-    width = max(len(k) for k in keys) if keys else 0
+    """A key/value view of one object (show commands), a nested table one dotted key a line;
+    lists of records are left out."""
+    pairs = [(key, value) for key, value in _dotted(data)
+             if not (isinstance(value, list) and value and isinstance(value[0], dict))]
+    width = max((len(key) for key, _ in pairs), default=0)
     if title:
         say(title)
-    for key, row in zip(keys, rows, strict=True):
-        say(f"{key.ljust(width)}  {_display(key, row['value'])}")
+    for key, value in pairs:
+        say(f"{key.ljust(width)}  {_display(key.rpartition('.')[2], value)}")

@@ -24,7 +24,7 @@ READ_COMMANDS = frozenset({
 LOCAL_COMMANDS = frozenset({
     ("init",), ("demo",), ("homehost", "migrate"), ("homehost", "release"),
 })
-#: Options of the root command that are this host's business, not the forwarded command's.
+#: Global options that are this host's business, not the forwarded command's.
 HOST_OPTIONS = frozenset({"--area"})
 
 
@@ -33,39 +33,50 @@ class Invocation:
     """A command line split for routing."""
 
     words: tuple[str, ...]  # the command path, e.g. ("job", "ls")
-    area: str | None  # the root --area, if given
-    forwarded: list[str]  # the arguments without the root --area: what the home host runs
+    area: str | None  # the global --area, if given (before or after the subcommand)
+    forwarded: list[str]  # the arguments without --area: what the home host runs
 
 
 def parse_invocation(root: click.Group, args: Sequence[str]) -> Invocation:
-    """Find the command path and the root --area in `args` without running anything."""
+    """Find the command path and --area (before or after the subcommand) in `args` without
+    running anything."""
     words: list[str] = []
     area: str | None = None
     forwarded: list[str] = []
     current: click.Command = root
     index = 0
-    while index < len(args) and isinstance(current, click.Group):
+    while index < len(args):
         arg = args[index]
         if arg == "--":
             break
-        if arg.startswith("-"):
+        if arg.startswith("-") and arg != "-":
             name, has_value, value = arg.partition("=")
             width = 2 if _takes_value(current, name) and not has_value else 1
-            if name in HOST_OPTIONS and current is root:
+            if name in HOST_OPTIONS:
                 area = value if has_value else _at(args, index + 1)
             else:
                 forwarded.extend(args[index:index + width])
             index += width
             continue
-        sub = current.commands.get(arg)
+        sub = _subcommand(current, arg)
         if sub is None:
-            break
+            if isinstance(current, click.Group):
+                break  # an unknown command: click says so
+            forwarded.append(arg)  # an argument of the command
+            index += 1
+            continue
         words.append(arg)
         forwarded.append(arg)
         current = sub
         index += 1
     forwarded.extend(args[index:])
     return Invocation(tuple(words), area, forwarded)
+
+
+def _subcommand(command: click.Command, name: str) -> click.Command | None:
+    if not isinstance(command, click.Group):
+        return None
+    return command.get_command(click.Context(command), name)
 
 
 def _takes_value(command: click.Command, name: str) -> bool:

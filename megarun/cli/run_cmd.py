@@ -6,10 +6,12 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from megarun.cli.archive_cmd import FULL_DB, with_archive
+from megarun.cli.board import ended_count
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
 from megarun.cli.output import note, print_json, render, say
 from megarun.errors import UsageError, WorkFailed
 from megarun.homehost.context import Context
+from megarun.suites.run_report import run_items
 
 T = TypeVar("T")
 
@@ -209,8 +211,10 @@ def _say_what_next(ctx: Context, run: "Run", testpatt: str | None,
     if summary is not None and summary.interrupted:
         on_site = "" if summary.site == ctx.area.config.default_site else (
             f" --site {shlex.quote(summary.site)}")
-        note(f"interrupted: the stopped items are READY again; continue the run with: "
-             f"megarun run {where}{on_site}")
+        ended, total, _ = ended_count(run_items(ctx.db, int(run.id), testpatt))
+        note(f"run {run.target}/{run.runname} interrupted: {ended} of {total} item(s) ended, "
+             f"the stopped items are READY again; continue the run with: "
+             f"megarun run {where}{on_site}", "yellow")
         return
     killed = count_in_states(ctx.db, int(run.id), [JobState.KILLED], testpatt)
     if killed:
@@ -232,7 +236,12 @@ def register(app: typer.Typer) -> None:
         mctx = context(ctx)
         site_info = get_site(mctx, site) if site else ensure_default_site(mctx)
         _settle_defunct(mctx)
-        setup = prepare_run(mctx.db, mctx.area, target, runname, testpatt, site_info)
+        try:
+            setup = prepare_run(mctx.db, mctx.area, target, runname, testpatt, site_info)
+        except KeyboardInterrupt:  # one transaction: nothing of it was saved
+            note(f"run {target}/{runname} interrupted while its jobs were being made: nothing "
+                 "was saved; run the same command again", "yellow")
+            raise typer.Exit(130) from None
         if detach:
             from megarun.engine.launch_loop import start_in_background
 

@@ -89,6 +89,8 @@ def test_node2_reads_the_mirror_without_locks(hosts: Hosts) -> None:
     result = hosts.on_node2("--verbose", "job", "ls", "--json")
     assert job_ids(result) == [1, 2, 3]
     assert f"reading the mirror of {THIS_HOST}'s working database, written" in result.stderr
+    after = hosts.on_node2("job", "ls", "--json", "-v")  # a global option after the command
+    assert f"reading the mirror of {THIS_HOST}'s working database" in after.stderr
     state = sorted(p.name for p in (hosts.area / ".megarun").iterdir())
     assert not [name for name in state if name.startswith("megarun.db-")]  # no journal, no shm
     info = json.loads(ok(hosts.on_node2("homehost", "show", "--json")).stdout)

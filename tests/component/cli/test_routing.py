@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 import pytest
-import typer
 
-from megarun.cli.app import app
+from megarun.cli.app import root_command
 from megarun.cli.routing import (
     LOCAL_COMMANDS,
     READ_COMMANDS,
@@ -14,8 +13,7 @@ from megarun.cli.routing import (
     parse_invocation,
 )
 
-ROOT = typer.main.get_command(app)
-assert isinstance(ROOT, click.Group)
+ROOT = root_command().load_all()
 
 
 @pytest.mark.parametrize(("args", "words", "area", "forwarded"), [

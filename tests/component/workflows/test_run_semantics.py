@@ -122,6 +122,7 @@ def test_interrupted_run_continues_and_then_runs_the_toplevel_report(
     assert {after[f"check/{n}"]["state"] for n in range(1, 5)} == {"AWAITING_PARENTS"}
     assert run.returncode == 130, err
     assert "megarun run --target linux --runname r1" in err  # how to continue
+    assert "run linux/r1 interrupted: 0 of 9 item(s) ended" in err  # what was interrupted
     assert running_count(suite) == 0
     wait_for(lambda: not holders(flag), "the job processes to be gone", timeout=10)
     flag.touch()
