@@ -6,7 +6,8 @@ import typer
 
 from megarun.campaign import app_registry as app_service
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
-from megarun.cli.output import print_json, print_mapping, render, say
+from megarun.cli.formats import print_document, render_listing
+from megarun.cli.output import print_mapping, say
 from megarun.engine.matching import parse_tag_pairs
 
 app = typer.Typer(help="Apps: named command templates jobs are made from.", no_args_is_help=True)
@@ -29,12 +30,17 @@ def add(
         "--require", help="Requirement key=value a site must satisfy (repeatable), e.g. "
         "os=linux, gpu=true, python='>=3.10'.", metavar="KEY=VALUE")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite an existing app.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Add an app from the command line."""
     params = app_service.parse_param_defaults(param or [])
     requirements = parse_tag_pairs(require or [], "--require")
     saved = app_service.add_app(context(ctx), name, command, params, description, retries,
                                 replace, requirements)
+    if as_json:
+        print_document({"name": saved.spec.name, "result": saved.result, "stale": saved.stale,
+                        "rerendered": saved.rerendered})
+        return
     say(f"app {saved.spec.name!r} {'saved' if saved.result != 'unchanged' else 'unchanged'}")
     if saved.stale:
         say(f"{saved.stale} COMPLETED job(s) of the app are now STALE (see megarun job ls "
@@ -45,11 +51,13 @@ def add(
 def sync(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help=CSV_HELP)] = False,
 ) -> None:
     """Load every apps/*.toml of the area (all are checked before any is saved)."""
+    one_format(as_json, as_csv)
     rows = app_service.sync_apps(context(ctx))
-    render(rows, ["name", "result", "stale", "source"], as_json, False,
-           empty="no apps/*.toml in the area")
+    render_listing(rows, ["name", "result", "stale", "source"], as_json, as_csv,
+                   empty="no apps/*.toml in the area")
 
 
 @app.command("ls")
@@ -61,8 +69,8 @@ def ls(
     """List the area's apps."""
     one_format(as_json, as_csv)
     rows = [app_service.app_dict(spec) for spec in app_service.list_apps(context(ctx))]
-    render(rows, _COLUMNS, as_json, as_csv, empty="no apps (add one: megarun app add, or "
-           "megarun app sync)")
+    render_listing(rows, _COLUMNS, as_json, as_csv, empty="no apps (add one: megarun app add, "
+                   "or megarun app sync)")
 
 
 @app.command("show")
@@ -75,7 +83,7 @@ def show(
     mctx = context(ctx)
     data = app_service.app_dict(app_service.spec_from_row(app_service.get_app(mctx, name)))
     if as_json:
-        print_json(data)
+        print_document(data)
     else:
         print_mapping(data, title=f"app {name}")
 
@@ -84,7 +92,11 @@ def show(
 def rm(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="App name.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Remove an app no job refers to."""
     app_service.remove_app(context(ctx), name)
-    say(f"app {name!r} removed")
+    if as_json:
+        print_document({"removed": name})
+    else:
+        say(f"app {name!r} removed")

@@ -4,8 +4,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from megarun.cli.common import JSON_HELP, context
-from megarun.cli.output import note, print_json, render, say
+from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
+from megarun.cli.formats import LIST_LIMIT, Limited, print_document, render_listing, with_status
+from megarun.cli.output import note, render, say
+from megarun.config.inputs import INT64_MAX
 
 if TYPE_CHECKING:
     from megarun.archive.completed import ArchiveResult
@@ -56,25 +58,34 @@ def restore(ctx: typer.Context, target: TARGET = None, runname: RUNNAME = None,
 
 @app.command("ls")
 def ls(ctx: typer.Context, target: TARGET = None, runname: RUNNAME = None,
-       as_json: AS_JSON = False) -> None:
-    """The archived runs: target, runname, created, jobs and their statuses."""
+       status: Annotated[str | None, typer.Option(
+           "--status", help="Only runs whose roll-up status is this (PASS, FAIL, ...).")] = None,
+       limit: Annotated[int, typer.Option(
+           help="At most this many runs (0: all); stderr says how many more there are.",
+           min=0, max=INT64_MAX)] = LIST_LIMIT,
+       as_json: AS_JSON = False,
+       as_csv: Annotated[bool, typer.Option("--csv", help=CSV_HELP)] = False) -> None:
+    """The archived runs, oldest first: target, runname, created, jobs and their statuses."""
     from megarun.archive.completed import list_archived, recover
     from megarun.archive.runselect import RunSelection
 
+    one_format(as_json, as_csv)
     mctx = context(ctx)
     for line in recover(mctx):
         note(line, "yellow")
-    rows = list_archived(mctx, RunSelection(target, runname))
-    if not as_json:
-        rows = [{**row, "statuses": " ".join(f"{k}:{v}" for k, v in sorted(
-            row["statuses"].items()))} for row in rows]
-    render(rows, ["id", "target", "runname", "created", "jobs", "status", "statuses"], as_json,
-           False, empty="no archived runs")
+    rows = Limited(with_status(list_archived(mctx, RunSelection(target, runname)), status),
+                   limit)
+    shown = rows if as_json or as_csv else (
+        {**row, "statuses": " ".join(f"{k}:{v}" for k, v in sorted(row["statuses"].items()))}
+        for row in rows)
+    render_listing(shown, ["id", "target", "runname", "created", "jobs", "status", "statuses"],
+                   as_json, as_csv, empty="no archived runs")
+    rows.note_more()
 
 
 def _show(result: "ArchiveResult", as_json: bool, named: bool = False) -> None:
     if as_json:
-        print_json(result.as_dict())
+        print_document(result.as_dict())
         return
     for line in result.recovered:
         note(line, "yellow")

@@ -10,7 +10,8 @@ from megarun.campaign import jobs as job_service
 from megarun.campaign.jobs import JobFilter, JobRequest
 from megarun.cli.archive_cmd import FULL_DB, with_archive
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format, parse_pairs
-from megarun.cli.output import note, print_json, print_mapping, render, render_stream, say
+from megarun.cli.formats import print_document, render_listing, stamped_rows
+from megarun.cli.output import note, print_json, print_mapping, render, say
 from megarun.config.inputs import INT64_MAX
 
 app = typer.Typer(help="Jobs: single executions of an app.", no_args_is_help=True)
@@ -63,7 +64,7 @@ def create(
         requests = [defaults]
     created = job_service.create_jobs(mctx, requests)
     if as_json:
-        print_json(created.as_dict())
+        print_document(created.as_dict())
     elif created.count == 1:
         say(f"job {created.first_id} created ({', '.join(created.states)})")
     else:
@@ -106,12 +107,12 @@ def ls(
     with_archive(mctx, full_db)
     if by_state:
         counts = job_service.count_by_state(mctx, flt)
-        render(counts, ["state", "status", "count"], as_json, as_csv, empty="no jobs")
+        render_listing(counts, ["state", "status", "count"], as_json, as_csv, empty="no jobs")
         return
     rows = job_service.iter_jobs(mctx, flt, limit)
-    if not as_json:
+    if not (as_json or as_csv):  # CSV has the fields and values of --json
         rows = (_shown_test(_shown_site(row)) for row in rows)
-    shown = render_stream(rows, _LIST_COLUMNS, as_json, as_csv, empty="no jobs match")
+    shown = render_listing(rows, _LIST_COLUMNS, as_json, as_csv, empty="no jobs match")
     if limit and shown == limit:
         more = job_service.count_jobs(mctx, flt) - shown
         if more > 0:
@@ -146,7 +147,7 @@ def show(
     with_archive(mctx, full_db)
     data = job_service.get_job(mctx, job_id)
     if as_json:
-        print_json(data)
+        print_document({**data, "events": list(stamped_rows(data["events"]))})
         return
     print_mapping(_shown_site(data), title=f"job {job_id}")
     render(data["steps"], ["name", "state", "status", "exit_code", "duration", "cmd"], False,
@@ -202,7 +203,7 @@ def kill(
     """Kill jobs: waiting ones at once, running ones through their agent."""
     result = job_service.kill_jobs(context(ctx), job_ids)
     if as_json:
-        print_json(result)
+        print_document(result)
         return
     for key, ids in result.items():
         if ids and key != "undelivered":
@@ -216,20 +217,28 @@ def kill(
 def rm(
     ctx: typer.Context,
     job_ids: Annotated[list[int], typer.Argument(help="Job ids.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Remove jobs that are not running (their event trail is kept)."""
     removed = job_service.remove_jobs(context(ctx), job_ids)
-    say(f"removed {len(removed)} job(s)")
+    if as_json:
+        print_document({"removed": removed})
+    else:
+        say(f"removed {len(removed)} job(s)")
 
 
 @app.command("reset")
 def reset(
     ctx: typer.Context,
     job_ids: Annotated[list[int], typer.Argument(help="Job ids.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Send ended jobs back to READY with a fresh set of attempts."""
     done = job_service.reset_jobs(context(ctx), job_ids)
-    say(f"reset {len(done)} job(s) to READY")
+    if as_json:
+        print_document({"reset": done})
+    else:
+        say(f"reset {len(done)} job(s) to READY")
 
 
 @app.command("match")
@@ -242,7 +251,7 @@ def match(
 
     result = match_jobs(context(ctx))
     if as_json:
-        print_json(result.as_dict())
+        print_document(result.as_dict())
         return
     rows: list[dict[str, Any]] = [{"site": site, "jobs": count, "reason": ""}
                                   for site, count in sorted(result.assigned.items())]

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from megarun.cli.common import JSON_HELP, context
-from megarun.cli.output import note, print_json, print_table, rich_console, say
+from megarun.cli.formats import print_document
+from megarun.cli.output import note, print_table, rich_console, say
 from megarun.errors import EnvironmentProblem
 from megarun.homehost.context import Context
 from megarun.sites.registry import ensure_default_site
@@ -127,13 +128,13 @@ def register(app: typer.Typer) -> None:
 
             pid, log = detach_launcher(mctx, site_name)
             if as_json:
-                print_json({"pid": pid, "log": str(log), "site": site_name})
+                print_document({"pid": pid, "log": str(log), "site": site_name})
             else:
                 say(f"launcher started in the background (pid {pid}); log: {log}")
             return
         summary = launch_with_progress(mctx, site_name, quiet or as_json)
         if as_json:
-            print_json(summary.as_dict())
+            print_document(summary.as_dict())
         else:
             print_summary(summary)
         if summary.interrupted:

@@ -5,7 +5,8 @@ from typing import Annotated
 import typer
 
 from megarun.cli.common import JSON_HELP, context
-from megarun.cli.output import note, print_json, render
+from megarun.cli.formats import print_document
+from megarun.cli.output import note, render
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +35,7 @@ def register(app: typer.Typer) -> None:
         result = migrate_runs(context(ctx), destination, RunSelection(target, runname, age),
                               dry_run=dry_run)
         if as_json:
-            print_json(result.as_dict())
+            print_document(result.as_dict())
             return
         for line in result.recovered:
             note(line)

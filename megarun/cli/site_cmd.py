@@ -5,7 +5,8 @@ from typing import Annotated
 import typer
 
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
-from megarun.cli.output import print_json, print_mapping, render, say
+from megarun.cli.formats import print_document, render_listing
+from megarun.cli.output import print_mapping, say
 from megarun.engine.matching import parse_tag_pairs
 from megarun.sites import registry as site_service
 
@@ -15,9 +16,12 @@ _COLUMNS = ["name", "preset", "scheduler", "host", "workdir"]
 
 
 @app.command("presets")
-def presets(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
+def presets(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+            as_csv: Annotated[bool, typer.Option("--csv", help=CSV_HELP)] = False) -> None:
     """List the site presets shipped with megarun."""
-    render(site_service.list_presets(), ["name", "scheduler", "description"], as_json, False)
+    one_format(as_json, as_csv)
+    render_listing(site_service.list_presets(), ["name", "scheduler", "description"], as_json,
+                   as_csv)
 
 
 @app.command("add")
@@ -50,7 +54,7 @@ def add(
     info = site_service.add_site(context(ctx), name, preset, host, workdir, set_ or [], options,
                                  capabilities)
     if as_json:
-        print_json(info.as_dict())
+        print_document(info.as_dict())
     else:
         say(f"site {info.name!r} added ({info.scheduler}, work dir {info.workdir})")
 
@@ -64,8 +68,8 @@ def ls(
     """List the area's sites."""
     one_format(as_json, as_csv)
     rows = [s.as_dict() for s in site_service.list_sites(context(ctx))]
-    render(rows, _COLUMNS, as_json, as_csv, empty="no sites (add one: megarun site add NAME "
-           "--preset local)")
+    render_listing(rows, _COLUMNS, as_json, as_csv, empty="no sites (add one: megarun site add "
+                   "NAME --preset local)")
 
 
 @app.command("show")
@@ -82,7 +86,7 @@ def show(
     info["workdir_from"] = site_service.workdir_origin(mctx, site)
     info["settings"] = info.pop("settings")  # last: the longest
     if as_json:
-        print_json(info)
+        print_document(info)
     else:
         print_mapping(info, title=f"site {name}")
 
@@ -91,10 +95,14 @@ def show(
 def rm(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Site name.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Remove a site no job refers to."""
     site_service.remove_site(context(ctx), name)
-    say(f"site {name!r} removed")
+    if as_json:
+        print_document({"removed": name})
+    else:
+        say(f"site {name!r} removed")
 
 
 @app.command("check")
@@ -115,7 +123,7 @@ def check(
     facts = check_site(site_service.get_site(mctx, name), accept_host_key, install_agent)
     site_service.record_detected(mctx, name, facts)  # os, arch, python: used by site matching
     if as_json:
-        print_json(facts)
+        print_document(facts)
     else:
         print_mapping(facts, title=f"site {name}: reachable")
     if not facts["scheduler_found"]:
@@ -161,7 +169,7 @@ def init(
                   site_service.SshOptions(identity, None, python, known_hosts))
     result = Wizard(context(ctx), interactive=not no_input).run(given)
     if as_json:
-        print_json(result.as_dict())
+        print_document(result.as_dict())
     else:
         say(f"site {result.site.name!r} saved ({result.site.scheduler}, "
             f"{result.site.host or 'this machine'}, work dir {result.site.workdir})")

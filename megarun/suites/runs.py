@@ -7,11 +7,12 @@ returns what it did; the launcher then runs the READY jobs like any others.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -457,11 +458,12 @@ def _rewait(db: SqliteDatabase, job_ids: list[int]) -> None:
         save_rows(db, rows.values())
 
 
-def clean_paths(ctx: Context, job_ids: list[int]) -> int:
+def clean_paths(ctx: Context, job_ids: list[int], preview: list[str] | None = None) -> int:
     """Remove the run paths of finished or waiting jobs (never of a running one).
 
     Only paths under a run root are removed: the area's, or `<work dir>/runs` of an SSH site
-    (removed there, in one round trip per site).
+    (removed there, in one round trip per site). With `preview` nothing is removed: the paths
+    that would be are appended to it (an SSH site's as SITE:PATH, whether they exist or not).
     """
     root = run_root(ctx).resolve()
     removed = 0
@@ -485,11 +487,19 @@ def clean_paths(ctx: Context, job_ids: list[int]) -> int:
             path = Path(workdir).resolve() if workdir else None
             if path is None or root not in path.parents:
                 continue  # never delete outside the run root
+            if preview is not None:  # a dry run: nothing goes, not even the empty folders above
+                if path.exists():
+                    preview.append(str(path))
+                continue
             if path.exists():
                 shutil.rmtree(path)
                 removed += 1
                 cleaned.append((job_id, state, status, attempt, workdir))
             remove_empty_parents(path, root)
+    if preview is not None:
+        preview.extend(f"{remote_sites[sid]}:{where}" for sid, paths in remote.items()
+                       for where in paths)
+        return 0
     if remote:
         from megarun.sites.connect import remove_remote_run_paths
     for sid, paths in remote.items():
@@ -548,6 +558,31 @@ def clean_run(ctx: Context, run: Run, testpatt: str | None, keep_records: bool) 
     return {"jobs": len(ids), "paths_removed": files, "records_removed": records}
 
 
+@dataclass(frozen=True)
+class CleanPreview:
+    """What `clean` would remove: run paths, job records, and the run's own record."""
+
+    jobs: int
+    paths: list[str]
+    records: list[int]
+    run_record: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dry_run": True, "jobs": self.jobs, "paths": self.paths, "records": self.records,
+                "run_record": self.run_record}
+
+
+def preview_clean(ctx: Context, run: Run, testpatt: str | None,
+                  keep_records: bool) -> CleanPreview:
+    """`clean_run` without removing anything (a running job is refused as by clean_run)."""
+    ids = [i.id for i in run_items(ctx.db, int(run.id), testpatt)]
+    paths: list[str] = []
+    clean_paths(ctx, ids, paths)
+    records = [] if keep_records else ids
+    total = ctx.db.execute_sql("SELECT count(*) FROM job WHERE run_id = ?", (run.id,)).fetchone()[0]
+    return CleanPreview(len(ids), paths, records, bool(records) and total == len(ids))
+
+
 def kill_run(ctx: Context, run: Run, testpatt: str | None) -> dict[str, list[int]]:
     ids = [i.id for i in run_items(ctx.db, int(run.id), testpatt)
            if i.state in ("READY", "AWAITING_PARENTS", "QUEUED", "LAUNCHED", "RUNNING", "KILLREQ")]
@@ -555,35 +590,38 @@ def kill_run(ctx: Context, run: Run, testpatt: str | None) -> dict[str, list[int
 
 
 # -- listing and export ------------------------------------------------------------------------
-def list_runs(ctx: Context, stale: dict[int, set[str]] | None = None) -> list[dict[str, Any]]:
-    """Every run with its job count, how many are done and STALE, and its worst status.
+def list_runs(ctx: Context, stale: dict[int, set[str]] | None = None, target: str | None = None,
+              runname: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every run (those whose target and runname match the globs given), oldest first, with
+    its job count, how many are done and STALE, and its worst status; read run by run.
 
     `stale` (megarun.suites.stale.stale_tests_by_run): per run, the tests whose COMPLETED
     jobs count as STALE already, as `status` shows them.
     """
-    rows = ctx.db.execute_sql(
-        "SELECT run.id, run.target, run.runname, run.created, job.test, job.state, job.status,"
+    where = " AND ".join(clause for clause, value in (("run.target GLOB ?", target),
+                                                      ("run.runname GLOB ?", runname)) if value)
+    cursor = ctx.db.execute_sql(
+        "SELECT run.id, run.target, run.runname, run.created, job.test, job.state, job.status,"  # noqa: S608
         " count(job.id), run.moved_to FROM run LEFT JOIN job ON job.run_id = run.id"
-        " GROUP BY run.id, job.test, job.state, job.status ORDER BY run.created, run.id"
-    ).fetchall()
+        f"{' WHERE ' + where if where else ''}"
+        " GROUP BY run.id, job.test, job.state, job.status ORDER BY run.created, run.id",
+        [value for value in (target, runname) if value])
     stale = stale or {}
-    runs: dict[int, dict[str, Any]] = {}
-    for run_id, target, runname, created, test, state, status, count, moved_to in rows:
-        entry = runs.setdefault(run_id, {"target": target, "runname": runname,
-                                         "created": created, "jobs": 0, "done": 0, "stale": 0,
-                                         "groups": [], "moved_to": moved_to})
-        if state is None:
-            continue
-        entry["jobs"] += count
-        if state in ("COMPLETED", "KILLED", "DEAD", "STALE"):
-            entry["done"] += count
-        if state == JobState.STALE.value or (state == JobState.COMPLETED.value
-                                             and test in stale.get(run_id, ())):
-            entry["stale"] += count
-        entry["groups"].append((JobState(state), JobStatus(status), count))
-    result = []
-    for entry in runs.values():
-        counts = count_items(entry.pop("groups"))
-        entry["status"] = "MOVED" if entry["moved_to"] else rollup_status(counts)
-        result.append(entry)
-    return result
+    for run_id, groups in itertools.groupby(cursor, key=lambda row: row[0]):
+        rows = list(groups)  # one run's (test, state, status) groups
+        first = rows[0]
+        entry: dict[str, Any] = {"target": first[1], "runname": first[2], "created": first[3], "jobs": 0,
+                 "done": 0, "stale": 0, "moved_to": first[8]}
+        counted: list[tuple[JobState, JobStatus, int]] = []
+        for *_, test, state, status, count, _moved in rows:
+            if state is None:
+                continue
+            entry["jobs"] += count
+            if state in ("COMPLETED", "KILLED", "DEAD", "STALE"):
+                entry["done"] += count
+            if state == JobState.STALE.value or (state == JobState.COMPLETED.value
+                                                 and test in stale.get(run_id, ())):
+                entry["stale"] += count
+            counted.append((JobState(state), JobStatus(status), count))
+        entry["status"] = "MOVED" if entry["moved_to"] else rollup_status(count_items(counted))
+        yield entry
