@@ -38,7 +38,7 @@ def stamped(row: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in row.items():
         out[key] = value
-        if key in TIME_KEYS and (value is None or isinstance(value, int | float)):
+        if key in TIME_KEYS and (value is None or isinstance(value, float)):  # not a count
             out[f"{key}_at"] = iso_utc(value)
     return out
 
