@@ -404,7 +404,8 @@ def register(app: typer.Typer) -> None:
         if fmt == "json":
             print_json(rows)
         elif fmt == "csv":
-            render(rows, list(rows[0]) if rows else ["id"], False, True)
+            write_csv(rows, ["id", "test", "item", "state", "status", "exit_code", "runtime",
+                             "message"])
         elif fmt == "junit":
             sys.stdout.write(_junit(mctx, run_row, items))
         else:
