@@ -9,9 +9,11 @@ of rows, so that `jq '.[]'` and existing scripts keep working, and follows the s
 import csv
 import itertools
 import json
+import math
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
 from typing import Any
 
 from megarun.cli.output import note, print_json, render_stream
@@ -28,19 +30,21 @@ def iso_utc(epoch: float | None) -> str | None:
     """Epoch seconds as "2026-11-30T15:33:20Z" (to the second; the epoch value keeps the rest)."""
     if epoch is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    return _iso_second(math.floor(epoch))
+
+
+@lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    # cached: the jobs of a listing were mostly created, started and ended in a few seconds
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 
 def stamped(row: dict[str, Any]) -> dict[str, Any]:
-    """The row with an ISO 8601 twin right after each epoch time (TIME_KEYS) it holds."""
-    if not any(key in row for key in TIME_KEYS):
-        return row
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        out[key] = value
-        if key in TIME_KEYS and (value is None or isinstance(value, float)):  # not a count
-            out[f"{key}_at"] = iso_utc(value)
-    return out
+    """The row with, after its fields, an ISO 8601 twin KEY_at of each epoch time (TIME_KEYS)
+    it holds: appended, so that the fields before keep their places (CSV columns too)."""
+    twins = {f"{key}_at": iso_utc(row[key]) for key in TIME_KEYS
+             if key in row and (row[key] is None or isinstance(row[key], float))}  # not a count
+    return {**row, **twins} if twins else row
 
 
 def stamped_rows(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
