@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,7 +82,7 @@ def suite_area(root: Path) -> Path:
     init_area(root, keys=["os"])
     for test, body in (("t1", 'steps = ["echo one"]\n[items]\nN = [1, 2]\n'),
                        ("t2", 'steps = ["echo two"]\nwaiton = ["t1"]\n'),
-                       ("bad", 'steps = ["exit 3"]\n')):
+                       ("bad", 'steps = ["false"]\n')):
         (root / "tests" / test).mkdir()
         (root / "tests" / test / "test.toml").write_text(body)
     return root
@@ -305,7 +304,6 @@ def test_docs_list_every_json_field_of_every_command(tmp_path: Path) -> None:
     record("db restore", "db", "restore", "--from-mirror", "--force")
     record("homehost set-address", "homehost", "set-address", "user@home.example")
     record("demo", "demo", "--path", str(tmp_path / "d"), "--jobs", "2")
-    shutil.rmtree(tmp_path / "d")
     docs = documented()
     problems = [p for name, outputs in out.items() for p in check_fields(name, outputs, docs)]
     assert problems == []
