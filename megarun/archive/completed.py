@@ -19,6 +19,7 @@ when both jobs move (a test's waiton links stay inside its run).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -175,18 +176,18 @@ def recover(store: RunStore) -> list[str]:
             return _recover(db)
 
 
-def list_archived(store: RunStore, selection: RunSelection) -> list[ArchivedRun]:
-    """The archive's runs matching target/runname: created, jobs and their status roll-up
-    (call `recover` first, as every archive command does)."""
+def list_archived(store: RunStore, selection: RunSelection) -> Iterator[ArchivedRun]:
+    """The archive's runs matching target/runname, oldest first: created, jobs and their
+    status roll-up, read run by run (call `recover` first, as every archive command does)."""
     path = store.area.completed_db_path
     if not path.exists():
-        return []
+        return
     db = store.db
     own = not attached(db)
     if own:
         attach(db, archive_uri(path, read_only=True, immutable=store.read_only))
     try:
-        return _archived_rows(db, selection)
+        yield from _archived_rows(db, selection)
     finally:
         if own:
             detach(db)
@@ -393,22 +394,17 @@ def _archive_attached(store: RunStore) -> Iterator[SqliteDatabase]:
         detach(db)
 
 
-def _archived_rows(db: SqliteDatabase, selection: RunSelection) -> list[ArchivedRun]:
+def _archived_rows(db: SqliteDatabase, selection: RunSelection) -> Iterator[ArchivedRun]:
     clauses, params = run_filters(selection)
     clauses.insert(0, "1")
-    rows = db.execute_sql(
+    cursor = db.execute_sql(
         f"SELECT r.id, r.target, r.runname, r.created, j.status, count(j.id) "
         f"FROM {ARCHIVE_SCHEMA}.run r LEFT JOIN {ARCHIVE_SCHEMA}.job j ON j.run_id = r.id "
         f"WHERE {' AND '.join(clauses)} GROUP BY r.id, j.status ORDER BY r.created, r.id",
-        params).fetchall()
-    runs: dict[int, ArchivedRun] = {}
-    for run_id, target, runname, created, status, count in rows:
-        entry = runs.setdefault(run_id, ArchivedRun(
-            id=run_id, target=target, runname=runname, created=created, jobs=0, statuses={},
-            status=""))
-        if status is not None:
-            entry["jobs"] += count
-            entry["statuses"][status] = count
-    for entry in runs.values():
-        entry["status"] = rollup_status(entry["statuses"])  # archived jobs have all ended
-    return list(runs.values())
+        params)
+    for run_id, groups in itertools.groupby(cursor, key=lambda row: row[0]):
+        rows = list(groups)  # one run's status groups
+        statuses = {status: count for *_, status, count in rows if status is not None}
+        yield ArchivedRun(id=run_id, target=rows[0][1], runname=rows[0][2], created=rows[0][3],
+                          jobs=sum(statuses.values()), statuses=statuses,
+                          status=rollup_status(statuses))  # archived jobs have all ended

@@ -7,7 +7,8 @@ import typer
 
 from megarun.campaign import app_registry as app_service
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
-from megarun.cli.output import print_json, print_mapping, render, say
+from megarun.cli.formats import print_document, render_listing
+from megarun.cli.output import print_mapping, say
 from megarun.config.apps import AppSpec
 from megarun.engine.matching import parse_tag_pairs
 
@@ -42,12 +43,17 @@ def add(
         "--require", help="Requirement key=value a site must satisfy (repeatable), e.g. "
         "os=linux, gpu=true, python='>=3.10'.", metavar="KEY=VALUE")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite an existing app.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Add an app from the command line."""
     params = app_service.parse_param_defaults(param or [])
     requirements = parse_tag_pairs(require or [], "--require")
     saved = app_service.add_app(context(ctx).db, name, command, params, description, retries,
                                 replace, requirements)
+    if as_json:
+        print_document({"name": saved.spec.name, "result": saved.result, "stale": saved.stale,
+                        "rerendered": saved.rerendered})
+        return
     say(f"app {saved.spec.name!r} {'saved' if saved.result != 'unchanged' else 'unchanged'}")
     if saved.stale:
         say(f"{saved.stale} COMPLETED job(s) of the app are now STALE (see megarun job ls "
@@ -58,12 +64,14 @@ def add(
 def sync(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help=CSV_HELP)] = False,
 ) -> None:
     """Load every apps/*.toml of the area (all are checked before any is saved)."""
+    one_format(as_json, as_csv)
     mctx = context(ctx)
     rows = [saved_json(saved) for saved in app_service.sync_apps(mctx.db, mctx.area.apps_dir)]
-    render(rows, ["name", "result", "stale", "source"], as_json, False,
-           empty="no apps/*.toml in the area")
+    render_listing(rows, ["name", "result", "stale", "source"], as_json, as_csv,
+                   empty="no apps/*.toml in the area")
 
 
 @app.command("ls")
@@ -75,8 +83,8 @@ def ls(
     """List the area's apps."""
     one_format(as_json, as_csv)
     rows = [app_json(spec) for spec in app_service.list_apps(context(ctx).db)]
-    render(rows, _COLUMNS, as_json, as_csv, empty="no apps (add one: megarun app add, or "
-           "megarun app sync)")
+    render_listing(rows, _COLUMNS, as_json, as_csv, empty="no apps (add one: megarun app add, "
+                   "or megarun app sync)")
 
 
 @app.command("show")
@@ -89,7 +97,7 @@ def show(
     mctx = context(ctx)
     data = app_json(app_service.spec_from_row(app_service.get_app(mctx.db, name)))
     if as_json:
-        print_json(data)
+        print_document(data)
     else:
         print_mapping(data, title=f"app {name}")
 
@@ -98,7 +106,11 @@ def show(
 def rm(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="App name.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Remove an app no job refers to."""
     app_service.remove_app(context(ctx).db, name)
-    say(f"app {name!r} removed")
+    if as_json:
+        print_document({"removed": name})
+    else:
+        say(f"app {name!r} removed")

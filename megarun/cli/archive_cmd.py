@@ -4,8 +4,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from megarun.cli.common import JSON_HELP, context, duration_option
-from megarun.cli.output import note, print_json, render, say
+from megarun.cli.common import CSV_HELP, JSON_HELP, context, duration_option, one_format
+from megarun.cli.formats import LIST_LIMIT, Limited, print_document, render_listing, with_status
+from megarun.cli.output import note, render, say
+from megarun.config.inputs import INT64_MAX
 from megarun.core.quantities import DAY
 
 if TYPE_CHECKING:
@@ -58,20 +60,29 @@ def restore(ctx: typer.Context, target: TARGET = None, runname: RUNNAME = None,
 
 @app.command("ls")
 def ls(ctx: typer.Context, target: TARGET = None, runname: RUNNAME = None,
-       as_json: AS_JSON = False) -> None:
-    """The archived runs: target, runname, created, jobs and their statuses."""
+       status: Annotated[str | None, typer.Option(
+           "--status", help="Only runs whose roll-up status is this (PASS, FAIL, ...).")] = None,
+       limit: Annotated[int, typer.Option(
+           help="At most this many runs (0: all); stderr says how many more there are.",
+           min=0, max=INT64_MAX)] = LIST_LIMIT,
+       as_json: AS_JSON = False,
+       as_csv: Annotated[bool, typer.Option("--csv", help=CSV_HELP)] = False) -> None:
+    """The archived runs, oldest first: target, runname, created, jobs and their statuses."""
     from megarun.archive.completed import list_archived, recover
     from megarun.archive.runselect import RunSelection
 
+    one_format(as_json, as_csv)
     store = run_store(context(ctx))
     for line in recover(store):
         note(line, "yellow")
-    archived = list_archived(store, RunSelection(target, runname))
-    rows: list[Any] = list(archived) if as_json else [
+    rows = Limited(with_status(list_archived(store, RunSelection(target, runname)), status),
+                   limit)
+    shown = rows if as_json or as_csv else (
         {**row, "statuses": " ".join(f"{k}:{v}" for k, v in sorted(row["statuses"].items()))}
-        for row in archived]
-    render(rows, ["id", "target", "runname", "created", "jobs", "status", "statuses"], as_json,
-           False, empty="no archived runs")
+        for row in rows)
+    render_listing(shown, ["id", "target", "runname", "created", "jobs", "status", "statuses"],
+                   as_json, as_csv, empty="no archived runs")
+    rows.note_more()
 
 
 def run_store(mctx: "Context") -> "RunStore":
@@ -96,7 +107,7 @@ def archive_json(result: "ArchiveResult") -> dict[str, Any]:
 
 def _show(result: "ArchiveResult", as_json: bool, named: bool = False) -> None:
     if as_json:
-        print_json(archive_json(result))
+        print_document(archive_json(result))
         return
     for line in result.recovered:
         note(line, "yellow")

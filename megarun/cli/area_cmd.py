@@ -7,8 +7,9 @@ import typer
 
 from megarun.campaign.query import JobFilter, count_by_state
 from megarun.cli.common import JSON_HELP
+from megarun.cli.formats import print_document
 from megarun.cli.launch_cmd import launch_with_progress, print_summary
-from megarun.cli.output import print_json, print_table, say
+from megarun.cli.output import print_table, say
 from megarun.homehost.areas import init_area
 
 
@@ -19,11 +20,15 @@ def register(app: typer.Typer) -> None:
         keys: Annotated[str, typer.Option(
             help="Comma-separated target keys, e.g. os,arch.")] = "",
         name: Annotated[str | None, typer.Option(help="Area name (default: folder name).")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     ) -> None:
         """Make a new area: megarun.toml, tests/, apps/ and .megarun/."""
         key_list = [k.strip() for k in keys.split(",") if k.strip()]
         root = init_area(path, key_list, name)
-        say(f"area ready at {root}")
+        if as_json:
+            print_document({"area": str(root), "keys": key_list})
+        else:
+            say(f"area ready at {root}")
 
     @app.command("demo")
     def demo(
@@ -42,8 +47,8 @@ def register(app: typer.Typer) -> None:
             summary = launch_with_progress(ctx, "local", quiet=as_json)
             counts = [dict(row) for row in count_by_state(ctx.db, ctx.area, JobFilter())]
             if as_json:
-                print_json({"area": str(ctx.area.root), "launch": summary.as_dict(),
-                            "jobs": counts})
+                print_document({"area": str(ctx.area.root), "launch": summary.as_dict(),
+                                "jobs": counts})
             else:
                 print_summary(summary)
                 print_table(counts, ["state", "status", "count"], title="all jobs")

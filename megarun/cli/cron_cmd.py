@@ -5,7 +5,8 @@ from typing import Annotated
 import typer
 
 from megarun.cli.common import JSON_HELP, context, duration_option
-from megarun.cli.output import note, print_json, say
+from megarun.cli.formats import print_document
+from megarun.cli.output import note, say
 from megarun.core.quantities import MINUTE
 from megarun.errors import UsageError
 
@@ -32,7 +33,7 @@ def show(ctx: typer.Context, every: EVERY = "5", as_json: AS_JSON = False) -> No
 
     lines = cron_lines(context(ctx).area, _minutes(every))
     if as_json:
-        print_json({"lines": lines})
+        print_document({"lines": lines})
     else:
         say("\n".join(lines))
 
@@ -44,7 +45,7 @@ def install(ctx: typer.Context, every: EVERY = "5", as_json: AS_JSON = False) ->
 
     change = install_block(context(ctx).area, _minutes(every))
     if as_json:
-        print_json(change.as_dict())
+        print_document(change.as_dict())
         return
     say("\n".join(change.lines))
     note("crontab updated" if change.changed else "crontab already has these lines")
@@ -57,7 +58,7 @@ def remove(ctx: typer.Context, as_json: AS_JSON = False) -> None:
 
     change = remove_block(context(ctx).area)
     if as_json:
-        print_json(change.as_dict())
+        print_document(change.as_dict())
     else:
         note("removed this area's lines from the crontab" if change.changed
              else "the crontab has no lines for this area")

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from megarun.cli.common import JSON_HELP, context
-from megarun.cli.output import print_json, render, say
+from megarun.cli.formats import print_document
+from megarun.cli.output import render, say
 
 if TYPE_CHECKING:
     from megarun.homehost.dbcheck import CheckReport
@@ -31,7 +32,7 @@ def check(
 
     report = check_area(context(ctx), full)
     if as_json:
-        print_json(report.as_dict())
+        print_document(report.as_dict())
     else:
         _show(report)
     if not report.ok:
@@ -70,7 +71,7 @@ def restore(
         raise UsageError("say where to restore from: --from-mirror")
     result = restore_from_mirror(context(ctx), generation, force)
     if as_json:
-        print_json(result.as_dict())
+        print_document(result.as_dict())
         return
     for path in result.moved_aside:
         say(f"kept the old file as {path}")

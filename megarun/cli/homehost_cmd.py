@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from megarun.cli.common import JSON_HELP, context
-from megarun.cli.output import print_json, say
+from megarun.cli.formats import print_document
+from megarun.cli.output import say
 
 app = typer.Typer(help="The home host: the one host that writes the working database.",
                   no_args_is_help=True)
@@ -32,7 +33,7 @@ def show(ctx: typer.Context,
                             "is_home": mctx.is_home, "mirror": str(mctx.area.mirror_path),
                             "mirror_age": mctx.mirror_age()}
     if as_json:
-        print_json(info)
+        print_document(info)
         return
     from megarun.core.quantities import format_age
 
@@ -52,6 +53,7 @@ def set_address(
     identity: Annotated[str | None, typer.Option(help=IDENTITY_HELP)] = None,
     known_hosts: Annotated[str | None, typer.Option("--known-hosts", help=KNOWN_HOSTS_HELP)] = None,
     jump: Annotated[str | None, typer.Option(help=JUMP_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Record how other hosts reach the home host (run it on the home host)."""
     from megarun.homehost.home import update_address
@@ -61,7 +63,10 @@ def set_address(
     home = update_address(context(ctx).area, address,
                           {"identity": identity or "", "known_hosts": known_hosts or "",
                            "jump": jump or ""})
-    say(f"other hosts reach {home.host} as {home.address}")
+    if as_json:
+        print_document({"host": home.host, "address": home.address, "ssh": home.ssh})
+    else:
+        say(f"other hosts reach {home.host} as {home.address}")
 
 
 @app.command("migrate")
@@ -90,7 +95,7 @@ def migrate(
                          {"identity": identity or "", "known_hosts": known_hosts or "",
                           "jump": jump or ""}, Path(db).expanduser().absolute() if db else None)
     if as_json:
-        print_json(moved.as_dict())
+        print_document(moved.as_dict())
     else:
         say(f"the working database moved from {moved.old_host} to {moved.new_host} "
             f"({moved.db}, {moved.size:,} bytes, {moved.seconds:.1f} s)")

@@ -13,7 +13,8 @@ from megarun.campaign.create import CreatedJobs, JobRequest, create_jobs, reques
 from megarun.campaign.query import JobFilter
 from megarun.cli.archive_cmd import FULL_DB, with_archive
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, duration_option, one_format, parse_pairs
-from megarun.cli.output import note, print_json, print_mapping, render, render_stream, say
+from megarun.cli.formats import print_document, render_listing, stamped_rows
+from megarun.cli.output import note, print_json, print_mapping, render, say
 from megarun.config.inputs import INT64_MAX
 from megarun.core.quantities import MINUTE
 
@@ -73,7 +74,7 @@ def create(
         requests = [defaults]
     created = create_jobs(mctx.db, mctx.area, requests)
     if as_json:
-        print_json(created_json(created))
+        print_document(created_json(created))
     elif created.count == 1:
         say(f"job {created.first_id} created ({', '.join(created.states)})")
     else:
@@ -116,11 +117,12 @@ def ls(
     with_archive(mctx, full_db)
     if by_state:
         counts = [dict(row) for row in query.count_by_state(mctx.db, mctx.area, flt)]
-        render(counts, ["state", "status", "count"], as_json, as_csv, empty="no jobs")
+        render_listing(counts, ["state", "status", "count"], as_json, as_csv, empty="no jobs")
         return
-    jobs = query.iter_jobs(mctx.db, mctx.area, flt, limit)
-    rows: Iterator[Any] = jobs if as_json else (_shown_test(_shown_site(job)) for job in jobs)
-    shown = render_stream(rows, _LIST_COLUMNS, as_json, as_csv, empty="no jobs match")
+    rows: Iterator[Any] = query.iter_jobs(mctx.db, mctx.area, flt, limit)
+    if not (as_json or as_csv):  # CSV has the fields and values of --json
+        rows = (_shown_test(_shown_site(row)) for row in rows)
+    shown = render_listing(rows, _LIST_COLUMNS, as_json, as_csv, empty="no jobs match")
     if limit and shown == limit:
         more = query.count_jobs(mctx.db, mctx.area, flt) - shown
         if more > 0:
@@ -167,7 +169,7 @@ def show(
     with_archive(mctx, full_db)
     data = query.get_job(mctx.db, job_id)
     if as_json:
-        print_json(data)
+        print_document({**data, "events": list(stamped_rows(data["events"]))})
         return
     print_mapping(_shown_site(data), title=f"job {job_id}")
     render(data["steps"], ["name", "state", "status", "exit_code", "duration", "cmd"], False,
@@ -226,7 +228,7 @@ def kill(
     mctx = context(ctx)
     result = kill_jobs(mctx.db, mctx.area, job_ids)
     if as_json:
-        print_json(kill_json(result))
+        print_document(kill_json(result))
         return
     for key, ids in (("killed", result.killed), ("requested", result.requested),
                      ("skipped", result.skipped)):
@@ -241,21 +243,29 @@ def kill(
 def rm(
     ctx: typer.Context,
     job_ids: Annotated[list[int], typer.Argument(help="Job ids.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Remove jobs that are not running (their event trail is kept)."""
     removed = remove_jobs(context(ctx).db, job_ids)
-    say(f"removed {len(removed)} job(s)")
+    if as_json:
+        print_document({"removed": removed})
+    else:
+        say(f"removed {len(removed)} job(s)")
 
 
 @app.command("reset")
 def reset(
     ctx: typer.Context,
     job_ids: Annotated[list[int], typer.Argument(help="Job ids.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Send ended jobs back to READY with a fresh set of attempts."""
     mctx = context(ctx)
     done = reset_jobs(mctx.db, job_ids, mctx.area.config.launcher.retries)
-    say(f"reset {len(done)} job(s) to READY")
+    if as_json:
+        print_document({"reset": done})
+    else:
+        say(f"reset {len(done)} job(s) to READY")
 
 
 @app.command("match")
@@ -268,7 +278,7 @@ def match(
 
     result = match_jobs(context(ctx))
     if as_json:
-        print_json(result.as_dict())
+        print_document(result.as_dict())
         return
     rows: list[dict[str, Any]] = [{"site": site, "jobs": count, "reason": ""}
                                   for site, count in sorted(result.assigned.items())]

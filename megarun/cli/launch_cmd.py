@@ -8,7 +8,8 @@ import typer
 
 from megarun.cli.board import build_board
 from megarun.cli.common import JSON_HELP, context
-from megarun.cli.output import note, print_json, print_table, rich_console, say
+from megarun.cli.formats import print_document
+from megarun.cli.output import note, print_table, rich_console, say
 from megarun.cli.progress import Bar, StatusLines, launch_counts, progress_every
 from megarun.errors import EnvironmentProblem
 from megarun.homehost.context import Context
@@ -122,13 +123,13 @@ def register(app: typer.Typer) -> None:
 
             pid, log = detach_launcher(mctx, site_name)
             if as_json:
-                print_json({"pid": pid, "log": str(log), "site": site_name})
+                print_document({"pid": pid, "log": str(log), "site": site_name})
             else:
                 say(f"launcher started in the background (pid {pid}); log: {log}")
             return
         summary = launch_with_progress(mctx, site_name, quiet or as_json)
         if as_json:
-            print_json(summary.as_dict())
+            print_document(summary.as_dict())
         else:
             print_summary(summary)
         if summary.interrupted:

@@ -5,7 +5,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from megarun.cli.common import JSON_HELP, context, duration_option
-from megarun.cli.output import note, print_json, render
+from megarun.cli.formats import print_document
+from megarun.cli.output import note, render
 from megarun.core.quantities import DAY
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def register(app: typer.Typer) -> None:
         result = migrate_runs(run_store(context(ctx)), destination,
                               RunSelection(target, runname, age), dry_run=dry_run)
         if as_json:
-            print_json(migrate_json(result))
+            print_document(migrate_json(result))
             return
         for line in result.recovered:
             note(line)

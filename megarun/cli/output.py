@@ -9,7 +9,7 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +77,7 @@ def print_json_rows(rows: Iterable[Any], batch: int = 1000) -> int:
     return count
 
 
-def print_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> None:
+def print_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
     writer = csv.writer(sys.stdout)
     writer.writerow(columns)
     for row in rows:
@@ -131,7 +131,7 @@ def _cell_style(column: str, text: str) -> str:
     return ""
 
 
-def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | None = None,
+def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title: str | None = None,
                 empty: str = "nothing to show") -> None:
     """Aligned columns, one line per row, like `ls -l`: fast for long listings, never wrapped."""
     if not rows:
@@ -174,7 +174,7 @@ def _print_coloured(title: str | None, columns: Sequence[str], headers: list[str
 TABLE_BLOCK = 1000
 
 
-def render_stream(rows: Iterable[dict[str, Any]], columns: Sequence[str], as_json: bool,
+def render_stream(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], as_json: bool,
                   as_csv: bool, title: str | None = None, empty: str = "nothing to show") -> int:
     """Like `render`, for listings that can be huge: rows are consumed one at a time (JSON and
     CSV row by row, a table in aligned blocks of TABLE_BLOCK rows); returns how many."""
@@ -194,23 +194,23 @@ def render_stream(rows: Iterable[dict[str, Any]], columns: Sequence[str], as_jso
 class _Counted:
     """Passes rows through and counts them."""
 
-    def __init__(self, rows: Iterable[dict[str, Any]]) -> None:
+    def __init__(self, rows: Iterable[Mapping[str, Any]]) -> None:
         self.rows = iter(rows)
         self.count = 0
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Mapping[str, Any]]:
         for row in self.rows:
             self.count += 1
             yield row
 
 
-def _blocks(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+def _blocks(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
     iterator = iter(rows)
     while block := list(itertools.islice(iterator, size)):
         yield block
 
 
-def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool, as_csv: bool,
+def render(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], as_json: bool, as_csv: bool,
            title: str | None = None, empty: str = "nothing to show") -> None:
     """The one switch every listing command uses."""
     if as_json:

@@ -5,10 +5,12 @@ from typing import Annotated
 import typer
 
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, duration_option, one_format, parse_pairs
-from megarun.cli.output import print_json, render, say
+from megarun.cli.formats import LIST_LIMIT, print_document, render_listing, stamped_rows
+from megarun.cli.output import note, print_json, say
 from megarun.config.inputs import INT64_MAX
 from megarun.core.quantities import MINUTE, SECOND
-from megarun.errors import EnvironmentProblem
+from megarun.errors import EnvironmentProblem, UsageError
+from megarun.schedulers.base import BatchState
 
 app = typer.Typer(help="Batch jobs: scheduler allocations (pilot or direct).",
                   no_args_is_help=True)
@@ -59,7 +61,7 @@ def submit(
                             duration_option(idle_exit, "--idle-exit", SECOND), limit)
     rows = submit_batch(context(ctx), request)
     if as_json:
-        print_json(rows)
+        print_json(list(stamped_rows(rows)))
     else:
         for row in rows:
             if row["state"] == "submit_failed":
@@ -78,18 +80,40 @@ def submit(
 def ls(
     ctx: typer.Context,
     site: Annotated[str | None, typer.Option(help="Only this site.")] = None,
+    state: Annotated[str | None, typer.Option(
+        help="Only batch jobs in this state (pending_submission, queued, running, finished, "
+        "submit_failed, cancelled); ended states imply --history.")] = None,
     history: Annotated[bool, typer.Option(
         "--history", help="Also batch jobs that ended.")] = False,
+    limit: Annotated[int, typer.Option(
+        help="At most this many batch jobs (0: all); stderr says how many more there are.",
+        min=0, max=INT64_MAX)] = LIST_LIMIT,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help=CSV_HELP)] = False,
 ) -> None:
-    """List open batch jobs (with --history, every one)."""
-    from megarun.engine.batch import list_batch_jobs
+    """List open batch jobs (with --history, every one), oldest first."""
+    from megarun.engine.batch import count_batch_jobs, list_batch_jobs
 
     one_format(as_json, as_csv)
-    rows = list_batch_jobs(context(ctx), site, history)
-    render(rows, _COLUMNS, as_json, as_csv,
-           empty="no open batch jobs" + ("" if history else " (see also: --history)"))
+    wanted = _batch_state(state)
+    mctx = context(ctx)
+    rows = list_batch_jobs(mctx, site, history, wanted, limit)
+    shown = render_listing(rows, _COLUMNS, as_json, as_csv,
+                           empty="no open batch jobs" + ("" if history else " (see also: --history)"))
+    if limit and shown == limit:
+        more = count_batch_jobs(mctx, site, history, wanted) - shown
+        if more > 0:
+            note(f"... {more:,} more; --limit 0 for all", "dim")
+
+
+def _batch_state(name: str | None) -> BatchState | None:
+    if name is None:
+        return None
+    try:
+        return BatchState(name.lower())
+    except ValueError:
+        raise UsageError(f"--state {name!r}: expected one of "
+                         f"{', '.join(s.value for s in BatchState)}") from None
 
 
 @app.command("rm")
@@ -104,6 +128,6 @@ def rm(
 
     row = cancel(context(ctx), batch_id)
     if as_json:
-        print_json(row)
+        print_document(row)
     else:
         say(f"batch job {batch_id} cancelled")

@@ -8,7 +8,16 @@ import typer
 from megarun.cli.archive_cmd import FULL_DB, with_archive
 from megarun.cli.board import ended_count
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
+from megarun.cli.formats import (
+    LIST_LIMIT,
+    Limited,
+    print_document,
+    render_listing,
+    with_status,
+    write_csv,
+)
 from megarun.cli.output import note, print_json, render, say
+from megarun.config.inputs import INT64_MAX
 from megarun.errors import UsageError, WorkFailed
 from megarun.homehost.context import Context
 from megarun.suites.run_report import run_items
@@ -20,6 +29,7 @@ if TYPE_CHECKING:
 
     from megarun.db.models import Run
     from megarun.engine.launch_loop import LaunchSummary
+    from megarun.suites.run_control import CleanPreview
     from megarun.suites.run_prepare import RunSetup
     from megarun.suites.run_report import ItemStatus
     from megarun.suites.stale import AreaDefinitions
@@ -88,26 +98,28 @@ def _print_matrix(ctx: Context, run: "Run", testpatt: str | None, as_json: bool,
     items = _items(ctx, run, testpatt)
     tests = rollup(items)
     counts = item_counts(items)
-    if as_json:
+    if as_json or as_csv:
         steps = _steps(ctx, [i.id for i in items])
-        print_json({"target": run.target, "runname": run.runname,
-                    "status": rollup_status(counts), "counts": counts,
-                    "tests": [{"test": name, **entry} for name, entry in tests.items()],
-                    "items": [{"id": i.id, "test": i.test, "item": i.item, "state": i.state,
-                               "status": i.status, "exit_code": i.exit_code,
-                               "message": i.message, "steps": steps.get(i.id, [])}
-                              for i in items]})
+        records = [{"id": i.id, "test": i.test, "item": i.item, "state": i.state,
+                    "status": i.status, "exit_code": i.exit_code, "message": i.message,
+                    "steps": steps.get(i.id, [])} for i in items]
+        if as_csv:
+            write_csv(records, ["test", "item", "state", "status", "id", "message"])
+        else:
+            print_document({"target": run.target, "runname": run.runname,
+                            "status": rollup_status(counts), "counts": counts,
+                            "tests": [{"test": name, **entry} for name, entry in tests.items()],
+                            "items": records})
         return run_failed(items)
     rows = [{"test": i.test, "item": i.item or "-", "state": i.state, "status": i.status,
              "id": i.id, "message": i.message} for i in items]
-    render(rows, ["test", "item", "state", "status", "id", "message"], False, as_csv,
+    render(rows, ["test", "item", "state", "status", "id", "message"], False, False,
            title=f"run {run.target}/{run.runname}", empty="no jobs in this run")
-    if not as_csv:
-        summary = [{"test": name, "jobs": e["jobs"], "status": e["status"],
-                    "states": " ".join(f"{k}:{v}" for k, v in sorted(e["states"].items()))}
-                   for name, e in tests.items()]
-        render(summary, ["test", "jobs", "status", "states"], False, False, title="by test")
-        say(f"run status: {headline(counts)}")
+    summary = [{"test": name, "jobs": e["jobs"], "status": e["status"],
+                "states": " ".join(f"{k}:{v}" for k, v in sorted(e["states"].items()))}
+               for name, e in tests.items()]
+    render(summary, ["test", "jobs", "status", "states"], False, False, title="by test")
+    say(f"run status: {headline(counts)}")
     return run_failed(items)
 
 
@@ -181,6 +193,20 @@ def _check_pattern(ctx: Context, run: "Run", testpatt: str | None) -> None:
     check_run_pattern(ctx.db, int(run.id), testpatt, f"{run.target}/{run.runname}")
 
 
+def clean_preview_json(preview: "CleanPreview") -> dict[str, Any]:
+    """`clean --dry-run --json`."""
+    return {"dry_run": True, "jobs": preview.jobs, "paths": preview.paths,
+            "records": preview.records, "run_record": preview.run_record}
+
+
+def _say_preview(preview: "CleanPreview") -> None:
+    """`clean --dry-run` for people: each path, then the counts."""
+    for path in preview.paths:
+        say(f"would remove {path}")
+    say(f"would remove {len(preview.paths)} run path(s), {len(preview.records)} job record(s)"
+        + (" and the run's record" if preview.run_record else "") + "; nothing was removed")
+
+
 #: `status` of a run with items that have not ended yet (EX_TEMPFAIL: ask again later).
 STILL_RUNNING = 75
 
@@ -249,7 +275,7 @@ def register(app: typer.Typer) -> None:
                     *(["--testpatt", testpatt] if testpatt else []), "--quiet"]
             pid, log = start_in_background(mctx, args, "run.log")
             if as_json:
-                print_json({**setup_json(setup), "pid": pid, "log": str(log)})
+                print_document({**setup_json(setup), "pid": pid, "log": str(log)})
             else:
                 say(f"run continues in the background (pid {pid}); log: {log}")
             return
@@ -326,17 +352,26 @@ def register(app: typer.Typer) -> None:
 
     @app.command("clean")
     def clean(ctx: typer.Context, target: TARGET, runname: RUNNAME, testpatt: TESTPATT = None,
-              keep_records: KEEP = False, as_json: AS_JSON = False) -> None:
+              keep_records: KEEP = False, dry_run: Annotated[bool, typer.Option(
+                  "--dry-run", help="List the run paths and job records that would be removed; "
+                  "remove nothing.")] = False, as_json: AS_JSON = False) -> None:
         """Remove a run's (or some tests') files and records."""
-        from megarun.suites.run_control import clean_run
+        from megarun.suites.run_control import clean_run, preview_clean
         from megarun.suites.run_prepare import get_run
 
         mctx = context(ctx)
-        result = clean_run(mctx.db, mctx.area, get_run(mctx.db, target, runname), testpatt,
-                           keep_records)
+        run_row = get_run(mctx.db, target, runname)
+        if dry_run:
+            preview = preview_clean(mctx.db, mctx.area, run_row, testpatt, keep_records)
+            if as_json:
+                print_document(clean_preview_json(preview))
+            else:
+                _say_preview(preview)
+            return
+        result = clean_run(mctx.db, mctx.area, run_row, testpatt, keep_records)
         if as_json:
-            print_json({"jobs": result.jobs, "paths_removed": result.paths_removed,
-                        "records_removed": result.records_removed})
+            print_document({"jobs": result.jobs, "paths_removed": result.paths_removed,
+                            "records_removed": result.records_removed})
         else:
             say(f"{result.paths_removed} run path(s) removed, "
                 f"{result.records_removed} job record(s) removed")
@@ -352,14 +387,24 @@ def register(app: typer.Typer) -> None:
         mctx = context(ctx)
         result = kill_run(mctx.db, mctx.area, get_run(mctx.db, target, runname), testpatt)
         if as_json:
-            print_json(kill_json(result))
+            print_document(kill_json(result))
         else:
             say(f"{len(result.killed)} killed, {len(result.requested)} asked to stop")
 
     @runs_app.command("ls")
-    def runs_ls(ctx: typer.Context, as_json: AS_JSON = False, as_csv: AS_CSV = False,
+    def runs_ls(ctx: typer.Context, target: Annotated[str | None, typer.Option(
+                    "--target", help="Only runs of this target (a glob: linux/*).")] = None,
+                runname: Annotated[str | None, typer.Option(
+                    "--runname", help="Only runs of this name (a glob: nightly-*).")] = None,
+                status: Annotated[str | None, typer.Option(
+                    "--status", help="Only runs whose roll-up status is this (PASS, FAIL, "
+                    "RUNNING, MOVED, ...).")] = None,
+                limit: Annotated[int, typer.Option(
+                    help="At most this many runs (0: all); stderr says how many more there "
+                    "are.", min=0, max=INT64_MAX)] = LIST_LIMIT,
+                as_json: AS_JSON = False, as_csv: AS_CSV = False,
                 full_db: FULL_DB = False) -> None:
-        """Every run of the area with its job count and worst status."""
+        """Every run of the area, oldest first, with its job count and worst status."""
         from megarun.suites.run_report import list_runs
 
         one_format(as_json, as_csv)
@@ -368,9 +413,11 @@ def register(app: typer.Typer) -> None:
         from megarun.suites.stale import stale_tests_by_run
 
         stale = _judge_stale(mctx, lambda area: stale_tests_by_run(mctx.db, area))
-        render([dict(run) for run in list_runs(mctx.db, stale)],
-               ["target", "runname", "jobs", "done", "stale", "status"], as_json,
-               as_csv, empty="no runs yet (megarun run --target T --runname R)")
+        rows = Limited(with_status(list_runs(mctx.db, stale, target, runname), status,
+                                   also=("RUNNING", "MOVED")), limit)
+        render_listing(rows, ["target", "runname", "jobs", "done", "stale", "status"], as_json,
+                       as_csv, empty="no runs yet (megarun run --target T --runname R)")
+        rows.note_more()
 
     @runs_app.command("export")
     def runs_export(ctx: typer.Context, target: TARGET, runname: RUNNAME,
@@ -389,7 +436,8 @@ def register(app: typer.Typer) -> None:
         if fmt == "json":
             print_json(rows)
         elif fmt == "csv":
-            render(rows, list(rows[0]) if rows else ["id"], False, True)
+            write_csv(rows, ["id", "test", "item", "state", "status", "exit_code", "runtime",
+                             "message"])
         elif fmt == "junit":
             sys.stdout.write(_junit(mctx, run_row, items))
         else:

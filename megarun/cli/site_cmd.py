@@ -6,7 +6,8 @@ from typing import Annotated
 import typer
 
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
-from megarun.cli.output import note, print_json, print_mapping, render, say
+from megarun.cli.formats import print_document, render_listing
+from megarun.cli.output import note, print_mapping, say
 from megarun.engine.matching import parse_tag_pairs
 from megarun.errors import AreaNotFound
 from megarun.sites import registry as site_service
@@ -18,16 +19,18 @@ _COLUMNS = ["name", "preset", "scheduler", "host", "workdir"]
 
 @app.command("presets")
 def presets(ctx: typer.Context,
-            as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
+            as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+            as_csv: Annotated[bool, typer.Option("--csv", help=CSV_HELP)] = False) -> None:
     """List the site presets: the area's site-presets/, your own (~/.config/megarun/presets/)
     and the shipped ones, with where each comes from; the first of a name wins."""
+    one_format(as_json, as_csv)
     try:
         area_root: Path | None = context(ctx).area.root
     except AreaNotFound:  # outside an area: your own and the shipped presets
         area_root = None
     rows = site_service.list_presets(area_root)
-    render(rows, ["name", "scheduler", "origin", "description"], as_json, False)
-    for row in rows if not as_json else ():
+    render_listing(rows, ["name", "scheduler", "origin", "description"], as_json, as_csv)
+    for row in rows if not (as_json or as_csv) else ():
         if row["hides"]:
             note(f"preset {row['name']!r} ({row['origin']}, {row['path']}) replaces the "
                  f"{row['hides']} one of the same name")
@@ -63,7 +66,7 @@ def add(
     info = site_service.add_site(context(ctx), name, preset, host, workdir, set_ or [], options,
                                  capabilities)
     if as_json:
-        print_json(info.as_dict())
+        print_document(info.as_dict())
     else:
         say(f"site {info.name!r} added ({info.scheduler}, work dir {info.workdir})")
 
@@ -77,8 +80,8 @@ def ls(
     """List the area's sites."""
     one_format(as_json, as_csv)
     rows = [s.as_dict() for s in site_service.list_sites(context(ctx))]
-    render(rows, _COLUMNS, as_json, as_csv, empty="no sites (add one: megarun site add NAME "
-           "--preset local)")
+    render_listing(rows, _COLUMNS, as_json, as_csv, empty="no sites (add one: megarun site add "
+                   "NAME --preset local)")
 
 
 @app.command("show")
@@ -95,7 +98,7 @@ def show(
     info["workdir_from"] = site_service.workdir_origin(mctx, site)
     info["settings"] = info.pop("settings")  # last: the longest
     if as_json:
-        print_json(info)
+        print_document(info)
     else:
         print_mapping(info, title=f"site {name}")
 
@@ -104,10 +107,14 @@ def show(
 def rm(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Site name.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Remove a site no job refers to."""
     site_service.remove_site(context(ctx), name)
-    say(f"site {name!r} removed")
+    if as_json:
+        print_document({"removed": name})
+    else:
+        say(f"site {name!r} removed")
 
 
 @app.command("check")
@@ -128,7 +135,7 @@ def check(
     facts = check_site(site_service.get_site(mctx, name), accept_host_key, install_agent)
     site_service.record_detected(mctx, name, facts)  # os, arch, python: used by site matching
     if as_json:
-        print_json(facts)
+        print_document(facts)
     else:
         print_mapping(facts, title=f"site {name}: reachable")
     if not facts["scheduler_found"]:
@@ -174,7 +181,7 @@ def init(
                   site_service.SshOptions(identity, None, python, known_hosts))
     result = Wizard(context(ctx), interactive=not no_input).run(given)
     if as_json:
-        print_json(result.as_dict())
+        print_document(result.as_dict())
     else:
         say(f"site {result.site.name!r} saved ({result.site.scheduler}, "
             f"{result.site.host or 'this machine'}, work dir {result.site.workdir})")

@@ -6,7 +6,8 @@ from typing import Annotated
 import typer
 
 from megarun.cli.common import JSON_HELP, context, duration_option
-from megarun.cli.output import note, print_json, render
+from megarun.cli.formats import print_document
+from megarun.cli.output import note, render
 from megarun.errors import AlreadyRunning, UsageError
 
 
@@ -45,7 +46,7 @@ def register(app: typer.Typer) -> None:
                     time.sleep(loop)
         except AlreadyRunning as exc:  # cron started us while the last cycle still runs
             if as_json:
-                print_json({"skipped": str(exc)})
+                print_document({"skipped": str(exc)})
             else:
                 note(f"{exc}; nothing to do")
             return

@@ -98,16 +98,34 @@ def as_dict(row: BatchJob, site_name: str) -> dict[str, Any]:
             "submitted": row.submitted, "started": row.started, "ended": row.ended}
 
 
-def list_batch_jobs(ctx: Context, site: str | None = None,
-                    history: bool = False) -> list[dict[str, Any]]:
-    """Open batch jobs (all of them with `history`), oldest first."""
+def list_batch_jobs(ctx: Context, site: str | None = None, history: bool = False,
+                    state: BatchState | None = None, limit: int = 0) -> list[dict[str, Any]]:
+    """Open batch jobs (all of them with `history`; those in `state`), oldest first: at most
+    `limit` of them (0: all)."""
     names = {sid: name for sid, name in ctx.db.execute_sql("SELECT id, name FROM site")}
-    query = BatchJob.select().order_by(BatchJob.id)
+    query = _batch_query(ctx, site, history, state).order_by(BatchJob.id)
+    if limit:
+        query = query.limit(limit)
+    return [as_dict(row, names.get(row.site_id, "?")) for row in query]
+
+
+def count_batch_jobs(ctx: Context, site: str | None = None, history: bool = False,
+                     state: BatchState | None = None) -> int:
+    """How many batch jobs `list_batch_jobs` lists without a limit."""
+    return int(_batch_query(ctx, site, history, state).count())
+
+
+def _batch_query(ctx: Context, site: str | None, history: bool,
+                 state: BatchState | None) -> Any:
+    ctx.db  # noqa: B018 - opens the database
+    query = BatchJob.select()
     if site is not None:
         query = query.where(BatchJob.site == site_id(ctx, site))
-    if not history:
+    if state is not None:
+        query = query.where(BatchJob.state == state.value)
+    elif not history:
         query = query.where(BatchJob.state.in_(OPEN_STATES))
-    return [as_dict(row, names.get(row.site_id, "?")) for row in query]
+    return query
 
 
 def get_batch_job(ctx: Context, batch_id: int) -> BatchJob:

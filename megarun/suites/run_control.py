@@ -106,11 +106,13 @@ def _rewait(db: SqliteDatabase, job_ids: list[int]) -> None:
         save_rows(db, rows.values())
 
 
-def clean_paths(db: SqliteDatabase, area: Area, job_ids: list[int]) -> int:
+def clean_paths(db: SqliteDatabase, area: Area, job_ids: list[int],
+                preview: list[str] | None = None) -> int:
     """Remove the run paths of finished or waiting jobs (never of a running one).
 
     Only paths under a run root are removed: the area's, or `<work dir>/runs` of an SSH site
-    (removed there, in one round trip per site).
+    (removed there, in one round trip per site). With `preview` nothing is removed: the paths
+    that would be are appended to it (an SSH site's as SITE:PATH, whether they exist or not).
     """
     root = run_root(area).resolve()
     removed = 0
@@ -134,11 +136,19 @@ def clean_paths(db: SqliteDatabase, area: Area, job_ids: list[int]) -> int:
             path = Path(workdir).resolve() if workdir else None
             if path is None or root not in path.parents:
                 continue  # never delete outside the run root
+            if preview is not None:  # a dry run: nothing goes, not even the empty folders above
+                if path.exists():
+                    preview.append(str(path))
+                continue
             if path.exists():
                 shutil.rmtree(path)
                 removed += 1
                 cleaned.append((job_id, state, status, attempt, workdir))
             remove_empty_parents(path, root)
+    if preview is not None:
+        preview.extend(f"{remote_sites[sid]}:{where}" for sid, paths in remote.items()
+                       for where in paths)
+        return 0
     for sid, paths in remote.items():
         site = get_site(OpenArea(area, db), remote_sites[sid])
         removed += remove_remote_run_paths(site, f"{site.workdir}/runs", paths)
@@ -190,6 +200,27 @@ def clean_run(db: SqliteDatabase, area: Area, run: Run, testpatt: str | None,
                 db.execute_sql("DELETE FROM run_test WHERE run_id = ?", (run.id,))
                 db.execute_sql("DELETE FROM run WHERE id = ?", (run.id,))
     return CleanResult(len(ids), files, records)
+
+
+@dataclass(frozen=True)
+class CleanPreview:
+    """What `clean` would remove: run paths, job records, and the run's own record."""
+
+    jobs: int
+    paths: list[str]
+    records: list[int]
+    run_record: bool
+
+
+def preview_clean(db: SqliteDatabase, area: Area, run: Run, testpatt: str | None,
+                  keep_records: bool) -> CleanPreview:
+    """`clean_run` without removing anything (a running job is refused as by clean_run)."""
+    ids = [i.id for i in run_items(db, int(run.id), testpatt)]
+    paths: list[str] = []
+    clean_paths(db, area, ids, paths)
+    records = [] if keep_records else ids
+    total = db.execute_sql("SELECT count(*) FROM job WHERE run_id = ?", (run.id,)).fetchone()[0]
+    return CleanPreview(len(ids), paths, records, bool(records) and total == len(ids))
 
 
 def kill_run(db: SqliteDatabase, area: Area, run: Run, testpatt: str | None) -> KillResult:

@@ -3,8 +3,9 @@ list of runs (megarun.core.rollup decides the statuses)."""
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -106,35 +107,38 @@ def site_of_run(db: SqliteDatabase, run_id: int) -> str | None:
 
 
 # -- listing ----------------------------------------------------------------------------------
-def list_runs(db: SqliteDatabase, stale: dict[int, set[str]] | None = None) -> list[RunSummary]:
-    """Every run with its job count, how many are done and STALE, and its worst status.
+def list_runs(db: SqliteDatabase, stale: dict[int, set[str]] | None = None,
+              target: str | None = None, runname: str | None = None) -> Iterator[RunSummary]:
+    """Every run (those whose target and runname match the globs given), oldest first, with
+    its job count, how many are done and STALE, and its worst status; read run by run.
 
     `stale` (megarun.suites.stale.stale_tests_by_run): per run, the tests whose COMPLETED
     jobs count as STALE already, as `status` shows them.
     """
-    rows = db.execute_sql(
-        "SELECT run.id, run.target, run.runname, run.created, job.test, job.state, job.status,"
+    where = " AND ".join(clause for clause, value in (("run.target GLOB ?", target),
+                                                      ("run.runname GLOB ?", runname)) if value)
+    cursor = db.execute_sql(
+        "SELECT run.id, run.target, run.runname, run.created, job.test, job.state, job.status,"  # noqa: S608
         " count(job.id), run.moved_to FROM run LEFT JOIN job ON job.run_id = run.id"
-        " GROUP BY run.id, job.test, job.state, job.status ORDER BY run.created, run.id"
-    ).fetchall()
+        f"{' WHERE ' + where if where else ''}"
+        " GROUP BY run.id, job.test, job.state, job.status ORDER BY run.created, run.id",
+        [value for value in (target, runname) if value])
     stale = stale or {}
-    runs: dict[int, RunSummary] = {}
-    groups: dict[int, list[tuple[JobState, JobStatus, int]]] = {}
-    for run_id, target, runname, created, test, state, status, count, moved_to in rows:
-        entry = runs.setdefault(run_id, RunSummary(
-            target=target, runname=runname, created=created, jobs=0, done=0, stale=0,
-            moved_to=moved_to, status=""))
-        found = groups.setdefault(run_id, [])
-        if state is None:
-            continue
-        entry["jobs"] += count
-        if state in ("COMPLETED", "KILLED", "DEAD", "STALE"):
-            entry["done"] += count
-        if state == JobState.STALE.value or (state == JobState.COMPLETED.value
-                                             and test in stale.get(run_id, ())):
-            entry["stale"] += count
-        found.append((JobState(state), JobStatus(status), count))
-    for run_id, entry in runs.items():
-        entry["status"] = "MOVED" if entry["moved_to"] else rollup_status(
-            count_items(groups[run_id]))
-    return list(runs.values())
+    for run_id, groups in itertools.groupby(cursor, key=lambda row: row[0]):
+        rows = list(groups)  # one run's (test, state, status) groups
+        first = rows[0]
+        entry = RunSummary(target=first[1], runname=first[2], created=first[3], jobs=0, done=0,
+                           stale=0, moved_to=first[8], status="")
+        counted: list[tuple[JobState, JobStatus, int]] = []
+        for *_, test, state, status, count, _moved in rows:
+            if state is None:
+                continue
+            entry["jobs"] += count
+            if state in ("COMPLETED", "KILLED", "DEAD", "STALE"):
+                entry["done"] += count
+            if state == JobState.STALE.value or (state == JobState.COMPLETED.value
+                                                 and test in stale.get(run_id, ())):
+                entry["stale"] += count
+            counted.append((JobState(state), JobStatus(status), count))
+        entry["status"] = "MOVED" if entry["moved_to"] else rollup_status(count_items(counted))
+        yield entry

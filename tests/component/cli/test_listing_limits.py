@@ -50,7 +50,8 @@ def test_streamed_json_is_the_same_text_as_before(area: Path) -> None:
     assert out == json.dumps(rows) + "\n"  # the shape and text of a one-shot json.dumps
     assert list(rows[0]) == ["id", "name", "state", "status", "attempt", "exit_code", "tags",
                              "created", "started", "ended", "message", "app", "site", "run",
-                             "test", "item"]  # run, test, item: added after the others
+                             "test", "item", "created_at", "started_at", "ended_at"]
+    # run, test, item: added after the others; then the times in ISO 8601
     empty = run_ok(area, "job", "ls", "--json", "--state", "KILLED")
     assert empty.stdout == "[]\n"
 
