@@ -51,6 +51,7 @@ from megarun.db.fulldb import (
     common_columns,
     detach,
 )
+from megarun.db.jobstore import chunks
 from megarun.errors import EnvironmentProblem
 from megarun.homehost.context import Context
 
@@ -212,8 +213,8 @@ def _run_move(ctx: Context, move: _Move, selection: RunSelection,
             result.recovered = _recover(db)
             result.held_back = held_back_runs(db, selection, move.source)
             ids = select_finished_runs(db, selection, move.source)
-            for start in range(0, len(ids), BATCH_RUNS):
-                _move_batch(db, move, ids[start:start + BATCH_RUNS], result)
+            for batch in chunks(ids, BATCH_RUNS):
+                _move_batch(db, move, batch, result)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -25,6 +25,7 @@ from megarun.core.states import FAILING_STATUSES, JobState, JobStatus
 from megarun.db.connection import execute_many, write_transaction
 from megarun.db.jobstore import (
     children_of,
+    chunks,
     insert_events,
     load_rows,
     load_rows_where,
@@ -469,7 +470,7 @@ def clean_paths(ctx: Context, job_ids: list[int]) -> int:
     remote_sites = {int(i): n for i, n in ctx.db.execute_sql(
         "SELECT id, name FROM site WHERE host IS NOT NULL").fetchall()}
     cleaned: list[tuple[Any, ...]] = []
-    for part in _chunks(job_ids):
+    for part in chunks(job_ids):
         marks = ",".join("?" * len(part))
         sql = ("SELECT id, state, workdir, site_id, status, attempt FROM job "  # noqa: S608
                f"WHERE id IN ({marks})")
@@ -527,10 +528,6 @@ def remove_empty_parents(path: Path, root: Path) -> None:
             continue  # removed by an earlier clean
         except OSError:
             return
-
-
-def _chunks(ids: Sequence[int], size: int = 500) -> list[Sequence[int]]:
-    return [ids[i:i + size] for i in range(0, len(ids), size)]
 
 
 def clean_run(ctx: Context, run: Run, testpatt: str | None, keep_records: bool) -> dict[str, int]:
