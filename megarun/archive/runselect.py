@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from filelock import FileLock, Timeout
 from peewee import SqliteDatabase
 
 from megarun.agent.private import make_private_dirs
+from megarun.core.filelocks import hold_or_refuse
 from megarun.core.states import ACTIVE_STATES, WAITING_STATES
 from megarun.db.connection import busy_timeout_seconds
 from megarun.errors import AlreadyRunning
@@ -122,13 +122,7 @@ def move_lock(ctx: Context) -> Iterator[None]:
     working database (a local disk), as only the home host moves runs."""
     folder = ctx.home.db.parent / "locks"
     make_private_dirs(str(folder))
-    lock = FileLock(str(folder / "moves.lock"), mode=0o600)
-    try:
-        lock.acquire(timeout=busy_timeout_seconds())
-    except Timeout:
-        raise AlreadyRunning("another megarun archive or migrate command is still running in "
-                             "this area", "try again when it is done") from None
-    try:
+    busy = AlreadyRunning("another megarun archive or migrate command is still running in "
+                          "this area", "try again when it is done")
+    with hold_or_refuse(folder / "moves.lock", busy, busy_timeout_seconds()):
         yield
-    finally:
-        lock.release()

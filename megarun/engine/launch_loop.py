@@ -24,13 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from megarun.agent.private import make_private_dirs
 from megarun.agent.runner import last_line
 from megarun.agent.spool import agent_log_path
 from megarun.config.area import LauncherSettings
-from megarun.core.filelocks import hold_lock
+from megarun.core.filelocks import hold_lock, hold_or_refuse
 from megarun.core.states import FAILING_STATUSES, JobStatus
 from megarun.db.connection import DiskFull
 from megarun.db.jobstore import load_rows_where
@@ -176,7 +174,6 @@ class Launcher:
         self.on_progress = on_progress
         self.summary = LaunchSummary(site_name)
         self.agent_process: subprocess.Popen[bytes] | None = None
-        self._lock = FileLock(str(lock_path(ctx, site_name)), mode=0o600)
         self._started = 0.0
         self._last_agent_check = 0.0
         self.gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx), site_name)
@@ -200,13 +197,12 @@ class Launcher:
 
     # -- public -----------------------------------------------------------------------------
     def run(self) -> LaunchSummary:
-        try:
-            self._lock.acquire(timeout=0)
-        except Timeout:
-            raise AlreadyRunning(
-                f"a launcher is already running for site {self.site.name!r}",
-                "wait for it, or stop it with Ctrl-C / kill",
-            ) from None
+        busy = AlreadyRunning(f"a launcher is already running for site {self.site.name!r}",
+                              "wait for it, or stop it with Ctrl-C / kill")
+        with hold_or_refuse(lock_path(self.ctx, self.site.name), busy):
+            return self._run_locked()
+
+    def _run_locked(self) -> LaunchSummary:
         try:
             self._started = time.monotonic()
             match_jobs(self.ctx)  # jobs that wait for a site satisfying their requirements
@@ -225,7 +221,6 @@ class Launcher:
         finally:
             self.summary.elapsed = time.monotonic() - self._started
             self._reap_agent()
-            self._lock.release()
         return self.summary
 
     # -- steps ------------------------------------------------------------------------------

@@ -17,9 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from megarun.agent.private import make_private_dirs
+from megarun.core.filelocks import hold_or_refuse
 from megarun.engine import agent_starts
 from megarun.engine import batch as batch_service
 from megarun.engine.agents import clear_finished_kills, live_agents, settle_gone_agents
@@ -237,12 +236,6 @@ def sync_lock(ctx: Context) -> Iterator[None]:
     """
     folder = ctx.home.db.parent / "locks"
     make_private_dirs(str(folder))
-    lock = FileLock(str(folder / "sync.lock"), mode=0o600)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise AlreadyRunning("another megarun sync is running in this area") from None
-    try:
+    with hold_or_refuse(folder / "sync.lock",
+                        AlreadyRunning("another megarun sync is running in this area")):
         yield
-    finally:
-        lock.release()

@@ -23,10 +23,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from megarun.agent.private import make_private_dirs
 from megarun.config.area import Area
+from megarun.core.filelocks import hold_or_refuse
 from megarun.db.connection import fsync_dir
 from megarun.errors import ConfigError, MegarunError
 
@@ -260,15 +259,9 @@ def check_not_moving(area: Area, home: HomeHost) -> None:
     the mark a crashed hand-over left (its lock is free: nobody is moving it)."""
     if not home.moving_to:
         return
-    lock = FileLock(str(handoff_lock_path(home)), mode=0o600)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise NotHomeHost(f"the working database is being moved to {home.moving_to}",
-                          "try again in a moment") from None
-    try:
+    busy = NotHomeHost(f"the working database is being moved to {home.moving_to}",
+                       "try again in a moment")
+    with hold_or_refuse(handoff_lock_path(home), busy):
         current = read_homehost(area)
         if current is not None and current.host == home.host and current.moving_to:
             write_homehost(area, replace(current, moving_to=None))
-    finally:
-        lock.release()

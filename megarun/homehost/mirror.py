@@ -34,9 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from filelock import FileLock, Timeout
-
 from megarun.core.faults import fault_point
+from megarun.core.filelocks import hold_or_refuse
 from megarun.db.connection import DiskFull, fsync_dir, is_disk_full, translate_operational_error
 from megarun.db.integrity import (
     DatabaseDamaged,
@@ -80,16 +79,11 @@ def refresh(working_db: Path, mirror: Path, force: bool = False) -> Refresh:
 @contextmanager
 def refresh_lock(working_db: Path) -> Iterator[None]:
     """Hold the lock that serialises mirror refreshes (and keeps them off a restore)."""
-    lock = FileLock(str(working_db.with_name(working_db.name + ".mirror.lock")), mode=0o600)
-    try:
-        lock.acquire(timeout=LOCK_SECONDS)
-    except Timeout:
-        raise DatabaseBusy("another megarun process kept refreshing the mirror",
-                           f"waited {LOCK_SECONDS:g} s") from None
-    try:
+    busy = DatabaseBusy("another megarun process kept refreshing the mirror",
+                        f"waited {LOCK_SECONDS:g} s")
+    with hold_or_refuse(working_db.with_name(working_db.name + ".mirror.lock"), busy,
+                        LOCK_SECONDS):
         yield
-    finally:
-        lock.release()
 
 
 def copy_database(source: Path, target: Path) -> None:
