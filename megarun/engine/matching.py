@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from megarun.agent.private import make_private_dirs
 from megarun.config.apps import VERSION_OPERATORS, parse_constraints
 from megarun.config.area import MATCHING_POLICIES
 from megarun.config.presets import parse_scalar
+from megarun.core.files import write_private
 from megarun.db.connection import execute_many, write_transaction
 from megarun.errors import ConfigError, UsageError
 from megarun.homehost.context import Context
@@ -256,11 +256,7 @@ def _read_rotation(path: Path) -> str:
 
 def _write_rotation(path: Path, last: str) -> None:
     make_private_dirs(str(path.parent))
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps({"last": last}))
-    os.replace(temporary, path)
+    write_private(path, json.dumps({"last": last}))
 
 
 # -- one matching pass -------------------------------------------------------------------------

@@ -36,7 +36,8 @@ from megarun.config.area import Area
 from megarun.core.ages import format_age
 from megarun.core.faults import fault_point
 from megarun.core.filelocks import hold_or_refuse
-from megarun.db.connection import busy_timeout_seconds, fsync_dir
+from megarun.core.files import fsync_dir
+from megarun.db.connection import busy_timeout_seconds
 from megarun.errors import EnvironmentProblem, MegarunError, UsageError
 from megarun.homehost import home as homehost
 from megarun.homehost import mirror

@@ -36,6 +36,7 @@ from typing import BinaryIO, NoReturn, TypeVar, cast
 import paramiko
 
 from megarun.agent.private import make_private_dirs
+from megarun.core.files import atomic_writer
 from megarun.errors import ConfigError, EnvironmentProblem, UsageError
 from megarun.transport import rsync
 from megarun.transport.base import (
@@ -410,19 +411,9 @@ class SshTransport:
                            iter(lambda: handle.read(_CHUNK), b""), mode)
 
     def get(self, remote_path: PathArg, local_path: PathArg) -> None:
-        target = os.fspath(local_path)
-        tmp = temp_name_for(target)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle, self._sftp_session() as sftp:
-                mode = _stat_mode(sftp.stat(os.fspath(remote_path)))
-                sftp.getfo(os.fspath(remote_path), handle)
-                os.fchmod(handle.fileno(), mode & 0o777)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with self._sftp_session() as sftp:
+            mode = _stat_mode(sftp.stat(os.fspath(remote_path)))
+            _sftp_get_file(sftp, os.fspath(remote_path), os.fspath(local_path), mode & 0o777)
 
     def makedirs(self, path: PathArg, mode: int = 0o700) -> None:
         with self._sftp_session() as sftp:
@@ -894,17 +885,8 @@ def _sftp_get_tree(sftp: paramiko.SFTPClient, source: str, target: str) -> None:
 
 
 def _sftp_get_file(sftp: paramiko.SFTPClient, source: str, target: str, mode: int) -> None:
-    tmp = temp_name_for(target)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            sftp.getfo(source, handle)
-            os.fchmod(handle.fileno(), mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(Path(target), mode) as handle:
+        sftp.getfo(source, handle)
 
 
 def _path_prefixes(path: str) -> list[str]:
