@@ -37,7 +37,7 @@ IDLE_POLL = 0.05
 
 class Agent(Processes):
     """One agent process (see the module docstring); its parts are in the classes it builds on
-    (megarun/agent/state.py says which)."""
+    (megarun/agent/base.py says which)."""
 
     def run(self) -> int:
         """Run until stopped or idle; return the process exit code."""

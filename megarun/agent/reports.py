@@ -10,8 +10,9 @@ import time
 from typing import Any, Dict, Optional
 
 from megarun.agent import rules, runner
+from megarun.agent.base import AgentState
 from megarun.agent.job import Job, describe_os_error, fault_point, step_name
-from megarun.agent.state import AgentState
+from megarun.agent.states import FAIL
 
 log = logging.getLogger("megarun.agent")
 
@@ -68,7 +69,7 @@ class Reporting(AgentState):
             try:
                 extra["status"] = rules.judge(job.spec["rules"], rc, job.workdir, steps_run)
             except (re.error, KeyError, TypeError, ValueError) as exc:
-                extra["status"] = "FAIL"
+                extra["status"] = FAIL
                 message = "bad rules in the job spec: {}".format(exc)
         self.events.emit("finished", job=job.id, attempt=job.attempt, reason=reason, rc=rc,
                          signal=signum, message=message, runtime=runtime, **extra)

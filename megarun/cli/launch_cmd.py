@@ -7,6 +7,7 @@ import typer
 
 from megarun.cli.common import JSON_HELP, context
 from megarun.cli.output import note, print_json, print_table, rich_console, say
+from megarun.core.states import FAILING_STATUSES, JobState
 from megarun.errors import EnvironmentProblem
 from megarun.homehost.context import Context
 from megarun.sites.registry import ensure_default_site
@@ -34,8 +35,9 @@ def launch_with_progress(ctx: Context, site_name: str, quiet: bool,
     board = None if run_id is None else RunBoardView(ctx, run_id)
 
     def update(snapshot: "LaunchProgress") -> None:
-        running = snapshot.by_state.get("RUNNING", 0)
-        detail = (f"running {running}  queued {snapshot.by_state.get('QUEUED', 0)}  "
+        running = snapshot.by_state.get(JobState.RUNNING.value, 0)
+        queued = snapshot.by_state.get(JobState.QUEUED.value, 0)
+        detail = (f"running {running}  queued {queued}  "
                   f"failed {_failed(snapshot)}  {snapshot.rate:,.0f} jobs/s")
         if snapshot.held:
             detail += f"  [yellow]{escape(snapshot.held)}[/]"
@@ -83,8 +85,7 @@ class RunBoardView:
 
 
 def _failed(snapshot: "LaunchProgress") -> int:
-    return sum(n for s, n in snapshot.by_status.items()
-               if s in ("FAIL", "TIMEOUT", "DEAD", "ABORT", "PREQ_FAIL"))
+    return sum(n for s, n in snapshot.by_status.items() if s in FAILING_STATUSES)
 
 
 def print_summary(summary: "LaunchSummary") -> None:

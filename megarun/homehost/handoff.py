@@ -37,6 +37,7 @@ from megarun.core.ages import format_age
 from megarun.core.faults import fault_point
 from megarun.core.filelocks import hold_or_refuse
 from megarun.core.files import fsync_dir
+from megarun.core.states import ACTIVE_STATES, names
 from megarun.db.connection import busy_timeout_seconds
 from megarun.errors import EnvironmentProblem, MegarunError, UsageError
 from megarun.homehost import home as homehost
@@ -45,7 +46,7 @@ from megarun.homehost.home import HomeHost, NotHomeHost
 
 #: No job may have been queued, launched or running for this long before a hand-over.
 QUIET_SECONDS = 1800.0
-ACTIVE = ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ")
+ACTIVE = names(ACTIVE_STATES)
 COUNTED = ("run", "job", "event", "site", "app")
 FAULT_POINTS = ("homehost-release:after-mark", "homehost-release:after-snapshot",
                 "homehost-release:after-switch", "homehost-migrate:after-copy",

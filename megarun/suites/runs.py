@@ -21,7 +21,15 @@ from peewee import SqliteDatabase
 from megarun.campaign.jobs import kill_jobs, known_runs, next_job_id, remove_jobs, reset_jobs
 from megarun.core.lifecycle import Chain, parents_outcome
 from megarun.core.rollup import count_items, rollup_status
-from megarun.core.states import FAILING_STATUSES, JobState, JobStatus
+from megarun.core.states import (
+    ACTIVE_STATES,
+    ENDED_STATES,
+    FAILING_STATUSES,
+    SITE_LOAD_STATES,
+    JobState,
+    JobStatus,
+    sql_list,
+)
 from megarun.db.connection import execute_many, write_transaction
 from megarun.db.jobstore import (
     children_of,
@@ -181,7 +189,7 @@ def _mark_stale(db: SqliteDatabase, run_id: int, changed: dict[str, str]) -> int
     """COMPLETED jobs of tests whose definition changed become STALE, saying why."""
     rows = []
     for test, why in changed.items():
-        found = load_rows_where(db, "run_id = ? AND state = 'COMPLETED' AND test = ?",
+        found = load_rows_where(db, f"run_id = ? AND state = '{JobState.COMPLETED.value}' AND test = ?",
                                 (run_id, test))
         for row in found:
             apply_chain(row, Chain(row.snapshot).to(JobState.STALE, message=why))
@@ -204,9 +212,9 @@ def _refresh(ctx: Context, db: SqliteDatabase, plan: Plan, tests: dict[str, Test
         fields = _fields(ctx, job, tests[job.test], setup, base_env)
         updates.append((fields["command"], fields["steps"], fields["rules"], fields["jobgroup"],
                         fields["env"], fields["walltime"], fields["priority"], job_id))
-    execute_many(db, "UPDATE job SET command = ?, steps = ?, rules = ?, jobgroup = ?, env = ?, "
+    execute_many(db, "UPDATE job SET command = ?, steps = ?, rules = ?, jobgroup = ?, env = ?, "  # noqa: S608
                  "walltime = ?, priority = ? WHERE id = ? AND state NOT IN "
-                 "('QUEUED', 'LAUNCHED', 'RUNNING', 'KILLREQ')", updates)
+                 f"({sql_list(ACTIVE_STATES)})", updates)
 
 
 def _insert_jobs(ctx: Context, db: SqliteDatabase, plan: Plan, new: list[int],
@@ -269,8 +277,9 @@ _INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, ?, 1, 1, 1, 0, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?)"
 )
 _CREATED_EVENTS = (
-    "INSERT INTO event (job, time, from_state, to_state, status, attempt, message, data) "
-    "SELECT id, ?, 'CREATED', state, status, 0, message, NULL FROM job WHERE id BETWEEN ? AND ?"
+    "INSERT INTO event (job, time, from_state, to_state, status, attempt, message, data) "  # noqa: S608
+    f"SELECT id, ?, '{JobState.CREATED.value}', state, status, 0, message, NULL FROM job "
+    "WHERE id BETWEEN ? AND ?"
 )
 
 
@@ -391,7 +400,8 @@ def site_of_run(ctx: Context, run_id: int) -> str | None:
 
 # -- rerun, clean, kill ------------------------------------------------------------------------
 #: What `rerun` picks by default: every outcome that is not good.
-DEFAULT_RERUN = ("FAIL", "TIMEOUT", "ABORT", "DEAD", "PREQ_FAIL", "CHECK")
+DEFAULT_RERUN = tuple(s.value for s in (JobStatus.FAIL, JobStatus.TIMEOUT, JobStatus.ABORT,
+                                         JobStatus.DEAD, JobStatus.PREQ_FAIL, JobStatus.CHECK))
 
 
 def select_for_rerun(ctx: Context, run_id: int, statuses: Sequence[str], stale: bool,
@@ -401,8 +411,8 @@ def select_for_rerun(ctx: Context, run_id: int, statuses: Sequence[str], stale: 
     wanted = {s.upper() for s in statuses}
     chosen = set()
     for item in run_items(db, run_id, testpatt):
-        ended = item.state in ("COMPLETED", "KILLED", "DEAD", "STALE")
-        if (ended and item.status in wanted) or (stale and item.state == "STALE"):
+        ended = item.state in ENDED_STATES
+        if (ended and item.status in wanted) or (stale and item.state == JobState.STALE.value):
             chosen.add(item.id)
     if downstream and chosen:
         frontier = set(chosen)
@@ -476,7 +486,7 @@ def clean_paths(ctx: Context, job_ids: list[int]) -> int:
                f"WHERE id IN ({marks})")
         rows = ctx.db.execute_sql(sql, tuple(part)).fetchall()
         for job_id, state, workdir, sid, status, attempt in rows:
-            if state in ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ"):
+            if state in ACTIVE_STATES:
                 raise UsageError(f"job {job_id} is {state}; kill it first (megarun kill)")
             if sid in remote_sites:
                 if workdir:
@@ -545,9 +555,13 @@ def clean_run(ctx: Context, run: Run, testpatt: str | None, keep_records: bool) 
     return {"jobs": len(ids), "paths_removed": files, "records_removed": records}
 
 
+#: The jobs `kill` of a run stops: waiting to run (not yet CREATED ones) or held by an agent.
+_KILLABLE = SITE_LOAD_STATES | {JobState.AWAITING_PARENTS}
+
+
 def kill_run(ctx: Context, run: Run, testpatt: str | None) -> dict[str, list[int]]:
     ids = [i.id for i in run_items(ctx.db, int(run.id), testpatt)
-           if i.state in ("READY", "AWAITING_PARENTS", "QUEUED", "LAUNCHED", "RUNNING", "KILLREQ")]
+           if i.state in _KILLABLE]
     return kill_jobs(ctx, ids) if ids else {"killed": [], "requested": [], "skipped": []}
 
 
@@ -572,7 +586,7 @@ def list_runs(ctx: Context, stale: dict[int, set[str]] | None = None) -> list[di
         if state is None:
             continue
         entry["jobs"] += count
-        if state in ("COMPLETED", "KILLED", "DEAD", "STALE"):
+        if state in ENDED_STATES:
             entry["done"] += count
         if state == JobState.STALE.value or (state == JobState.COMPLETED.value
                                              and test in stale.get(run_id, ())):
