@@ -39,6 +39,7 @@ class Agent(Processes):
     """One agent process (see the module docstring); its parts are in the classes it builds on
     (megarun/agent/base.py says which)."""
 
+    # -- life cycle ---------------------------------------------------------------------------
     def run(self) -> int:
         """Run until stopped or idle; return the process exit code."""
         fault_point("agent:start")
@@ -121,6 +122,7 @@ class Agent(Processes):
             time.sleep(0.5)
             self.events.flush()
 
+    # -- one cycle ----------------------------------------------------------------------------
     def _cycle(self) -> None:
         self._reap()
         now = time.monotonic()
@@ -185,6 +187,7 @@ class Agent(Processes):
         except OSError as exc:
             log.error("cannot write the heartbeat: %s", exc.strerror)
 
+    # -- control ------------------------------------------------------------------------------
     def _read_control(self) -> None:
         mode = self.spool.stop_request()
         if mode is not None and (self.stop_mode is None or

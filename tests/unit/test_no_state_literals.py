@@ -70,5 +70,6 @@ def test_the_scan_sees_plain_sql_and_fstring_literals(tmp_path: Path) -> None:
 
 
 def test_the_agents_own_state_list_equals_core_states() -> None:
-    assert set(agent_states.JOB_STATES) == {s.value for s in JobState}
-    assert set(agent_states.JOB_STATUSES) == {s.value for s in JobStatus}
+    assert agent_states.JOB_STATES == tuple(s.value for s in JobState)
+    # in rank order too: the agent's rules take the worst status by its place in this list
+    assert agent_states.JOB_STATUSES == tuple(s.value for s in JobStatus)
