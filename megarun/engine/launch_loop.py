@@ -184,6 +184,7 @@ class Launcher:
         self.on_progress = on_progress
         self.summary = LaunchSummary(site_name)
         self.agent_process: subprocess.Popen[bytes] | None = None
+        self._lock_path = lock_path(ctx, site_name)
         self._started = 0.0
         self._last_agent_check = 0.0
         self.gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx), site_name)
@@ -209,7 +210,7 @@ class Launcher:
     def run(self) -> LaunchSummary:
         busy = AlreadyRunning(f"a launcher is already running for site {self.site.name!r}",
                               "wait for it, or stop it with Ctrl-C / kill")
-        with hold_or_refuse(lock_path(self.ctx, self.site.name), busy):
+        with hold_or_refuse(self._lock_path, busy):
             return self._run_locked()
 
     def _run_locked(self) -> LaunchSummary:
