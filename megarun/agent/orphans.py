@@ -27,7 +27,7 @@ import signal
 import time
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
-from megarun.agent import rules, runner
+from megarun.agent import rules, runner, states
 from megarun.agent.layout import SpoolLayout, is_bundle
 from megarun.agent.spool import EventLog, Key, iter_job_events, read_bundle, write_atomic
 
@@ -258,7 +258,7 @@ def _finished_fields(attempt: Attempt, rc: Optional[int]) -> Dict[str, Any]:
         try:
             fields["status"] = rules.judge(spec_rules, rc, attempt.workdir, steps)
         except (ValueError, KeyError, TypeError) as exc:
-            fields["status"] = "FAIL"
+            fields["status"] = states.FAIL
             fields["message"] = "bad rules in the job spec: {}".format(exc)
     return fields
 

@@ -9,8 +9,10 @@ import os
 import re
 from typing import Any, Dict, List, Optional
 
-#: Best to worst, as megarun's STATUS order.
-ORDER = ["PASS", "SKIP", "WAIVED", "WARN", "CHECK", "FAIL", "TIMEOUT", "PREQ_FAIL", "DEAD", "ABORT"]
+from megarun.agent.states import FAIL, JOB_STATUSES, NA, PASS
+
+#: Best to worst, as megarun's STATUS order ("n/a" is no outcome a rule gives).
+ORDER = [status for status in JOB_STATUSES if status != NA]
 _RANK = {name: rank for rank, name in enumerate(ORDER)}
 #: Log bytes scanned per file for patterns (the end of a huge log is what matters least).
 SCAN_LIMIT = 64 << 20
@@ -32,7 +34,7 @@ def judge(rules: Dict[str, Any], rc: int, workdir: str, steps_run: List[str]) ->
     if not rules:
         return None
     exit_map = rules.get("exit") or {}
-    found = [str(exit_map.get(str(rc)) or ("PASS" if rc == 0 else "FAIL"))]
+    found = [str(exit_map.get(str(rc)) or (PASS if rc == 0 else FAIL))]
     for pattern in rules.get("patterns") or []:
         step = pattern.get("step")
         names = [step] if step else steps_run

@@ -58,6 +58,7 @@ from megarun.db.fulldb import (
     attached,
     detach,
 )
+from megarun.db.jobstore import chunks
 from megarun.errors import EnvironmentProblem
 
 REDUCE = "reduce"
@@ -210,8 +211,8 @@ def _run_move(store: RunStore, move: _Move, selection: RunSelection,
             result.recovered = _recover(db)
             result.held_back = held_back_runs(db, selection, move.source)
             ids = select_finished_runs(db, selection, move.source)
-            for start in range(0, len(ids), BATCH_RUNS):
-                _move_batch(db, move, ids[start:start + BATCH_RUNS], result)
+            for batch in chunks(ids, BATCH_RUNS):
+                _move_batch(db, move, batch, result)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -41,6 +41,7 @@ from megarun.db.connection import (
     write_transaction,
 )
 from megarun.db.fulldb import common_columns
+from megarun.db.jobstore import chunks
 from megarun.errors import EnvironmentProblem, MegarunError, UsageError
 from megarun.homehost.home import working_db_path
 
@@ -139,9 +140,8 @@ def migrate_runs(store: RunStore, destination: str | Path, selection: RunSelecti
             result.refused = _refusals(db, ids, True)
             refused = {r["run"] for r in result.refused}
             chosen = [i for i in ids if i not in refused]
-            for start in range(0, len(chosen), BATCH_RUNS):
-                batch = chosen[start:start + BATCH_RUNS]
-                result.moved.extend(_move_batch(db, batch, str(dest.root)))
+            for batch in chunks(chosen, BATCH_RUNS):
+                result.moved.extend(_move_batch(db, list(batch), str(dest.root)))
     return result
 
 

@@ -15,11 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock, Timeout
 from peewee import SqliteDatabase
 
 from megarun.agent.private import make_private_dirs
 from megarun.config.area import Area
+from megarun.core.filelocks import hold_or_refuse
 from megarun.core.states import ACTIVE_STATES, WAITING_STATES
 from megarun.db.connection import busy_timeout_seconds
 from megarun.errors import AlreadyRunning
@@ -130,13 +130,7 @@ def move_lock(folder: Path) -> Iterator[None]:
     """One run move at a time per area, archive or migration alike: recovery must never take
     another process's move in progress for an interrupted one (`folder`: RunStore.locks)."""
     make_private_dirs(str(folder))
-    lock = FileLock(str(folder / "moves.lock"), mode=0o600)
-    try:
-        lock.acquire(timeout=busy_timeout_seconds())
-    except Timeout:
-        raise AlreadyRunning("another megarun archive or migrate command is still running in "
-                             "this area", "try again when it is done") from None
-    try:
+    busy = AlreadyRunning("another megarun archive or migrate command is still running in "
+                          "this area", "try again when it is done")
+    with hold_or_refuse(folder / "moves.lock", busy, busy_timeout_seconds()):
         yield
-    finally:
-        lock.release()

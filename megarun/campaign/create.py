@@ -310,8 +310,9 @@ def _insert(db: SqliteDatabase, prepared: list[_Prepared]) -> CreatedJobs:
 
 
 _CREATED_EVENTS = (
-    "INSERT INTO event (job, time, from_state, to_state, status, attempt, message, data) "
-    "SELECT id, ?, 'CREATED', state, status, 0, message, NULL FROM job WHERE id BETWEEN ? AND ?"
+    "INSERT INTO event (job, time, from_state, to_state, status, attempt, message, data) "  # noqa: S608
+    f"SELECT id, ?, '{JobState.CREATED.value}', state, status, 0, message, NULL FROM job "
+    "WHERE id BETWEEN ? AND ?"
 )
 
 

@@ -19,11 +19,11 @@ from megarun.core.steps import JobFacts, StepEvent, StepResult, derive_steps, st
 from megarun.db.jobstore import chunks
 
 _QUERY = (
-    "SELECT job.id, job.steps, job.state, job.status, job.exit_code, job.started, job.ended, "
+    "SELECT job.id, job.steps, job.state, job.status, job.exit_code, job.started, job.ended, "  # noqa: S608
     "event.from_state, event.to_state, event.status, event.time, event.data "
     "FROM job LEFT JOIN event ON event.job = job.id AND event.attempt = job.attempt "
     # a hand-over to an agent (-> LAUNCHED) says nothing of the steps: a quarter of the rows
-    "AND event.to_state != 'LAUNCHED' "
+    f"AND event.to_state != '{JobState.LAUNCHED.value}' "
     "WHERE job.id IN ({marks}) ORDER BY job.id, event.id"
 )
 

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 
 from megarun.cli.output import STATE_STYLES, STATUS_STYLES
 from megarun.core.rollup import RUNNING, count_items, rollup_status
-from megarun.core.states import FAILING_STATUSES, JobState, JobStatus
+from megarun.core.states import (
+    ACTIVE_STATES,
+    ENDED_STATES,
+    FAILING_STATUSES,
+    JobState,
+    JobStatus,
+    names,
+)
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -20,16 +27,18 @@ if TYPE_CHECKING:
     from megarun.suites.run_report import ItemStatus
 
 #: One glyph per STATE; a COMPLETED item shows a filled square in its STATUS colour.
-GLYPHS = {
-    "AWAITING_PARENTS": "·", "READY": "○", "QUEUED": "◌", "LAUNCHED": "◐", "RUNNING": "●",
-    "KILLREQ": "◍", "KILLED": "✗", "DEAD": "✗", "STALE": "~", "COMPLETED": "■",
-}
-_ACTIVE = ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ")
-_ENDED = ("COMPLETED", "KILLED", "DEAD", "STALE")
+GLYPHS = {state.value: glyph for state, glyph in (
+    (JobState.AWAITING_PARENTS, "·"), (JobState.READY, "○"), (JobState.QUEUED, "◌"),
+    (JobState.LAUNCHED, "◐"), (JobState.RUNNING, "●"), (JobState.KILLREQ, "◍"),
+    (JobState.KILLED, "✗"), (JobState.DEAD, "✗"), (JobState.STALE, "~"),
+    (JobState.COMPLETED, "■"))}
+_ACTIVE = names(ACTIVE_STATES)
+_ENDED = names(ENDED_STATES)
+_COMPLETED = JobState.COMPLETED.value
 
 
 def cell_style(item: ItemStatus) -> str:
-    if item.state == "COMPLETED":
+    if item.state == _COMPLETED:
         return STATUS_STYLES.get(item.status, "green")
     return STATE_STYLES.get(item.state, "")
 
@@ -52,7 +61,7 @@ def ended_count(items: Sequence[ItemStatus]) -> tuple[int, int, int]:
     """(ended, all, failed) items, as each board line counts them: the progress bar and the
     final summary show the same numbers."""
     ended = sum(item.state in _ENDED for item in items)
-    failed = sum(item.state == "COMPLETED" and JobStatus(item.status) in FAILING_STATUSES
+    failed = sum(item.state == JobState.COMPLETED.value and JobStatus(item.status) in FAILING_STATUSES
                  for item in items)
     return ended, len(items), failed
 
@@ -100,7 +109,7 @@ def _strip(items: Sequence[ItemStatus], width: int) -> RenderableType:
         return strip
     counts: dict[tuple[str, str], int] = {}  # too many items for one cell each: count them
     for item in items:
-        key = (item.state if item.state != "COMPLETED" else item.status, cell_style(item))
+        key = (item.state if item.state != _COMPLETED else item.status, cell_style(item))
         counts[key] = counts.get(key, 0) + 1
     for index, ((label, style), count) in enumerate(sorted(counts.items())):
         strip.append(("  " if index else "") + f"{label} {count}", style=style)

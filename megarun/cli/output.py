@@ -13,18 +13,20 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from megarun.core.states import JobState, JobStatus
+
 if TYPE_CHECKING:
     from rich.console import Console
 
-STATUS_STYLES = {
-    "PASS": "green", "SKIP": "cyan", "WAIVED": "cyan", "WARN": "yellow", "CHECK": "yellow",
-    "FAIL": "red", "TIMEOUT": "red", "PREQ_FAIL": "magenta", "DEAD": "red", "ABORT": "red",
-}
-STATE_STYLES = {
-    "RUNNING": "blue", "LAUNCHED": "blue", "QUEUED": "cyan", "READY": "white",
-    "AWAITING_PARENTS": "dim", "COMPLETED": "green", "KILLED": "red", "DEAD": "red",
-    "KILLREQ": "yellow", "STALE": "yellow",
-}
+_T, _S = JobStatus, JobState
+STATUS_STYLES = {status.value: style for status, style in (
+    (_T.PASS, "green"), (_T.SKIP, "cyan"), (_T.WAIVED, "cyan"), (_T.WARN, "yellow"),
+    (_T.CHECK, "yellow"), (_T.FAIL, "red"), (_T.TIMEOUT, "red"), (_T.PREQ_FAIL, "magenta"),
+    (_T.DEAD, "red"), (_T.ABORT, "red"))}
+STATE_STYLES = {state.value: style for state, style in (
+    (_S.RUNNING, "blue"), (_S.LAUNCHED, "blue"), (_S.QUEUED, "cyan"), (_S.READY, "white"),
+    (_S.AWAITING_PARENTS, "dim"), (_S.COMPLETED, "green"), (_S.KILLED, "red"), (_S.DEAD, "red"),
+    (_S.KILLREQ, "yellow"), (_S.STALE, "yellow"))}
 
 
 @lru_cache(maxsize=2)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from megarun.cli.board import ended_count
 from megarun.cli.output import rich_console
-from megarun.core.states import FAILING_STATUSES, JobStatus
+from megarun.core.states import FAILING_STATUSES, JobState, JobStatus
 from megarun.errors import UsageError
 
 if TYPE_CHECKING:
@@ -65,8 +65,8 @@ def launch_counts(snapshot: LaunchProgress,
                   items: Sequence[ItemStatus] | None = None) -> Counts:
     """The counts of a launcher snapshot; with `items` (a run's), done, total and failed are
     the run's, as its board and final summary count them."""
-    running = snapshot.by_state.get("RUNNING", 0)
-    queued = snapshot.by_state.get("QUEUED", 0)
+    running = snapshot.by_state.get(JobState.RUNNING.value, 0)
+    queued = snapshot.by_state.get(JobState.QUEUED.value, 0)
     if items is None:
         failed = sum(n for s, n in snapshot.by_status.items()
                      if JobStatus(s) in FAILING_STATUSES)

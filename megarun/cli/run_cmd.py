@@ -18,6 +18,7 @@ from megarun.cli.formats import (
 )
 from megarun.cli.output import note, print_json, render, say
 from megarun.config.inputs import INT64_MAX
+from megarun.core.states import JobState
 from megarun.errors import UsageError, WorkFailed
 from megarun.homehost.context import Context
 from megarun.suites.run_report import run_items
@@ -229,7 +230,6 @@ def _say_what_next(ctx: Context, run: "Run", testpatt: str | None,
     (`run` continues what has not ended; KILLED items ended, only `rerun` runs them again)."""
     import shlex
 
-    from megarun.core.states import JobState
     from megarun.suites.run_state import count_in_states
 
     where = f"--target {shlex.quote(run.target)} --runname {shlex.quote(run.runname)}" + (
@@ -414,7 +414,7 @@ def register(app: typer.Typer) -> None:
 
         stale = _judge_stale(mctx, lambda area: stale_tests_by_run(mctx.db, area))
         rows = Limited(with_status(list_runs(mctx.db, stale, target, runname), status,
-                                   also=("RUNNING", "MOVED")), limit)
+                                   also=(JobState.RUNNING.value, "MOVED")), limit)
         render_listing(rows, ["target", "runname", "jobs", "done", "stale", "status"], as_json,
                        as_csv, empty="no runs yet (megarun run --target T --runname R)")
         rows.note_more()

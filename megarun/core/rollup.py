@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from megarun.core.states import ACTIVE_STATES, WAITING_STATES, JobState, JobStatus
 
 #: The roll-up of a test or run with items that have not ended yet.
-RUNNING = "RUNNING"
+RUNNING = JobState.RUNNING.value
 
 #: States of an item that has not ended, the furthest along first (the order counts are shown).
 UNFINISHED_STATES = tuple(

@@ -6,6 +6,7 @@ bulk helpers built on it in `megarun.core.lifecycle`); an illegal change raises.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 
 
@@ -74,6 +75,10 @@ ACTIVE_STATES = frozenset({S.QUEUED, S.LAUNCHED, S.RUNNING, S.KILLREQ})
 WAITING_STATES = frozenset({S.CREATED, S.AWAITING_PARENTS, S.READY})
 #: States after which nothing happens without a user asking for it.
 FINAL_STATES = frozenset({S.COMPLETED, S.KILLED, S.DEAD, S.STALE, S.DELETED, S.ARCHIVED})
+#: Final states of a job that still counts in its run (neither deleted nor archived).
+ENDED_STATES = FINAL_STATES - {S.DELETED, S.ARCHIVED}
+#: States of the jobs that weigh on a site: waiting for its dispatch, or held there.
+SITE_LOAD_STATES = ACTIVE_STATES | {S.READY}
 
 #: Outcomes that let children (waiton "normal", --after) go ahead.
 GOOD_STATUSES = frozenset({JobStatus.PASS, JobStatus.WARN, JobStatus.WAIVED, JobStatus.SKIP})
@@ -92,6 +97,17 @@ STATUS_ON_ENTRY: dict[JobState, JobStatus] = {
     S.KILLED: JobStatus.ABORT,
     S.DEAD: JobStatus.DEAD,
 }
+
+
+def names(states: Iterable[JobState | JobStatus]) -> tuple[str, ...]:
+    """The names of `states`, sorted: SQL parameters, and keys of counts read from the db."""
+    return tuple(sorted(s.value for s in states))
+
+
+def sql_list(states: Iterable[JobState | JobStatus]) -> str:
+    """`'A', 'B'`: the names of `states` as SQL string literals, for SQL text such as
+    `state IN (...)` (enum values only: nothing from outside reaches SQL this way)."""
+    return ", ".join(f"'{name}'" for name in names(states))
 
 
 def is_legal(src: JobState, dst: JobState) -> bool:

@@ -22,10 +22,11 @@ class StepState(str, Enum):
     """Where one step of a job's latest run is."""
 
     NOT_STARTED = "NOT_STARTED"  # not reached (yet): the job waits, or an earlier step ended it
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"  # exited; its status says how
-    KILLED = "KILLED"
-    DEAD = "DEAD"  # its agent vanished while it ran
+    # a step that ran is named as the job is: the same word in `job steps` and `job show`
+    RUNNING = JobState.RUNNING.value
+    COMPLETED = JobState.COMPLETED.value  # exited; its status says how
+    KILLED = JobState.KILLED.value
+    DEAD = JobState.DEAD.value  # its agent vanished while it ran
     KEPT = "KEPT"  # not run again by a `rerun --step`: its outputs from an earlier run stay
 
 

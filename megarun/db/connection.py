@@ -99,15 +99,6 @@ def _check_schema(db: SqliteDatabase, path: Path, complete: bool) -> None:
         raise damaged(path, problem)
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (a crash after it cannot bring the old name back)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def snapshot_uri(path: Path) -> str:
     """A read-only, lock-free URI for a snapshot file on a shared file system."""
     return f"file:{quote(str(path))}?mode=ro&immutable=1"

@@ -17,6 +17,8 @@ from peewee import (
 )
 from playhouse.sqlite_ext import AutoIncrementField
 
+from megarun.core.states import JobStatus
+
 database_proxy = DatabaseProxy()
 
 
@@ -153,7 +155,7 @@ class Job(BaseModel):
     walltime = FloatField(null=True)  # minutes
     priority = IntegerField(default=0)
     state = CharField()
-    status = CharField(default="n/a")
+    status = CharField(default=JobStatus.NA.value)
     attempt = IntegerField(default=0)
     runs = IntegerField(default=0)
     max_attempts = IntegerField(default=1)

@@ -18,8 +18,8 @@ from pathlib import Path
 from peewee import SqliteDatabase
 
 from megarun.agent.layout import agent_log_path
+from megarun.core.files import write_private
 from megarun.engine.agents import read_heartbeats
-from megarun.sites.local_spool import write_private
 from megarun.sites.remote_spool import RemoteSpool
 
 #: The same bounds as a launcher's (megarun.engine.launch_loop).

@@ -20,7 +20,7 @@ from peewee import SqliteDatabase
 from megarun.agent.exchange import process_is_agent
 from megarun.agent.orphans import settle_dead_agent
 from megarun.core.lifecycle import Chain, mark_dead
-from megarun.core.states import FINAL_STATES, JobState
+from megarun.core.states import ACTIVE_STATES, FINAL_STATES, JobState, sql_list
 from megarun.db.connection import write_transaction
 from megarun.db.jobstore import JobRow, load_rows, load_rows_where, save_rows
 from megarun.db.models import Agent
@@ -30,6 +30,9 @@ from megarun.sites.local_spool import LocalSpool
 
 HOSTNAME = socket.gethostname()
 log = logging.getLogger(__name__)
+
+#: States of the jobs an agent holds (claimed from the queue, or running).
+HELD_BY_AGENT = ACTIVE_STATES - {JobState.QUEUED}
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,7 @@ def _settle_agent(db: SqliteDatabase, site_id: int, spool: LocalSpool, agent_id:
     row = Agent.get_or_none(Agent.id == agent_id)
     if row is not None and row.state in ("dead", "exited"):
         return False
-    held = load_rows_where(db, "agent = ? AND state IN ('LAUNCHED','RUNNING','KILLREQ')",
+    held = load_rows_where(db, f"agent = ? AND state IN ({sql_list(HELD_BY_AGENT)})",
                            (agent_id,))
     rows = {r.id: r for r in held}
     claimed = dict(spool.claimed_jobs(agent_id))
@@ -215,7 +218,7 @@ def requeue_orphans(db: SqliteDatabase, site_id: int, spool: LocalSpool) -> int:
     Only safe while holding the site's launcher lock, after stale temporaries were removed.
     """
     with write_transaction(db):
-        queued = load_rows_where(db, "site_id = ? AND state = 'QUEUED'", (site_id,))
+        queued = load_rows_where(db, f"site_id = ? AND state = '{JobState.QUEUED.value}'", (site_id,))
         if not queued:
             return 0
         bundled = spool.bundled_jobs()

@@ -281,7 +281,7 @@ def _direct_rows(ctx: Context, plan: _Plan, request: SubmitRequest) -> list[Batc
     where, params = target.where()
     limit = request.limit if request.limit is not None else -1
     candidates = ctx.db.execute_sql(
-        f"SELECT id, nodes, walltime FROM job WHERE site_id = ? AND state = 'READY' {where}"  # noqa: S608
+        f"SELECT id, nodes, walltime FROM job WHERE site_id = ? AND state = '{JobState.READY.value}' {where}"  # noqa: S608
         "ORDER BY priority DESC, id LIMIT ?", (sid, *params, limit)).fetchall()
     spool = plan.site.spool()
     spool.ensure()

@@ -55,9 +55,10 @@ class PoolTarget:
         return sql, params
 
 _SELECT = (
-    "SELECT id, command, env, nodes, ranks_per_node, threads_per_rank, gpus_per_rank, walltime, "
+    "SELECT id, command, env, nodes, ranks_per_node, threads_per_rank, gpus_per_rank, walltime, "  # noqa: S608
     "workdir, steps, rules, jobgroup, app_id, node_packing_count FROM job "
-    "WHERE site_id = ? AND state = 'READY' {run}{groups}{only} ORDER BY priority DESC, id LIMIT ?"
+    f"WHERE site_id = ? AND state = '{JobState.READY.value}' {{run}}{{groups}}{{only}} "
+    "ORDER BY priority DESC, id LIMIT ?"
 )
 
 

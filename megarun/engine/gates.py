@@ -19,9 +19,11 @@ from peewee import SqliteDatabase
 
 from megarun.config.area import LaunchLimits
 from megarun.core.quantities import format_size
+from megarun.core.states import ACTIVE_STATES, names
 from megarun.errors import ConfigError
 
-ACTIVE_STATES = ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ")
+#: The active states as SQL parameters.
+_ACTIVE = names(ACTIVE_STATES)
 #: Seconds a free-space reading is reused (statvfs is cheap, but not free on NFS).
 DISK_CHECK_SECONDS = 2.0
 LIMITER_TIMEOUT = 30.0
@@ -119,10 +121,10 @@ class LaunchGates:
         if not caps:
             return {}
         marks = ",".join("?" * len(caps))
-        states = ",".join("?" * len(ACTIVE_STATES))
+        states = ",".join("?" * len(_ACTIVE))
         counts = dict(db.execute_sql(
             f"SELECT jobgroup, count(*) FROM job WHERE state IN ({states}) "  # noqa: S608
-            f"AND jobgroup IN ({marks}) GROUP BY jobgroup", (*ACTIVE_STATES, *caps)).fetchall())
+            f"AND jobgroup IN ({marks}) GROUP BY jobgroup", (*_ACTIVE, *caps)).fetchall())
         return {group: max(0, cap - counts.get(group, 0)) for group, cap in caps.items()}
 
     def _ask_limiter(self, running: int, ready: int) -> tuple[int | None, str]:
@@ -137,9 +139,9 @@ class LaunchGates:
 
 
 def active_jobs(db: SqliteDatabase) -> int:
-    marks = ",".join("?" * len(ACTIVE_STATES))
+    marks = ",".join("?" * len(_ACTIVE))
     row = db.execute_sql(f"SELECT count(*) FROM job WHERE state IN ({marks})",  # noqa: S608
-                         ACTIVE_STATES).fetchone()
+                         _ACTIVE).fetchone()
     return int(row[0])
 
 

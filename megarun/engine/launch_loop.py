@@ -24,14 +24,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from megarun.agent.layout import SpoolLayout, agent_log_path
 from megarun.agent.private import make_private_dirs
 from megarun.agent.runner import last_line
 from megarun.config.area import LauncherSettings
-from megarun.core.filelocks import hold_lock
-from megarun.core.states import FAILING_STATUSES, JobStatus
+from megarun.core.filelocks import hold_lock, hold_or_refuse
+from megarun.core.states import (
+    ACTIVE_STATES,
+    FAILING_STATUSES,
+    SITE_LOAD_STATES,
+    JobState,
+    JobStatus,
+    names,
+    sql_list,
+)
 from megarun.db.connection import DiskFull
 from megarun.db.jobstore import load_rows_where
 from megarun.engine import agents as agent_service
@@ -69,7 +75,9 @@ RESTART_WINDOW = 600.0
 RESTART_BACKOFF = 0.25
 RESTART_BACKOFF_MAX = 30.0
 
-_OPEN_STATES = ("READY", "QUEUED", "LAUNCHED", "RUNNING", "KILLREQ", "AWAITING_PARENTS")
+#: Keys of the open job counts (`by_state`).
+_READY, _QUEUED = JobState.READY.value, JobState.QUEUED.value
+_OPEN_STATES = names(SITE_LOAD_STATES | {JobState.AWAITING_PARENTS})
 
 
 @dataclass
@@ -176,7 +184,7 @@ class Launcher:
         self.on_progress = on_progress
         self.summary = LaunchSummary(site_name)
         self.agent_process: subprocess.Popen[bytes] | None = None
-        self._lock = FileLock(str(lock_path(ctx, site_name)), mode=0o600)
+        self._lock_path = lock_path(ctx, site_name)
         self._started = 0.0
         self._last_agent_check = 0.0
         self.gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx.area), site_name)
@@ -200,13 +208,12 @@ class Launcher:
 
     # -- public -----------------------------------------------------------------------------
     def run(self) -> LaunchSummary:
-        try:
-            self._lock.acquire(timeout=0)
-        except Timeout:
-            raise AlreadyRunning(
-                f"a launcher is already running for site {self.site.name!r}",
-                "wait for it, or stop it with Ctrl-C / kill",
-            ) from None
+        busy = AlreadyRunning(f"a launcher is already running for site {self.site.name!r}",
+                              "wait for it, or stop it with Ctrl-C / kill")
+        with hold_or_refuse(self._lock_path, busy):
+            return self._run_locked()
+
+    def _run_locked(self) -> LaunchSummary:
         try:
             self._started = time.monotonic()
             match_jobs(self.ctx)  # jobs that wait for a site satisfying their requirements
@@ -225,7 +232,6 @@ class Launcher:
         finally:
             self.summary.elapsed = time.monotonic() - self._started
             self._reap_agent()
-            self._lock.release()
         return self.summary
 
     # -- steps ------------------------------------------------------------------------------
@@ -255,10 +261,10 @@ class Launcher:
                 self.ctx.check_still_home()  # `homehost migrate --force` moved the db away
             by_state = self._open_counts()
             self._dispatch(by_state)
-            active = sum(by_state.get(s, 0) for s in ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ"))
+            active = sum(by_state.get(s, 0) for s in names(ACTIVE_STATES))
             self._report(by_state)
-            if active == 0 and by_state.get("READY", 0) == 0:
-                self.summary.stuck = by_state.get("AWAITING_PARENTS", 0)
+            if active == 0 and by_state.get(_READY, 0) == 0:
+                self.summary.stuck = by_state.get(JobState.AWAITING_PARENTS.value, 0)
                 break
             if active == 0 and self._gate.blocking:
                 self.summary.blocked = self._gate.held
@@ -269,7 +275,7 @@ class Launcher:
                     self._submit_next_levels(by_state, force=True)  # before giving up
                 if active == 0 and not self._batch_open:
                     self.summary.blocked, self.summary.blocked_hint = no_batch_job_message(
-                        self.site.name, by_state.get("READY", 0), self._level_refused)
+                        self.site.name, by_state.get(_READY, 0), self._level_refused)
                     break
             elif active:
                 self._ensure_agent()
@@ -409,7 +415,7 @@ class Launcher:
         from megarun.engine.direct_levels import submit_next_levels
 
         now = time.monotonic()
-        if not by_state.get("READY") or (not force and now < self._next_level_check):
+        if not by_state.get(_READY) or (not force and now < self._next_level_check):
             return 0
         self._next_level_check = now + BATCH_POLL_SECONDS
         try:
@@ -465,7 +471,7 @@ class Launcher:
     def _held_reason(self, by_state: dict[str, int]) -> str:
         if self.site_error:
             return f"site unreachable, retrying: {self.site_error}"
-        return self._gate.held if by_state.get("READY") else ""
+        return self._gate.held if by_state.get(_READY) else ""
 
     def _stop_agent(self, mode: str) -> None:
         if agent_service.live_agents(self.spool, self.settings.dead_after) or (
@@ -571,8 +577,8 @@ def dispatch_round(ctx: Context, sid: int, site: SiteInfo, gates: LaunchGates,
     many jobs were queued. Jobs that ended instead (a failed stage-in) are counted by status
     in `ended`. `target` sends them to one batch job's pool (batch sites).
     """
-    ready = by_state.get("READY", 0)
-    queued = by_state.get("QUEUED", 0)
+    ready = by_state.get(_READY, 0)
+    queued = by_state.get(_QUEUED, 0)
     gate = gates.decide(ctx.db, ready)
     budget = gate.allowed
     total = 0
@@ -587,8 +593,8 @@ def dispatch_round(ctx: Context, sid: int, site: SiteInfo, gates: LaunchGates,
         total += sent
         ready -= sent
         queued += sent
-        by_state["READY"] = ready
-        by_state["QUEUED"] = queued
+        by_state[_READY] = ready
+        by_state[_QUEUED] = queued
         if budget is not None:
             budget -= sent
         if gate.group_budget:
@@ -656,8 +662,8 @@ def _agent_env() -> dict[str, str]:
 
 def jobs_waiting(ctx: Context, site_name: str) -> int:
     """READY or active jobs of a site (used by `launch --detach` to say what it starts)."""
-    rows = load_rows_where(ctx.db, "site_id = ? AND state IN ('READY','QUEUED','LAUNCHED',"
-                           "'RUNNING','KILLREQ')", (site_id(ctx, site_name),))
+    rows = load_rows_where(ctx.db, f"site_id = ? AND state IN ({sql_list(SITE_LOAD_STATES)})",
+                           (site_id(ctx, site_name),))
     return len(rows)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,13 +22,16 @@ from megarun.agent.private import make_private_dirs
 from megarun.config.apps import VERSION_OPERATORS, parse_constraints
 from megarun.config.area import MATCHING_POLICIES
 from megarun.config.presets import parse_scalar
+from megarun.core.files import write_private
+from megarun.core.states import SITE_LOAD_STATES, JobState, names
 from megarun.db.connection import execute_many, write_transaction
 from megarun.errors import ConfigError, UsageError
 from megarun.homehost.context import Context
 from megarun.sites.spec import SiteSpec
 
 #: Jobs that weigh on a site for `least-loaded`.
-LOAD_STATES = ("READY", "QUEUED", "LAUNCHED", "RUNNING", "KILLREQ")
+LOAD_STATES = names(SITE_LOAD_STATES)
+_READY = JobState.READY.value
 ROTATION_FILE = "matching-rotation.json"
 _LEADING_VERSION = re.compile(r"^\s*v?(\d+(?:\.\d+)*)")
 _MAX_SITE_REASONS = 3
@@ -246,11 +248,7 @@ def _read_rotation(path: Path) -> str:
 
 def _write_rotation(path: Path, last: str) -> None:
     make_private_dirs(str(path.parent))
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps({"last": last}))
-    os.replace(temporary, path)
+    write_private(path, json.dumps({"last": last}))
 
 
 # -- one matching pass -------------------------------------------------------------------------
@@ -285,7 +283,7 @@ class MatchResult:
                                    for u in self.unmatched_apps]}
 
 
-_PENDING = ("SELECT app_id, id FROM job WHERE site_id IS NULL AND state = 'READY' "
+_PENDING = (f"SELECT app_id, id FROM job WHERE site_id IS NULL AND state = '{_READY}' "  # noqa: S608
             "ORDER BY priority DESC, id")
 
 
@@ -322,7 +320,8 @@ def _match_group(db: SqliteDatabase, result: MatchResult, policy: Policy,
     candidates = [site for site in sites if reasons[site.name] is None]
     if not candidates:
         reason = unmatched_reason(app_name, [r for r in reasons.values() if r])
-        db.execute_sql("UPDATE job SET message = ? WHERE site_id IS NULL AND state = 'READY' "
+        db.execute_sql(f"UPDATE job SET message = ? WHERE site_id IS NULL "  # noqa: S608
+                       f"AND state = '{_READY}' "
                        "AND app_id IS ? AND message != ?", (reason, app_id, reason))
         result.unmatched += len(job_ids)
         result.unmatched_apps.append(UnmatchedApp(app_name, len(job_ids), reason))

@@ -34,7 +34,7 @@ from peewee import SqliteDatabase
 
 from megarun.config.apps import job_path_problem, render_path
 from megarun.core.lifecycle import Chain, JobSnapshot, Transition
-from megarun.core.states import GOOD_STATUSES, JobState, JobStatus
+from megarun.core.states import ACTIVE_STATES, GOOD_STATUSES, JobState, JobStatus, sql_list
 from megarun.db.connection import execute_many, write_transaction
 from megarun.db.jobstore import JobRow, children_of, chunks, load_rows, save_rows
 from megarun.db.transitions import apply_chain, settle_children
@@ -62,10 +62,10 @@ _REASONS = {
 _DUE_SQL = (
     # CROSS JOIN keeps SQLite from starting at the job table: the due table drives, so an
     # empty one costs nothing however many jobs the site has.
-    "SELECT d.job_id, d.attempt, j.state, j.status, j.attempt, j.workdir, j.params, j.app_id "
+    "SELECT d.job_id, d.attempt, j.state, j.status, j.attempt, j.workdir, j.params, j.app_id "  # noqa: S608
     "FROM stage_out_due AS d CROSS JOIN job AS j ON j.id = d.job_id "
     "CROSS JOIN site AS s ON s.id = j.site_id "
-    "WHERE s.name = ? AND j.state NOT IN ('QUEUED', 'LAUNCHED', 'RUNNING', 'KILLREQ') "
+    f"WHERE s.name = ? AND j.state NOT IN ({sql_list(ACTIVE_STATES)}) "
     "ORDER BY d.job_id"
 )
 

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from megarun.agent.private import make_private_dirs
+from megarun.core.filelocks import hold_or_refuse
+from megarun.core.states import ACTIVE_STATES, SITE_LOAD_STATES, names, sql_list
 from megarun.engine import agent_starts
 from megarun.engine import batch as batch_service
 from megarun.engine.agents import clear_finished_kills, live_agents, settle_gone_agents
@@ -118,7 +118,7 @@ def _sync_remote(ctx: Context, site: SiteInfo, spool: RemoteSpool, result: SiteS
             by_state = open_counts(ctx, sid)
             gates = LaunchGates(ctx.area.config.limits, ctx.area.root, run_root(ctx.area), site.name)
             _, result.dispatched = dispatch_round(ctx, sid, site, gates, by_state)
-            active = sum(by_state.get(s, 0) for s in ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ"))
+            active = sum(by_state.get(s, 0) for s in names(ACTIVE_STATES))
             want_agent = active > 0 and not live_agents(spool, settings.dead_after)
             if want_agent:  # bounded: an agent that keeps dying is not started for ever
                 result.error = agent_starts.refusal(ctx.db, spool, site.name)
@@ -195,8 +195,8 @@ def _site_has_work(ctx: Context, sid: int, spool: RemoteSpool) -> bool:
     if pending:
         return True
     found = ctx.db.execute_sql(
-        "SELECT 1 FROM job WHERE site_id = ? AND state IN "
-        "('READY','QUEUED','LAUNCHED','RUNNING','KILLREQ') LIMIT 1", (sid,)).fetchone()
+        f"SELECT 1 FROM job WHERE site_id = ? AND state IN ({sql_list(SITE_LOAD_STATES)}) "  # noqa: S608
+        "LIMIT 1", (sid,)).fetchone()
     if found:
         return True
     beats = live_agents(spool, ctx.area.config.launcher.dead_after)
@@ -239,12 +239,6 @@ def sync_lock(ctx: Context) -> Iterator[None]:
     """
     folder = ctx.home.db.parent / "locks"
     make_private_dirs(str(folder))
-    lock = FileLock(str(folder / "sync.lock"), mode=0o600)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise AlreadyRunning("another megarun sync is running in this area") from None
-    try:
+    with hold_or_refuse(folder / "sync.lock",
+                        AlreadyRunning("another megarun sync is running in this area")):
         yield
-    finally:
-        lock.release()

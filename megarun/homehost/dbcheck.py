@@ -20,8 +20,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from megarun.core.files import replacing
 from megarun.db import integrity
-from megarun.db.connection import fsync_dir
 from megarun.errors import AlreadyRunning, EnvironmentProblem, UsageError
 from megarun.homehost import home as homehost
 from megarun.homehost import mirror
@@ -157,14 +157,9 @@ def restore_from_mirror(ctx: Context, generation: int | None = None,
             raise UsageError(f"the working database {working} is sound: nothing to restore",
                              "--force replaces it with the mirror all the same")
         chosen, source = _choose_generation(ctx, generation)
-        temp = working.with_name(f".{working.name}.restore-{os.getpid()}")
-        try:
+        with replacing(working, durable=True) as temp:
             _copy_verified(source, temp)
             moved = _move_aside(working)
-            os.replace(temp, working)
-        finally:
-            temp.unlink(missing_ok=True)
-        fsync_dir(working.parent)
     conn = sqlite3.connect(integrity.read_only_uri(working, immutable=False), uri=True)
     try:
         jobs = _count_jobs(conn)
@@ -212,8 +207,7 @@ def _choose_generation(ctx: Context, generation: int | None) -> tuple[int, Path]
 
 def _copy_verified(source: Path, temp: Path) -> None:
     """Copy `source` to `temp` (owner-only), check the copy, switch it to WAL, flush it."""
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+    with open(source, "rb") as src, open(temp, "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
         dst.flush()
         os.fsync(dst.fileno())

@@ -30,13 +30,15 @@ from typing import IO, Any, Protocol
 from urllib.parse import quote
 
 import paramiko
-from filelock import FileLock, Timeout
 
 from megarun.agent.private import make_private_dirs
 from megarun.config.area import Area
 from megarun.core.faults import fault_point
+from megarun.core.filelocks import hold_or_refuse
+from megarun.core.files import fsync_dir
 from megarun.core.quantities import format_age
-from megarun.db.connection import busy_timeout_seconds, fsync_dir
+from megarun.core.states import ACTIVE_STATES, names
+from megarun.db.connection import busy_timeout_seconds
 from megarun.errors import EnvironmentProblem, MegarunError, UsageError
 from megarun.homehost import home as homehost
 from megarun.homehost import mirror
@@ -44,7 +46,7 @@ from megarun.homehost.home import HomeHost, NotHomeHost
 
 #: No job may have been queued, launched or running for this long before a hand-over.
 QUIET_SECONDS = 1800.0
-ACTIVE = ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ")
+ACTIVE = names(ACTIVE_STATES)
 COUNTED = ("run", "job", "event", "site", "app")
 FAULT_POINTS = ("homehost-release:after-mark", "homehost-release:after-snapshot",
                 "homehost-release:after-switch", "homehost-migrate:after-copy",
@@ -81,11 +83,13 @@ def release(area: Area, to_host: str, force: bool, answers: IO[str], say: Callab
     home = homehost.establish(area)
     if home.host != homehost.this_host():
         raise NotHomeHost(f"{homehost.this_host()} is not the home host ({home.host} is)")
-    lock = FileLock(str(homehost.handoff_lock_path(home)), mode=0o600)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise HandoffFailed("another hand-over of this working database is running") from None
+    busy = HandoffFailed("another hand-over of this working database is running")
+    with hold_or_refuse(homehost.handoff_lock_path(home), busy):
+        return _release_locked(area, home, to_host, force, answers, say)
+
+
+def _release_locked(area: Area, home: HomeHost, to_host: str, force: bool,
+                    answers: IO[str], say: Callable[[dict[str, Any]], None]) -> bool:
     snapshot = home.db.with_name(f"{home.db.name}.handoff-{_safe(to_host)}")
     writer = sqlite3.connect(home.db, isolation_level=None, timeout=busy_timeout_seconds())
     try:
@@ -118,7 +122,6 @@ def release(area: Area, to_host: str, force: bool, answers: IO[str], say: Callab
     finally:
         writer.close()
         snapshot.unlink(missing_ok=True)
-        lock.release()
 
 
 def quiet_problem(db: sqlite3.Connection, now: float) -> str:

@@ -23,11 +23,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from megarun.agent.private import make_private_dirs
 from megarun.config.area import Area
-from megarun.db.connection import fsync_dir
+from megarun.core.filelocks import hold_or_refuse
+from megarun.core.files import write_private
 from megarun.errors import ConfigError, MegarunError
 
 HOSTNAME_ENV = "MEGARUN_HOSTNAME"
@@ -121,25 +120,8 @@ def write_homehost(area: Area, home: HomeHost, create_only: bool = False) -> boo
     """
     path = area.homehost_path
     make_private_dirs(str(path.parent))
-    temp = path.with_name(f".homehost.tmp-{this_host()}-{os.getpid()}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(home.as_dict(), handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    try:
-        if create_only:
-            try:
-                os.link(temp, path)
-            except FileExistsError:
-                return False
-        else:
-            os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-    return True
+    text = json.dumps(home.as_dict(), indent=2) + "\n"
+    return write_private(path, text, durable=True, create_only=create_only)
 
 
 def establish(area: Area) -> HomeHost:
@@ -260,15 +242,9 @@ def check_not_moving(area: Area, home: HomeHost) -> None:
     the mark a crashed hand-over left (its lock is free: nobody is moving it)."""
     if not home.moving_to:
         return
-    lock = FileLock(str(handoff_lock_path(home)), mode=0o600)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise NotHomeHost(f"the working database is being moved to {home.moving_to}",
-                          "try again in a moment") from None
-    try:
+    busy = NotHomeHost(f"the working database is being moved to {home.moving_to}",
+                       "try again in a moment")
+    with hold_or_refuse(handoff_lock_path(home), busy):
         current = read_homehost(area)
         if current is not None and current.host == home.host and current.moving_to:
             write_homehost(area, replace(current, moving_to=None))
-    finally:
-        lock.release()

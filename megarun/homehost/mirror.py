@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from filelock import FileLock, Timeout
-
 from megarun.core.faults import fault_point
-from megarun.db.connection import DiskFull, fsync_dir, is_disk_full, translate_operational_error
+from megarun.core.filelocks import hold_or_refuse
+from megarun.core.files import replacing, write_private
+from megarun.db.connection import DiskFull, is_disk_full, translate_operational_error
 from megarun.db.integrity import (
     DatabaseDamaged,
     damaged,
@@ -73,23 +73,18 @@ def refresh(working_db: Path, mirror: Path, force: bool = False) -> Refresh:
         if not force and mirror.exists() and _read_stamp(stamp_file) == stamp:
             return Refresh(False, time.monotonic() - started, mirror.stat().st_size)
         size = _snapshot(working_db, mirror)
-        _write_private(stamp_file, json.dumps(stamp))
+        write_private(stamp_file, json.dumps(stamp))
         return Refresh(True, time.monotonic() - started, size)
 
 
 @contextmanager
 def refresh_lock(working_db: Path) -> Iterator[None]:
     """Hold the lock that serialises mirror refreshes (and keeps them off a restore)."""
-    lock = FileLock(str(working_db.with_name(working_db.name + ".mirror.lock")), mode=0o600)
-    try:
-        lock.acquire(timeout=LOCK_SECONDS)
-    except Timeout:
-        raise DatabaseBusy("another megarun process kept refreshing the mirror",
-                           f"waited {LOCK_SECONDS:g} s") from None
-    try:
+    busy = DatabaseBusy("another megarun process kept refreshing the mirror",
+                        f"waited {LOCK_SECONDS:g} s")
+    with hold_or_refuse(working_db.with_name(working_db.name + ".mirror.lock"), busy,
+                        LOCK_SECONDS):
         yield
-    finally:
-        lock.release()
 
 
 def copy_database(source: Path, target: Path) -> None:
@@ -113,15 +108,12 @@ def previous_generation(mirror: Path) -> Path:
 
 def _snapshot(working_db: Path, mirror: Path) -> int:
     temp = mirror.with_name(f"{TEMP_PREFIX}{os.getpid()}")
-    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.close(fd)
-    try:
+    temp.unlink(missing_ok=True)  # a leftover of a crashed refresh with this pid
+    with replacing(mirror, durable=True, temp=temp):
         try:
             copy_database(working_db, temp)
         except sqlite3.DatabaseError as exc:
             raise _copy_error(exc, working_db, mirror) from exc
-        with open(temp, "rb+") as handle:
-            os.fsync(handle.fileno())
         fault_point("mirror:after-copy")
         problems = snapshot_problems(temp)
         if problems:
@@ -129,11 +121,6 @@ def _snapshot(working_db: Path, mirror: Path) -> int:
         fault_point("mirror:after-verify")
         _keep_previous(mirror)
         fault_point("mirror:after-keep")
-        os.replace(temp, mirror)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_dir(mirror.parent)
     fault_point("mirror:after-rename")
     return mirror.stat().st_size
 
@@ -178,12 +165,6 @@ def _stamp(working_db: Path) -> list[int]:
             continue
         values += [info.st_size, info.st_mtime_ns] if info.st_size else [0, 0]
     return values
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
 
 
 def _read_stamp(path: Path) -> list[int] | None:

@@ -18,6 +18,7 @@ from typing import Any
 from megarun.agent import layout, tidy
 from megarun.agent.layout import BUNDLE_GLOB, EVENT_LOG_GLOB, HEARTBEAT_GLOB, SpoolLayout
 from megarun.agent.private import NotPrivate, ensure_private_dirs, make_private_dirs
+from megarun.core.files import write_private
 from megarun.errors import EnvironmentProblem
 
 _COUNTER = itertools.count()
@@ -30,19 +31,6 @@ class StagedBundle:
     tmp: Path
     final: Path
     job_count: int
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (temp file + rename), mode 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
 
 
 def private_dirs(root: Path, *folders: Path) -> None:

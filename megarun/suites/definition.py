@@ -20,11 +20,14 @@ from typing import Any
 
 from megarun.config.tomlfile import check_keys, decode_utf8, expect_type, parse_toml, synonym
 from megarun.core.quantities import MINUTE, SECOND, parse_duration
+from megarun.core.states import JobStatus
 from megarun.errors import ConfigError
 from megarun.suites.targets import VARIABLE_RE, scalar_text
 
 TEST_FILE = "test.toml"
-STATUSES = ("PASS", "WARN", "FAIL", "ABORT", "SKIP", "CHECK")
+#: The statuses a test's rules may give.
+STATUSES = tuple(s.value for s in (JobStatus.PASS, JobStatus.WARN, JobStatus.FAIL,
+                                   JobStatus.ABORT, JobStatus.SKIP, JobStatus.CHECK))
 WAITON_MODES = ("normal", "toplevel", "itemmatch")
 MAX_ITEM_VALUE = 200
 MAX_ITEMS = 10_000

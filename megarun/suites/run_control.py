@@ -16,7 +16,13 @@ from megarun.campaign.control import KillResult, kill_jobs, remove_jobs, reset_j
 from megarun.campaign.joblogs import CLEANED
 from megarun.config.area import Area
 from megarun.core.lifecycle import Chain, parents_outcome
-from megarun.core.states import JobState, JobStatus
+from megarun.core.states import (
+    ACTIVE_STATES,
+    ENDED_STATES,
+    SITE_LOAD_STATES,
+    JobState,
+    JobStatus,
+)
 from megarun.db.connection import write_transaction
 from megarun.db.jobstore import children_of, insert_events, load_rows, parents_of, save_rows
 from megarun.db.models import Run
@@ -38,7 +44,8 @@ class CleanResult:
 
 
 #: What `rerun` picks by default: every outcome that is not good.
-DEFAULT_RERUN = ("FAIL", "TIMEOUT", "ABORT", "DEAD", "PREQ_FAIL", "CHECK")
+DEFAULT_RERUN = tuple(s.value for s in (JobStatus.FAIL, JobStatus.TIMEOUT, JobStatus.ABORT,
+                                         JobStatus.DEAD, JobStatus.PREQ_FAIL, JobStatus.CHECK))
 
 
 def select_for_rerun(db: SqliteDatabase, run_id: int, statuses: Sequence[str], stale: bool,
@@ -47,8 +54,8 @@ def select_for_rerun(db: SqliteDatabase, run_id: int, statuses: Sequence[str], s
     wanted = {s.upper() for s in statuses}
     chosen = set()
     for item in run_items(db, run_id, testpatt):
-        ended = item.state in ("COMPLETED", "KILLED", "DEAD", "STALE")
-        if (ended and item.status in wanted) or (stale and item.state == "STALE"):
+        ended = item.state in ENDED_STATES
+        if (ended and item.status in wanted) or (stale and item.state == JobState.STALE.value):
             chosen.add(item.id)
     if downstream and chosen:
         frontier = set(chosen)
@@ -126,7 +133,7 @@ def clean_paths(db: SqliteDatabase, area: Area, job_ids: list[int],
                f"WHERE id IN ({marks})")
         rows = db.execute_sql(sql, tuple(part)).fetchall()
         for job_id, state, workdir, sid, status, attempt in rows:
-            if state in ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ"):
+            if state in ACTIVE_STATES:
                 raise UsageError(f"job {job_id} is {state}; kill it first (megarun kill)")
             if sid in remote_sites:
                 if workdir:
@@ -223,7 +230,10 @@ def preview_clean(db: SqliteDatabase, area: Area, run: Run, testpatt: str | None
     return CleanPreview(len(ids), paths, records, bool(records) and total == len(ids))
 
 
+#: The jobs `kill` of a run stops: waiting to run (not yet CREATED ones) or held by an agent.
+_KILLABLE = SITE_LOAD_STATES | {JobState.AWAITING_PARENTS}
+
+
 def kill_run(db: SqliteDatabase, area: Area, run: Run, testpatt: str | None) -> KillResult:
-    ids = [i.id for i in run_items(db, int(run.id), testpatt)
-           if i.state in ("READY", "AWAITING_PARENTS", "QUEUED", "LAUNCHED", "RUNNING", "KILLREQ")]
+    ids = [i.id for i in run_items(db, int(run.id), testpatt) if i.state in _KILLABLE]
     return kill_jobs(db, area, ids) if ids else KillResult()

@@ -20,7 +20,7 @@ from megarun.campaign.create import next_job_id
 from megarun.campaign.query import known_runs
 from megarun.config.area import Area
 from megarun.core.lifecycle import Chain, parents_outcome
-from megarun.core.states import JobState, JobStatus
+from megarun.core.states import ACTIVE_STATES, JobState, JobStatus, sql_list
 from megarun.db.connection import execute_many, write_transaction
 from megarun.db.jobstore import load_rows, load_rows_where, save_rows
 from megarun.db.models import Run
@@ -165,7 +165,7 @@ def _mark_stale(db: SqliteDatabase, run_id: int, changed: dict[str, str]) -> int
     """COMPLETED jobs of tests whose definition changed become STALE, saying why."""
     rows = []
     for test, why in changed.items():
-        found = load_rows_where(db, "run_id = ? AND state = 'COMPLETED' AND test = ?",
+        found = load_rows_where(db, f"run_id = ? AND state = '{JobState.COMPLETED.value}' AND test = ?",
                                 (run_id, test))
         for row in found:
             apply_chain(row, Chain(row.snapshot).to(JobState.STALE, message=why))
@@ -188,9 +188,9 @@ def _refresh(db: SqliteDatabase, plan: Plan, tests: dict[str, TestDef],
         fields = _fields(job, tests[job.test], setup, base_env)
         updates.append((fields["command"], fields["steps"], fields["rules"], fields["jobgroup"],
                         fields["env"], fields["walltime"], fields["priority"], job_id))
-    execute_many(db, "UPDATE job SET command = ?, steps = ?, rules = ?, jobgroup = ?, env = ?, "
+    execute_many(db, "UPDATE job SET command = ?, steps = ?, rules = ?, jobgroup = ?, env = ?, "  # noqa: S608
                  "walltime = ?, priority = ? WHERE id = ? AND state NOT IN "
-                 "('QUEUED', 'LAUNCHED', 'RUNNING', 'KILLREQ')", updates)
+                 f"({sql_list(ACTIVE_STATES)})", updates)
 
 
 def _insert_jobs(db: SqliteDatabase, plan: Plan, new: list[int],
@@ -255,8 +255,9 @@ _INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, ?, 1, 1, 1, 0, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?)"
 )
 _CREATED_EVENTS = (
-    "INSERT INTO event (job, time, from_state, to_state, status, attempt, message, data) "
-    "SELECT id, ?, 'CREATED', state, status, 0, message, NULL FROM job WHERE id BETWEEN ? AND ?"
+    "INSERT INTO event (job, time, from_state, to_state, status, attempt, message, data) "  # noqa: S608
+    f"SELECT id, ?, '{JobState.CREATED.value}', state, status, 0, message, NULL FROM job "
+    "WHERE id BETWEEN ? AND ?"
 )
 
 

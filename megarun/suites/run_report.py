@@ -12,7 +12,7 @@ from typing import TypedDict
 from peewee import SqliteDatabase
 
 from megarun.core.rollup import count_items, rollup_status
-from megarun.core.states import FAILING_STATUSES, JobState, JobStatus
+from megarun.core.states import ENDED_STATES, FAILING_STATUSES, JobState, JobStatus
 from megarun.suites.targets import pattern_matches
 
 
@@ -134,7 +134,7 @@ def list_runs(db: SqliteDatabase, stale: dict[int, set[str]] | None = None,
             if state is None:
                 continue
             entry["jobs"] += count
-            if state in ("COMPLETED", "KILLED", "DEAD", "STALE"):
+            if state in ENDED_STATES:
                 entry["done"] += count
             if state == JobState.STALE.value or (state == JobState.COMPLETED.value
                                                  and test in stale.get(run_id, ())):

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from megarun.agent.private import make_private_dirs
+from megarun.core.files import atomic_writer
 from megarun.transport.base import (
     CommandResult,
     PathArg,
@@ -90,17 +91,9 @@ def _shell_like_failure(code: int, message: str) -> CommandResult:
 
 def _write_atomic(path: str, chunks: Iterable[bytes], mode: int) -> None:
     """Write chunks to a temp file created with `mode` (before any data), then rename."""
-    tmp = temp_name_for(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    with atomic_writer(Path(path), mode) as handle:
+        for chunk in chunks:
+            handle.write(chunk)
 
 
 def _copy_atomic(source: str, target: str) -> None:

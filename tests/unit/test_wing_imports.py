@@ -14,7 +14,7 @@ WINGS = ("campaign", "suites", "archive")
 HIGHER = {"campaign": ("megarun.suites", "megarun.archive"), "suites": ("megarun.archive",),
           "archive": ()}
 #: Function-level imports that stay, each for a reason that still holds.
-KEPT_LOCAL = {("campaign/joblogs.py", "megarun.transport.ssh")}  # paramiko: remote logs only
+KEPT_LOCAL = {("campaign/joblogs.py", "megarun.transport.ssh.transport")}  # paramiko: remote logs only
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:

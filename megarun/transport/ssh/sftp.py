@@ -9,9 +9,11 @@ import os
 import posixpath
 import stat
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import paramiko
 
+from megarun.core.files import atomic_writer
 from megarun.transport.base import temp_name_for
 from megarun.transport.local import make_dir, replace_symlink
 from megarun.transport.ssh.channel import CHUNK, TRANSIENT
@@ -92,17 +94,8 @@ def get_tree(sftp: paramiko.SFTPClient, source: str, target: str) -> None:
 
 
 def get_file(sftp: paramiko.SFTPClient, source: str, target: str, mode: int) -> None:
-    tmp = temp_name_for(target)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            sftp.getfo(source, handle)
-            os.fchmod(handle.fileno(), mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(Path(target), mode) as handle:
+        sftp.getfo(source, handle)
 
 
 def path_prefixes(path: str) -> list[str]:
