@@ -8,7 +8,7 @@ import typer
 from megarun.campaign import jobs as job_service
 from megarun.campaign.jobs import JobFilter
 from megarun.cli.common import JSON_HELP
-from megarun.cli.launch_cmd import launch_with_progress, print_summary
+from megarun.cli.launch_cmd import launch_with_progress, print_summary, summary_json
 from megarun.cli.output import print_json, print_table, say
 from megarun.homehost.areas import init_area
 
@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
             summary = launch_with_progress(ctx, "local", quiet=as_json)
             counts = job_service.count_by_state(ctx, JobFilter())
             if as_json:
-                print_json({"area": str(ctx.area.root), "launch": summary.as_dict(),
+                print_json({"area": str(ctx.area.root), "launch": summary_json(summary),
                             "jobs": counts})
             else:
                 print_summary(summary)

@@ -47,12 +47,13 @@ def submit(
 ) -> None:
     """Submit a pilot, or one direct batch job per READY job of the site (exit 3 when the
     scheduler refused one)."""
+    from megarun.cli.engine_deps import site_scope
     from megarun.engine.batch import SubmitRequest
     from megarun.engine.batch import submit as submit_batch
 
     request = SubmitRequest(site, nodes, walltime, queue, account, mode,
                             parse_pairs(tag, "-t"), set_ or [], idle_exit, limit)
-    rows = submit_batch(context(ctx), request)
+    rows = submit_batch(site_scope(context(ctx), site), request)
     if as_json:
         print_json(rows)
     else:
@@ -80,9 +81,11 @@ def ls(
 ) -> None:
     """List open batch jobs (with --history, every one)."""
     from megarun.engine.batch import list_batch_jobs
+    from megarun.sites.registry import site_id
 
     one_format(as_json, as_csv)
-    rows = list_batch_jobs(context(ctx), site, history)
+    mctx = context(ctx)
+    rows = list_batch_jobs(mctx.db, None if site is None else site_id(mctx, site), history)
     render(rows, _COLUMNS, as_json, as_csv,
            empty="no open batch jobs" + ("" if history else " (see also: --history)"))
 
@@ -95,9 +98,11 @@ def rm(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Cancel a batch job; its unstarted jobs go back to READY, its running ones end."""
-    from megarun.engine.batch import cancel
+    from megarun.cli.engine_deps import site_scope
+    from megarun.engine.batch import batch_job_site, cancel
 
-    row = cancel(context(ctx), batch_id)
+    mctx = context(ctx)
+    row = cancel(site_scope(mctx, batch_job_site(mctx.db, batch_id)), batch_id)
     if as_json:
         print_json(row)
     else:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from megarun.db.models import Run
-    from megarun.engine.launch_loop import LaunchSummary
+    from megarun.engine.reports import LaunchSummary
     from megarun.suites.runs import ItemStatus
     from megarun.suites.stale import AreaDefinitions
 
@@ -46,7 +46,7 @@ runs_app = typer.Typer(help="List and export test-suite runs.", no_args_is_help=
 
 
 def _settle_defunct(ctx: Context) -> None:
-    from megarun.engine.agents import settle_defunct
+    from megarun.cli.engine_deps import settle_defunct
 
     settle_defunct(ctx)
 
@@ -225,11 +225,11 @@ def register(app: typer.Typer) -> None:
         _settle_defunct(mctx)
         setup = prepare_run(mctx, target, runname, testpatt, site_info)
         if detach:
-            from megarun.engine.launch_loop import start_in_background
+            from megarun.engine.spawn import start_in_background
 
             args = ["run", "--target", target, "--runname", runname, "--site", site_info.name,
                     *(["--testpatt", testpatt] if testpatt else []), "--quiet"]
-            pid, log = start_in_background(mctx, args, "run.log")
+            pid, log = start_in_background(mctx.area, args, "run.log")
             if as_json:
                 print_json({**setup.as_dict(), "pid": pid, "log": str(log)})
             else:
