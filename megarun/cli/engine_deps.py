@@ -6,8 +6,19 @@ where they come from.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from megarun.engine.batch import SubmitRequest, batch_job_site, cancel, list_batch_jobs, submit
+from megarun.engine.locks import launcher_busy, sync_lock
+from megarun.engine.reports import LaunchProgress, SiteReport
 from megarun.engine.scope import AreaScope, SiteScope
+from megarun.engine.service import LaunchService
+from megarun.engine.spawn import start_in_background
 from megarun.engine.sync import sync_all
+from megarun.errors import AlreadyRunning
 from megarun.homehost.context import Context
 from megarun.sites.registry import get_site, list_sites, site_id
 from megarun.suites.runs import run_root
@@ -39,3 +50,45 @@ def settle_defunct(ctx: Context) -> None:
     if ctx.read_only or not ctx.is_home:
         return
     sync_all(area_scope(ctx), site_scopes(ctx), dispatch=False)
+
+
+def area_sync_lock(ctx: Context) -> AbstractContextManager[None]:
+    """The area's sync lock, beside its working database (AlreadyRunning when held)."""
+    return sync_lock(ctx.home.db)
+
+
+def sync_sites(ctx: Context, site: str | None,
+               rules: Callable[[], list[str]]) -> tuple[list[SiteReport], list[str]]:
+    """One `sync` pass over the site (or every site), then the area's rules."""
+    return sync_all(area_scope(ctx), site_scopes(ctx, site), rules=rules)
+
+
+def launch_service(ctx: Context, site: str,
+                   on_progress: Callable[[LaunchProgress], None] | None = None,
+                   run_id: int | None = None) -> LaunchService:
+    """The launch service of one site (of one run's jobs with `run_id`)."""
+    return LaunchService(site_scope(ctx, site), on_progress, run_id)
+
+
+def detach_launcher(ctx: Context, site_name: str) -> tuple[int, Path]:
+    """Start `megarun launch` for the site in the background; return its pid and log file."""
+    get_site(ctx, site_name)
+    if launcher_busy(ctx.area, site_name):
+        raise AlreadyRunning(f"a launcher is already running for site {site_name!r}")
+    return start_in_background(ctx.area, ["launch", "--site", site_name, "--quiet"],
+                               f"launcher-{site_name}.log")
+
+
+def submit_batch_jobs(ctx: Context, request: SubmitRequest) -> list[dict[str, Any]]:
+    """`queue submit`: the batch jobs submitted to the request's site."""
+    return submit(site_scope(ctx, request.site), request)
+
+
+def batch_jobs(ctx: Context, site: str | None, history: bool) -> list[dict[str, Any]]:
+    """`queue ls`: the open batch jobs of the site (or of every site); all with `history`."""
+    return list_batch_jobs(ctx.db, None if site is None else site_id(ctx, site), history)
+
+
+def cancel_batch_job(ctx: Context, batch_id: int) -> dict[str, Any]:
+    """`queue rm`: cancel the batch job on its site."""
+    return cancel(site_scope(ctx, batch_job_site(ctx.db, batch_id)), batch_id)

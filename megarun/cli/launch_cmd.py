@@ -7,13 +7,11 @@ import typer
 
 from megarun.cli.common import JSON_HELP, context
 from megarun.cli.output import note, print_json, print_table, rich_console, say
-from megarun.errors import AlreadyRunning, EnvironmentProblem
+from megarun.errors import EnvironmentProblem
 from megarun.homehost.context import Context
 from megarun.sites.registry import ensure_default_site
 
 if TYPE_CHECKING:  # the launcher and rich.progress load only when a launch happens
-    from pathlib import Path
-
     from megarun.engine.reports import LaunchProgress, LaunchSummary
 
 
@@ -24,12 +22,10 @@ def launch_with_progress(ctx: Context, site_name: str, quiet: bool,
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from megarun.cli.engine_deps import site_scope
-    from megarun.engine.service import LaunchService
+    from megarun.cli.engine_deps import launch_service
 
-    scope = site_scope(ctx, site_name)
     if quiet or not sys.stderr.isatty():
-        return LaunchService(scope, run_id=run_id).run()
+        return launch_service(ctx, site_name, run_id=run_id).run()
     console = rich_console(stderr=True)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
@@ -49,12 +45,12 @@ def launch_with_progress(ctx: Context, site_name: str, quiet: bool,
 
     if board is None:
         with progress:
-            return LaunchService(scope, on_progress=update, run_id=run_id).run()
+            return launch_service(ctx, site_name, update, run_id).run()
     from rich.console import Group
     from rich.live import Live
 
     with Live(Group(progress, board), console=console, refresh_per_second=4, transient=True):
-        return LaunchService(scope, on_progress=update, run_id=run_id).run()
+        return launch_service(ctx, site_name, update, run_id).run()
 
 
 class RunBoardView:
@@ -115,19 +111,6 @@ def summary_json(summary: "LaunchSummary") -> dict[str, Any]:
             "jobs_per_second": round(summary.jobs_per_second, 1)}
 
 
-def detach_launcher(ctx: Context, site_name: str) -> "tuple[int, Path]":
-    """Start `megarun launch` for the site in the background; return its pid and log file."""
-    from megarun.engine.locks import launcher_busy
-    from megarun.engine.spawn import start_in_background
-    from megarun.sites.registry import get_site
-
-    get_site(ctx, site_name)
-    if launcher_busy(ctx.area, site_name):
-        raise AlreadyRunning(f"a launcher is already running for site {site_name!r}")
-    return start_in_background(ctx.area, ["launch", "--site", site_name, "--quiet"],
-                               f"launcher-{site_name}.log")
-
-
 def raise_if_blocked(summary: "LaunchSummary") -> None:
     """A launch gate that waiting cannot lift (a full disk), or a batch site without an open
     batch job, left jobs READY: exit 3 with what to do."""
@@ -150,6 +133,8 @@ def register(app: typer.Typer) -> None:
         mctx = context(ctx)
         site_name = site or ensure_default_site(mctx).name
         if detach:
+            from megarun.cli.engine_deps import detach_launcher
+
             pid, log = detach_launcher(mctx, site_name)
             if as_json:
                 print_json({"pid": pid, "log": str(log), "site": site_name})

@@ -47,13 +47,12 @@ def submit(
 ) -> None:
     """Submit a pilot, or one direct batch job per READY job of the site (exit 3 when the
     scheduler refused one)."""
-    from megarun.cli.engine_deps import site_scope
+    from megarun.cli.engine_deps import submit_batch_jobs
     from megarun.engine.batch import SubmitRequest
-    from megarun.engine.batch import submit as submit_batch
 
     request = SubmitRequest(site, nodes, walltime, queue, account, mode,
                             parse_pairs(tag, "-t"), set_ or [], idle_exit, limit)
-    rows = submit_batch(site_scope(context(ctx), site), request)
+    rows = submit_batch_jobs(context(ctx), request)
     if as_json:
         print_json(rows)
     else:
@@ -80,12 +79,10 @@ def ls(
     as_csv: Annotated[bool, typer.Option("--csv", help=CSV_HELP)] = False,
 ) -> None:
     """List open batch jobs (with --history, every one)."""
-    from megarun.engine.batch import list_batch_jobs
-    from megarun.sites.registry import site_id
+    from megarun.cli.engine_deps import batch_jobs
 
     one_format(as_json, as_csv)
-    mctx = context(ctx)
-    rows = list_batch_jobs(mctx.db, None if site is None else site_id(mctx, site), history)
+    rows = batch_jobs(context(ctx), site, history)
     render(rows, _COLUMNS, as_json, as_csv,
            empty="no open batch jobs" + ("" if history else " (see also: --history)"))
 
@@ -98,11 +95,9 @@ def rm(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Cancel a batch job; its unstarted jobs go back to READY, its running ones end."""
-    from megarun.cli.engine_deps import site_scope
-    from megarun.engine.batch import batch_job_site, cancel
+    from megarun.cli.engine_deps import cancel_batch_job
 
-    mctx = context(ctx)
-    row = cancel(site_scope(mctx, batch_job_site(mctx.db, batch_id)), batch_id)
+    row = cancel_batch_job(context(ctx), batch_id)
     if as_json:
         print_json(row)
     else:

@@ -37,19 +37,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Take in every site's events, settle defunct jobs, feed SSH sites (one cycle; cron-safe)."""
         from megarun.archive.automation import apply_rules, rules_failed
-        from megarun.cli.engine_deps import area_scope, site_scopes
-        from megarun.engine.locks import sync_lock
-        from megarun.engine.sync import sync_all
+        from megarun.cli.engine_deps import area_sync_lock, sync_sites
 
         if loop is not None and loop <= 0:
             raise UsageError("--loop takes a number of seconds greater than 0")
         mctx = context(ctx)
         failed = False
         try:
-            with sync_lock(mctx.home.db):
+            with area_sync_lock(mctx):
                 while True:
-                    reports, rules = sync_all(area_scope(mctx), site_scopes(mctx, site),
-                                              rules=lambda: apply_rules(mctx))
+                    reports, rules = sync_sites(mctx, site, lambda: apply_rules(mctx))
                     results = [report_json(r) for r in reports]
                     failed = any(not r["ok"] for r in results) or rules_failed(rules)
                     render(results, ["site", "ok", "events", "agents_settled", "dispatched", "error",
