@@ -23,6 +23,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import ClassVar
 
+from megarun.core.states import ACTIVE_STATES, JobState
 from megarun.engine.agents import clear_finished_kills, live_agents, settle_gone_agents
 from megarun.engine.dispatch import BUNDLE_SIZE, PoolTarget, dispatch_ready_jobs
 from megarun.engine.gates import GateDecision, LaunchGates
@@ -36,9 +37,10 @@ from megarun.sites.remote_spool import AgentLaunch, ExchangeResult, RemoteSpool
 
 #: Keep at most this many jobs queued ahead of the agents.
 QUEUE_AHEAD = 4 * BUNDLE_SIZE
-#: The states of a job not yet ended; ACTIVE_STATES are those an agent has or will have.
-OPEN_STATES = ("READY", "QUEUED", "LAUNCHED", "RUNNING", "KILLREQ", "AWAITING_PARENTS")
-ACTIVE_STATES = ("QUEUED", "LAUNCHED", "RUNNING", "KILLREQ")
+#: Job states an agent has, or will have, the job in.
+ACTIVE = tuple(sorted(state.value for state in ACTIVE_STATES))
+#: The states of a job of the site not yet ended that a launch waits for.
+OPEN_STATES = (JobState.READY.value, *ACTIVE, JobState.AWAITING_PARENTS.value)
 
 
 class SiteKind(Enum):
@@ -196,7 +198,7 @@ def open_counts(scope: SiteScope, run_id: int | None = None) -> dict[str, int]:
 
 
 def active_count(by_state: dict[str, int]) -> int:
-    return sum(by_state.get(state, 0) for state in ACTIVE_STATES)
+    return sum(by_state.get(state, 0) for state in ACTIVE)
 
 
 def dispatch_round(scope: SiteScope, gates: LaunchGates, by_state: dict[str, int],
@@ -208,8 +210,8 @@ def dispatch_round(scope: SiteScope, gates: LaunchGates, by_state: dict[str, int
     many jobs were queued. Jobs that ended instead (a failed stage-in) are counted by status
     in `ended`. `target` sends them to one batch job's pool (batch sites).
     """
-    ready = by_state.get("READY", 0)
-    queued = by_state.get("QUEUED", 0)
+    ready = by_state.get(JobState.READY.value, 0)
+    queued = by_state.get(JobState.QUEUED.value, 0)
     gate = gates.decide(scope.db, ready)
     budget = gate.allowed
     total = 0
@@ -224,8 +226,8 @@ def dispatch_round(scope: SiteScope, gates: LaunchGates, by_state: dict[str, int
         total += sent
         ready -= sent
         queued += sent
-        by_state["READY"] = ready
-        by_state["QUEUED"] = queued
+        by_state[JobState.READY.value] = ready
+        by_state[JobState.QUEUED.value] = queued
         if budget is not None:
             budget -= sent
         if gate.group_budget:
@@ -241,9 +243,10 @@ def has_work(scope: SiteScope, spool: RemoteSpool) -> bool:
                   for _ in folder.glob("[!.]*"))
     if pending:
         return True
+    wanted = (JobState.READY.value, *ACTIVE)
     found = scope.db.execute_sql(
-        "SELECT 1 FROM job WHERE site_id = ? AND state IN "
-        "('READY','QUEUED','LAUNCHED','RUNNING','KILLREQ') LIMIT 1", (scope.sid,)).fetchone()
+        f"SELECT 1 FROM job WHERE site_id = ? AND state IN ({','.join('?' * len(wanted))}) "  # noqa: S608
+        "LIMIT 1", (scope.sid, *wanted)).fetchone()
     if found:
         return True
     beats = live_agents(spool, scope.launcher.dead_after)

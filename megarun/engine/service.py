@@ -27,6 +27,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from megarun.core.states import JobState
 from megarun.db.connection import DiskFull
 from megarun.engine.agents import requeue_orphans, settle_gone_agents
 from megarun.engine.batch_poll import return_to_ready
@@ -126,8 +127,8 @@ class LaunchService:
                 cycle.next_exchange = 0.0  # publish the bundles at once
             active = active_count(by_state)
             self._report(by_state)
-            if active == 0 and by_state.get("READY", 0) == 0:
-                self.summary.stuck = by_state.get("AWAITING_PARENTS", 0)
+            if active == 0 and by_state.get(JobState.READY.value, 0) == 0:
+                self.summary.stuck = by_state.get(JobState.AWAITING_PARENTS.value, 0)
                 break
             if active == 0 and cycle.gate.blocking:
                 self.summary.blocked = cycle.gate.held
@@ -214,7 +215,7 @@ class LaunchService:
     def _held_reason(self, by_state: dict[str, int]) -> str:
         if self.cycle.site_error:
             return f"site unreachable, retrying: {self.cycle.site_error}"
-        return self.cycle.gate.held if by_state.get("READY") else ""
+        return self.cycle.gate.held if by_state.get(JobState.READY.value) else ""
 
     # -- stopping ---------------------------------------------------------------------------
     def _shutdown_after_interrupt(self) -> None:

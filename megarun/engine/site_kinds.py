@@ -14,6 +14,7 @@ import time
 
 from megarun.agent.runner import last_line
 from megarun.agent.spool import agent_log_path
+from megarun.core.states import JobState
 from megarun.engine import agent_starts
 from megarun.engine.agent_starts import AgentRestarts
 from megarun.engine.agents import live_agents, read_heartbeats
@@ -220,7 +221,7 @@ class BatchCycle(Cycle):
         """A launch looks for a next level at the batch poll's pace (its query reads the
         site's direct batch jobs), or at once with `force`."""
         now = time.monotonic()
-        if not by_state.get("READY") or (not force and now < self.next_level_check):
+        if not by_state.get(JobState.READY.value) or (not force and now < self.next_level_check):
             return 0
         self.next_level_check = now + BATCH_POLL_SECONDS
         try:
@@ -239,7 +240,7 @@ class BatchCycle(Cycle):
         if active_count(by_state) == 0 and not self.open:
             self.launch_levels(by_state, force=True)  # before giving up
             if not self.open:
-                return no_batch_job_message(self.scope.name, by_state.get("READY", 0),
+                return no_batch_job_message(self.scope.name, by_state.get(JobState.READY.value, 0),
                                             self.level_refused)
         return None
 
