@@ -8,7 +8,7 @@ import typer
 from megarun.campaign.query import JobFilter, count_by_state
 from megarun.cli.common import JSON_HELP
 from megarun.cli.formats import print_document
-from megarun.cli.launch_cmd import launch_with_progress, print_summary
+from megarun.cli.launch_cmd import launch_with_progress, print_summary, summary_json
 from megarun.cli.output import print_table, say
 from megarun.homehost.areas import init_area
 
@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
             summary = launch_with_progress(ctx, "local", quiet=as_json)
             counts = [dict(row) for row in count_by_state(ctx.db, ctx.area, JobFilter())]
             if as_json:
-                print_document({"area": str(ctx.area.root), "launch": summary.as_dict(),
+                print_document({"area": str(ctx.area.root), "launch": summary_json(summary),
                                 "jobs": counts})
             else:
                 print_summary(summary)

@@ -276,7 +276,8 @@ def match(
     """Give READY jobs with no site a site that satisfies their app's requirements."""
     from megarun.engine.matching import match_jobs
 
-    result = match_jobs(context(ctx))
+    mctx = context(ctx)
+    result = match_jobs(mctx.db, mctx.area)
     if as_json:
         print_document(result.as_dict())
         return

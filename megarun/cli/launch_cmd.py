@@ -17,17 +17,17 @@ from megarun.sites.registry import ensure_default_site
 from megarun.suites.run_report import ItemStatus, run_items
 
 if TYPE_CHECKING:  # the launcher and rich.progress load only when a launch happens
-    from megarun.engine.launch_loop import LaunchProgress, LaunchSummary
+    from megarun.engine.reports import LaunchProgress, LaunchSummary
 
 
 def launch_with_progress(ctx: Context, site_name: str, quiet: bool,
                          run_id: int | None = None) -> "LaunchSummary":
     """Run the launcher; unless quiet, draw a progress bar on a terminal's stderr (for a run,
     with the live tests x items board under it), else write a status line now and then."""
-    from megarun.engine.launch_loop import Launcher
+    from megarun.cli.engine_deps import launch_service
 
     if quiet:
-        return Launcher(ctx, site_name, run_id=run_id).run()
+        return launch_service(ctx, site_name, run_id=run_id).run()
     board = None if run_id is None else RunBoardView(ctx, run_id)
     if not sys.stderr.isatty():
         lines = StatusLines(f"site {site_name}", progress_every())
@@ -35,7 +35,7 @@ def launch_with_progress(ctx: Context, site_name: str, quiet: bool,
         def log(snapshot: "LaunchProgress") -> None:
             lines.update(lambda: launch_counts(snapshot, board.items(fresh=True) if board else None))
 
-        return Launcher(ctx, site_name, on_progress=log, run_id=run_id).run()
+        return launch_service(ctx, site_name, log, run_id).run()
     bar = Bar(f"site {site_name}")
 
     def update(snapshot: "LaunchProgress") -> None:
@@ -43,13 +43,13 @@ def launch_with_progress(ctx: Context, site_name: str, quiet: bool,
 
     if board is None:
         with bar.progress:
-            return Launcher(ctx, site_name, on_progress=update, run_id=run_id).run()
+            return launch_service(ctx, site_name, update, run_id).run()
     from rich.console import Group
     from rich.live import Live
 
     with Live(Group(bar.progress, board), console=rich_console(stderr=True),
               refresh_per_second=4, transient=True):
-        return Launcher(ctx, site_name, on_progress=update, run_id=run_id).run()
+        return launch_service(ctx, site_name, update, run_id).run()
 
 
 class RunBoardView:
@@ -97,6 +97,16 @@ def print_summary(summary: "LaunchSummary") -> None:
         note("interrupted: running jobs were killed, queued jobs are READY again", "yellow")
 
 
+def summary_json(summary: "LaunchSummary") -> dict[str, Any]:
+    """The JSON document of `launch --json`."""
+    return {"site": summary.site, "done": summary.done, "by_status": summary.by_status,
+            "elapsed": round(summary.elapsed, 3), "interrupted": summary.interrupted,
+            "stuck": summary.stuck, "failed": summary.failed, "recovered": summary.recovered,
+            "blocked": summary.blocked, "blocked_hint": summary.blocked_hint,
+            "agent_restarts": summary.agent_restarts,
+            "jobs_per_second": round(summary.jobs_per_second, 1)}
+
+
 def raise_if_blocked(summary: "LaunchSummary") -> None:
     """A launch gate that waiting cannot lift (a full disk), or a batch site without an open
     batch job, left jobs READY: exit 3 with what to do."""
@@ -119,7 +129,7 @@ def register(app: typer.Typer) -> None:
         mctx = context(ctx)
         site_name = site or ensure_default_site(mctx).name
         if detach:
-            from megarun.engine.launch_loop import detach_launcher
+            from megarun.cli.engine_deps import detach_launcher
 
             pid, log = detach_launcher(mctx, site_name)
             if as_json:
@@ -129,7 +139,7 @@ def register(app: typer.Typer) -> None:
             return
         summary = launch_with_progress(mctx, site_name, quiet or as_json)
         if as_json:
-            print_document(summary.as_dict())
+            print_document(summary_json(summary))
         else:
             print_summary(summary)
         if summary.interrupted:

@@ -52,14 +52,14 @@ def submit(
 ) -> None:
     """Submit a pilot, or one direct batch job per READY job of the site (exit 3 when the
     scheduler refused one)."""
+    from megarun.cli.engine_deps import submit_batch_jobs
     from megarun.engine.batch import SubmitRequest
-    from megarun.engine.batch import submit as submit_batch
 
     minutes = duration_option(walltime, "--walltime", MINUTE)
     request = SubmitRequest(site, nodes, None if minutes is None else minutes / MINUTE, queue,
                             account, mode, parse_pairs(tag, "-t"), set_ or [],
                             duration_option(idle_exit, "--idle-exit", SECOND), limit)
-    rows = submit_batch(context(ctx), request)
+    rows = submit_batch_jobs(context(ctx), request)
     if as_json:
         print_json(list(stamped_rows(rows)))
     else:
@@ -92,12 +92,12 @@ def ls(
     as_csv: Annotated[bool, typer.Option("--csv", help=CSV_HELP)] = False,
 ) -> None:
     """List open batch jobs (with --history, every one), oldest first."""
-    from megarun.engine.batch import count_batch_jobs, list_batch_jobs
+    from megarun.cli.engine_deps import batch_jobs, count_batch_jobs
 
     one_format(as_json, as_csv)
     wanted = _batch_state(state)
     mctx = context(ctx)
-    rows = list_batch_jobs(mctx, site, history, wanted, limit)
+    rows = batch_jobs(mctx, site, history, wanted, limit)
     shown = render_listing(rows, _COLUMNS, as_json, as_csv,
                            empty="no open batch jobs" + ("" if history else " (see also: --history)"))
     if limit and shown == limit:
@@ -124,9 +124,9 @@ def rm(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Cancel a batch job; its unstarted jobs go back to READY, its running ones end."""
-    from megarun.engine.batch import cancel
+    from megarun.cli.engine_deps import cancel_batch_job
 
-    row = cancel(context(ctx), batch_id)
+    row = cancel_batch_job(context(ctx), batch_id)
     if as_json:
         print_document(row)
     else:

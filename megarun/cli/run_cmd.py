@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from megarun.db.models import Run
-    from megarun.engine.launch_loop import LaunchSummary
+    from megarun.engine.reports import LaunchSummary
     from megarun.suites.run_control import CleanPreview
     from megarun.suites.run_prepare import RunSetup
     from megarun.suites.run_report import ItemStatus
@@ -60,7 +60,7 @@ runs_app = typer.Typer(help="List and export test-suite runs.", no_args_is_help=
 
 
 def _settle_defunct(ctx: Context) -> None:
-    from megarun.engine.agents import settle_defunct
+    from megarun.cli.engine_deps import settle_defunct
 
     settle_defunct(ctx)
 
@@ -269,11 +269,11 @@ def register(app: typer.Typer) -> None:
                  "was saved; run the same command again", "yellow")
             raise typer.Exit(130) from None
         if detach:
-            from megarun.engine.launch_loop import start_in_background
+            from megarun.engine.spawn import start_in_background
 
             args = ["run", "--target", target, "--runname", runname, "--site", site_info.name,
                     *(["--testpatt", testpatt] if testpatt else []), "--quiet"]
-            pid, log = start_in_background(mctx, args, "run.log")
+            pid, log = start_in_background(mctx.area, args, "run.log")
             if as_json:
                 print_document({**setup_json(setup), "pid": pid, "log": str(log)})
             else:

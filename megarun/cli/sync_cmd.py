@@ -1,7 +1,7 @@
 """`megarun sync`: one cron-safe cycle over the sites, or a loop in the foreground."""
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -9,6 +9,22 @@ from megarun.cli.common import JSON_HELP, context, duration_option
 from megarun.cli.formats import print_document
 from megarun.cli.output import note, render
 from megarun.errors import AlreadyRunning, UsageError
+
+if TYPE_CHECKING:
+    from megarun.engine.reports import SiteReport
+
+
+def report_json(report: "SiteReport") -> dict[str, Any]:
+    """One site's row of `sync --json` (and of its table)."""
+    return {"site": report.site, "ok": report.ok, "events": report.events,
+            "finished": report.finished, "agents_settled": report.agents_settled,
+            "agents_tidied": report.agents_tidied,
+            "dispatched": report.dispatched, "staged_out": report.staged_out,
+            "started_agent": report.started_agent,
+            "round_trips": report.round_trips, "status_commands": report.status_commands,
+            "batch_jobs": {str(k): v for k, v in report.batch_jobs.items()},
+            "error": report.error,
+            "seconds": round(report.seconds, 3)}
 
 
 def register(app: typer.Typer) -> None:
@@ -22,8 +38,9 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     ) -> None:
         """Take in every site's events, settle defunct jobs, feed SSH sites (one cycle; cron-safe)."""
-        from megarun.archive.automation import rules_failed
-        from megarun.engine.sync import sync_all, sync_lock
+        from megarun.archive.automation import apply_rules, rules_failed
+        from megarun.cli.archive_cmd import run_store
+        from megarun.cli.engine_deps import area_sync_lock, sync_sites
 
         loop = duration_option(loop_every, "--loop", 1.0)
         if loop is not None and loop <= 0:
@@ -31,10 +48,10 @@ def register(app: typer.Typer) -> None:
         mctx = context(ctx)
         failed = False
         try:
-            with sync_lock(mctx):
+            with area_sync_lock(mctx):
                 while True:
-                    rules: list[str] = []
-                    results = [r.as_dict() for r in sync_all(mctx, site, rules=rules)]
+                    reports, rules = sync_sites(mctx, site, lambda: apply_rules(run_store(mctx)))
+                    results = [report_json(r) for r in reports]
                     failed = any(not r["ok"] for r in results) or rules_failed(rules)
                     render(results, ["site", "ok", "events", "agents_settled", "dispatched", "error",
                                      "seconds"],

@@ -1,6 +1,10 @@
-"""Agents started by `sync` (cron) on SSH sites: restarts bounded across sync processes.
+"""Agent restarts, bounded: in memory for a `launch`, across processes for `sync` (cron).
 
-A `launch` counts its own agents' deaths in memory (megarun.engine.launch_loop.AgentRestarts).
+A `launch` counts its own agents' deaths in memory (AgentRestarts): an agent that dies (not
+one that exits when idle or stopped) is restarted at most MAX_RESTARTS times in
+RESTART_WINDOW s, waiting RESTART_BACKOFF s, doubled at each restart up to
+RESTART_BACKOFF_MAX, before each; one more death ends the launch (exit code 3).
+
 `sync` is a new process every cycle, so it keeps the agents it started in a small file next to
 the site's mirror (`.megarun/sites/<site>/agent-starts.json`, 0600). An agent counts as dead
 when the database settled it `dead`, or when it never wrote a heartbeat within the start grace.
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from peewee import SqliteDatabase
@@ -20,13 +24,41 @@ from peewee import SqliteDatabase
 from megarun.agent.layout import agent_log_path
 from megarun.core.files import write_private
 from megarun.engine.agents import read_heartbeats
+from megarun.errors import EnvironmentProblem
 from megarun.sites.remote_spool import RemoteSpool
 
-#: The same bounds as a launcher's (megarun.engine.launch_loop).
 MAX_RESTARTS = 5
 RESTART_WINDOW = 600.0
+RESTART_BACKOFF = 0.25
+RESTART_BACKOFF_MAX = 30.0
 #: An agent with no heartbeat and no database row this long after its start died at start.
 START_GRACE = 30.0
+
+
+@dataclass
+class AgentRestarts:
+    """A site's agent deaths in one launch: restarts are bounded, with a growing wait before
+    each."""
+
+    site: str
+    deaths: list[float] = field(default_factory=list)  # monotonic times, within the window
+    not_before: float = 0.0
+
+    def died(self, agent_id: str, last_line: str, where: str) -> None:
+        """Count one agent death; raise EnvironmentProblem when the site keeps killing them."""
+        now = time.monotonic()
+        self.deaths = [t for t in self.deaths if now - t < RESTART_WINDOW] + [now]
+        if len(self.deaths) > MAX_RESTARTS:
+            said = f"its log's last line: {last_line}" if last_line else "its log is empty"
+            raise EnvironmentProblem(
+                f"site {self.site!r}: the agent died {len(self.deaths)} times in "
+                f"{RESTART_WINDOW / 60:.0f} min, last {agent_id}; {said} ({where})",
+                "fix what the agent log says, then launch again; the jobs keep their state")
+        self.not_before = now + min(RESTART_BACKOFF_MAX,
+                                    RESTART_BACKOFF * 2 ** (len(self.deaths) - 1))
+
+    def may_start(self) -> bool:
+        return time.monotonic() >= self.not_before
 
 
 @dataclass

@@ -25,7 +25,7 @@ from megarun.db.connection import write_transaction
 from megarun.db.jobstore import JobRow, load_rows, load_rows_where, save_rows
 from megarun.db.models import Agent
 from megarun.db.transitions import apply_chain, ended_ids, settle_children
-from megarun.homehost.context import Context
+from megarun.engine.ingest import ingest_site_events
 from megarun.sites.local_spool import LocalSpool
 
 HOSTNAME = socket.gethostname()
@@ -109,8 +109,6 @@ def settle_gone_agents(db: SqliteDatabase, site_id: int, spool: LocalSpool,
         if ingest is not None:
             ingest()
         else:
-            from megarun.engine.ingest import ingest_site_events
-
             ingest_site_events(db, site_id, spool)
         beats = read_heartbeats(spool)
     settled = []
@@ -230,15 +228,3 @@ def requeue_orphans(db: SqliteDatabase, site_id: int, spool: LocalSpool) -> int:
                 count += 1
         save_rows(db, queued)
     return count
-
-
-def settle_defunct(ctx: Context) -> None:
-    """On every site: take in new events, then make the jobs of agents that are gone DEAD.
-
-    Nothing on the mirror (another host): what it shows is as the home host last wrote it.
-    """
-    from megarun.engine.sync import sync_all
-
-    if ctx.read_only or not ctx.is_home:
-        return
-    sync_all(ctx, dispatch=False)

@@ -1,4 +1,4 @@
-"""Batch jobs: scheduler allocations on a site, submitted, polled and cancelled.
+"""Batch jobs: scheduler allocations on a site, submitted and cancelled (polled: batch_poll).
 
 A *pilot* batch job runs one agent inside the allocation; the agent takes jobs from the site's
 spool like any agent and packs them onto the allocation's nodes. A pilot given tags (`-t`)
@@ -12,7 +12,6 @@ are argv lists run through the site's transport (this machine, or the SSH connec
 
 from __future__ import annotations
 
-import getpass
 import json
 import math
 import time
@@ -20,20 +19,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from peewee import SqliteDatabase
+
 from megarun.config.presets import apply_overrides
 from megarun.core.faults import fault_point
-from megarun.core.lifecycle import Chain
 from megarun.core.states import JobState
 from megarun.db.connection import write_transaction
-from megarun.db.jobstore import load_rows, save_rows
 from megarun.db.models import BatchJob
-from megarun.db.transitions import apply_chain
+from megarun.engine.batch_poll import (
+    OPEN_STATES,
+    STATUS_TIMEOUT,
+    after_end,
+    batch_dir,
+    last_line,
+    pool_of,
+    return_to_ready,
+    set_state,
+)
 from megarun.engine.dispatch import PoolTarget, dispatch_ready_jobs
-from megarun.engine.submissions import SUBMITTING
+from megarun.engine.scope import SiteScope
+from megarun.engine.submissions import SUBMITTING, settle_interrupted, submit_lock
 from megarun.errors import EnvironmentProblem, MegarunError, NotFoundError, UsageError
-from megarun.homehost.context import Context
 from megarun.schedulers import check_extras, check_pilot, get_scheduler, render_script
-from megarun.schedulers.base import Allocation, BatchState, QueueEntry, Scheduler, ScriptRequest
+from megarun.schedulers.base import Allocation, BatchState, Scheduler, ScriptRequest
 from megarun.sites.connect import (
     agent_command,
     agent_path,
@@ -41,13 +49,10 @@ from megarun.sites.connect import (
     install_agent,
     transport_for,
 )
-from megarun.sites.registry import SiteInfo, get_site, site_id
+from megarun.sites.registry import SiteInfo
 from megarun.transport.base import Transport
 
 MODES = ("pilot", "direct")
-OPEN_STATES = (BatchState.PENDING_SUBMISSION.value, BatchState.QUEUED.value,
-               BatchState.RUNNING.value)
-ACTIVE_STATES = (BatchState.QUEUED.value, BatchState.RUNNING.value)
 #: A pilot with nothing to do for this long exits and gives its allocation back.
 DEFAULT_IDLE_EXIT = 120.0
 #: A direct batch job's agent leaves as soon as its one job is done.
@@ -57,7 +62,6 @@ END_GRACE = 30.0
 #: Minutes added to a direct job's own walltime for the agent to start and report.
 DIRECT_MARGIN = 1
 SUBMIT_TIMEOUT = 120.0
-STATUS_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -78,15 +82,6 @@ class SubmitRequest:
     default_walltime: float | None = None  # direct mode: minutes for a job without a walltime
 
 
-@dataclass
-class PollResult:
-    """What one poll of a site's batch jobs did."""
-
-    status_commands: int = 0
-    changed: dict[int, str] = field(default_factory=dict)  # batch id -> new state
-    ended: set[int] = field(default_factory=set)  # batch ids that ended in this poll
-    returned: int = 0  # jobs taken back from the pools of ended batch jobs
-
 
 # -- listing ---------------------------------------------------------------------------------
 def as_dict(row: BatchJob, site_name: str) -> dict[str, Any]:
@@ -98,29 +93,27 @@ def as_dict(row: BatchJob, site_name: str) -> dict[str, Any]:
             "submitted": row.submitted, "started": row.started, "ended": row.ended}
 
 
-def list_batch_jobs(ctx: Context, site: str | None = None, history: bool = False,
+def list_batch_jobs(db: SqliteDatabase, sid: int | None = None, history: bool = False,
                     state: BatchState | None = None, limit: int = 0) -> list[dict[str, Any]]:
-    """Open batch jobs (all of them with `history`; those in `state`), oldest first: at most
-    `limit` of them (0: all)."""
-    names = {sid: name for sid, name in ctx.db.execute_sql("SELECT id, name FROM site")}
-    query = _batch_query(ctx, site, history, state).order_by(BatchJob.id)
+    """Open batch jobs (of site `sid`; all of them with `history`; those in `state`), oldest
+    first: at most `limit` of them (0: all)."""
+    names = {row_id: name for row_id, name in db.execute_sql("SELECT id, name FROM site")}
+    query = _batch_query(sid, history, state).order_by(BatchJob.id)
     if limit:
         query = query.limit(limit)
     return [as_dict(row, names.get(row.site_id, "?")) for row in query]
 
 
-def count_batch_jobs(ctx: Context, site: str | None = None, history: bool = False,
+def count_batch_jobs(db: SqliteDatabase, sid: int | None = None, history: bool = False,
                      state: BatchState | None = None) -> int:
     """How many batch jobs `list_batch_jobs` lists without a limit."""
-    return int(_batch_query(ctx, site, history, state).count())
+    return int(_batch_query(sid, history, state).count(db))
 
 
-def _batch_query(ctx: Context, site: str | None, history: bool,
-                 state: BatchState | None) -> Any:
-    ctx.db  # noqa: B018 - opens the database
+def _batch_query(sid: int | None, history: bool, state: BatchState | None) -> Any:
     query = BatchJob.select()
-    if site is not None:
-        query = query.where(BatchJob.site == site_id(ctx, site))
+    if sid is not None:
+        query = query.where(BatchJob.site == sid)
     if state is not None:
         query = query.where(BatchJob.state == state.value)
     elif not history:
@@ -128,12 +121,13 @@ def _batch_query(ctx: Context, site: str | None, history: bool,
     return query
 
 
-def get_batch_job(ctx: Context, batch_id: int) -> BatchJob:
-    ctx.db  # noqa: B018 - opens the database
-    row = BatchJob.get_or_none(BatchJob.id == batch_id)
-    if row is None:
+def batch_job_site(db: SqliteDatabase, batch_id: int) -> str:
+    """The name of the site batch job `batch_id` belongs to; NotFoundError if there is none."""
+    found = db.execute_sql("SELECT site.name FROM batch_job JOIN site ON site.id = "
+                           "batch_job.site_id WHERE batch_job.id = ?", (batch_id,)).fetchone()
+    if found is None:
         raise NotFoundError(f"no batch job {batch_id} (see: megarun queue ls --history)")
-    return row
+    return str(found[0])
 
 
 # -- submitting ------------------------------------------------------------------------------
@@ -149,50 +143,49 @@ class _Plan:
     idle_exit: float
 
 
-def submit(ctx: Context, request: SubmitRequest) -> list[dict[str, Any]]:
+def submit(scope: SiteScope, request: SubmitRequest) -> list[dict[str, Any]]:
     """Submit a pilot, or one direct batch job per selected READY job; return the rows.
 
     A batch job that the scheduler refused is kept as submit_failed with the reason.
     Submissions to a site take turns; the first settles what a killed one left behind.
     """
-    from megarun.engine.submissions import settle_interrupted, submit_lock
-
-    plan = _plan(ctx, request)
-    with submit_lock(ctx, plan.site.name, wait=True):
-        settle_interrupted(ctx, plan.site)
-        return _submit_planned(ctx, plan, request)
+    plan = _plan(scope.site, request)
+    with submit_lock(scope.area, scope.name, wait=True):
+        settle_interrupted(scope)
+        return _submit_planned(scope, plan, request)
 
 
-def submit_like(ctx: Context, site: SiteInfo, template: BatchJob,
+def submit_like(scope: SiteScope, template: BatchJob,
                 job_ids: Sequence[int]) -> list[dict[str, Any]]:
     """One direct batch job per READY job of `job_ids`, with the queue, account and
     directives of `template` (checked when it was submitted); a job without a walltime of
     its own gets the template's. UsageError when none of the jobs is READY any more.
     Call it holding megarun.engine.submissions.submit_lock."""
+    site = scope.site
     plan = _Plan(site, get_scheduler(site.scheduler), template.queue, template.account,
                  json.loads(template.extras or "{}"), DIRECT_IDLE_EXIT)
     request = SubmitRequest(site.name, mode="direct", job_ids=tuple(job_ids),
                             default_walltime=template.walltime)
-    return _submit_planned(ctx, plan, request)
+    return _submit_planned(scope, plan, request)
 
 
-def _submit_planned(ctx: Context, plan: _Plan, request: SubmitRequest) -> list[dict[str, Any]]:
+def _submit_planned(scope: SiteScope, plan: _Plan,
+                    request: SubmitRequest) -> list[dict[str, Any]]:
     transport = transport_for(plan.site)
     _prepare_site(plan.site, transport)
     if request.mode == "pilot":
-        rows = [_new_row(ctx, plan, request, request.nodes or 1, request.walltime or 0.0)]
+        rows = [_new_row(scope, plan, request, request.nodes or 1, request.walltime or 0.0)]
     else:
-        rows = _direct_rows(ctx, plan, request)
+        rows = _direct_rows(scope, plan, request)
     for row in rows:
-        _submit_row(ctx, plan, transport, row, _pool(row))
+        _submit_row(scope, plan, transport, row, pool_of(row))
     if request.mode == "direct":
-        _take_back_failed(ctx, plan.site, rows)
+        _take_back_failed(scope, rows)
     names = plan.site.name
     return [as_dict(BatchJob.get_by_id(row.id), names) for row in rows]
 
 
-def _plan(ctx: Context, request: SubmitRequest) -> _Plan:
-    site = get_site(ctx, request.site)
+def _plan(site: SiteInfo, request: SubmitRequest) -> _Plan:
     if request.mode not in MODES:
         raise UsageError(f"--mode {request.mode!r}: use pilot or direct")
     scheduler = get_scheduler(site.scheduler)
@@ -251,36 +244,27 @@ def _prepare_site(site: SiteInfo, transport: Transport) -> None:
     install_agent(site, transport)
 
 
-def batch_dir(site: SiteInfo) -> str:
-    return f"{site.workdir}/batch"
 
-
-def _new_row(ctx: Context, plan: _Plan, request: SubmitRequest, nodes: int,
+def _new_row(scope: SiteScope, plan: _Plan, request: SubmitRequest, nodes: int,
              walltime: float) -> BatchJob:
-    with write_transaction(ctx.db):
+    with write_transaction(scope.db):
         row: BatchJob = BatchJob.create(
-            site=site_id(ctx, plan.site.name), state=BatchState.PENDING_SUBMISSION.value,
+            site=scope.sid, state=BatchState.PENDING_SUBMISSION.value,
             mode=request.mode, nodes=nodes, walltime=walltime, queue=plan.queue,
             account=plan.account, tags=json.dumps(request.tags), extras=json.dumps(plan.extras),
             created=time.time())
     return row
 
 
-def _pool(row: BatchJob) -> str | None:
-    """A direct or tagged pilot batch job has its own pool; a plain pilot uses the shared one."""
-    if row.mode == "direct" or json.loads(row.tags or "{}"):
-        return f"bj{row.id}"
-    return None
 
-
-def _direct_rows(ctx: Context, plan: _Plan, request: SubmitRequest) -> list[BatchJob]:
+def _direct_rows(scope: SiteScope, plan: _Plan, request: SubmitRequest) -> list[BatchJob]:
     """One batch job per READY job of the site (with the tags), each job dispatched into the
     batch job's pool before anything is submitted."""
-    sid = site_id(ctx, plan.site.name)
+    sid = scope.sid
     target = PoolTarget(None, tags=request.tags, job_ids=request.job_ids)
     where, params = target.where()
     limit = request.limit if request.limit is not None else -1
-    candidates = ctx.db.execute_sql(
+    candidates = scope.db.execute_sql(
         f"SELECT id, nodes, walltime FROM job WHERE site_id = ? AND state = '{JobState.READY.value}' {where}"  # noqa: S608
         "ORDER BY priority DESC, id LIMIT ?", (sid, *params, limit)).fetchall()
     spool = plan.site.spool()
@@ -293,11 +277,11 @@ def _direct_rows(ctx: Context, plan: _Plan, request: SubmitRequest) -> list[Batc
                                        else request.default_walltime)
         if minutes is None:
             raise UsageError(f"job {job_id} has no walltime: give --walltime for direct mode")
-        row = _new_row(ctx, plan, request, nodes, float(minutes))
-        sent = dispatch_ready_jobs(ctx.db, sid, plan.site, limit=1, area_root=ctx.area.root,
-                                   target=PoolTarget(_pool(row), row.id, job_ids=(job_id,)))
+        row = _new_row(scope, plan, request, nodes, float(minutes))
+        sent = dispatch_ready_jobs(scope.db, sid, plan.site, limit=1, area_root=scope.area.root,
+                                   target=PoolTarget(pool_of(row), row.id, job_ids=(job_id,)))
         if not sent:
-            _set_state(row, BatchState.SUBMIT_FAILED, "its job was not READY any more")
+            set_state(row, BatchState.SUBMIT_FAILED, "its job was not READY any more")
             continue
         rows.append(row)
     if not rows:
@@ -308,7 +292,7 @@ def _direct_rows(ctx: Context, plan: _Plan, request: SubmitRequest) -> list[Batc
     return rows
 
 
-def _submit_row(ctx: Context, plan: _Plan, transport: Transport, row: BatchJob,
+def _submit_row(scope: SiteScope, plan: _Plan, transport: Transport, row: BatchJob,
                 pool: str | None) -> None:
     """Render, write and submit one batch job's script; record the id or the failure."""
     site, scheduler = plan.site, plan.scheduler
@@ -320,34 +304,34 @@ def _submit_row(ctx: Context, plan: _Plan, transport: Transport, row: BatchJob,
         walltime_minutes=max(1, math.ceil(row.walltime)), queue=row.queue,
         account=row.account, batch_dir=folder, output=f"{folder}/{row.id}.out",
         exit_file=f"{folder}/{row.id}.exit",
-        agent_argv=pilot_argv(ctx, site, row.id, pool, idle), extras=plan.extras,
+        agent_argv=pilot_argv(scope, row.id, pool, idle), extras=plan.extras,
         env=dict(site.spec.template.env), preamble=list(site.spec.template.preamble),
         allocation=site.spec.pilot)
     try:
         text = render_script(site.scheduler, request)
         transport.write_bytes_atomic(script_path, text.encode("utf-8"), 0o700)
-        with write_transaction(ctx.db):  # from here on, the scheduler may have it
+        with write_transaction(scope.db):  # from here on, the scheduler may have it
             BatchJob.update(message=SUBMITTING).where(BatchJob.id == row.id).execute()
         argv = scheduler.submit_argv(script_path)
         stdin = text.encode("utf-8") if scheduler.submit_stdin else None
         result = transport.run(argv, stdin=stdin, timeout=SUBMIT_TIMEOUT)
         if not result.ok:
             raise EnvironmentProblem(f"{argv[0]} refused the batch job: "
-                                     f"{_last_line(result.stderr_text, result.code)}")
+                                     f"{last_line(result.stderr_text, result.code)}")
         scheduler_id = scheduler.parse_submit(result.stdout_text)
     except (MegarunError, OSError) as exc:
-        _set_state(row, BatchState.SUBMIT_FAILED, _reason(exc))
+        set_state(row, BatchState.SUBMIT_FAILED, _reason(exc))
         return
     fault_point("batch:after-submit")  # the scheduler has it; the database not yet
-    with write_transaction(ctx.db):
+    with write_transaction(scope.db):
         BatchJob.update(state=BatchState.QUEUED.value, scheduler_id=scheduler_id,
                         submitted=time.time(), message="").where(BatchJob.id == row.id).execute()
 
 
-def pilot_argv(ctx: Context, site: SiteInfo, batch_id: int, pool: str | None,
+def pilot_argv(scope: SiteScope, batch_id: int, pool: str | None,
                idle_exit: float) -> list[str]:
     """The agent command a batch script runs (the script adds --walltime-end)."""
-    settings = ctx.area.config.launcher
+    site, settings = scope.site, scope.launcher
     node = site.spec.node
     argv = [*agent_command(site), "run", "--workdir", site.workdir,
             "--agent-id", f"batch-{batch_id}", "--batch-job", str(batch_id),
@@ -387,38 +371,13 @@ def slot_options(allocation: Allocation, node_cpus: int, node_gpus: int) -> list
     return argv
 
 
-def _take_back_failed(ctx: Context, site: SiteInfo, rows: Sequence[BatchJob]) -> None:
+def _take_back_failed(scope: SiteScope, rows: Sequence[BatchJob]) -> None:
     """The jobs dispatched for direct batch jobs that could not be submitted go back to READY."""
     failed = [f"bj{row.id}" for row in rows
               if BatchJob.get_by_id(row.id).state == BatchState.SUBMIT_FAILED.value]
     if failed:
-        return_to_ready(ctx, site, failed, "its batch job could not be submitted")
+        return_to_ready(scope, failed, "its batch job could not be submitted")
 
-
-def return_to_ready(ctx: Context, site: SiteInfo, pools: list[str] | None, message: str) -> int:
-    """Take the unclaimed bundles (of `pools` only, "" naming the shared queue) back; their
-    jobs, still QUEUED in that attempt, become READY. Returns how many."""
-    taken = dict(site.spool().take_back_queue(pools))
-    if not taken:
-        return 0
-    db = ctx.db
-    count = 0
-    with write_transaction(db):
-        rows = load_rows(db, taken)
-        for row in rows.values():
-            if row.snapshot.state is JobState.QUEUED and taken[row.id] == row.snapshot.attempt:
-                apply_chain(row, Chain(row.snapshot).to(JobState.READY, message=message))
-                count += 1
-        save_rows(db, rows.values())
-    return count
-
-
-def _set_state(row: BatchJob, state: BatchState, message: str) -> None:
-    now = time.time()
-    ended = now if state in (BatchState.SUBMIT_FAILED, BatchState.FINISHED,
-                             BatchState.CANCELLED) else None
-    BatchJob.update(state=state.value, message=message, ended=ended).where(
-        BatchJob.id == row.id).execute()
 
 
 def _reason(exc: BaseException) -> str:
@@ -427,16 +386,11 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def _last_line(text: str, code: int) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else f"exit code {code}"
-
 
 # -- cancelling ------------------------------------------------------------------------------
-def cancel(ctx: Context, batch_id: int) -> dict[str, Any]:
-    """Cancel a batch job: scheduler cancel when it was submitted; then `cancelled`."""
-    row = get_batch_job(ctx, batch_id)
-    site = _site_of(ctx, row)
+def cancel(scope: SiteScope, batch_id: int) -> dict[str, Any]:
+    """Cancel a batch job of the site: scheduler cancel when it was submitted; then `cancelled`."""
+    site, row = scope.site, BatchJob.get_by_id(batch_id)
     if row.state not in OPEN_STATES:
         raise UsageError(f"batch job {batch_id} is {row.state}: nothing to cancel")
     if row.scheduler_id:
@@ -446,149 +400,8 @@ def cancel(ctx: Context, batch_id: int) -> dict[str, Any]:
         if not result.ok:
             raise EnvironmentProblem(f"cannot cancel batch job {batch_id} "
                                      f"({row.scheduler_id}): "
-                                     f"{_last_line(result.stderr_text, result.code)}")
-    with write_transaction(ctx.db):
-        _set_state(row, BatchState.CANCELLED, "cancelled by megarun queue rm")
-    _after_end(ctx, site, [BatchJob.get_by_id(batch_id)])
+                                     f"{last_line(result.stderr_text, result.code)}")
+    with write_transaction(scope.db):
+        set_state(row, BatchState.CANCELLED, "cancelled by megarun queue rm")
+    after_end(scope, [BatchJob.get_by_id(batch_id)])
     return as_dict(BatchJob.get_by_id(batch_id), site.name)
-
-
-def _site_of(ctx: Context, row: BatchJob) -> SiteInfo:
-    name = ctx.db.execute_sql("SELECT name FROM site WHERE id = ?", (row.site_id,)).fetchone()
-    return get_site(ctx, name[0])
-
-
-# -- polling ---------------------------------------------------------------------------------
-def open_batch_jobs(ctx: Context, site: SiteInfo) -> list[BatchJob]:
-    return list(BatchJob.select().where(
-        (BatchJob.site == site_id(ctx, site.name)) & BatchJob.state.in_(ACTIVE_STATES)
-    ).order_by(BatchJob.id))
-
-
-def has_open(ctx: Context, site: SiteInfo) -> bool:
-    """Whether the site has a batch job being submitted, queued or running."""
-    return bool(BatchJob.select(BatchJob.id).where(
-        (BatchJob.site == site_id(ctx, site.name)) & BatchJob.state.in_(OPEN_STATES)
-    ).limit(1).count())
-
-
-def poll_site(ctx: Context, site: SiteInfo) -> PollResult:
-    """One scheduler status command for all of the site's open batch jobs, then their new
-    states; a batch job gone from the queue is judged by its exit-code file."""
-    result = PollResult()
-    rows = [row for row in open_batch_jobs(ctx, site) if row.scheduler_id]
-    if not rows:
-        return result
-    scheduler = get_scheduler(site.scheduler)
-    transport = transport_for(site)
-    argv = scheduler.status_argv(_user(site), [str(row.scheduler_id) for row in rows])
-    result.status_commands += 1
-    answer = transport.run(argv, timeout=STATUS_TIMEOUT)
-    if scheduler.status_failed(answer.code, answer.stderr_text):
-        raise EnvironmentProblem(f"site {site.name!r}: {argv[0]} failed: "
-                                 f"{_last_line(answer.stderr_text, answer.code)}",
-                                 "the batch jobs are polled again at the next sync")
-    entries = scheduler.parse_status(answer.stdout_text)
-    ended = []
-    for row in rows:
-        entry = entries.get(str(row.scheduler_id))
-        new_state = _apply_entry(ctx, site, transport, row, entry)
-        if new_state is not None:
-            result.changed[row.id] = new_state.value
-            if new_state in (BatchState.FINISHED, BatchState.CANCELLED):
-                result.ended.add(row.id)
-                ended.append(BatchJob.get_by_id(row.id))
-    if ended:
-        result.returned = _after_end(ctx, site, ended)
-    return result
-
-
-def _apply_entry(ctx: Context, site: SiteInfo, transport: Transport, row: BatchJob,
-                 entry: QueueEntry | None) -> BatchState | None:
-    """Record what the status command showed of one batch job; return its new state."""
-    now = time.time()
-    if entry is not None and entry.state in (BatchState.QUEUED, BatchState.RUNNING):
-        message = ""
-        if entry.never_runs:
-            message = (f"can never run as asked: the scheduler holds it pending "
-                       f"({entry.reason}); cancel it with: megarun queue rm {row.id}")
-        elif entry.reason and entry.state is BatchState.QUEUED:
-            message = f"pending: {entry.reason}"
-        changes: dict[Any, Any] = {BatchJob.native: entry.native, BatchJob.message: message}
-        if entry.state is BatchState.RUNNING and row.started is None:
-            changes[BatchJob.started] = now
-        if entry.state.value != row.state:
-            changes[BatchJob.state] = entry.state.value
-        with write_transaction(ctx.db):
-            BatchJob.update(changes).where(BatchJob.id == row.id).execute()
-        return entry.state if entry.state.value != row.state else None
-    # finished, cancelled, or gone from the queue: the exit-code file decides
-    code = _read_exit_code(transport, f"{batch_dir(site)}/{row.id}.exit")
-    state, message = _judge_end(entry, code)
-    with write_transaction(ctx.db):
-        BatchJob.update(state=state.value, exit_code=code, message=message, ended=now,
-                        native=entry.native if entry is not None else "gone").where(
-            BatchJob.id == row.id).execute()
-    return state
-
-
-def _judge_end(entry: QueueEntry | None, code: int | None) -> tuple[BatchState, str]:
-    """Never assume success: without an exit-code file the batch job did not end cleanly."""
-    if entry is not None and entry.state is BatchState.CANCELLED:
-        return BatchState.CANCELLED, f"cancelled ({entry.native})"
-    if code is None:
-        seen = f"the scheduler says {entry.native}" if entry is not None else "gone from the queue"
-        return BatchState.FINISHED, (f"{seen} and the script wrote no exit code (killed, "
-                                     "or out of walltime)")
-    if code != 0:
-        return BatchState.FINISHED, f"the batch script exited with code {code}"
-    return BatchState.FINISHED, ""
-
-
-def _read_exit_code(transport: Transport, path: str) -> int | None:
-    try:
-        text = transport.read_bytes(path).decode("utf-8", "replace").strip()
-    except FileNotFoundError:
-        return None
-    try:
-        return int(text.split()[0])
-    except (ValueError, IndexError):
-        return None
-
-
-def _after_end(ctx: Context, site: SiteInfo, ended: list[BatchJob]) -> int:
-    """Jobs left unclaimed in the pools of ended batch jobs go back to READY. The shared
-    queue is taken back too when no plain pilot is left to take from it."""
-    pools = [pool for row in ended if (pool := _pool(row)) is not None]
-    plain_left = any(_pool(row) is None and row.mode == "pilot"
-                     for row in open_batch_jobs(ctx, site))
-    if any(_pool(row) is None for row in ended) and not plain_left:
-        pools.append("")
-    if not pools:
-        return 0
-    return return_to_ready(ctx, site, pools, "its batch job ended before it started")
-
-
-def _user(site: SiteInfo) -> str | None:
-    """The login name batch jobs are submitted as (for the status command's filter); None
-    when ssh's own configuration decides it."""
-    if site.host:
-        return site.host.split("@", 1)[0] if "@" in site.host else None
-    return getpass.getuser()
-
-
-def active_pools(ctx: Context, site: SiteInfo) -> list[PoolTarget]:
-    """Where READY jobs of a batch site may go now: the shared queue while a plain pilot is
-    open, and the pool of each open tagged pilot (direct pools are filled at submission)."""
-    targets: list[PoolTarget] = []
-    shared = False
-    for row in BatchJob.select().where(
-            (BatchJob.site == site_id(ctx, site.name)) & BatchJob.state.in_(ACTIVE_STATES)
-            & (BatchJob.mode == "pilot")).order_by(BatchJob.id):
-        tags = json.loads(row.tags or "{}")
-        if tags:
-            targets.append(PoolTarget(f"bj{row.id}", row.id, tags=tags))
-        elif not shared:
-            shared = True
-            targets.append(PoolTarget(None))
-    return targets

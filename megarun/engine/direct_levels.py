@@ -22,11 +22,11 @@ from peewee import SqliteDatabase
 
 from megarun.core.states import JobState
 from megarun.db.models import BatchJob
+from megarun.engine.batch import submit_like
+from megarun.engine.scope import SiteScope
 from megarun.engine.submissions import has_pending, settle_interrupted, submit_lock
 from megarun.errors import UsageError
-from megarun.homehost.context import Context
 from megarun.schedulers.base import BatchState
-from megarun.sites.registry import SiteInfo, site_id
 
 #: READY jobs of a site whose parent ran in a direct batch job of that site and that had no
 #: batch job since (their own is older than the parents' newest, or they never had one), with
@@ -72,32 +72,28 @@ def next_level_jobs(db: SqliteDatabase, site: int,
     return groups
 
 
-def submit_next_levels(ctx: Context, site: SiteInfo,
-                       run_id: int | None = None) -> LevelSubmission:
+def submit_next_levels(scope: SiteScope, run_id: int | None = None) -> LevelSubmission:
     """Submit a direct batch job for each READY job whose parents ran in direct batch jobs,
     after settling the submissions a kill cut short. Nothing when another process is
     submitting to the site (the next cycle does it).
 
     Raises EnvironmentProblem when the site cannot be reached (nothing changed then)."""
     outcome = LevelSubmission()
-    sid = site_id(ctx, site.name)
-    if not has_pending(ctx, site) and not next_level_jobs(ctx.db, sid, run_id):
+    if not has_pending(scope) and not next_level_jobs(scope.db, scope.sid, run_id):
         return outcome  # the common case: one cheap query, no lock
-    with submit_lock(ctx, site.name, wait=False) as held:
+    with submit_lock(scope.area, scope.name, wait=False) as held:
         if held:
-            outcome.settled = settle_interrupted(ctx, site)
-            _submit_levels(ctx, site, next_level_jobs(ctx.db, sid, run_id), outcome)
+            outcome.settled = settle_interrupted(scope)
+            _submit_levels(scope, next_level_jobs(scope.db, scope.sid, run_id), outcome)
     return outcome
 
 
-def _submit_levels(ctx: Context, site: SiteInfo, groups: dict[int, list[int]],
+def _submit_levels(scope: SiteScope, groups: dict[int, list[int]],
                    outcome: LevelSubmission) -> None:
-    from megarun.engine.batch import submit_like
-
     for template_id, job_ids in groups.items():
         template = BatchJob.get_by_id(template_id)
         try:
-            rows = submit_like(ctx, site, template, job_ids)
+            rows = submit_like(scope, template, job_ids)
         except UsageError:
             continue  # none of them READY any more: `queue submit` took them meanwhile
         for row in rows:

@@ -20,13 +20,12 @@ from peewee import SqliteDatabase
 
 from megarun.agent.private import make_private_dirs
 from megarun.config.apps import VERSION_OPERATORS, parse_constraints
-from megarun.config.area import MATCHING_POLICIES
+from megarun.config.area import MATCHING_POLICIES, Area
 from megarun.config.presets import parse_scalar
 from megarun.core.files import write_private
 from megarun.core.states import SITE_LOAD_STATES, JobState, names
 from megarun.db.connection import execute_many, write_transaction
 from megarun.errors import ConfigError, UsageError
-from megarun.homehost.context import Context
 from megarun.sites.spec import SiteSpec
 
 #: Jobs that weigh on a site for `least-loaded`.
@@ -217,12 +216,12 @@ class LeastLoadedPolicy:
 Policy = FirstPolicy | RoundRobinPolicy | LeastLoadedPolicy
 
 
-def make_policy(name: str, ctx: Context, db: SqliteDatabase) -> Policy:
+def make_policy(name: str, area: Area, db: SqliteDatabase) -> Policy:
     """The policy of that name; an unknown one is a ConfigError listing the valid ones."""
     if name == "first":
         return FirstPolicy()
     if name == "round-robin":
-        return RoundRobinPolicy(ctx.area.state_dir / ROTATION_FILE)
+        return RoundRobinPolicy(area.state_dir / ROTATION_FILE)
     if name == "least-loaded":
         return LeastLoadedPolicy(site_loads(db))
     raise ConfigError(f"unknown matching policy {name!r}; valid policies: "
@@ -287,15 +286,14 @@ _PENDING = (f"SELECT app_id, id FROM job WHERE site_id IS NULL AND state = '{_RE
             "ORDER BY priority DESC, id")
 
 
-def match_jobs(ctx: Context) -> MatchResult:
+def match_jobs(db: SqliteDatabase, area: Area) -> MatchResult:
     """Give every READY job with no site a site that satisfies its app's requirements.
 
     One transaction: jobs are grouped by app (requirements belong to the app), each group is
     checked against each site once, and the assignments are written in bulk. Jobs no site
     satisfies keep no site, and their message says why (written only when it changes).
     """
-    policy_name = ctx.area.config.matching.policy
-    db = ctx.db
+    policy_name = area.config.matching.policy
     result = MatchResult(policy_name)
     with write_transaction(db):
         pending: dict[int | None, list[int]] = {}
@@ -305,7 +303,7 @@ def match_jobs(ctx: Context) -> MatchResult:
             return result
         sites = load_candidates(db)
         apps = _apps(db, [app_id for app_id in pending if app_id is not None])
-        policy = make_policy(policy_name, ctx, db)
+        policy = make_policy(policy_name, area, db)
         for app_id, job_ids in pending.items():
             name, requirements = apps.get(app_id, ("", {})) if app_id is not None else ("", {})
             _match_group(db, result, policy, sites, app_id, name, requirements, job_ids)

@@ -39,7 +39,7 @@ from megarun.db.connection import execute_many, write_transaction
 from megarun.db.jobstore import JobRow, children_of, chunks, load_rows, save_rows
 from megarun.db.transitions import apply_chain, settle_children
 from megarun.errors import EnvironmentProblem, MegarunError
-from megarun.homehost.context import Context
+from megarun.sites.connect import transport_for
 from megarun.sites.registry import SiteInfo
 from megarun.transport.base import Transport
 
@@ -187,13 +187,7 @@ def staging_apps(db: SqliteDatabase) -> dict[int, AppStaging]:
 
 def site_transport_for(site: SiteInfo) -> Transport:
     """The transport that reaches the site's files: this machine, or its pooled SSH one."""
-    if not site.host:
-        from megarun.transport.local import LocalTransport
-
-        return LocalTransport()
-    from megarun.sites.connect import site_transport
-
-    return site_transport(site)
+    return transport_for(site)
 
 
 def area_of(db: SqliteDatabase) -> Path:
@@ -271,18 +265,11 @@ class StageOutResult:
         return done
 
 
-def stage_out_finished(ctx: Context, site: SiteInfo,
-                       transport: Transport | None = None) -> StageOutResult:
-    """Copy home what finished jobs of the site owe (module docstring). Call after ingest.
-
-    Costs one query on a table of in-flight staging jobs when nothing is owed.
-    """
-    return stage_out_due(ctx.db, site, ctx.area.root, transport)
-
-
 def stage_out_due(db: SqliteDatabase, site: SiteInfo, home: Path,
                   transport: Transport | None = None) -> StageOutResult:
-    """stage_out_finished for a database and an area root."""
+    """Copy home what finished jobs of the site owe (module docstring); `home` is the area
+    root. Call after ingest. Costs one query on a table of in-flight staging jobs when
+    nothing is owed."""
     result = StageOutResult()
     due = db.execute_sql(_DUE_SQL, (site.name,)).fetchall()
     if not due:

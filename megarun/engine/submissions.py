@@ -19,15 +19,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from peewee import SqliteDatabase
+
 from megarun.agent.private import make_private_dirs
+from megarun.config.area import Area
 from megarun.core.filelocks import hold_lock
 from megarun.core.states import ACTIVE_STATES, WAITING_STATES, JobState
 from megarun.db.connection import busy_timeout_seconds, write_transaction
 from megarun.db.models import BatchJob
+from megarun.engine.batch_poll import return_to_ready
+from megarun.engine.scope import SiteScope
 from megarun.errors import AlreadyRunning
-from megarun.homehost.context import Context
 from megarun.schedulers.base import BatchState
-from megarun.sites.registry import SiteInfo, site_id
 
 #: The message of a row whose submit command is being run (set just before it runs).
 SUBMITTING = "submitting"
@@ -37,10 +40,10 @@ _OPEN_JOB_STATES = tuple(sorted(s.value for s in ACTIVE_STATES | WAITING_STATES)
 
 
 @contextmanager
-def submit_lock(ctx: Context, site: str, wait: bool) -> Iterator[bool]:
+def submit_lock(area: Area, site: str, wait: bool) -> Iterator[bool]:
     """Hold the site's submission lock; yields whether it is held (`wait`: up to the
     database busy timeout, then AlreadyRunning; else at once or not at all)."""
-    folder = ctx.area.state_dir / "locks"
+    folder = area.state_dir / "locks"
     make_private_dirs(str(folder))
     with hold_lock(folder / f"submit-{site}.lock", busy_timeout_seconds() if wait else 0) as held:
         if not held and wait:
@@ -49,38 +52,37 @@ def submit_lock(ctx: Context, site: str, wait: bool) -> Iterator[bool]:
         yield held
 
 
-def settle_interrupted(ctx: Context, site: SiteInfo) -> list[str]:
+def settle_interrupted(scope: SiteScope) -> list[str]:
     """Settle the site's pending_submission rows (call holding `submit_lock`); one line each."""
-    from megarun.engine.batch import return_to_ready
-
+    db = scope.db
     lines = []
     for row in BatchJob.select().where(
-            (BatchJob.site == site_id(ctx, site.name))
+            (BatchJob.site == scope.sid)
             & (BatchJob.state == BatchState.PENDING_SUBMISSION.value)).order_by(BatchJob.id):
         if not _handed_over(row):
-            _end(ctx, row, BatchState.SUBMIT_FAILED, "megarun was stopped before submitting it")
-            return_to_ready(ctx, site, [f"bj{row.id}"], "its batch job was never submitted")
-            with write_transaction(ctx.db):  # they never had a batch job
-                ctx.db.execute_sql("UPDATE job SET batch_job_id = NULL WHERE batch_job_id = ? "
+            _end(db, row, BatchState.SUBMIT_FAILED, "megarun was stopped before submitting it")
+            return_to_ready(scope, [f"bj{row.id}"], "its batch job was never submitted")
+            with write_transaction(db):  # they never had a batch job
+                db.execute_sql("UPDATE job SET batch_job_id = NULL WHERE batch_job_id = ? "
                                    "AND state = ?", (row.id, JobState.READY.value))
             lines.append(f"batch job {row.id}: never submitted; its jobs are READY again")
-        elif row.mode == "direct" and not _has_open_jobs(ctx, row.id):
-            _end(ctx, row, BatchState.FINISHED, f"{_CUT_SHORT}; the scheduler ran it, its id "
+        elif row.mode == "direct" and not _has_open_jobs(db, row.id):
+            _end(db, row, BatchState.FINISHED, f"{_CUT_SHORT}; the scheduler ran it, its id "
                  "was never recorded")
             lines.append(f"batch job {row.id}: ran, though its submission was cut short")
         else:
             message = (f"{_CUT_SHORT}: if the scheduler has no job megarun-{row.id}, cancel "
                        f"it with: megarun queue rm {row.id}")
             if row.message != message:
-                with write_transaction(ctx.db):
+                with write_transaction(db):
                     BatchJob.update(message=message).where(BatchJob.id == row.id).execute()
     return lines
 
 
-def has_pending(ctx: Context, site: SiteInfo) -> bool:
+def has_pending(scope: SiteScope) -> bool:
     """Whether the site has a batch job row in pending_submission (cheap: one indexed row)."""
     return bool(BatchJob.select(BatchJob.id).where(
-        (BatchJob.site == site_id(ctx, site.name))
+        (BatchJob.site == scope.sid)
         & (BatchJob.state == BatchState.PENDING_SUBMISSION.value)).limit(1).count())
 
 
@@ -89,14 +91,14 @@ def _handed_over(row: BatchJob) -> bool:
     return bool(row.message == SUBMITTING or row.message.startswith(_CUT_SHORT))
 
 
-def _has_open_jobs(ctx: Context, batch_id: int) -> bool:
+def _has_open_jobs(db: SqliteDatabase, batch_id: int) -> bool:
     marks = ",".join("?" * len(_OPEN_JOB_STATES))
-    return bool(ctx.db.execute_sql(
+    return bool(db.execute_sql(
         f"SELECT 1 FROM job WHERE batch_job_id = ? AND state IN ({marks}) LIMIT 1",  # noqa: S608
         (batch_id, *_OPEN_JOB_STATES)).fetchone())
 
 
-def _end(ctx: Context, row: BatchJob, state: BatchState, message: str) -> None:
-    with write_transaction(ctx.db):
+def _end(db: SqliteDatabase, row: BatchJob, state: BatchState, message: str) -> None:
+    with write_transaction(db):
         BatchJob.update(state=state.value, message=message, ended=time.time()).where(
             BatchJob.id == row.id).execute()

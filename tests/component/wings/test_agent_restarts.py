@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from megarun.engine.launch_loop import (
+from megarun.engine.agent_starts import (
     MAX_RESTARTS,
     RESTART_BACKOFF,
     RESTART_BACKOFF_MAX,

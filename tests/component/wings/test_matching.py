@@ -238,7 +238,7 @@ def test_first_policy_assigns_and_explains_unmatched(ctx: Context, linux_app: st
                c={"os": "linux", "python": "3.12"})
     app_service.add_app(ctx.db, "cuda", "true", {}, requirements={"gpu": True})
     create_jobs(ctx.db, ctx.area, [JobRequest(app=linux_app, count=4), JobRequest(app="cuda")])
-    result = match_jobs(ctx)
+    result = match_jobs(ctx.db, ctx.area)
     assert result.assigned == {"b": 4} and result.unmatched == 1
     assert result.as_dict()["unmatched_apps"][0]["app"] == "cuda"
     reason = get_job(ctx.db, 5)["message"]
@@ -246,7 +246,7 @@ def test_first_policy_assigns_and_explains_unmatched(ctx: Context, linux_app: st
                       "capability | needs gpu=true; site b has no 'gpu' capability | needs "
                       "gpu=true; site c has no 'gpu' capability")
     assert sites_of(ctx) == {"b": 4, None: 1}
-    again = match_jobs(ctx)  # nothing new: the unmatched job stays READY, nothing rewritten
+    again = match_jobs(ctx.db, ctx.area)  # nothing new: the unmatched job stays READY, nothing rewritten
     assert again.assigned == {} and again.unmatched == 1
     assert get_job(ctx.db, 5)["state"] == "READY"
 
@@ -255,17 +255,17 @@ def test_a_fixed_app_matches_at_the_next_pass(ctx: Context) -> None:
     make_sites(ctx, a={"os": "linux"})
     app_service.add_app(ctx.db, "sim", "true", {}, requirements={"os": "windows"})
     create_jobs(ctx.db, ctx.area, [JobRequest(app="sim")])
-    assert match_jobs(ctx).unmatched == 1
+    assert match_jobs(ctx.db, ctx.area).unmatched == 1
     assert "needs os=windows" in get_job(ctx.db, 1)["message"]
     app_service.add_app(ctx.db, "sim", "true", {}, requirements={"os": "linux"}, replace=True)
-    assert match_jobs(ctx).assigned == {"a": 1}
+    assert match_jobs(ctx.db, ctx.area).assigned == {"a": 1}
     shown = get_job(ctx.db, 1)
     assert shown["site"] == "a" and shown["message"] == ""
 
 
 def test_no_sites_at_all_says_how_to_add_one(ctx: Context, linux_app: str) -> None:
     create_jobs(ctx.db, ctx.area, [JobRequest(app=linux_app)])
-    assert match_jobs(ctx).unmatched == 1
+    assert match_jobs(ctx.db, ctx.area).unmatched == 1
     assert "megarun site add" in get_job(ctx.db, 1)["message"]
 
 
@@ -275,7 +275,7 @@ def test_only_ready_jobs_are_matched(ctx: Context, linux_app: str) -> None:
     create_jobs(ctx.db, ctx.area, [JobRequest(app="parent")])
     create_jobs(ctx.db, ctx.area, [JobRequest(app=linux_app, after=[1])])
     assert get_job(ctx.db, 2)["state"] == "AWAITING_PARENTS"
-    assert match_jobs(ctx).assigned == {}
+    assert match_jobs(ctx.db, ctx.area).assigned == {}
     assert get_job(ctx.db, 2)["site"] is None
 
 
@@ -284,13 +284,13 @@ def test_round_robin_across_passes_and_contexts(ctx: Context, linux_app: str) ->
                x={"os": "darwin", "python": "3.12"})
     rr = use_policy(ctx, "round-robin")
     create_jobs(rr.db, rr.area, [JobRequest(app=linux_app, count=3)])
-    assert match_jobs(rr).assigned == {"a": 2, "b": 1}
+    assert match_jobs(rr.db, rr.area).assigned == {"a": 2, "b": 1}
     rr.close()
     other = Context(area_override=str(ctx.area.root))  # a second process's view
     create_jobs(other.db, other.area, [JobRequest(app=linux_app)])
-    assert match_jobs(other).assigned == {"b": 1}  # goes on after a, not from the start
+    assert match_jobs(other.db, other.area).assigned == {"b": 1}  # goes on after a, not from the start
     create_jobs(other.db, other.area, [JobRequest(app=linux_app)])
-    assert match_jobs(other).assigned == {"a": 1}
+    assert match_jobs(other.db, other.area).assigned == {"a": 1}
     other.close()
 
 
@@ -299,7 +299,7 @@ def test_round_robin_rotation_survives_a_real_second_process(ctx: Context,
     make_sites(ctx, a={"os": "linux", "python": "3.12"}, b={"os": "linux", "python": "3.12"})
     rr = use_policy(ctx, "round-robin")
     create_jobs(rr.db, rr.area, [JobRequest(app=linux_app, count=2)])
-    assert match_jobs(rr).assigned == {"a": 1, "b": 1}
+    assert match_jobs(rr.db, rr.area).assigned == {"a": 1, "b": 1}
     create_jobs(rr.db, rr.area, [JobRequest(app=linux_app)])
     rr.close()
     result = megarun_process(ctx.area.root, "job", "match", "--json")
@@ -320,7 +320,7 @@ def test_least_loaded_counts_live_jobs_per_site(ctx: Context, linux_app: str) ->
                        "WHERE id BETWEEN ? AND ?", (done.first_id, done.last_id))  # no load
     ll = use_policy(ctx, "least-loaded")
     create_jobs(ll.db, ll.area, [JobRequest(app=linux_app, count=6)])
-    result = match_jobs(ll)
+    result = match_jobs(ll.db, ll.area)
     # loads before: a 4, b 1, c 0 (its 5 jobs are done): c, b, c, b, c, b (ties by name)
     assert result.assigned == {"c": 3, "b": 3}
     assert sites_of(ll) == {"a": 4, "b": 4, "c": 8}
@@ -332,9 +332,9 @@ def test_ten_thousand_jobs_match_quickly(ctx: Context, linux_app: str) -> None:
     rr = use_policy(ctx, "round-robin")
     create_jobs(rr.db, rr.area, [JobRequest(app=linux_app, count=10_000)])
     start = time.perf_counter()
-    result = match_jobs(rr)
+    result = match_jobs(rr.db, rr.area)
     elapsed = time.perf_counter() - start
     assert result.assigned == {"a": 5_000, "b": 5_000}
     assert elapsed < 5, f"matching 10,000 jobs took {elapsed:.1f} s"
-    assert match_jobs(rr).total_assigned == 0
+    assert match_jobs(rr.db, rr.area).total_assigned == 0
     rr.close()

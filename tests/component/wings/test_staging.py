@@ -16,7 +16,7 @@ from megarun.db.models import Event, Job, StageOutDue
 from megarun.engine import staging
 from megarun.engine.dispatch import dispatch_ready_jobs
 from megarun.engine.ingest import ingest_site_events
-from megarun.engine.staging import StageItem, StagingError, stage_out_finished
+from megarun.engine.staging import StageItem, StagingError, stage_out_due
 from megarun.errors import ConfigError
 from megarun.homehost.context import Context
 from megarun.sites.registry import SiteInfo, ensure_default_site, site_id
@@ -74,7 +74,7 @@ def test_files_go_in_and_results_come_back(area: Path, data: Path, ctx: Context)
     assert (area / "results" / "one.txt").read_text() == "one\nconf a\n"
     assert (area / "results" / "one-dir" / "x.txt").read_text() == "one\n"
     assert ctx.db.execute_sql("SELECT count(*) FROM stage_out_due").fetchone() == (0,)
-    again = stage_out_finished(ctx, ensure_default_site(ctx))
+    again = stage_out_due(ctx.db, ensure_default_site(ctx), ctx.area.root)
     assert (again.copied, again.failed) == (0, 0)  # exactly once
     assert (job["state"], job["status"]) == ("COMPLETED", "PASS")
 
@@ -197,7 +197,7 @@ def test_failed_stage_out_fails_the_job_and_its_children(ctx: Context, area: Pat
     site, sid = produced
     finish_job(ctx, site, sid, 1)
     assert (Job.get_by_id(1).status, Job.get_by_id(2).state) == ("PASS", "READY")
-    result = stage_out_finished(ctx, site)
+    result = stage_out_due(ctx.db, site, ctx.area.root)
     job = Job.get_by_id(1)
     assert (job.state, job.status) == ("COMPLETED", "FAIL")
     assert job.message == f"stage-out failed: {job.workdir}/result.txt: no such file"
@@ -219,7 +219,7 @@ def test_failed_stage_out_is_retried_while_attempts_remain(ctx: Context, area: P
     site, sid = local_site(ctx)
     dispatch_ready_jobs(ctx.db, sid, site)
     finish_job(ctx, site, sid, 1)
-    result = stage_out_finished(ctx, site)
+    result = stage_out_due(ctx.db, site, ctx.area.root)
     job = Job.get_by_id(1)
     assert (job.state, job.attempt) == ("READY", 1)
     assert result.rejudged == [("PASS", "n/a")]
@@ -242,15 +242,15 @@ def test_stage_out_after_a_crash_copies_again_then_never(ctx: Context, area: Pat
 
     monkeypatch.setattr(staging, "_record_stage_out", crash)
     with pytest.raises(KeyboardInterrupt):
-        stage_out_finished(ctx, site)
+        stage_out_due(ctx.db, site, ctx.area.root)
     assert (area / "results" / "r.txt").read_text() == "42\n"
     assert StageOutDue.select().count() == 1  # still owed
     monkeypatch.setattr(staging, "_record_stage_out", real_record)
     (area / "results" / "r.txt").write_text("half-written\n")
-    assert stage_out_finished(ctx, site).copied == 1
+    assert stage_out_due(ctx.db, site, ctx.area.root).copied == 1
     assert (area / "results" / "r.txt").read_text() == "42\n"
     assert StageOutDue.select().count() == 0
-    assert stage_out_finished(ctx, site).copied == 0
+    assert stage_out_due(ctx.db, site, ctx.area.root).copied == 0
     assert (Job.get_by_id(1).status, Job.get_by_id(2).state) == ("PASS", "READY")
 
 
@@ -264,7 +264,7 @@ def test_nothing_owed_costs_one_query_that_starts_at_the_due_table(
     real = ctx.db.execute_sql
     monkeypatch.setattr(ctx.db, "execute_sql",
                         lambda sql, *a, **k: statements.append(sql) or real(sql, *a, **k))
-    assert stage_out_finished(ctx, site).copied == 0
+    assert stage_out_due(ctx.db, site, ctx.area.root).copied == 0
     assert len(statements) == 1
     plan = real(f"EXPLAIN QUERY PLAN {staging._DUE_SQL}", ("local",)).fetchall()
     assert plan[0][-1] == "SCAN d", plan  # d: the due table; job and site by primary key

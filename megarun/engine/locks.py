@@ -1,0 +1,46 @@
+"""The engine's locks: one launcher per site, one sync per area.
+
+A launcher holds its site's lock for as long as it runs; `sync` leaves dispatch and agents to
+it while it does. The sync lock lives next to the working database (a local disk: file locks
+on a network file system are not to be trusted), as only the home host syncs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from megarun.agent.private import make_private_dirs
+from megarun.config.area import Area
+from megarun.core.filelocks import hold_lock, hold_or_refuse
+from megarun.errors import AlreadyRunning
+
+
+def lock_path(area: Area, site: str) -> Path:
+    folder = area.state_dir / "locks"
+    make_private_dirs(str(folder))
+    return folder / f"launch-{site}.lock"
+
+
+@contextmanager
+def launcher_lock(area: Area, site: str) -> Iterator[bool]:
+    """Hold the site's launcher lock if it is free; yields whether it was."""
+    with hold_lock(lock_path(area, site)) as held:
+        yield held
+
+
+def launcher_busy(area: Area, site: str) -> bool:
+    with launcher_lock(area, site) as free:
+        return not free
+
+
+@contextmanager
+def sync_lock(db_path: Path) -> Iterator[None]:
+    """Hold the area's sync lock (beside the working database at `db_path`); AlreadyRunning
+    when another sync holds it."""
+    folder = db_path.parent / "locks"
+    make_private_dirs(str(folder))
+    with hold_or_refuse(folder / "sync.lock",
+                        AlreadyRunning("another megarun sync is running in this area")):
+        yield
