@@ -16,13 +16,13 @@ from megarun.campaign import app_registry as app_service
 from megarun.config.apps import AppSpec, render_command, resolve_params
 from megarun.config.area import Area
 from megarun.config.inputs import INT64_MAX, find_bad_value, printable
+from megarun.config.requirements import satisfies
 from megarun.core.lifecycle import parents_outcome
 from megarun.core.quantities import MAX_SECONDS, MINUTE, parse_duration
 from megarun.core.states import JobState, JobStatus
 from megarun.db.connection import execute_many, write_transaction
 from megarun.db.jobstore import JobRow, load_rows
 from megarun.db.transitions import preq_fail_message
-from megarun.engine.matching import satisfies
 from megarun.errors import NotFoundError, UsageError
 from megarun.sites import registry as site_service
 

@@ -71,7 +71,7 @@ def run(args: list[str]) -> int:
         return _fail(UsageError(f"bad input: {type(exc).__name__}: {exc}"), 2, debug)
     except Exception as exc:
         # Loaded only here: a database error means the database layer is loaded already.
-        from megarun.cli.failures import database_failure
+        from megarun.homehost.context import database_failure
 
         translated = database_failure(exc)  # None: a constraint megarun broke, a bug
         if translated is not None:

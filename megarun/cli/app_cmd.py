@@ -10,7 +10,7 @@ from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
 from megarun.cli.formats import print_document, render_listing
 from megarun.cli.output import print_mapping, say
 from megarun.config.apps import AppSpec
-from megarun.engine.matching import parse_tag_pairs
+from megarun.config.requirements import parse_tag_pairs
 
 app = typer.Typer(help="Apps: named command templates jobs are made from.", no_args_is_help=True)
 

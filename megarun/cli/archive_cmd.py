@@ -161,6 +161,4 @@ def with_archive(mctx: "Context", full_db: bool) -> None:
     """`--full-db`: from here on the command's reads include archived runs (call it after
     the command's last write)."""
     if full_db:
-        from megarun.db.fulldb import attach_full
-
-        attach_full(mctx)
+        mctx.include_archive()

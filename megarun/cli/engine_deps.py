@@ -9,10 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from megarun.engine import batch
-from megarun.engine.batch import SubmitRequest, batch_job_site, cancel, list_batch_jobs, submit
+from megarun.engine.batch import (
+    SubmitRequest,
+    batch_job_site,
+    cancel,
+    list_batch_jobs,
+    submit,
+)
 from megarun.engine.locks import launcher_busy, sync_lock
 from megarun.engine.reports import LaunchProgress, SiteReport
 from megarun.engine.scope import AreaScope, SiteScope
@@ -21,9 +27,11 @@ from megarun.engine.spawn import start_in_background
 from megarun.engine.sync import sync_all
 from megarun.errors import AlreadyRunning
 from megarun.homehost.context import Context
-from megarun.schedulers.base import BatchState
 from megarun.sites.registry import get_site, list_sites, site_id
 from megarun.suites.run_prepare import run_root
+
+if TYPE_CHECKING:
+    from megarun.schedulers.base import BatchState
 
 
 def area_scope(ctx: Context) -> AreaScope:

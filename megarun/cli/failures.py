@@ -1,20 +1,15 @@
-"""What the CLI does past its command line: forward a writing command to the home host, and
-turn a database failure into a megarun error.
+"""What the CLI does past its command line: forward a writing command to the home host.
 
-Kept apart from megarun.cli.app because both need the database layer (peewee): `megarun
---help` and shell completion never load this module.
+Kept apart from megarun.cli.app because it needs the home-host wing (and through it the
+database layer): `megarun --help` and shell completion never load this module.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import sys
-
-from peewee import DatabaseError
 
 from megarun.cli.routing import Invocation
 from megarun.config.area import locate_area
-from megarun.db.connection import from_outside, translate_operational_error
 from megarun.errors import MegarunError
 from megarun.homehost import home as homehost
 from megarun.homehost.forward import forward
@@ -33,13 +28,3 @@ def forward_if_elsewhere(invocation: Invocation, verbose: bool) -> int | None:
         print(f"megarun: forwarding to the home host {home.host} ({home.address})",
               file=sys.stderr)
     return forward(home, invocation.forwarded)
-
-
-def database_failure(exc: Exception) -> MegarunError | None:
-    """The megarun error for a SQLite failure from outside megarun (locked, full, corrupt);
-    None for any other exception, a constraint megarun broke included (that is a bug)."""
-    if not isinstance(exc, (DatabaseError, sqlite3.DatabaseError)) or not from_outside(exc):
-        return None
-    return translate_operational_error(exc)
-
-

@@ -9,8 +9,7 @@ from megarun.cli.formats import LIST_LIMIT, print_document, render_listing, stam
 from megarun.cli.output import note, print_json, say
 from megarun.config.inputs import INT64_MAX
 from megarun.core.quantities import MINUTE, SECOND
-from megarun.errors import EnvironmentProblem, UsageError
-from megarun.schedulers.base import BatchState
+from megarun.errors import EnvironmentProblem
 
 app = typer.Typer(help="Batch jobs: scheduler allocations (pilot or direct).",
                   no_args_is_help=True)
@@ -93,9 +92,10 @@ def ls(
 ) -> None:
     """List open batch jobs (with --history, every one), oldest first."""
     from megarun.cli.engine_deps import batch_jobs, count_batch_jobs
+    from megarun.engine.batch import parse_batch_state
 
     one_format(as_json, as_csv)
-    wanted = _batch_state(state)
+    wanted = parse_batch_state(state)
     mctx = context(ctx)
     rows = batch_jobs(mctx, site, history, wanted, limit)
     shown = render_listing(rows, _COLUMNS, as_json, as_csv,
@@ -104,16 +104,6 @@ def ls(
         more = count_batch_jobs(mctx, site, history, wanted) - shown
         if more > 0:
             note(f"... {more:,} more; --limit 0 for all", "dim")
-
-
-def _batch_state(name: str | None) -> BatchState | None:
-    if name is None:
-        return None
-    try:
-        return BatchState(name.lower())
-    except ValueError:
-        raise UsageError(f"--state {name!r}: expected one of "
-                         f"{', '.join(s.value for s in BatchState)}") from None
 
 
 @app.command("rm")

@@ -8,7 +8,7 @@ import typer
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
 from megarun.cli.formats import print_document, render_listing
 from megarun.cli.output import note, print_mapping, say
-from megarun.engine.matching import parse_tag_pairs
+from megarun.config.requirements import parse_tag_pairs
 from megarun.errors import AreaNotFound
 from megarun.sites import registry as site_service
 

@@ -15,6 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from megarun.agent.private import NotPrivate, ensure_private_dirs
+from megarun.errors import EnvironmentProblem
+
 
 def temp_beside(path: Path) -> Path:
     """A hidden, unique name in the folder of `path` (same file system: the rename is atomic)."""
@@ -93,3 +96,12 @@ def write_private(path: Path, data: str | bytes, mode: int = 0o600, durable: boo
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
+
+
+def private_dirs(root: Path, *folders: Path) -> None:
+    """Make `root` and `folders` (0700 whatever the umask) and refuse any that another user
+    owns or may write (megarun/agent/private.py says why)."""
+    try:
+        ensure_private_dirs(str(root), [str(folder) for folder in folders])
+    except NotPrivate as exc:
+        raise EnvironmentProblem(f"{exc.path} {exc.problem}", exc.hint) from None

@@ -104,6 +104,17 @@ def list_batch_jobs(db: SqliteDatabase, sid: int | None = None, history: bool = 
     return [as_dict(row, names.get(row.site_id, "?")) for row in query]
 
 
+def parse_batch_state(name: str | None) -> BatchState | None:
+    """`queue ls --state`: a batch job state, any case; UsageError naming the ones there are."""
+    if name is None:
+        return None
+    try:
+        return BatchState(name.lower())
+    except ValueError:
+        raise UsageError(f"--state {name!r}: expected one of "
+                         f"{', '.join(s.value for s in BatchState)}") from None
+
+
 def count_batch_jobs(db: SqliteDatabase, sid: int | None = None, history: bool = False,
                      state: BatchState | None = None) -> int:
     """How many batch jobs `list_batch_jobs` lists without a limit."""

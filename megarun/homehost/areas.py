@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from megarun.config.area import AREA_FILE, AREA_TEMPLATE, STATE_DIR, validate_name
+from megarun.core.files import private_dirs
 from megarun.errors import UsageError
-from megarun.sites.local_spool import private_dirs
 
 EXAMPLE_APP = """\
 # An app is a named command. Parameters in {{ }} are shell-quoted when a job is created.

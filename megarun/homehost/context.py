@@ -8,19 +8,27 @@ megarun.homehost.forward).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peewee import SqliteDatabase
+from peewee import DatabaseError, SqliteDatabase
 
 from megarun.config.area import Area, locate_area
-from megarun.db.connection import check_header, open_database, open_snapshot
+from megarun.core.files import private_dirs
+from megarun.db.connection import (
+    check_header,
+    from_outside,
+    open_database,
+    open_snapshot,
+    translate_operational_error,
+)
+from megarun.db.fulldb import attach_full
 from megarun.db.integrity import DatabaseDamaged
-from megarun.errors import EnvironmentProblem
+from megarun.errors import EnvironmentProblem, MegarunError
 from megarun.homehost import home as homehost
 from megarun.homehost import mirror
-from megarun.sites.local_spool import private_dirs
 
 
 @dataclass
@@ -122,6 +130,11 @@ class Context:
         if self._keeper is not None and self._keeper.damage is not None:
             raise self._keeper.damage
 
+    def include_archive(self) -> bool:
+        """`--full-db`: from here on this context's reads include the runs archived in
+        completed-runs.db; False when there is no archive yet."""
+        return attach_full(self)
+
     def close(self) -> None:
         """Close the database, then refresh the mirror a last time; a damaged working
         database raises DatabaseDamaged here (the mirror is left as it was)."""
@@ -136,3 +149,11 @@ class Context:
                 keeper.refresh_now()  # after the close: its checkpoint is in the snapshot
             finally:
                 keeper.release()
+
+
+def database_failure(exc: Exception) -> MegarunError | None:
+    """The megarun error for a SQLite failure from outside megarun (locked, full, corrupt);
+    None for any other exception, a constraint megarun broke included (that is a bug)."""
+    if not isinstance(exc, (DatabaseError, sqlite3.DatabaseError)) or not from_outside(exc):
+        return None
+    return translate_operational_error(exc)

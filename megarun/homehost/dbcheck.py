@@ -20,13 +20,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from megarun.core.files import replacing
+from megarun.core.files import private_dirs, replacing
 from megarun.db import integrity
 from megarun.errors import AlreadyRunning, EnvironmentProblem, UsageError
 from megarun.homehost import home as homehost
 from megarun.homehost import mirror
 from megarun.homehost.context import Context
-from megarun.sites.local_spool import private_dirs
 
 
 class Health(str, Enum):

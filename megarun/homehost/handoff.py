@@ -43,6 +43,7 @@ from megarun.errors import EnvironmentProblem, MegarunError, UsageError
 from megarun.homehost import home as homehost
 from megarun.homehost import mirror
 from megarun.homehost.home import HomeHost, NotHomeHost
+from megarun.transport.ssh.hostspec import parse_host_spec
 
 #: No job may have been queued, launched or running for this long before a hand-over.
 QUIET_SECONDS = 1800.0
@@ -210,6 +211,8 @@ def _read_message(stream: _Lines) -> dict[str, Any] | None:
 def migrate_here(area: Area, force: bool, address: str | None, ssh: dict[str, str],
                  db_path: Path | None = None) -> Moved:
     """Move the working database from the home host to this host (see the module's doc)."""
+    if address:
+        parse_host_spec(address)  # a malformed address is refused before anything moves
     started = time.monotonic()
     home = homehost.read_homehost(area)
     me = homehost.this_host()

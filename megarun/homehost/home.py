@@ -28,6 +28,7 @@ from megarun.config.area import Area
 from megarun.core.filelocks import hold_or_refuse
 from megarun.core.files import write_private
 from megarun.errors import ConfigError, MegarunError
+from megarun.transport.ssh.hostspec import parse_host_spec
 
 HOSTNAME_ENV = "MEGARUN_HOSTNAME"
 DB_DIR_ENV = "MEGARUN_DB_DIR"
@@ -150,7 +151,9 @@ def working_db_path(area: Area) -> Path:
 
 
 def update_address(area: Area, address: str, ssh: dict[str, str]) -> HomeHost:
-    """Record how other hosts reach the home host (run on the home host)."""
+    """Record how other hosts reach the home host (run on the home host); a malformed
+    address is refused before anything is recorded."""
+    parse_host_spec(address)
     home = establish(area)
     if home.host != this_host():
         raise NotHomeHost(f"only the home host ({home.host}) can change its address")

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from megarun.agent import private
+from megarun.core.files import private_dirs
 from megarun.errors import EnvironmentProblem, UsageError
 from megarun.schedulers import get_scheduler
 from megarun.sites.agentzip import agent_zipapp
 from megarun.sites.identity import SiteIdentity
-from megarun.sites.local_spool import private_dirs
 from megarun.transport.base import Transport
 from megarun.transport.local import LocalTransport
 from megarun.transport.pool import get_transport

@@ -17,9 +17,8 @@ from typing import Any
 
 from megarun.agent import layout, tidy
 from megarun.agent.layout import BUNDLE_GLOB, EVENT_LOG_GLOB, HEARTBEAT_GLOB, SpoolLayout
-from megarun.agent.private import NotPrivate, ensure_private_dirs, make_private_dirs
-from megarun.core.files import write_private
-from megarun.errors import EnvironmentProblem
+from megarun.agent.private import make_private_dirs
+from megarun.core.files import private_dirs, write_private
 
 _COUNTER = itertools.count()
 
@@ -31,15 +30,6 @@ class StagedBundle:
     tmp: Path
     final: Path
     job_count: int
-
-
-def private_dirs(root: Path, *folders: Path) -> None:
-    """Make `root` and `folders` (0700 whatever the umask) and refuse any that another user
-    owns or may write (megarun/agent/private.py says why)."""
-    try:
-        ensure_private_dirs(str(root), [str(folder) for folder in folders])
-    except NotPrivate as exc:
-        raise EnvironmentProblem(f"{exc.path} {exc.problem}", exc.hint) from None
 
 
 class LocalSpool:

@@ -19,9 +19,10 @@ from megarun.config.presets import (
     preset_names,
     validate_preset,
 )
+from megarun.core.files import private_dirs
 from megarun.db.models import Job, Site
 from megarun.errors import ConfigError, NotFoundError, UsageError
-from megarun.sites.local_spool import LocalSpool, private_dirs
+from megarun.sites.local_spool import LocalSpool
 from megarun.sites.remote_spool import RemoteSpool
 from megarun.sites.spec import SiteSpec
 from megarun.transport.ssh.hostspec import parse_host_spec

@@ -29,16 +29,11 @@ from filelock import FileLock
 
 from megarun.agent import layout
 from megarun.agent.private import make_private_dirs
-from megarun.core.files import write_private
+from megarun.core.files import private_dirs, write_private
 from megarun.errors import EnvironmentProblem
 from megarun.sites.connect import checked_agent_argv, install_agent, site_transport
 from megarun.sites.identity import SiteIdentity
-from megarun.sites.local_spool import (
-    LocalSpool,
-    bundle_keys,
-    bundle_keys_in,
-    private_dirs,
-)
+from megarun.sites.local_spool import LocalSpool, bundle_keys, bundle_keys_in
 from megarun.transport.base import CommandResult, Transport
 
 log = logging.getLogger(__name__)

@@ -15,16 +15,13 @@ from megarun.campaign.query import JobFilter, get_job, list_jobs
 from megarun.config.apps import parse_constraints, validate_app
 from megarun.config.area import load_area_config
 from megarun.config.presets import validate_preset
-from megarun.engine.matching import (
-    Candidate,
-    LeastLoadedPolicy,
-    RoundRobinPolicy,
+from megarun.config.requirements import (
     compare_versions,
-    match_jobs,
     parse_tag_pairs,
     parse_version,
     satisfies,
 )
+from megarun.engine.matching import Candidate, LeastLoadedPolicy, RoundRobinPolicy, match_jobs
 from megarun.errors import ConfigError, UsageError
 from megarun.homehost.context import Context
 from megarun.sites import registry as site_service
