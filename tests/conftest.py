@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,11 @@ from megarun.homehost.areas import init_area
 from megarun.homehost.context import Context
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A suite started in the background by a shell without job control (`pytest &` in a script)
+# inherits SIGINT ignored, and so would every process the tests start: the tests of Ctrl-C
+# need it delivered. A Python handler here becomes the default again in each child.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The suite has three floors, one folder each, marked so `pytest -m unit` (or component, or
 # system) runs one: unit tests are pure (no database, no process), component tests use real

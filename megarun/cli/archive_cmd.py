@@ -8,7 +8,7 @@ from megarun.cli.common import CSV_HELP, JSON_HELP, context, duration_option, on
 from megarun.cli.formats import LIST_LIMIT, Limited, print_document, render_listing, with_status
 from megarun.cli.output import note, render, say
 from megarun.config.inputs import INT64_MAX
-from megarun.core.quantities import DAY
+from megarun.core.quantities import DAY, MAX_AGE
 
 if TYPE_CHECKING:
     from megarun.archive.completed import ArchiveResult
@@ -42,7 +42,7 @@ def reduce(
     from megarun.archive.completed import reduce_age, reduce_runs
     from megarun.archive.runselect import RunSelection
 
-    age = reduce_age(duration_option(older_than, "--older-than", DAY), runname)
+    age = reduce_age(duration_option(older_than, "--older-than", DAY, MAX_AGE), runname)
     selection = RunSelection(target, runname, age)
     _show(reduce_runs(run_store(context(ctx)), selection, dry_run), as_json,
           bool(target or runname))

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from megarun.cli.commands import global_options
-from megarun.core.quantities import format_age, parse_duration
+from megarun.core.quantities import MAX_SECONDS, format_age, parse_duration
 from megarun.errors import UsageError
 from megarun.homehost.context import Context
 
@@ -43,10 +43,11 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str]:
     return result
 
 
-def duration_option(value: str | None, option: str, bare: float) -> float | None:
+def duration_option(value: str | None, option: str, bare: float,
+                    longest: float = MAX_SECONDS) -> float | None:
     """Seconds of a duration option (docs/cli.md, "Durations and sizes"): `90s`, `1h30m`, or a
     bare number in the option's own unit `bare`; None when the option was not given."""
-    return None if value is None else parse_duration(value, option, bare)
+    return None if value is None else parse_duration(value, option, bare, longest=longest)
 
 
 def one_format(as_json: bool, as_csv: bool) -> None:

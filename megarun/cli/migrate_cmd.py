@@ -7,7 +7,7 @@ import typer
 from megarun.cli.common import JSON_HELP, context, duration_option
 from megarun.cli.formats import print_document
 from megarun.cli.output import note, render
-from megarun.core.quantities import DAY
+from megarun.core.quantities import DAY, MAX_AGE
 
 if TYPE_CHECKING:
     from megarun.archive.migrate import MigrateResult
@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         from megarun.archive.runselect import RunSelection
         from megarun.cli.archive_cmd import run_store
 
-        age = duration_option(older_than, "--older-than", DAY)
+        age = duration_option(older_than, "--older-than", DAY, MAX_AGE)
         result = migrate_runs(run_store(context(ctx)), destination,
                               RunSelection(target, runname, age), dry_run=dry_run)
         if as_json:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from megarun.config.tomlfile import check_keys, expect_type, load_toml
-from megarun.core.quantities import DAY, MEBIBYTE, parse_duration, parse_size
+from megarun.core.quantities import DAY, MAX_AGE, MEBIBYTE, parse_duration, parse_size
 from megarun.errors import AreaNotFound, ConfigError
 
 AREA_FILE = "megarun.toml"
@@ -195,7 +195,7 @@ def _archive_auto_reduce(table: Any, origin: str) -> float | None:
     if "auto-reduce" not in table:
         return None
     return parse_duration(table["auto-reduce"], f"{origin}: key 'archive.auto-reduce'", DAY,
-                          ConfigError)
+                          ConfigError, MAX_AGE)
 
 
 def _auto_migrate_rules(tables: Any, root: Path, origin: str) -> tuple[AutoMigrateRule, ...]:
@@ -214,7 +214,7 @@ def _auto_migrate_rules(tables: Any, root: Path, origin: str) -> tuple[AutoMigra
             raise ConfigError(f"{origin}: [{where}] destination is this area itself")
         target = expect_type(table.get("target", "*"), str, origin, f"{where}.target")
         seconds = parse_duration(table.get("older-than", "30d"),
-                                 f"{origin}: key '{where}.older-than'", DAY, ConfigError)
+                                 f"{origin}: key '{where}.older-than'", DAY, ConfigError, MAX_AGE)
         rules.append(AutoMigrateRule(destination, target or "*", seconds))
     return tuple(rules)
 

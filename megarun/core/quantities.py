@@ -23,6 +23,9 @@ HOUR = 3600.0
 DAY = 86400.0
 #: A year: no duration megarun waits or asks a scheduler for is longer.
 MAX_SECONDS = 365 * DAY
+#: A century: the longest age (`--older-than`, the archive rules) that still means something.
+MAX_AGE = 100 * 365 * DAY
+_LONGEST_WORDS = {MAX_SECONDS: "a year", MAX_AGE: "a century"}
 
 _DURATION_UNITS = {"w": 7 * DAY, "d": DAY, "h": HOUR, "m": MINUTE, "s": SECOND}
 _UNIT_ORDER = "wdhms"
@@ -41,16 +44,17 @@ _BARE_SIZES = {BYTE: "bytes", MEBIBYTE: "megabytes"}
 
 
 def parse_duration(value: str | float, what: str, bare: float = SECOND,
-                   error: type[MegarunError] = UsageError) -> float:
+                   error: type[MegarunError] = UsageError, longest: float = MAX_SECONDS) -> float:
     """Seconds in `value` (text in the duration grammar, or a number in `bare` seconds).
 
     `what` names the option or key in the one-line error (an `error`, exit 2): a duration that
-    is negative, not finite, or longer than a year is refused.
+    is negative, not finite, or longer than `longest` (a year; MAX_AGE for ages) is refused.
     """
     seconds = _duration_seconds(value, bare)
-    if seconds is None or not 0 <= seconds <= MAX_SECONDS:
-        raise error(f"{what} {_shown(value)}: expected {DURATION_FORMS} (at most a year; a bare "
-                    f"number is {_BARE_DURATIONS.get(bare, 'seconds')})")
+    if seconds is None or not 0 <= seconds <= longest:
+        limit = _LONGEST_WORDS.get(longest, f"{longest:g} s")
+        raise error(f"{what} {_shown(value)}: expected {DURATION_FORMS} (at most {limit}; a "
+                    f"bare number is {_BARE_DURATIONS.get(bare, 'seconds')})")
     return seconds
 
 

@@ -28,7 +28,7 @@ from megarun.sites.spec import SiteSpec
 from megarun.transport.ssh.hostspec import parse_host_spec
 
 
-class Context(Protocol):
+class AreaAccess(Protocol):
     """What the registry reads of its caller: the area and its opened database (a command's
     megarun.homehost.context.Context, or an OpenArea the wings build from the two)."""
 
@@ -96,7 +96,7 @@ def without_suggestions(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in settings.items() if key not in PRESET_SUGGESTIONS}
 
 
-def workdir_origin(ctx: Context, site: SiteInfo) -> str:
+def workdir_origin(ctx: AreaAccess, site: SiteInfo) -> str:
     """Where a site's work dir came from, for `site show`."""
     if not site.host and Path(site.workdir) == ctx.area.sites_dir / site.name:
         return "the default for a site on this machine (no --workdir given)"
@@ -118,13 +118,13 @@ def list_presets(area_root: Path | None = None) -> list[dict[str, str]]:
     return rows
 
 
-def _info(site: Site, ctx: Context | None = None) -> SiteInfo:
+def _info(site: Site, ctx: AreaAccess | None = None) -> SiteInfo:
     mirror = ctx.area.sites_dir / site.name if ctx is not None and site.host else None
     return SiteInfo(site.name, site.preset, site.scheduler, site.host, site.workdir,
                     SiteSpec.from_stored(site.name, site.settings), mirror)
 
 
-def add_site(ctx: Context, name: str, preset_name: str, host: str | None = None,
+def add_site(ctx: AreaAccess, name: str, preset_name: str, host: str | None = None,
              workdir: str | None = None, assignments: list[str] | None = None,
              ssh: SshOptions | None = None,
              capabilities: dict[str, Any] | None = None) -> SiteInfo:
@@ -217,7 +217,7 @@ def local_facts() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def record_detected(ctx: Context, name: str, facts: dict[str, Any]) -> None:
+def record_detected(ctx: AreaAccess, name: str, facts: dict[str, Any]) -> None:
     """Keep detected capabilities (os, arch, python) in the site's settings, under `detected`."""
     detected = {key: str(facts[key]) for key in ("os", "arch", "python") if facts.get(key)}
     with ctx.db.atomic():
@@ -229,32 +229,31 @@ def record_detected(ctx: Context, name: str, facts: dict[str, Any]) -> None:
         Site.update(settings=json.dumps(settings)).where(Site.id == site.id).execute()
 
 
-def get_site(ctx: Context, name: str) -> SiteInfo:
+def get_site(ctx: AreaAccess, name: str) -> SiteInfo:
     return _info(_site_row(ctx, name), ctx)
 
 
-def site_id(ctx: Context, name: str) -> int:
+def site_id(ctx: AreaAccess, name: str) -> int:
     return int(_site_row(ctx, name).id)
 
 
-def _site_row(ctx: Context, name: str) -> Site:
-    site = Site.get_or_none(Site.name == name) if ctx.db else None
+def _site_row(ctx: AreaAccess, name: str) -> Site:
+    site: Site | None = Site.select().where(Site.name == name).first(ctx.db)
     if site is None and name == "local" == ctx.area.config.default_site:
         ensure_default_site(ctx)  # the default local site exists as soon as it is named
-        site = Site.get_or_none(Site.name == name)
+        site = Site.select().where(Site.name == name).first(ctx.db)
     if site is None:
-        names = [s.name for s in Site.select(Site.name).order_by(Site.name)]
+        names = [s.name for s in Site.select(Site.name).order_by(Site.name).execute(ctx.db)]
         valid = ", ".join(names) if names else "none (add one: megarun site add NAME --preset local)"
         raise NotFoundError(f"unknown site {name!r}; valid sites: {valid}")
     return site
 
 
-def list_sites(ctx: Context) -> list[SiteInfo]:
-    ctx.db  # noqa: B018 - opens the database and binds the models
-    return [_info(site, ctx) for site in Site.select().order_by(Site.name)]
+def list_sites(ctx: AreaAccess) -> list[SiteInfo]:
+    return [_info(site, ctx) for site in Site.select().order_by(Site.name).execute(ctx.db)]
 
 
-def remove_site(ctx: Context, name: str) -> None:
+def remove_site(ctx: AreaAccess, name: str) -> None:
     """Remove a site that no job refers to."""
     site = _site_row(ctx, name)
     used = Job.select().where(Job.site == site).count()
@@ -263,11 +262,10 @@ def remove_site(ctx: Context, name: str) -> None:
     site.delete_instance()
 
 
-def ensure_default_site(ctx: Context) -> SiteInfo:
+def ensure_default_site(ctx: AreaAccess) -> SiteInfo:
     """The area's default site, created from the local preset on first use."""
     name = ctx.area.config.default_site
-    ctx.db  # noqa: B018
-    site = Site.get_or_none(Site.name == name)
+    site = Site.select().where(Site.name == name).first(ctx.db)
     if site is not None:
         return _info(site, ctx)
     if name != "local":

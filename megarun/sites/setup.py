@@ -27,10 +27,9 @@ from megarun.config.presets import (
 )
 from megarun.db.models import Site
 from megarun.errors import EnvironmentProblem, UsageError
-from megarun.homehost.context import Context
 from megarun.schedulers import get_scheduler
 from megarun.sites.connect import check_site, site_transport, transport_for
-from megarun.sites.registry import SiteInfo, SshOptions, add_site, record_detected
+from megarun.sites.registry import AreaAccess, SiteInfo, SshOptions, add_site, record_detected
 from megarun.sites.spec import SiteSpec
 from megarun.transport.ssh.hostspec import parse_host_spec
 
@@ -97,11 +96,10 @@ def pick_preset(answer: str, area_root: Path | None = None) -> Preset:
     return load_preset(answer, area_root)
 
 
-def check_new_site_name(ctx: Context, name: str) -> str:
+def check_new_site_name(ctx: AreaAccess, name: str) -> str:
     """A valid name no site of the area has yet."""
     validate_name("site", name)
-    ctx.db  # noqa: B018 - opens the database and binds the models
-    if Site.select().where(Site.name == name).exists():
+    if Site.select().where(Site.name == name).exists(ctx.db):
         raise UsageError(f"site {name!r} already exists (remove it first: megarun site rm {name})")
     return name
 
@@ -167,7 +165,7 @@ def describe_limits(queue: Queue) -> str:
     return f"{nodes} nodes, {walltime}"
 
 
-def suggest_workdir(ctx: Context, preset: Preset, name: str, host: str | None,
+def suggest_workdir(ctx: AreaAccess, preset: Preset, name: str, host: str | None,
                     account: str) -> str:
     """The work dir offered: the preset's (with {account} filled in) plus the site name; a
     local site of a preset without one gets the area's own folder for the site."""
@@ -182,7 +180,7 @@ def suggest_workdir(ctx: Context, preset: Preset, name: str, host: str | None,
 
 
 # -- the setup ------------------------------------------------------------------------------------
-def init_site(ctx: Context, request: InitRequest, progress: Progress | None = None) -> InitResult:
+def init_site(ctx: AreaAccess, request: InitRequest, progress: Progress | None = None) -> InitResult:
     """Check every answer, test the site (connection, Python, agent, scheduler) and save it.
 
     Raises UsageError/ConfigError for a bad answer (exit 2) and EnvironmentProblem when the site

@@ -84,3 +84,18 @@ def test_no_module_is_over_the_size_limit() -> None:
              for path in PACKAGE.rglob("*.py")}
     over = sorted(f"{path} ({lines})" for path, lines in sizes.items() if lines > MAX_LINES)
     assert not over, f"modules over {MAX_LINES} lines: {', '.join(over)}"
+
+
+def test_the_module_map_names_every_module() -> None:
+    """docs/architecture.md lists each module under its wing's heading (transport/ssh/ under
+    transport's)."""
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    sections = dict(part.split("\n", 1) for part in doc.split("\n### ")[1:])
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).parts
+        if path.name == "__init__.py" or len(parts) == 1:
+            continue
+        if f"`{path.name}`" not in sections.get(parts[0], ""):
+            missing.append("/".join(parts))
+    assert not missing, f"docs/architecture.md does not list: {', '.join(missing)}"

@@ -4,6 +4,7 @@ import pytest
 
 from megarun.core.quantities import (
     DAY,
+    MAX_AGE,
     MEBIBYTE,
     MINUTE,
     format_age,
@@ -70,3 +71,13 @@ def test_format_age_and_size() -> None:
     assert [format_age(s) for s in (3, 600, 36000, 40 * 86400)] == ["3 s", "10 min", "10.0 h",
                                                                       "40 d"]
     assert [format_size(s) for s in (512, 1536, 20 << 30)] == ["512 B", "1.5 KiB", "20.0 GiB"]
+
+
+def test_an_age_may_be_longer_than_a_year_but_not_a_wait() -> None:
+    """--older-than and the archive rules count ages (`1000d` kept runs for years before the
+    one grammar); a walltime or an interval stays within a year."""
+    assert parse_duration("1000d", "--older-than", DAY, longest=MAX_AGE) == 1000 * DAY
+    with pytest.raises(UsageError, match="at most a year"):
+        parse_duration("1000d", "--walltime", MINUTE)
+    with pytest.raises(UsageError, match="at most a century"):
+        parse_duration("40000d", "--older-than", DAY, longest=MAX_AGE)

@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-import typer
 
-from megarun.cli.app import app
+from megarun.cli.app import root_command
 from megarun.cli.formats import csv_cell, iso_utc
 from megarun.homehost.areas import init_area
 from tests.conftest import megarun_process
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "cli.md"
 
 #: Commands that report but print no --json: an export in a format of one's choice, and the
 #: hidden half of `homehost migrate` that speaks JSON lines anyway.
@@ -40,7 +39,7 @@ def commands(command: click.Command,
         yield " ".join(path), command
 
 
-COMMANDS = dict(commands(typer.main.get_command(app)))
+COMMANDS = dict(commands(root_command().load_all()))
 
 
 def options(name: str) -> set[str]:

@@ -49,5 +49,5 @@ def test_site_show_keeps_the_stored_table(cli: Any, area: Path) -> None:
     assert shown["settings"]["queues"]["prod"] == {
         "min_nodes": 10, "max_nodes": 496, "max_walltime": 1440,
         "description": "Production, 10-496 nodes; 3 h up to 24 nodes, 6 h up to 99, 24 h above"}
-    assert list(shown) == ["name", "preset", "scheduler", "host", "workdir", "allocation",
-                           "workdir_from", "settings"]
+    assert list(shown) == ["schema_version", "name", "preset", "scheduler", "host", "workdir",
+                           "allocation", "workdir_from", "settings"]
