@@ -1,6 +1,6 @@
 """`megarun cron show|install|rm`: run `megarun sync` for this area from the user's crontab."""
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -9,6 +9,9 @@ from megarun.cli.formats import print_document
 from megarun.cli.output import note, say
 from megarun.core.quantities import MINUTE
 from megarun.errors import UsageError
+
+if TYPE_CHECKING:
+    from megarun.homehost.cron import CronChange
 
 app = typer.Typer(help="Run megarun sync from cron for this area.", no_args_is_help=True)
 
@@ -45,7 +48,7 @@ def install(ctx: typer.Context, every: EVERY = "5", as_json: AS_JSON = False) ->
 
     change = install_block(context(ctx).area, _minutes(every))
     if as_json:
-        print_document(change.as_dict())
+        print_document(change_json(change))
         return
     say("\n".join(change.lines))
     note("crontab updated" if change.changed else "crontab already has these lines")
@@ -58,7 +61,12 @@ def remove(ctx: typer.Context, as_json: AS_JSON = False) -> None:
 
     change = remove_block(context(ctx).area)
     if as_json:
-        print_document(change.as_dict())
+        print_document(change_json(change))
     else:
         note("removed this area's lines from the crontab" if change.changed
              else "the crontab has no lines for this area")
+
+
+def change_json(change: "CronChange") -> dict[str, Any]:
+    """`cron install|rm --json`."""
+    return {"lines": change.lines, "changed": change.changed, "crontab": change.crontab}

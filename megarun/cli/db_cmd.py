@@ -1,7 +1,7 @@
 """`megarun db ...`: check the area's database files, restore the working database from the
 mirror."""
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -10,7 +10,7 @@ from megarun.cli.formats import print_document
 from megarun.cli.output import render, say
 
 if TYPE_CHECKING:
-    from megarun.homehost.dbcheck import CheckReport
+    from megarun.homehost.dbcheck import CheckReport, FileReport, RestoreResult
 
 app = typer.Typer(help="The area's database files: check them, restore the working database "
                   "from the mirror.", no_args_is_help=True)
@@ -32,7 +32,7 @@ def check(
 
     report = check_area(context(ctx), full)
     if as_json:
-        print_document(report.as_dict())
+        print_document(check_json(report))
     else:
         _show(report)
     if not report.ok:
@@ -71,9 +71,26 @@ def restore(
         raise UsageError("say where to restore from: --from-mirror")
     result = restore_from_mirror(context(ctx), generation, force)
     if as_json:
-        print_document(result.as_dict())
+        print_document(restore_json(result))
         return
     for path in result.moved_aside:
         say(f"kept the old file as {path}")
     say(f"restored {result.working} from {result.source} (generation {result.generation}): "
         f"{result.jobs:,} jobs")
+
+
+def check_json(report: "CheckReport") -> dict[str, Any]:
+    """`db check --json`."""
+    return {"ok": report.ok, "full": report.full, "files": [file_json(r) for r in report.files]}
+
+
+def file_json(report: "FileReport") -> dict[str, Any]:
+    return {"role": report.role, "path": str(report.path), "health": report.health.value,
+            "problems": report.problems, "jobs": report.jobs, "size": report.size}
+
+
+def restore_json(result: "RestoreResult") -> dict[str, Any]:
+    """`db restore --json`."""
+    return {"working": str(result.working), "source": str(result.source),
+            "generation": result.generation, "moved_aside": [str(p) for p in result.moved_aside],
+            "jobs": result.jobs}

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from megarun.engine import batch
 from megarun.engine.batch import (
+    BatchJobRow,
     SubmitRequest,
     batch_job_site,
     cancel,
@@ -89,13 +90,13 @@ def detach_launcher(ctx: Context, site_name: str) -> tuple[int, Path]:
                                f"launcher-{site_name}.log")
 
 
-def submit_batch_jobs(ctx: Context, request: SubmitRequest) -> list[dict[str, Any]]:
+def submit_batch_jobs(ctx: Context, request: SubmitRequest) -> list[BatchJobRow]:
     """`queue submit`: the batch jobs submitted to the request's site."""
     return submit(site_scope(ctx, request.site), request)
 
 
 def batch_jobs(ctx: Context, site: str | None, history: bool, state: BatchState | None = None,
-               limit: int = 0) -> list[dict[str, Any]]:
+               limit: int = 0) -> list[BatchJobRow]:
     """`queue ls`: the open batch jobs of the site (or of every site; all with `history`;
     those in `state`), at most `limit` (0: all)."""
     return list_batch_jobs(ctx.db, None if site is None else site_id(ctx, site), history, state,
@@ -109,6 +110,6 @@ def count_batch_jobs(ctx: Context, site: str | None, history: bool,
                                   state)
 
 
-def cancel_batch_job(ctx: Context, batch_id: int) -> dict[str, Any]:
+def cancel_batch_job(ctx: Context, batch_id: int) -> BatchJobRow:
     """`queue rm`: cancel the batch job on its site."""
     return cancel(site_scope(ctx, batch_job_site(ctx.db, batch_id)), batch_id)

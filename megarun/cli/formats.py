@@ -57,12 +57,12 @@ def stamped_rows(rows: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
     return (stamped(row) for row in rows)
 
 
-def document(data: dict[str, Any]) -> dict[str, Any]:
+def document(data: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON object as commands print it: schema_version first, its times stamped."""
     return {"schema_version": SCHEMA_VERSION, **stamped(data)}
 
 
-def print_document(data: dict[str, Any]) -> None:
+def print_document(data: Mapping[str, Any]) -> None:
     print_json(document(data))
 
 

@@ -3,13 +3,16 @@
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from megarun.cli.common import JSON_HELP, context
 from megarun.cli.formats import print_document
 from megarun.cli.output import say
+
+if TYPE_CHECKING:
+    from megarun.homehost.handoff import Moved
 
 app = typer.Typer(help="The home host: the one host that writes the working database.",
                   no_args_is_help=True)
@@ -90,7 +93,7 @@ def migrate(
                          {"identity": identity or "", "known_hosts": known_hosts or "",
                           "jump": jump or ""}, Path(db).expanduser().absolute() if db else None)
     if as_json:
-        print_document(moved.as_dict())
+        print_document(moved_json(moved))
     else:
         say(f"the working database moved from {moved.old_host} to {moved.new_host} "
             f"({moved.db}, {moved.size:,} bytes, {moved.seconds:.1f} s)")
@@ -117,3 +120,9 @@ def release(
         raise
     if not switched:
         raise typer.Exit(3)
+
+
+def moved_json(moved: "Moved") -> dict[str, Any]:
+    """`homehost migrate --json`."""
+    return {"from": moved.old_host, "to": moved.new_host, "db": str(moved.db),
+            "size": moved.size, "seconds": round(moved.seconds, 3)}

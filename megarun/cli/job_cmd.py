@@ -3,7 +3,7 @@
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +17,9 @@ from megarun.cli.formats import print_document, render_listing, stamped_rows
 from megarun.cli.output import note, print_json, print_mapping, render, say
 from megarun.config.inputs import INT64_MAX
 from megarun.core.quantities import MINUTE
+
+if TYPE_CHECKING:
+    from megarun.engine.matching import MatchResult
 
 app = typer.Typer(help="Jobs: single executions of an app.", no_args_is_help=True)
 
@@ -279,7 +282,7 @@ def match(
     mctx = context(ctx)
     result = match_jobs(mctx.db, mctx.area)
     if as_json:
-        print_document(result.as_dict())
+        print_document(match_json(result))
         return
     rows: list[dict[str, Any]] = [{"site": site, "jobs": count, "reason": ""}
                                   for site, count in sorted(result.assigned.items())]
@@ -287,3 +290,11 @@ def match(
              for u in result.unmatched_apps]
     render(rows, ["site", "jobs", "reason"], False, False,
            title=f"policy {result.policy}", empty="no READY job waits for a site")
+
+
+def match_json(result: "MatchResult") -> dict[str, Any]:
+    """`job match --json`."""
+    return {"policy": result.policy, "assigned": dict(result.assigned),
+            "unmatched": result.unmatched,
+            "unmatched_apps": [{"app": u.app, "jobs": u.jobs, "reason": u.reason}
+                               for u in result.unmatched_apps]}

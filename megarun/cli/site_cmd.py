@@ -1,7 +1,7 @@
 """`megarun site ...`: presets and sites."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,6 +11,9 @@ from megarun.cli.output import note, print_mapping, say
 from megarun.config.requirements import parse_tag_pairs
 from megarun.errors import AreaNotFound
 from megarun.sites import registry as site_service
+
+if TYPE_CHECKING:
+    from megarun.sites.setup import InitResult
 
 app = typer.Typer(help="Sites: where jobs run.", no_args_is_help=True)
 
@@ -66,7 +69,7 @@ def add(
     info = site_service.add_site(context(ctx), name, preset, host, workdir, set_ or [], options,
                                  capabilities)
     if as_json:
-        print_document(info.as_dict())
+        print_document(site_json(info))
     else:
         say(f"site {info.name!r} added ({info.scheduler}, work dir {info.workdir})")
 
@@ -79,7 +82,7 @@ def ls(
 ) -> None:
     """List the area's sites."""
     one_format(as_json, as_csv)
-    rows = [s.as_dict() for s in site_service.list_sites(context(ctx))]
+    rows = [site_json(s) for s in site_service.list_sites(context(ctx))]
     render_listing(rows, _COLUMNS, as_json, as_csv, empty="no sites (add one: megarun site add "
                    "NAME --preset local)")
 
@@ -94,7 +97,7 @@ def show(
     settings."""
     mctx = context(ctx)
     site = site_service.get_site(mctx, name)
-    info = site.as_dict()
+    info = site_json(site)
     info["workdir_from"] = site_service.workdir_origin(mctx, site)
     info["settings"] = info.pop("settings")  # last: the longest
     if as_json:
@@ -181,7 +184,25 @@ def init(
                   site_service.SshOptions(identity, None, python, known_hosts))
     result = Wizard(context(ctx), interactive=not no_input).run(given)
     if as_json:
-        print_document(result.as_dict())
+        print_document(init_json(result))
     else:
         say(f"site {result.site.name!r} saved ({result.site.scheduler}, "
             f"{result.site.host or 'this machine'}, work dir {result.site.workdir})")
+
+
+def site_json(site: site_service.SiteInfo) -> dict[str, Any]:
+    """A site as `site ls|show|add --json` print it (settings as stored, without the preset's
+    suggestions for `site init`)."""
+    return {"name": site.name, "preset": site.preset, "scheduler": site.scheduler,
+            "host": site.host or "local", "workdir": site.workdir,
+            "allocation": site.allocation,
+            "settings": site_service.without_suggestions(site.spec.stored)}
+
+
+def init_json(result: "InitResult") -> dict[str, Any]:
+    """`site init --json`: the saved site and what was found there."""
+    site, facts = result.site, result.facts
+    return {**site_json(site), "account": site.spec.account, "queue": site.spec.default_queue,
+            "python": facts.get("python"), "remote_host": facts.get("host"),
+            "agent": facts.get("agent"), "agent_shipped": bool(facts.get("agent_shipped")),
+            "scheduler_version": result.scheduler_version}

@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from peewee import SqliteDatabase
 
@@ -84,7 +84,30 @@ class SubmitRequest:
 
 
 # -- listing ---------------------------------------------------------------------------------
-def as_dict(row: BatchJob, site_name: str) -> dict[str, Any]:
+class BatchJobRow(TypedDict):
+    """One batch job as `queue ls|submit|rm` report it (docs/cli.md lists the fields)."""
+
+    id: int
+    site: str
+    scheduler_id: str
+    mode: str
+    state: str
+    native: str
+    nodes: int
+    walltime: float | None
+    queue: str
+    account: str
+    tags: dict[str, Any]
+    extras: dict[str, Any]
+    exit_code: int | None
+    message: str | None
+    created: float
+    submitted: float | None
+    started: float | None
+    ended: float | None
+
+
+def as_row(row: BatchJob, site_name: str) -> BatchJobRow:
     return {"id": row.id, "site": site_name, "scheduler_id": row.scheduler_id or "",
             "mode": row.mode, "state": row.state, "native": row.native, "nodes": row.nodes,
             "walltime": row.walltime, "queue": row.queue or "", "account": row.account or "",
@@ -94,14 +117,14 @@ def as_dict(row: BatchJob, site_name: str) -> dict[str, Any]:
 
 
 def list_batch_jobs(db: SqliteDatabase, sid: int | None = None, history: bool = False,
-                    state: BatchState | None = None, limit: int = 0) -> list[dict[str, Any]]:
+                    state: BatchState | None = None, limit: int = 0) -> list[BatchJobRow]:
     """Open batch jobs (of site `sid`; all of them with `history`; those in `state`), oldest
     first: at most `limit` of them (0: all)."""
     names = {row_id: name for row_id, name in db.execute_sql("SELECT id, name FROM site")}
     query = _batch_query(sid, history, state).order_by(BatchJob.id)
     if limit:
         query = query.limit(limit)
-    return [as_dict(row, names.get(row.site_id, "?")) for row in query]
+    return [as_row(row, names.get(row.site_id, "?")) for row in query]
 
 
 def parse_batch_state(name: str | None) -> BatchState | None:
@@ -154,7 +177,7 @@ class _Plan:
     idle_exit: float
 
 
-def submit(scope: SiteScope, request: SubmitRequest) -> list[dict[str, Any]]:
+def submit(scope: SiteScope, request: SubmitRequest) -> list[BatchJobRow]:
     """Submit a pilot, or one direct batch job per selected READY job; return the rows.
 
     A batch job that the scheduler refused is kept as submit_failed with the reason.
@@ -167,7 +190,7 @@ def submit(scope: SiteScope, request: SubmitRequest) -> list[dict[str, Any]]:
 
 
 def submit_like(scope: SiteScope, template: BatchJob,
-                job_ids: Sequence[int]) -> list[dict[str, Any]]:
+                job_ids: Sequence[int]) -> list[BatchJobRow]:
     """One direct batch job per READY job of `job_ids`, with the queue, account and
     directives of `template` (checked when it was submitted); a job without a walltime of
     its own gets the template's. UsageError when none of the jobs is READY any more.
@@ -181,7 +204,7 @@ def submit_like(scope: SiteScope, template: BatchJob,
 
 
 def _submit_planned(scope: SiteScope, plan: _Plan,
-                    request: SubmitRequest) -> list[dict[str, Any]]:
+                    request: SubmitRequest) -> list[BatchJobRow]:
     transport = transport_for(plan.site)
     _prepare_site(plan.site, transport)
     if request.mode == "pilot":
@@ -193,7 +216,7 @@ def _submit_planned(scope: SiteScope, plan: _Plan,
     if request.mode == "direct":
         _take_back_failed(scope, rows)
     names = plan.site.name
-    return [as_dict(BatchJob.get_by_id(row.id), names) for row in rows]
+    return [as_row(BatchJob.get_by_id(row.id), names) for row in rows]
 
 
 def _plan(site: SiteInfo, request: SubmitRequest) -> _Plan:
@@ -399,7 +422,7 @@ def _reason(exc: BaseException) -> str:
 
 
 # -- cancelling ------------------------------------------------------------------------------
-def cancel(scope: SiteScope, batch_id: int) -> dict[str, Any]:
+def cancel(scope: SiteScope, batch_id: int) -> BatchJobRow:
     """Cancel a batch job of the site: scheduler cancel when it was submitted; then `cancelled`."""
     site, row = scope.site, BatchJob.get_by_id(batch_id)
     if row.state not in OPEN_STATES:
@@ -415,4 +438,4 @@ def cancel(scope: SiteScope, batch_id: int) -> dict[str, Any]:
     with write_transaction(scope.db):
         set_state(row, BatchState.CANCELLED, "cancelled by megarun queue rm")
     after_end(scope, [BatchJob.get_by_id(batch_id)])
-    return as_dict(BatchJob.get_by_id(batch_id), site.name)
+    return as_row(BatchJob.get_by_id(batch_id), site.name)

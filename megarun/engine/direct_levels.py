@@ -16,13 +16,12 @@ a site take turns, the next one settling what a kill cut short (megarun.engine.s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from peewee import SqliteDatabase
 
 from megarun.core.states import JobState
 from megarun.db.models import BatchJob
-from megarun.engine.batch import submit_like
+from megarun.engine.batch import BatchJobRow, submit_like
 from megarun.engine.scope import SiteScope
 from megarun.engine.submissions import has_pending, settle_interrupted, submit_lock
 from megarun.errors import UsageError
@@ -51,8 +50,8 @@ ORDER BY priority DESC, id
 class LevelSubmission:
     """What one cycle submitted for the next dependency levels of a site."""
 
-    submitted: list[dict[str, Any]] = field(default_factory=list)  # batch job rows
-    refused: list[dict[str, Any]] = field(default_factory=list)  # rows the scheduler refused
+    submitted: list[BatchJobRow] = field(default_factory=list)  # batch job rows
+    refused: list[BatchJobRow] = field(default_factory=list)  # rows the scheduler refused
     settled: list[str] = field(default_factory=list)  # submissions a kill cut short, settled
 
     @property

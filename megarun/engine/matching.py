@@ -33,7 +33,6 @@ ROTATION_FILE = "matching-rotation.json"
 _MAX_SITE_REASONS = 3
 
 
-
 # -- policies ----------------------------------------------------------------------------------
 
 
@@ -163,12 +162,6 @@ class MatchResult:
     @property
     def total_assigned(self) -> int:
         return sum(self.assigned.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy, "assigned": dict(self.assigned),
-                "unmatched": self.unmatched,
-                "unmatched_apps": [{"app": u.app, "jobs": u.jobs, "reason": u.reason}
-                                   for u in self.unmatched_apps]}
 
 
 _PENDING = (f"SELECT app_id, id FROM job WHERE site_id IS NULL AND state = '{_READY}' "  # noqa: S608

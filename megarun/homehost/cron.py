@@ -32,9 +32,6 @@ class CronChange:
     changed: bool
     crontab: str  # the command used
 
-    def as_dict(self) -> dict[str, object]:
-        return {"lines": self.lines, "changed": self.changed, "crontab": self.crontab}
-
 
 def schedule(every: int) -> str:
     """The five time fields of "every `every` minutes"; cron counts minutes within an hour (and

@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
 
 from megarun.core.files import private_dirs, replacing
 from megarun.db import integrity
@@ -48,10 +47,6 @@ class FileReport:
     jobs: int | None = None
     size: int | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "path": str(self.path), "health": self.health.value,
-                "problems": self.problems, "jobs": self.jobs, "size": self.size}
-
 
 @dataclass(frozen=True)
 class CheckReport:
@@ -69,9 +64,6 @@ class CheckReport:
         working_gone = by_role["working"].health is Health.MISSING and had_mirror
         return not working_gone and all(r.health is not Health.DAMAGED for r in self.files)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "full": self.full, "files": [r.as_dict() for r in self.files]}
-
 
 @dataclass(frozen=True)
 class RestoreResult:
@@ -82,11 +74,6 @@ class RestoreResult:
     generation: int
     moved_aside: list[Path]
     jobs: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"working": str(self.working), "source": str(self.source),
-                "generation": self.generation, "moved_aside": [str(p) for p in self.moved_aside],
-                "jobs": self.jobs}
 
 
 def mirror_generations(ctx: Context) -> list[Path]:

@@ -69,10 +69,6 @@ class Moved:
     size: int
     seconds: float
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"from": self.old_host, "to": self.new_host, "db": str(self.db),
-                "size": self.size, "seconds": round(self.seconds, 3)}
-
 
 # -- the home host's side ------------------------------------------------------------------------
 def release(area: Area, to_host: str, force: bool, answers: IO[str], say: Callable[[dict[str, Any]], None]

@@ -64,11 +64,6 @@ class SiteInfo:
     spec: SiteSpec
     mirror_dir: Path | None = None  # where an SSH site's spool is mirrored in the area
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "preset": self.preset, "scheduler": self.scheduler,
-                "host": self.host or "local", "workdir": self.workdir,
-                "allocation": self.allocation,
-                "settings": without_suggestions(self.spec.stored)}
 
     @property
     def allocation(self) -> str:

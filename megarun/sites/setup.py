@@ -64,14 +64,6 @@ class InitResult:
     facts: dict[str, Any]
     scheduler_version: str
 
-    def as_dict(self) -> dict[str, Any]:
-        return {**self.site.as_dict(), "account": self.site.spec.account,
-                "queue": self.site.spec.default_queue,
-                "python": self.facts.get("python"), "remote_host": self.facts.get("host"),
-                "agent": self.facts.get("agent"),
-                "agent_shipped": bool(self.facts.get("agent_shipped")),
-                "scheduler_version": self.scheduler_version}
-
 
 # -- choices and checks of single answers ---------------------------------------------------------
 def preset_rows(area_root: Path | None = None) -> list[dict[str, Any]]:

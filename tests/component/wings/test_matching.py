@@ -12,6 +12,7 @@ import pytest
 from megarun.campaign import app_registry as app_service
 from megarun.campaign.create import JobRequest, create_jobs
 from megarun.campaign.query import JobFilter, get_job, list_jobs
+from megarun.cli.job_cmd import match_json
 from megarun.config.apps import parse_constraints, validate_app
 from megarun.config.area import load_area_config
 from megarun.config.presets import validate_preset
@@ -237,7 +238,7 @@ def test_first_policy_assigns_and_explains_unmatched(ctx: Context, linux_app: st
     create_jobs(ctx.db, ctx.area, [JobRequest(app=linux_app, count=4), JobRequest(app="cuda")])
     result = match_jobs(ctx.db, ctx.area)
     assert result.assigned == {"b": 4} and result.unmatched == 1
-    assert result.as_dict()["unmatched_apps"][0]["app"] == "cuda"
+    assert match_json(result)["unmatched_apps"][0]["app"] == "cuda"
     reason = get_job(ctx.db, 5)["message"]
     assert reason == ("no site satisfies app 'cuda': needs gpu=true; site a has no 'gpu' "
                       "capability | needs gpu=true; site b has no 'gpu' capability | needs "
