@@ -30,7 +30,7 @@ def test_job_walltime_takes_a_duration_and_bare_minutes(echo: Any, given: str,
      "--walltime 'soon': expected a duration such as 90s, 10m, 1h30m or 2d (at most a year; a "
      "bare number is minutes)"),
     (("archive", "reduce", "--older-than", "3y"),
-     "--older-than '3y': expected a duration such as 90s, 10m, 1h30m or 2d (at most a year; a "
+     "--older-than '3y': expected a duration such as 90s, 10m, 1h30m or 2d (at most a century; a "
      "bare number is days)"),
     (("sync", "--loop", "1m1h"), "--loop '1m1h': expected a duration"),
     (("migrate", "--destination", "/nowhere", "--older-than", "x"), "--older-than 'x'"),
