@@ -114,7 +114,7 @@ def _show(result: "ArchiveResult", as_json: bool, named: bool = False) -> None:
     verb = "would move" if result.dry_run else "moved"
     where = "to completed-runs.db" if result.direction == "reduce" else "back to the working db"
     render([run.__dict__ for run in result.moved], ["id", "target", "runname", "jobs"], False,
-           False, title=f"{verb} {where}", empty="no run to move")
+           title=f"{verb} {where}", empty="no run to move")
     for line in result.refused:
         note(f"left in place: {line}", "yellow")
     if named:  # the user picked runs: say why those that matched did not move

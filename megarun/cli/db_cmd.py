@@ -42,7 +42,7 @@ def check(
 def _show(report: "CheckReport") -> None:
     rows = [{"file": r.role, "health": r.health.value, "jobs": "" if r.jobs is None else r.jobs,
              "path": str(r.path), "problems": "; ".join(r.problems)} for r in report.files]
-    render(rows, ["file", "health", "jobs", "path", "problems"], False, False)
+    render(rows, ["file", "health", "jobs", "path", "problems"], False)
     if report.ok:
         say("all database files are sound")
     else:

@@ -110,8 +110,8 @@ def render_listing(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], as
     if as_csv:
         return write_csv(stamped_rows(rows), columns)
     if as_json:
-        return render_stream(stamped_rows(rows), columns, True, False)
-    return render_stream(rows, columns, False, False, title, empty)
+        return render_stream(stamped_rows(rows), columns, True)
+    return render_stream(rows, columns, False, title, empty)
 
 
 #: The default --limit of listings: enough to read, small enough to print at once.

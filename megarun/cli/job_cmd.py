@@ -176,9 +176,9 @@ def show(
         return
     print_mapping(_shown_site(data), title=f"job {job_id}")
     render(data["steps"], ["name", "state", "status", "exit_code", "duration", "cmd"], False,
-           False, title="steps")
+           title="steps")
     render([dict(event) for event in data["events"]],
-           ["time", "from", "to", "status", "attempt", "message"], False, False, title="events")
+           ["time", "from", "to", "status", "attempt", "message"], False, title="events")
 
 
 @app.command("logs")
@@ -288,7 +288,7 @@ def match(
                                   for site, count in sorted(result.assigned.items())]
     rows += [{"site": UNMATCHED, "jobs": u.jobs, "reason": u.reason}
              for u in result.unmatched_apps]
-    render(rows, ["site", "jobs", "reason"], False, False,
+    render(rows, ["site", "jobs", "reason"], False,
            title=f"policy {result.policy}", empty="no READY job waits for a site")
 
 

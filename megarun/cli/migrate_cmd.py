@@ -53,6 +53,6 @@ def register(app: typer.Typer) -> None:
             note(line)
         rows = [{**m, "result": "would move" if dry_run else "moved"} for m in result.moved]
         rows += [{**r, "jobs": "", "result": f"refused: {r['reason']}"} for r in result.refused]
-        render(rows, ["run", "target", "runname", "jobs", "result"], False, False,
+        render(rows, ["run", "target", "runname", "jobs", "result"], False,
                empty=f"no finished run matches ({result.selection})")
         note(result.summary())

@@ -4,7 +4,6 @@ rich is imported only when a terminal will see colours (or a progress bar): a pi
 text, and commands used from scripts start faster.
 """
 
-import csv
 import itertools
 import json
 import sys
@@ -77,21 +76,6 @@ def print_json_rows(rows: Iterable[Any], batch: int = 1000) -> int:
         count += len(chunk)
     write(("\n]" if indent and count else "]" if count else "[]") + "\n")
     return count
-
-
-def print_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    writer = csv.writer(sys.stdout)
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_flat(row.get(c)) for c in columns])
-
-
-def _flat(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items())
-    return str(value)
 
 
 def _display(column: str, value: Any) -> str:
@@ -177,14 +161,13 @@ TABLE_BLOCK = 1000
 
 
 def render_stream(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], as_json: bool,
-                  as_csv: bool, title: str | None = None, empty: str = "nothing to show") -> int:
-    """Like `render`, for listings that can be huge: rows are consumed one at a time (JSON and
-    CSV row by row, a table in aligned blocks of TABLE_BLOCK rows); returns how many."""
+                  title: str | None = None, empty: str = "nothing to show") -> int:
+    """Like `render`, for listings that can be huge: rows are consumed one at a time (JSON row
+    by row, a table in aligned blocks of TABLE_BLOCK rows); returns how many. CSV is
+    megarun.cli.formats' (the fields of --json)."""
     counted = _Counted(rows)
     if as_json:
         print_json_rows(counted)
-    elif as_csv:
-        print_csv(counted, columns)
     else:
         for index, block in enumerate(_blocks(counted, TABLE_BLOCK)):
             print_table(block, columns, title if index == 0 else None, empty)
@@ -212,13 +195,12 @@ def _blocks(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mappi
         yield block
 
 
-def render(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], as_json: bool, as_csv: bool,
+def render(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], as_json: bool,
            title: str | None = None, empty: str = "nothing to show") -> None:
-    """The one switch every listing command uses."""
+    """A small listing as a table or a JSON array (listings with --csv go through
+    megarun.cli.formats.render_listing)."""
     if as_json:
         print_json(list(rows))
-    elif as_csv:
-        print_csv(rows, columns)
     else:
         print_table(rows, columns, title, empty)
 

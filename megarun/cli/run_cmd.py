@@ -114,12 +114,12 @@ def _print_matrix(ctx: Context, run: "Run", testpatt: str | None, as_json: bool,
         return run_failed(items)
     rows = [{"test": i.test, "item": i.item or "-", "state": i.state, "status": i.status,
              "id": i.id, "message": i.message} for i in items]
-    render(rows, ["test", "item", "state", "status", "id", "message"], False, False,
+    render(rows, ["test", "item", "state", "status", "id", "message"], False,
            title=f"run {run.target}/{run.runname}", empty="no jobs in this run")
     summary = [{"test": name, "jobs": e["jobs"], "status": e["status"],
                 "states": " ".join(f"{k}:{v}" for k, v in sorted(e["states"].items()))}
                for name, e in tests.items()]
-    render(summary, ["test", "jobs", "status", "states"], False, False, title="by test")
+    render(summary, ["test", "jobs", "status", "states"], False, title="by test")
     say(f"run status: {headline(counts)}")
     return run_failed(items)
 

@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
                     failed = any(not r["ok"] for r in results) or rules_failed(rules)
                     render(results, ["site", "ok", "events", "agents_settled", "dispatched", "error",
                                      "seconds"],
-                           as_json, False, empty="no sites yet")
+                           as_json, empty="no sites yet")
                     for line in rules:  # what the area's archive and migration rules did
                         note(f"rules: {line}")
                     if loop is None:
