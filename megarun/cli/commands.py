@@ -46,6 +46,8 @@ COMMANDS: dict[str, Entry] = {
                   "waiting ones end KILLED."),
     "sync": Entry("sync_cmd", "Take in every site's events, settle defunct jobs, feed SSH "
                   "sites (one cycle; cron-safe)."),
+    "report": Entry("report_cmd", "Write the area's HTML report: runs, items, history, "
+                    "campaign and batch views."),
     "migrate": Entry("migrate_cmd", "Copy finished runs into another area and mark them MOVED "
                      "here (files stay put)."),
     "site": Entry("site_cmd", "Sites: where jobs run.", group=True),

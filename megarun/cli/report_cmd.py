@@ -1,0 +1,40 @@
+"""`megarun report`: write the area's static HTML report (index, runs, items, history,
+campaign and batch views) into a folder that opens from file:// or any static web server."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from megarun.cli.common import JSON_HELP, context
+from megarun.cli.formats import print_document
+from megarun.cli.output import note
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    def report(
+        ctx: typer.Context,
+        out: Annotated[Path | None, typer.Option(
+            "--out", metavar="DIR", help="Write the report here (default: report/ in the area); "
+            "only pages whose data changed are rewritten.")] = None,
+        target: Annotated[str | None, typer.Option(
+            "--target", help="Only runs of this target (a glob: linux/*).")] = None,
+        runname: Annotated[str | None, typer.Option(
+            "--runname", help="Only runs of this name (a glob: nightly-*).")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    ) -> None:
+        """Write the area's HTML report: runs, items, history, campaign and batch views."""
+        from megarun.report.html.build import build_report
+
+        mctx = context(ctx)
+        result = build_report(mctx.db, mctx.area, out, target=target, runname=runname)
+        index = result.out / "index.html"
+        if as_json:
+            print_document({"out": str(result.out), "index": str(index),
+                            "written": result.written, "unchanged": result.unchanged,
+                            "removed": result.removed})
+            return
+        note(f"{len(result.written)} page(s) written, {result.unchanged} unchanged, "
+             f"{len(result.removed)} removed")
+        typer.echo(index.resolve().as_uri())

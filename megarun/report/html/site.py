@@ -1,0 +1,142 @@
+"""Write the report's pages into its folder, rewriting only the pages whose HTML changed.
+
+The folder keeps a manifest (`.megarun-report.json`): the SHA-256 of every page written and the
+producers' data fingerprints. A page whose HTML is the same as last time is not rewritten (its
+file keeps its time, so a web server or rsync sees nothing new); a page a producer kept (`Keep`:
+its data did not change, so it was not even rendered) stays as it is; a page of the last build
+that no producer gave again is removed. A folder that holds files but no manifest is not
+megarun's: it is refused, never written into. Every file and folder is user-private, each page
+is replaced atomically, and the manifest is written last: a build killed half-way leaves the
+old manifest, so the next build checks every page again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from megarun.core.files import private_dirs, write_private
+from megarun.errors import EnvironmentProblem, UsageError
+from megarun.report.html.page import Page
+
+MANIFEST = ".megarun-report.json"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Keep:
+    """A page whose data did not change since the last build: leave its file as it is."""
+
+    path: str
+
+
+@dataclass
+class Manifest:
+    """What the last build wrote: page path -> SHA-256 of its HTML, and data fingerprints."""
+
+    pages: dict[str, str] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one build did to the folder."""
+
+    out: Path
+    written: list[str]
+    unchanged: int
+    removed: list[str]
+
+
+def load_manifest(out: Path) -> Manifest | None:
+    """The manifest of the report in `out`; None when `out` holds no report (or a damaged
+    manifest: then every page is checked again)."""
+    try:
+        data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return None
+    pages, prints = data.get("pages"), data.get("fingerprints")
+    if not isinstance(pages, dict) or not isinstance(prints, dict):
+        return None
+    return Manifest({str(k): str(v) for k, v in pages.items()},
+                    {str(k): str(v) for k, v in prints.items()})
+
+
+def prepare_folder(out: Path) -> Manifest:
+    """Make sure `out` is a private folder megarun may write its report into; the manifest of
+    the report already there (empty for a new one)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file, not a folder for the report")
+    manifest = load_manifest(out)
+    if manifest is None and out.is_dir() and not (out / MANIFEST).exists() and any(out.iterdir()):
+        raise UsageError(f"{out} holds files that are not a megarun report; "
+                         "give --out an empty or new folder")
+    private_dirs(out)
+    return manifest or Manifest()
+
+
+def _checked_path(out: Path, path: str) -> Path:
+    # Producers name pages through urls.py; this is the last guard against a path that would
+    # leave the folder.
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
+        raise ValueError(f"page path outside the report: {path!r}")
+    return out.joinpath(*pure.parts)
+
+
+def _digest(html: str) -> str:
+    return hashlib.sha256(html.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def write_site(out: Path, outputs: Iterable[Page | Keep], old: Manifest,
+               fingerprints: dict[str, str]) -> WriteResult:
+    """Write `outputs` into `out` (prepared by prepare_folder), remove the pages of `old` that
+    are gone, and save the new manifest with `fingerprints`."""
+    new = Manifest(fingerprints=dict(fingerprints))
+    written: list[str] = []
+    unchanged = 0
+    for output in outputs:
+        target = _checked_path(out, output.path)
+        if isinstance(output, Keep):
+            if output.path in old.pages and target.exists():
+                new.pages[output.path] = old.pages[output.path]
+                unchanged += 1
+                continue
+            raise ValueError(f"kept page {output.path!r} is not in the report")
+        digest = _digest(output.html)
+        new.pages[output.path] = digest
+        if old.pages.get(output.path) == digest and target.exists():
+            unchanged += 1
+            continue
+        private_dirs(out, *_parents(out, target))
+        write_private(target, output.html.encode("utf-8", "surrogateescape"))
+        written.append(output.path)
+    removed = [path for path in old.pages if path not in new.pages]
+    for path in removed:
+        _checked_path(out, path).unlink(missing_ok=True)
+    _save(out, new)
+    return WriteResult(out=out, written=written, unchanged=unchanged, removed=removed)
+
+
+def _parents(out: Path, target: Path) -> list[Path]:
+    folders = []
+    folder = target.parent
+    while folder != out:
+        folders.append(folder)
+        folder = folder.parent
+    return list(reversed(folders))
+
+
+def _save(out: Path, manifest: Manifest) -> None:
+    data = {"format": FORMAT, "pages": manifest.pages, "fingerprints": manifest.fingerprints}
+    try:
+        write_private(out / MANIFEST, json.dumps(data, sort_keys=True, separators=(",", ":")))
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot write the report's manifest in {out}: "
+                                 f"{os.strerror(exc.errno or 0)}") from None
