@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import sqlite3
 from pathlib import Path
@@ -86,8 +85,9 @@ def test_minspace_refuses_to_launch_and_loses_nothing(tmp_path: Path) -> None:
 def test_launch_limiter_holds_then_lets_go(tmp_path: Path) -> None:
     calls = tmp_path / "calls"
     limiter = tmp_path / "limiter.sh"
+    # Each call records when it answered: a job can only start after the answer that let it go.
     limiter.write_text(f"""#!/bin/sh
-echo "$MEGARUN_SITE $MEGARUN_READY_JOBS $MEGARUN_ACTIVE_JOBS" >> {calls}
+echo "$MEGARUN_SITE $MEGARUN_READY_JOBS $MEGARUN_ACTIVE_JOBS $(date +%s.%N)" >> {calls}
 n=$(wc -l < {calls})
 if [ "$n" -le 2 ]; then echo "machine busy ($n)" >&2; exit 1; fi
 echo 1
@@ -97,12 +97,17 @@ echo 1
                      {"t": sleeper(3, 0.2)})
     result = megarun_process(area, "run", *RUN, "--json", timeout=120)
     assert result.returncode == 0, result.stderr
-    lines = calls.read_text().splitlines()
+    lines = [line.rsplit(" ", 1) for line in calls.read_text().splitlines()]
     assert len(lines) >= 5  # two holds, then one job per answer
-    assert lines[0] == "local 3 0"
+    assert lines[0][0] == "local 3 0"
+    answered = [float(when) for _, when in lines]
+    lets_go = answered[2:]  # the first two calls held
     starts = sorted(s for s, _ in intervals(area))
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 0.15  # one job per answer, and it is asked at most every 0.2 s
+    # one job per answer: the k-th job started after the k-th answer that let one go
+    assert all(start > go for start, go in zip(starts, lets_go, strict=False)), (starts, lets_go)
+    # asked at most every 0.2 s: n calls span at least (n - 1) intervals (0.1 s for the
+    # shell's own start-up jitter at both ends)
+    assert answered[-1] - answered[0] >= (len(answered) - 1) * 0.2 - 0.1, answered
 
 
 def test_launch_limiter_that_cannot_run_is_refused_before_anything_starts(tmp_path: Path) -> None:
