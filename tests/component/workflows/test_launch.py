@@ -235,9 +235,10 @@ def test_launcher_and_agent_kill_9_recovers_orphans(area: Path) -> None:
     assert dead, "the jobs running when the agent died were marked DEAD and retried"
 
 
-def test_second_launcher_is_refused(area: Path) -> None:
-    add_app(area, "sleep", "sleep 3")
-    run_ok(area, "job", "create", "--app", "sleep")
+def test_second_launcher_is_refused(area: Path, tmp_path: Path) -> None:
+    release = tmp_path / "release"  # the job runs until the test has seen the refusal
+    add_app(area, "hold", f"sh -c 'while [ ! -e {release} ]; do sleep 0.05; done'")
+    run_ok(area, "job", "create", "--app", "hold")
     first = spawn_megarun(area, "launch", "--quiet")
     try:
         wait_for(lambda: len(jobs(area, "--state", "RUNNING")) == 1)
@@ -245,6 +246,7 @@ def test_second_launcher_is_refused(area: Path) -> None:
         assert second.returncode == 3
         assert "already running" in second.stderr
     finally:
+        release.touch()
         first.wait(timeout=30)
 
 
