@@ -85,7 +85,7 @@ class Queue:
             return None
         if self.walltime_bins and nodes is not None:
             return (f"allows at most {limit} minutes ({describe_minutes(limit)}) for "
-                    f"{low}-{high} nodes, asked for {walltime:g} minutes on {nodes}")
+                    f"{low}-{high} nodes, asked for {walltime:g} minutes on {nodes} nodes")
         return f"allows at most {limit} minutes, asked for {walltime:g}"
 
     def as_dict(self) -> dict[str, Any]:
@@ -117,15 +117,13 @@ def describe_minutes(minutes: int) -> str:
 
 
 def describe_limits(queue: Queue) -> str:
-    """A queue's limits in words, for the wizard's list: nodes, walltime by bin, job limits."""
+    """A queue's limits in a few words, for the wizard's list (its description gives the
+    steps): nodes, the longest walltime, whether smaller jobs get less, whether unverified."""
     nodes = (f"{queue.min_nodes}-{queue.max_nodes}" if queue.min_nodes > 1
              else f"up to {queue.max_nodes}")
-    steps = [f"{describe_minutes(step.max_walltime)} up to {step.max_nodes}"
-             for step in queue.walltime_bins]
-    walltime = describe_minutes(queue.max_walltime)
-    text = f"{nodes} nodes, " + (f"{', '.join(steps)}, {walltime} above" if steps else walltime)
-    if queue.max_queued or queue.max_running:
-        text += f"; per user {queue.max_queued or '-'} queued/{queue.max_running or '-'} running"
+    text = f"{nodes} nodes, {describe_minutes(queue.max_walltime)}"
+    if queue.walltime_bins:
+        text += f" from {queue.walltime_bins[-1].max_nodes + 1} nodes"
     return text + (" (unverified)" if queue.unverified else "")
 
 
