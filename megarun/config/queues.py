@@ -24,7 +24,7 @@ from megarun.errors import ConfigError
 #: Jobs a user (or a project) may have, as the centre documents them; 0: no limit known.
 JOB_LIMIT_KEYS = ("max_queued", "max_running", "project_max_queued", "project_max_running")
 _QUEUE_KEYS = {"min_nodes", "max_nodes", "max_walltime", "description", "walltime_bins",
-               "unverified", *JOB_LIMIT_KEYS}
+               "unverified", "auto", *JOB_LIMIT_KEYS}
 _BIN_KEYS = {"max_nodes", "max_walltime"}
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
 
@@ -55,6 +55,9 @@ class Queue:
     project_max_running: int = 0
     #: The limits could not be confirmed from the centre's documentation.
     unverified: bool = False
+    #: False: never chosen for a request without --queue (a preemptable queue, one that shares
+    #: nodes or hands out single GPUs, one for projects out of hours).
+    auto: bool = True
 
     def node_range(self, nodes: int) -> tuple[int, int, int]:
         """The bin a job of `nodes` falls in: its first and last node count and its walltime
@@ -95,18 +98,19 @@ class Queue:
                                    "max_walltime": step.max_walltime}
                                   for step in self.walltime_bins],
                 **{key: getattr(self, key) for key in JOB_LIMIT_KEYS},
-                "unverified": self.unverified}
+                "unverified": self.unverified, "auto": self.auto}
 
 
 def pick_queue(queues: Sequence[Queue], default: str, nodes: int | None,
                walltime: float | None) -> str:
     """The queue a request without --queue goes to: the default one if it takes it, else the
-    first queue in the preset's order that does, else the default (whose check then says why)."""
+    first queue in the preset's order that does and may be chosen (`auto`), else the default
+    (whose check then says why)."""
     by_name = {queue.name: queue for queue in queues}
     if default in by_name and by_name[default].problem(nodes, walltime) is None:
         return default
     for queue in queues:
-        if queue.problem(nodes, walltime) is None:
+        if queue.auto and queue.problem(nodes, walltime) is None:
             return queue.name
     return default
 
@@ -134,7 +138,8 @@ def queue_limits(name: str, table: dict[str, Any]) -> Queue:
     limits = {key: int(table.get(key, 0)) for key in JOB_LIMIT_KEYS}
     return Queue(name, int(table["max_nodes"]), int(table["max_walltime"]),
                  int(table.get("min_nodes", 1)), str(table.get("description", "")), bins,
-                 unverified=bool(table.get("unverified", False)), **limits)
+                 unverified=bool(table.get("unverified", False)),
+                 auto=bool(table.get("auto", True)), **limits)
 
 
 def validate_queues(table: Any, origin: str) -> tuple[list[Queue], dict[str, Any]]:
@@ -154,7 +159,8 @@ def validate_queues(table: Any, origin: str) -> tuple[list[Queue], dict[str, Any
             if expect_type(limits.get(key, 0), int, origin, f"{where}.{key}") < 0:
                 raise ConfigError(f"{origin}: key '{where}.{key}' must not be negative")
         expect_type(limits.get("description", ""), str, origin, f"{where}.description")
-        expect_type(limits.get("unverified", False), bool, origin, f"{where}.unverified")
+        for key, default in (("unverified", False), ("auto", True)):
+            expect_type(limits.get(key, default), bool, origin, f"{where}.{key}")
         converted = {**limits, "max_walltime": _minutes(limits["max_walltime"], origin,
                                                         f"{where}.max_walltime")}
         converted["walltime_bins"] = _bins(limits.get("walltime_bins", []), origin, where)

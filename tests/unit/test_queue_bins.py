@@ -86,6 +86,12 @@ def test_a_request_without_queue_gets_the_first_queue_that_takes_it() -> None:
     assert pick_queue(polaris.queues, "prod", 1, 120) == "capacity"  # not preemptable
     assert pick_queue(polaris.queues, "prod", 10, 120) == "prod"
     assert pick_queue(polaris.queues, "prod", None, None) == "prod"
+    # A preemptable queue is never chosen for the user: Summit's batch gives 1 node 2 h, and
+    # killable would take 3 h only by preempting the job after 2.
+    summit = load_preset("summit")
+    assert pick_queue(summit.queues, "batch", 1, 180) == "batch"
+    assert pick_queue(polaris.queues, "prod", 8, 120) == "prod"  # preemptable takes 10
+    assert not queue("theta-gpu", "single-gpu").auto and queue("aurora", "capacity").auto
 
 
 def test_aurora_matches_its_2026_queues() -> None:
