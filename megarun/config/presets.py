@@ -26,7 +26,7 @@ import platformdirs
 from megarun.config.apps import check_scalar, check_tag
 from megarun.config.inputs import find_bad_value, printable, text_problem, value_problem
 from megarun.config.queues import Queue, validate_queues
-from megarun.config.queues import queue_limits as queue_limits  # read here before queues.py
+from megarun.config.queues import queue_limits as queue_limits  # importable from here too
 from megarun.config.tomlfile import check_keys, did_you_mean, expect_type, load_toml
 from megarun.errors import ConfigError, NotFoundError
 from megarun.resources import data_dir

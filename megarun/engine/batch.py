@@ -256,7 +256,7 @@ def _check_queue(site: SiteInfo, queue: str | None, request: SubmitRequest) -> N
     if queue not in queues:
         raise UsageError(f"site {site.name!r} has no queue {queue!r}; its queues: "
                          f"{', '.join(sorted(queues))}")
-    # The node-count bins and the minimum too: what the scheduler would refuse (issue 18).
+    # The node-count bins and the minimum too: what the scheduler itself would refuse.
     problem = queues[queue].problem(request.nodes, request.walltime)
     if problem:
         raise UsageError(f"queue {queue!r} of site {site.name!r} {problem}")
