@@ -24,7 +24,7 @@ from megarun.errors import ConfigError
 #: Jobs a user (or a project) may have, as the centre documents them; 0: no limit known.
 JOB_LIMIT_KEYS = ("max_queued", "max_running", "project_max_queued", "project_max_running")
 _QUEUE_KEYS = {"min_nodes", "max_nodes", "max_walltime", "description", "walltime_bins",
-               "unverified", "auto", *JOB_LIMIT_KEYS}
+               "unverified", "auto", "min_walltime", *JOB_LIMIT_KEYS}
 _BIN_KEYS = {"max_nodes", "max_walltime"}
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
 
@@ -55,6 +55,7 @@ class Queue:
     project_max_running: int = 0
     #: The limits could not be confirmed from the centre's documentation.
     unverified: bool = False
+    min_walltime: int = 0  # minutes; 0: none known (ALCF's queues refuse under 5 minutes)
     #: False: never chosen for a request without --queue (a preemptable queue, one that shares
     #: nodes or hands out single GPUs, one for projects out of hours).
     auto: bool = True
@@ -83,6 +84,8 @@ class Queue:
             return f"takes at least {self.min_nodes} nodes, asked for {nodes}"
         if walltime is None:
             return None
+        if walltime < self.min_walltime:
+            return f"takes at least {self.min_walltime} minutes, asked for {walltime:g}"
         low, high, limit = self.node_range(nodes if nodes is not None else self.max_nodes)
         if walltime <= limit:
             return None
@@ -98,7 +101,8 @@ class Queue:
                                    "max_walltime": step.max_walltime}
                                   for step in self.walltime_bins],
                 **{key: getattr(self, key) for key in JOB_LIMIT_KEYS},
-                "unverified": self.unverified, "auto": self.auto}
+                "min_walltime": self.min_walltime, "unverified": self.unverified,
+                "auto": self.auto}
 
 
 def pick_queue(queues: Sequence[Queue], default: str, nodes: int | None,
@@ -139,6 +143,7 @@ def queue_limits(name: str, table: dict[str, Any]) -> Queue:
     return Queue(name, int(table["max_nodes"]), int(table["max_walltime"]),
                  int(table.get("min_nodes", 1)), str(table.get("description", "")), bins,
                  unverified=bool(table.get("unverified", False)),
+                 min_walltime=int(table.get("min_walltime", 0)),
                  auto=bool(table.get("auto", True)), **limits)
 
 
@@ -163,6 +168,9 @@ def validate_queues(table: Any, origin: str) -> tuple[list[Queue], dict[str, Any
             expect_type(limits.get(key, default), bool, origin, f"{where}.{key}")
         converted = {**limits, "max_walltime": _minutes(limits["max_walltime"], origin,
                                                         f"{where}.max_walltime")}
+        if "min_walltime" in limits:
+            converted["min_walltime"] = _minutes(limits["min_walltime"], origin,
+                                                 f"{where}.min_walltime")
         converted["walltime_bins"] = _bins(limits.get("walltime_bins", []), origin, where)
         if not converted["walltime_bins"]:
             del converted["walltime_bins"]
@@ -171,6 +179,9 @@ def validate_queues(table: Any, origin: str) -> tuple[list[Queue], dict[str, Any
             raise ConfigError(f"{origin}: [{where}] min_nodes {queue.min_nodes} is more than "
                               f"max_nodes {queue.max_nodes}")
         _check_bins(queue, origin, where)
+        if queue.min_walltime > queue.max_walltime:
+            raise ConfigError(f"{origin}: [{where}] min_walltime {queue.min_walltime} is more "
+                              f"than max_walltime {queue.max_walltime}")
         found.append(queue)
         in_minutes[name] = converted
     return found, in_minutes

@@ -28,7 +28,7 @@ REFUSED = [
     ("polaris", "prod", 10, 240), ("polaris", "prod", 99, 1440), ("polaris", "prod", 9, 60),
     ("aurora", "prod", 255, 60), ("aurora", "prod", 1, 60), ("aurora", "prod", 1024, 1080),
     ("aurora", "prod", 1999, 1440), ("aurora", "capacity", 17, 60),
-    ("aurora", "debug-scaling", 257, 30),
+    ("aurora", "debug-scaling", 257, 30), ("aurora", "debug", 1, 4), ("theta", "default", 128, 29),
 ]
 ACCEPTED = [
     ("frontier", "batch", 1, 120), ("frontier", "batch", 92, 360), ("frontier", "batch", 184, 720),
@@ -37,7 +37,7 @@ ACCEPTED = [
     ("polaris", "prod", 24, 180), ("polaris", "prod", 25, 360), ("polaris", "prod", 100, 1440),
     ("aurora", "prod", 256, 720), ("aurora", "prod", 1025, 1080), ("aurora", "prod", 2000, 1440),
     ("aurora", "prod", 10624, 1440), ("aurora", "capacity", 16, 10080),
-    ("aurora", "debug-scaling", 256, 60),
+    ("aurora", "debug-scaling", 256, 60), ("aurora", "debug", 1, 5), ("theta", "default", 128, 30),
 ]
 
 
@@ -60,6 +60,7 @@ def test_the_message_names_the_bin_and_its_limit() -> None:
         "allows at most 1080 minutes (18 h) for 1025-1999 nodes, asked for 1200 minutes on "
         "1500 nodes")
     assert queue("aurora", "prod").problem(8, 60) == "takes at least 256 nodes, asked for 8"
+    assert queue("aurora", "capacity").problem(1, 2) == "takes at least 5 minutes, asked for 2"
     assert queue("polaris", "debug").problem(1, 90) == "allows at most 60 minutes, asked for 90"
 
 
@@ -151,6 +152,8 @@ def limits(**extra: Any) -> dict[str, Any]:
     (limits(walltime_bins={"max_nodes": 10}), "walltime_bins"),
     (limits(walltime_bins=[{"max_nodes": 10, "max_walltime": "90s"}]), "whole minutes"),
     (limits(max_queued=-1), "must not be negative"),
+    (limits(min_walltime="13h"), "min_walltime 780 is more than max_walltime 720"),
+    (limits(min_walltime="soon"), "min_walltime"),
     (limits(max_running="2"), "max_running"),
     (limits(unverified="yes"), "unverified"),
     ({**BASE, "checked": "2026-13"}, "YYYY-MM"),

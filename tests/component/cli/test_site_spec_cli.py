@@ -47,7 +47,7 @@ def test_site_show_keeps_the_stored_table(cli: Any, area: Path) -> None:
     shown = cli("site", "show", "p", "--json").json()
     assert shown["settings"]["account"] == "12345" and shown["settings"]["node"]["cpus"] == 16
     assert shown["settings"]["queues"]["prod"] == {
-        "min_nodes": 10, "max_nodes": 496, "max_walltime": 1440,
+        "min_nodes": 10, "max_nodes": 496, "max_walltime": 1440, "min_walltime": 5,
         "walltime_bins": [{"max_nodes": 24, "max_walltime": 180},
                           {"max_nodes": 99, "max_walltime": 360}],
         "project_max_queued": 100, "project_max_running": 10,
