@@ -29,7 +29,8 @@ def submit(
         help="Length of the allocation, a duration (2h, 1h30m; a bare number is minutes); "
         "direct: the default for jobs without a walltime.", metavar="DURATION")] = None,
     queue: Annotated[str | None, typer.Option(
-        help="Queue/partition (default: the site's default_queue).")] = None,
+        help="Queue/partition (default: the site's default_queue, else the first of its queues "
+        "that takes the nodes and walltime).")] = None,
     account: Annotated[str | None, typer.Option(
         help="Account/project to charge (default: the site's account).")] = None,
     mode: Annotated[str, typer.Option(

@@ -32,7 +32,8 @@ def presets(ctx: typer.Context,
     except AreaNotFound:  # outside an area: your own and the shipped presets
         area_root = None
     rows = site_service.list_presets(area_root)
-    render_listing(rows, ["name", "scheduler", "origin", "description"], as_json, as_csv)
+    render_listing(rows, ["name", "scheduler", "origin", "description", "checked", "source"],
+                   as_json, as_csv)
     for row in rows if not (as_json or as_csv) else ():
         if row["hides"]:
             note(f"preset {row['name']!r} ({row['origin']}, {row['path']}) replaces the "
@@ -99,6 +100,9 @@ def show(
     site = site_service.get_site(mctx, name)
     info = site_json(site)
     info["workdir_from"] = site_service.workdir_origin(mctx, site)
+    # What the site's queue limits were checked against, as its preset said when it was added.
+    info["checked"] = str(site.spec.stored.get("checked", ""))
+    info["source"] = str(site.spec.stored.get("source", ""))
     info["settings"] = info.pop("settings")  # last: the longest
     if as_json:
         print_document(info)

@@ -25,8 +25,9 @@ import platformdirs
 
 from megarun.config.apps import check_scalar, check_tag
 from megarun.config.inputs import find_bad_value, printable, text_problem, value_problem
+from megarun.config.queues import Queue, validate_queues
+from megarun.config.queues import queue_limits as queue_limits  # importable from here too
 from megarun.config.tomlfile import check_keys, did_you_mean, expect_type, load_toml
-from megarun.core.quantities import MINUTE, parse_duration
 from megarun.errors import ConfigError, NotFoundError
 from megarun.resources import data_dir
 from megarun.schedulers import check_extras, check_pilot
@@ -39,6 +40,7 @@ MODES = ("pilot", "direct")
 QUEUE_KINDS = ("partition", "qos")
 _PRESET_KEYS = {
     "description", "scheduler", "mpi_launcher", "mpi_args", "node", "queues", "account",
+    "checked", "source",
     "account_required", "default_queue", "queue_kind", "mode", "host", "workdir", "python",
     "template", "capabilities", "ssh", "detected", "pilot", *SCHEDULERS,
 }
@@ -47,9 +49,10 @@ _NODE_KEYS = {"cpus", "gpus", "max_jobs"}
 #: How batch jobs size their allocation: whole nodes (exclusive, the default) or a node shape.
 _PILOT_KEYS = {"exclusive", "cpus_per_node", "gpus_per_node"}
 PILOT_DEFAULTS: dict[str, Any] = {"exclusive": True, "cpus_per_node": 0, "gpus_per_node": 0}
-_QUEUE_KEYS = {"min_nodes", "max_nodes", "max_walltime", "description"}
 _TEMPLATE_KEYS = {"preamble", "env"}
-_QUEUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
+#: A preset's `checked` month and `source` page: when and against what its limits were checked.
+_CHECKED_RE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+_SOURCE_RE = re.compile(r"^https?://[^\s\x00-\x1f\x7f]+$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Preset names the `site init` wizard lists first, in this order; the rest follow sorted.
 FIRST_PRESETS = ("local",)
@@ -63,21 +66,6 @@ class PresetOrigin(Enum):
     AREA = "area"
     USER = "user"
     SHIPPED = "shipped"
-
-
-@dataclass(frozen=True)
-class Queue:
-    """One queue (partition, QOS) of a preset, with its limits."""
-
-    name: str
-    max_nodes: int
-    max_walltime: int  # minutes
-    min_nodes: int = 1
-    description: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "min_nodes": self.min_nodes, "max_nodes": self.max_nodes,
-                "max_walltime": self.max_walltime, "description": self.description}
 
 
 @dataclass(frozen=True)
@@ -100,12 +88,8 @@ class Preset:
     #: The origins of presets of the same name this one hides (a user's `polaris` hides the
     #: shipped one).
     hides: tuple[PresetOrigin, ...] = ()
-
-
-def queue_limits(name: str, table: dict[str, Any]) -> Queue:
-    """One [queues.NAME] table (checked by _validate_queues) as a Queue."""
-    return Queue(name, int(table["max_nodes"]), int(table["max_walltime"]),
-                 int(table.get("min_nodes", 1)), str(table.get("description", "")))
+    checked: str = ""  # YYYY-MM: when the limits were compared with the centre's page
+    source: str = ""  # that page
 
 
 def presets_dir() -> Path:
@@ -174,8 +158,9 @@ def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
     expect_type(data.get("account_required", False), bool, origin, "account_required")
     node = _validate_node(data.get("node", {}), origin)
     _validate_ssh(data.get("ssh", {}), origin)
-    queues = _validate_queues(data.get("queues", {}), origin)
-    data = {**data, "queues": _minutes_of_queues(data.get("queues", {}), origin)} if queues else data
+    queues, in_minutes = validate_queues(data.get("queues", {}), origin)
+    data = {**data, "queues": in_minutes} if queues else data
+    _check_provenance(data, origin)
     _check_default_queue(data.get("default_queue", ""), queues, origin)
     kind = _choice(data.get("queue_kind", "partition"), QUEUE_KINDS, origin, "queue_kind")
     if kind != "partition" and scheduler != "slurm":
@@ -191,7 +176,8 @@ def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
     return Preset(name, data.get("description", ""), settings, scheduler, tuple(queues),
                   data.get("default_queue", ""), data.get("account", ""),
                   data.get("account_required", False), data.get("host", ""),
-                  data.get("workdir", ""))
+                  data.get("workdir", ""), checked=data.get("checked", ""),
+                  source=data.get("source", ""))
 
 
 def _choice(value: Any, valid: tuple[str, ...], origin: str, key: str) -> str:
@@ -226,46 +212,17 @@ def _validate_ssh(table: Any, origin: str) -> None:
         expect_type(value, str, origin, f"ssh.{key}")
 
 
-def _validate_queues(table: Any, origin: str) -> list[Queue]:
-    """[queues.NAME] tables: max_nodes and max_walltime (minutes) required, positive."""
-    queues = expect_type(table, dict, origin, "queues")
-    found = []
-    for name, limits in queues.items():
-        where = f"queues.{name}"
-        if not _QUEUE_RE.match(name):
-            raise ConfigError(f"{origin}: queue name {name!r} must be up to 64 letters, digits, "
-                              "'_', '.', '@' or '-'")
-        expect_type(limits, dict, origin, where)
-        check_keys(limits, _QUEUE_KEYS, origin, where)
-        for key in ("max_nodes", "max_walltime"):
-            if key not in limits:
-                raise ConfigError(f"{origin}: [{where}] needs {key}")
-        for key in ("min_nodes", "max_nodes"):
-            if expect_type(limits.get(key, 1), int, origin, f"{where}.{key}") < 1:
-                raise ConfigError(f"{origin}: key '{where}.{key}' must be at least 1")
-        expect_type(limits.get("description", ""), str, origin, f"{where}.description")
-        queue = queue_limits(name, {**limits, "max_walltime": _max_walltime(limits, origin, where)})
-        if queue.min_nodes > queue.max_nodes:
-            raise ConfigError(f"{origin}: [{where}] min_nodes {queue.min_nodes} is more than "
-                              f"max_nodes {queue.max_nodes}")
-        found.append(queue)
-    return found
-
-
-def _max_walltime(limits: dict[str, Any], origin: str, where: str) -> int:
-    """A queue's longest walltime in whole minutes: a duration (`12h`, `1d`) or bare minutes."""
-    seconds = parse_duration(limits["max_walltime"], f"{origin}: key '{where}.max_walltime'",
-                             MINUTE, ConfigError)
-    if seconds < MINUTE or seconds % MINUTE:
-        raise ConfigError(f"{origin}: key '{where}.max_walltime' must be whole minutes, at least "
-                          f"1, got {limits['max_walltime']!r}")
-    return int(seconds // MINUTE)
-
-
-def _minutes_of_queues(table: dict[str, Any], origin: str) -> dict[str, Any]:
-    """The queues with max_walltime as minutes, the unit the schedulers and checks read."""
-    return {name: {**limits, "max_walltime": _max_walltime(limits, origin, f"queues.{name}")}
-            for name, limits in table.items()}
+def _check_provenance(data: dict[str, Any], origin: str) -> None:
+    """`checked = "YYYY-MM"`, the month the limits were compared with `source`, the centre's
+    page (an http(s) URL); both optional, so that sites saved before them still load."""
+    checked = expect_type(data.get("checked", ""), str, origin, "checked")
+    if checked and not _CHECKED_RE.match(checked):
+        raise ConfigError(f"{origin}: key 'checked' must be a month as YYYY-MM, got "
+                          f"{printable(checked)!r}")
+    source = expect_type(data.get("source", ""), str, origin, "source")
+    if source and (len(source) > 500 or not _SOURCE_RE.match(source)):
+        raise ConfigError(f"{origin}: key 'source' must be the http(s) URL of the page the "
+                          "preset was checked against")
 
 
 def _check_default_queue(default: str, queues: list[Queue], origin: str) -> None:

@@ -230,7 +230,7 @@ def _plan(site: SiteInfo, request: SubmitRequest) -> _Plan:
     if request.walltime is not None and request.walltime <= 0:
         raise UsageError(f"--walltime must be positive minutes, got {request.walltime:g}")
     spec = site.spec
-    queue = request.queue or spec.default_queue or None
+    queue = request.queue or spec.queue_for(request.nodes, request.walltime) or None
     _check_queue(site, queue, request)
     account = request.account or spec.account or None
     if spec.account_required and not account:
@@ -256,19 +256,10 @@ def _check_queue(site: SiteInfo, queue: str | None, request: SubmitRequest) -> N
     if queue not in queues:
         raise UsageError(f"site {site.name!r} has no queue {queue!r}; its queues: "
                          f"{', '.join(sorted(queues))}")
-    limits = queues[queue]
-    max_nodes = limits.max_nodes
-    if request.nodes and request.nodes > max_nodes:
-        raise UsageError(f"queue {queue!r} of site {site.name!r} takes at most {max_nodes} "
-                         f"nodes, asked for {request.nodes}")
-    min_nodes = limits.min_nodes
-    if request.nodes and request.nodes < min_nodes:
-        raise UsageError(f"queue {queue!r} of site {site.name!r} takes at least {min_nodes} "
-                         f"nodes, asked for {request.nodes}")
-    max_walltime = float(limits.max_walltime)
-    if request.walltime and request.walltime > max_walltime:
-        raise UsageError(f"queue {queue!r} of site {site.name!r} allows at most "
-                         f"{max_walltime:g} minutes, asked for {request.walltime:g}")
+    # The node-count bins and the minimum too: what the scheduler itself would refuse.
+    problem = queues[queue].problem(request.nodes, request.walltime)
+    if problem:
+        raise UsageError(f"queue {queue!r} of site {site.name!r} {problem}")
 
 
 def _prepare_site(site: SiteInfo, transport: Transport) -> None:

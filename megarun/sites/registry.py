@@ -101,15 +101,17 @@ def workdir_origin(ctx: AreaAccess, site: SiteInfo) -> str:
 
 
 def list_presets(area_root: Path | None = None) -> list[dict[str, str]]:
-    """Name, scheduler, origin (area, user, shipped), file and description of every preset;
-    `hides` names the origins of same-named presets this one replaces."""
+    """Name, scheduler, origin (area, user, shipped), file and description of every preset,
+    with the month its limits were checked and the page they were checked against; `hides`
+    names the origins of same-named presets this one replaces."""
     rows = []
     for name in preset_names(area_root):
         preset = load_preset(name, area_root)
         rows.append({"name": name, "scheduler": preset.scheduler,
                      "origin": preset.origin.value, "description": preset.description,
                      "hides": ", ".join(origin.value for origin in preset.hides),
-                     "path": str(preset.path)})
+                     "path": str(preset.path), "checked": preset.checked,
+                     "source": preset.source})
     return rows
 
 

@@ -19,12 +19,12 @@ from typing import Any
 from megarun.config.area import validate_name
 from megarun.config.presets import (
     Preset,
-    Queue,
     apply_overrides,
     load_preset,
     preset_names,
     validate_preset,
 )
+from megarun.config.queues import describe_limits
 from megarun.db.models import Site
 from megarun.errors import EnvironmentProblem, UsageError
 from megarun.schedulers import get_scheduler
@@ -147,14 +147,6 @@ def queue_rows(preset: Preset) -> list[dict[str, Any]]:
     """The numbered queue list the wizard shows, with limits."""
     return [{"number": number, **queue.as_dict(), "limits": describe_limits(queue)}
             for number, queue in enumerate(preset.queues, start=1)]
-
-
-def describe_limits(queue: Queue) -> str:
-    nodes = (f"{queue.min_nodes}-{queue.max_nodes}" if queue.min_nodes > 1
-             else f"up to {queue.max_nodes}")
-    hours, minutes = divmod(queue.max_walltime, 60)
-    walltime = f"{hours} h" if not minutes else f"{queue.max_walltime} min"
-    return f"{nodes} nodes, {walltime}"
 
 
 def suggest_workdir(ctx: AreaAccess, preset: Preset, name: str, host: str | None,

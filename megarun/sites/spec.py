@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from megarun.config.presets import Queue, pilot_allocation, queue_limits, validate_preset
+from megarun.config.presets import pilot_allocation, validate_preset
+from megarun.config.queues import Queue, pick_queue, queue_limits
 from megarun.errors import ConfigError
 from megarun.schedulers.base import Allocation
 
@@ -111,6 +112,12 @@ class SiteSpec:
     def interpreter(self) -> str:
         """The command that runs Python (the agent) on the site."""
         return self.python or DEFAULT_PYTHON
+
+    def queue_for(self, nodes: int | None, walltime: float | None) -> str:
+        """The queue a request without one goes to: the default queue when it takes the
+        request, else the first of the site's queues that does (Aurora's `prod` takes 256
+        nodes at least: a 1-node pilot goes to `debug` or `capacity`)."""
+        return pick_queue(tuple(self.queues.values()), self.default_queue, nodes, walltime)
 
     @property
     def queues_are_qos(self) -> bool:

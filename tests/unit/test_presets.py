@@ -102,7 +102,7 @@ def test_extras_render_as_directives() -> None:
     assert "#PBS -l place=scatter:excl" in pbs.allocation_lines(
         2, pilot_allocation(polaris), polaris["pbs"])
     theta = get_scheduler("cobalt").extra_lines(load_preset("theta").settings["cobalt"])
-    assert theta == ["#COBALT --attrs mcdram=cache:numa=quad"]
+    assert theta == ["#COBALT --attrs filesystems=home,grand"]  # no mode forced (issue 18)
     assert get_scheduler("slurm").extra_lines({"constraint": "gpu"}) == ["#SBATCH --constraint=gpu"]
 
 

@@ -27,7 +27,13 @@ def polaris(cli: Any, area: Path) -> Any:
      "--idle-exit 'soon': expected a duration such as 90s, 10m, 1h30m or 2d (at most a year; a "
      "bare number is seconds)"),
     (["--nodes", "1", "--walltime", "5", "--queue", "debug"], "needs an account"),
-    (["--nodes", "1", "--walltime", "5", "--account", "p"], "takes at least 10 nodes"),
+    (["--nodes", "1", "--walltime", "5", "--account", "p", "--queue", "prod"],
+     "takes at least 10 nodes"),
+    (["--nodes", "20", "--walltime", "5h", "--account", "p"],
+     "queue 'prod' of site 'pol' allows at most 180 minutes (3 h) for 10-24 nodes, asked for "
+     "300 minutes on 20 nodes"),
+    (["--nodes", "20", "--walltime", "5", "--account", "p", "--queue", "capacity"],
+     "takes at most 4 nodes"),
     (["--nodes", "1", "--walltime", "5", "--account", "p", "--queue", "nope"], "has no queue"),
     (["--nodes", "100000", "--walltime", "5", "--account", "p", "--queue", "debug"],
      "takes at most"),

@@ -240,7 +240,7 @@ def test_no_input_takes_the_presets_defaults(area: Path, fake_bin: Path) -> None
     (["--preset", "nope"], "unknown preset 'nope'; valid presets: local"),
     (["--preset", "polaris", "--host", "local"], "the polaris preset needs an account"),
     (["--preset", "polaris", "--host", "local", "--account", "p", "--queue", "gpu"],
-     "has no queue 'gpu'; valid queues: debug, debug-scaling, prod, preemptable, capacity"),
+     "has no queue 'gpu'; valid queues: debug, debug-scaling, prod, capacity, preemptable"),
     (["--preset", "local", "--name", "a b"], "invalid site name 'a b'"),
     (["--preset", "local", "--host", "local", "--user", "me"], "a user needs a host"),
     (["--preset", "local", "--host", "-oProxyCommand=x"], "invalid host '-oProxyCommand=x'"),

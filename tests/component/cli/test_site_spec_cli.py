@@ -47,7 +47,22 @@ def test_site_show_keeps_the_stored_table(cli: Any, area: Path) -> None:
     shown = cli("site", "show", "p", "--json").json()
     assert shown["settings"]["account"] == "12345" and shown["settings"]["node"]["cpus"] == 16
     assert shown["settings"]["queues"]["prod"] == {
-        "min_nodes": 10, "max_nodes": 496, "max_walltime": 1440,
+        "min_nodes": 10, "max_nodes": 496, "max_walltime": 1440, "min_walltime": 5,
+        "walltime_bins": [{"max_nodes": 24, "max_walltime": 180},
+                          {"max_nodes": 99, "max_walltime": 360}],
+        "project_max_queued": 100, "project_max_running": 10,
         "description": "Production, 10-496 nodes; 3 h up to 24 nodes, 6 h up to 99, 24 h above"}
     assert list(shown) == ["schema_version", "name", "preset", "scheduler", "host", "workdir",
-                           "allocation", "workdir_from", "settings"]
+                           "allocation", "workdir_from", "checked", "source", "settings"]
+    assert (shown["checked"], shown["source"]) == (
+        "2026-11", "https://docs.alcf.anl.gov/polaris/running-jobs/")
+
+
+def test_site_presets_lists_when_and_against_what_each_was_checked(cli: Any, area: Path) -> None:
+    rows = {row["name"]: row for row in cli("site", "presets", "--json").json()}
+    assert rows["aurora"]["checked"] == "2026-11"
+    assert rows["aurora"]["source"] == "https://docs.alcf.anl.gov/aurora/running-jobs-aurora/"
+    assert {"crux", "bebop", "cooley", "cori-haswell", "cori-knl", "theta-gpu"} <= set(rows)
+    assert rows["local"]["checked"] == "" and rows["local"]["source"] == ""
+    table = cli("site", "presets")
+    assert table.code == 0 and "2026-11" in table.out

@@ -1,0 +1,48 @@
+"""A pilot submitted without --queue to a site of a centre preset goes to a queue that takes it
+(issue 18): Aurora's `prod` takes 256 nodes at least, so a 1-node pilot asks for `debug` or
+`capacity`. Submitted through megarun's CLI to the fake PBS of tests/fakes, which keeps a real
+queue in a file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from megarun.homehost.areas import init_area
+from tests.conftest import megarun_process
+
+FAKES = Path(__file__).resolve().parents[2] / "fakes" / "bin"
+
+
+def test_a_small_aurora_pilot_never_asks_for_prod(tmp_path: Path) -> None:
+    root = tmp_path / "area"
+    init_area(root, keys=["os"])
+    env = {"PATH": os.pathsep.join((str(FAKES), os.environ["PATH"])),
+           "MEGARUN_FAKE_QUEUE": str(tmp_path / "queue.json"),
+           "MEGARUN_FAKE_FLAVOR": "pbspro", "MEGARUN_FAKE_START_DELAY": "3600"}
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        done = megarun_process(root, *args, env=env, timeout=120)
+        return done.returncode, done.stdout, done.stderr
+
+    code, out, err = cli("site", "add", "aur", "--preset", "aurora", "--set", "account=proj1")
+    assert code == 0, err
+    asked = {}
+    for walltime in ("30", "3h", "168h"):
+        code, out, err = cli("queue", "submit", "--site", "aur", "--nodes", "1", "--walltime",
+                             walltime, "--json")
+        assert code == 0, (out, err)
+        [row] = json.loads(out)
+        asked[walltime] = row["queue"]
+    assert asked == {"30": "debug", "3h": "capacity", "168h": "capacity"}
+    # 20 nodes for 2 h: no queue takes it; the default's check names its minimum.
+    code, out, err = cli("queue", "submit", "--site", "aur", "--nodes", "20", "--walltime", "2h")
+    assert code == 2 and "queue 'prod' of site 'aur' takes at least 256 nodes" in err, err
+    code, out, err = cli("queue", "submit", "--site", "aur", "--nodes", "1", "--walltime",
+                         "169h")
+    assert code == 2 and "takes at least 256 nodes" in err, err
+    # The scheduler got what megarun recorded: the queue read from each script's #PBS -q line.
+    queued = json.loads((tmp_path / "queue.json").read_text())
+    jobs = queued["jobs"].values() if isinstance(queued.get("jobs"), dict) else queued["jobs"]
+    assert sorted(job["queue"] for job in jobs) == ["capacity", "capacity", "debug"]
