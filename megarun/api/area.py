@@ -34,6 +34,7 @@ from megarun.errors import UsageError
 from megarun.homehost.context import Context
 from megarun.homehost.home import not_home
 from megarun.homehost.mirror import reading_notice
+from megarun.transport.pool import close_all
 
 
 class ReadingMirror(UserWarning):
@@ -86,8 +87,13 @@ class Area:
         return not self._context.is_home
 
     def close(self) -> None:
-        """Close the database (on the home host: then refresh the mirror)."""
-        self._context.close()
+        """Close the database (on the home host: then refresh the mirror), and the SSH
+        connections to sites that reading logs opened (another open Area opens them again
+        when it needs them)."""
+        try:
+            self._context.close()
+        finally:
+            close_all()  # a notebook lives long: no connection idles until it exits
 
     def __enter__(self) -> Area:
         return self
