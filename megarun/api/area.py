@@ -9,6 +9,7 @@ refused with the CLI's message. Errors are the CLI's own (megarun.errors).
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -50,7 +51,7 @@ def open_area(path: str | Path | None = None) -> Area:
     mirror's age, `read_only` is True, and every write raises NotHomeHost.
     """
     notices: list[str] = []
-    context = Context(area_override=None if path is None else str(path),
+    context = Context(area_override=_area_path(path),
                       on_mirror=lambda host, age: notices.append(reading_notice(host, age)))
     area = Area(context)
     try:
@@ -63,12 +64,32 @@ def open_area(path: str | Path | None = None) -> Area:
     return area
 
 
+def _area_path(path: str | Path | None) -> str | None:
+    """The area's path as the CLI's --area takes it; UsageError for what no path can be."""
+    if path is None:
+        return None
+    if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
+        raise UsageError(f"open_area: expected a path as text, got {path!r}")
+    text = os.fspath(path)
+    if "\0" in text or not text:
+        raise UsageError(f"open_area: not a path: {text!r}")
+    return text
+
+
 class Area:
     """One megarun area: its jobs and test-suite runs. Close it (or use `with`) when done: on
     the home host that refreshes the mirror other hosts read."""
 
     def __init__(self, context: Context) -> None:
-        self._context = context
+        self._open_context: Context | None = context
+
+    @property
+    def _context(self) -> Context:
+        """The open area's context; UsageError once the area is closed (a closed area never
+        opens its database again behind the caller's back)."""
+        if self._open_context is None:
+            raise UsageError("this area is closed: open it again with megarun.open_area()")
+        return self._open_context
 
     # -- the area ---------------------------------------------------------------------------
     @property
@@ -90,8 +111,11 @@ class Area:
         """Close the database (on the home host: then refresh the mirror), and the SSH
         connections to sites that reading logs opened (another open Area opens them again
         when it needs them)."""
+        context, self._open_context = self._open_context, None
+        if context is None:
+            return
         try:
-            self._context.close()
+            context.close()
         finally:
             close_all()  # a notebook lives long: no connection idles until it exits
 
@@ -103,6 +127,8 @@ class Area:
         self.close()
 
     def __repr__(self) -> str:
+        if self._open_context is None:
+            return "<megarun.Area (closed)>"
         return f"<megarun.Area {self.root}{' (mirror, read-only)' if self.read_only else ''}>"
 
     def _check_writable(self) -> None:

@@ -169,6 +169,10 @@ def test_a_run_of_a_small_suite_and_its_items(area: Path) -> None:
         assert [j.item for j in hello] == ["1", "2"]
         with pytest.raises(NotFoundError, match="r1"):
             api.run("linux/x86_64", "nosuch")  # the message names the runs there are
+        assert listed[0].items() == items  # read now, from the open area
+    assert run.items() == items  # read with the run by area.run
+    with pytest.raises(UsageError, match="closed"):
+        listed[0].items()
     assert (run.status, dict(run.counts)) == (status["status"], status["counts"])
     assert run.status == "FAIL" and (run.jobs, run.done, run.stale) == (3, 3, 0)
     assert [(i.test, i.item, i.status) for i in items] == [
@@ -179,7 +183,6 @@ def test_a_run_of_a_small_suite_and_its_items(area: Path) -> None:
     assert run.started is not None and run.ended is not None and run.started <= run.ended
     assert run.started.tzinfo == timezone.utc
     assert listed == [run]  # runs() lists the same run (its items read when asked)
-    assert listed[0].items() == items
 
 
 def test_runs_ls_json_carries_the_rollup_counts(area: Path) -> None:
@@ -224,6 +227,27 @@ def test_open_area_errors_are_the_clis(tmp_path: Path) -> None:
     cli = subprocess.run([sys.executable, "-m", "megarun", "--area", str(tmp_path), "job", "ls"],
                          capture_output=True, text=True, env={**os.environ, **ENV_PATH}, check=False)
     assert cli.stderr.strip() == f"megarun: error: {missing.value}"
+
+
+def test_hostile_paths_and_a_closed_area_are_clear_errors(area: Path) -> None:
+    for path in ("a\0b", b"/tmp", ""):
+        with pytest.raises(UsageError, match="open_area"):
+            megarun.open_area(path)  # type: ignore[arg-type]
+    api = megarun.open_area(area)
+    assert repr(api) == f"<megarun.Area {area}>"
+    api.close()
+    api.close()  # twice is harmless
+    with pytest.raises(UsageError, match="closed"):
+        api.jobs()
+    assert repr(api) == "<megarun.Area (closed)>"
+
+
+def test_open_area_finds_the_area_from_the_working_directory(
+        area: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (area / "tests").mkdir(exist_ok=True)
+    monkeypatch.chdir(area / "tests")
+    with megarun.open_area() as api:
+        assert api.root == area and list(api.jobs()) == []
 
 
 def test_import_megarun_stays_light() -> None:
