@@ -2,10 +2,9 @@
 
 The Python API (docs/python-api.md): `megarun.open_area(path)` returns an Area, whose jobs
 and runs are typed records; failures raise the CLI's errors. Those names load on first use,
-so that `megarun --help` and the agent import none of the database layer.
+so that `megarun --help` and the agent import none of the database layer. (The agent's tests
+import this file under Python 3.6: it keeps to that Python's syntax.)
 """
-
-from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
@@ -61,5 +60,5 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def __dir__() -> list[str]:
+def __dir__() -> "list[str]":
     return sorted(__all__)
