@@ -43,8 +43,8 @@ class ReadingMirror(UserWarning):
 
 
 def open_area(path: str | Path | None = None) -> Area:
-    """The area at `path` (a folder in it will do), or the one the working directory is in
-    when None, as the CLI finds it (its --area option).
+    """The area whose folder is `path` (as the CLI's --area), or when None the one the CLI
+    finds without --area ($MEGARUN_AREA, else the working directory or a parent of it).
 
     Its database is opened now, so that a missing area or mirror is an error here. On a host
     that is not the area's home host a ReadingMirror warning names the home host and the
