@@ -253,9 +253,7 @@ def register(app: typer.Typer) -> None:
             say(f"run {target}/{runname}: {setup.jobs} job(s), {setup.created} new, "
                 f"{setup.stale} stale, {setup.skipped} skipped")
         summary = _launch(mctx, site_info.name, setup.run_id, quiet or as_json)
-        from megarun.suites.run_prepare import get_run
-
-        run_row = get_run(mctx.db, target, runname)
+        run_row = run_api.find_run(mctx, target, runname)
         failed = _print_matrix(mctx, run_row, testpatt, as_json, False)
         _say_what_next(mctx, run_row, testpatt, summary)
         _finish(summary, failed)
@@ -281,13 +279,12 @@ def register(app: typer.Typer) -> None:
         """Run chosen jobs of a run again (fresh attempts), then launch them."""
         from megarun.core.states import parse_status
         from megarun.suites.run_control import DEFAULT_RERUN, rerun_jobs, select_for_rerun
-        from megarun.suites.run_prepare import get_run
 
         if step is not None and clean:
             raise UsageError("--step keeps the earlier steps' outputs and --clean removes them: "
                              "give one of them")
         mctx = context(ctx)
-        run_row = get_run(mctx.db, target, runname)
+        run_row = run_api.find_run(mctx, target, runname)
         _check_pattern(mctx, run_row, testpatt)
         statuses = [s.strip() for s in status.split(",") if s.strip()] if status else (
             [] if stale else list(DEFAULT_RERUN))
@@ -325,10 +322,9 @@ def register(app: typer.Typer) -> None:
                   "remove nothing.")] = False, as_json: AS_JSON = False) -> None:
         """Remove a run's (or some tests') files and records."""
         from megarun.suites.run_control import clean_run, preview_clean
-        from megarun.suites.run_prepare import get_run
 
         mctx = context(ctx)
-        run_row = get_run(mctx.db, target, runname)
+        run_row = run_api.find_run(mctx, target, runname)
         if dry_run:
             preview = preview_clean(mctx.db, mctx.area, run_row, testpatt, keep_records)
             if as_json:
@@ -350,10 +346,9 @@ def register(app: typer.Typer) -> None:
         """Ask a run's running jobs to stop (KILLREQ, then KILLED); waiting ones end KILLED."""
         from megarun.cli.job_cmd import kill_json
         from megarun.suites.run_control import kill_run
-        from megarun.suites.run_prepare import get_run
 
         mctx = context(ctx)
-        result = kill_run(mctx.db, mctx.area, get_run(mctx.db, target, runname), testpatt)
+        result = kill_run(mctx.db, mctx.area, run_api.find_run(mctx, target, runname), testpatt)
         if as_json:
             print_document(kill_json(result))
         else:
@@ -387,11 +382,9 @@ def register(app: typer.Typer) -> None:
                     fmt: Annotated[str, typer.Option("--format", help="json, csv or junit.")] = "json",
                     testpatt: TESTPATT = None, full_db: FULL_DB = False) -> None:
         """Write a run's results to stdout as JSON, CSV or JUnit XML (Jenkins, GitLab)."""
-        from megarun.suites.run_prepare import get_run
-
         mctx = context(ctx)
         with_archive(mctx, full_db)
-        run_row = get_run(mctx.db, target, runname)
+        run_row = run_api.find_run(mctx, target, runname)
         items = _items(mctx, run_row, testpatt)
         rows = [{"id": i.id, "test": i.test, "item": i.item, "state": i.state,
                  "status": i.status, "exit_code": i.exit_code, "runtime": i.runtime,
