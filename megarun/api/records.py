@@ -74,6 +74,10 @@ class Job:
         """The fields, for a table row (pandas)."""
         return {name: getattr(self, name) for name in JOB_FIELDS}
 
+    def __hash__(self) -> int:
+        # tags and params are dicts: a job is known by its id (sets, dict keys)
+        return hash((Job, self.id))
+
 
 #: The public fields of a Job, in order (the columns of a job frame).
 JOB_FIELDS = tuple(name for name in Job.__dataclass_fields__ if not name.startswith("_"))
@@ -159,6 +163,10 @@ class Run:
         if self._source is None:
             raise ValueError(f"run {self.target}/{self.runname} was not read from an area")
         return self._source.run_items(self.target, self.runname)
+
+    def __hash__(self) -> int:
+        # counts is a dict: a run is known by its target and runname (sets, dict keys)
+        return hash((Run, self.target, self.runname))
 
     def to_pandas(self) -> Any:
         """The run's items as a pandas DataFrame (pandas must be installed)."""

@@ -95,6 +95,7 @@ def test_the_api_and_job_ls_list_the_same_jobs(jobs_area: Path) -> None:
             for j in jobs] == [(r["id"], r["app"], r["site"], r["state"], r["status"],
                                 r["exit_code"], r["tags"]) for r in listed]
     assert shown == jobs[1]  # one job read alone is the listed one
+    assert len({*jobs, shown}) == 4  # hashable: in sets, as dict keys
 
 
 def test_bad_filters_are_the_clis_errors(jobs_area: Path) -> None:
@@ -183,6 +184,7 @@ def test_a_run_of_a_small_suite_and_its_items(area: Path) -> None:
     assert run.started is not None and run.ended is not None and run.started <= run.ended
     assert run.started.tzinfo == timezone.utc
     assert listed == [run]  # runs() lists the same run (its items read when asked)
+    assert {run: 1}[listed[0]] == 1 and len(set(items)) == 3
 
 
 def test_runs_ls_json_carries_the_rollup_counts(area: Path) -> None:
