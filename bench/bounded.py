@@ -111,3 +111,30 @@ def bench_listing(root: Path, count: int = 1_000_000) -> list[Row]:
         Row(f"job ls (default limit 1,000), {count:,} jobs", default, "s", "< 0.5 s",
             default < 0.5, f"--version {version:.3f} s", f"{default / version:.1f}x"),
     ]
+
+
+_API_SCAN = ("import sys, megarun\n"
+             "with megarun.open_area(sys.argv[1]) as area:\n"
+             "    print(sum(1 for job in area.jobs() if job.started is None))\n")
+_BARE_SCAN = ("import sqlite3, sys\n"
+              "db = sqlite3.connect(sys.argv[1])\n"
+              "print(sum(1 for row in db.execute('SELECT id, name, app_id, site_id, state, status,"
+              " attempt, exit_code, tags, params, created, started, ended, message, run_id, test,"
+              " item FROM job ORDER BY id') if row[11] is None))\n")
+
+
+def bench_api(root: Path, count: int = 1_000_000) -> list[Row]:
+    """`area.jobs()` of the Python API over `count` jobs: its process's peak RSS and time,
+    against a bare Python + sqlite3 loop reading the same columns."""
+    from bench.archive import working_db
+
+    area = new_area(root, "api")
+    megarun(area, "job", "create", "--app", "noop", "--count", str(count))
+    counted = root / "api-count.txt"
+    peak, seconds = measure([sys.executable, "-c", _API_SCAN, str(area)], str(counted))
+    if int(counted.read_text()) != count:
+        raise RuntimeError(f"area.jobs() yielded {counted.read_text().strip()} of {count}")
+    base, base_s = measure([sys.executable, "-c", _BARE_SCAN, str(working_db(area))])
+    return [Row(f"area.jobs() over {count:,} jobs: peak RSS", peak, "MB", "< 150 MB",
+                peak < 150, f"python+sqlite3 loop {base:.0f} MB, {base_s:.1f} s; "
+                f"area.jobs() {seconds:.1f} s", f"{seconds / base_s:.1f}x the loop's time")]

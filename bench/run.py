@@ -523,6 +523,14 @@ def bench_listing(root: Path) -> list[Row]:
     return listing_bench(root)
 
 
+def bench_api(root: Path) -> list[Row]:
+    """The Python API's `area.jobs()` over 1,000,000 jobs: peak RSS (bench/bounded.py)."""
+    sys.path.insert(0, str(REPO))
+    from bench.bounded import bench_api as api_bench
+
+    return api_bench(root)
+
+
 def bench_appstale(root: Path, count: int = 100_000) -> list[Row]:
     """`app add --replace` of an app whose 100,000 COMPLETED jobs become STALE, against the
     same change of an app with no job and a bare SQL UPDATE of the same rows."""
@@ -558,6 +566,7 @@ BENCHES = {"version": bench_version, "help": bench_help, "create": bench_create,
            "ssh": bench_ssh, "batch": bench_batch, "archive": bench_archive,
            "sync": bench_sync, "mirror": bench_mirror, "logs": bench_logs,
            "listing": bench_listing, "appstale": bench_appstale}
+BENCHES["api"] = bench_api
 
 
 def print_table(rows: list[Row]) -> None:

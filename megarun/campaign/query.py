@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from peewee import SqliteDatabase
 
@@ -45,6 +45,7 @@ class JobListing(TypedDict):
     run: str | None  # TARGET/RUNNAME of a suite job; None for a job of an app
     test: str | None
     item: str | None
+    params: NotRequired[dict[str, Any]]  # only when asked for (iter_jobs with_params)
 
 
 class StateCount(TypedDict):
@@ -89,6 +90,12 @@ def known_runs(db: SqliteDatabase) -> str:
     known = [f"{t}/{r}" for t, r in db.execute_sql(
         "SELECT target, runname FROM run ORDER BY target, runname")]
     return ", ".join(known) if known else "none yet"
+
+
+def check_filter(db: SqliteDatabase, area: Area, flt: JobFilter) -> None:
+    """Refuse a filter naming an unknown state, status, app, site or run (UsageError or
+    NotFoundError listing the valid names) before any job is read."""
+    _where(db, area, flt)
 
 
 def _where(db: SqliteDatabase, area: Area, flt: JobFilter) -> tuple[str, list[Any]]:
@@ -179,31 +186,46 @@ _LIST_COLUMNS = ("id", "name", "app_id", "site_id", "state", "status", "attempt"
 DEFAULT_LIST_LIMIT = 1000
 
 
-def iter_jobs(db: SqliteDatabase, area: Area, flt: JobFilter,
-              limit: int = 0) -> Iterator[JobListing]:
+def iter_jobs(db: SqliteDatabase, area: Area, flt: JobFilter, limit: int = 0,
+              with_params: bool = False) -> Iterator[JobListing]:
     """Jobs matching the filter, oldest first, one at a time from the SQLite cursor (a million
-    jobs never sit in memory at once); `limit` 0 means all. (The area: naming the default
-    local site creates it, as everywhere.)"""
+    jobs never sit in memory at once); `limit` 0 means all; `with_params` adds each job's
+    parameters (the Python API's jobs have them; `job ls` does not list them). (The area:
+    naming the default local site creates it, as everywhere.)"""
     where, params = _where(db, area, flt)
-    sql = f"SELECT {', '.join(_LIST_COLUMNS)} FROM job WHERE {where} ORDER BY id"  # noqa: S608
+    columns = ", ".join(_LIST_COLUMNS + (("params",) if with_params else ()))
+    sql = f"SELECT {columns} FROM job WHERE {where} ORDER BY id"  # noqa: S608
     if limit:
         sql += " LIMIT ?"
         params.append(limit)
     apps, sites = _names(db)
     runs = _run_names(db)
     with _small_page_cache(db):
-        # One dict literal per row, keys in the order `job ls --json` has always had them
-        # (then run, test and item: null for a job of an app).
-        for (job_id, name, app_id, site_id, state, status, attempt, exit_code, tags, created,
-             started, ended, message, run_id, test, item) in db.execute_sql(sql, tuple(params)):
-            yield {"id": job_id, "name": name, "state": state, "status": status,
-                   "attempt": attempt, "exit_code": exit_code,
-                   "tags": {} if tags == "{}" else json.loads(tags),  # most jobs have none
-                   "created": created, "started": started, "ended": ended, "message": message,
-                   "app": apps.get(app_id, ""),
-                   "site": sites.get(site_id),  # None: not matched to a site yet
-                   "run": runs.get(run_id), "test": test,
-                   "item": item if run_id is not None else None}
+        cursor = db.execute_sql(sql, tuple(params))
+        if with_params:
+            for row in cursor:
+                listing = _listing(row[:-1], apps, sites, runs)
+                listing["params"] = json.loads(row[-1])
+                yield listing
+            return
+        for row in cursor:
+            yield _listing(row, apps, sites, runs)
+
+
+def _listing(row: tuple[Any, ...], apps: dict[int, str], sites: dict[int, str],
+             runs: dict[int, str]) -> JobListing:
+    """One dict literal per row, keys in the order `job ls --json` has always had them (then
+    run, test and item: null for a job of an app)."""
+    (job_id, name, app_id, site_id, state, status, attempt, exit_code, tags, created,
+     started, ended, message, run_id, test, item) = row
+    return {"id": job_id, "name": name, "state": state, "status": status,
+            "attempt": attempt, "exit_code": exit_code,
+            "tags": {} if tags == "{}" else json.loads(tags),  # most jobs have none
+            "created": created, "started": started, "ended": ended, "message": message,
+            "app": apps.get(app_id, ""),
+            "site": sites.get(site_id),  # None: not matched to a site yet
+            "run": runs.get(run_id), "test": test,
+            "item": item if run_id is not None else None}
 
 
 #: Page cache (KiB) while a listing scans the job table once.

@@ -7,9 +7,10 @@ import sys
 import typer
 
 from megarun.cli.commands import global_options
-from megarun.core.quantities import MAX_SECONDS, format_age, parse_duration
+from megarun.core.quantities import MAX_SECONDS, parse_duration
 from megarun.errors import UsageError
 from megarun.homehost.context import Context
+from megarun.homehost.mirror import reading_notice
 
 JSON_HELP = "Print JSON on stdout instead of a table."
 CSV_HELP = "Print CSV on stdout instead of a table."
@@ -28,8 +29,7 @@ def context(ctx: typer.Context) -> Context:
 
 
 def _mirror_note(host: str, age: float | None) -> None:
-    when = f"written {format_age(age)} ago" if age is not None else "age unknown"
-    print(f"megarun: reading the mirror of {host}'s working database, {when}", file=sys.stderr)
+    print(f"megarun: {reading_notice(host, age)}", file=sys.stderr)
 
 
 def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str]:

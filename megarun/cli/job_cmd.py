@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from megarun.api import jobs as job_api
 from megarun.campaign import query
 from megarun.campaign.control import KillResult, kill_jobs, remove_jobs, reset_jobs
-from megarun.campaign.create import CreatedJobs, JobRequest, create_jobs, requests_from_file
+from megarun.campaign.create import CreatedJobs, JobRequest, requests_from_file
 from megarun.campaign.query import JobFilter
 from megarun.cli.archive_cmd import FULL_DB, with_archive
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, duration_option, one_format, parse_pairs
@@ -75,7 +76,7 @@ def create(
         raise typer.BadParameter("give --app NAME or --from-file FILE", param_hint="--app")
     else:
         requests = [defaults]
-    created = create_jobs(mctx.db, mctx.area, requests)
+    created = job_api.create(mctx, requests)
     if as_json:
         print_document(created_json(created))
     elif created.count == 1:
@@ -119,17 +120,16 @@ def ls(
     mctx = context(ctx)
     with_archive(mctx, full_db)
     if by_state:
-        counts = [dict(row) for row in query.count_by_state(mctx.db, mctx.area, flt)]
+        counts = [dict(row) for row in job_api.state_counts(mctx, flt)]
         render_listing(counts, ["state", "status", "count"], as_json, as_csv, empty="no jobs")
         return
-    rows: Iterator[Any] = query.iter_jobs(mctx.db, mctx.area, flt, limit)
+    rows: Iterator[Any] = job_api.job_rows(mctx, flt, limit)
     if not (as_json or as_csv):  # CSV has the fields and values of --json
         rows = (_shown_test(_shown_site(row)) for row in rows)
     shown = render_listing(rows, _LIST_COLUMNS, as_json, as_csv, empty="no jobs match")
-    if limit and shown == limit:
-        more = query.count_jobs(mctx.db, mctx.area, flt) - shown
-        if more > 0:
-            note(f"... {more:,} more; --limit 0 for all", "dim")
+    more = job_api.more_jobs(mctx, flt, shown, limit)
+    if more > 0:
+        note(f"... {more:,} more; --limit 0 for all", "dim")
 
 
 UNMATCHED = "(unmatched)"
@@ -170,7 +170,7 @@ def show(
     """Show everything about one job, with its event trail."""
     mctx = context(ctx)
     with_archive(mctx, full_db)
-    data = query.get_job(mctx.db, job_id)
+    data = job_api.job_detail(mctx, job_id)
     if as_json:
         print_document({**data, "events": list(stamped_rows(data["events"]))})
         return
@@ -199,26 +199,15 @@ def logs(
 ) -> None:
     """Print a job's logs step by step (each step's stdout, then its stderr), each after a
     `==> name <==` line, streamed (constant memory whatever their size)."""
-    from megarun.campaign import joblogs
-
     mctx = context(ctx)
     if as_json:
-        found = joblogs.job_log_excerpts(mctx.db, mctx.area, job_id, head, tail, step=step)
+        found = job_api.log_excerpts(mctx, job_id, head, tail, step)
         print_json({item.log.name: {"path": item.log.path, "size": item.log.size,
                                     "truncated": item.truncated, "text": item.text}
                     for item in found})
         return
-    out = sys.stdout.buffer
-    first = True
-
-    def announce(log: joblogs.LogFile) -> None:
-        nonlocal first
-        # on stdout, as tail(1) does, so that a redirected log keeps its separators
-        out.write(f"{'' if first else chr(10)}==> {log.name} <==\n".encode())
-        first = False
-
-    joblogs.write_job_logs(mctx.db, mctx.area, job_id, out, head, tail, announce, step)
-    out.flush()
+    job_api.write_logs(mctx, job_id, sys.stdout.buffer, head, tail, step)
+    sys.stdout.buffer.flush()
 
 
 @app.command("kill")

@@ -1,10 +1,11 @@
 """Test-suite run commands: run, rerun, clean, kill, status, runs ls/export."""
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from megarun.api import runs as run_api
 from megarun.cli.archive_cmd import FULL_DB, with_archive
 from megarun.cli.board import ended_count
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
@@ -23,17 +24,12 @@ from megarun.errors import UsageError, WorkFailed
 from megarun.homehost.context import Context
 from megarun.suites.run_report import run_items
 
-T = TypeVar("T")
-
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from megarun.db.models import Run
     from megarun.engine.reports import LaunchSummary
     from megarun.suites.run_control import CleanPreview
     from megarun.suites.run_prepare import RunSetup
     from megarun.suites.run_report import ItemStatus
-    from megarun.suites.stale import AreaDefinitions
 
 TARGET = Annotated[str, typer.Option("--target", help="Target: the area's key values joined by '/'.")]
 RUNNAME = Annotated[str, typer.Option("--runname", help="Name of the run.")]
@@ -65,42 +61,24 @@ def _settle_defunct(ctx: Context) -> None:
     settle_defunct(ctx)
 
 
+def _warn(message: str) -> None:
+    note(message, "yellow")
+
+
 def _items(ctx: Context, run: "Run", testpatt: str | None) -> "list[ItemStatus]":
     """The run's items, those the area's current files make STALE shown so at once."""
-    from megarun.suites.run_report import run_items
-    from megarun.suites.stale import stale_in_run
-
-    stale = _judge_stale(ctx, lambda area: stale_in_run(ctx.db, int(run.id), str(run.target),
-                                                         area))
-    return run_items(ctx.db, int(run.id), testpatt, stale)
-
-
-def _judge_stale(ctx: Context, judge: "Callable[[AreaDefinitions], T]") -> "T | None":
-    """`judge` applied to the area's current definitions; None, with a warning, when a
-    changed test.toml cannot be read (the results as recorded can still be shown)."""
-    from megarun.errors import ConfigError
-    from megarun.suites.stale import read_area_definitions
-
-    try:
-        area = read_area_definitions(ctx.area.tests_dir, ctx.area.config.raw,
-                                     ctx.area.config.keys, ctx.area.root / "megarun.toml")
-        return judge(area)
-    except ConfigError as exc:  # a test.toml being edited
-        note(f"cannot tell which results are STALE: {exc}", "yellow")
-        return None
+    return run_api.items_of(ctx, run, testpatt, _warn)
 
 
 def _print_matrix(ctx: Context, run: "Run", testpatt: str | None, as_json: bool,
                   as_csv: bool) -> bool:
     """Print the run's tests x items; return True when something failed."""
-    from megarun.core.rollup import headline, rollup_status
-    from megarun.suites.run_report import item_counts, rollup, run_failed
+    from megarun.core.rollup import headline
 
-    items = _items(ctx, run, testpatt)
-    tests = rollup(items)
-    counts = item_counts(items)
+    report = run_api.run_report(ctx, run, testpatt, _warn)
+    items, tests, counts = report.items, report.tests, report.counts
     if as_json or as_csv:
-        steps = _steps(ctx, [i.id for i in items])
+        steps = run_api.item_steps(ctx, [i.id for i in items])
         records = [{"id": i.id, "test": i.test, "item": i.item, "state": i.state,
                     "status": i.status, "exit_code": i.exit_code, "message": i.message,
                     "steps": steps.get(i.id, [])} for i in items]
@@ -108,10 +86,10 @@ def _print_matrix(ctx: Context, run: "Run", testpatt: str | None, as_json: bool,
             write_csv(records, ["test", "item", "state", "status", "id", "message"])
         else:
             print_document({"target": run.target, "runname": run.runname,
-                            "status": rollup_status(counts), "counts": counts,
+                            "status": report.status, "counts": counts,
                             "tests": [{"test": name, **entry} for name, entry in tests.items()],
                             "items": records})
-        return run_failed(items)
+        return report.failed
     rows = [{"test": i.test, "item": i.item or "-", "state": i.state, "status": i.status,
              "id": i.id, "message": i.message} for i in items]
     render(rows, ["test", "item", "state", "status", "id", "message"], False,
@@ -121,7 +99,7 @@ def _print_matrix(ctx: Context, run: "Run", testpatt: str | None, as_json: bool,
                for name, e in tests.items()]
     render(summary, ["test", "jobs", "status", "states"], False, title="by test")
     say(f"run status: {headline(counts)}")
-    return run_failed(items)
+    return report.failed
 
 
 def _check_step(ctx: Context, run_id: int, statuses: list[str], stale: bool, downstream: bool,
@@ -139,14 +117,6 @@ def _check_step(ctx: Context, run_id: int, statuses: list[str], stale: bool, dow
         tests = sorted({i.test for i in run_items(ctx.db, run_id, testpatt)})
         check_step_of_tests(ctx.db, run_id, tests, step)
     return chosen
-
-
-def _steps(ctx: Context, job_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    """Each job's steps as `status --json` shows them (megarun.campaign.steps)."""
-    from megarun.campaign.steps import job_steps
-
-    return {job_id: [step.as_dict() for step in steps]
-            for job_id, steps in job_steps(ctx.db, job_ids).items()}
 
 
 def _junit(ctx: Context, run: "Run", items: "list[ItemStatus]") -> str:
@@ -283,9 +253,7 @@ def register(app: typer.Typer) -> None:
             say(f"run {target}/{runname}: {setup.jobs} job(s), {setup.created} new, "
                 f"{setup.stale} stale, {setup.skipped} skipped")
         summary = _launch(mctx, site_info.name, setup.run_id, quiet or as_json)
-        from megarun.suites.run_prepare import get_run
-
-        run_row = get_run(mctx.db, target, runname)
+        run_row = run_api.find_run(mctx, target, runname)
         failed = _print_matrix(mctx, run_row, testpatt, as_json, False)
         _say_what_next(mctx, run_row, testpatt, summary)
         _finish(summary, failed)
@@ -295,13 +263,11 @@ def register(app: typer.Typer) -> None:
                as_json: AS_JSON = False, as_csv: AS_CSV = False,
                full_db: FULL_DB = False) -> None:
         """The run's tests x items with their STATE/STATUS; items roll up to tests and the run."""
-        from megarun.suites.run_prepare import get_run
-
         one_format(as_json, as_csv)
         mctx = context(ctx)
         _settle_defunct(mctx)
         with_archive(mctx, full_db)
-        run_row = get_run(mctx.db, target, runname)
+        run_row = run_api.find_run(mctx, target, runname)
         failed = _print_matrix(mctx, run_row, testpatt, as_json, as_csv)
         _exit_like_run(mctx, run_row, testpatt, failed)
 
@@ -313,13 +279,12 @@ def register(app: typer.Typer) -> None:
         """Run chosen jobs of a run again (fresh attempts), then launch them."""
         from megarun.core.states import parse_status
         from megarun.suites.run_control import DEFAULT_RERUN, rerun_jobs, select_for_rerun
-        from megarun.suites.run_prepare import get_run
 
         if step is not None and clean:
             raise UsageError("--step keeps the earlier steps' outputs and --clean removes them: "
                              "give one of them")
         mctx = context(ctx)
-        run_row = get_run(mctx.db, target, runname)
+        run_row = run_api.find_run(mctx, target, runname)
         _check_pattern(mctx, run_row, testpatt)
         statuses = [s.strip() for s in status.split(",") if s.strip()] if status else (
             [] if stale else list(DEFAULT_RERUN))
@@ -357,10 +322,9 @@ def register(app: typer.Typer) -> None:
                   "remove nothing.")] = False, as_json: AS_JSON = False) -> None:
         """Remove a run's (or some tests') files and records."""
         from megarun.suites.run_control import clean_run, preview_clean
-        from megarun.suites.run_prepare import get_run
 
         mctx = context(ctx)
-        run_row = get_run(mctx.db, target, runname)
+        run_row = run_api.find_run(mctx, target, runname)
         if dry_run:
             preview = preview_clean(mctx.db, mctx.area, run_row, testpatt, keep_records)
             if as_json:
@@ -382,10 +346,9 @@ def register(app: typer.Typer) -> None:
         """Ask a run's running jobs to stop (KILLREQ, then KILLED); waiting ones end KILLED."""
         from megarun.cli.job_cmd import kill_json
         from megarun.suites.run_control import kill_run
-        from megarun.suites.run_prepare import get_run
 
         mctx = context(ctx)
-        result = kill_run(mctx.db, mctx.area, get_run(mctx.db, target, runname), testpatt)
+        result = kill_run(mctx.db, mctx.area, run_api.find_run(mctx, target, runname), testpatt)
         if as_json:
             print_document(kill_json(result))
         else:
@@ -405,15 +368,10 @@ def register(app: typer.Typer) -> None:
                 as_json: AS_JSON = False, as_csv: AS_CSV = False,
                 full_db: FULL_DB = False) -> None:
         """Every run of the area, oldest first, with its job count and worst status."""
-        from megarun.suites.run_report import list_runs
-
         one_format(as_json, as_csv)
         mctx = context(ctx)
         with_archive(mctx, full_db)
-        from megarun.suites.stale import stale_tests_by_run
-
-        stale = _judge_stale(mctx, lambda area: stale_tests_by_run(mctx.db, area))
-        rows = Limited(with_status(list_runs(mctx.db, stale, target, runname), status,
+        rows = Limited(with_status(run_api.run_summaries(mctx, target, runname, _warn), status,
                                    also=(JobState.RUNNING.value, "MOVED")), limit)
         render_listing(rows, ["target", "runname", "jobs", "done", "stale", "status"], as_json,
                        as_csv, empty="no runs yet (megarun run --target T --runname R)")
@@ -424,11 +382,9 @@ def register(app: typer.Typer) -> None:
                     fmt: Annotated[str, typer.Option("--format", help="json, csv or junit.")] = "json",
                     testpatt: TESTPATT = None, full_db: FULL_DB = False) -> None:
         """Write a run's results to stdout as JSON, CSV or JUnit XML (Jenkins, GitLab)."""
-        from megarun.suites.run_prepare import get_run
-
         mctx = context(ctx)
         with_archive(mctx, full_db)
-        run_row = get_run(mctx.db, target, runname)
+        run_row = run_api.find_run(mctx, target, runname)
         items = _items(mctx, run_row, testpatt)
         rows = [{"id": i.id, "test": i.test, "item": i.item, "state": i.state,
                  "status": i.status, "exit_code": i.exit_code, "runtime": i.runtime,

@@ -143,11 +143,16 @@ def working_db_path(area: Area) -> Path:
     """The working database of `area`, which must have this host as its home."""
     home = establish(area)
     if home.host != this_host():
-        raise NotHomeHost(f"the area {area.root} has its working database on {home.host}, not "
-                          f"on this host ({this_host()})",
-                          f"run the command on {home.host}, or move the database here with "
-                          "'megarun homehost migrate'")
+        raise not_home(area, home)
     return home.db
+
+
+def not_home(area: Area, home: HomeHost) -> NotHomeHost:
+    """The refusal of a write on a host that is not `home` (the CLI's and the Python API's)."""
+    return NotHomeHost(f"the area {area.root} has its working database on {home.host}, not "
+                       f"on this host ({this_host()})",
+                       f"run the command on {home.host}, or move the database here with "
+                       "'megarun homehost migrate'")
 
 
 def update_address(area: Area, address: str, ssh: dict[str, str]) -> HomeHost:

@@ -37,6 +37,7 @@ from urllib.parse import quote
 from megarun.core.faults import fault_point
 from megarun.core.filelocks import hold_or_refuse
 from megarun.core.files import replacing, write_private
+from megarun.core.quantities import format_age
 from megarun.db.connection import DiskFull, is_disk_full, translate_operational_error
 from megarun.db.integrity import (
     DatabaseDamaged,
@@ -219,6 +220,13 @@ def age_seconds(mirror: Path) -> float | None:
         return max(0.0, time.time() - mirror.stat().st_mtime)
     except FileNotFoundError:
         return None
+
+
+def reading_notice(host: str, age: float | None) -> str:
+    """What a reader on another host is told (the CLI with --verbose, the Python API as a
+    warning): whose database the mirror copies, and how old it is."""
+    when = f"written {format_age(age)} ago" if age is not None else "age unknown"
+    return f"reading the mirror of {host}'s working database, {when}"
 
 
 class MirrorKeeper:

@@ -36,6 +36,7 @@ class RunSummary(TypedDict):
     stale: int
     moved_to: str | None
     status: str
+    counts: dict[str, int]  # the roll-up counts (megarun.core.rollup)
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def list_runs(db: SqliteDatabase, stale: dict[int, set[str]] | None = None,
         rows = list(groups)  # one run's (test, state, status) groups
         first = rows[0]
         entry = RunSummary(target=first[1], runname=first[2], created=first[3], jobs=0, done=0,
-                           stale=0, moved_to=first[8], status="")
+                           stale=0, moved_to=first[8], status="", counts={})
         counted: list[tuple[JobState, JobStatus, int]] = []
         for *_, test, state, status, count, _moved in rows:
             if state is None:
@@ -140,5 +141,6 @@ def list_runs(db: SqliteDatabase, stale: dict[int, set[str]] | None = None,
                                                  and test in stale.get(run_id, ())):
                 entry["stale"] += count
             counted.append((JobState(state), JobStatus(status), count))
-        entry["status"] = "MOVED" if entry["moved_to"] else rollup_status(count_items(counted))
+        entry["counts"] = count_items(counted)
+        entry["status"] = "MOVED" if entry["moved_to"] else rollup_status(entry["counts"])
         yield entry
