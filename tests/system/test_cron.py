@@ -55,8 +55,9 @@ def test_show_prints_a_marked_block(area: Path) -> None:
     assert line.startswith("*/5 * * * * ")
     words = shlex.split(_command_of(line))
     assert words[-3:] == [">>", str(area / ".megarun" / "logs" / "cron.log"), "2>&1"]
+    assert words[0] == f"PATH={os.environ['PATH']}"  # what jobs the cron's sync runs find
     assert [sys.executable, "-m", "megarun", "--area", str(area), "sync"] == [
-        w for w in words if not w.startswith("PYTHONPATH=")][:6]
+        w for w in words if not w.startswith(("PATH=", "PYTHONPATH="))][:6]
 
 
 @pytest.mark.parametrize(("every", "fields"), [
@@ -105,10 +106,22 @@ def test_install_is_idempotent_and_keeps_other_lines(area: Path, tmp_path: Path,
 
 
 def test_no_crontab_command(area: Path, tmp_path: Path) -> None:
+    """install says which package brings crontab and prints the lines to add by hand (exit 3);
+    show needs no crontab at all."""
     empty = tmp_path / "empty-bin"
     empty.mkdir()
-    done = megarun_process(area, "cron", "install", env={"PATH": str(empty)})
-    assert done.returncode == 3 and "no crontab command" in done.stderr
+    bare = {"PATH": str(empty)}
+    done = megarun_process(area, "cron", "install", "--every", "1", env=bare)
+    assert done.returncode == 3, done.stderr
+    [error] = done.stderr.strip().splitlines()
+    assert "no crontab command here" in error
+    assert "cron on Debian and Ubuntu, cronie on RHEL" in error and "by hand" in error
+    shown = megarun_process(area, "cron", "show", "--every", "1", env=bare)
+    assert shown.returncode == 0, shown.stderr
+    assert done.stdout == shown.stdout and shown.stdout.splitlines()[1].startswith("* * * * * ")
+    as_json = megarun_process(area, "cron", "install", "--every", "1", "--json", env=bare)
+    assert as_json.returncode == 3
+    assert json.loads(as_json.stdout)["lines"] == shown.stdout.splitlines()
 
 
 def test_the_line_runs_a_sync_with_cron_s_environment(tmp_path: Path) -> None:
