@@ -19,6 +19,7 @@ from megarun.config.area import locate_area
 from megarun.homehost import home as homehost
 from megarun.homehost.areas import init_area
 from tests.component.workflows.test_launch import wait_for
+from tests.component.workflows.test_sync_local import running_agents
 from tests.conftest import megarun_process
 
 FAKE_CRONTAB = """#!/bin/sh
@@ -249,15 +250,5 @@ def test_cron_alone_runs_the_local_site_s_jobs(area: Path, real_crontab: dict[st
     rows = [line.split() for line in text.splitlines() if line.startswith("local ")]
     assert rows and all(row[1] == "yes" for row in rows), text  # the site's sync rows, all ok
     assert "megarun: error" not in text, text
-    wait_for(lambda: not agent_pids(area), 30)  # idle: it left
+    wait_for(lambda: not running_agents(area), 30)  # idle: it left
 
-
-def agent_pids(area: Path) -> list[int]:
-    """The agents of the area's local site still running (their heartbeats' processes)."""
-    folder = area / ".megarun" / "sites" / "local" / "spool" / "agents"
-    pids = []
-    for path in folder.glob("*.json"):
-        beat = json.loads(path.read_text())
-        if beat.get("state") == "running" and Path(f"/proc/{beat['pid']}").exists():
-            pids.append(int(beat["pid"]))
-    return pids

@@ -33,6 +33,17 @@ echo "$MEGARUN_JOB_ID" >> {ran}
 """
 
 
+def running_agents(area: Path) -> list[int]:
+    """The pids of the agents of the area's local site running now (their heartbeats')."""
+    folder = area / ".megarun" / "sites" / "local" / "spool" / "agents"
+    pids = []
+    for path in folder.glob("*.json"):
+        beat = json.loads(path.read_text())
+        if beat.get("state") == "running" and Path(f"/proc/{beat['pid']}").exists():
+            pids.append(int(beat["pid"]))
+    return pids
+
+
 class Site:
     """The area's local site with jobs of the app `work`, and what the test looks at."""
 
@@ -51,14 +62,7 @@ class Site:
                str(count))
 
     def agents(self) -> list[int]:
-        """The pids of the site's agents running now (their heartbeats' processes)."""
-        folder = self.area / ".megarun" / "sites" / "local" / "spool" / "agents"
-        pids = []
-        for path in folder.glob("*.json"):
-            beat = json.loads(path.read_text())
-            if beat.get("state") == "running" and Path(f"/proc/{beat['pid']}").exists():
-                pids.append(int(beat["pid"]))
-        return pids
+        return running_agents(self.area)
 
     def agents_ever(self) -> int:
         """How many agents ever ran on the site (their rows: the logs of ended ones go)."""
