@@ -10,6 +10,7 @@ import os
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,16 @@ class Site:
 
 
 @pytest.fixture
-def site(area: Path, tmp_path: Path) -> Site:
-    return Site(area, tmp_path)
+def site(area: Path, tmp_path: Path) -> Iterator[Site]:
+    """The site; after the test (failed or not) its jobs are let go and no agent stays."""
+    here = Site(area, tmp_path)
+    yield here
+    here.go.touch()
+    deadline = time.monotonic() + 30
+    while here.agents() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in here.agents():  # a stuck one: stopped, it kills its jobs
+        os.kill(pid, signal.SIGTERM)
 
 
 def test_sync_dispatches_and_starts_an_agent_that_outlives_it(site: Site) -> None:
