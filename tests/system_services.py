@@ -2,10 +2,11 @@
 
 scripts/test runs it before pytest. It installs, with one apt-get update and one apt-get
 install, whichever of these is missing: the OpenSSH server and client (the real sshd on
-loopback and in a network namespace), rsync (staging over SSH) and Debian's Slurm (a real
-single-node cluster). The fixtures only check that these are present and start them; when this
-step could not install something (not root, no apt-get, no network), it says so loudly here and
-the tests that need it skip with the same reason. It never fails the run by itself.
+loopback and in a network namespace), rsync (staging over SSH), Debian's Slurm (a real
+single-node cluster) and cron (its daemon and crontab: the real crontab round trip). The
+fixtures only check that these are present and start them; when this step could not install
+something (not root, no apt-get, no network), it says so loudly here and the tests that need
+it skip with the same reason. It never fails the run by itself.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ SERVICES: tuple[tuple[str, tuple[str, ...], Callable[[], bool]], ...] = (
     ("sshd", ("openssh-server", "openssh-client"), openssh_present),
     ("rsync", ("rsync",), lambda: shutil.which("rsync") is not None),
     ("slurm", tuple(SLURM_PACKAGES), slurm_present),
+    ("cron", ("cron",), lambda: shutil.which("crontab") is not None
+     and shutil.which("cron", path=f"{os.environ.get('PATH', '')}:/usr/sbin") is not None),
 )
 
 

@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="seconds between SIGTERM and SIGKILL when a job is killed")
     run.add_argument("--idle-exit", type=float, default=0.0,
                      help="exit after this many idle seconds (default: never)")
+    run.add_argument("--lock-fd", type=int, default=None, metavar="FD",
+                     help="an inherited descriptor holding the site's agent lock: kept open, "
+                          "and from no job, until this agent exits")
     pilot = run.add_argument_group("pilot", "running inside a batch allocation")
     pilot.add_argument("--batch-job", default="", help="the batch job id (told in the heartbeat)")
     pilot.add_argument("--pool", default="",
@@ -74,6 +77,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return exchange_main()
     if args.command != "run":
         _parser().print_help(sys.stderr)
+        return 2
+    if args.lock_fd is not None and not _keep_lock(args.lock_fd):
+        print("megarun agent: error: --lock-fd {} is not an open descriptor".format(
+            args.lock_fd), file=sys.stderr)
         return 2
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <agent>` prints where it is
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -124,6 +131,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("megarun agent: error: {}: {}".format(exc.filename or args.workdir,
                                                     exc.strerror or exc), file=sys.stderr)
         return 3
+
+
+def _keep_lock(fd: int) -> bool:
+    """Keep the lock descriptor our starter handed over for this process alone: a job that
+    inherited it would hold the site's agent lock after this agent died."""
+    try:
+        os.set_inheritable(fd, False)
+    except OSError:
+        return False
+    return True
 
 
 def _count_slots(args: argparse.Namespace) -> Count:

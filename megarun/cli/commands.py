@@ -44,7 +44,7 @@ COMMANDS: dict[str, Entry] = {
     "clean": Entry("run_cmd", "Remove a run's (or some tests') files and records."),
     "kill": Entry("run_cmd", "Ask a run's running jobs to stop (KILLREQ, then KILLED); "
                   "waiting ones end KILLED."),
-    "sync": Entry("sync_cmd", "Take in every site's events, settle defunct jobs, feed SSH "
+    "sync": Entry("sync_cmd", "Take in every site's events, settle defunct jobs, feed the "
                   "sites (one cycle; cron-safe)."),
     "report": Entry("report_cmd", "Write the area's HTML report: runs, items, history, "
                     "campaign and batch views."),

@@ -43,10 +43,21 @@ def show(ctx: typer.Context, every: EVERY = "5", as_json: AS_JSON = False) -> No
 
 @app.command("install")
 def install(ctx: typer.Context, every: EVERY = "5", as_json: AS_JSON = False) -> None:
-    """Add this area's sync lines to your crontab (replacing the ones there)."""
+    """Add this area's sync lines to your crontab (replacing the ones there); without a crontab
+    command, print them to add by hand (exit 3)."""
+    from megarun.homehost.cron import CronChange, CrontabMissing, cron_lines
     from megarun.homehost.cron import install as install_block
 
-    change = install_block(context(ctx).area, _minutes(every))
+    area, minutes = context(ctx).area, _minutes(every)
+    try:
+        change = install_block(area, minutes)
+    except CrontabMissing:
+        lines = cron_lines(area, minutes)  # for the user to add by hand
+        if as_json:
+            print_document(change_json(CronChange(lines, False, "")))
+        else:
+            say("\n".join(lines))
+        raise
     if as_json:
         print_document(change_json(change))
         return

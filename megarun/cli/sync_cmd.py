@@ -20,7 +20,7 @@ def report_json(report: "SiteReport") -> dict[str, Any]:
             "finished": report.finished, "agents_settled": report.agents_settled,
             "agents_tidied": report.agents_tidied,
             "dispatched": report.dispatched, "staged_out": report.staged_out,
-            "started_agent": report.started_agent,
+            "started_agent": report.started_agent, "left_to_launcher": report.left_to_launcher,
             "round_trips": report.round_trips, "status_commands": report.status_commands,
             "batch_jobs": {str(k): v for k, v in report.batch_jobs.items()},
             "error": report.error,
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
             "bare number is seconds).")] = None,
         as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     ) -> None:
-        """Take in every site's events, settle defunct jobs, feed SSH sites (one cycle; cron-safe)."""
+        """Take in every site's events, settle defunct jobs, feed the sites (one cycle; cron-safe)."""
         from megarun.archive.automation import apply_rules, rules_failed
         from megarun.cli.archive_cmd import run_store
         from megarun.cli.engine_deps import area_sync_lock, sync_sites

@@ -3,11 +3,15 @@
 Every "only one at a time" in megarun (a site's launcher, its batch submissions, the area's
 sync, run moves, the mirror refresh, a database hand-over) tries a lock file, goes on without it
 or refuses when another megarun holds it, and releases it on the way out: `hold_lock` yields
-whether it is held, `hold_or_refuse` raises the caller's error when it is not.
+whether it is held, `hold_or_refuse` raises the caller's error when it is not. The one lock held
+by another process than its taker, a site's agent lock, is taken by `take_for_a_child` and
+handed to the agent it starts.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,3 +45,23 @@ def hold_or_refuse(path: Path, busy: MegarunError, timeout: float = 0) -> Iterat
         if not held:
             raise busy
         yield
+
+
+def take_for_a_child(path: Path) -> int | None:
+    """An open descriptor holding the exclusive lock on `path` (mode 0600), to hand to a child
+    process that holds it for its whole life; None when another process holds it.
+
+    The lock belongs to the open file, so it stays held while any process keeps the descriptor
+    open and the kernel drops it when the last one exits, `kill -9` included: no pid file to
+    go stale. Close the caller's copy once the child has it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -6,7 +6,8 @@ RESTART_WINDOW s, waiting RESTART_BACKOFF s, doubled at each restart up to
 RESTART_BACKOFF_MAX, before each; one more death ends the launch (exit code 3).
 
 `sync` is a new process every cycle, so it keeps the agents it started in a small file next to
-the site's mirror (`.megarun/sites/<site>/agent-starts.json`, 0600). An agent counts as dead
+the site's spool (an SSH site's mirror, a local site's work dir, both
+`.megarun/sites/<site>/agent-starts.json` by default, 0600). An agent counts as dead
 when the database settled it `dead`, or when it never wrote a heartbeat within the start grace.
 After MAX_RESTARTS deaths within RESTART_WINDOW seconds no agent is started on that site until
 the window has passed; the sync row says why (error, exit 3), and the jobs keep their state.
@@ -25,7 +26,7 @@ from megarun.agent.layout import agent_log_path
 from megarun.core.files import write_private
 from megarun.engine.agents import read_heartbeats
 from megarun.errors import EnvironmentProblem
-from megarun.sites.remote_spool import RemoteSpool
+from megarun.sites.local_spool import LocalSpool
 
 MAX_RESTARTS = 5
 RESTART_WINDOW = 600.0
@@ -68,12 +69,14 @@ class Start:
     died: bool | None = None  # None: not known yet
 
 
-def record_path(spool: RemoteSpool) -> Path:
+def record_path(spool: LocalSpool) -> Path:
     return spool.root.parent / "agent-starts.json"
 
 
-def refusal(db: SqliteDatabase, spool: RemoteSpool, site: str, now: float | None = None) -> str:
-    """Why no agent may be started on `site` now ("" when one may); updates the record."""
+def refusal(db: SqliteDatabase, spool: LocalSpool, site: str, workdir: str,
+            now: float | None = None) -> str:
+    """Why no agent may be started on `site` (its work dir `workdir`, as the site sees it) now
+    ("" when one may); updates the record."""
     now = time.time() if now is None else now
     starts = _judge(db, spool, _read(record_path(spool), now), now)
     _write(record_path(spool), starts)
@@ -83,18 +86,18 @@ def refusal(db: SqliteDatabase, spool: RemoteSpool, site: str, now: float | None
     last = max(deaths, key=lambda s: s.time)
     return (f"site {site!r}: the agents sync started died {len(deaths)} times in "
             f"{RESTART_WINDOW / 60:.0f} min (last {last.agent}; its log on the site: "
-            f"{agent_log_path(spool.site.workdir, last.agent)}); none is started until "
+            f"{agent_log_path(workdir, last.agent)}); none is started until "
             f"{RESTART_WINDOW / 60:.0f} min after that, and the jobs keep their state")
 
 
-def record_start(spool: RemoteSpool, agent: str, now: float | None = None) -> None:
+def record_start(spool: LocalSpool, agent: str, now: float | None = None) -> None:
     """Remember an agent this sync started."""
     now = time.time() if now is None else now
     path = record_path(spool)
     _write(path, [*_read(path, now), Start(agent, now)])
 
 
-def _judge(db: SqliteDatabase, spool: RemoteSpool, starts: list[Start],
+def _judge(db: SqliteDatabase, spool: LocalSpool, starts: list[Start],
            now: float) -> list[Start]:
     """Decide, where it can now be known, whether each started agent died."""
     beats = read_heartbeats(spool)

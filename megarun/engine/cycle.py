@@ -9,8 +9,8 @@ Every pass over a site takes the same steps in the same order:
    of ended agents tidied;
 5. dispatch: READY jobs go into the spool as the launch gates allow (a batch site first
    submits the next dependency level of direct batch jobs, then feeds its pilots' pools);
-6. agent: an agent runs where there is work (a local process, one started by the next
-   exchange on an SSH site; a batch site's agents are its pilots);
+6. agent: an agent runs where there is work (a detached local process, one started by the
+   next exchange on an SSH site; a batch site's agents are its pilots);
 7. publish: one more exchange delivers what was dispatched (SSH sites, `sync`).
 
 The site's kind (SiteKind) is decided once, when the cycle is built (`build_cycle`): each kind
@@ -176,6 +176,7 @@ class Cycle:
                 with launcher_lock(self.scope.area, self.scope.name) as free:
                     if free:
                         self.feed()
+                    self.report.left_to_launcher = not free
         finally:
             self.report.round_trips = self.round_trips()
         return self.report
@@ -235,19 +236,22 @@ def dispatch_round(scope: SiteScope, gates: LaunchGates, by_state: dict[str, int
     return gate, total
 
 
+def has_jobs_to_run(scope: SiteScope) -> bool:
+    """Whether the site has a job READY or held by an agent."""
+    wanted = (JobState.READY.value, *ACTIVE)
+    found = scope.db.execute_sql(
+        f"SELECT 1 FROM job WHERE site_id = ? AND state IN ({','.join('?' * len(wanted))}) "  # noqa: S608
+        "LIMIT 1", (scope.sid, *wanted)).fetchone()
+    return found is not None
+
+
 def has_work(scope: SiteScope, spool: RemoteSpool) -> bool:
     """Whether an SSH site has open jobs, or requests waiting in its mirror (bundles, drops,
     kills, and ended agents whose files it should forget)."""
     spool.ensure()
     pending = any(True for folder in (spool.queue, spool.drops, spool.kill_dir, spool.forgets)
                   for _ in folder.glob("[!.]*"))
-    if pending:
-        return True
-    wanted = (JobState.READY.value, *ACTIVE)
-    found = scope.db.execute_sql(
-        f"SELECT 1 FROM job WHERE site_id = ? AND state IN ({','.join('?' * len(wanted))}) "  # noqa: S608
-        "LIMIT 1", (scope.sid, *wanted)).fetchone()
-    if found:
+    if pending or has_jobs_to_run(scope):
         return True
     beats = live_agents(spool, scope.launcher.dead_after)
     return bool(beats)  # an agent still winding down: take in its last events

@@ -1,4 +1,4 @@
-"""The engine's locks: one launcher per site, one sync per area.
+"""The engine's locks: one launcher per site, one sync per area, one agent per local site.
 
 A launcher holds its site's lock for as long as it runs; `sync` leaves dispatch and agents to
 it while it does. The sync lock lives next to the working database (a local disk: file locks
@@ -44,3 +44,11 @@ def sync_lock(db_path: Path) -> Iterator[None]:
     with hold_or_refuse(folder / "sync.lock",
                         AlreadyRunning("another megarun sync is running in this area")):
         yield
+
+
+def agent_lock_path(area: Area, site: str) -> Path:
+    """The lock a local site's agent holds for its life (see `site_kinds.LocalCycle`): while it
+    is held, nobody starts another agent there."""
+    folder = area.state_dir / "locks"
+    make_private_dirs(str(folder))
+    return folder / f"agent-{site}.lock"

@@ -26,6 +26,7 @@ class SiteReport:
     dispatched: int = 0  # jobs queued, and direct batch jobs of a next dependency level
     staged_out: int = 0
     started_agent: str = ""
+    left_to_launcher: bool = False  # a launch runs for the site: sync left it dispatch and agents
     round_trips: int = 0
     status_commands: int = 0  # scheduler status commands run (batch sites: at most one)
     batch_jobs: dict[int, str] = field(default_factory=dict)  # batch id -> its new state

@@ -1,6 +1,8 @@
 """The site cycle of each kind of site: which steps it has, and how it keeps its agents.
 
-A local site runs one agent process on this host, started by the launcher. An SSH site's agent
+A local site runs one agent process on this host, started by a launch or by a sync; detached,
+it outlives whoever started it and holds the site's agent lock while it lives, so that no
+second one starts beside it (a `kill -9` drops the lock with the process). An SSH site's agent
 is started by the site itself when an exchange asks for one. A batch site's agents are pilots
 in scheduler allocations (`megarun queue submit`): its cycle polls the scheduler, submits the
 next dependency level of direct batch jobs, and feeds the pilots' pools; it starts no agent.
@@ -9,18 +11,22 @@ next dependency level of direct batch jobs, and feeds the pilots' pools; it star
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
 from megarun.agent.layout import agent_log_path
 from megarun.agent.runner import last_line
+from megarun.core.faults import fault_point
+from megarun.core.filelocks import take_for_a_child
 from megarun.core.states import JobState
 from megarun.engine import agent_starts
 from megarun.engine.agent_starts import AgentRestarts
 from megarun.engine.agents import live_agents, read_heartbeats
 from megarun.engine.batch_poll import active_pools, has_open, poll_site
-from megarun.engine.cycle import Cycle, SiteKind, active_count, has_work
+from megarun.engine.cycle import Cycle, SiteKind, active_count, has_jobs_to_run, has_work
 from megarun.engine.direct_levels import LevelSubmission, submit_next_levels
+from megarun.engine.locks import agent_lock_path
 from megarun.engine.reports import SiteReport
 from megarun.engine.scope import SiteScope
 from megarun.engine.spawn import agent_args, new_agent_id, start_local_agent
@@ -38,7 +44,7 @@ Blocked = tuple[str, str]
 
 
 class LocalCycle(Cycle):
-    """A site on this host: the launcher starts its agent as a process of its own."""
+    """A site on this host: a launch or a sync starts its agent as a process of its own."""
 
     kind = SiteKind.LOCAL
 
@@ -49,7 +55,45 @@ class LocalCycle(Cycle):
         self.restarts = AgentRestarts(scope.name)
 
     def worth_visiting(self) -> bool:
-        return self.spool.events.is_dir()  # otherwise no agent ever ran there
+        # events to take in, or jobs to feed (else no agent ever ran there, nor will)
+        return self.spool.events.is_dir() or has_jobs_to_run(self.scope)
+
+    def feed(self) -> None:
+        """A sync's steps 5 and 6: dispatch, then make sure an agent serves the active jobs.
+        One started here outlives this sync and leaves when idle; restarts are bounded across
+        syncs as on an SSH site (megarun.engine.agent_starts)."""
+        report = self.report
+        by_state = self.open_counts()
+        self.dispatch(by_state)
+        fault_point("sync:after-dispatch")
+        if not active_count(by_state) or live_agents(self.spool, self.scope.launcher.dead_after):
+            return
+        report.error = agent_starts.refusal(self.scope.db, self.spool, self.scope.name,
+                                             self.scope.site.workdir)
+        if report.error:
+            return
+        report.started_agent = self.start_agent(clear_stop=True)
+        if report.started_agent:
+            fault_point("sync:after-agent-start")
+            agent_starts.record_start(self.spool, report.started_agent)
+
+    def start_agent(self, clear_stop: bool = False) -> str:
+        """Start an agent unless one holds the site's agent lock (started by another megarun,
+        perhaps not beating yet); its id, or "". `clear_stop`: a finished launch's stop
+        request must not stop it (under the lock: never one a live agent should read)."""
+        lock_fd = take_for_a_child(agent_lock_path(self.scope.area, self.scope.name))
+        if lock_fd is None:
+            return ""
+        try:
+            fault_point("sync:after-agent-lock")
+            if clear_stop:
+                self.spool.clear_stop("all")
+            self.agent_id = new_agent_id()
+            self.process = start_local_agent(self.scope.site, self.scope.launcher,
+                                             self.agent_id, lock_fd)
+        finally:
+            os.close(lock_fd)  # the agent holds it now (or nobody, when it could not start)
+        return self.agent_id
 
     def keep_agents(self, by_state: dict[str, int]) -> Blocked | None:
         if not active_count(by_state) or (self.process is not None
@@ -62,8 +106,7 @@ class LocalCycle(Cycle):
             count_death(self, self.agent_id, last_line(log_path), log_path)
             self.agent_id = ""
         if self.restarts.may_start():  # else the back-off after a death
-            self.agent_id = new_agent_id()
-            self.process = start_local_agent(self.scope.site, self.scope.launcher, self.agent_id)
+            self.start_agent()
         return None
 
     def drain_agents(self) -> None:
@@ -119,7 +162,8 @@ class SshCycle(Cycle):
         active = active_count(by_state)
         want_agent = active > 0 and not live_agents(self.spool, settings.dead_after)
         if want_agent:
-            report.error = agent_starts.refusal(self.scope.db, self.remote, self.scope.name)
+            report.error = agent_starts.refusal(self.scope.db, self.remote, self.scope.name,
+                                                 self.scope.site.workdir)
         if not (report.dispatched or want_agent):
             return
         may_start = active > 0 and not report.error

@@ -42,16 +42,18 @@ def new_agent_id() -> str:
     return f"{HOSTNAME.split('.')[0]}-{os.getpid()}-{time.time_ns() // 1000}"
 
 
-def start_local_agent(site: SiteInfo, settings: LauncherSettings,
-                      agent_id: str) -> subprocess.Popen[bytes]:
-    """Start the agent for a local site, detached from this terminal and its Ctrl-C."""
+def start_local_agent(site: SiteInfo, settings: LauncherSettings, agent_id: str,
+                      lock_fd: int) -> subprocess.Popen[bytes]:
+    """Start the agent for a local site, detached from this terminal and its Ctrl-C; it holds
+    the site's agent lock (`lock_fd`, megarun.core.filelocks.take_for_a_child) while it lives,
+    which outlives this process."""
     argv = [sys.executable, "-m", "megarun.agent", "run", "--workdir", site.workdir,
-            "--agent-id", agent_id, *agent_args(site, settings)]
+            "--agent-id", agent_id, "--lock-fd", str(lock_fd), *agent_args(site, settings)]
     make_private_dirs(SpoolLayout(site.workdir).logs)
     fd = os.open(agent_log_path(site.workdir, agent_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
-                                start_new_session=True, env=_agent_env())
+                                start_new_session=True, env=_agent_env(), pass_fds=(lock_fd,))
     finally:
         os.close(fd)
 

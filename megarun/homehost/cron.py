@@ -8,6 +8,7 @@ it out, and every other line of the user's crontab is kept as it was. The table 
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import site
@@ -56,15 +57,24 @@ def end_marker(area: Area) -> str:
 
 def cron_lines(area: Area, every: int = DEFAULT_EVERY) -> list[str]:
     """The block for this area: markers around one line running `megarun sync` every `every`
-    minutes with this interpreter, output appended to .megarun/logs/cron.log."""
+    minutes with this interpreter and this PATH, output appended to .megarun/logs/cron.log."""
     if "\n" in str(area.root):
         raise UsageError(f"the area's path {area.root!r} holds a newline: cron cannot name it")
     log = area.logs_dir / "cron.log"
     argv = [sys.executable, "-m", "megarun", "--area", str(area.root), "sync"]
     command = " ".join(shlex.quote(part) for part in argv)
-    prefix = _pythonpath_prefix()
+    prefix = _path_prefix() + _pythonpath_prefix()
     line = f"{schedule(every)} {prefix}{command} >> {shlex.quote(str(log))} 2>&1"
     return [begin_marker(area), _cron_escape(line), end_marker(area)]
+
+
+def _path_prefix() -> str:
+    """`PATH=...` as it is now: cron's own PATH is /usr/bin:/bin, and the jobs run by the agent
+    a sync starts find their programs as they would from this shell."""
+    path = os.environ.get("PATH", "")
+    if not path or "\n" in path:
+        return ""  # cron's own; a newline would cut the line in two
+    return f"PATH={shlex.quote(path)} "
 
 
 def _pythonpath_prefix() -> str:
@@ -82,12 +92,18 @@ def _cron_escape(line: str) -> str:
     return line.replace("%", "\\%")
 
 
+class CrontabMissing(EnvironmentProblem):
+    """No `crontab` command on this host: the lines must go in by hand, or cron be installed."""
+
+
 def crontab_command() -> str:
     """The crontab program on PATH."""
     found = shutil.which("crontab")
     if found is None:
-        raise EnvironmentProblem("no crontab command here",
-                                 "install cron, or add the lines of 'megarun cron show' by hand")
+        raise CrontabMissing(
+            "no crontab command here: install cron (the package is cron on Debian and Ubuntu, "
+            "cronie on RHEL, Fedora and Rocky), then run megarun cron install again",
+            "or add the lines printed on stdout to your crontab by hand")
     return found
 
 

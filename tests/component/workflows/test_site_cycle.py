@@ -60,9 +60,9 @@ def test_sync_takes_a_local_site_in_once_and_launch_runs_its_cycle_until_done(
     assert lines == ["rules ran"]
     [report] = reports
     assert isinstance(report, SiteReport) and report.ok
-    assert report.dispatched == 0  # a local site is fed by `launch`, not by `sync`
+    assert report.dispatched == 3 and report.started_agent  # sync feeds a local site too
 
-    summary = LaunchService(scope).run()
+    summary = LaunchService(scope).run()  # it takes over the agent the sync started
     assert summary.by_status == {"PASS": 3} and summary.done == 3 and not summary.blocked
 
     [after] = sync_all(home, [scope], dispatch=False)[0]
@@ -75,5 +75,6 @@ def test_sync_json_keeps_its_fields(area: Path) -> None:
     assert result.returncode == 0, result.stderr
     [row] = json.loads(result.stdout)
     assert list(row) == ["site", "ok", "events", "finished", "agents_settled", "agents_tidied",
-                         "dispatched", "staged_out", "started_agent", "round_trips",
+                         "dispatched", "staged_out", "started_agent", "left_to_launcher",
+                         "round_trips",
                          "status_commands", "batch_jobs", "error", "seconds"]
