@@ -175,6 +175,7 @@ class _Plan:
     account: str | None
     extras: dict[str, Any]
     idle_exit: float
+    queue_given: bool = True  # False: megarun chose the queue, so it may choose per direct job
 
 
 def submit(scope: SiteScope, request: SubmitRequest) -> list[BatchJobRow]:
@@ -207,16 +208,17 @@ def _submit_planned(scope: SiteScope, plan: _Plan,
                     request: SubmitRequest) -> list[BatchJobRow]:
     transport = transport_for(plan.site)
     _prepare_site(plan.site, transport)
+    unfit: list[BatchJob] = []  # direct jobs no queue of the site takes: submit_failed rows
     if request.mode == "pilot":
         rows = [_new_row(scope, plan, request, request.nodes or 1, request.walltime or 0.0)]
     else:
-        rows = _direct_rows(scope, plan, request)
+        rows, unfit = _direct_rows(scope, plan, request)
     for row in rows:
         _submit_row(scope, plan, transport, row, pool_of(row))
     if request.mode == "direct":
         _take_back_failed(scope, rows)
     names = plan.site.name
-    return [as_row(BatchJob.get_by_id(row.id), names) for row in rows]
+    return [as_row(BatchJob.get_by_id(row.id), names) for row in [*rows, *unfit]]
 
 
 def _plan(site: SiteInfo, request: SubmitRequest) -> _Plan:
@@ -245,7 +247,7 @@ def _plan(site: SiteInfo, request: SubmitRequest) -> _Plan:
     idle = request.idle_exit if request.idle_exit is not None else DEFAULT_IDLE_EXIT
     if idle <= 0:
         raise UsageError(f"--idle-exit must be positive seconds, got {idle:g}")
-    return _Plan(site, scheduler, queue, account, extras, idle)
+    return _Plan(site, scheduler, queue, account, extras, idle, request.queue is not None)
 
 
 def _check_queue(site: SiteInfo, queue: str | None, request: SubmitRequest) -> None:
@@ -271,18 +273,19 @@ def _prepare_site(site: SiteInfo, transport: Transport) -> None:
 
 
 def _new_row(scope: SiteScope, plan: _Plan, request: SubmitRequest, nodes: int,
-             walltime: float) -> BatchJob:
+             walltime: float, queue: str | None = None) -> BatchJob:
     with write_transaction(scope.db):
         row: BatchJob = BatchJob.create(
             site=scope.sid, state=BatchState.PENDING_SUBMISSION.value,
-            mode=request.mode, nodes=nodes, walltime=walltime, queue=plan.queue,
+            mode=request.mode, nodes=nodes, walltime=walltime, queue=queue or plan.queue,
             account=plan.account, tags=json.dumps(request.tags), extras=json.dumps(plan.extras),
             created=time.time())
     return row
 
 
 
-def _direct_rows(scope: SiteScope, plan: _Plan, request: SubmitRequest) -> list[BatchJob]:
+def _direct_rows(scope: SiteScope, plan: _Plan,
+                 request: SubmitRequest) -> tuple[list[BatchJob], list[BatchJob]]:
     """One batch job per READY job of the site (with the tags), each job dispatched into the
     batch job's pool before anything is submitted."""
     sid = scope.sid
@@ -295,6 +298,7 @@ def _direct_rows(scope: SiteScope, plan: _Plan, request: SubmitRequest) -> list[
     spool = plan.site.spool()
     spool.ensure()
     rows = []
+    refused: list[tuple[int, int, float, str]] = []  # left READY: the scheduler would refuse
     for job_id, nodes, walltime in candidates:
         if request.nodes is not None and nodes > request.nodes:
             continue  # bigger than asked for: left READY
@@ -302,7 +306,16 @@ def _direct_rows(scope: SiteScope, plan: _Plan, request: SubmitRequest) -> list[
                                        else request.default_walltime)
         if minutes is None:
             raise UsageError(f"job {job_id} has no walltime: give --walltime for direct mode")
-        row = _new_row(scope, plan, request, nodes, float(minutes))
+        # the queue's node-count walltime bins apply to each job as to a pilot
+        queue, problem = plan.site.spec.fit_queue(
+            plan.queue if plan.queue is not None else plan.extras.get("qos"),
+            not plan.queue_given, nodes, float(minutes))
+        if problem:
+            refused.append((job_id, nodes, float(minutes), f"job {job_id}: queue {queue!r} of "
+                            f"site {plan.site.name!r} {problem}"))
+            continue
+        row = _new_row(scope, plan, request, nodes, float(minutes),
+                       queue if plan.queue is not None else None)
         sent = dispatch_ready_jobs(scope.db, sid, plan.site, limit=1, area_root=scope.area.root,
                                    target=PoolTarget(pool_of(row), row.id, job_ids=(job_id,)))
         if not sent:
@@ -311,10 +324,14 @@ def _direct_rows(scope: SiteScope, plan: _Plan, request: SubmitRequest) -> list[
         rows.append(row)
     if not rows:
         raise UsageError(f"no READY job on site {plan.site.name!r} to submit in direct mode"
-                         + (f" with tags {request.tags}" if request.tags else ""))
+                         + (f" with tags {request.tags}" if request.tags else "")
+                         + "".join(f"; {why}" for *_, why in refused[:3]))
     if spool.delivers_later:
         spool.deliver()  # the bundles must be on the site before the batch jobs start
-    return rows
+    unfit = [_new_row(scope, plan, request, nodes, minutes) for _, nodes, minutes, _ in refused]
+    for row, (*_, why) in zip(unfit, refused, strict=True):
+        set_state(row, BatchState.SUBMIT_FAILED, why)  # shown, and its job stays READY
+    return rows, unfit
 
 
 def _submit_row(scope: SiteScope, plan: _Plan, transport: Transport, row: BatchJob,

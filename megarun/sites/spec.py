@@ -119,6 +119,22 @@ class SiteSpec:
         nodes at least: a 1-node pilot goes to `debug` or `capacity`)."""
         return pick_queue(tuple(self.queues.values()), self.default_queue, nodes, walltime)
 
+    def fit_queue(self, queue: str | None, may_choose: bool, nodes: int,
+                  minutes: float) -> tuple[str | None, str | None]:
+        """The queue a job of `nodes` nodes and `minutes` goes to, given `queue`, and why that
+        queue would refuse it (None: it takes it). With `may_choose` (megarun chose `queue`,
+        not the user), a job another queue takes goes there instead (not on QOS sites)."""
+        if queue is None or queue not in self.queues:
+            return queue, None
+        problem = self.queues[queue].problem(nodes, minutes)
+        if problem is None:
+            return queue, None
+        if may_choose and not self.queues_are_qos:
+            other = self.queue_for(nodes, minutes)
+            if other in self.queues and self.queues[other].problem(nodes, minutes) is None:
+                return other, None
+        return queue, problem
+
     @property
     def queues_are_qos(self) -> bool:
         """On this Slurm site a queue name is a QOS (-q), not a partition (-p)."""
