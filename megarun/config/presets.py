@@ -24,6 +24,7 @@ from typing import Any
 import platformdirs
 
 from megarun.config.apps import check_scalar, check_tag
+from megarun.config.elastic import check_against_queues, read_elastic
 from megarun.config.inputs import find_bad_value, printable, text_problem, value_problem
 from megarun.config.tomlfile import check_keys, did_you_mean, expect_type, load_toml
 from megarun.core.quantities import MINUTE, parse_duration
@@ -40,7 +41,7 @@ QUEUE_KINDS = ("partition", "qos")
 _PRESET_KEYS = {
     "description", "scheduler", "mpi_launcher", "mpi_args", "node", "queues", "account",
     "account_required", "default_queue", "queue_kind", "mode", "host", "workdir", "python",
-    "template", "capabilities", "ssh", "detected", "pilot", *SCHEDULERS,
+    "template", "capabilities", "ssh", "detected", "pilot", "elastic", *SCHEDULERS,
 }
 _SSH_KEYS = {"identity", "jump", "known_hosts"}
 _NODE_KEYS = {"cpus", "gpus", "max_jobs"}
@@ -183,6 +184,9 @@ def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
     _validate_template(data.get("template", {}), origin)
     _validate_extras(scheduler, data, origin)
     pilot = _validate_pilot(scheduler, data, origin)
+    check_against_queues(read_elastic(data.get("elastic", {}), origin),
+                         {queue.name: queue for queue in queues}, data.get("default_queue", ""),
+                         origin)
     validate_capabilities(data.get("capabilities", {}), origin)
     settings = dict(data)
     settings["scheduler"] = scheduler

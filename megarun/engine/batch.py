@@ -80,7 +80,7 @@ class SubmitRequest:
     limit: int | None = None  # direct mode: at most this many jobs
     job_ids: tuple[int, ...] = ()  # direct mode: only these jobs (the next dependency level)
     default_walltime: float | None = None  # direct mode: minutes for a job without a walltime
-
+    elastic: bool = False  # submitted by the elastic policy (engine/elastic.py)
 
 
 # -- listing ---------------------------------------------------------------------------------
@@ -105,6 +105,7 @@ class BatchJobRow(TypedDict):
     submitted: float | None
     started: float | None
     ended: float | None
+    elastic: bool
 
 
 def as_row(row: BatchJob, site_name: str) -> BatchJobRow:
@@ -113,7 +114,8 @@ def as_row(row: BatchJob, site_name: str) -> BatchJobRow:
             "walltime": row.walltime, "queue": row.queue or "", "account": row.account or "",
             "tags": json.loads(row.tags or "{}"), "extras": json.loads(row.extras or "{}"),
             "exit_code": row.exit_code, "message": row.message, "created": row.created,
-            "submitted": row.submitted, "started": row.started, "ended": row.ended}
+            "submitted": row.submitted, "started": row.started, "ended": row.ended,
+            "elastic": bool(row.elastic)}
 
 
 def list_batch_jobs(db: SqliteDatabase, sid: int | None = None, history: bool = False,
@@ -187,6 +189,11 @@ def submit(scope: SiteScope, request: SubmitRequest) -> list[BatchJobRow]:
     with submit_lock(scope.area, scope.name, wait=True):
         settle_interrupted(scope)
         return _submit_planned(scope, plan, request)
+
+
+def submit_held(scope: SiteScope, request: SubmitRequest) -> list[BatchJobRow]:
+    """`submit` for a caller that holds the site's submit_lock already (the elastic step)."""
+    return _submit_planned(scope, _plan(scope.site, request), request)
 
 
 def submit_like(scope: SiteScope, template: BatchJob,
@@ -278,7 +285,6 @@ def _prepare_site(site: SiteInfo, transport: Transport) -> None:
     install_agent(site, transport)
 
 
-
 def _new_row(scope: SiteScope, plan: _Plan, request: SubmitRequest, nodes: int,
              walltime: float) -> BatchJob:
     with write_transaction(scope.db):
@@ -286,9 +292,8 @@ def _new_row(scope: SiteScope, plan: _Plan, request: SubmitRequest, nodes: int,
             site=scope.sid, state=BatchState.PENDING_SUBMISSION.value,
             mode=request.mode, nodes=nodes, walltime=walltime, queue=plan.queue,
             account=plan.account, tags=json.dumps(request.tags), extras=json.dumps(plan.extras),
-            created=time.time())
+            created=time.time(), elastic=int(request.elastic))
     return row
-
 
 
 def _direct_rows(scope: SiteScope, plan: _Plan, request: SubmitRequest) -> list[BatchJob]:
@@ -413,16 +418,15 @@ def _take_back_failed(scope: SiteScope, rows: Sequence[BatchJob]) -> None:
         return_to_ready(scope, failed, "its batch job could not be submitted")
 
 
-
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"cannot write the batch script: {exc.strerror or exc}"
     return str(exc)
 
 
-
 # -- cancelling ------------------------------------------------------------------------------
-def cancel(scope: SiteScope, batch_id: int) -> BatchJobRow:
+def cancel(scope: SiteScope, batch_id: int,
+           reason: str = "cancelled by megarun queue rm") -> BatchJobRow:
     """Cancel a batch job of the site: scheduler cancel when it was submitted; then `cancelled`."""
     site, row = scope.site, BatchJob.get_by_id(batch_id)
     if row.state not in OPEN_STATES:
@@ -436,6 +440,6 @@ def cancel(scope: SiteScope, batch_id: int) -> BatchJobRow:
                                      f"({row.scheduler_id}): "
                                      f"{last_line(result.stderr_text, result.code)}")
     with write_transaction(scope.db):
-        set_state(row, BatchState.CANCELLED, "cancelled by megarun queue rm")
+        set_state(row, BatchState.CANCELLED, reason)
     after_end(scope, [BatchJob.get_by_id(batch_id)])
     return as_row(BatchJob.get_by_id(batch_id), site.name)
