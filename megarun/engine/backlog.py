@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 
 from peewee import SqliteDatabase
 
+from megarun.config.inputs import printable
 from megarun.core.states import JobState
 from megarun.engine.batch_poll import OPEN_STATES
 from megarun.engine.elastic import Backlog, Fit, Pilot
+from megarun.errors import NotFoundError
 from megarun.schedulers.base import BatchState
 
 #: How many jobs that never fit are named by id (the rest are counted).
@@ -114,6 +116,15 @@ _GROUPED = (
     "FROM job LEFT JOIN app ON app.id = job.app_id "
     "WHERE job.state IN ({marks}){where} GROUP BY job.site_id, job.app_id, job.jobgroup, "
     "job.state")
+
+
+def app_id_of(db: SqliteDatabase, name: str) -> int:
+    """The id of the app named `name`; NotFoundError naming the apps there are."""
+    found = db.execute_sql("SELECT id FROM app WHERE name = ?", (name,)).fetchone()
+    if found is None:
+        names = [row[0] for row in db.execute_sql("SELECT name FROM app ORDER BY name LIMIT 20")]
+        raise NotFoundError(f"unknown app {printable(name)!r}; apps: {', '.join(names) or 'none'}")
+    return int(found[0])
 
 
 def site_backlogs(db: SqliteDatabase, sid: int | None = None,

@@ -159,11 +159,16 @@ def per_node(settings: ElasticSpec, node_cpus: int) -> int:
     return settings.backlog_per_node or node_cpus or 1
 
 
+def node_demand(backlog: Backlog, jobs_per_node: int) -> int:
+    """The nodes the backlog asks for: multi-node jobs their nodes, single-node jobs one node
+    per `jobs_per_node` of them."""
+    return backlog.multi_node_nodes + math.ceil(backlog.single_node / jobs_per_node)
+
+
 def wanted_nodes(settings: ElasticSpec, limits: QueueLimits, backlog: Backlog,
                  node_cpus: int) -> int:
     """The nodes the backlog wants, at most what max_batch_jobs pilots can hold."""
-    demand = backlog.multi_node_nodes + math.ceil(backlog.single_node
-                                                  / per_node(settings, node_cpus))
+    demand = node_demand(backlog, per_node(settings, node_cpus))
     return min(demand, settings.max_batch_jobs * job_fit(settings, limits).max_nodes)
 
 

@@ -10,10 +10,30 @@ lock taken leaves the site to the holder and says so.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
-from megarun.engine.backlog import last_elastic_submit, open_pilots, waiting_jobs
+from peewee import SqliteDatabase
+
+from megarun.engine.backlog import (
+    BacklogGroup,
+    app_id_of,
+    last_elastic_submit,
+    open_pilots,
+    site_backlogs,
+    waiting_jobs,
+)
 from megarun.engine.batch import SubmitRequest, cancel, submit_held
-from megarun.engine.elastic import Backlog, Decision, ElasticOutcome, QueueLimits, decide, job_fit
+from megarun.engine.elastic import (
+    Backlog,
+    Decision,
+    ElasticOutcome,
+    QueueLimits,
+    decide,
+    job_fit,
+    node_demand,
+    per_node,
+    wanted_nodes,
+)
 from megarun.engine.scope import SiteScope
 from megarun.engine.submissions import settle_interrupted, submit_lock
 from megarun.errors import MegarunError
@@ -94,3 +114,46 @@ def _apply(scope: SiteScope, decision: Decision) -> ElasticOutcome:
             continue
         outcome.cancelled.append(cancellation.batch_id)
     return outcome
+
+
+# -- `queue backlog` -------------------------------------------------------------------------
+@dataclass
+class BacklogReport:
+    """One site's backlog for `queue backlog`: job counts (in all and per (app, jobgroup)),
+    its open pilots, and the nodes the elastic policy would want for it."""
+
+    site: str
+    elastic: bool
+    total: BacklogGroup
+    groups: dict[tuple[str, str], BacklogGroup] = field(default_factory=dict)
+    pilots_queued: int = 0
+    pilots_running: int = 0
+    pilot_nodes: int = 0
+    pilot_slots: int = 0  # pilot nodes x the site's node.cpus (0: cpus not known)
+    wanted_nodes: int = 0
+
+
+def backlog_reports(db: SqliteDatabase, scopes: list[SiteScope],
+                    app: str | None = None) -> list[BacklogReport]:
+    """The backlog of each site of `scopes` (of one app's jobs with `app`), in SQL aggregates.
+    Without elastic settings, the wanted nodes are what the backlog asks for, uncapped."""
+    found = site_backlogs(db, scopes[0].sid if len(scopes) == 1 else None,
+                          None if app is None else app_id_of(db, app))
+    reports = []
+    for scope in scopes:
+        site = found.get(scope.sid)
+        spec = scope.site.spec
+        total = site.total if site is not None else BacklogGroup()
+        pilots = open_pilots(db, scope.sid)
+        settings = spec.elastic
+        waiting = Backlog(total.ready + total.queued, total.single_node, total.multi_node_nodes)
+        wanted = (wanted_nodes(settings, queue_limits(scope.site), waiting, spec.node.cpus)
+                  if settings.enabled else
+                  node_demand(waiting, per_node(settings, spec.node.cpus)))
+        nodes = sum(p.nodes for p in pilots)
+        reports.append(BacklogReport(
+            scope.name, settings.enabled, total, site.groups if site is not None else {},
+            sum(1 for p in pilots if p.state is not BatchState.RUNNING),
+            sum(1 for p in pilots if p.state is BatchState.RUNNING), nodes,
+            nodes * spec.node.cpus, wanted))
+    return reports
