@@ -1,9 +1,9 @@
 """The backlog of a site in SQL aggregates: what the elastic policy and `queue backlog` read.
 
-Both must stay cheap on a database of a million jobs, so nothing here loads job rows: one
-aggregate over the (site, state) index sums up the jobs that wait for pilots, another the open
-pilots; `queue backlog` groups by site, app and jobgroup in one pass. Jobs without a walltime
-count 0 minutes of work (the count of such jobs is reported beside the estimate).
+Both must stay cheap on a database of a million jobs, so neither scans the job table: they read
+the job tally (megarun.db.tally: job counts per site, state, app, jobgroup and shape, kept by
+triggers), and the open pilots. Jobs without a walltime count 0 minutes of work (the count of
+such jobs is reported beside the estimate).
 """
 
 from __future__ import annotations
@@ -25,40 +25,53 @@ _READY = JobState.READY.value
 _QUEUED = JobState.QUEUED.value
 _RUNNING = (JobState.LAUNCHED.value, JobState.RUNNING.value, JobState.KILLREQ.value)
 _WAITING = JobState.AWAITING_PARENTS.value
-_WALL = "coalesce(walltime, 0)"
-# One pass: the jobs some pilot can take, summed; the others counted by why they cannot.
-_FITS = f"nodes <= ? AND {_WALL} <= ?"
-_AGGREGATE = (
-    f"SELECT sum({_FITS}), sum(({_FITS}) AND nodes <= 1), "  # noqa: S608
-    f"sum(CASE WHEN {_FITS} AND nodes > 1 THEN nodes ELSE 0 END), "
-    f"max(CASE WHEN {_FITS} THEN nodes ELSE 0 END), max(CASE WHEN {_FITS} THEN {_WALL} ELSE 0 END), "
-    f"sum(CASE WHEN {_FITS} THEN (CASE WHEN nodes > 1 THEN nodes ELSE 1 END) * {_WALL} ELSE 0 END), "
-    f"sum(nodes > ?), sum(nodes <= ? AND {_WALL} > ?) FROM ({{rows}})")
+#: A job shape of the backlog: (nodes, walltime in minutes, how many jobs).
+Shape = tuple[int, float, int]
 
 
 def waiting_jobs(db: SqliteDatabase, sid: int, fit: Fit, ready_limit: int | None) -> Backlog:
     """The site's jobs waiting for a pilot: READY (at most `ready_limit` of them, the launch
-    gates' allowance, by priority) and QUEUED (dispatched, not yet claimed)."""
-    order = "" if ready_limit is None else " ORDER BY priority DESC, id LIMIT ?"
-    rows = (f"SELECT nodes, walltime FROM job WHERE site_id = ? AND state = '{_READY}'{order} "  # noqa: S608
-            f"UNION ALL SELECT nodes, walltime FROM job WHERE site_id = ? AND state = '{_QUEUED}'")
-    limit = () if ready_limit is None else (ready_limit,)
-    nodes, minutes = fit.max_nodes, fit.max_job_walltime
-    params = (*([nodes, minutes] * 6), nodes, nodes, minutes, sid, *limit, sid)
-    found = db.execute_sql(_AGGREGATE.format(rows=rows), params).fetchone()
-    jobs, single, multi, largest, longest, work, wide, long_ = (value or 0 for value in found)
-    return Backlog(int(jobs), int(single), int(multi), int(largest), float(longest),
-                   float(work), int(wide), int(long_),
-                   _named(db, sid, "nodes > ?", (nodes,)) if wide else (),
-                   _named(db, sid, f"nodes <= ? AND {_WALL} > ?", (nodes, minutes))
-                   if long_ else ())
+    gates' allowance, by priority) and QUEUED (dispatched, not yet claimed), split by whether
+    a pilot within `fit` can run them. Read from the job tally (megarun.db.tally), but for a
+    gate's allowance, which reads that many READY rows."""
+    shapes = _tally_shapes(db, sid, (_QUEUED,) if ready_limit is not None else (_READY, _QUEUED))
+    if ready_limit is not None:
+        shapes += _first_ready(db, sid, ready_limit)
+    fits = [(n, w, c) for n, w, c in shapes if n <= fit.max_nodes and w <= fit.max_job_walltime]
+    wide = sum(c for n, _w, c in shapes if n > fit.max_nodes)
+    long_ = sum(c for n, w, c in shapes if n <= fit.max_nodes and w > fit.max_job_walltime)
+    return Backlog(
+        sum(c for _n, _w, c in fits), sum(c for n, _w, c in fits if n <= 1),
+        sum(n * c for n, _w, c in fits if n > 1), max((n for n, _w, _c in fits), default=0),
+        max((w for _n, w, _c in fits), default=0.0),
+        sum(max(1, n) * w * c for n, w, c in fits), wide, long_,
+        _named(db, sid, "nodes > ?", (fit.max_nodes,)) if wide else (),
+        _named(db, sid, "nodes <= ? AND coalesce(walltime, 0) > ?",
+               (fit.max_nodes, fit.max_job_walltime)) if long_ else ())
+
+
+def _tally_shapes(db: SqliteDatabase, sid: int, states: tuple[str, ...]) -> list[Shape]:
+    marks = ",".join("?" * len(states))
+    found = db.execute_sql(
+        f"SELECT nodes, walltime, sum(jobs) FROM job_tally WHERE site_id = ? AND state IN ({marks}) "  # noqa: S608
+        "AND jobs > 0 GROUP BY nodes, walltime", (sid, *states))
+    return [(int(n), float(w), int(c)) for n, w, c in found]
+
+
+def _first_ready(db: SqliteDatabase, sid: int, limit: int) -> list[Shape]:
+    found = db.execute_sql(
+        "SELECT nodes, coalesce(walltime, 0), count(*) FROM (SELECT nodes, walltime FROM job "  # noqa: S608
+        f"WHERE site_id = ? AND state = '{_READY}' ORDER BY priority DESC, id LIMIT ?) "
+        "GROUP BY 1, 2", (sid, limit))
+    return [(int(n), float(w), int(c)) for n, w, c in found]
 
 
 def _named(db: SqliteDatabase, sid: int, where: str, params: tuple[float, ...]) -> tuple[int, ...]:
+    # No ORDER BY: the first few found are enough, and the scan stops there.
     found = db.execute_sql(
         f"SELECT id FROM job WHERE site_id = ? AND state IN ('{_READY}', '{_QUEUED}') AND {where} "  # noqa: S608
-        "ORDER BY id LIMIT ?", (sid, *params, NAMED)).fetchall()
-    return tuple(int(row[0]) for row in found)
+        "LIMIT ?", (sid, *params, NAMED)).fetchall()
+    return tuple(sorted(int(row[0]) for row in found))
 
 
 def open_pilots(db: SqliteDatabase, sid: int) -> list[Pilot]:
@@ -110,12 +123,13 @@ class SiteBacklog:
 
 
 _GROUPED = (
-    "SELECT job.site_id, coalesce(app.name, ''), coalesce(job.jobgroup, ''), job.state, "
-    "count(*), sum(job.nodes <= 1), sum(CASE WHEN job.nodes > 1 THEN job.nodes ELSE 0 END), "
-    "sum(job.nodes * coalesce(job.walltime, 0)), sum(job.walltime IS NULL) "
-    "FROM job LEFT JOIN app ON app.id = job.app_id "
-    "WHERE job.state IN ({marks}){where} GROUP BY job.site_id, job.app_id, job.jobgroup, "
-    "job.state")
+    "SELECT t.site_id, coalesce(app.name, ''), t.jobgroup, t.state, sum(t.jobs), "
+    "sum(CASE WHEN t.nodes <= 1 THEN t.jobs ELSE 0 END), "
+    "sum(CASE WHEN t.nodes > 1 THEN t.nodes * t.jobs ELSE 0 END), "
+    "sum(t.nodes * t.walltime * t.jobs), sum(t.without_walltime) "
+    "FROM job_tally AS t LEFT JOIN app ON app.id = t.app_id "
+    "WHERE t.jobs > 0 AND t.state IN ({marks}){where} GROUP BY t.site_id, t.app_id, t.jobgroup, "
+    "t.state")
 
 
 def app_id_of(db: SqliteDatabase, name: str) -> int:
@@ -135,13 +149,13 @@ def site_backlogs(db: SqliteDatabase, sid: int | None = None,
     params: list[object] = list(states)
     for column, value in (("site_id", sid), ("app_id", app_id)):
         if value is not None:
-            where += f" AND job.{column} = ?"
+            where += f" AND t.{column} = ?"
             params.append(value)
     sql = _GROUPED.format(marks=",".join("?" * len(states)), where=where)
     result: dict[int, SiteBacklog] = {}
     for site_id, app, group, state, count, single, multi, minutes, bare in db.execute_sql(
             sql, params):
-        if site_id is None:
+        if not site_id:
             continue  # not matched to a site yet
         site = result.setdefault(int(site_id), SiteBacklog(int(site_id)))
         for target in (site.total, site.groups.setdefault((app, group), BacklogGroup())):
