@@ -2,8 +2,10 @@
 
 A local site runs one agent process on this host, started by the launcher. An SSH site's agent
 is started by the site itself when an exchange asks for one. A batch site's agents are pilots
-in scheduler allocations (`megarun queue submit`): its cycle polls the scheduler, submits the
-next dependency level of direct batch jobs, and feeds the pilots' pools; it starts no agent.
+in scheduler allocations (`megarun queue submit`, or its elastic policy): its cycle polls the
+scheduler, submits the next dependency level of direct batch jobs, submits and cancels pilots
+as the elastic policy decides (megarun.engine.elastic_run), and feeds the pilots' pools; it
+starts no agent.
 `build_cycle` picks the class once, when the cycle is built.
 """
 
@@ -307,7 +309,8 @@ class RemoteBatchCycle(BatchCycle):
         return self.remote.exchange(start_agent=start, log_tail=log_tail)
 
     def worth_visiting(self) -> bool:
-        return has_open(self.scope) or has_work(self.scope, self.remote)
+        return (has_open(self.scope) or self.scope.site.spec.elastic.min_batch_jobs > 0
+                or has_work(self.scope, self.remote))
 
     def round_trips(self) -> int:
         return self.remote.round_trips
