@@ -7,7 +7,6 @@ least 0.8x its rate).
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.run import REPO, Row, megarun, new_area, timed
+from bench.run import Row, megarun, new_area, real_slurm, timed
 
 #: The elastic settings of both benches' sites.
 ELASTIC = ("--set", "elastic.max_batch_jobs=4", "--set", "elastic.nodes=1..8",
@@ -73,21 +72,11 @@ def bench_decision(root: Path, batches: int = 10, per_batch: int = 100_000) -> l
 def bench_slurm(root: Path, count: int = 10_000) -> list[Row]:
     """`count` no-op jobs from `job create` to all COMPLETED by `sync` cycles on the real
     Slurm: with the elastic policy alone, and with one hand-made pilot of the same shape."""
-    sys.path.insert(0, str(REPO))
-    from tests.slurmd import SlurmUnavailable, start_slurm
-
-    try:
-        cluster = start_slurm()
-    except SlurmUnavailable as exc:
-        return [Row(f"elastic Slurm bench NOT RUN: no Slurm: {exc}", 0.0, "", ">= 0.8x", False)]
-    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else root
-    folder = Path(tempfile.mkdtemp(prefix="megarun-bench-elastic-", dir=shm))
-    try:
+    with real_slurm(root, "elastic") as folder:
+        if folder is None:
+            return [Row("elastic Slurm bench NOT RUN: no Slurm", 0.0, "", ">= 0.8x", False)]
         hand = _sync_rate(root, folder, "hand", count, elastic=False)
         elastic = _sync_rate(root, folder, "elastic", count, elastic=True)
-    finally:
-        cluster.release()
-        shutil.rmtree(folder, ignore_errors=True)
     return [Row(f"{count:,} no-op jobs on Slurm by sync cycles alone (elastic pilots)", elastic,
                 "jobs/s", ">= 0.8x hand-made", elastic >= 0.8 * hand,
                 f"one hand-made queue submit {hand:,.1f}/s", f"{elastic / hand:.2f}x")]

@@ -22,7 +22,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -421,16 +422,9 @@ def bench_batch(root: Path, pilot_jobs: int = 2_000, direct_jobs: int = 200,
     allocation packing them, against one sbatch per job (direct mode), and against one `srun`
     per job inside one allocation. Direct and srun run a sample (their cost per job is the
     scheduler's, the same for every job): rows compare jobs per second."""
-    sys.path.insert(0, str(REPO))
-    from tests.slurmd import SlurmUnavailable, start_slurm
-
-    try:
-        cluster = start_slurm()
-    except SlurmUnavailable as exc:
-        return [Row(f"batch bench NOT RUN: no Slurm: {exc}", 0.0, "", ">= 10x direct", False)]
-    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else root
-    folder = Path(tempfile.mkdtemp(prefix="megarun-bench-batch-", dir=shm))
-    try:
+    with real_slurm(root, "batch") as folder:
+        if folder is None:
+            return [Row("batch bench NOT RUN: no Slurm", 0.0, "", ">= 10x direct", False)]
         area = new_area(root, "batch")
         megarun(area, "site", "add", "hpc", "--preset", "generic-slurm", "--workdir",
                 str(folder / "hpc"))
@@ -438,9 +432,6 @@ def bench_batch(root: Path, pilot_jobs: int = 2_000, direct_jobs: int = 200,
                             "--idle-exit", "2")
         direct = _batch_rate(area, direct_jobs, "--mode", "direct", walltime="1")
         srun = _srun_rate(folder, srun_jobs)
-    finally:
-        cluster.release()
-        shutil.rmtree(folder, ignore_errors=True)
     return [
         Row(f"{pilot_jobs} no-op jobs in one Slurm pilot (submit to done)", pilot, "jobs/s",
             ">= 10x direct", pilot >= 10 * direct,
@@ -449,6 +440,28 @@ def bench_batch(root: Path, pilot_jobs: int = 2_000, direct_jobs: int = 200,
             ">= 5x srun", pilot >= 5 * srun, f"srun x{srun_jobs} {srun:,.1f}/s",
             f"{pilot / srun:.1f}x"),
     ]
+
+
+@contextmanager
+def real_slurm(root: Path, name: str) -> Iterator[Path | None]:
+    """The test suite's single-node Slurm (tests/slurmd.py), held while the block runs, and a
+    folder for job dirs on tmpfs; None (and a note on stderr) when there is no Slurm."""
+    sys.path.insert(0, str(REPO))
+    from tests.slurmd import SlurmUnavailable, start_slurm
+
+    try:
+        cluster = start_slurm()
+    except SlurmUnavailable as exc:
+        print(f"{name} bench: no Slurm: {exc}", file=sys.stderr)
+        yield None
+        return
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else root
+    folder = Path(tempfile.mkdtemp(prefix=f"megarun-bench-{name}-", dir=shm))
+    try:
+        yield folder
+    finally:
+        cluster.release()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _batch_rate(area: Path, count: int, *submit: str, walltime: str = "") -> float:
