@@ -96,6 +96,13 @@ def test_decisions_follow_ranges_queue_limits_and_never_fit(tmp_path: Path) -> N
     assert dry["wanted_nodes"] == 6 and dry["held"] == ""
     assert area.json("queue", "ls") == []  # a dry run submits nothing
     assert fake_jobs(tmp_path) == []
+    # Applied, the scheduler gets exactly those pilots: nodes, walltime and queue as decided.
+    area.env["MEGARUN_FAKE_HOLD"] = str(tmp_path / "hold")
+    (tmp_path / "hold").write_text("")
+    done = area.json("queue", "elastic", "--site", "small")
+    assert isinstance(done, dict) and len(done["submitted"]) == 2, done
+    asked = sorted((job["nodes"], job["walltime"], job["queue"]) for job in fake_jobs(tmp_path))
+    assert asked == [(2, "0:32:00", "small"), (4, "0:32:00", "small")], asked
 
 
 def test_max_queued_and_cancelling_unneeded_queued_pilots(tmp_path: Path) -> None:
