@@ -282,8 +282,14 @@ class BatchCycle(Cycle):
     def elastic_blocked(self, by_state: dict[str, int]) -> Blocked | None:
         """An elastic site's launch goes on while the policy may still submit a pilot; it
         stops when every READY job is one no pilot can ever run."""
-        decision = self.elastic.decision if self.elastic is not None else None
         ready = by_state.get(JobState.READY.value, 0)
+        if self.elastic is not None and self.elastic.failed:  # refused: would be, again and again
+            first = next(iter(self.elastic.failed.values()))
+            return (f"no batch job is open on site {self.scope.name!r} to run its {ready} READY "
+                    f"job(s): the elastic policy's pilot was refused: {first}",
+                    "the jobs stay READY: fix the site's settings (megarun site set), then "
+                    "launch again")
+        decision = self.elastic.decision if self.elastic is not None else None
         if decision is None or not decision.never_fit or \
                 sum(n.count for n in decision.never_fit) < ready:
             return None

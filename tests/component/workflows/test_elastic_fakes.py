@@ -176,6 +176,22 @@ def test_launch_stops_when_no_allowed_pilot_can_run_the_jobs(tmp_path: Path) -> 
     assert area.json("queue", "ls", "--history") == []
 
 
+def test_launch_stops_when_the_scheduler_refuses_the_elastic_pilot(tmp_path: Path) -> None:
+    area = make_area(tmp_path, "pbspro")
+    wrappers = tmp_path / "wrappers"
+    wrappers.mkdir()
+    qsub = wrappers / "qsub"
+    qsub.write_text('#!/bin/sh\necho "qsub: Unauthorized Request" >&2\nexit 1\n')
+    qsub.chmod(0o755)
+    area.env["PATH"] = f"{wrappers}:{area.env['PATH']}"
+    area.ok("site", "set", "hpc", "elastic.max_batch_jobs=2")
+    area.ok("job", "create", "--app", "probe", "--site", "hpc")
+    code, out, err = area.cli("launch", "--site", "hpc", timeout=60)
+    assert code != 0 and "Unauthorized Request" in out + err, (out, err)
+    history = area.json("queue", "ls", "--history")
+    assert isinstance(history, list) and [row["state"] for row in history] == ["submit_failed"]
+
+
 # -- site set ---------------------------------------------------------------------------------
 def test_site_set_validates_like_site_add_and_changes_nothing_on_error(tmp_path: Path) -> None:
     area = make_area(tmp_path, "pbspro")
