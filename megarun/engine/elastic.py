@@ -19,6 +19,7 @@ the others already cover are cancelled, newest first, down to min_batch_jobs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from megarun.config.elastic import ElasticSpec
@@ -31,8 +32,9 @@ START_MARGIN = 2.0
 @dataclass(frozen=True)
 class QueueLimits:
     """What the machine allows in the elastic queue: nodes, walltime (minutes), and how many
-    batch jobs one user may have queued and in all (0: no such limit). `walltime_bins` are
-    (at least this many nodes, max walltime) steps where the walltime depends on the size."""
+    batch jobs one user may have waiting and in all (0: no such limit). `walltime_of` gives the
+    longest walltime for a node count where the queue's limit depends on the size (node-count
+    bins); None: `max_walltime` for any size."""
 
     name: str = ""
     account: str = ""
@@ -41,12 +43,14 @@ class QueueLimits:
     max_walltime: float = 525_600.0
     max_queued_per_user: int = 0
     max_jobs_per_user: int = 0
-    walltime_bins: tuple[tuple[int, float], ...] = ()
+    min_walltime: float = 0.0
+    walltime_of: Callable[[int], float] | None = field(default=None, compare=False)
 
     def walltime_for(self, nodes: int) -> float:
         """The longest walltime a batch job of `nodes` nodes may ask for."""
-        allowed = [minutes for least, minutes in self.walltime_bins if nodes >= least]
-        return min(self.max_walltime, allowed[-1]) if allowed else self.max_walltime
+        if self.walltime_of is None:
+            return self.max_walltime
+        return min(self.max_walltime, float(self.walltime_of(nodes)))
 
 
 @dataclass(frozen=True)
@@ -148,9 +152,8 @@ def job_fit(settings: ElasticSpec, limits: QueueLimits) -> Fit:
     """The widest and longest job an elastic pilot can take on this site."""
     widest = min(settings.nodes_max, limits.max_nodes)
     floor = min(max(settings.nodes_min, limits.min_nodes), widest)
-    sizes = {floor, widest, *(least for least, _m in limits.walltime_bins
-                              if floor <= least <= widest)}
-    longest = min(settings.walltime_max, max(limits.walltime_for(n) for n in sizes))
+    # A size's walltime limit grows (or shrinks) with it: the ends of the range hold the longest.
+    longest = min(settings.walltime_max, max(limits.walltime_for(n) for n in (floor, widest)))
     return Fit(widest, longest - START_MARGIN)
 
 
@@ -249,7 +252,8 @@ def _walltime(settings: ElasticSpec, limits: QueueLimits, backlog: Backlog, node
     need = max(backlog.longest_walltime + START_MARGIN if backlog.longest_walltime else 0.0,
                work)
     high = min(settings.walltime_max, limits.walltime_for(nodes))
-    return float(math.floor(_clamp_minutes(math.ceil(need), settings.walltime_min, high)))
+    low = max(settings.walltime_min, limits.min_walltime)
+    return float(math.floor(_clamp_minutes(math.ceil(need), low, high)))
 
 
 def _cancel(settings: ElasticSpec, pilots: list[Pilot], want: int,

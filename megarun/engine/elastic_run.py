@@ -50,12 +50,14 @@ def queue_limits(site: SiteInfo) -> QueueLimits:
     queue = spec.queues.get(name)
     if queue is None:
         return QueueLimits(name, account)
-    # Per-user limits and node-count walltime steps, where the preset gives them.
-    bins = getattr(queue, "walltime_bins", ()) or ()
+    # Node-count walltime bins, per-user job limits and a shortest walltime, where the preset
+    # gives them (config.presets' Queue: max_walltime_for, max_queued counting queued or
+    # running, min_walltime).
+    walltime_of = getattr(queue, "max_walltime_for", None)
     return QueueLimits(name, account, queue.min_nodes, queue.max_nodes, float(queue.max_walltime),
-                       int(getattr(queue, "max_queued_per_user", 0) or 0),
-                       int(getattr(queue, "max_jobs_per_user", 0) or 0),
-                       tuple((int(least), float(minutes)) for least, minutes in bins))
+                       0, int(getattr(queue, "max_queued", 0) or 0),
+                       float(getattr(queue, "min_walltime", 0) or 0),
+                       walltime_of if callable(walltime_of) else None)
 
 
 def plan(scope: SiteScope, ready_limit: int | None = None, now: float | None = None) -> Decision:

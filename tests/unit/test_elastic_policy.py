@@ -3,6 +3,9 @@ rule on its own, so that a rule taken out fails its test."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import pytest
 
 from megarun.config.elastic import ElasticSpec, read_elastic
@@ -14,8 +17,11 @@ from megarun.engine.elastic import (
     decide,
     job_fit,
 )
+from megarun.engine.elastic_run import queue_limits
 from megarun.errors import ConfigError
 from megarun.schedulers.base import BatchState
+from megarun.sites.registry import SiteInfo
+from megarun.sites.spec import SiteSpec
 
 NOW = 1_000_000.0
 OPEN = QueueLimits("batch", "proj", 1, 100, 24 * 60.0)
@@ -184,7 +190,8 @@ def test_walltime_without_job_walltimes_is_the_minimum() -> None:
 
 
 def test_walltime_within_the_queue_limit_and_its_node_bins() -> None:
-    limits = QueueLimits("prod", "", 1, 100, 24 * 60.0, walltime_bins=((1, 60.0), (10, 600.0)))
+    limits = QueueLimits("prod", "", 1, 100, 24 * 60.0,
+                         walltime_of=lambda nodes: 60.0 if nodes < 10 else 600.0)
     small = decide(spec(walltime="10m..24h", nodes="1..4"), limits, jobs(1, walltime=500),
                    [], NOW, None)
     assert small.submit[0].nodes == 1 and small.submit[0].walltime == 60
@@ -201,6 +208,12 @@ def test_jobs_that_never_fit_are_reported_not_submitted_for() -> None:
     reasons = {n.count: n for n in decision.never_fit}
     assert reasons[3].job_ids == (7, 8, 9) and "8 node(s)" in reasons[3].reason
     assert reasons[2].job_ids == (4, 5) and "58 min" in reasons[2].reason
+
+
+def test_walltime_at_least_the_queue_minimum() -> None:
+    limits = QueueLimits("prod", "", 1, 100, 24 * 60.0, min_walltime=30.0)
+    decision = decide(spec(walltime="10m..2h"), limits, jobs(3), [], NOW, None)
+    assert decision.submit[0].walltime == 30
 
 
 def test_job_fit_follows_settings_and_queue() -> None:
@@ -229,3 +242,28 @@ def test_cancelling_keeps_min_batch_jobs() -> None:
 def test_a_needed_queued_pilot_stays() -> None:
     decision = decide(spec(), OPEN, jobs(2), [pilot(1, nodes=2)], NOW, None)
     assert not decision.cancel and not decision.submit
+
+
+# -- the queue's limits as the preset gives them ------------------------------------------------
+@dataclass(frozen=True)
+class BinnedQueue:
+    """A queue as a preset with node-count bins and per-user limits describes it."""
+
+    name: str = "prod"
+    max_nodes: int = 100
+    max_walltime: int = 720
+    min_nodes: int = 1
+    max_queued: int = 3
+    min_walltime: int = 5
+
+    def max_walltime_for(self, nodes: int) -> int:
+        return 120 if nodes <= 10 else self.max_walltime
+
+
+def test_the_elastic_step_reads_bins_and_per_user_limits_of_the_queue() -> None:
+    spec = SiteSpec.from_settings({"scheduler": "pbs", "elastic": {"max_batch_jobs": 4}}, "t")
+    spec = dataclasses.replace(spec, queues={"prod": BinnedQueue()}, default_queue="prod")
+    site = SiteInfo("s", "generic-pbs", "pbs", None, "/tmp/s", spec)
+    limits = queue_limits(site)
+    assert (limits.walltime_for(4), limits.walltime_for(50)) == (120, 720)
+    assert limits.max_jobs_per_user == 3 and limits.min_walltime == 5
