@@ -14,7 +14,7 @@ from peewee import SqliteDatabase
 
 from megarun.config.inputs import printable
 from megarun.core.states import JobState
-from megarun.engine.batch_poll import OPEN_STATES
+from megarun.engine.batch_poll import NEVER_RUNS, OPEN_STATES
 from megarun.engine.elastic import Backlog, Fit, Pilot
 from megarun.errors import NotFoundError
 from megarun.schedulers.base import BatchState
@@ -78,11 +78,12 @@ def open_pilots(db: SqliteDatabase, sid: int) -> list[Pilot]:
     """The site's pilots being submitted, queued or running."""
     marks = ",".join("?" * len(OPEN_STATES))
     found = db.execute_sql(
-        f"SELECT id, state, nodes, walltime, started, elastic FROM batch_job WHERE site_id = ? "  # noqa: S608
-        f"AND mode = 'pilot' AND state IN ({marks}) ORDER BY id", (sid, *OPEN_STATES))
+        "SELECT id, state, nodes, walltime, started, elastic, substr(message, 1, ?) = ? "  # noqa: S608
+        f"FROM batch_job WHERE site_id = ? AND mode = 'pilot' AND state IN ({marks}) ORDER BY id",
+        (len(NEVER_RUNS), NEVER_RUNS, sid, *OPEN_STATES))
     return [Pilot(int(row_id), _pilot_state(state), int(nodes), float(walltime or 0), started,
-                  bool(elastic))
-            for row_id, state, nodes, walltime, started, elastic in found]
+                  bool(elastic), bool(never))
+            for row_id, state, nodes, walltime, started, elastic, never in found]
 
 
 def _pilot_state(state: str) -> BatchState:

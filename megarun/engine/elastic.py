@@ -13,7 +13,8 @@ per-user limits and submit_every (one submission per interval). A pilot's wallti
 longest waiting job plus a start margin, and the backlog's work spread over the wanted nodes,
 within the walltime range and the queue's limit for that many nodes. A job too big or too long
 for any pilot the limits allow is reported, never submitted for. Queued elastic pilots that
-the others already cover are cancelled, newest first, down to min_batch_jobs.
+the others already cover are cancelled, newest first, down to min_batch_jobs. While an elastic
+pilot is one the scheduler says can never run, no more are submitted (each would be the same).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class Pilot:
     walltime: float  # minutes asked for
     started: float | None  # when it started running (epoch seconds)
     elastic: bool  # made by the elastic policy (only those are cancelled)
+    never_runs: bool = False  # the scheduler holds it pending for ever (queue ls says why)
 
     def minutes_left(self, now: float) -> float:
         if self.state is not BatchState.RUNNING or self.started is None:
@@ -190,8 +192,13 @@ def decide(settings: ElasticSpec, limits: QueueLimits, backlog: Backlog,
                         f"({limits.min_nodes}..{limits.max_nodes} nodes)")
     want = wanted_nodes(settings, limits, backlog, node_cpus)
     count = _Count(len(pilots), sum(1 for p in pilots if p.state is not BatchState.RUNNING),
-                   sum(p.nodes for p in pilots if p.minutes_left(now) > 0), last_submit)
-    held = _submit(settings, limits, backlog, count, want, floor, now)
+                   sum(p.nodes for p in pilots if p.minutes_left(now) > 0 and not p.never_runs),
+                   last_submit)
+    stuck = [p.batch_id for p in pilots if p.never_runs and p.elastic]
+    held = (f"batch job {stuck[0]} can never run as asked (see queue ls): no more pilots of "
+            f"these settings until it is cancelled (megarun queue rm {stuck[0]}) and "
+            "elastic.nodes or elastic.walltime fixed (megarun site set)" if stuck else
+            _submit(settings, limits, backlog, count, want, floor, now))
     cancel = () if count.requests else _cancel(settings, pilots, want, count.capacity)
     return Decision(True, want, count.capacity, tuple(count.requests), cancel, never, held,
                     len(pilots), sum(1 for p in pilots if p.state is not BatchState.RUNNING))

@@ -168,6 +168,13 @@ def test_min_batch_jobs_are_kept_without_a_backlog() -> None:
     assert "min_batch_jobs" in decision.submit[0].reason
 
 
+def test_a_pilot_that_can_never_run_holds_further_submissions() -> None:
+    stuck = Pilot(1, BatchState.QUEUED, 4, 60.0, None, True, never_runs=True)
+    decision = decide(spec(nodes="1..8"), OPEN, jobs(100), [stuck], NOW, None)
+    assert not decision.submit and "batch job 1 can never run" in decision.held
+    assert decision.capacity_nodes == 0
+
+
 # -- walltime ---------------------------------------------------------------------------------
 def test_walltime_covers_the_longest_job_within_the_range() -> None:
     decision = decide(spec(walltime="10m..4h"), OPEN, jobs(1, walltime=50), [], NOW, None)

@@ -192,6 +192,21 @@ def test_launch_stops_when_the_scheduler_refuses_the_elastic_pilot(tmp_path: Pat
     assert isinstance(history, list) and [row["state"] for row in history] == ["submit_failed"]
 
 
+def test_a_pilot_that_can_never_run_stops_further_submissions(tmp_path: Path) -> None:
+    area = make_area(tmp_path, "pbspro")
+    area.env["MEGARUN_FAKE_MAX_NODES"] = "1"  # the machine has one node; elastic asks for 2
+    area.ok("site", "set", "hpc", "elastic.max_batch_jobs=3", "elastic.nodes=2",
+            "elastic.backlog_per_node=1")
+    area.ok("job", "create", "--app", "probe", "--site", "hpc", "--count", "2")
+    held = ""
+    for _ in range(4):
+        [row] = [r for r in area.json("sync") if r["site"] == "hpc"]
+        held = row["elastic"]["held"]
+    assert "can never run as asked" in held, held
+    rows = open_batch_jobs(area)
+    assert len(rows) == 1 and "can never run" in rows[0]["message"], rows  # not 3
+
+
 # -- site set ---------------------------------------------------------------------------------
 def test_site_set_validates_like_site_add_and_changes_nothing_on_error(tmp_path: Path) -> None:
     area = make_area(tmp_path, "pbspro")
