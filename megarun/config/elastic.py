@@ -76,9 +76,12 @@ def read_elastic(table: Any, origin: str) -> ElasticSpec:
 
 
 def check_against_queues(spec: ElasticSpec, queues: dict[str, Any], default_queue: str,
-                         origin: str) -> None:
-    """The elastic queue must be one of the site's, and its ranges within that queue's
-    limits (`queues`: name -> config.presets.Queue)."""
+                         origin: str, scheduler: str = "slurm") -> None:
+    """Elastic needs a batch scheduler; the elastic queue must be one of the site's, and its
+    ranges within that queue's limits (`queues`: name -> config.presets.Queue)."""
+    if spec.enabled and scheduler == "local":
+        raise ConfigError(f"{origin}: elastic.max_batch_jobs is for sites with a batch scheduler "
+                          "(slurm, pbs, lsf, cobalt); this one has none")
     name = spec.queue or default_queue
     if spec.queue and queues and spec.queue not in queues:
         raise ConfigError(f"{origin}: elastic.queue {spec.queue!r} is not one of the queues: "

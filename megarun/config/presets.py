@@ -186,7 +186,7 @@ def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
     pilot = _validate_pilot(scheduler, data, origin)
     check_against_queues(read_elastic(data.get("elastic", {}), origin),
                          {queue.name: queue for queue in queues}, data.get("default_queue", ""),
-                         origin)
+                         origin, scheduler)
     validate_capabilities(data.get("capabilities", {}), origin)
     settings = dict(data)
     settings["scheduler"] = scheduler

@@ -230,6 +230,8 @@ def test_site_set_validates_like_site_add_and_changes_nothing_on_error(tmp_path:
         assert area.json("site", "show", "small") == before
     code, _out, err = area.cli("site", "set", "nosuch", "elastic.max_batch_jobs=1")
     assert code == 2 and "unknown site" in err
+    code, _out, err = area.cli("site", "set", "local", "elastic.max_batch_jobs=1")
+    assert code == 2 and "batch scheduler" in err  # `sync` feeds no pilots of a local site
     shown = area.json("site", "set", "small", "elastic.max_batch_jobs=2", "elastic.nodes=1..4",
                       "elastic.walltime=30m..1h", "account=01234")
     assert isinstance(shown, dict)
