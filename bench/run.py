@@ -4,7 +4,7 @@ the same process.
 
     python bench/run.py                 # everything (a few minutes)
     python bench/run.py launch version  # some of: version help create query launch agent suite memory
-                                        #          ssh batch archive sync mirror logs listing appstale
+                                        #          ssh batch archive sync mirror logs listing appstale elastic
 
 Each benchmark makes its own area in a temporary folder and runs the real `megarun` command.
 """
@@ -22,7 +22,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -421,16 +422,9 @@ def bench_batch(root: Path, pilot_jobs: int = 2_000, direct_jobs: int = 200,
     allocation packing them, against one sbatch per job (direct mode), and against one `srun`
     per job inside one allocation. Direct and srun run a sample (their cost per job is the
     scheduler's, the same for every job): rows compare jobs per second."""
-    sys.path.insert(0, str(REPO))
-    from tests.slurmd import SlurmUnavailable, start_slurm
-
-    try:
-        cluster = start_slurm()
-    except SlurmUnavailable as exc:
-        return [Row(f"batch bench NOT RUN: no Slurm: {exc}", 0.0, "", ">= 10x direct", False)]
-    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else root
-    folder = Path(tempfile.mkdtemp(prefix="megarun-bench-batch-", dir=shm))
-    try:
+    with real_slurm(root, "batch") as folder:
+        if folder is None:
+            return [Row("batch bench NOT RUN: no Slurm", 0.0, "", ">= 10x direct", False)]
         area = new_area(root, "batch")
         megarun(area, "site", "add", "hpc", "--preset", "generic-slurm", "--workdir",
                 str(folder / "hpc"))
@@ -438,9 +432,6 @@ def bench_batch(root: Path, pilot_jobs: int = 2_000, direct_jobs: int = 200,
                             "--idle-exit", "2")
         direct = _batch_rate(area, direct_jobs, "--mode", "direct", walltime="1")
         srun = _srun_rate(folder, srun_jobs)
-    finally:
-        cluster.release()
-        shutil.rmtree(folder, ignore_errors=True)
     return [
         Row(f"{pilot_jobs} no-op jobs in one Slurm pilot (submit to done)", pilot, "jobs/s",
             ">= 10x direct", pilot >= 10 * direct,
@@ -449,6 +440,28 @@ def bench_batch(root: Path, pilot_jobs: int = 2_000, direct_jobs: int = 200,
             ">= 5x srun", pilot >= 5 * srun, f"srun x{srun_jobs} {srun:,.1f}/s",
             f"{pilot / srun:.1f}x"),
     ]
+
+
+@contextmanager
+def real_slurm(root: Path, name: str) -> Iterator[Path | None]:
+    """The test suite's single-node Slurm (tests/slurmd.py), held while the block runs, and a
+    folder for job dirs on tmpfs; None (and a note on stderr) when there is no Slurm."""
+    sys.path.insert(0, str(REPO))
+    from tests.slurmd import SlurmUnavailable, start_slurm
+
+    try:
+        cluster = start_slurm()
+    except SlurmUnavailable as exc:
+        print(f"{name} bench: no Slurm: {exc}", file=sys.stderr)
+        yield None
+        return
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else root
+    folder = Path(tempfile.mkdtemp(prefix=f"megarun-bench-{name}-", dir=shm))
+    try:
+        yield folder
+    finally:
+        cluster.release()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _batch_rate(area: Path, count: int, *submit: str, walltime: str = "") -> float:
@@ -561,11 +574,20 @@ def bench_appstale(root: Path, count: int = 100_000) -> list[Row]:
                 f"{plain:.3f} s", f"{value / base:.1f}x")]
 
 
+def bench_elastic(root: Path) -> list[Row]:
+    """The elastic decision and `queue backlog` on 1,000,000 jobs; elastic pilots on the real
+    Slurm against a hand-made one (bench/elastic.py)."""
+    sys.path.insert(0, str(REPO))
+    from bench.elastic import bench_elastic as elastic_bench
+
+    return elastic_bench(root)
+
+
 BENCHES = {"version": bench_version, "help": bench_help, "create": bench_create, "query": bench_query,
            "launch": bench_launch, "agent": bench_agent, "suite": bench_suite, "memory": bench_memory,
            "ssh": bench_ssh, "batch": bench_batch, "archive": bench_archive,
            "sync": bench_sync, "mirror": bench_mirror, "logs": bench_logs,
-           "listing": bench_listing, "appstale": bench_appstale}
+            "listing": bench_listing, "appstale": bench_appstale, "elastic": bench_elastic}
 BENCHES["api"] = bench_api
 
 

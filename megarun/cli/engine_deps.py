@@ -20,6 +20,9 @@ from megarun.engine.batch import (
     list_batch_jobs,
     submit,
 )
+from megarun.engine.elastic import ElasticOutcome
+from megarun.engine.elastic_run import BacklogReport, run_elastic
+from megarun.engine.elastic_run import backlog_reports as site_backlog_reports
 from megarun.engine.locks import launcher_busy, sync_lock
 from megarun.engine.reports import LaunchProgress, SiteReport
 from megarun.engine.scope import AreaScope, SiteScope
@@ -113,3 +116,13 @@ def count_batch_jobs(ctx: Context, site: str | None, history: bool,
 def cancel_batch_job(ctx: Context, batch_id: int) -> BatchJobRow:
     """`queue rm`: cancel the batch job on its site."""
     return cancel(site_scope(ctx, batch_job_site(ctx.db, batch_id)), batch_id)
+
+
+def elastic_step(ctx: Context, site: str, dry_run: bool) -> ElasticOutcome:
+    """`queue elastic`: the site's elastic decision, applied unless `dry_run`."""
+    return run_elastic(site_scope(ctx, site), dry_run=dry_run)
+
+
+def backlog_reports(ctx: Context, site: str | None, app: str | None) -> list[BacklogReport]:
+    """`queue backlog`: the backlog of the site (or of every site), of one app's jobs."""
+    return site_backlog_reports(ctx.db, site_scopes(ctx, site), app)

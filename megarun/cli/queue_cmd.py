@@ -1,6 +1,6 @@
 """`megarun queue ...`: batch jobs (scheduler allocations) of batch sites."""
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,11 +11,18 @@ from megarun.config.inputs import INT64_MAX
 from megarun.core.quantities import MINUTE, SECOND
 from megarun.errors import EnvironmentProblem
 
+if TYPE_CHECKING:
+    from megarun.engine.elastic import ElasticOutcome
+    from megarun.engine.elastic_run import BacklogReport
+
 app = typer.Typer(help="Batch jobs: scheduler allocations (pilot or direct).",
                   no_args_is_help=True)
 
 _COLUMNS = ["id", "site", "scheduler_id", "mode", "state", "nodes", "walltime", "queue",
-            "message"]
+            "elastic", "message"]
+_BACKLOG_COLUMNS = ["site", "elastic", "ready", "waiting_on_dependencies", "queued", "running",
+                    "pilots_queued", "pilots_running", "pilot_nodes", "node_hours",
+                    "wanted_nodes"]
 
 
 @app.command("submit")
@@ -122,3 +129,98 @@ def rm(
         print_document(row)
     else:
         say(f"batch job {batch_id} cancelled")
+
+
+@app.command("elastic")
+def elastic(
+    ctx: typer.Context,
+    site: Annotated[str, typer.Option(help="Batch site whose elastic settings decide.")],
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Only say what would be submitted or cancelled, and why.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Run the site's elastic policy once: submit the pilots its backlog wants, cancel queued
+    ones nobody needs (with --dry-run, only say so)."""
+    from megarun.cli.engine_deps import elastic_step
+
+    outcome = elastic_step(context(ctx), site, dry_run)
+    if as_json:
+        print_document({"site": site, **elastic_json(outcome)})
+        return
+    for line in elastic_lines(site, outcome):
+        say(line)
+
+
+@app.command("backlog")
+def backlog(
+    ctx: typer.Context,
+    site: Annotated[str | None, typer.Option(help="Only this site.")] = None,
+    app_name: Annotated[str | None, typer.Option(
+        "--app", help="Only jobs of this app.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """The work waiting per site (and per app and jobgroup): READY, waiting on dependencies,
+    queued and running jobs, the pilots, the backlog's node-hours and the nodes the elastic
+    policy would want; for people and for autoscalers (--json)."""
+    from megarun.cli.engine_deps import backlog_reports
+
+    reports = backlog_reports(context(ctx), site, app_name)
+    rows = [backlog_json(report) for report in reports]
+    if as_json:
+        print_document({"sites": rows})
+        return
+    render_listing(rows, _BACKLOG_COLUMNS, False, False, empty="no sites")
+
+
+def elastic_json(outcome: "ElasticOutcome") -> dict[str, Any]:
+    """An elastic step as `queue elastic --json` and `sync --json` print it."""
+    decision = outcome.decision
+    return {"enabled": decision.enabled, "dry_run": outcome.dry_run,
+            "wanted_nodes": decision.wanted_nodes, "capacity_nodes": decision.capacity_nodes,
+            "open_pilots": decision.open_pilots, "queued_pilots": decision.queued_pilots,
+            "submit": [{"nodes": r.nodes, "walltime": r.walltime, "queue": r.queue,
+                        "account": r.account, "reason": r.reason} for r in decision.submit],
+            "cancel": [{"batch_id": c.batch_id, "reason": c.reason} for c in decision.cancel],
+            "never_fit": [{"count": n.count, "job_ids": list(n.job_ids), "reason": n.reason}
+                          for n in decision.never_fit],
+            "held": decision.held, "submitted": outcome.submitted,
+            "cancelled": outcome.cancelled,
+            "failed": {str(key): message for key, message in outcome.failed.items()}}
+
+
+def elastic_lines(site: str, outcome: "ElasticOutcome") -> list[str]:
+    """What an elastic step did (or, dry, would do), one line each."""
+    decision = outcome.decision
+    verb = "would submit" if outcome.dry_run else "submit"
+    lines = [f"site {site}: {decision.wanted_nodes} node(s) wanted, {decision.capacity_nodes} "
+             f"held by {decision.open_pilots} open pilot(s)"] if decision.enabled else []
+    lines += [f"{verb} a pilot of {r.nodes} node(s), {r.walltime:g} min"
+              f"{f' in queue {r.queue}' if r.queue else ''}: {r.reason}" for r in decision.submit]
+    verb = "would cancel" if outcome.dry_run else "cancel"
+    lines += [f"{verb} batch job {c.batch_id}: {c.reason}" for c in decision.cancel]
+    lines += [f"{n.count} job(s) can never run here ({n.reason}), e.g. "
+              f"{', '.join(map(str, n.job_ids))}" for n in decision.never_fit]
+    if decision.held:
+        lines.append(f"held: {decision.held}")
+    lines += [f"batch job {key or '-'} not submitted: {message}"
+              for key, message in outcome.failed.items()]
+    if len(lines) <= 1 and decision.enabled:
+        lines.append("nothing to submit or cancel")
+    return lines
+
+
+def backlog_json(report: "BacklogReport") -> dict[str, Any]:
+    """One site of `queue backlog --json`."""
+    return {"site": report.site, "elastic": report.elastic, **_counts(report.total),
+            "pilots_queued": report.pilots_queued, "pilots_running": report.pilots_running,
+            "pilot_nodes": report.pilot_nodes, "pilot_slots": report.pilot_slots,
+            "wanted_nodes": report.wanted_nodes,
+            "groups": [{"app": app_name, "jobgroup": group, **_counts(counts)}
+                       for (app_name, group), counts in sorted(report.groups.items())]}
+
+
+def _counts(group: Any) -> dict[str, Any]:
+    return {"ready": group.ready, "waiting_on_dependencies": group.waiting_on_dependencies,
+            "queued": group.queued, "running": group.running,
+            "node_hours": round(group.node_minutes / 60.0, 3),
+            "without_walltime": group.without_walltime}

@@ -17,7 +17,7 @@ READ_COMMANDS = frozenset({
     ("site", "presets"), ("site", "ls"), ("site", "show"),
     ("app", "ls"), ("app", "show"),
     ("job", "ls"), ("job", "show"), ("job", "logs"),
-    ("queue", "ls"), ("status",), ("runs", "ls"), ("runs", "export"),
+    ("queue", "ls"), ("queue", "backlog"), ("status",), ("runs", "ls"), ("runs", "export"),
     ("homehost", "show"), ("archive", "ls"), ("cron", "show"), ("db", "check"),
 })
 #: Commands that always run here: no area database, or the hand-over itself.

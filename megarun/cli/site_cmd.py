@@ -75,6 +75,23 @@ def add(
         say(f"site {info.name!r} added ({info.scheduler}, work dir {info.workdir})")
 
 
+@app.command("set")
+def set_settings(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Name of the site.")],
+    assignments: Annotated[list[str], typer.Argument(
+        help="Settings to change: key=value (dotted keys reach into tables), e.g. "
+        "elastic.max_batch_jobs=4.", metavar="KEY=VALUE...")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Change settings of a site, checked like site add --set; nothing changes on error."""
+    info = site_service.set_site_settings(context(ctx), name, assignments)
+    if as_json:
+        print_document(site_json(info))
+    else:
+        say(f"site {info.name!r} updated ({', '.join(a.partition('=')[0] for a in assignments)})")
+
+
 @app.command("ls")
 def ls(
     ctx: typer.Context,

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 def report_json(report: "SiteReport") -> dict[str, Any]:
     """One site's row of `sync --json` (and of its table)."""
+    from megarun.cli.queue_cmd import elastic_json
+
     return {"site": report.site, "ok": report.ok, "events": report.events,
             "finished": report.finished, "agents_settled": report.agents_settled,
             "agents_tidied": report.agents_tidied,
@@ -24,7 +26,8 @@ def report_json(report: "SiteReport") -> dict[str, Any]:
             "round_trips": report.round_trips, "status_commands": report.status_commands,
             "batch_jobs": {str(k): v for k, v in report.batch_jobs.items()},
             "error": report.error,
-            "seconds": round(report.seconds, 3)}
+            "seconds": round(report.seconds, 3),
+            "elastic": None if report.elastic is None else elastic_json(report.elastic)}
 
 
 def register(app: typer.Typer) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import platformdirs
 
 from megarun.config.apps import check_scalar, check_tag
+from megarun.config.elastic import check_against_queues, read_elastic
 from megarun.config.inputs import find_bad_value, printable, text_problem, value_problem
 from megarun.config.queues import Queue, validate_queues
 from megarun.config.queues import queue_limits as queue_limits  # importable from here too
@@ -42,7 +43,7 @@ _PRESET_KEYS = {
     "description", "scheduler", "mpi_launcher", "mpi_args", "node", "queues", "account",
     "checked", "source",
     "account_required", "default_queue", "queue_kind", "mode", "host", "workdir", "python",
-    "template", "capabilities", "ssh", "detected", "pilot", *SCHEDULERS,
+    "template", "capabilities", "ssh", "detected", "pilot", "elastic", *SCHEDULERS,
 }
 _SSH_KEYS = {"identity", "jump", "known_hosts"}
 _NODE_KEYS = {"cpus", "gpus", "max_jobs"}
@@ -168,6 +169,9 @@ def validate_preset(name: str, data: dict[str, Any], origin: str) -> Preset:
     _validate_template(data.get("template", {}), origin)
     _validate_extras(scheduler, data, origin)
     pilot = _validate_pilot(scheduler, data, origin)
+    check_against_queues(read_elastic(data.get("elastic", {}), origin),
+                         {queue.name: queue for queue in queues}, data.get("default_queue", ""),
+                         origin, scheduler)
     validate_capabilities(data.get("capabilities", {}), origin)
     settings = dict(data)
     settings["scheduler"] = scheduler

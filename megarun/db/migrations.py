@@ -9,6 +9,7 @@ from typing import Any
 from peewee import SqliteDatabase
 
 from megarun.db import models
+from megarun.db.tally import create_tally
 from megarun.errors import EnvironmentProblem
 
 
@@ -85,6 +86,13 @@ def _app_change(db: SqliteDatabase) -> None:
     db.create_tables([models.AppChangeDue], safe=True)
 
 
+def _elastic(db: SqliteDatabase) -> None:
+    """batch_job.elastic: whether the elastic policy submitted the batch job; the job tally."""
+    if "elastic" not in _columns(db, "batch_job"):  # a database made by 0001 of this version
+        db.execute_sql("ALTER TABLE batch_job ADD COLUMN elastic INTEGER NOT NULL DEFAULT 0")
+    create_tally(db)
+
+
 MIGRATIONS: list[tuple[str, Callable[[SqliteDatabase], None]]] = [
     ("0001_initial", _initial),
     ("0002_suites", _suites),
@@ -92,6 +100,7 @@ MIGRATIONS: list[tuple[str, Callable[[SqliteDatabase], None]]] = [
     ("0004_batch", _batch),
     ("0005_archive", _archive),
     ("0006_app_change", _app_change),
+    ("0007_elastic", _elastic),
 ]
 
 

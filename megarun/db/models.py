@@ -122,6 +122,8 @@ class BatchJob(BaseModel):
     submitted = FloatField(null=True)
     started = FloatField(null=True)
     extras = TextField(default="{}", constraints=[SQL("DEFAULT '{}'")])
+    # 0007_elastic: 1 when the elastic policy submitted it (engine/elastic.py)
+    elastic = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
 
 
 class Job(BaseModel):

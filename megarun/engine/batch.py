@@ -80,7 +80,7 @@ class SubmitRequest:
     limit: int | None = None  # direct mode: at most this many jobs
     job_ids: tuple[int, ...] = ()  # direct mode: only these jobs (the next dependency level)
     default_walltime: float | None = None  # direct mode: minutes for a job without a walltime
-
+    elastic: bool = False  # submitted by the elastic policy (engine/elastic.py)
 
 
 # -- listing ---------------------------------------------------------------------------------
@@ -105,6 +105,7 @@ class BatchJobRow(TypedDict):
     submitted: float | None
     started: float | None
     ended: float | None
+    elastic: bool
 
 
 def as_row(row: BatchJob, site_name: str) -> BatchJobRow:
@@ -113,7 +114,8 @@ def as_row(row: BatchJob, site_name: str) -> BatchJobRow:
             "walltime": row.walltime, "queue": row.queue or "", "account": row.account or "",
             "tags": json.loads(row.tags or "{}"), "extras": json.loads(row.extras or "{}"),
             "exit_code": row.exit_code, "message": row.message, "created": row.created,
-            "submitted": row.submitted, "started": row.started, "ended": row.ended}
+            "submitted": row.submitted, "started": row.started, "ended": row.ended,
+            "elastic": bool(row.elastic)}
 
 
 def list_batch_jobs(db: SqliteDatabase, sid: int | None = None, history: bool = False,
@@ -188,6 +190,11 @@ def submit(scope: SiteScope, request: SubmitRequest) -> list[BatchJobRow]:
     with submit_lock(scope.area, scope.name, wait=True):
         settle_interrupted(scope)
         return _submit_planned(scope, plan, request)
+
+
+def submit_held(scope: SiteScope, request: SubmitRequest) -> list[BatchJobRow]:
+    """`submit` for a caller that holds the site's submit_lock already (the elastic step)."""
+    return _submit_planned(scope, _plan(scope.site, request), request)
 
 
 def submit_like(scope: SiteScope, template: BatchJob,
@@ -271,7 +278,6 @@ def _prepare_site(site: SiteInfo, transport: Transport) -> None:
     install_agent(site, transport)
 
 
-
 def _new_row(scope: SiteScope, plan: _Plan, request: SubmitRequest, nodes: int,
              walltime: float, queue: str | None = None) -> BatchJob:
     with write_transaction(scope.db):
@@ -279,26 +285,24 @@ def _new_row(scope: SiteScope, plan: _Plan, request: SubmitRequest, nodes: int,
             site=scope.sid, state=BatchState.PENDING_SUBMISSION.value,
             mode=request.mode, nodes=nodes, walltime=walltime, queue=queue or plan.queue,
             account=plan.account, tags=json.dumps(request.tags), extras=json.dumps(plan.extras),
-            created=time.time())
+            created=time.time(), elastic=int(request.elastic))
     return row
-
 
 
 def _direct_rows(scope: SiteScope, plan: _Plan,
                  request: SubmitRequest) -> tuple[list[BatchJob], list[BatchJob]]:
     """One batch job per READY job of the site (with the tags), each job dispatched into the
     batch job's pool before anything is submitted."""
-    sid = scope.sid
     target = PoolTarget(None, tags=request.tags, job_ids=request.job_ids)
     where, params = target.where()
     limit = request.limit if request.limit is not None else -1
     candidates = scope.db.execute_sql(
         f"SELECT id, nodes, walltime FROM job WHERE site_id = ? AND state = '{JobState.READY.value}' {where}"  # noqa: S608
-        "ORDER BY priority DESC, id LIMIT ?", (sid, *params, limit)).fetchall()
+        "ORDER BY priority DESC, id LIMIT ?", (scope.sid, *params, limit)).fetchall()
     spool = plan.site.spool()
     spool.ensure()
     rows = []
-    refused: list[tuple[int, int, float, str]] = []  # left READY: the scheduler would refuse
+    refused: list[tuple[int, float, str]] = []  # left READY: the scheduler would refuse
     for job_id, nodes, walltime in candidates:
         if request.nodes is not None and nodes > request.nodes:
             continue  # bigger than asked for: left READY
@@ -307,16 +311,14 @@ def _direct_rows(scope: SiteScope, plan: _Plan,
         if minutes is None:
             raise UsageError(f"job {job_id} has no walltime: give --walltime for direct mode")
         # the queue's node-count walltime bins apply to each job as to a pilot
-        queue, problem = plan.site.spec.fit_queue(
-            plan.queue if plan.queue is not None else plan.extras.get("qos"),
-            not plan.queue_given, nodes, float(minutes))
+        queue, problem = plan.site.spec.fit_queue(plan.queue or plan.extras.get("qos"),
+                                                  not plan.queue_given, nodes, float(minutes))
         if problem:
-            refused.append((job_id, nodes, float(minutes), f"job {job_id}: queue {queue!r} of "
-                            f"site {plan.site.name!r} {problem}"))
+            why = f"job {job_id}: queue {queue!r} of site {plan.site.name!r} {problem}"
+            refused.append((nodes, float(minutes), why))
             continue
-        row = _new_row(scope, plan, request, nodes, float(minutes),
-                       queue if plan.queue is not None else None)
-        sent = dispatch_ready_jobs(scope.db, sid, plan.site, limit=1, area_root=scope.area.root,
+        row = _new_row(scope, plan, request, nodes, float(minutes), plan.queue and queue)
+        sent = dispatch_ready_jobs(scope.db, scope.sid, plan.site, limit=1, area_root=scope.area.root,
                                    target=PoolTarget(pool_of(row), row.id, job_ids=(job_id,)))
         if not sent:
             set_state(row, BatchState.SUBMIT_FAILED, "its job was not READY any more")
@@ -328,7 +330,7 @@ def _direct_rows(scope: SiteScope, plan: _Plan,
                          + "".join(f"; {why}" for *_, why in refused[:3]))
     if spool.delivers_later:
         spool.deliver()  # the bundles must be on the site before the batch jobs start
-    unfit = [_new_row(scope, plan, request, nodes, minutes) for _, nodes, minutes, _ in refused]
+    unfit = [_new_row(scope, plan, request, nodes, minutes) for nodes, minutes, _ in refused]
     for row, (*_, why) in zip(unfit, refused, strict=True):
         set_state(row, BatchState.SUBMIT_FAILED, why)  # shown, and its job stays READY
     return rows, unfit
@@ -421,16 +423,15 @@ def _take_back_failed(scope: SiteScope, rows: Sequence[BatchJob]) -> None:
         return_to_ready(scope, failed, "its batch job could not be submitted")
 
 
-
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"cannot write the batch script: {exc.strerror or exc}"
     return str(exc)
 
 
-
 # -- cancelling ------------------------------------------------------------------------------
-def cancel(scope: SiteScope, batch_id: int) -> BatchJobRow:
+def cancel(scope: SiteScope, batch_id: int,
+           reason: str = "cancelled by megarun queue rm") -> BatchJobRow:
     """Cancel a batch job of the site: scheduler cancel when it was submitted; then `cancelled`."""
     site, row = scope.site, BatchJob.get_by_id(batch_id)
     if row.state not in OPEN_STATES:
@@ -444,6 +445,6 @@ def cancel(scope: SiteScope, batch_id: int) -> BatchJobRow:
                                      f"({row.scheduler_id}): "
                                      f"{last_line(result.stderr_text, result.code)}")
     with write_transaction(scope.db):
-        set_state(row, BatchState.CANCELLED, "cancelled by megarun queue rm")
+        set_state(row, BatchState.CANCELLED, reason)
     after_end(scope, [BatchJob.get_by_id(batch_id)])
     return as_row(BatchJob.get_by_id(batch_id), site.name)

@@ -34,6 +34,8 @@ OPEN_STATES = (BatchState.PENDING_SUBMISSION.value, BatchState.QUEUED.value,
                BatchState.RUNNING.value)
 ACTIVE_STATES = (BatchState.QUEUED.value, BatchState.RUNNING.value)
 STATUS_TIMEOUT = 120.0
+#: How the message of a batch job the scheduler holds pending for ever starts.
+NEVER_RUNS = "can never run as asked"
 
 
 @dataclass
@@ -140,7 +142,7 @@ def _apply_entry(scope: SiteScope, transport: Transport, row: BatchJob,
     if entry is not None and entry.state in (BatchState.QUEUED, BatchState.RUNNING):
         message = ""
         if entry.never_runs:
-            message = (f"can never run as asked: the scheduler holds it pending "
+            message = (f"{NEVER_RUNS}: the scheduler holds it pending "
                        f"({entry.reason}); cancel it with: megarun queue rm {row.id}")
         elif entry.reason and entry.state is BatchState.QUEUED:
             message = f"pending: {entry.reason}"

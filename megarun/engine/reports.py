@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from megarun.core.states import FAILING_STATUSES, JobStatus
+from megarun.engine.elastic import ElasticOutcome
 
 #: Outcomes counted as "done" in a launch's progress (a retried job is not done yet).
 FINAL_STATUS_COUNTED = frozenset(JobStatus) - {JobStatus.NA}
@@ -36,6 +37,7 @@ class SiteReport:
     #: A launch's tally: jobs that reached an outcome, by status (stage-out failures moved).
     done: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
+    elastic: ElasticOutcome | None = None  # a batch site's elastic step (engine/elastic.py)
 
     @property
     def ok(self) -> bool:

@@ -4,8 +4,10 @@ A local site runs one agent process on this host, started by a launch or by a sy
 it outlives whoever started it and holds the site's agent lock while it lives, so that no
 second one starts beside it (a `kill -9` drops the lock with the process). An SSH site's agent
 is started by the site itself when an exchange asks for one. A batch site's agents are pilots
-in scheduler allocations (`megarun queue submit`): its cycle polls the scheduler, submits the
-next dependency level of direct batch jobs, and feeds the pilots' pools; it starts no agent.
+in scheduler allocations (`megarun queue submit`, or its elastic policy): its cycle polls the
+scheduler, submits the next dependency level of direct batch jobs, submits and cancels pilots
+as the elastic policy decides (megarun.engine.elastic_run), and feeds the pilots' pools; it
+starts no agent.
 `build_cycle` picks the class once, when the cycle is built.
 """
 
@@ -26,6 +28,8 @@ from megarun.engine.agents import live_agents, read_heartbeats
 from megarun.engine.batch_poll import active_pools, has_open, poll_site
 from megarun.engine.cycle import Cycle, SiteKind, active_count, has_jobs_to_run, has_work
 from megarun.engine.direct_levels import LevelSubmission, submit_next_levels
+from megarun.engine.elastic import ElasticOutcome
+from megarun.engine.elastic_run import run_elastic
 from megarun.engine.locks import agent_lock_path
 from megarun.engine.reports import SiteReport
 from megarun.engine.scope import SiteScope
@@ -218,6 +222,8 @@ class BatchCycle(Cycle):
         self.poll_error = ""
         self.level_refused = ""  # the last direct batch job of a next level that was refused
         self.next_level_check = 0.0
+        self.next_elastic = 0.0  # when a launch runs the elastic step next (monotonic)
+        self.elastic: ElasticOutcome | None = None  # what the last elastic step did
 
     def poll(self) -> None:
         try:
@@ -242,12 +248,33 @@ class BatchCycle(Cycle):
             self.open = True  # the next poll sees them; until then do not give up
         return outcome
 
+    def elastic_step(self, by_state: dict[str, int]) -> None:
+        """Submit and cancel pilots as the site's elastic policy decides (when it is on)."""
+        if not self.scope.site.spec.elastic.enabled:
+            return
+        gate = self.gates.decide(self.scope.db, by_state.get(JobState.READY.value, 0))
+        try:
+            outcome = run_elastic(self.scope, 0 if gate.blocking else gate.allowed)
+        except EnvironmentProblem as exc:
+            self.site_error = str(exc)  # tried again next cycle
+            return
+        self.elastic = self.report.elastic = outcome
+        if outcome.submitted:
+            self.open = True  # the next poll sees them; until then do not give up
+        if outcome.failed:
+            self.site_error = "; ".join(f"batch job {key}: {message}" if key else message
+                                        for key, message in outcome.failed.items())
+
     def feed(self) -> None:
         levels = self.submit_levels()
         if levels.refused:
             first = levels.refused[0]
             self.report.error = f"batch job {first['id']} not submitted: {first['message']}"
-        self.dispatch(self.open_counts())
+        by_state = self.open_counts()
+        self.elastic_step(by_state)
+        if self.elastic is not None and self.elastic.failed and not self.report.error:
+            self.report.error = self.site_error
+        self.dispatch(by_state)
         self.publish()
 
     def publish(self) -> None:
@@ -259,7 +286,12 @@ class BatchCycle(Cycle):
         return report
 
     def launch_dispatch(self, by_state: dict[str, int]) -> int:
-        return self.launch_levels(by_state) + self.dispatch(by_state)
+        levels = self.launch_levels(by_state)
+        now = time.monotonic()
+        if now >= self.next_elastic:  # at the batch poll's pace: it reads the open pilots
+            self.next_elastic = now + BATCH_POLL_SECONDS
+            self.elastic_step(by_state)
+        return levels + self.dispatch(by_state)
 
     def launch_levels(self, by_state: dict[str, int], force: bool = False) -> int:
         """A launch looks for a next level at the batch poll's pace (its query reads the
@@ -283,10 +315,33 @@ class BatchCycle(Cycle):
         """The pilots are the agents; with none open and nothing active, the launch ends."""
         if active_count(by_state) == 0 and not self.open:
             self.launch_levels(by_state, force=True)  # before giving up
+            if self.scope.site.spec.elastic.enabled:
+                return self.elastic_blocked(by_state)
             if not self.open:
                 return no_batch_job_message(self.scope.name, by_state.get(JobState.READY.value, 0),
                                             self.level_refused)
         return None
+
+
+    def elastic_blocked(self, by_state: dict[str, int]) -> Blocked | None:
+        """An elastic site's launch goes on while the policy may still submit a pilot; it
+        stops when every READY job is one no pilot can ever run."""
+        ready = by_state.get(JobState.READY.value, 0)
+        if self.elastic is not None and self.elastic.failed:  # refused: would be, again and again
+            first = next(iter(self.elastic.failed.values()))
+            return (f"no batch job is open on site {self.scope.name!r} to run its {ready} READY "
+                    f"job(s): the elastic policy's pilot was refused: {first}",
+                    "the jobs stay READY: fix the site's settings (megarun site set), then "
+                    "launch again")
+        decision = self.elastic.decision if self.elastic is not None else None
+        if decision is None or not decision.never_fit or \
+                sum(n.count for n in decision.never_fit) < ready:
+            return None
+        reasons = "; ".join(f"{n.count} job(s) {n.reason} (e.g. {', '.join(map(str, n.job_ids))})"
+                            for n in decision.never_fit)
+        return (f"no pilot the elastic settings of site {self.scope.name!r} allow can run its "
+                f"{ready} READY job(s): {reasons}",
+                "raise elastic.nodes or elastic.walltime (megarun site set), or change the jobs")
 
 
 class RemoteBatchCycle(BatchCycle):
@@ -304,7 +359,8 @@ class RemoteBatchCycle(BatchCycle):
         return self.remote.exchange(start_agent=start, log_tail=log_tail)
 
     def worth_visiting(self) -> bool:
-        return has_open(self.scope) or has_work(self.scope, self.remote)
+        return (has_open(self.scope) or self.scope.site.spec.elastic.min_batch_jobs > 0
+                or has_work(self.scope, self.remote))
 
     def round_trips(self) -> int:
         return self.remote.round_trips

@@ -163,6 +163,23 @@ def add_site(ctx: AreaAccess, name: str, preset_name: str, host: str | None = No
     return info
 
 
+def set_site_settings(ctx: AreaAccess, name: str, assignments: list[str]) -> SiteInfo:
+    """`site set`: change settings of a saved site (dotted keys as `site add --set`), checked
+    by the same rules; on any error nothing is changed."""
+    if not assignments:
+        raise UsageError("site set needs at least one KEY=VALUE")
+    _refuse_suggestion_overrides(assignments)
+    origin = f"site {name!r} settings"
+    with ctx.db.atomic():
+        site = _site_row(ctx, name)
+        settings = apply_overrides(json.loads(site.settings or "{}"), assignments)
+        settings = validate_preset(site.preset, settings, origin).settings
+        spec = SiteSpec.from_settings(settings, origin)
+        Site.update(settings=json.dumps(settings), scheduler=spec.scheduler).where(
+            Site.id == site.id).execute()
+    return _info(Site.get_by_id(site.id), ctx)
+
+
 def _refuse_suggestion_overrides(assignments: list[str]) -> None:
     for assignment in assignments:
         key = assignment.partition("=")[0].strip()

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from megarun.config.elastic import ElasticSpec, read_elastic
 from megarun.config.presets import pilot_allocation, validate_preset
 from megarun.config.queues import Queue, pick_queue, queue_limits
 from megarun.errors import ConfigError
@@ -71,6 +72,7 @@ class SiteSpec:
     extras: Mapping[str, Any]  # the table named like the scheduler: extra directives
     capabilities: Mapping[str, Any]
     detected: Mapping[str, str]
+    elastic: ElasticSpec  # pilots submitted and released by the backlog (engine/elastic.py)
     stored: Mapping[str, Any]  # the table as the database keeps it, for `site show`
 
     @classmethod
@@ -100,6 +102,7 @@ class SiteSpec:
             extras=dict(checked.get(checked["scheduler"], {})),
             capabilities=dict(checked.get("capabilities", {})),
             detected={str(k): str(v) for k, v in (checked.get("detected") or {}).items()},
+            elastic=read_elastic(checked.get("elastic", {}), origin),
             stored=dict(settings))
 
     @classmethod

@@ -265,6 +265,8 @@ def test_docs_list_every_json_field_of_every_command(tmp_path: Path) -> None:
     record("runs ls", "runs", "ls")
     record("site presets", "site", "presets")
     record("site add", "site", "add", "s2", "--preset", "local")
+    ok(area, "site", "add", "hpc", "--preset", "generic-slurm", "--workdir", str(tmp_path / "w"))
+    record("site set", "site", "set", "hpc", "elastic.max_batch_jobs=1")
     record("site ls", "site", "ls")
     record("site show", "site", "show", "local")
     record("site check", "site", "check", "local")
@@ -289,6 +291,8 @@ def test_docs_list_every_json_field_of_every_command(tmp_path: Path) -> None:
     record("queue submit", "queue", "submit", "--site", "local", "--nodes", "1",
            "--walltime", "1")
     record("queue ls", "queue", "ls")
+    record("queue elastic", "queue", "elastic", "--site", "hpc", "--dry-run")
+    record("queue backlog", "queue", "backlog")
     record("queue rm", "queue", "rm", "1")
     record("homehost show", "homehost", "show")
     record("kill", "kill", "--target", "linux", "--runname", "r1")

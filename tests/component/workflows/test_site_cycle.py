@@ -77,4 +77,5 @@ def test_sync_json_keeps_its_fields(area: Path) -> None:
     assert list(row) == ["site", "ok", "events", "finished", "agents_settled", "agents_tidied",
                          "dispatched", "staged_out", "started_agent", "left_to_launcher",
                          "round_trips",
-                         "status_commands", "batch_jobs", "error", "seconds"]
+                         "status_commands", "batch_jobs", "error", "seconds", "elastic"]
+    assert row["elastic"] is None  # a local site has no elastic step
