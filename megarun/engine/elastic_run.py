@@ -50,14 +50,10 @@ def queue_limits(site: SiteInfo) -> QueueLimits:
     queue = spec.queues.get(name)
     if queue is None:
         return QueueLimits(name, account)
-    # Node-count walltime bins, per-user job limits and a shortest walltime, where the preset
-    # gives them (config.presets' Queue: max_walltime_for, max_queued counting queued or
-    # running, min_walltime).
-    walltime_of = getattr(queue, "max_walltime_for", None)
+    # Node-count walltime bins, the per-user job limit (queued or running) and the shortest
+    # walltime, where the preset gives them (config.queues).
     return QueueLimits(name, account, queue.min_nodes, queue.max_nodes, float(queue.max_walltime),
-                       0, int(getattr(queue, "max_queued", 0) or 0),
-                       float(getattr(queue, "min_walltime", 0) or 0),
-                       walltime_of if callable(walltime_of) else None)
+                       0, queue.max_queued, float(queue.min_walltime), queue.max_walltime_for)
 
 
 def plan(scope: SiteScope, ready_limit: int | None = None, now: float | None = None) -> Decision:
