@@ -3,10 +3,11 @@
 A run started with `run --detach`, or fed by `sync` from cron, or a campaign fed by `launch`,
 is followed from the database alone: nothing here launches, stops or settles anything. Every
 POLL_SECONDS a few counts are read with one aggregate query (never the rows, never holding a
-transaction, so the writers are never kept waiting); on another host the mirror is opened again
-whenever the home host replaced it. A terminal sees a live board, redrawn when the counts
-change; a log or a pipe gets one line every `--every` (JSON with `--json`), and a last line when
-the work ended. Ctrl-C leaves (exit 130) and the work goes on.
+transaction, so the writers are never kept waiting), less often when a look takes long
+(LOOK_SHARE); on another host the mirror is opened again whenever the home host replaced it.
+A terminal sees a live board, redrawn when the counts change; a log or a pipe gets one line
+every `--every` (JSON with `--json`), and a last line when the work ended. Ctrl-C leaves
+(exit 130) and the work goes on.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 
 #: How often the database is asked while following (a terminal's board is redrawn as often).
 POLL_SECONDS = 1.0
+#: A look that takes long (a campaign of a million jobs) is made this many times less often
+#: than it takes: following never costs more than 1/LOOK_SHARE of a core.
+LOOK_SHARE = 20.0
 #: Seconds between two lines when stdout is not a terminal, unless --every says otherwise.
 DEFAULT_EVERY = 30.0
 
@@ -65,6 +69,13 @@ class Pace:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     now: Callable[[], float] = time.time  # the wall clock, printed in each line
+
+    def look(self, read: Callable[[], Update]) -> tuple[Update, float]:
+        """What `read` found, and how long to wait before the next look: at least the time
+        it took LOOK_SHARE times."""
+        started = self.clock()
+        update = read()
+        return update, LOOK_SHARE * (self.clock() - started)
 
 
 @dataclass(frozen=True)
@@ -116,13 +127,13 @@ def _lines(read: Callable[[], Update], how: Follow) -> Update:
     wait = min(POLL_SECONDS, how.every) or POLL_SECONDS
     due = pace.clock()
     while True:
-        update = read()
+        update, least = pace.look(read)
         if update.last or pace.clock() >= due:
             _emit(update, how.as_json, pace.now())
             due = pace.clock() + how.every
         if update.last:
             return update
-        pace.sleep(wait)
+        pace.sleep(max(wait, least))
 
 
 def _emit(update: Update, as_json: bool, now: float) -> None:
@@ -141,12 +152,12 @@ def _live(read: Callable[[], Update], board: Callable[[Update], RenderableType],
     (what follows it says how it ended)."""
     from rich.live import Live
 
-    update = read()
+    update, least = pace.look(read)
     shown = update.key
     with Live(board(update), console=rich_console(), auto_refresh=False, transient=True) as live:
         while not update.last:
-            pace.sleep(POLL_SECONDS)
-            update = read()
+            pace.sleep(max(POLL_SECONDS, least))
+            update, least = pace.look(read)
             if update.key != shown:
                 live.update(board(update), refresh=True)
                 shown = update.key

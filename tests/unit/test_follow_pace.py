@@ -9,7 +9,16 @@ from collections.abc import Callable
 
 import pytest
 
-from megarun.cli.follow import POLL_SECONDS, Follow, Pace, Update, every_seconds, follow, run_update
+from megarun.cli.follow import (
+    LOOK_SHARE,
+    POLL_SECONDS,
+    Follow,
+    Pace,
+    Update,
+    every_seconds,
+    follow,
+    run_update,
+)
 from megarun.errors import UsageError
 from megarun.suites.run_state import RunProgress
 
@@ -102,3 +111,18 @@ def test_a_run_update() -> None:
                                                   unfinished=0, failed=1))
     assert ended.last and ended.line == "run linux/r1 ended: FAIL (1 FAIL, 3 PASS)"
     assert going.key != ended.key
+
+
+def test_a_slow_look_is_made_less_often(capsys: pytest.CaptureFixture[str]) -> None:
+    """A look of 0.5 s (a huge campaign) is made every 10 s: following costs 1/20 of a core."""
+    clock = Clock()
+    asked, pace, read = script(clock, ends_at=25.0)
+
+    def slow() -> Update:
+        clock.now += 0.5
+        return read()
+
+    follow(slow, Follow("work", every=1.0, pace=pace))
+    assert set(clock.waits) == {LOOK_SHARE * 0.5}
+    assert asked == [0.5, 11.0, 21.5, 32.0]
+    assert len(capsys.readouterr().out.splitlines()) == 4
