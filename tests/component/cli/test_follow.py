@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -204,12 +203,13 @@ def test_follow_options_are_checked(suite: Path) -> None:
         assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
-def tmux(socket: str, *args: str) -> str:
-    return subprocess.run(["tmux", "-L", socket, *args], capture_output=True, text=True,
+def tmux(socket: Path, *args: str) -> str:
+    """tmux on a server of the test's own (its socket in the test's folder)."""
+    return subprocess.run(["tmux", "-S", str(socket), *args], capture_output=True, text=True,
                           check=True, timeout=30).stdout
 
 
-def wait_for_screen(socket: str, seen: Callable[[str], bool]) -> str:
+def wait_for_screen(socket: Path, seen: Callable[[str], bool]) -> str:
     deadline = time.monotonic() + DEADLINE
     while True:
         screen = tmux(socket, "capture-pane", "-p", "-t", "follow")
@@ -222,7 +222,7 @@ def wait_for_screen(socket: str, seen: Callable[[str], bool]) -> str:
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_a_terminal_sees_the_live_board_then_the_matrix(detached: Path) -> None:
-    socket = f"megarun-test-{uuid.uuid4().hex[:12]}"  # a tmux server of this test's own
+    socket = detached.parent / "tmux.sock"
     command = (f"PYTHONPATH={REPO} {sys.executable} -m megarun --area {detached} status "
                f"{' '.join(RUN)} --follow; echo EXIT=$?; sleep 600")
     tmux(socket, "new-session", "-d", "-s", "follow", "-x", "100", "-y", "30", command)
@@ -238,7 +238,8 @@ def test_a_terminal_sees_the_live_board_then_the_matrix(detached: Path) -> None:
         assert "EXIT=1" in screen and "run status: FAIL (1 FAIL, 3 PASS)" in screen
         assert "Ctrl-C leaves" not in screen  # the board gave way to the matrix
     finally:
-        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+        subprocess.run(["tmux", "-S", str(socket), "kill-server"], capture_output=True,
+                       check=False)
 
 
 # -- watch ------------------------------------------------------------------------------------
@@ -300,7 +301,7 @@ def test_watch_json_lines(campaign: Path, follower: Callable[..., Follower]) -> 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_a_terminal_sees_the_watch_board(campaign: Path) -> None:
-    socket = f"megarun-test-{uuid.uuid4().hex[:12]}"
+    socket = campaign.parent / "tmux.sock"
     command = (f"PYTHONPATH={REPO} {sys.executable} -m megarun --area {campaign} watch "
                f"--tag campaign=june; echo EXIT=$?; sleep 600")
     tmux(socket, "new-session", "-d", "-s", "follow", "-x", "100", "-y", "30", command)
@@ -316,7 +317,8 @@ def test_a_terminal_sees_the_watch_board(campaign: Path) -> None:
         assert "EXIT=0" in screen and "3 job(s), none active; PASS (3 PASS)" in screen
         assert "Ctrl-C leaves" not in screen  # the final table stays, without the hint
     finally:
-        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+        subprocess.run(["tmux", "-S", str(socket), "kill-server"], capture_output=True,
+                       check=False)
 
 
 def test_watch_with_nothing_matching_exits_2(area: Path) -> None:
