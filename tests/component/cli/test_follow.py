@@ -169,6 +169,15 @@ def test_json_lines_until_the_run_ends(detached: Path, follower: Callable[..., F
     assert check_fields("status --follow", documents, documented()) == []
 
 
+def test_follow_counts_only_the_tests_of_testpatt(detached: Path) -> None:
+    open_gate(detached)
+    assert megarun_process(detached, "status", *RUN, "--follow").returncode == 1
+    only = megarun_process(detached, "status", *RUN, "--follow", "--json", "--testpatt", "ok,gated")
+    assert only.returncode == 0, only.stderr  # "bad" is not among them: as `status` exits
+    (document,) = [json.loads(line) for line in only.stdout.splitlines()]  # ended: one line
+    assert (document["jobs"], document["counts"], document["last"]) == (3, {"PASS": 3}, True)
+
+
 def test_a_follower_on_another_host_reads_the_mirror_as_it_is_replaced(
         detached: Path, follower: Callable[..., Follower]) -> None:
     follow = follower(detached, "status", *RUN, "--follow", "--every", "0.2s",
