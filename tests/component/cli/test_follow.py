@@ -12,6 +12,7 @@ import json
 import os
 import queue
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -218,6 +220,21 @@ def tmux(socket: Path, *args: str) -> str:
                           check=True, timeout=30).stdout
 
 
+@contextmanager
+def terminal(area: Path, *args: str) -> Iterator[Path]:
+    """`megarun ARGS` in a 100x30 terminal of a tmux server of the test's own; its socket.
+    The shell says EXIT=code when megarun ended."""
+    socket = area.parent / "tmux.sock"
+    megarun = shlex.join([sys.executable, "-m", "megarun", "--area", str(area), *args])
+    command = f"PYTHONPATH={shlex.quote(str(REPO))} {megarun}; echo EXIT=$?; sleep 600"
+    tmux(socket, "new-session", "-d", "-s", "follow", "-x", "100", "-y", "30", command)
+    try:
+        yield socket
+    finally:
+        subprocess.run(["tmux", "-S", str(socket), "kill-server"], capture_output=True,
+                       check=False)
+
+
 def wait_for_screen(socket: Path, seen: Callable[[str], bool]) -> str:
     deadline = time.monotonic() + DEADLINE
     while True:
@@ -231,11 +248,7 @@ def wait_for_screen(socket: Path, seen: Callable[[str], bool]) -> str:
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_a_terminal_sees_the_live_board_then_the_matrix(detached: Path) -> None:
-    socket = detached.parent / "tmux.sock"
-    command = (f"PYTHONPATH={REPO} {sys.executable} -m megarun --area {detached} status "
-               f"{' '.join(RUN)} --follow; echo EXIT=$?; sleep 600")
-    tmux(socket, "new-session", "-d", "-s", "follow", "-x", "100", "-y", "30", command)
-    try:
+    with terminal(detached, "status", *RUN, "--follow") as socket:
         board = wait_for_screen(socket, lambda s: "run linux/r1: 3/4 ended" in s)
         lines = {line.split()[0]: line.split() for line in board.splitlines() if line.strip()}
         assert lines["gated"][1:] == ["●", "0/1", "RUNNING"]  # one cell per item, by state
@@ -246,9 +259,6 @@ def test_a_terminal_sees_the_live_board_then_the_matrix(detached: Path) -> None:
         screen = wait_for_screen(socket, lambda s: "EXIT=" in s)
         assert "EXIT=1" in screen and "run status: FAIL (1 FAIL, 3 PASS)" in screen
         assert "Ctrl-C leaves" not in screen  # the board gave way to the matrix
-    finally:
-        subprocess.run(["tmux", "-S", str(socket), "kill-server"], capture_output=True,
-                       check=False)
 
 
 # -- watch ------------------------------------------------------------------------------------
@@ -310,11 +320,7 @@ def test_watch_json_lines(campaign: Path, follower: Callable[..., Follower]) -> 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_a_terminal_sees_the_watch_board(campaign: Path) -> None:
-    socket = campaign.parent / "tmux.sock"
-    command = (f"PYTHONPATH={REPO} {sys.executable} -m megarun --area {campaign} watch "
-               f"--tag campaign=june; echo EXIT=$?; sleep 600")
-    tmux(socket, "new-session", "-d", "-s", "follow", "-x", "100", "-y", "30", command)
-    try:
+    with terminal(campaign, "watch", "--tag", "campaign=june") as socket:
         board = wait_for_screen(socket, lambda s: "(2 RUNNING, 1 LAUNCHED)" in s)
         rows = [line.split() for line in board.splitlines() if line.strip()]
         header = next(row for row in rows if "failed" in row)
@@ -325,9 +331,6 @@ def test_a_terminal_sees_the_watch_board(campaign: Path) -> None:
         screen = wait_for_screen(socket, lambda s: "EXIT=" in s)
         assert "EXIT=0" in screen and "3 job(s), none active; PASS (3 PASS)" in screen
         assert "Ctrl-C leaves" not in screen  # the final table stays, without the hint
-    finally:
-        subprocess.run(["tmux", "-S", str(socket), "kill-server"], capture_output=True,
-                       check=False)
 
 
 def test_watch_with_nothing_matching_exits_2(area: Path) -> None:
