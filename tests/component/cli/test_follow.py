@@ -22,11 +22,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from megarun.cli.formats import iso_utc
 from megarun.homehost.areas import init_area
+from tests.component.cli.test_fuzz_inputs import FUZZ, argv_texts, assert_clean
 from tests.component.cli.test_output_formats import check_fields, documented
 from tests.conftest import REPO, megarun_process
 
@@ -347,3 +351,18 @@ def test_watch_reads_on_another_host(campaign: Path) -> None:
                              env={"MEGARUN_HOSTNAME": "elsewhere"})
     assert result.returncode == 0, result.stderr  # a read: not forwarded to the home host
     assert json.loads(result.stdout.splitlines()[-1])["completed"] == 3
+
+
+@FUZZ
+@given(value=argv_texts, option=st.sampled_from(["--tag", "--site", "--app", "--every"]))
+def test_hostile_values_are_one_line(cli: Callable[..., Any], value: str, option: str) -> None:
+    """NUL, bytes that are not UTF-8, `../`, huge or negative durations: exit 2 and one line
+    (nothing matches in an empty area, so nothing is followed for long)."""
+    watched = cli("watch", option, value if option != "--tag" else f"k={value}")
+    assert_clean(watched)
+    assert watched.code == 2
+    if option == "--every":
+        followed = cli("status", "--target", "linux", "--runname", "r1", "--follow",
+                       "--every", value)
+        assert_clean(followed)
+        assert followed.code == 2
