@@ -5,6 +5,7 @@ the same process.
     python bench/run.py                 # everything (a few minutes)
     python bench/run.py launch version  # some of: version help create query launch agent suite memory
                                         #          ssh batch archive sync mirror logs listing appstale elastic
+                                        #          follow
 
 Each benchmark makes its own area in a temporary folder and runs the real `megarun` command.
 """
@@ -544,6 +545,14 @@ def bench_api(root: Path) -> list[Row]:
     return api_bench(root)
 
 
+def bench_follow(root: Path) -> list[Row]:
+    """One look of `status --follow` and of `watch`, against reading the rows (bench/follow.py)."""
+    sys.path.insert(0, str(REPO))
+    from bench.follow import bench_follow as follow_bench
+
+    return follow_bench(root)
+
+
 def bench_appstale(root: Path, count: int = 100_000) -> list[Row]:
     """`app add --replace` of an app whose 100,000 COMPLETED jobs become STALE, against the
     same change of an app with no job and a bare SQL UPDATE of the same rows."""
@@ -589,6 +598,7 @@ BENCHES = {"version": bench_version, "help": bench_help, "create": bench_create,
            "sync": bench_sync, "mirror": bench_mirror, "logs": bench_logs,
             "listing": bench_listing, "appstale": bench_appstale, "elastic": bench_elastic}
 BENCHES["api"] = bench_api
+BENCHES["follow"] = bench_follow
 
 
 def print_table(rows: list[Row]) -> None:

@@ -39,6 +39,8 @@ COMMANDS: dict[str, Entry] = {
                  "it again continues."),
     "status": Entry("run_cmd", "The run's tests x items with their STATE/STATUS; items roll up "
                     "to tests and the run."),
+    "watch": Entry("watch_cmd", "Follow a campaign of jobs until none is active; exit 0 when "
+                   "all ended COMPLETED with no failing status."),
     "rerun": Entry("run_cmd", "Run chosen jobs of a run again (fresh attempts), then launch "
                    "them."),
     "clean": Entry("run_cmd", "Remove a run's (or some tests') files and records."),

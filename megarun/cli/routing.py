@@ -19,6 +19,7 @@ READ_COMMANDS = frozenset({
     ("job", "ls"), ("job", "show"), ("job", "logs"),
     ("queue", "ls"), ("queue", "backlog"), ("status",), ("runs", "ls"), ("runs", "export"),
     ("homehost", "show"), ("archive", "ls"), ("cron", "show"), ("db", "check"),
+    ("watch",),
 })
 #: Commands that always run here: no area database, or the hand-over itself.
 LOCAL_COMMANDS = frozenset({

@@ -9,6 +9,7 @@ from megarun.api import runs as run_api
 from megarun.cli.archive_cmd import FULL_DB, with_archive
 from megarun.cli.board import ended_count
 from megarun.cli.common import CSV_HELP, JSON_HELP, context, one_format
+from megarun.cli.follow import EVERY, every_seconds, follow_run
 from megarun.cli.formats import (
     LIST_LIMIT,
     Limited,
@@ -51,6 +52,9 @@ STALE = Annotated[bool, typer.Option("--stale", help="Rerun STALE jobs.")]
 STEP = Annotated[str | None, typer.Option(
     "--step", help="Run the chosen jobs again from this step on, in their run path.")]
 KEEP = Annotated[bool, typer.Option("--keep-records", help="Remove only the files.")]
+FOLLOW = Annotated[bool, typer.Option("--follow", "-f", help="Stay until the run ends: the "
+                                      "live board on a terminal, else a line every --every; "
+                                      "then exit as `run` would.")]
 
 runs_app = typer.Typer(help="List and export test-suite runs.", no_args_is_help=True)
 
@@ -261,13 +265,19 @@ def register(app: typer.Typer) -> None:
     @app.command("status")
     def status(ctx: typer.Context, target: TARGET, runname: RUNNAME, testpatt: TESTPATT = None,
                as_json: AS_JSON = False, as_csv: AS_CSV = False,
-               full_db: FULL_DB = False) -> None:
+               full_db: FULL_DB = False, follow: FOLLOW = False, every: EVERY = None) -> None:
         """The run's tests x items with their STATE/STATUS; items roll up to tests and the run."""
         one_format(as_json, as_csv)
+        seconds = every_seconds(follow, every, as_csv)
         mctx = context(ctx)
         _settle_defunct(mctx)
         with_archive(mctx, full_db)
         run_row = run_api.find_run(mctx, target, runname)
+        if seconds is not None:  # megarun.cli.follow: reads until the run ended
+            failed = follow_run(mctx, run_row, testpatt, seconds, as_json,
+                                lambda: _print_matrix(mctx, run_row, testpatt, False, False))
+            _exit_like_run(mctx, run_row, testpatt, failed)
+            return
         failed = _print_matrix(mctx, run_row, testpatt, as_json, as_csv)
         _exit_like_run(mctx, run_row, testpatt, failed)
 

@@ -43,6 +43,7 @@ class Context:
     _db: SqliteDatabase | None = field(default=None, repr=False)
     _home: homehost.HomeHost | None = field(default=None, repr=False)
     _keeper: mirror.MirrorKeeper | None = field(default=None, repr=False)
+    _mirror_seen: tuple[int, int, int] | None = field(default=None, repr=False)
 
     @property
     def area(self) -> Area:
@@ -104,10 +105,23 @@ class Context:
                 f"no mirror of the working database yet ({path})",
                 f"run any megarun command on the home host {self.home.host} to write it")
         self.read_only = True
+        self._mirror_seen = _file_identity(path)
         db = open_snapshot(path)
         if self.on_mirror is not None:
             self.on_mirror(self.home.host, self.mirror_age())
         return db
+
+    def reread_mirror(self) -> None:
+        """For commands that keep reading (`status --follow`, `watch`): open the mirror again
+        when the home host replaced it since it was opened. A snapshot is opened immutable and
+        never sees later writes; the working database on the home host needs nothing."""
+        if self._db is None or not self.read_only:
+            return
+        if _file_identity(self.area.mirror_path) == self._mirror_seen:
+            return
+        self._db.close()
+        self._db = None
+        self._db = self._open_mirror()
 
     def mirror_age(self) -> float | None:
         """How old the mirror is, in seconds (None: there is none)."""
@@ -149,6 +163,15 @@ class Context:
                 keeper.refresh_now()  # after the close: its checkpoint is in the snapshot
             finally:
                 keeper.release()
+
+
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is replaced or rewritten (inode, mtime, size); None: absent."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def database_failure(exc: Exception) -> MegarunError | None:
