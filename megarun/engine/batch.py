@@ -38,7 +38,12 @@ from megarun.engine.batch_poll import (
 )
 from megarun.engine.dispatch import PoolTarget, dispatch_ready_jobs
 from megarun.engine.scope import SiteScope
-from megarun.engine.submissions import SUBMITTING, settle_interrupted, submit_lock
+from megarun.engine.submissions import (
+    SUBMITTING,
+    batch_job_name,
+    settle_interrupted,
+    submit_lock,
+)
 from megarun.errors import EnvironmentProblem, MegarunError, NotFoundError, UsageError
 from megarun.schedulers import check_extras, check_pilot, get_scheduler, render_script
 from megarun.schedulers.base import Allocation, BatchState, Scheduler, ScriptRequest
@@ -334,7 +339,7 @@ def _submit_row(scope: SiteScope, plan: _Plan, transport: Transport, row: BatchJ
     script_path = f"{folder}/{row.id}.sh"
     idle = DIRECT_IDLE_EXIT if row.mode == "direct" else plan.idle_exit
     request = ScriptRequest(
-        job_name=f"megarun-{row.id}", nodes=row.nodes,
+        job_name=batch_job_name(site.workdir, row.id), nodes=row.nodes,
         walltime_minutes=max(1, math.ceil(row.walltime)), queue=row.queue,
         account=row.account, batch_dir=folder, output=f"{folder}/{row.id}.out",
         exit_file=f"{folder}/{row.id}.exit",

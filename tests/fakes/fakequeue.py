@@ -313,10 +313,14 @@ def qstat(args: list[str]) -> int:
     with locked_queue(path) as state:
         schedule(state, path)
         jobs = dict(state["jobs"])
-    ids = [arg for arg in args if not arg.startswith("-") and arg != "JobID:State"]
+    header = args[args.index("--header") + 1] if "--header" in args else "JobID:State"
+    user = args[args.index("-u") + 1] if "-u" in args else None
+    ids = [arg for arg in args if not arg.startswith("-") and arg not in (header, user)]
     if flavor() == "cobalt":
-        return cobalt_qstat(jobs, ids)
+        return cobalt_qstat(jobs, ids, header, user)
     history = "-x" in args
+    if not ids:  # every current job, as `qstat -f` prints them without ids
+        ids = [job_id for job_id, job in jobs.items() if job["state"] in ("queued", "running")]
     found, code = [], 0
     for job_id in ids:
         job = jobs.get(job_id)
@@ -354,20 +358,22 @@ def print_torque_xml(found: list[tuple[str, Job]]) -> None:
     print("".join(parts))
 
 
-def cobalt_qstat(jobs: dict[str, Job], ids: list[str]) -> int:
+def cobalt_qstat(jobs: dict[str, Job], ids: list[str], header: str, user: str | None) -> int:
     rows = []
-    for job_id in ids:
+    for job_id in ids or [j for j, job in jobs.items() if user in (None, job["owner"])]:
         job = jobs.get(job_id)
         if job is None or job["state"] in ("finished", "cancelled"):
             continue  # Cobalt forgets a job as soon as it ends
         native = "queued" if job["state"] == "queued" else "running"
-        rows.append((job_id, native))
+        values = {"JobID": job_id, "State": native, "JobName": job["name"],
+                  "User": job["owner"], "Queue": job["queue"]}
+        rows.append([values.get(field, "-") for field in header.split(":")])
     if not rows:
         return 1 if ids else 0
-    print("JobID   State  ")
-    print("===============")
-    for job_id, native in rows:
-        print(f"{job_id:<7} {native:<7}")
+    print(" ".join(f"{field:<7}" for field in header.split(":")))
+    print("=" * 15)
+    for row in rows:
+        print(" ".join(f"{value:<7}" for value in row))
     return 0
 
 
@@ -432,6 +438,8 @@ def lsf_field(name: str, job_id: str, job: Job) -> str:
         return job_id
     if name == "stat":
         return lsf_native(job)
+    if name == "job_name":
+        return str(job["name"])
     if name == "exit_code":
         code = exit_status(job, 128)
         return str(code) if code and lsf_native(job) == "EXIT" else "-"
