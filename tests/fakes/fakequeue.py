@@ -11,6 +11,8 @@ pointing at this host; the commands print the real formats megarun's parsers rea
   MEGARUN_FAKE_HOLD         a path: while that file exists, queued jobs stay queued
   MEGARUN_FAKE_MAX_NODES    jobs asking for more nodes stay queued for ever, with the reason
                             the real scheduler gives ("Can Never Run: ..." on PBS Pro)
+  MEGARUN_FAKE_LIMITS       a file printed by `qstat -Qf`, Cobalt's `qstat -Q` and `bqueues -l`
+                            (default: the flavor's golden capture in tests/component/schedulers)
 
 Each job runs under a small runner process (`fakequeue.py _run QUEUE ID`) that waits for the
 script and records its exit status, as a scheduler's job starter would.
@@ -304,7 +306,24 @@ def pbs_native(job: Job) -> str:
     return "F" if flavor() == "pbspro" else "C"
 
 
+GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "component",
+                      "schedulers", "golden")
+LIMITS = {"pbspro": "pbspro_qstat_qf.txt", "torque": "torque_qstat_qf.txt",
+          "cobalt": "cobalt_qstat_q.txt", "lsf": "lsf_bqueues_l.txt"}
+
+
+def queue_limits(dialect: str) -> int:
+    """The queues and their limits, as `qstat -Qf`, `qstat -Q` (Cobalt), `bqueues -l` print
+    them: a capture of the real output."""
+    path = os.environ.get("MEGARUN_FAKE_LIMITS") or os.path.join(GOLDEN, LIMITS[dialect])
+    with open(path) as handle:
+        sys.stdout.write(handle.read())
+    return 0
+
+
 def qstat(args: list[str]) -> int:
+    if args in (["-Qf"], ["-Q"]):
+        return queue_limits(flavor())
     if "--version" in args:
         print({"pbspro": "pbs_version = 22.05.11", "torque": "Version: 6.1.3",
                "cobalt": "version: 1.0.27"}[flavor()])
@@ -488,6 +507,7 @@ def cancel(args: list[str], lsf: bool) -> int:
 COMMANDS = {
     "qsub": qsub, "qstat": qstat, "bsub": bsub, "bjobs": bjobs,
     "qdel": lambda args: cancel(args, lsf=False), "bkill": lambda args: cancel(args, lsf=True),
+    "bqueues": lambda args: queue_limits("lsf"),
 }
 
 
