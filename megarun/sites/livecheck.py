@@ -138,8 +138,8 @@ def fix_limits(ctx: AreaAccess, site: SiteInfo, report: LiveCheck) -> list[str]:
             new = _fixed_table(check, dict(queues.get(check.name) or {}))
             if new is None:
                 continue
-            written += [f"{check.name}.{key}" for key in _FIELDS
-                        if new.get(key) != (queues.get(check.name) or {}).get(key)]
+            old = {"min_nodes": 1, **(queues.get(check.name) or {})}
+            written += [f"{check.name}.{key}" for key in _FIELDS if new.get(key) != old.get(key)]
             queues[check.name] = new
         if not written:
             return []
@@ -152,8 +152,8 @@ def fix_limits(ctx: AreaAccess, site: SiteInfo, report: LiveCheck) -> list[str]:
 
 def _fixed_table(check: QueueCheck, table: dict[str, Any]) -> dict[str, Any] | None:
     found = check.observed
-    if found is None:
-        return None  # a queue gone from the scheduler is reported, not removed
+    if found is None or (check.configured is None and not found.enabled):
+        return None  # a queue gone (or closed) is reported, neither removed nor added
     max_nodes = found.max_nodes or (check.configured.max_nodes if check.configured
                                     else found.total_nodes)
     max_walltime = found.max_walltime or (check.configured.max_walltime if check.configured
