@@ -56,7 +56,8 @@ def parse_limits(scheduler: str, text: str) -> list[ObservedQueue]:
 
 def minutes(text: str) -> int | None:
     """A time limit as minutes: `[days-]hours:minutes:seconds`, `minutes:seconds` (Slurm),
-    `days:hours:minutes:seconds` (Torque), bare minutes; None for no limit. Seconds round up: a limit is never made longer."""
+    `days:hours:minutes:seconds` (Torque), bare minutes; None for no limit. Seconds round
+    up: a limit is never made longer."""
     text = text.strip()
     if text in _UNLIMITED:
         return None

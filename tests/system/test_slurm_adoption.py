@@ -11,14 +11,11 @@ import pytest
 from megarun.engine.submissions import batch_job_name
 from tests.conftest import megarun_process
 from tests.slurmd import SlurmCluster
+from tests.system import test_slurm_batch
 from tests.system.test_remote_jobs import completions_per_job, db_rows, jobs, ok
-from tests.system.test_slurm_batch import (  # noqa: F401 (slurm_area is a fixture)
-    batch_rows,
-    count_is,
-    slurm_area,
-    sync_until,
-    where_of,
-)
+from tests.system.test_slurm_batch import batch_rows, count_is, sync_until, where_of
+
+slurm_area = test_slurm_batch.slurm_area  # the fixture: an area with a Slurm site over SSH
 
 pytestmark = pytest.mark.slow
 
