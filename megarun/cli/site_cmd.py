@@ -216,4 +216,5 @@ def init_json(result: "InitResult") -> dict[str, Any]:
     return {**site_json(site), "account": site.spec.account, "queue": site.spec.default_queue,
             "python": facts.get("python"), "remote_host": facts.get("host"),
             "agent": facts.get("agent"), "agent_shipped": bool(facts.get("agent_shipped")),
-            "scheduler_version": result.scheduler_version}
+            "scheduler_version": result.scheduler_version,
+            "queue_problems": list(result.queue_problems)}

@@ -111,3 +111,20 @@ def test_a_scheduler_that_cannot_list_its_queues_is_reported_not_fatal(tmp_path:
     code, _, err = area.cli("site", "check", "hpc", "--fix")
     assert code == 3 and "nothing to fix" in err, err
     json.loads(area.ok("site", "show", "hpc", "--json"))  # the site is as it was
+
+
+def test_site_init_reports_where_the_preset_disagrees_with_the_scheduler(
+        tmp_path: Path) -> None:
+    area = make_site(tmp_path, "pbspro")
+    code, out, err = area.cli("site", "init", "--preset", "polaris", "--name", "p1", "--host",
+                              "local", "--account", "proj", "--workdir", str(tmp_path / "w"), "--no-input",
+                              "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    queues = set(area.json("site", "show", "p1")["settings"]["queues"])
+    lines = result["queue_problems"]
+    assert lines and all(line.split(":", 1)[0] in queues for line in lines), lines
+    assert "megarun site check p1 --fix" in err
+    report = area.json("site", "check", "p1")  # the same disagreements, per queue
+    assert sorted(f"{q['name']}: {p}" for q in report["queues"] for p in q["problems"]) == sorted(
+        lines)
