@@ -42,6 +42,7 @@ from megarun.engine.submissions import (
     SUBMITTING,
     batch_job_name,
     settle_interrupted,
+    settled_row,
     submit_lock,
 )
 from megarun.errors import EnvironmentProblem, MegarunError, NotFoundError, UsageError
@@ -429,7 +430,7 @@ def _reason(exc: BaseException) -> str:
 # -- cancelling ------------------------------------------------------------------------------
 def cancel(scope: SiteScope, batch_id: int) -> BatchJobRow:
     """Cancel a batch job of the site: scheduler cancel when it was submitted; then `cancelled`."""
-    site, row = scope.site, BatchJob.get_by_id(batch_id)
+    site, row = scope.site, settled_row(scope, batch_id)
     if row.state not in OPEN_STATES:
         raise UsageError(f"batch job {batch_id} is {row.state}: nothing to cancel")
     if row.scheduler_id:

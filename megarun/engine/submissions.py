@@ -114,6 +114,17 @@ def settle_interrupted(scope: SiteScope) -> list[str]:
     return lines
 
 
+def settled_row(scope: SiteScope, batch_id: int) -> BatchJob:
+    """Batch job `batch_id`; one still pending_submission is settled first (adopted when the
+    scheduler lists it by name), so that cancelling it reaches the scheduler's job."""
+    row: BatchJob = BatchJob.get_by_id(batch_id)
+    if row.state == BatchState.PENDING_SUBMISSION.value:
+        with submit_lock(scope.area, scope.name, wait=True):
+            settle_interrupted(scope)
+        row = BatchJob.get_by_id(batch_id)
+    return row
+
+
 def adopt_submitted(scope: SiteScope) -> list[str]:
     """The handed-over rows the scheduler lists by name get their scheduler id (then the poll
     judges them); those it no longer lists but whose exit-code file exists have ended. Call

@@ -117,3 +117,12 @@ def test_queue_ls_tells_an_adopted_pilot_while_it_is_open(tmp_path: Path) -> Non
     assert pilot["message"].startswith("adopted"), pilot
     area.ok("queue", "rm", str(pilot["id"]))  # cancelled through its adopted id
     assert [job["state"] for job in fake_jobs(queue).values()] == ["cancelled"]
+
+
+def test_queue_rm_of_a_lost_submission_cancels_the_schedulers_job(tmp_path: Path) -> None:
+    queue, log = tmp_path / "queue.json", tmp_path / "ran.log"
+    area = crashed_area(tmp_path, "lsf", queue, log, nodes=2)  # stays queued
+    [scheduler_id] = fake_jobs(queue)
+    cancelled = area.json("queue", "rm", "1")
+    assert cancelled["state"] == "cancelled" and cancelled["scheduler_id"] == scheduler_id
+    assert fake_jobs(queue)[scheduler_id]["state"] == "cancelled"
