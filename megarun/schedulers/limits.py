@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from megarun.schedulers.base import SchedulerError
+from megarun.schedulers.pbs import attribute_blocks
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def _tres_nodes(text: str) -> int | None:
 def parse_qstat_qf(text: str) -> list[ObservedQueue]:
     """`qstat -Qf`: "Queue: NAME" blocks of "    key = value" lines (PBS Pro and Torque)."""
     found = []
-    for name, attrs in _queue_blocks(text):
+    for name, attrs in attribute_blocks(text, "Queue:", "qstat -Qf"):
         max_nodes = attrs.get("resources_max.nodect", attrs.get("resources_max.nodes"))
         min_nodes = _count(attrs.get("resources_min.nodect", attrs.get("resources_min.nodes")))
         found.append(ObservedQueue(
@@ -150,26 +151,6 @@ def parse_qstat_qf(text: str) -> list[ObservedQueue]:
 def _leading_count(value: str | None) -> str | None:
     """Torque's `resources_max.nodes = 16:ppn=8`: the node count is what comes first."""
     return value.split(":", 1)[0] if value else value
-
-
-def _queue_blocks(text: str) -> Iterator[tuple[str, dict[str, str]]]:
-    name: str | None = None
-    attrs: dict[str, str] = {}
-    last = ""
-    for line in text.splitlines():
-        if line.startswith("Queue:"):
-            if name is not None:
-                yield name, attrs
-            name, attrs, last = line.split(":", 1)[1].strip(), {}, ""
-        elif line.startswith("\t") and last:
-            attrs[last] += line[1:]
-        elif " = " in line and name is not None:
-            key, value = line.strip().split(" = ", 1)
-            attrs[key], last = value.strip(), key
-        elif line.strip() and name is None:
-            raise SchedulerError(f"qstat -Qf printed a line megarun cannot read: {line[:100]!r}")
-    if name is not None:
-        yield name, attrs
 
 
 # -- LSF ---------------------------------------------------------------------------------------

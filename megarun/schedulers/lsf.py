@@ -117,12 +117,7 @@ class LsfScheduler(Scheduler):
 
     def parse_status(self, stdout: str) -> dict[str, QueueEntry]:
         entries = {}
-        for line in stdout.splitlines():
-            line = line.strip()
-            if not line or _NOT_FOUND.search(line):
-                continue
-            if not _ROW.match(line):
-                raise SchedulerError(f"bjobs printed a line megarun cannot read: {line[:100]!r}")
+        for line in _rows(stdout):
             fields = [*line.split("|", 3), "", "", ""]
             entry = _entry(fields[0], fields[1], fields[2], fields[3])
             entries[entry.scheduler_id] = entry
@@ -133,22 +128,26 @@ class LsfScheduler(Scheduler):
         return [*argv, "-u", user] if user else argv
 
     def parse_names(self, stdout: str, user: str | None) -> list[NamedJob]:
-        found = []
-        for line in stdout.splitlines():
-            line = line.strip()
-            if not line or _NOT_FOUND.search(line):
-                continue
-            if not _ROW.match(line):
-                raise SchedulerError(f"bjobs printed a line megarun cannot read: {line[:100]!r}")
-            job_id, name = line.split("|", 1)
-            found.append(NamedJob(job_id, name))
-        return found
+        return [NamedJob(*line.split("|", 1)) for line in _rows(stdout)]
 
     def cancel_argv(self, ids: Sequence[str]) -> list[str]:
         return ["bkill", *check_ids(ids)]
 
     def version_argv(self) -> list[str]:
         return ["bjobs", "-V"]
+
+
+def _rows(stdout: str) -> list[str]:
+    """The job rows of a `bjobs -o ... delimiter='|'` output ("No job found" lines left out)."""
+    rows = []
+    for line in stdout.splitlines():
+        line = line.strip()
+        if not line or _NOT_FOUND.search(line):
+            continue
+        if not _ROW.match(line):
+            raise SchedulerError(f"bjobs printed a line megarun cannot read: {line[:100]!r}")
+        rows.append(line)
+    return rows
 
 
 def _entry(job_id: str, native: str, exit_text: str, reason: str) -> QueueEntry:

@@ -192,11 +192,18 @@ def _parse_text(stdout: str) -> dict[str, QueueEntry]:
 
 def _blocks(stdout: str) -> Iterator[tuple[str, dict[str, str]]]:
     """The (id, attributes) of each "Job Id:" block of `qstat -f` text."""
+    return attribute_blocks(stdout, "Job Id:", "qstat -f")
+
+
+def attribute_blocks(stdout: str, header: str,
+                     command: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """The (name, attributes) of each block of `qstat -f` or `qstat -Qf` text: a `header`
+    line ("Job Id: X", "Queue: X"), "    key = value" lines, tab-led continuations."""
     job_id: str | None = None
     attrs: dict[str, str] = {}
     last = ""
     for line in stdout.splitlines():
-        if line.startswith("Job Id:"):
+        if line.startswith(header):
             if job_id is not None:
                 yield job_id, attrs
             job_id, attrs, last = line.split(":", 1)[1].strip(), {}, ""
@@ -206,7 +213,7 @@ def _blocks(stdout: str) -> Iterator[tuple[str, dict[str, str]]]:
             key, value = line.strip().split(" = ", 1)
             attrs[key], last = value, key
         elif line.strip() and job_id is None:
-            raise SchedulerError(f"qstat -f printed a line megarun cannot read: {line[:100]!r}")
+            raise SchedulerError(f"{command} printed a line megarun cannot read: {line[:100]!r}")
     if job_id is not None:
         yield job_id, attrs
 
