@@ -149,19 +149,30 @@ def check(
         "--accept-host-key", help="Trust the host's key and add it to known_hosts.")] = False,
     install_agent: Annotated[bool, typer.Option(
         "--install-agent", help="Ship this version of the agent to the site if it is not there.")] = False,
+    fix: Annotated[bool, typer.Option(
+        "--fix", help="Write the queue limits the scheduler reports into the site's settings "
+                      "(the preset stays as it is).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
-    """Connect to a site; report its Python, free disk, agent and scheduler commands (exit 3 on failure)."""
+    """Connect to a site; report its Python, free disk, agent and scheduler commands, and
+    where its queues' limits differ from the scheduler's (exit 3 on failure)."""
+    from megarun.cli.site_limits import limits_json, print_limits
     from megarun.errors import EnvironmentProblem
     from megarun.sites.connect import check_site
+    from megarun.sites.livecheck import LiveCheck, check_limits, fix_limits
 
     mctx = context(ctx)
-    facts = check_site(site_service.get_site(mctx, name), accept_host_key, install_agent)
+    site = site_service.get_site(mctx, name)
+    facts = check_site(site, accept_host_key, install_agent)
     site_service.record_detected(mctx, name, facts)  # os, arch, python: used by site matching
+    limits = check_limits(site) if facts["scheduler_found"] else LiveCheck(name)
+    if fix:
+        fix_limits(mctx, site, limits)
     if as_json:
-        print_document(facts)
+        print_document({**facts, **limits_json(limits)})
     else:
         print_mapping(facts, title=f"site {name}: reachable")
+        print_limits(limits)
     if not facts["scheduler_found"]:
         raise EnvironmentProblem(f"site {name!r}: the {facts['scheduler']} commands are not on "
                                  f"the PATH of {facts['host_spec']}")
@@ -226,4 +237,5 @@ def init_json(result: "InitResult") -> dict[str, Any]:
     return {**site_json(site), "account": site.spec.account, "queue": site.spec.default_queue,
             "python": facts.get("python"), "remote_host": facts.get("host"),
             "agent": facts.get("agent"), "agent_shipped": bool(facts.get("agent_shipped")),
-            "scheduler_version": result.scheduler_version}
+            "scheduler_version": result.scheduler_version,
+            "queue_problems": list(result.queue_problems)}

@@ -37,13 +37,19 @@ from megarun.engine.batch_poll import (
     set_state,
 )
 from megarun.engine.dispatch import PoolTarget, dispatch_ready_jobs
+from megarun.engine.pilot_argv import pilot_argv
 from megarun.engine.scope import SiteScope
-from megarun.engine.submissions import SUBMITTING, settle_interrupted, submit_lock
+from megarun.engine.submissions import (
+    SUBMITTING,
+    batch_job_name,
+    settle_interrupted,
+    settled_row,
+    submit_lock,
+)
 from megarun.errors import EnvironmentProblem, MegarunError, NotFoundError, UsageError
 from megarun.schedulers import check_extras, check_pilot, get_scheduler, render_script
-from megarun.schedulers.base import Allocation, BatchState, Scheduler, ScriptRequest
+from megarun.schedulers.base import BatchState, Scheduler, ScriptRequest
 from megarun.sites.connect import (
-    agent_command,
     agent_path,
     ensure_site_dirs,
     install_agent,
@@ -57,8 +63,6 @@ MODES = ("pilot", "direct")
 DEFAULT_IDLE_EXIT = 120.0
 #: A direct batch job's agent leaves as soon as its one job is done.
 DIRECT_IDLE_EXIT = 1.0
-#: Seconds before the allocation's end at which a pilot stops its jobs and hands them back.
-END_GRACE = 30.0
 #: Minutes added to a direct job's own walltime for the agent to start and report.
 DIRECT_MARGIN = 1
 SUBMIT_TIMEOUT = 120.0
@@ -344,7 +348,7 @@ def _submit_row(scope: SiteScope, plan: _Plan, transport: Transport, row: BatchJ
     script_path = f"{folder}/{row.id}.sh"
     idle = DIRECT_IDLE_EXIT if row.mode == "direct" else plan.idle_exit
     request = ScriptRequest(
-        job_name=f"megarun-{row.id}", nodes=row.nodes,
+        job_name=batch_job_name(site.workdir, row.id), nodes=row.nodes,
         walltime_minutes=max(1, math.ceil(row.walltime)), queue=row.queue,
         account=row.account, batch_dir=folder, output=f"{folder}/{row.id}.out",
         exit_file=f"{folder}/{row.id}.exit",
@@ -372,49 +376,6 @@ def _submit_row(scope: SiteScope, plan: _Plan, transport: Transport, row: BatchJ
                         submitted=time.time(), message="").where(BatchJob.id == row.id).execute()
 
 
-def pilot_argv(scope: SiteScope, batch_id: int, pool: str | None,
-               idle_exit: float) -> list[str]:
-    """The agent command a batch script runs (the script adds --walltime-end)."""
-    site, settings = scope.site, scope.launcher
-    node = site.spec.node
-    argv = [*agent_command(site), "run", "--workdir", site.workdir,
-            "--agent-id", f"batch-{batch_id}", "--batch-job", str(batch_id),
-            "--nodes-from", site.scheduler if site.scheduler != "local" else "none",
-            "--mpi-launcher", site.spec.mpi_launcher,
-            "--heartbeat", str(settings.heartbeat), "--kill-grace", str(settings.kill_grace),
-            "--idle-exit", f"{idle_exit:g}", "--end-grace", f"{END_GRACE:g}"]
-    argv += slot_options(site.spec.pilot, node.cpus, node.gpus)
-    if node.max_jobs:
-        argv += ["--max-jobs", str(node.max_jobs)]
-    for extra in site.spec.mpi_args:
-        argv += ["--mpi-arg", str(extra)]
-    if pool:
-        argv += ["--pool", pool]
-    return argv
-
-
-def slot_options(allocation: Allocation, node_cpus: int, node_gpus: int) -> list[str]:
-    """The agent's slot options inside an allocation: at most what the batch job asked for.
-
-    Whole nodes: the agent counts the node's CPUs itself (`--whole-nodes`: not the one slot
-    per node that PBS and LSF list for an exclusive job); the site's node shape (node.cpus,
-    node.gpus), when given, caps it. A node shape: its CPUs and GPUs, capped by the site's.
-    """
-    if allocation.exclusive:
-        cpus, gpus, argv = node_cpus, node_gpus, ["--whole-nodes"]
-    else:
-        cpus = min(node_cpus, allocation.cpus_per_node) if node_cpus else \
-            allocation.cpus_per_node
-        gpus = min(node_gpus, allocation.gpus_per_node) if node_gpus else \
-            allocation.gpus_per_node
-        argv = []
-    if cpus:
-        argv += ["--cpus", str(cpus)]
-    if gpus:
-        argv += ["--gpus", ",".join(str(i) for i in range(gpus))]
-    return argv
-
-
 def _take_back_failed(scope: SiteScope, rows: Sequence[BatchJob]) -> None:
     """The jobs dispatched for direct batch jobs that could not be submitted go back to READY."""
     failed = [f"bj{row.id}" for row in rows
@@ -433,7 +394,7 @@ def _reason(exc: BaseException) -> str:
 def cancel(scope: SiteScope, batch_id: int,
            reason: str = "cancelled by megarun queue rm") -> BatchJobRow:
     """Cancel a batch job of the site: scheduler cancel when it was submitted; then `cancelled`."""
-    site, row = scope.site, BatchJob.get_by_id(batch_id)
+    site, row = scope.site, settled_row(scope, batch_id)
     if row.state not in OPEN_STATES:
         raise UsageError(f"batch job {batch_id} is {row.state}: nothing to cancel")
     if row.scheduler_id:

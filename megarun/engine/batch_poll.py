@@ -36,6 +36,9 @@ ACTIVE_STATES = (BatchState.QUEUED.value, BatchState.RUNNING.value)
 STATUS_TIMEOUT = 120.0
 #: How the message of a batch job the scheduler holds pending for ever starts.
 NEVER_RUNS = "can never run as asked"
+#: The message of a batch job found again by its name after its submitter was killed
+#: (engine/submissions.py); kept while it is queued or running, so `queue ls` tells.
+ADOPTED = "adopted: found by its name after megarun was stopped while submitting it"
 
 
 @dataclass
@@ -113,7 +116,7 @@ def poll_site(scope: SiteScope) -> PollResult:
         return result
     scheduler = get_scheduler(site.scheduler)
     transport = transport_for(site)
-    argv = scheduler.status_argv(_user(site), [str(row.scheduler_id) for row in rows])
+    argv = scheduler.status_argv(batch_user(site), [str(row.scheduler_id) for row in rows])
     result.status_commands += 1
     answer = transport.run(argv, timeout=STATUS_TIMEOUT)
     if scheduler.status_failed(answer.code, answer.stderr_text):
@@ -146,6 +149,8 @@ def _apply_entry(scope: SiteScope, transport: Transport, row: BatchJob,
                        f"({entry.reason}); cancel it with: megarun queue rm {row.id}")
         elif entry.reason and entry.state is BatchState.QUEUED:
             message = f"pending: {entry.reason}"
+        if row.message.startswith(ADOPTED):
+            message = f"{ADOPTED}; {message}" if message else ADOPTED
         changes: dict[Any, Any] = {BatchJob.native: entry.native, BatchJob.message: message}
         if entry.state is BatchState.RUNNING and row.started is None:
             changes[BatchJob.started] = now
@@ -155,7 +160,7 @@ def _apply_entry(scope: SiteScope, transport: Transport, row: BatchJob,
             BatchJob.update(changes).where(BatchJob.id == row.id).execute()
         return entry.state if entry.state.value != row.state else None
     # finished, cancelled, or gone from the queue: the exit-code file decides
-    code = _read_exit_code(transport, f"{batch_dir(scope.site)}/{row.id}.exit")
+    code = read_exit_code(transport, f"{batch_dir(scope.site)}/{row.id}.exit")
     state, message = _judge_end(entry, code)
     with write_transaction(scope.db):
         BatchJob.update(state=state.value, exit_code=code, message=message, ended=now,
@@ -177,7 +182,7 @@ def _judge_end(entry: QueueEntry | None, code: int | None) -> tuple[BatchState, 
     return BatchState.FINISHED, ""
 
 
-def _read_exit_code(transport: Transport, path: str) -> int | None:
+def read_exit_code(transport: Transport, path: str) -> int | None:
     try:
         text = transport.read_bytes(path).decode("utf-8", "replace").strip()
     except FileNotFoundError:
@@ -201,7 +206,7 @@ def after_end(scope: SiteScope, ended: list[BatchJob]) -> int:
     return return_to_ready(scope, pools, "its batch job ended before it started")
 
 
-def _user(site: SiteInfo) -> str | None:
+def batch_user(site: SiteInfo) -> str | None:
     """The login name batch jobs are submitted as (for the status command's filter); None
     when ssh's own configuration decides it."""
     if site.host:

@@ -34,6 +34,7 @@ from megarun.engine.locks import agent_lock_path
 from megarun.engine.reports import SiteReport
 from megarun.engine.scope import SiteScope
 from megarun.engine.spawn import agent_args, new_agent_id, start_local_agent
+from megarun.engine.submissions import settle_orphans
 from megarun.errors import EnvironmentProblem
 from megarun.sites.remote_spool import AgentLaunch, ExchangeResult, RemoteSpool
 
@@ -227,6 +228,9 @@ class BatchCycle(Cycle):
 
     def poll(self) -> None:
         try:
+            # A submission a kill cut short is adopted (or settled) first, so that this
+            # poll already sees its allocation.
+            self.report.batch_jobs.update(settle_orphans(self.scope))
             poll = poll_site(self.scope)
         except EnvironmentProblem as exc:
             self.report.status_commands += 1

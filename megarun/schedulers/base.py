@@ -44,6 +44,14 @@ class QueueEntry:
     exit_code: int | None = None
 
 
+@dataclass(frozen=True)
+class NamedJob:
+    """One of the user's batch jobs by its name: how a submission whose id was lost is found."""
+
+    scheduler_id: str
+    name: str
+
+
 ExtraValue = str | int | bool
 
 
@@ -203,6 +211,15 @@ class Scheduler(ABC):
     @abstractmethod
     def version_argv(self) -> list[str]:
         """A cheap probe that succeeds when the scheduler's commands work on the site."""
+
+    def names_argv(self, user: str | None) -> list[str] | None:
+        """ONE command listing the user's batch jobs (`user`, else the login) with their
+        names; None when the scheduler cannot (a submission's lost id stays unknown)."""
+        return None
+
+    def parse_names(self, stdout: str, user: str | None) -> list[NamedJob]:
+        """The jobs `names_argv` printed (only `user`'s when the output holds others')."""
+        return []
 
     def status_failed(self, code: int, stderr: str) -> bool:
         """True when the status command's exit code means its output cannot be trusted.

@@ -17,6 +17,7 @@ from megarun.schedulers.base import (
     Allocation,
     BatchState,
     ExtraValue,
+    NamedJob,
     QueueEntry,
     Scheduler,
     SchedulerError,
@@ -30,6 +31,8 @@ from megarun.schedulers.base import (
 )
 
 STATUS_HEADER = "JobID:State"
+#: The name last: the only field that may hold spaces.
+NAMES_HEADER = "JobID:JobName"
 
 _STATES: dict[str, BatchState] = {
     "queued": BatchState.QUEUED, "starting": BatchState.QUEUED, "hold": BatchState.QUEUED,
@@ -106,6 +109,21 @@ class CobaltScheduler(Scheduler):
                 raise SchedulerError(f"qstat printed a line megarun cannot read: {line[:100]!r}")
             entries[fields[0]] = _entry(fields[0], fields[1])
         return entries
+
+    def names_argv(self, user: str | None) -> list[str] | None:
+        argv = ["qstat", "--header", NAMES_HEADER]
+        return [*argv, "-u", user] if user else argv
+
+    def parse_names(self, stdout: str, user: str | None) -> list[NamedJob]:
+        found = []
+        for line in stdout.splitlines():
+            fields = line.split(None, 1)
+            if not fields or fields[0] == "JobID" or set(line.strip()) == {"="}:
+                continue
+            if not fields[0].isdigit():
+                raise SchedulerError(f"qstat printed a line megarun cannot read: {line[:100]!r}")
+            found.append(NamedJob(fields[0], fields[1].strip() if len(fields) > 1 else ""))
+        return found
 
     def cancel_argv(self, ids: Sequence[str]) -> list[str]:
         return ["qdel", *check_ids(ids)]

@@ -20,6 +20,7 @@ from megarun.schedulers.base import (
     Allocation,
     BatchState,
     ExtraValue,
+    NamedJob,
     QueueEntry,
     Scheduler,
     SchedulerError,
@@ -33,6 +34,8 @@ from megarun.schedulers.base import (
 
 #: Fields of `bjobs -o`; pend_reason (may hold spaces and colons) comes last.
 STATUS_FORMAT = "jobid stat exit_code pend_reason delimiter='|'"
+#: The job name last: it may hold the delimiter.
+NAMES_FORMAT = "jobid job_name delimiter='|'"
 
 _STATES: dict[str, BatchState] = {
     "PEND": BatchState.QUEUED, "PSUSP": BatchState.QUEUED, "WAIT": BatchState.QUEUED,
@@ -114,22 +117,37 @@ class LsfScheduler(Scheduler):
 
     def parse_status(self, stdout: str) -> dict[str, QueueEntry]:
         entries = {}
-        for line in stdout.splitlines():
-            line = line.strip()
-            if not line or _NOT_FOUND.search(line):
-                continue
-            if not _ROW.match(line):
-                raise SchedulerError(f"bjobs printed a line megarun cannot read: {line[:100]!r}")
+        for line in _rows(stdout):
             fields = [*line.split("|", 3), "", "", ""]
             entry = _entry(fields[0], fields[1], fields[2], fields[3])
             entries[entry.scheduler_id] = entry
         return entries
+
+    def names_argv(self, user: str | None) -> list[str] | None:
+        argv = ["bjobs", "-a", "-noheader", "-o", NAMES_FORMAT]
+        return [*argv, "-u", user] if user else argv
+
+    def parse_names(self, stdout: str, user: str | None) -> list[NamedJob]:
+        return [NamedJob(*line.split("|", 1)) for line in _rows(stdout)]
 
     def cancel_argv(self, ids: Sequence[str]) -> list[str]:
         return ["bkill", *check_ids(ids)]
 
     def version_argv(self) -> list[str]:
         return ["bjobs", "-V"]
+
+
+def _rows(stdout: str) -> list[str]:
+    """The job rows of a `bjobs -o ... delimiter='|'` output ("No job found" lines left out)."""
+    rows = []
+    for line in stdout.splitlines():
+        line = line.strip()
+        if not line or _NOT_FOUND.search(line):
+            continue
+        if not _ROW.match(line):
+            raise SchedulerError(f"bjobs printed a line megarun cannot read: {line[:100]!r}")
+        rows.append(line)
+    return rows
 
 
 def _entry(job_id: str, native: str, exit_text: str, reason: str) -> QueueEntry:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 from megarun.errors import ConfigError
@@ -26,6 +26,7 @@ from megarun.schedulers.base import (
     Allocation,
     BatchState,
     ExtraValue,
+    NamedJob,
     QueueEntry,
     Scheduler,
     SchedulerError,
@@ -119,6 +120,16 @@ class PbsScheduler(Scheduler):
             return _parse_xml(text)
         return _parse_text(stdout)
 
+    def names_argv(self, user: str | None) -> list[str] | None:
+        # Every current job in full (PBS Pro's -u does not combine with -f): the owner is
+        # filtered here. Run only after an interrupted submission, so its size is tolerable.
+        return ["qstat", "-f"]
+
+    def parse_names(self, stdout: str, user: str | None) -> list[NamedJob]:
+        return [NamedJob(job_id, attrs.get("Job_Name", ""))
+                for job_id, attrs in _blocks(stdout)
+                if user is None or attrs.get("Job_Owner", "").split("@", 1)[0] == user]
+
     def cancel_argv(self, ids: Sequence[str]) -> list[str]:
         return ["qdel", *check_ids(ids)]
 
@@ -176,14 +187,25 @@ def _place(allocation: Allocation, given: ExtraValue | None) -> str:
 
 def _parse_text(stdout: str) -> dict[str, QueueEntry]:
     """`qstat -f` text: "Job Id: X" blocks of "    key = value" lines; tab-led continuations."""
-    entries: dict[str, QueueEntry] = {}
+    return {job_id: _entry(job_id, attrs) for job_id, attrs in _blocks(stdout)}
+
+
+def _blocks(stdout: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """The (id, attributes) of each "Job Id:" block of `qstat -f` text."""
+    return attribute_blocks(stdout, "Job Id:", "qstat -f")
+
+
+def attribute_blocks(stdout: str, header: str,
+                     command: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """The (name, attributes) of each block of `qstat -f` or `qstat -Qf` text: a `header`
+    line ("Job Id: X", "Queue: X"), "    key = value" lines, tab-led continuations."""
     job_id: str | None = None
     attrs: dict[str, str] = {}
     last = ""
     for line in stdout.splitlines():
-        if line.startswith("Job Id:"):
+        if line.startswith(header):
             if job_id is not None:
-                entries[job_id] = _entry(job_id, attrs)
+                yield job_id, attrs
             job_id, attrs, last = line.split(":", 1)[1].strip(), {}, ""
         elif line.startswith("\t") and last:
             attrs[last] += line[1:]
@@ -191,10 +213,9 @@ def _parse_text(stdout: str) -> dict[str, QueueEntry]:
             key, value = line.strip().split(" = ", 1)
             attrs[key], last = value, key
         elif line.strip() and job_id is None:
-            raise SchedulerError(f"qstat -f printed a line megarun cannot read: {line[:100]!r}")
+            raise SchedulerError(f"{command} printed a line megarun cannot read: {line[:100]!r}")
     if job_id is not None:
-        entries[job_id] = _entry(job_id, attrs)
-    return entries
+        yield job_id, attrs
 
 
 def _parse_xml(text: str) -> dict[str, QueueEntry]:

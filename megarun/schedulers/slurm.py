@@ -14,6 +14,7 @@ from megarun.schedulers.base import (
     Allocation,
     BatchState,
     ExtraValue,
+    NamedJob,
     QueueEntry,
     Scheduler,
     SchedulerError,
@@ -28,6 +29,8 @@ from megarun.schedulers.base import (
 
 #: %i job id, %T long state name, %r reason (may hold spaces: last field).
 STATUS_FORMAT = "%i %T %r"
+#: %i job id, %j job name (may hold spaces: last field).
+NAMES_FORMAT = "%i %j"
 
 _STATES: dict[str, BatchState] = {
     "PENDING": BatchState.QUEUED,
@@ -143,6 +146,21 @@ class SlurmScheduler(Scheduler):
             entry = _entry(fields[0], fields[1], fields[2].strip() if len(fields) > 2 else "")
             entries[entry.scheduler_id] = entry
         return entries
+
+    def names_argv(self, user: str | None) -> list[str] | None:
+        argv = ["squeue", "-h", "-t", "all", "-o", NAMES_FORMAT]
+        return [*argv, "-u", user] if user else [*argv, "--me"]
+
+    def parse_names(self, stdout: str, user: str | None) -> list[NamedJob]:
+        found = []
+        for line in stdout.splitlines():
+            fields = line.split(None, 1)
+            if not fields:
+                continue
+            if not fields[0][:1].isdigit():
+                raise SchedulerError(f"squeue printed a line megarun cannot read: {line!r}")
+            found.append(NamedJob(fields[0], fields[1].strip() if len(fields) > 1 else ""))
+        return found
 
     def cancel_argv(self, ids: Sequence[str]) -> list[str]:
         return ["scancel", *check_ids(ids)]

@@ -29,6 +29,7 @@ from megarun.db.models import Site
 from megarun.errors import EnvironmentProblem, UsageError
 from megarun.schedulers import get_scheduler
 from megarun.sites.connect import check_site, site_transport, transport_for
+from megarun.sites.livecheck import LiveCheck, check_limits
 from megarun.sites.registry import AreaAccess, SiteInfo, SshOptions, add_site, record_detected
 from megarun.sites.spec import SiteSpec
 from megarun.transport.ssh.hostspec import parse_host_spec
@@ -63,6 +64,8 @@ class InitResult:
     site: SiteInfo
     facts: dict[str, Any]
     scheduler_version: str
+    #: The live check's words: where the preset's queues differ from the scheduler's.
+    queue_problems: list[str] = field(default_factory=list)
 
 
 # -- choices and checks of single answers ---------------------------------------------------------
@@ -188,11 +191,23 @@ def init_site(ctx: AreaAccess, request: InitRequest, progress: Progress | None =
         say(f"agent installed: {facts['agent']}")
     version = check_scheduler(probe)
     say(f"scheduler {probe.scheduler}: {version}")
+    problems = queue_problems(check_limits(probe))
+    for line in problems:
+        say(f"queue limits: {line}")
+    if problems:
+        say(f"to take the scheduler's limits: megarun site check {name} --fix")
     info = add_site(ctx, name, preset.name, host, probe.workdir, assignments,
                     request.ssh if host else None)
     if host:
         record_detected(ctx, name, facts)
-    return InitResult(info, facts, version)
+    return InitResult(info, facts, version, problems)
+
+
+def queue_problems(report: LiveCheck) -> list[str]:
+    """One line per disagreement of the live check, or why it could not be done."""
+    if report.error:
+        return [f"not checked: {report.error}"]
+    return [f"{check.name}: {problem}" for check in report.queues for problem in check.problems]
 
 
 def _probe_site(preset: Preset, name: str, host: str | None, workdir: str,

@@ -11,6 +11,8 @@ pointing at this host; the commands print the real formats megarun's parsers rea
   MEGARUN_FAKE_HOLD         a path: while that file exists, queued jobs stay queued
   MEGARUN_FAKE_MAX_NODES    jobs asking for more nodes stay queued for ever, with the reason
                             the real scheduler gives ("Can Never Run: ..." on PBS Pro)
+  MEGARUN_FAKE_LIMITS       a file printed by `qstat -Qf`, Cobalt's `qstat -Q` and `bqueues -l`
+                            (default: the flavor's golden capture in tests/component/schedulers)
 
 Each job runs under a small runner process (`fakequeue.py _run QUEUE ID`) that waits for the
 script and records its exit status, as a scheduler's job starter would.
@@ -304,7 +306,24 @@ def pbs_native(job: Job) -> str:
     return "F" if flavor() == "pbspro" else "C"
 
 
+GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "component",
+                      "schedulers", "golden")
+LIMITS = {"pbspro": "pbspro_qstat_qf.txt", "torque": "torque_qstat_qf.txt",
+          "cobalt": "cobalt_qstat_q.txt", "lsf": "lsf_bqueues_l.txt"}
+
+
+def queue_limits(dialect: str) -> int:
+    """The queues and their limits, as `qstat -Qf`, `qstat -Q` (Cobalt), `bqueues -l` print
+    them: a capture of the real output."""
+    path = os.environ.get("MEGARUN_FAKE_LIMITS") or os.path.join(GOLDEN, LIMITS[dialect])
+    with open(path) as handle:
+        sys.stdout.write(handle.read())
+    return 0
+
+
 def qstat(args: list[str]) -> int:
+    if args in (["-Qf"], ["-Q"]):
+        return queue_limits(flavor())
     if "--version" in args:
         print({"pbspro": "pbs_version = 22.05.11", "torque": "Version: 6.1.3",
                "cobalt": "version: 1.0.27"}[flavor()])
@@ -313,10 +332,14 @@ def qstat(args: list[str]) -> int:
     with locked_queue(path) as state:
         schedule(state, path)
         jobs = dict(state["jobs"])
-    ids = [arg for arg in args if not arg.startswith("-") and arg != "JobID:State"]
+    header = args[args.index("--header") + 1] if "--header" in args else "JobID:State"
+    user = args[args.index("-u") + 1] if "-u" in args else None
+    ids = [arg for arg in args if not arg.startswith("-") and arg not in (header, user)]
     if flavor() == "cobalt":
-        return cobalt_qstat(jobs, ids)
+        return cobalt_qstat(jobs, ids, header, user)
     history = "-x" in args
+    if not ids:  # every current job, as `qstat -f` prints them without ids
+        ids = [job_id for job_id, job in jobs.items() if job["state"] in ("queued", "running")]
     found, code = [], 0
     for job_id in ids:
         job = jobs.get(job_id)
@@ -354,20 +377,22 @@ def print_torque_xml(found: list[tuple[str, Job]]) -> None:
     print("".join(parts))
 
 
-def cobalt_qstat(jobs: dict[str, Job], ids: list[str]) -> int:
+def cobalt_qstat(jobs: dict[str, Job], ids: list[str], header: str, user: str | None) -> int:
     rows = []
-    for job_id in ids:
+    for job_id in ids or [j for j, job in jobs.items() if user in (None, job["owner"])]:
         job = jobs.get(job_id)
         if job is None or job["state"] in ("finished", "cancelled"):
             continue  # Cobalt forgets a job as soon as it ends
         native = "queued" if job["state"] == "queued" else "running"
-        rows.append((job_id, native))
+        values = {"JobID": job_id, "State": native, "JobName": job["name"],
+                  "User": job["owner"], "Queue": job["queue"]}
+        rows.append([values.get(field, "-") for field in header.split(":")])
     if not rows:
         return 1 if ids else 0
-    print("JobID   State  ")
-    print("===============")
-    for job_id, native in rows:
-        print(f"{job_id:<7} {native:<7}")
+    print(" ".join(f"{field:<7}" for field in header.split(":")))
+    print("=" * 15)
+    for row in rows:
+        print(" ".join(f"{value:<7}" for value in row))
     return 0
 
 
@@ -432,6 +457,8 @@ def lsf_field(name: str, job_id: str, job: Job) -> str:
         return job_id
     if name == "stat":
         return lsf_native(job)
+    if name == "job_name":
+        return str(job["name"])
     if name == "exit_code":
         code = exit_status(job, 128)
         return str(code) if code and lsf_native(job) == "EXIT" else "-"
@@ -480,6 +507,7 @@ def cancel(args: list[str], lsf: bool) -> int:
 COMMANDS = {
     "qsub": qsub, "qstat": qstat, "bsub": bsub, "bjobs": bjobs,
     "qdel": lambda args: cancel(args, lsf=False), "bkill": lambda args: cancel(args, lsf=True),
+    "bqueues": lambda args: queue_limits("lsf"),
 }
 
 

@@ -3,7 +3,7 @@ agent count the node (capped by the site's node shape); a node shape passes its 
 
 from __future__ import annotations
 
-from megarun.engine.batch import slot_options
+from megarun.engine.pilot_argv import slot_options
 from megarun.schedulers import Allocation
 
 

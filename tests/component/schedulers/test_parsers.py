@@ -199,3 +199,52 @@ def test_local_cancel_refuses_odd_pids() -> None:
         local.cancel_argv(["abc"])
     argv = local.cancel_argv(["812"])
     assert argv[:2] == ["/bin/sh", "-c"] and argv[-1] == "812"
+
+
+# -- jobs by name (adoption after an interrupted submission) --------------------------------------
+
+def names(scheduler: str, text: str, user: str | None = None) -> dict[str, str]:
+    return {job.scheduler_id: job.name
+            for job in get_scheduler(scheduler).parse_names(text, user)}
+
+
+def test_squeue_names() -> None:
+    slurm = get_scheduler("slurm")
+    assert slurm.names_argv("ann") == ["squeue", "-h", "-t", "all", "-o", "%i %j", "-u", "ann"]
+    assert slurm.names_argv(None)[-1] == "--me"
+    assert names("slurm", golden("slurm_squeue_names.txt")) == {
+        "424930": "megarun-3f9a2c41d0-17", "424931": "relax wat box",
+        "424936": "megarun-3f9a2c41d0-18", "424940": "megarun-0b51e9c2aa-17"}
+    with pytest.raises(SchedulerError):
+        names("slurm", "slurm_load_jobs error: Unable to contact slurm controller\n")
+
+
+def test_pbs_qstat_f_names_of_the_user_only() -> None:
+    pbs = get_scheduler("pbs")
+    assert pbs.names_argv("ann") == ["qstat", "-f"]
+    text = golden("pbspro_qstat_f.txt")
+    assert sorted(names("pbs", text, "user02")) == [
+        "69301.mycluster", "69302.mycluster", "69310.mycluster"]
+    assert names("pbs", text, "user02")["69301.mycluster"] == "Cu-dbp"
+    assert names("pbs", text)["68350.mycluster"] == "cell-Qnormal"
+    assert "68350.mycluster" not in names("pbs", text, "user02")
+
+
+def test_bjobs_names() -> None:
+    lsf = get_scheduler("lsf")
+    assert lsf.names_argv("ann") == ["bjobs", "-a", "-noheader", "-o",
+                                     "jobid job_name delimiter='|'", "-u", "ann"]
+    assert names("lsf", golden("lsf_bjobs_names.txt") + "No job found\n") == {
+        "764213236": "megarun-3f9a2c41d0-17", "764220165": "cp2k|run 4",
+        "764254593": "megarun-0b51e9c2aa-17"}
+
+
+def test_cobalt_qstat_names() -> None:
+    cobalt = get_scheduler("cobalt")
+    assert cobalt.names_argv("ann") == ["qstat", "--header", "JobID:JobName", "-u", "ann"]
+    assert names("cobalt", golden("cobalt_qstat_names.txt")) == {
+        "233384": "megarun-3f9a2c41d0-17", "233390": "lammps bench", "233391": "-"}
+
+
+def test_local_scheduler_lists_no_names() -> None:
+    assert get_scheduler("local").names_argv("ann") is None

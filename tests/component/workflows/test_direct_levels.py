@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import pytest
 
 from megarun.config.area import locate_area
+from megarun.engine.submissions import batch_job_name
 from megarun.homehost.home import working_db_path
 from tests.component.workflows.test_batch_fakes import FAKES, Area, make_area
 
@@ -53,6 +54,10 @@ def start_run(area: Area) -> None:
     assert first["state"] == "queued", first
 
 
+def site_workdir(area: Area) -> str:
+    return str(rows(area, "SELECT workdir FROM site WHERE name = 'hpc'")[0][0])
+
+
 def rows(area: Area, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(working_db_path(locate_area(str(area.root)))) as db:
         return db.execute(sql).fetchall()
@@ -74,7 +79,7 @@ def assert_one_batch_job_per_job(area: Area, tmp_path: Path) -> None:
     assert len(batch) == 4 and {m for _, m in batch} == {"direct"}
     assert len({r[0] for r in rows(area, "SELECT batch_job_id FROM job")}) == 4
     names = sorted(job["name"] for job in fake_queue(tmp_path).values())
-    assert names == sorted(f"megarun-{i}" for i, _ in batch)  # each submitted once
+    assert names == sorted(batch_job_name(site_workdir(area), i) for i, _ in batch)  # once
 
 
 def test_launch_submits_each_level_as_it_becomes_ready(tmp_path: Path) -> None:
@@ -96,13 +101,16 @@ def test_sync_submits_each_level_and_a_kill_during_a_submission_submits_nothing_
     code = wait_for(lambda: faulty.cli("sync")[0], lambda code: code != 0)
     assert code == -9
     assert sorted(job["name"] for job in fake_queue(tmp_path).values()) == [
-        "megarun-1", "megarun-2"]  # build's and the first unit's: the second never went
+        batch_job_name(site_workdir(area), i) for i in (1, 2)]  # the second unit's never went
     wait_for(lambda: area.cli("sync"), lambda _: bool(rows(
         area, "SELECT 1 FROM job WHERE test = 'report' AND state = 'COMPLETED'")))
     assert_one_batch_job_per_job(area, tmp_path)
     states = dict(rows(area, "SELECT id, state FROM batch_job"))
     messages = dict(rows(area, "SELECT id, message FROM batch_job"))
-    assert states[2] == "finished" and "stopped while submitting" in messages[2]
+    # the first unit's batch job was found by its name and adopted (its id recorded)
+    assert states[2] == "finished" and messages[2] == ""
+    assert rows(area, "SELECT scheduler_id FROM batch_job WHERE id = 2")[0][0] in fake_queue(
+        tmp_path)
     assert states[3] == "submit_failed" and "before submitting" in messages[3]
 
 
