@@ -22,13 +22,17 @@ def register(app: typer.Typer) -> None:
             "--target", help="Only runs of this target (a glob: linux/*).")] = None,
         runname: Annotated[str | None, typer.Option(
             "--runname", help="Only runs of this name (a glob: nightly-*).")] = None,
+        history: Annotated[int, typer.Option(
+            "--history", metavar="N", help="How many runs of each target its history page "
+            "shows.")] = 20,
         as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     ) -> None:
         """Write the area's HTML report: runs, items, history, campaign and batch views."""
         from megarun.report.html.build import build_report
 
         mctx = context(ctx)
-        result = build_report(mctx.db, mctx.area, out, target=target, runname=runname)
+        result = build_report(mctx.db, mctx.area, out, target=target, runname=runname,
+                              history=history)
         index = result.out / "index.html"
         if as_json:
             print_document({"out": str(result.out), "index": str(index),

@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 from peewee import SqliteDatabase
 
 from megarun.config.area import Area
+from megarun.report.html.rundata import RunRow, list_runs
 from megarun.report.html.site import Manifest
+
+#: How many runs of a target its history page shows by default (`megarun report --history`).
+HISTORY_RUNS = 20
 
 
 @dataclass
@@ -21,8 +26,26 @@ class ReportInput:
     runname: str | None = None
     old: Manifest = field(default_factory=Manifest)
     fingerprints: dict[str, str] = field(default_factory=dict)
+    folder: Path | None = None  # where the report is written: a kept page must still be there
+    history: int = HISTORY_RUNS
+    _runs: list[RunRow] | None = None
 
     def unchanged(self, key: str, fingerprint: str) -> bool:
         """Record `fingerprint` for `key`; True when the last build recorded the same."""
         self.fingerprints[key] = fingerprint
         return self.old.fingerprints.get(key) == fingerprint
+
+    def runs(self) -> list[RunRow]:
+        """The runs the report shows (the filters'), oldest first; read once per build."""
+        if self._runs is None:
+            self._runs = list_runs(self.db, self.target, self.runname)
+        return self._runs
+
+    def still_there(self, paths: list[str]) -> bool:
+        """True when the last build wrote every page of `paths` and each is still in the
+        folder (a page removed by hand is written again, not kept)."""
+        if not all(path in self.old.pages for path in paths):
+            return False
+        if self.folder is None:
+            return True
+        return all(self.folder.joinpath(*PurePosixPath(path).parts).exists() for path in paths)

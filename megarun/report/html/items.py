@@ -1,0 +1,139 @@
+"""What an item page of the report shows beyond the job's row: its steps (exit code, duration),
+the tail of each step log with a link to the whole file, its event trail and attempts.
+
+Steps come from megarun.campaign.steps (as `status --json` and `job show`), logs through
+megarun.campaign.joblogs (as `job logs`): bounded tails (the last TAIL_LINES lines, at most
+TAIL_BYTES), undecodable bytes replaced. A job on an SSH site is not read over the network
+while the report is built: its page says where its logs are.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from peewee import SqliteDatabase
+
+from megarun.campaign.joblogs import LocalJobLogs, StepOrder
+from megarun.campaign.steps import job_steps
+from megarun.core.steps import StepResult
+from megarun.db.jobstore import chunks
+from megarun.report.html.rundata import Item
+
+#: How much of each step log an item page shows: its last lines, at most this many bytes.
+TAIL_LINES = 200
+TAIL_BYTES = 64 << 10
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One event of a job's trail as its page shows it (no `data`: it may hold anything)."""
+
+    time: float
+    from_state: str
+    to_state: str
+    status: str
+    attempt: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a job: when it began and how it ended (so far)."""
+
+    number: int
+    began: float
+    last: float
+    state: str
+    status: str
+
+
+@dataclass(frozen=True)
+class LogTail:
+    """The tail of one step log, and how to reach the whole file from the page."""
+
+    name: str
+    size: int
+    truncated: bool
+    text: str
+    href: str | None  # a relative link to the file on this host; None when not there
+
+
+@dataclass(frozen=True)
+class ItemDetail:
+    """Everything an item page shows."""
+
+    item: Item
+    steps: list[StepResult]
+    events: list[EventRow]
+    attempts: list[Attempt]
+    logs: list[LogTail]
+    logs_where: str | None  # where the logs are when they are not shown (remote, none yet)
+
+
+def read_events(db: SqliteDatabase, job_ids: Sequence[int]) -> dict[int, list[EventRow]]:
+    """Each job's event trail, oldest first, in one query per 500 jobs."""
+    found: dict[int, list[EventRow]] = {}
+    for part in chunks(sorted(job_ids)):
+        marks = ",".join("?" * len(part))
+        rows = db.execute_sql(
+            "SELECT job, time, from_state, to_state, status, attempt, message FROM event"  # noqa: S608
+            f" WHERE job IN ({marks}) ORDER BY job, id", tuple(part))
+        for job, *rest in rows:
+            found.setdefault(int(job), []).append(
+                EventRow(float(rest[0]), str(rest[1]), str(rest[2]), str(rest[3]), int(rest[4]),
+                         str(rest[5] or "")))
+    return found
+
+
+def attempts(events: Iterable[EventRow]) -> list[Attempt]:
+    """The attempts of a trail (1, 2, ...: each dispatch), in order, each with its first and
+    last moment and its last state and status."""
+    found: dict[int, Attempt] = {}
+    for event in events:
+        if event.attempt < 1:
+            continue  # made and waiting: no attempt yet
+        was = found.get(event.attempt)
+        found[event.attempt] = Attempt(event.attempt, was.began if was else event.time,
+                                       event.time, event.to_state, event.status)
+    return [found[number] for number in sorted(found)]
+
+
+def details(db: SqliteDatabase, items: Sequence[Item], page_folder: Path | None
+            ) -> Iterable[ItemDetail]:
+    """The detail of each item (steps and events read for all at once; logs item by item, so
+    only one item's log tails are in memory at a time). `page_folder`: the folder the item
+    pages are written in (log links are relative to it)."""
+    ids = [item.id for item in items]
+    steps = job_steps(db, ids)
+    events = read_events(db, ids)
+    for item in items:
+        trail = events.get(item.id, [])
+        its_steps = steps.get(item.id, [])
+        logs, where = _logs(item, its_steps, page_folder)
+        yield ItemDetail(item, its_steps, trail, attempts(trail), logs, where)
+
+
+def _logs(item: Item, steps: Sequence[StepResult], page_folder: Path | None
+          ) -> tuple[list[LogTail], str | None]:
+    if not item.workdir:
+        return [], None
+    if item.host:
+        return [], f"on {item.host} (site {item.site}) in {item.workdir}"
+    if not os.path.isdir(item.workdir):
+        return [], f"{item.workdir} (not there: not run yet, or removed by clean)"
+    order = StepOrder(tuple(step.name for step in steps))
+    found = LocalJobLogs(item.workdir, order).excerpts(None, TAIL_LINES, TAIL_BYTES)
+    return [LogTail(e.log.name, e.log.size, e.truncated, e.text, _href(e.log.path, page_folder))
+            for e in found], (None if found else f"{item.workdir} (no logs yet)")
+
+
+def _href(path: str, page_folder: Path | None) -> str:
+    """A link from the page to the log file: relative, so it works from file:// and from a
+    web server serving the area; every byte of the name percent-encoded."""
+    target = os.path.relpath(path, page_folder) if page_folder is not None else path
+    encoded = target.encode("utf-8", "surrogateescape")
+    return quote(encoded, safe="/") if page_folder is not None else Path(path).as_uri()
