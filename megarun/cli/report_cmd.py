@@ -2,13 +2,32 @@
 campaign and batch views) into a folder that opens from file:// or any static web server."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from megarun.cli.common import JSON_HELP, context
 from megarun.cli.formats import print_document
 from megarun.cli.output import note
+
+if TYPE_CHECKING:
+    from megarun.homehost.context import Context
+    from megarun.report.html.site import WriteResult
+
+
+def result_json(result: "WriteResult") -> dict[str, Any]:
+    """What a build wrote (`report --json`, and the report element of `sync --json`)."""
+    return {"out": str(result.out), "index": str(result.out / "index.html"),
+            "written": result.written, "unchanged": result.unchanged, "removed": result.removed}
+
+
+def refresh_after_sync(mctx: "Context") -> dict[str, Any] | None:
+    """Refresh the area's report at its default place after a `sync` cycle (only pages whose
+    data changed are rewritten); None when the area has no report there."""
+    from megarun.report.html.build import refresh_report
+
+    result = refresh_report(mctx.db, mctx.area)
+    return None if result is None else result_json(result)
 
 
 def register(app: typer.Typer) -> None:
@@ -35,9 +54,7 @@ def register(app: typer.Typer) -> None:
                               history=history)
         index = result.out / "index.html"
         if as_json:
-            print_document({"out": str(result.out), "index": str(index),
-                            "written": result.written, "unchanged": result.unchanged,
-                            "removed": result.removed})
+            print_document(result_json(result))
             return
         note(f"{len(result.written)} page(s) written, {result.unchanged} unchanged, "
              f"{len(result.removed)} removed")

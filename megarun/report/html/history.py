@@ -10,7 +10,7 @@ more say the item cannot be trusted. A page is re-rendered only when one of its 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from peewee import SqliteDatabase
@@ -55,18 +55,19 @@ def pages(given: ReportInput) -> Iterator[Page | Keep]:
         if given.unchanged(f"history:{target}", fingerprint) and given.still_there([path]):
             yield Keep(path)
             continue
-        tests = history(given.db, shown)
+        tests = history(given.db, shown, given.stale())
         yield render(path, "history.html", area=given.area.root.name, target=target,
                      runs=shown, tests=tests, run_page=urls.run_page, cell=cell,
                      flaky=[s for t in tests for s in t.strips if s.flips >= 2],
                      failing=[s for t in tests for s in t.strips if s.failing_since is not None])
 
 
-def history(db: SqliteDatabase, runs: Sequence[RunRow]) -> list[TestHistory]:
+def history(db: SqliteDatabase, runs: Sequence[RunRow],
+            stale: Mapping[int, set[str]]) -> list[TestHistory]:
     """Each test's items over `runs` (oldest first), by test and item name."""
     found: dict[tuple[str, str], list[Item | None]] = {}
     for index, run in enumerate(runs):
-        for item in run_items(db, run.id):
+        for item in run_items(db, run.id, stale.get(run.id)):
             cells = found.setdefault((item.test, item.item), [None] * len(runs))
             cells[index] = item
     tests: dict[str, list[Strip]] = {}

@@ -9,8 +9,10 @@ from pathlib import Path, PurePosixPath
 from peewee import SqliteDatabase
 
 from megarun.config.area import Area
+from megarun.errors import ConfigError
 from megarun.report.html.rundata import RunRow, list_runs
 from megarun.report.html.site import Manifest
+from megarun.suites.stale import read_area_definitions, stale_tests_by_run
 
 #: How many runs of a target its history page shows by default (`megarun report --history`).
 HISTORY_RUNS = 20
@@ -29,6 +31,7 @@ class ReportInput:
     folder: Path | None = None  # where the report is written: a kept page must still be there
     history: int = HISTORY_RUNS
     _runs: list[RunRow] | None = None
+    _stale: dict[int, set[str]] | None = None
 
     def unchanged(self, key: str, fingerprint: str) -> bool:
         """Record `fingerprint` for `key`; True when the last build recorded the same."""
@@ -38,8 +41,22 @@ class ReportInput:
     def runs(self) -> list[RunRow]:
         """The runs the report shows (the filters'), oldest first; read once per build."""
         if self._runs is None:
-            self._runs = list_runs(self.db, self.target, self.runname)
+            self._runs = list_runs(self.db, self.target, self.runname, self.stale())
         return self._runs
+
+    def stale(self) -> dict[int, set[str]]:
+        """Per run, the tests whose COMPLETED results are STALE now (their test.toml or the
+        variables changed since), as `status` shows them; read once per build. A test.toml
+        that cannot be read now leaves the results as recorded."""
+        if self._stale is None:
+            try:
+                definitions = read_area_definitions(
+                    self.area.tests_dir, self.area.config.raw, self.area.config.keys,
+                    self.area.root / "megarun.toml")
+                self._stale = stale_tests_by_run(self.db, definitions)
+            except ConfigError:
+                self._stale = {}
+        return self._stale
 
     def still_there(self, paths: list[str]) -> bool:
         """True when the last build wrote every page of `paths` and each is still in the

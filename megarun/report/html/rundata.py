@@ -9,7 +9,7 @@ A fingerprint moves whenever a job of the run is added, removed, retried or chan
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from peewee import SqliteDatabase
@@ -20,6 +20,7 @@ from megarun.core.states import ENDED_STATES, FAILING_STATUSES, JobState, JobSta
 _ENDED = frozenset(names(ENDED_STATES))
 _FAILING = frozenset(names(FAILING_STATUSES))
 _COMPLETED = JobState.COMPLETED.value
+_STALE = JobState.STALE.value
 _STATES = {state.value: state for state in JobState}
 _STATUSES = {status.value: status for status in JobStatus}
 
@@ -35,6 +36,7 @@ class RunRow:
     moved_to: str | None
     jobs: int
     counts: dict[str, int]
+    stale: int  # COMPLETED results whose test changed since (as `status` shows them)
     status: str
     headline: str
     started: float | None
@@ -100,31 +102,38 @@ def _fingerprints(db: SqliteDatabase) -> dict[int, str]:
     return {int(r[0]): f"{r[1]}.{r[2]}.{int(r[3])}.{r[4]}" for r in rows}
 
 
-def list_runs(db: SqliteDatabase, target: str | None = None,
-              runname: str | None = None) -> list[RunRow]:
-    """Every run (matching the globs), oldest first, with its roll-up and fingerprint."""
+def list_runs(db: SqliteDatabase, target: str | None = None, runname: str | None = None,
+              stale: Mapping[int, set[str]] | None = None) -> list[RunRow]:
+    """Every run (matching the globs), oldest first, with its roll-up and fingerprint.
+    `stale` (megarun.suites.stale.stale_tests_by_run): per run, the tests whose COMPLETED
+    results are STALE now."""
     where, args = _where(target, runname)
     cursor = db.execute_sql(
-        "SELECT run.id, run.target, run.runname, run.created, run.moved_to, job.state,"  # noqa: S608
-        " job.status, count(job.id), min(job.started), max(job.ended)"
+        "SELECT run.id, run.target, run.runname, run.created, run.moved_to, job.test,"  # noqa: S608
+        " job.state, job.status, count(job.id), min(job.started), max(job.ended)"
         f" FROM run LEFT JOIN job ON job.run_id = run.id{where}"
-        " GROUP BY run.id, job.state, job.status ORDER BY run.created, run.id", args)
+        " GROUP BY run.id, job.test, job.state, job.status ORDER BY run.created, run.id", args)
     prints = _fingerprints(db)
     grouped: dict[int, list[tuple[object, ...]]] = {}
     for row in cursor:
         grouped.setdefault(int(row[0]), []).append(tuple(row))
-    return [_run_row(rows, prints.get(run_id, "0")) for run_id, rows in grouped.items()]
+    changed = stale or {}
+    return [_run_row(rows, prints.get(run_id, "0"), changed.get(run_id, set()))
+            for run_id, rows in grouped.items()]
 
 
-def _run_row(rows: Sequence[tuple[object, ...]], jobs_print: str) -> RunRow:
+def _run_row(rows: Sequence[tuple[object, ...]], jobs_print: str, stale: set[str]) -> RunRow:
     first = rows[0]
     counted: list[tuple[JobState, JobStatus, int]] = []
     starts: list[float] = []
     ends: list[float] = []
     unfinished = False
-    for *_, state, status, count, started, ended in rows:
+    stale_count = 0
+    for *_, test, state, status, count, started, ended in rows:
         if state is None:
             continue
+        if state == _STALE or (state == _COMPLETED and test in stale):
+            stale_count += int(str(count))
         counted.append((_STATES[str(state)], _STATUSES[str(status)], int(str(count))))
         unfinished = unfinished or state not in _ENDED
         if started is not None:
@@ -134,23 +143,27 @@ def _run_row(rows: Sequence[tuple[object, ...]], jobs_print: str) -> RunRow:
     counts = count_items(counted)
     moved = first[4]
     status = "MOVED" if moved else rollup_status(counts)
-    fingerprint = f"{jobs_print}|{moved}"
+    fingerprint = f"{jobs_print}|{moved}|{','.join(sorted(stale))}"
     return RunRow(id=int(str(first[0])), target=str(first[1]), runname=str(first[2]),
                   created=float(str(first[3])), moved_to=str(moved) if moved else None,
-                  jobs=sum(counts.values()), counts=counts, status=status,
+                  jobs=sum(counts.values()), counts=counts, stale=stale_count, status=status,
                   headline=status if moved else headline(counts),
                   started=min(starts) if starts else None,
                   ended=max(ends) if ends and not unfinished else None, fingerprint=fingerprint)
 
 
-def run_items(db: SqliteDatabase, run_id: int) -> list[Item]:
-    """The run's jobs by test and item, with attempts, times, work dir and site."""
+def run_items(db: SqliteDatabase, run_id: int, stale: set[str] | None = None) -> list[Item]:
+    """The run's jobs by test and item, with attempts, times, work dir and site; the
+    COMPLETED ones of the tests in `stale` read STALE (keeping their status), as `status`
+    shows them."""
     rows = db.execute_sql(
         "SELECT job.id, job.run_id, job.test, job.item, job.state, job.status, job.attempt,"
         " job.max_attempts, job.exit_code, job.message, job.started, job.ended, job.workdir,"
         " site.name, site.host FROM job LEFT JOIN site ON site.id = job.site_id"
         " WHERE job.run_id = ? ORDER BY job.test, job.item, job.id", (run_id,)).fetchall()
-    return [Item(int(r[0]), int(r[1]), str(r[2] or ""), str(r[3] or ""), str(r[4]), str(r[5]),
+    changed = stale or set()
+    return [Item(int(r[0]), int(r[1]), str(r[2] or ""), str(r[3] or ""),
+                 _STALE if r[4] == _COMPLETED and r[2] in changed else str(r[4]), str(r[5]),
                  int(r[6]), int(r[7]), r[8], str(r[9] or ""), r[10], r[11], r[12], r[13], r[14])
             for r in rows]
 

@@ -71,8 +71,9 @@ def _old_pages_by_run(paths: Iterable[str]) -> dict[int, list[str]]:
 
 
 def _run_pages(given: ReportInput, run: RunRow, before: RunRow | None) -> Iterator[Page]:
-    items = run_items(given.db, run.id)
-    previous = run_items(given.db, before.id) if before else []
+    stale = given.stale()
+    items = run_items(given.db, run.id, stale.get(run.id))
+    previous = run_items(given.db, before.id, stale.get(before.id)) if before else []
     diff = changes(items, previous)
     tests = tests_of(items)
     columns = sorted({item.item for item in items})
