@@ -5,6 +5,7 @@ the same process.
     python bench/run.py                 # everything (a few minutes)
     python bench/run.py launch version  # some of: version help create query launch agent suite memory
                                         #          ssh batch archive sync mirror logs listing appstale
+                                        #          report
 
 Each benchmark makes its own area in a temporary folder and runs the real `megarun` command.
 """
@@ -553,11 +554,20 @@ def bench_appstale(root: Path, count: int = 100_000) -> list[Row]:
                 f"{plain:.3f} s", f"{value / base:.1f}x")]
 
 
+def bench_report(root: Path) -> list[Row]:
+    """`megarun report` of a 10,000-item run, again unchanged, and by sync (bench/report.py)."""
+    sys.path.insert(0, str(REPO))
+    from bench.report import bench_report as report_bench
+
+    return report_bench(root)
+
+
 BENCHES = {"version": bench_version, "help": bench_help, "create": bench_create, "query": bench_query,
            "launch": bench_launch, "agent": bench_agent, "suite": bench_suite, "memory": bench_memory,
            "ssh": bench_ssh, "batch": bench_batch, "archive": bench_archive,
            "sync": bench_sync, "mirror": bench_mirror, "logs": bench_logs,
-           "listing": bench_listing, "appstale": bench_appstale}
+           "listing": bench_listing, "appstale": bench_appstale,
+           "report": bench_report}
 
 
 def print_table(rows: list[Row]) -> None:

@@ -2,7 +2,8 @@
 
 The live board of `megarun run` and the HTML report mark each cell by a glyph as well as by
 its colour (colour alone says nothing to a colour-blind reader or on a black-and-white print).
-An item that has not ended is drawn by its STATE; a COMPLETED one by its STATUS.
+An item that has not ended is drawn by its STATE; a COMPLETED one by its STATUS. A KILLED or
+DEAD item has the glyph of the status it ends with (ABORT, DEAD), never FAIL's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from megarun.core.states import JobState, JobStatus
 GLYPHS = {state.value: glyph for state, glyph in (
     (JobState.AWAITING_PARENTS, "·"), (JobState.READY, "○"), (JobState.QUEUED, "◌"),
     (JobState.LAUNCHED, "◐"), (JobState.RUNNING, "●"), (JobState.KILLREQ, "◍"),
-    (JobState.KILLED, "✗"), (JobState.DEAD, "✗"), (JobState.STALE, "~"),
+    (JobState.KILLED, "⊗"), (JobState.DEAD, "†"), (JobState.STALE, "~"),
     (JobState.COMPLETED, "■"))}
 
 #: One glyph per STATUS, for the views where a COMPLETED item's outcome must read without

@@ -201,7 +201,7 @@ def test_run_page_marks_every_cell_by_glyph_and_word_and_names_the_root_cause(si
     assert "FAIL (" in text and "1 FAIL" in text.split("New failures")[0]
     cells = {text.strip(): href for href, text in links_of(page) if href.startswith("items/")}
     words = " | ".join(cells)
-    for expected in ("✗ FAIL", "⊘ PREQ_FAIL", "✗ KILLED", "~ STALE (was PASS)"):
+    for expected in ("✗ FAIL", "⊘ PREQ_FAIL", "⊗ KILLED", "~ STALE (was PASS)"):
         assert expected in words, words
     assert re.search(r'class="cell FAIL"[^>]*>[^<]*<a[^>]*><span class="g">✗</span>', html)
     assert "attempt 2" in text  # the rerun
