@@ -4,12 +4,11 @@ and every page stays valid UTF-8."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 
 from megarun.report.html.page import render
-from tests.conftest import megarun_process
+from tests.component.report.suites import new_suite, ok
 
 HOSTILE_TEST = "<script>alert(1)</script>"
 HOSTILE_ITEM = "\"'&<b>" + "x" * 5000
@@ -17,15 +16,10 @@ HOSTILE_MESSAGE = "<img src=x onerror=alert(3)> & done"
 
 
 def test_hostile_names_messages_and_logs_are_escaped(tmp_path: Path) -> None:
-    area = tmp_path / "area"
-    (area / "tests" / "hostile").mkdir(parents=True)
-    (area / "megarun.toml").write_text('name = "h"\nkeys = ["os"]\ndefault_site = "local"\n'
-                                       "[launcher]\nretries = 0\nidle_exit = 3\n")
-    (area / "tests" / "hostile" / "test.toml").write_text(
+    area = new_suite(tmp_path / "area", {"hostile": (
         "steps = [{ name = \"s1\", cmd = \"sh -c 'printf \\\"<script>alert(2)</script> "
-        "\\\\\\\\377 \\\\\\\\000 end\\\\\\\\n\\\"; exit 1'\" }]\n")
-    run = megarun_process(area, "run", "--target", "linux", "--runname", "n1", "--quiet")
-    assert run.returncode == 1, run.stderr
+        "\\\\\\\\377 \\\\\\\\000 end\\\\\\\\n\\\"; exit 1'\" }]\n")})
+    ok(area, "run", "--target", "linux", "--runname", "n1", "--quiet", codes=(1,))
     log = area / "runs" / "linux" / "n1" / "hostile" / "s1.out"
     assert log.read_bytes() == b"<script>alert(2)</script> \xff \x00 end\n"
     # Names the CLI would refuse still reach the database by other ways (an older megarun, a
@@ -33,8 +27,7 @@ def test_hostile_names_messages_and_logs_are_escaped(tmp_path: Path) -> None:
     with sqlite3.connect(area / ".megarun" / "work.db") as db:
         db.execute("UPDATE job SET test = ?, item = ?, message = ?",
                    (HOSTILE_TEST, HOSTILE_ITEM, HOSTILE_MESSAGE))
-    result = megarun_process(area, "report", "--json")
-    assert result.returncode == 0, result.stderr
+    result = ok(area, "report", "--json")
     site = area / "report"
     pages = {path: path.read_bytes() for path in site.rglob("*.html")}
     assert len(pages) >= 4
@@ -49,7 +42,7 @@ def test_hostile_names_messages_and_logs_are_escaped(tmp_path: Path) -> None:
     assert "&#34;&#39;&amp;&lt;b&gt;" + "x" * 5000 in item
     run_page = pages[site / "runs" / "1" / "index.html"].decode("utf-8")
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in run_page
-    assert json.loads(result.stdout)["removed"] == []
+    assert result["removed"] == []
 
 
 def test_a_page_is_clean_utf8_whatever_its_strings_hold() -> None:

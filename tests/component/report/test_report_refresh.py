@@ -4,33 +4,21 @@ are kept without being read, and `sync` refreshes a report that is there (and ma
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from megarun.report.html import urls
 from megarun.report.html.site import load_manifest
-from tests.conftest import megarun_process
+from tests.component.report.suites import new_suite, ok
 
 TARGET = ("--target", "linux")
 
 
-def ok(area: Path, *args: str, codes: tuple[int, ...] = (0,)) -> Any:
-    result = megarun_process(area, *args, timeout=180)
-    assert result.returncode in codes, result.stderr
-    return json.loads(result.stdout) if "--json" in args else result
-
-
 @pytest.fixture
 def two_runs(tmp_path: Path) -> Path:
-    area = tmp_path / "area"
-    (area / "tests" / "unit").mkdir(parents=True)
-    (area / "megarun.toml").write_text('name = "r"\nkeys = ["os"]\ndefault_site = "local"\n'
-                                       "[launcher]\nretries = 0\nidle_exit = 3\n")
-    (area / "tests" / "unit" / "test.toml").write_text(
-        "steps = [\"sh -c 'echo $N; test $N != 2'\"]\n[items]\nN = [1, 2, 3]\n")
+    area = new_suite(tmp_path / "area", {"unit": (
+        "steps = [\"sh -c 'echo $N; test $N != 2'\"]\n[items]\nN = [1, 2, 3]\n")})
     for runname in ("r1", "r2"):
         ok(area, "run", *TARGET, "--runname", runname, "--quiet", codes=(1,))
     return area

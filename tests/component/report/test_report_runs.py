@@ -18,23 +18,12 @@ from urllib.parse import unquote
 import pytest
 
 from megarun.report.html import urls
+from tests.component.report.suites import new_suite, ok, write_test
 from tests.component.workflows.test_run_semantics import hold_until, wait_for
 from tests.conftest import megarun_process, spawn_megarun
 
 SECRET = "hunter2-s3cr3t-value"
 TARGET = "linux"
-
-
-def write_test(area: Path, name: str, text: str) -> None:
-    folder = area / "tests" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "test.toml").write_text(text)
-
-
-def ok(area: Path, *args: str, codes: tuple[int, ...] = (0,)) -> Any:
-    result = megarun_process(area, *args, timeout=180)
-    assert result.returncode in codes, result.stderr
-    return json.loads(result.stdout) if "--json" in args else result
 
 
 def run(area: Path, runname: str) -> None:
@@ -68,16 +57,12 @@ def runs_area(tmp_path_factory: pytest.TempPathFactory) -> Path:
     FAIL (failing since r3), flip/3 FAIL FAIL FAIL PASS (fixed in r4); in r4 also broken (FAIL,
     rerun: attempt 2), child (PREQ_FAIL), waiter (KILLED while waiting), ok (STALE)."""
     base = tmp_path_factory.mktemp("report-runs")
-    area, control, flag = base / "area", base / "control", base / "go"
+    control, flag = base / "control", base / "go"
     control.mkdir()
-    (area / "tests").mkdir(parents=True)
-    (area / "megarun.toml").write_text(
-        'name = "report"\nkeys = ["os"]\ndefault_site = "local"\n\n'
-        "[launcher]\nretries = 0\nkill_grace = 1\nidle_exit = 3\n\n"
-        f'[default]\nAPI_TOKEN = "{SECRET}"\n')
-    write_test(area, "flip", f"steps = [\"sh -c 'echo item $N; test ! -e {control}/fail-$N'\"]\n"
-               "[items]\nN = [1, 2, 3]\n")
-    write_test(area, "ok", "steps = [\"sh -c 'echo fine'\"]\n")
+    area = new_suite(base / "area", {
+        "flip": f"steps = [\"sh -c 'echo item $N; test ! -e {control}/fail-$N'\"]\n"
+                "[items]\nN = [1, 2, 3]\n",
+        "ok": "steps = [\"sh -c 'echo fine'\"]\n"}, f'\n[default]\nAPI_TOKEN = "{SECRET}"\n')
     for runname, failing in (("r1", {3}), ("r2", {1, 3}), ("r3", {2, 3})):
         set_results(control, failing)
         run(area, runname)
