@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from peewee import SqliteDatabase
 
@@ -32,6 +33,7 @@ class ReportInput:
     history: int = HISTORY_RUNS
     _runs: list[RunRow] | None = None
     _stale: dict[int, set[str]] | None = None
+    _listed: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def unchanged(self, key: str, fingerprint: str) -> bool:
         """Record `fingerprint` for `key`; True when the last build recorded the same."""
@@ -60,9 +62,23 @@ class ReportInput:
 
     def still_there(self, paths: list[str]) -> bool:
         """True when the last build wrote every page of `paths` and each is still in the
-        folder (a page removed by hand is written again, not kept)."""
+        folder (a page removed by hand is written again, not kept). Each folder is listed
+        once per build: a run's 10,000 item pages cost one listing, not 10,000 stats."""
         if not all(path in self.old.pages for path in paths):
             return False
         if self.folder is None:
             return True
-        return all(self.folder.joinpath(*PurePosixPath(path).parts).exists() for path in paths)
+        for path in paths:
+            folder, _, name = path.rpartition("/")
+            if name not in self._listing(folder):
+                return False
+        return True
+
+    def _listing(self, folder: str) -> frozenset[str]:
+        if folder not in self._listed:
+            try:
+                names = os.listdir(os.path.join(str(self.folder), folder))
+            except OSError:  # gone, or not a folder: nothing of it is still there
+                names = []
+            self._listed[folder] = frozenset(names)
+        return self._listed[folder]

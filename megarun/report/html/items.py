@@ -125,15 +125,21 @@ def _logs(item: Item, steps: Sequence[StepResult], page_folder: Path | None
         return [], f"on {item.host} (site {item.site}) in {item.workdir}"
     if not os.path.isdir(item.workdir):
         return [], f"{item.workdir} (not there: not run yet, or removed by clean)"
-    order = StepOrder(tuple(step.name for step in steps))
+    # The steps' own logs when the steps are known (no listing of the folder: one page per
+    # item of a 10,000-item run), else every log there.
+    names = tuple(step.name for step in steps)
+    order = StepOrder(names, only=bool(names))
     found = LocalJobLogs(item.workdir, order).excerpts(None, TAIL_LINES, TAIL_BYTES)
-    return [LogTail(e.log.name, e.log.size, e.truncated, e.text, _href(e.log.path, page_folder))
+    base = _folder_href(item.workdir, page_folder)
+    return [LogTail(e.log.name, e.log.size, e.truncated, e.text,
+                    base + quote(os.path.basename(e.log.path).encode("utf-8", "surrogateescape")))
             for e in found], (None if found else f"{item.workdir} (no logs yet)")
 
 
-def _href(path: str, page_folder: Path | None) -> str:
-    """A link from the page to the log file: relative, so it works from file:// and from a
-    web server serving the area; every byte of the name percent-encoded."""
-    target = os.path.relpath(path, page_folder) if page_folder is not None else path
-    encoded = target.encode("utf-8", "surrogateescape")
-    return quote(encoded, safe="/") if page_folder is not None else Path(path).as_uri()
+def _folder_href(workdir: str, page_folder: Path | None) -> str:
+    """The link from the page to the job's folder, ending in `/`: relative, so it works from
+    file:// and from a web server serving the area; every byte of the name percent-encoded."""
+    if page_folder is None:
+        return Path(workdir).as_uri() + "/"
+    target = os.path.relpath(workdir, page_folder)
+    return quote(target.encode("utf-8", "surrogateescape"), safe="/") + "/"

@@ -10,8 +10,8 @@ from file:// anywhere.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -50,7 +50,7 @@ def when(stamp: float | None) -> str:
     """A moment as the pages show it: UTC, to the second (the same whoever opens the page)."""
     if stamp is None:
         return "-"
-    return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(stamp))
 
 
 def secs(duration: float | None) -> str:

@@ -102,20 +102,26 @@ def write_site(out: Path, outputs: Iterable[Page | Keep], old: Manifest,
     new = Manifest()
     written: list[str] = []
     unchanged = 0
+    made: set[Path] = set()  # folders made private in this build: once each, not per page
+    top = str(out)
     for output in outputs:
-        target = _checked_path(out, output.path)
         if isinstance(output, Keep):
-            if output.path in old.pages and target.exists():
+            # nothing is written: a plain string check is enough (10,000 kept pages is the
+            # common refresh, and it must stay cheap)
+            if output.path in old.pages and os.path.exists(os.path.join(top, output.path)):
                 new.pages[output.path] = old.pages[output.path]
                 unchanged += 1
                 continue
             raise ValueError(f"kept page {output.path!r} is not in the report")
+        target = _checked_path(out, output.path)
         digest = _digest(output.html)
         new.pages[output.path] = digest
         if old.pages.get(output.path) == digest and target.exists():
             unchanged += 1
             continue
-        private_dirs(out, *_parents(out, target))
+        if target.parent not in made:
+            private_dirs(out, *_parents(out, target))
+            made.add(target.parent)
         write_private(target, output.html.encode("utf-8", "surrogateescape"))
         written.append(output.path)
     new.fingerprints = dict(fingerprints)
