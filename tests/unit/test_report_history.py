@@ -58,3 +58,13 @@ def test_every_state_and_status_has_a_glyph() -> None:
     dead = item_glyph(JobState.DEAD.value, JobStatus.DEAD.value)
     assert len({killed, dead, item_glyph(C, F)}) == 3
     assert rollup_glyph(JobState.RUNNING.value) == "●" and rollup_glyph("MOVED") == "•"
+
+
+def test_the_logs_of_a_job_on_an_ssh_site_are_named_not_read() -> None:
+    from dataclasses import replace
+
+    from megarun.report.html.items import _logs
+
+    remote = replace(item(F), workdir="/scratch/w/1", site="hpc", host="login1")
+    assert _logs(remote, [], None) == ([], "on login1 (site hpc) in /scratch/w/1")
+    assert _logs(item(F), [], None) == ([], None)  # never dispatched: no logs to speak of

@@ -63,9 +63,9 @@ def pages(given: ReportInput) -> Iterator[Page | Keep]:
 
 def _old_pages_by_run(paths: Iterable[str]) -> dict[int, list[str]]:
     found: dict[int, list[str]] = {}
-    for path in paths:
-        parts = PurePosixPath(path).parts
-        if len(parts) > 2 and parts[0] == "runs" and parts[1].isdigit():
+    for path in paths:  # plain string splits: a refresh reads every page's path
+        parts = path.split("/", 2)
+        if len(parts) == 3 and parts[0] == "runs" and parts[1].isdigit():
             found.setdefault(int(parts[1]), []).append(path)
     return found
 

@@ -128,7 +128,8 @@ def write_site(out: Path, outputs: Iterable[Page | Keep], old: Manifest,
     removed = [path for path in old.pages if path not in new.pages]
     for path in removed:
         _checked_path(out, path).unlink(missing_ok=True)
-    _save(out, new)
+    if written or removed or new != old:
+        _save(out, new)  # else the manifest on disk says all there is: leave it untouched
     return WriteResult(out=out, written=written, unchanged=unchanged, removed=removed)
 
 
