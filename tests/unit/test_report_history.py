@@ -3,9 +3,12 @@ the glyph of every state and status (a cell reads without colour)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from megarun.core.glyphs import GLYPHS, STATUS_GLYPHS, item_glyph, rollup_glyph
 from megarun.core.states import JobState, JobStatus
 from megarun.report.html.history import failing_since, flips
+from megarun.report.html.items import _logs
 from megarun.report.html.rundata import Item, changes
 
 C = JobState.COMPLETED.value
@@ -61,10 +64,6 @@ def test_every_state_and_status_has_a_glyph() -> None:
 
 
 def test_the_logs_of_a_job_on_an_ssh_site_are_named_not_read() -> None:
-    from dataclasses import replace
-
-    from megarun.report.html.items import _logs
-
     remote = replace(item(F), workdir="/scratch/w/1", site="hpc", host="login1")
     assert _logs(remote, [], None) == ([], "on login1 (site hpc) in /scratch/w/1")
     assert _logs(item(F), [], None) == ([], None)  # never dispatched: no logs to speak of
