@@ -12,13 +12,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.run import ENV, Row, megarun, timed, write_suite
+from bench.run import ENV, Row, megarun, ram_scratch, ram_suite, timed
 
 RUN = ("--target", "linux", "--runname", "r1")
 
@@ -44,16 +43,10 @@ def _refresh_in_sync(area: Path) -> float:
 
 
 def bench_report(root: Path, tests: int = 200, items: int = 50) -> list[Row]:
-    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else root
-    scratch = Path(tempfile.mkdtemp(prefix="megarun-report-bench-", dir=shm))
+    scratch = ram_scratch(root, "report")
     count = tests * items
     try:
-        area = root / "report-suite"
-        megarun(None, "init", str(area), "--keys", "os")
-        config = area / "megarun.toml"  # a top-level key goes before the first [table]
-        config.write_text(f'runroot = "{scratch / "runs"}"\n' + config.read_text())
-        write_suite(area, tests, items)
-        megarun(area, "site", "add", "ram", "--preset", "local", "--workdir", str(scratch / "s"))
+        area = ram_suite(root / "report-suite", scratch, tests, items)
         megarun(area, "run", *RUN, "--site", "ram", "--quiet")
         out = scratch / "report"
         status = statistics.median(timed(lambda: megarun(area, "status", *RUN, "--json"))

@@ -231,18 +231,29 @@ def write_suite(area: Path, tests: int, items: int) -> None:
         (folder / "test.toml").write_text(f'steps = ["true"]\n[items]\nN = [{values}]\n')
 
 
+def ram_scratch(root: Path, name: str) -> Path:
+    """A throwaway folder on tmpfs when there is one (else under `root`) for run paths."""
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else root
+    return Path(tempfile.mkdtemp(prefix=f"megarun-{name}-bench-", dir=shm))
+
+
+def ram_suite(area: Path, scratch: Path, tests: int, items: int) -> Path:
+    """A suite area of `tests` x `items` whose run paths and site `ram` live in `scratch`."""
+    megarun(None, "init", str(area), "--keys", "os")
+    config = area / "megarun.toml"  # a top-level key goes before the first [table]
+    config.write_text(f'runroot = "{scratch / "runs"}"\n' + config.read_text())
+    write_suite(area, tests, items)
+    megarun(area, "site", "add", "ram", "--preset", "local", "--workdir", str(scratch / "s1"))
+    return area
+
+
 def bench_suite(root: Path, tests: int = 200, items: int = 50) -> list[Row]:
     """A 200 x 50 suite: expansion, end to end against job create + launch, and status."""
-    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else root
-    scratch = Path(tempfile.mkdtemp(prefix="megarun-suite-bench-", dir=shm))
+    scratch = ram_scratch(root, "suite")
     count = tests * items
     try:
-        suite = root / "suite"
-        megarun(None, "init", str(suite), "--keys", "os")
-        config = suite / "megarun.toml"  # a top-level key goes before the first [table]
-        config.write_text(f'runroot = "{scratch / "runs"}"\n' + config.read_text())
-        write_suite(suite, tests, items)
-        megarun(suite, "site", "add", "ram", "--preset", "local", "--workdir", str(scratch / "s1"))
+        suite = ram_suite(root / "suite", scratch, tests, items)
+        config = suite / "megarun.toml"
         expand = _time_in_process(suite, "linux", "expand")
         megarun(suite, "clean", "--target", "linux", "--runname", "expand")
         run = timed(lambda: megarun(suite, "run", "--target", "linux", "--runname", "r1",

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from peewee import SqliteDatabase
 
-from megarun.campaign.joblogs import LocalJobLogs, StepOrder
+from megarun.campaign.joblogs import LocalJobLogs, LogExcerpt, StepOrder
 from megarun.campaign.steps import job_steps
 from megarun.core.steps import StepResult
 from megarun.db.jobstore import chunks
@@ -53,13 +53,11 @@ class Attempt:
 
 @dataclass(frozen=True)
 class LogTail:
-    """The tail of one step log, and how to reach the whole file from the page."""
+    """The tail of one step log (as `job logs --json` gives it), and how to reach the whole
+    file from the page."""
 
-    name: str
-    size: int
-    truncated: bool
-    text: str
-    href: str | None  # a relative link to the file on this host; None when not there
+    excerpt: LogExcerpt
+    href: str  # a relative link to the file on this host
 
 
 @dataclass(frozen=True)
@@ -131,8 +129,8 @@ def _logs(item: Item, steps: Sequence[StepResult], page_folder: Path | None
     order = StepOrder(names, only=bool(names))
     found = LocalJobLogs(item.workdir, order).excerpts(None, TAIL_LINES, TAIL_BYTES)
     base = _folder_href(item.workdir, page_folder)
-    return [LogTail(e.log.name, e.log.size, e.truncated, e.text,
-                    base + quote(os.path.basename(e.log.path).encode("utf-8", "surrogateescape")))
+    return [LogTail(e, base + quote(os.path.basename(e.log.path).encode("utf-8",
+                                                                       "surrogateescape")))
             for e in found], (None if found else f"{item.workdir} (no logs yet)")
 
 
