@@ -9,6 +9,7 @@ import typer
 from megarun.cli.common import JSON_HELP, context
 from megarun.cli.formats import print_document
 from megarun.cli.output import note
+from megarun.errors import MegarunError
 
 if TYPE_CHECKING:
     from megarun.homehost.context import Context
@@ -23,10 +24,15 @@ def result_json(result: "WriteResult") -> dict[str, Any]:
 
 def refresh_after_sync(mctx: "Context") -> dict[str, Any] | None:
     """Refresh the area's report at its default place after a `sync` cycle (only pages whose
-    data changed are rewritten); None when the area has no report there."""
+    data changed are rewritten); None when the area has no report there, or when it cannot be
+    refreshed (said on stderr: the cycle itself went well)."""
     from megarun.report.html.build import refresh_report
 
-    result = refresh_report(mctx.db, mctx.area)
+    try:
+        result = refresh_report(mctx.db, mctx.area)
+    except MegarunError as exc:  # the sites were synced all the same: say it, do not fail them
+        note(f"report not refreshed: {exc}", "yellow")
+        return None
     return None if result is None else result_json(result)
 
 

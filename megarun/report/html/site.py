@@ -119,10 +119,14 @@ def write_site(out: Path, outputs: Iterable[Page | Keep], old: Manifest,
         if old.pages.get(output.path) == digest and target.exists():
             unchanged += 1
             continue
-        if target.parent not in made:
-            private_dirs(out, *_parents(out, target))
-            made.add(target.parent)
-        write_private(target, output.html.encode("utf-8", "surrogateescape"))
+        try:
+            if target.parent not in made:
+                private_dirs(out, *_parents(out, target))
+                made.add(target.parent)
+            write_private(target, output.html.encode("utf-8", "surrogateescape"))
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot write the report's page {target}: "
+                                     f"{os.strerror(exc.errno or 0)}") from None
         written.append(output.path)
     new.fingerprints = dict(fingerprints)
     removed = [path for path in old.pages if path not in new.pages]

@@ -11,6 +11,7 @@ import pytest
 from megarun.report.html import urls
 from megarun.report.html.site import load_manifest
 from tests.component.report.suites import new_suite, ok
+from tests.conftest import megarun_process
 
 TARGET = ("--target", "linux")
 
@@ -73,3 +74,18 @@ def test_sync_refreshes_a_report_that_is_there_and_makes_none(two_runs: Path) ->
     assert "The last 1 run(s)" in history
     text = ok(two_runs, "sync")
     assert "report: 0 page(s) written" in text.stderr
+
+
+def test_a_report_that_cannot_be_written_does_not_fail_the_sync(two_runs: Path) -> None:
+    ok(two_runs, "report", "--json")
+    ok(two_runs, "rerun", *TARGET, "--runname", "r1", "--quiet", codes=(1,))
+    page = two_runs / "report" / urls.run_page(1)
+    page.unlink()
+    page.mkdir()  # the page's place is taken: it cannot be written
+    synced = ok(two_runs, "sync", "--json")
+    assert [row["site"] for row in synced] == ["local"] and synced[0]["ok"]
+    again = ok(two_runs, "sync")
+    assert "report not refreshed: cannot write the report's page" in again.stderr
+    assert "runs/1/index.html: Is a directory" in again.stderr
+    failed = megarun_process(two_runs, "report")
+    assert failed.returncode == 3 and len(failed.stderr.strip().splitlines()) == 1
