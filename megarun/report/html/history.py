@@ -45,8 +45,10 @@ class TestHistory:
 def pages(given: ReportInput) -> Iterator[Page | Keep]:
     by_target: dict[str, list[RunRow]] = {}
     for run in given.runs():
+        # every target gets its page (the index links it); a moved run's jobs are elsewhere
+        found = by_target.setdefault(run.target, [])
         if not run.moved_to:
-            by_target.setdefault(run.target, []).append(run)
+            found.append(run)
     for target, runs in by_target.items():
         shown = runs[-given.history:]
         path = urls.history_page(target)

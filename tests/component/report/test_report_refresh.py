@@ -4,13 +4,14 @@ are kept without being read, and `sync` refreshes a report that is there (and ma
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from megarun.report.html import urls
 from megarun.report.html.site import load_manifest
-from tests.component.report.suites import new_suite, ok
+from tests.component.report.suites import broken_links, new_suite, ok, text_of
 from tests.conftest import megarun_process
 
 TARGET = ("--target", "linux")
@@ -89,3 +90,14 @@ def test_a_report_that_cannot_be_written_does_not_fail_the_sync(two_runs: Path) 
     assert "runs/1/index.html: Is a directory" in again.stderr
     failed = megarun_process(two_runs, "report")
     assert failed.returncode == 3 and len(failed.stderr.strip().splitlines()) == 1
+
+
+def test_runs_moved_to_another_area_keep_the_site_whole(two_runs: Path) -> None:
+    with sqlite3.connect(two_runs / ".megarun" / "work.db") as db:
+        db.execute("UPDATE run SET moved_to = '/elsewhere/area'")
+        db.execute("DELETE FROM job")  # a moved run's jobs live in its new area
+    ok(two_runs, "report", "--json")
+    site = two_runs / "report"
+    assert "moved to /elsewhere/area" in text_of((site / "index.html").read_text())
+    assert (site / urls.history_page("linux")).is_file()
+    assert broken_links(site) == []
