@@ -9,7 +9,7 @@ from megarun.core.glyphs import GLYPHS, STATUS_GLYPHS, item_glyph, rollup_glyph
 from megarun.core.states import JobState, JobStatus
 from megarun.report.html.history import failing_since, flips
 from megarun.report.html.items import _logs
-from megarun.report.html.rundata import Item, changes
+from megarun.report.html.rundata import Item, RunRow, changes, previous_runs
 
 C = JobState.COMPLETED.value
 
@@ -67,3 +67,15 @@ def test_the_logs_of_a_job_on_an_ssh_site_are_named_not_read() -> None:
     remote = replace(item(F), workdir="/scratch/w/1", site="hpc", host="login1")
     assert _logs(remote, [], None) == ([], "on login1 (site hpc) in /scratch/w/1")
     assert _logs(item(F), [], None) == ([], None)  # never dispatched: no logs to speak of
+
+
+def test_previous_run_is_the_last_one_of_the_same_target_that_did_not_move() -> None:
+    def run(run_id: int, target: str, moved: str | None = None) -> RunRow:
+        return RunRow(id=run_id, target=target, runname=f"r{run_id}", created=float(run_id),
+                      moved_to=moved, jobs=0, counts={}, stale=0, status=P, headline=P,
+                      started=None, ended=None, fingerprint="")
+
+    runs = [run(1, "a"), run(2, "b"), run(3, "a", moved="/x"), run(4, "a"), run(5, "b")]
+    found = {run_id: (before.id if before else None)
+             for run_id, before in previous_runs(runs).items()}
+    assert found == {1: None, 2: None, 3: 1, 4: 1, 5: 2}

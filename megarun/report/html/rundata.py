@@ -168,15 +168,16 @@ def run_items(db: SqliteDatabase, run_id: int, stale: set[str] | None = None) ->
             for r in rows]
 
 
-def previous_run(runs: Sequence[RunRow], run: RunRow) -> RunRow | None:
-    """The run of the same target made just before `run` (`runs` oldest first)."""
-    before = None
-    for other in runs:
-        if other.id == run.id:
-            return before
-        if other.target == run.target and not other.moved_to:
-            before = other
-    return None
+def previous_runs(runs: Sequence[RunRow]) -> dict[int, RunRow | None]:
+    """Each run's previous run of the same target (`runs` oldest first; a moved run is no
+    one's previous run: its jobs are elsewhere), in one pass."""
+    last: dict[str, RunRow] = {}
+    found: dict[int, RunRow | None] = {}
+    for run in runs:
+        found[run.id] = last.get(run.target)
+        if not run.moved_to:
+            last[run.target] = run
+    return found
 
 
 @dataclass(frozen=True)

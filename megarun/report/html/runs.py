@@ -24,7 +24,7 @@ from megarun.report.html.rundata import (
     RunRow,
     changes,
     combined,
-    previous_run,
+    previous_runs,
     run_items,
 )
 from megarun.report.html.site import Keep
@@ -49,8 +49,9 @@ class TestRow:
 def pages(given: ReportInput) -> Iterator[Page | Keep]:
     runs = given.runs()
     old_pages = _old_pages_by_run(given.old.pages)
+    previous = previous_runs(runs)
     for run in runs:
-        before = previous_run(runs, run)
+        before = previous[run.id]
         fingerprint = combined(templates_digest(), run.fingerprint, str(given.folder),
                                f"{before.id}:{before.fingerprint}" if before else "")
         kept = old_pages.get(run.id, [])
