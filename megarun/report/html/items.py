@@ -23,6 +23,9 @@ from megarun.core.steps import StepResult
 from megarun.db.jobstore import chunks
 from megarun.report.html.rundata import Item
 
+#: Items whose steps and events are read together (one query each).
+CHUNK = 500
+
 #: How much of each step log an item page shows: its last lines, at most this many bytes.
 TAIL_LINES = 200
 TAIL_BYTES = 64 << 10
@@ -102,17 +105,19 @@ def attempts(events: Iterable[EventRow]) -> list[Attempt]:
 
 def details(db: SqliteDatabase, items: Sequence[Item], page_folder: Path | None
             ) -> Iterable[ItemDetail]:
-    """The detail of each item (steps and events read for all at once; logs item by item, so
-    only one item's log tails are in memory at a time). `page_folder`: the folder the item
-    pages are written in (log links are relative to it)."""
-    ids = [item.id for item in items]
-    steps = job_steps(db, ids)
-    events = read_events(db, ids)
-    for item in items:
-        trail = events.get(item.id, [])
-        its_steps = steps.get(item.id, [])
-        logs, where = _logs(item, its_steps, page_folder)
-        yield ItemDetail(item, its_steps, trail, attempts(trail), logs, where)
+    """The detail of each item: steps and events read 500 items at a time, logs item by item,
+    so memory holds one chunk's trails and one item's log tails whatever the size of the run.
+    `page_folder`: the folder the item pages are written in (log links are relative to it)."""
+    for start in range(0, len(items), CHUNK):
+        part = items[start:start + CHUNK]
+        ids = [item.id for item in part]
+        steps = job_steps(db, ids)
+        events = read_events(db, ids)
+        for item in part:
+            trail = events.get(item.id, [])
+            its_steps = steps.get(item.id, [])
+            logs, where = _logs(item, its_steps, page_folder)
+            yield ItemDetail(item, its_steps, trail, attempts(trail), logs, where)
 
 
 def _logs(item: Item, steps: Sequence[StepResult], page_folder: Path | None
