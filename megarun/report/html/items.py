@@ -17,7 +17,8 @@ from urllib.parse import quote
 
 from peewee import SqliteDatabase
 
-from megarun.campaign.joblogs import LocalJobLogs, LogExcerpt, StepOrder
+from megarun.campaign.joblogs import LOG_EXCERPT_BYTES, LocalJobLogs, LogExcerpt, StepOrder
+from megarun.campaign.query import JobEvent
 from megarun.campaign.steps import job_steps
 from megarun.core.steps import StepResult
 from megarun.db.jobstore import chunks
@@ -26,21 +27,10 @@ from megarun.report.html.rundata import Item
 #: Items whose steps and events are read together (one query each).
 CHUNK = 500
 
-#: How much of each step log an item page shows: its last lines, at most this many bytes.
+#: How much of each step log an item page shows: its last lines, at most as many bytes as
+#: `job logs --json` carries.
 TAIL_LINES = 200
-TAIL_BYTES = 64 << 10
-
-
-@dataclass(frozen=True)
-class EventRow:
-    """One event of a job's trail as its page shows it (no `data`: it may hold anything)."""
-
-    time: float
-    from_state: str
-    to_state: str
-    status: str
-    attempt: int
-    message: str
+TAIL_BYTES = LOG_EXCERPT_BYTES
 
 
 @dataclass(frozen=True)
@@ -69,37 +59,39 @@ class ItemDetail:
 
     item: Item
     steps: list[StepResult]
-    events: list[EventRow]
+    events: list[JobEvent]  # the event trail as `job show` gives it
     attempts: list[Attempt]
     logs: list[LogTail]
     logs_where: str | None  # where the logs are when they are not shown (remote, none yet)
 
 
-def read_events(db: SqliteDatabase, job_ids: Sequence[int]) -> dict[int, list[EventRow]]:
-    """Each job's event trail, oldest first, in one query per 500 jobs."""
-    found: dict[int, list[EventRow]] = {}
+def read_events(db: SqliteDatabase, job_ids: Sequence[int]) -> dict[int, list[JobEvent]]:
+    """Each job's event trail, oldest first, in one query per 500 jobs (no `data`: it may hold
+    anything)."""
+    found: dict[int, list[JobEvent]] = {}
     for part in chunks(sorted(job_ids)):
         marks = ",".join("?" * len(part))
         rows = db.execute_sql(
             "SELECT job, time, from_state, to_state, status, attempt, message FROM event"  # noqa: S608
             f" WHERE job IN ({marks}) ORDER BY job, id", tuple(part))
-        for job, *rest in rows:
-            found.setdefault(int(job), []).append(
-                EventRow(float(rest[0]), str(rest[1]), str(rest[2]), str(rest[3]), int(rest[4]),
-                         str(rest[5] or "")))
+        for job, when, before, after, status, attempt, message in rows:
+            found.setdefault(int(job), []).append(JobEvent({
+                "time": float(when), "from": str(before), "to": str(after),
+                "status": str(status), "attempt": int(attempt), "message": str(message or "")}))
     return found
 
 
-def attempts(events: Iterable[EventRow]) -> list[Attempt]:
+def attempts(events: Iterable[JobEvent]) -> list[Attempt]:
     """The attempts of a trail (1, 2, ...: each dispatch), in order, each with its first and
     last moment and its last state and status."""
     found: dict[int, Attempt] = {}
     for event in events:
-        if event.attempt < 1:
+        number = event["attempt"]
+        if number < 1:
             continue  # made and waiting: no attempt yet
-        was = found.get(event.attempt)
-        found[event.attempt] = Attempt(event.attempt, was.began if was else event.time,
-                                       event.time, event.to_state, event.status)
+        was = found.get(number)
+        found[number] = Attempt(number, was.began if was else event["time"], event["time"],
+                                event["to"], event["status"])
     return [found[number] for number in sorted(found)]
 
 
