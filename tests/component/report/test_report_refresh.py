@@ -12,7 +12,8 @@ import pytest
 from megarun.report.html import urls
 from megarun.report.html.site import load_manifest
 from tests.component.report.suites import broken_links, new_suite, ok, text_of
-from tests.conftest import megarun_process
+from tests.component.workflows.test_run_semantics import hold_until, wait_for
+from tests.conftest import megarun_process, spawn_megarun
 
 TARGET = ("--target", "linux")
 
@@ -101,3 +102,26 @@ def test_runs_moved_to_another_area_keep_the_site_whole(two_runs: Path) -> None:
     assert "moved to /elsewhere/area" in text_of((site / "index.html").read_text())
     assert (site / urls.history_page("linux")).is_file()
     assert broken_links(site) == []
+
+
+def test_a_run_still_going_reads_running_and_its_end_is_written_at_the_next_refresh(
+        tmp_path: Path) -> None:
+    flag = tmp_path / "go"
+    area = new_suite(tmp_path / "area", {
+        "quick": 'steps = ["true"]\n',
+        "slow": f'steps = ["{hold_until(flag)}"]\n'})
+    process = spawn_megarun(area, "run", *TARGET, "--runname", "r1", "--quiet")
+    try:
+        wait_for(lambda: "RUNNING" in megarun_process(
+            area, "status", *TARGET, "--runname", "r1", "--json").stdout, "slow running")
+        ok(area, "report", "--json")
+        index = text_of((area / "report" / "index.html").read_text())
+        assert "r1 ● RUNNING" in index and "✓ PASS" not in index.split("r1 ● RUNNING")[1][:20]
+        run_page = text_of((area / "report" / urls.run_page(1)).read_text())
+        assert "● RUNNING" in run_page and "✓ PASS" in run_page  # quick ended, slow not
+    finally:
+        flag.touch()
+        process.communicate(timeout=120)
+    after = ok(area, "report", "--json")
+    assert {"index.html", urls.run_page(1)} <= set(after["written"])
+    assert "r1 ✓ PASS" in text_of((area / "report" / "index.html").read_text())
