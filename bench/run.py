@@ -5,7 +5,7 @@ the same process.
     python bench/run.py                 # everything (a few minutes)
     python bench/run.py launch version  # some of: version help create query launch agent suite memory
                                         #          ssh batch archive sync mirror logs listing appstale elastic
-                                        #          follow
+                                        #          follow report
 
 Each benchmark makes its own area in a temporary folder and runs the real `megarun` command.
 """
@@ -232,18 +232,29 @@ def write_suite(area: Path, tests: int, items: int) -> None:
         (folder / "test.toml").write_text(f'steps = ["true"]\n[items]\nN = [{values}]\n')
 
 
+def ram_scratch(root: Path, name: str) -> Path:
+    """A throwaway folder on tmpfs when there is one (else under `root`) for run paths."""
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else root
+    return Path(tempfile.mkdtemp(prefix=f"megarun-{name}-bench-", dir=shm))
+
+
+def ram_suite(area: Path, scratch: Path, tests: int, items: int) -> Path:
+    """A suite area of `tests` x `items` whose run paths and site `ram` live in `scratch`."""
+    megarun(None, "init", str(area), "--keys", "os")
+    config = area / "megarun.toml"  # a top-level key goes before the first [table]
+    config.write_text(f'runroot = "{scratch / "runs"}"\n' + config.read_text())
+    write_suite(area, tests, items)
+    megarun(area, "site", "add", "ram", "--preset", "local", "--workdir", str(scratch / "s1"))
+    return area
+
+
 def bench_suite(root: Path, tests: int = 200, items: int = 50) -> list[Row]:
     """A 200 x 50 suite: expansion, end to end against job create + launch, and status."""
-    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else root
-    scratch = Path(tempfile.mkdtemp(prefix="megarun-suite-bench-", dir=shm))
+    scratch = ram_scratch(root, "suite")
     count = tests * items
     try:
-        suite = root / "suite"
-        megarun(None, "init", str(suite), "--keys", "os")
-        config = suite / "megarun.toml"  # a top-level key goes before the first [table]
-        config.write_text(f'runroot = "{scratch / "runs"}"\n' + config.read_text())
-        write_suite(suite, tests, items)
-        megarun(suite, "site", "add", "ram", "--preset", "local", "--workdir", str(scratch / "s1"))
+        suite = ram_suite(root / "suite", scratch, tests, items)
+        config = suite / "megarun.toml"
         expand = _time_in_process(suite, "linux", "expand")
         megarun(suite, "clean", "--target", "linux", "--runname", "expand")
         run = timed(lambda: megarun(suite, "run", "--target", "linux", "--runname", "r1",
@@ -592,6 +603,14 @@ def bench_elastic(root: Path) -> list[Row]:
     return elastic_bench(root)
 
 
+def bench_report(root: Path) -> list[Row]:
+    """`megarun report` of a 10,000-item run, again unchanged, and by sync (bench/report.py)."""
+    sys.path.insert(0, str(REPO))
+    from bench.report import bench_report as report_bench
+
+    return report_bench(root)
+
+
 BENCHES = {"version": bench_version, "help": bench_help, "create": bench_create, "query": bench_query,
            "launch": bench_launch, "agent": bench_agent, "suite": bench_suite, "memory": bench_memory,
            "ssh": bench_ssh, "batch": bench_batch, "archive": bench_archive,
@@ -599,6 +618,7 @@ BENCHES = {"version": bench_version, "help": bench_help, "create": bench_create,
             "listing": bench_listing, "appstale": bench_appstale, "elastic": bench_elastic}
 BENCHES["api"] = bench_api
 BENCHES["follow"] = bench_follow
+BENCHES["report"] = bench_report
 
 
 def print_table(rows: list[Row]) -> None:

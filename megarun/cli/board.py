@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from megarun.cli.output import STATE_STYLES, STATUS_STYLES
+from megarun.core.glyphs import GLYPHS
 from megarun.core.rollup import RUNNING, count_items, rollup_status
 from megarun.core.states import (
     ACTIVE_STATES,
@@ -26,12 +27,6 @@ if TYPE_CHECKING:
 
     from megarun.suites.run_report import ItemStatus
 
-#: One glyph per STATE; a COMPLETED item shows a filled square in its STATUS colour.
-GLYPHS = {state.value: glyph for state, glyph in (
-    (JobState.AWAITING_PARENTS, "·"), (JobState.READY, "○"), (JobState.QUEUED, "◌"),
-    (JobState.LAUNCHED, "◐"), (JobState.RUNNING, "●"), (JobState.KILLREQ, "◍"),
-    (JobState.KILLED, "✗"), (JobState.DEAD, "✗"), (JobState.STALE, "~"),
-    (JobState.COMPLETED, "■"))}
 _ACTIVE = names(ACTIVE_STATES)
 _ENDED = names(ENDED_STATES)
 _COMPLETED = JobState.COMPLETED.value

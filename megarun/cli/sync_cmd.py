@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         from megarun.archive.automation import apply_rules, rules_failed
         from megarun.cli.archive_cmd import run_store
         from megarun.cli.engine_deps import area_sync_lock, sync_sites
+        from megarun.cli.report_cmd import refresh_after_sync
 
         loop = duration_option(loop_every, "--loop", 1.0)
         if loop is not None and loop <= 0:
@@ -56,11 +57,17 @@ def register(app: typer.Typer) -> None:
                     reports, rules = sync_sites(mctx, site, lambda: apply_rules(run_store(mctx)))
                     results = [report_json(r) for r in reports]
                     failed = any(not r["ok"] for r in results) or rules_failed(rules)
+                    refreshed = refresh_after_sync(mctx)  # the area's report, if it has one
+                    if refreshed is not None and as_json:
+                        results.append({"site": None, "report": refreshed})
                     render(results, ["site", "ok", "events", "agents_settled", "dispatched", "error",
                                      "seconds"],
                            as_json, empty="no sites yet")
                     for line in rules:  # what the area's archive and migration rules did
                         note(f"rules: {line}")
+                    if refreshed is not None:
+                        note(f"report: {len(refreshed['written'])} page(s) written, "
+                             f"{len(refreshed['removed'])} removed")
                     if loop is None:
                         break
                     time.sleep(loop)

@@ -8,16 +8,22 @@ the next build compares with through `ReportInput.unchanged`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from peewee import SqliteDatabase
 
 from megarun.config.area import Area
-from megarun.report.html import campaign, index
-from megarun.report.html.inputs import ReportInput
+from megarun.errors import UsageError
+from megarun.report.html import campaign, index, runs
+from megarun.report.html import history as history_pages
+from megarun.report.html.inputs import HISTORY_RUNS, ReportInput
 from megarun.report.html.page import Page
-from megarun.report.html.site import Keep, WriteResult, prepare_folder, write_site
+from megarun.report.html.site import Keep, WriteResult, load_manifest, prepare_folder, write_site
+
+#: The key of the build's options among the manifest's fingerprints.
+OPTIONS = "build:options"
 
 #: The default folder of the report, under the area's top folder.
 DEFAULT_FOLDER = "report"
@@ -26,7 +32,8 @@ DEFAULT_FOLDER = "report"
 Producer = Callable[[ReportInput], Iterable[Page | Keep]]
 
 #: Every producer of pages, in the order their pages are written.
-PRODUCERS: tuple[Producer, ...] = (index.pages, campaign.pages)
+PRODUCERS: tuple[Producer, ...] = (index.pages, runs.pages, history_pages.pages,
+                                    campaign.pages)
 
 
 def default_folder(area: Area) -> Path:
@@ -34,12 +41,43 @@ def default_folder(area: Area) -> Path:
 
 
 def build_report(db: SqliteDatabase, area: Area, out: Path | None = None, *,
-                 target: str | None = None, runname: str | None = None) -> WriteResult:
+                 target: str | None = None, runname: str | None = None,
+                 history: int = HISTORY_RUNS) -> WriteResult:
     """Write (or refresh) the report of `area` into `out` (default: report/ in the area)."""
+    if history < 1:
+        raise UsageError(f"--history must be at least 1 run, not {history}")
     folder = out if out is not None else default_folder(area)
     old = prepare_folder(folder)
-    given = ReportInput(db=db, area=area, target=target, runname=runname, old=old)
+    given = ReportInput(db=db, area=area, target=target, runname=runname, old=old,
+                        folder=folder, history=history)
+    # the options are kept with the fingerprints: `sync` refreshes the report as it was made
+    given.fingerprints[OPTIONS] = json.dumps(
+        {"target": target, "runname": runname, "history": history}, sort_keys=True)
     return write_site(folder, _all_pages(given), old, given.fingerprints)
+
+
+def refresh_report(db: SqliteDatabase, area: Area) -> WriteResult | None:
+    """Refresh the report at the default place with the options it was made with (what `sync`
+    does after its cycle); None when there is no report there."""
+    folder = default_folder(area)
+    manifest = load_manifest(folder)
+    if manifest is None:
+        return None
+    try:
+        options = json.loads(manifest.fingerprints.get(OPTIONS, "{}"))
+    except ValueError:
+        options = {}
+    if not isinstance(options, dict):
+        options = {}
+    history = options.get("history")
+    return build_report(db, area, folder, target=_text(options.get("target")),
+                        runname=_text(options.get("runname")),
+                        history=history if isinstance(history, int) and history > 0
+                        else HISTORY_RUNS)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _all_pages(given: ReportInput) -> Iterator[Page | Keep]:

@@ -97,30 +97,43 @@ def _digest(html: str) -> str:
 def write_site(out: Path, outputs: Iterable[Page | Keep], old: Manifest,
                fingerprints: dict[str, str]) -> WriteResult:
     """Write `outputs` into `out` (prepared by prepare_folder), remove the pages of `old` that
-    are gone, and save the new manifest with `fingerprints`."""
-    new = Manifest(fingerprints=dict(fingerprints))
+    are gone, and save the new manifest with `fingerprints` (read once `outputs` is spent: the
+    producers record them while they yield their pages)."""
+    new = Manifest()
     written: list[str] = []
     unchanged = 0
+    made: set[Path] = set()  # folders made private in this build: once each, not per page
+    top = str(out)
     for output in outputs:
-        target = _checked_path(out, output.path)
         if isinstance(output, Keep):
-            if output.path in old.pages and target.exists():
+            # nothing is written: a plain string check is enough (10,000 kept pages is the
+            # common refresh, and it must stay cheap)
+            if output.path in old.pages and os.path.exists(os.path.join(top, output.path)):
                 new.pages[output.path] = old.pages[output.path]
                 unchanged += 1
                 continue
             raise ValueError(f"kept page {output.path!r} is not in the report")
+        target = _checked_path(out, output.path)
         digest = _digest(output.html)
         new.pages[output.path] = digest
         if old.pages.get(output.path) == digest and target.exists():
             unchanged += 1
             continue
-        private_dirs(out, *_parents(out, target))
-        write_private(target, output.html.encode("utf-8", "surrogateescape"))
+        try:
+            if target.parent not in made:
+                private_dirs(out, *_parents(out, target))
+                made.add(target.parent)
+            write_private(target, output.html.encode("utf-8", "surrogateescape"))
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot write the report's page {target}: "
+                                     f"{os.strerror(exc.errno or 0)}") from None
         written.append(output.path)
+    new.fingerprints = dict(fingerprints)
     removed = [path for path in old.pages if path not in new.pages]
     for path in removed:
         _checked_path(out, path).unlink(missing_ok=True)
-    _save(out, new)
+    if written or removed or new != old:
+        _save(out, new)  # else the manifest on disk says all there is: leave it untouched
     return WriteResult(out=out, written=written, unchanged=unchanged, removed=removed)
 
 

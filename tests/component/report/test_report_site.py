@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,16 @@ def test_a_damaged_manifest_means_every_page_is_checked_again(tmp_path: Path) ->
     (out / MANIFEST).write_text("{not json")
     again = write_site(out, [Page("a.html", "a2")], prepare_folder(out), {})
     assert again.written == ["a.html"] and (out / "a.html").read_text() == "a2"
+
+
+def test_fingerprints_recorded_while_the_pages_are_given_are_saved(tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    prints: dict[str, str] = {}
+
+    def producer() -> Iterator[Page]:
+        prints["run:1"] = "abc"  # as ReportInput.unchanged records them, page by page
+        yield Page("a.html", "a")
+
+    write_site(out, producer(), prepare_folder(out), prints)
+    manifest = load_manifest(out)
+    assert manifest is not None and manifest.fingerprints == {"run:1": "abc"}
