@@ -2,8 +2,8 @@
 
 scripts/test runs it before pytest. It installs, with one apt-get update and one apt-get
 install, whichever of these is missing: the OpenSSH server and client (the real sshd on
-loopback and in a network namespace), rsync (staging over SSH) and Debian's Slurm (a real
-single-node cluster). The fixtures only check that these are present and start them; when this
+loopback and in a network namespace), rsync (staging over SSH), Debian's Slurm (a real
+single-node cluster) and Debian's Chromium with a font (the HTML report's browser tests). The fixtures only check that these are present and start them; when this
 step could not install something (not root, no apt-get, no network), it says so loudly here and
 the tests that need it skip with the same reason. It never fails the run by itself.
 """
@@ -15,6 +15,7 @@ import shutil
 import sys
 from collections.abc import Callable
 
+from tests.browser import chromium_path
 from tests.slurmd import PACKAGES as SLURM_PACKAGES
 from tests.slurmd import slurm_present
 from tests.sshd import SshdUnavailable, apt, openssh_present
@@ -24,6 +25,7 @@ SERVICES: tuple[tuple[str, tuple[str, ...], Callable[[], bool]], ...] = (
     ("sshd", ("openssh-server", "openssh-client"), openssh_present),
     ("rsync", ("rsync",), lambda: shutil.which("rsync") is not None),
     ("slurm", tuple(SLURM_PACKAGES), slurm_present),
+    ("chromium", ("chromium", "fonts-liberation"), lambda: chromium_path() is not None),
 )
 
 
