@@ -188,7 +188,7 @@ def _errors(events: list[dict[str, Any]]) -> Iterator[str]:
 
 def distinct_colours(png: bytes, limit: int = 64) -> int:
     """How many distinct pixel values (up to `limit`) a PNG screenshot holds: 1 is blank."""
-    width, height, channels, rows = _png_rows(png)
+    width, _height, channels, rows = _png_rows(png)
     colours: set[bytes] = set()
     for row in rows:
         for x in range(0, width * channels, channels * 7):  # a sample of each row is enough

@@ -3,8 +3,9 @@
 scripts/test runs it before pytest. It installs, with one apt-get update and one apt-get
 install, whichever of these is missing: the OpenSSH server and client (the real sshd on
 loopback and in a network namespace), rsync (staging over SSH), Debian's Slurm (a real
-single-node cluster) and Debian's Chromium with a font (the HTML report's browser tests). The fixtures only check that these are present and start them; when this
-step could not install something (not root, no apt-get, no network), it says so loudly here and
+single-node cluster) and Debian's Chromium with a font (the HTML report's browser tests). The
+fixtures only check that these are present and start them; when this step could not install
+something (not root, no apt-get, no network), it says so loudly here and
 the tests that need it skip with the same reason. It never fails the run by itself.
 """
 

@@ -17,7 +17,8 @@ from tests.conftest import REPO, megarun_process
 
 HOSTILE = "<script>alert('x')</script> \"q\" & <b>bold</b>"
 #: A step that prints its item (HTML in it), bytes that are not UTF-8, and fails.
-STEP = r"""steps = [{ name = "say", cmd = '''printf '%s\n' "$MODE"; printf '\377\376 not utf-8\n'; exit 3''' }]
+STEP = r"""steps = [{ name = "say",
+           cmd = '''printf '%s\n' "$MODE"; printf '\377\376 not utf-8\n'; exit 3''' }]
 [items]
 MODE = ["<i>one</i>", "two & 'three'"]
 """
