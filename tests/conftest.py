@@ -42,7 +42,8 @@ def floor_of(path: Path) -> str:
 
 # Tests that share one machine-wide service run on one pytest-xdist worker, in order: the real
 # Slurm (one /etc/slurm per machine; its restart test needs no other user) and the user's real
-# crontab. The other system tests form a second group: each worker starts its own sshd (free
+# crontab. The browser tests (their own Chromium each) form a group of their own. The other
+# system tests form a further group: each worker starts its own sshd (free
 # port, own network namespaces), so the two groups run side by side.
 def shared_service_group(path: Path) -> str | None:
     parts = path.relative_to(REPO / "tests").parts
@@ -50,6 +51,8 @@ def shared_service_group(path: Path) -> str | None:
         return None
     if parts[-1] == "test_cron.py":
         return "crontab"
+    if parts[-1].startswith("test_report_browser"):
+        return "browser"
     return "slurm" if parts[-1].startswith("test_slurm") else "sshd"
 
 

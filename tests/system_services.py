@@ -3,10 +3,11 @@
 scripts/test runs it before pytest. It installs, with one apt-get update and one apt-get
 install, whichever of these is missing: the OpenSSH server and client (the real sshd on
 loopback and in a network namespace), rsync (staging over SSH), Debian's Slurm (a real
-single-node cluster) and cron (its daemon and crontab: the real crontab round trip). The
-fixtures only check that these are present and start them; when this step could not install
-something (not root, no apt-get, no network), it says so loudly here and the tests that need
-it skip with the same reason. It never fails the run by itself.
+single-node cluster), cron (its daemon and crontab: the real crontab round trip) and Debian's
+Chromium with a font (the HTML report's browser tests). The fixtures only check that these are
+present and start them; when this step could not install something (not root, no apt-get, no
+network), it says so loudly here and the tests that need it skip with the same reason. It
+never fails the run by itself.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import sys
 from collections.abc import Callable
 
+from tests.browser import chromium_path
 from tests.slurmd import PACKAGES as SLURM_PACKAGES
 from tests.slurmd import slurm_present
 from tests.sshd import SshdUnavailable, apt, openssh_present
@@ -27,6 +29,7 @@ SERVICES: tuple[tuple[str, tuple[str, ...], Callable[[], bool]], ...] = (
     ("slurm", tuple(SLURM_PACKAGES), slurm_present),
     ("cron", ("cron",), lambda: shutil.which("crontab") is not None
      and shutil.which("cron", path=f"{os.environ.get('PATH', '')}:/usr/sbin") is not None),
+    ("chromium", ("chromium", "fonts-liberation"), lambda: chromium_path() is not None),
 )
 
 

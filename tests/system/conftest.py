@@ -1,5 +1,6 @@
 """Session-wide real sshd fixtures (see tests/sshd.py) and per-test transport helpers.
 
+    browser       a headless Chromium driven over the DevTools protocol (tests/browser.py)
     sshd          a private sshd on 127.0.0.1 at a free high port (session scope)
     sshd_netns    a second sshd, host name "node2", in a network namespace (session scope)
     sshd_gateway  an sshd on this host's end of the namespace's veth pair (node2 reaches us)
@@ -24,6 +25,7 @@ from typing import Any, NoReturn
 import pytest
 
 from megarun.transport.ssh.transport import SshTransport
+from tests.browser import Browser, BrowserUnavailable
 from tests.slurmd import SlurmCluster, SlurmUnavailable, start_slurm
 from tests.sshd import ClientKey, NetnsHost, SshdUnavailable, SshServer, ensure_openssh
 
@@ -93,6 +95,16 @@ def slurm(request: pytest.FixtureRequest) -> Iterator[SlurmCluster]:
         skip_loudly(request.config, f"SLURM TESTS NOT RUN: no real Slurm: {exc}")
     yield cluster
     cluster.release()
+
+
+@pytest.fixture
+def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Browser]:
+    """A real headless Chromium (Debian's package, installed by tests/system_services.py)."""
+    try:
+        with Browser.start(tmp_path / "chromium-profile") as started:
+            yield started
+    except BrowserUnavailable as exc:
+        skip_loudly(request.config, f"BROWSER TESTS NOT RUN: {exc}")
 
 
 @pytest.fixture
