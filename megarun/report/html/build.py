@@ -14,7 +14,7 @@ from pathlib import Path
 from peewee import SqliteDatabase
 
 from megarun.config.area import Area
-from megarun.report.html import campaign, index
+from megarun.report.html import batch, campaign, index
 from megarun.report.html.inputs import ReportInput
 from megarun.report.html.page import Page
 from megarun.report.html.site import Keep, WriteResult, prepare_folder, write_site
@@ -26,7 +26,7 @@ DEFAULT_FOLDER = "report"
 Producer = Callable[[ReportInput], Iterable[Page | Keep]]
 
 #: Every producer of pages, in the order their pages are written.
-PRODUCERS: tuple[Producer, ...] = (index.pages, campaign.pages)
+PRODUCERS: tuple[Producer, ...] = (index.pages, campaign.pages, batch.pages)
 
 
 def default_folder(area: Area) -> Path:
