@@ -43,6 +43,7 @@ class JobFilter:
     state: str | None = None
     batch_job: int | None = None
     plain: bool = False  # only jobs of apps (no test-suite run)
+    in_batch_job: bool = False  # only jobs that ran in a batch job (any)
 
 
 def where_sql(flt: JobFilter | None) -> tuple[str, list[Any]]:
@@ -72,6 +73,8 @@ def where_sql(flt: JobFilter | None) -> tuple[str, list[Any]]:
         params.append(flt.batch_job)
     if flt.plain:
         clauses.append("run_id IS NULL")
+    if flt.in_batch_job:
+        clauses.append("batch_job_id IS NOT NULL")
     return (" AND ".join(clauses) or "1"), params
 
 

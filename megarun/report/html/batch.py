@@ -127,4 +127,4 @@ def pages(given: ReportInput) -> Iterator[Page | Keep]:
     states = sorted({state for row in rows for state in row.counts})
     yield render(urls.BATCH, "batch.html", area=area, rows=rows, states=states,
                  links={row.id: urls.batch_page(row.id) for row in rows},
-                 charts=charts(given.db, None, "batches"))
+                 charts=charts(given.db, JobFilter(in_batch_job=True), "batches"))

@@ -98,7 +98,7 @@ def write_site(out: Path, outputs: Iterable[Page | Keep], old: Manifest,
                fingerprints: dict[str, str]) -> WriteResult:
     """Write `outputs` into `out` (prepared by prepare_folder), remove the pages of `old` that
     are gone, and save the new manifest with `fingerprints`."""
-    new = Manifest(fingerprints=dict(fingerprints))
+    new = Manifest()
     written: list[str] = []
     unchanged = 0
     for output in outputs:
@@ -117,6 +117,8 @@ def write_site(out: Path, outputs: Iterable[Page | Keep], old: Manifest,
         private_dirs(out, *_parents(out, target))
         write_private(target, output.html.encode("utf-8", "surrogateescape"))
         written.append(output.path)
+    # The producers record their fingerprints while `outputs` is consumed: copy them now.
+    new.fingerprints = dict(fingerprints)
     removed = [path for path in old.pages if path not in new.pages]
     for path in removed:
         _checked_path(out, path).unlink(missing_ok=True)
