@@ -5,6 +5,7 @@ the same process.
     python bench/run.py                 # everything (a few minutes)
     python bench/run.py launch version  # some of: version help create query launch agent suite memory
                                         #          ssh batch archive sync mirror logs listing appstale
+                                        #          report_campaign
 
 Each benchmark makes its own area in a temporary folder and runs the real `megarun` command.
 """
@@ -523,6 +524,14 @@ def bench_listing(root: Path) -> list[Row]:
     return listing_bench(root)
 
 
+def bench_report_campaign(root: Path) -> list[Row]:
+    """`megarun report` of a 1,000,000-job campaign: time and peak RSS (bench/report_campaign.py)."""
+    sys.path.insert(0, str(REPO))
+    from bench.report_campaign import bench_report_campaign as report_bench
+
+    return report_bench(root)
+
+
 def bench_appstale(root: Path, count: int = 100_000) -> list[Row]:
     """`app add --replace` of an app whose 100,000 COMPLETED jobs become STALE, against the
     same change of an app with no job and a bare SQL UPDATE of the same rows."""
@@ -557,7 +566,8 @@ BENCHES = {"version": bench_version, "help": bench_help, "create": bench_create,
            "launch": bench_launch, "agent": bench_agent, "suite": bench_suite, "memory": bench_memory,
            "ssh": bench_ssh, "batch": bench_batch, "archive": bench_archive,
            "sync": bench_sync, "mirror": bench_mirror, "logs": bench_logs,
-           "listing": bench_listing, "appstale": bench_appstale}
+           "listing": bench_listing, "appstale": bench_appstale,
+           "report_campaign": bench_report_campaign}
 
 
 def print_table(rows: list[Row]) -> None:

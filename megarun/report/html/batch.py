@@ -16,11 +16,10 @@ from datetime import datetime, timezone
 from peewee import SqliteDatabase
 
 from megarun.report.html import campaign_data, urls
-from megarun.report.html.charts import charts
+from megarun.report.html.charts import Drawer
 from megarun.report.html.inputs import ReportInput
 from megarun.report.html.page import Page, render
 from megarun.report.html.site import Keep
-from megarun.report.metrics import JobFilter
 
 #: A batch job's page lists at most this many of its jobs.
 MAX_JOBS = 1000
@@ -112,6 +111,7 @@ def own_jobs(db: SqliteDatabase, batch_job: int) -> list[dict[str, object]]:
 def pages(given: ReportInput) -> Iterator[Page | Keep]:
     area = given.area.root.name
     rows = batch_rows(given.db)
+    drawer = Drawer(given.db)
     for row in rows:
         path = urls.batch_page(row.id)
         if given.unchanged(f"batch:{row.id}", campaign_data.fingerprint(row.seen)):
@@ -119,7 +119,7 @@ def pages(given: ReportInput) -> Iterator[Page | Keep]:
             continue
         yield render(path, "batch_job.html", area=area, row=row,
                      jobs=own_jobs(given.db, row.id), more=max(0, row.jobs - MAX_JOBS),
-                     charts=charts(given.db, JobFilter(batch_job=row.id), "batch", row.id))
+                     charts=drawer.charts("batch", row.id, "batch"))
     index_print = campaign_data.fingerprint([(row.id, row.seen) for row in rows])
     if given.unchanged("batch:index", index_print):
         yield Keep(urls.BATCH)
@@ -127,4 +127,4 @@ def pages(given: ReportInput) -> Iterator[Page | Keep]:
     states = sorted({state for row in rows for state in row.counts})
     yield render(urls.BATCH, "batch.html", area=area, rows=rows, states=states,
                  links={row.id: urls.batch_page(row.id) for row in rows},
-                 charts=charts(given.db, JobFilter(in_batch_job=True), "batches"))
+                 charts=drawer.charts("batches", "all", "batches"))

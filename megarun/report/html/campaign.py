@@ -12,20 +12,20 @@ from collections.abc import Iterator
 
 from megarun.report.html import campaign_data, urls
 from megarun.report.html.campaign_data import KINDS, View, Views
-from megarun.report.html.charts import charts
+from megarun.report.html.charts import Drawer
 from megarun.report.html.inputs import ReportInput
 from megarun.report.html.page import Page, render
 from megarun.report.html.site import Keep
-from megarun.report.metrics import JobFilter
 
 
 def pages(given: ReportInput) -> Iterator[Page | Keep]:
     area = given.area.root.name
     kinds = [campaign_data.views(given.db, kind) for kind in KINDS]
     totals = campaign_data.totals(given.db)
+    drawer = Drawer(given.db, tuple(v.name for v in kinds[0].views))
     for group in kinds:
         for view in group.views:
-            yield _view_page(given, area, view)
+            yield _view_page(given, drawer, area, view)
     index_print = campaign_data.fingerprint(
         totals, [(g.kind, g.more, [(v.name, v.fingerprint) for v in g.views]) for g in kinds])
     if given.unchanged("campaign:index", index_print):
@@ -33,7 +33,7 @@ def pages(given: ReportInput) -> Iterator[Page | Keep]:
         return
     yield render(urls.CAMPAIGN, "campaign.html", area=area, counts=totals,
                  states=campaign_data.by_state(totals), groups=[_rows(g) for g in kinds],
-                 charts=charts(given.db, JobFilter(plain=True), "campaign"))
+                 charts=drawer.charts("all", "all", "campaign"))
 
 
 def _rows(group: Views) -> dict[str, object]:
@@ -44,9 +44,9 @@ def _rows(group: Views) -> dict[str, object]:
                       for v in group.views]}
 
 
-def _view_page(given: ReportInput, area: str, view: View) -> Page | Keep:
+def _view_page(given: ReportInput, drawer: Drawer, area: str, view: View) -> Page | Keep:
     path = urls.campaign_page(view.kind, view.name)
     if given.unchanged(f"campaign:{view.kind}:{view.name}", view.fingerprint):
         return Keep(path)
     return render(path, "campaign_view.html", area=area, view=view,
-                  charts=charts(given.db, view.where(), "view"))
+                  charts=drawer.charts(view.kind, view.name, "view"))

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 
 from peewee import SqliteDatabase
 
-from megarun.report.metrics import JobFilter
-
 #: At most this many views of each kind (tag values, apps, sites), the biggest first.
 MAX_VIEWS = 100
 
@@ -41,14 +39,6 @@ class View:
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.kind, self.name, self.seen)
-
-    def where(self) -> JobFilter:
-        if self.kind == "tag":
-            key, _, value = self.name.partition("=")
-            return JobFilter(tags=((key, value),), plain=True)
-        if self.kind == "app":
-            return JobFilter(app=self.name, plain=True)
-        return JobFilter(site=self.name, plain=True)
 
 
 @dataclass

@@ -1,24 +1,22 @@
-"""The three plots of a campaign or batch view (throughput, slots, durations) for one job
-filter: metrics.py measures, plots.py draws, and this picks the scale (an interval giving at
-most about a hundred bars, a hundred time spans, twenty duration bars) so a page of a million
-jobs holds a few hundred numbers."""
+"""The three plots of each campaign or batch view (throughput, busy/allocated slots,
+durations), drawn on the report's shared axes. A `Drawer` reads each kind of view once (three
+grouped queries for all its views: grouped.py), only when a page of that kind is drawn at all;
+a build whose views are all kept reads nothing."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from markupsafe import Markup
 from peewee import SqliteDatabase
 
-from megarun.report import metrics, plots
+from megarun.report import plots
+from megarun.report.html import grouped
+from megarun.report.html.grouped import Axes, Kind, Series
 
-#: Bars of throughput, spans of the slot plot, bars of the duration histogram.
-BARS = 100
-SPANS = 100
-DURATION_BINS = 20
-
-_NICE = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400,
-         7 * 86400, 30 * 86400)
+_PLAIN = "j.run_id IS NULL"
+_TAG = "t.key || '=' || t.value"
 
 
 @dataclass(frozen=True)
@@ -30,35 +28,76 @@ class Charts:
     durations: Markup
 
 
-def nice_interval(span_s: float, bars: int = BARS) -> float:
-    """The shortest round interval that cuts `span_s` into at most `bars` bars."""
-    for interval in _NICE:
-        if span_s / interval <= bars:
-            return float(interval)
-    return float(_NICE[-1] * (int(span_s / (_NICE[-1] * bars)) + 1))
+def kind_of(name: str, tags: tuple[str, ...] = ()) -> Kind:
+    """The grouped pass of a kind of view: all (plain jobs), tag, app, site, batches (jobs of
+    any batch job), batch (per batch job); `tags` names the tag views (key=value)."""
+    if name == "tag":
+        marks = ",".join("?" * len(tags)) or "NULL"
+        return Kind(_TAG, "job_tag t JOIN job j ON j.id = t.job_id",
+                    f"{_PLAIN} AND {_TAG} IN ({marks})", tags)
+    return {
+        "all": Kind("'all'", "job j", _PLAIN),
+        "app": Kind("a.name", "job j JOIN app a ON a.id = j.app_id", _PLAIN),
+        "site": Kind("s.name", "job j JOIN site s ON s.id = j.site_id", _PLAIN),
+        "batches": Kind("'all'", "job j", "j.batch_job_id IS NOT NULL"),
+        "batch": Kind("j.batch_job_id", "job j", "j.batch_job_id IS NOT NULL"),
+    }[name]
 
 
-def ended_span(db: SqliteDatabase, where: metrics.JobFilter | None) -> float:
-    """Seconds between the first and the last job end the filter selects (0: none or one)."""
-    cond, params = metrics.where_sql(where)
-    low, high = db.execute_sql(f"SELECT min(ended), max(ended) FROM job "  # noqa: S608
-                               f"WHERE ended IS NOT NULL AND {cond}", params).fetchone()
-    return float(high - low) if low is not None else 0.0
+@dataclass
+class Drawer:
+    """Draws views' plots, reading each kind of view the first time one of them is drawn."""
 
+    db: SqliteDatabase
+    tags: tuple[str, ...] = ()  # the tag views of this build
+    _axes: Axes | None = None
+    _series: dict[str, dict[Any, Series]] = field(default_factory=dict)
+    _batches: dict[int, tuple[float, float, float]] | None = None
+    _plain: list[tuple[float, float, float]] | None = None
 
-def charts(db: SqliteDatabase, where: metrics.JobFilter | None, prefix: str,
-           batch_job: int | None = None) -> Charts:
-    """The three plots of the jobs `where` selects (of one batch job when given); `prefix`
-    makes the charts' ids unique on their page."""
-    interval = nice_interval(ended_span(db, where))
-    done = metrics.throughput(db, interval, where)
-    slots = metrics.slot_usage_sampled(db, SPANS, batch_job, where)
-    bins = metrics.duration_histogram(db, DURATION_BINS, where)
-    return Charts(
-        throughput=_inline(plots.throughput_svg(done, interval, f"{prefix}-throughput")),
-        utilization=_inline(plots.utilization_svg(slots, f"{prefix}-utilization")),
-        durations=_inline(plots.durations_svg(bins, f"{prefix}-durations")),
-    )
+    @property
+    def axes(self) -> Axes:
+        if self._axes is None:
+            self._axes = grouped.axes(self.db)
+        return self._axes
+
+    def charts(self, kind: str, key: Any, prefix: str) -> Charts:
+        """The plots of view `key` of `kind` (the key of `all` and `batches` is 'all')."""
+        if kind not in self._series:
+            self._series[kind] = self._read(kind)
+        data = self._series[kind].get(key) or self._empty(kind, key)
+        ax = self.axes
+        return Charts(
+            throughput=_inline(plots.throughput_svg(data.throughput(ax), ax.interval,
+                                                    f"{prefix}-throughput")),
+            utilization=_inline(plots.utilization_svg(data.slots(ax), f"{prefix}-utilization")),
+            durations=_inline(plots.durations_svg(data.bins(ax), f"{prefix}-durations")),
+        )
+
+    def _read(self, kind: str) -> dict[Any, Series]:
+        found = grouped.series(self.db, self.axes, kind_of(kind, self.tags))
+        for key, data in found.items():
+            self._allocate(kind, key, data)
+        return found
+
+    def _empty(self, kind: str, key: Any) -> Series:
+        data = Series([0.0] * max(self.axes.buckets, 0))
+        self._allocate(kind, key, data)
+        return data
+
+    def _allocate(self, kind: str, key: Any, data: Series) -> None:
+        if self._batches is None:
+            self._batches = grouped.batch_periods(self.db, self.axes)
+        batches = self._batches
+        if kind == "batch":
+            periods = [batches[key]] if key in batches else []
+        elif kind == "batches":
+            periods = list(batches.values())
+        else:  # plain jobs: what the campaign had, batch jobs and sites' own slots
+            if self._plain is None:
+                self._plain = grouped.site_periods(self.db, self.axes, _PLAIN)
+            periods = [*batches.values(), *self._plain]
+        grouped.allocate(data.alloc_s, self.axes, periods)
 
 
 def _inline(svg: str) -> Markup:

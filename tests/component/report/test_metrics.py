@@ -58,13 +58,6 @@ def test_slots_of_one_batch_job(db: Any) -> None:
     assert [u for _, u in metrics.utilization(db, batch_job=1)] == [0, 0.5, 0.75, 0.25, 0, 0]
 
 
-def test_slots_averaged_into_spans(db: Any) -> None:
-    # the jobs span 2010-2060: [2010, 2035) holds 10 s x 1 + 15 s x 1.5 slots, the rest 1.1
-    got = metrics.slot_usage_sampled(db, 2, batch_job=1)
-    assert [(s.time, round(s.busy, 6), s.allocated) for s in got] == [
-        (at(2010), 1.3, 2.0), (at(2035), 1.1, 2.0)]
-
-
 def test_jobs_outside_batch_jobs_use_the_sites_slots(db: Any) -> None:
     # jobs 1-4 ran in no batch job on the local site, whose slots are 2 (max_jobs)
     got = metrics.utilization(db, None, JobFilter(plain=True, tags=(("c", "a"),)))
