@@ -113,17 +113,20 @@ def series(db: SqliteDatabase, ax: Axes, kind: Kind) -> dict[Any, Series]:
         return found.setdefault(key, Series([0.0] * max(ax.buckets, 0)))
 
     base = f"FROM {kind.source} WHERE {kind.cond}"
-    for key, bucket, count in db.execute_sql(
-            f"SELECT {kind.key}, CAST(j.ended / ? AS INTEGER) AS b, count(*) {base} "
-            f"AND j.ended IS NOT NULL AND j.state IN ({_ENDED}) GROUP BY 1, b",
-            (ax.interval, *kind.params)):
-        of(key).done[bucket - ax.first_bucket] += count
-    for key, k, count in db.execute_sql(
-            f"SELECT {kind.key}, min(CAST((j.ended - j.started - ?) / ? AS INTEGER), ?) AS k, "
-            f"count(*) {base} AND j.started IS NOT NULL AND j.ended IS NOT NULL "
-            f"AND j.state IN ({_ENDED}) GROUP BY 1, k",
-            (ax.duration_low, ax.duration_width, DURATION_BINS - 1, *kind.params)):
-        of(key).durations[k] += count
+    # Jobs finished per bucket and per duration bin in one pass (at most buckets x bins groups
+    # per view).
+    for key, bucket, k, count in db.execute_sql(
+            f"SELECT {kind.key}, CAST(j.ended / ? AS INTEGER) AS b, "
+            f"CASE WHEN j.started IS NOT NULL THEN "  # a job that never started has no duration
+            f"min(CAST((j.ended - j.started - ?) / ? AS INTEGER), ?) END AS k, "
+            f"count(*) {base} AND j.ended IS NOT NULL AND j.state IN ({_ENDED}) "
+            f"GROUP BY 1, b, k",
+            (ax.interval, ax.duration_low, ax.duration_width, DURATION_BINS - 1,
+             *kind.params)):
+        series_of = of(key)
+        series_of.done[bucket - ax.first_bucket] += count
+        if k is not None:
+            series_of.durations[k] += count
     last = SPANS - 1
     for key, ks, ke, w, ws, we in db.execute_sql(
             f"SELECT {kind.key}, min(CAST((j.started - ?) / ? AS INTEGER), {last}) AS ks, "

@@ -11,6 +11,8 @@ import pytest
 from megarun.errors import UsageError
 from megarun.homehost.context import Context
 from megarun.report import metrics
+from megarun.report.html import grouped
+from megarun.report.html.charts import kind_of
 from megarun.report.metrics import Bin, JobFilter, SlotSample
 from tests.component.report.campaign_area import populate
 
@@ -70,3 +72,20 @@ def test_jobs_outside_batch_jobs_use_the_sites_slots(db: Any) -> None:
 def test_a_bad_state_is_a_usage_error(db: Any) -> None:
     with pytest.raises(UsageError):
         metrics.durations(db, JobFilter(state="SLEEPING"))
+
+
+def test_grouped_series_hold_every_slot_second_in_the_right_spans(db: Any) -> None:
+    ax = grouped.axes(db)
+    assert (ax.start, ax.end) == (1000.0, 2060.0)  # job 4 still runs: to the last known time
+    batch = grouped.series(db, ax, kind_of("batch"))[1]
+    assert sum(batch.busy_s) == pytest.approx(40 * 1 + 40 * 0.5)
+    first_busy = min(k for k, s in enumerate(batch.busy_s) if s)
+    assert ax.start + first_busy * ax.span <= 2010 < ax.start + (first_busy + 1) * ax.span
+    plain = grouped.series(db, ax, kind_of("all"))["all"]
+    assert sum(plain.busy_s) == pytest.approx(10 + 65 + 70 + (2060 - 1100) + 60)
+    assert sum(plain.done) == 5 and sum(plain.durations) == 5
+    tagged = grouped.series(db, ax, kind_of("tag", ("c=a",)))
+    assert set(tagged) == {"c=a"} and sum(tagged["c=a"].busy_s) == pytest.approx(75)
+    alloc = [0.0] * grouped.SPANS
+    grouped.allocate(alloc, ax, grouped.batch_periods(db, ax).values())
+    assert sum(alloc) == pytest.approx(2 * (2060 - 2000))  # 2 nodes, up to the axes' end
