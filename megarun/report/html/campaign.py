@@ -20,8 +20,9 @@ from megarun.report.html.site import Keep
 
 def pages(given: ReportInput) -> Iterator[Page | Keep]:
     area = given.area.root.name
-    kinds = [campaign_data.views(given.db, kind) for kind in KINDS]
-    totals = campaign_data.totals(given.db)
+    groups = campaign_data.plain_groups(given.db)
+    kinds = [campaign_data.views(given.db, kind, groups) for kind in KINDS]
+    totals = campaign_data.totals(given.db, groups)
     drawer = Drawer(given.db, tuple(v.name for v in kinds[0].views))
     for group in kinds:
         for view in group.views:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from peewee import SqliteDatabase
 
@@ -50,39 +51,72 @@ class Views:
     more: int
 
 
-# Per kind: the grouped name, the FROM clause, the number of distinct names.
-_TAG_NAME = "t.key || '=' || t.value"
-_SOURCES = {
-    "tag": (_TAG_NAME, "job_tag t JOIN job j ON j.id = t.job_id", "t.key, t.value"),
-    "app": ("a.name", "job j JOIN app a ON a.id = j.app_id", "a.name"),
-    "site": ("s.name", "job j JOIN site s ON s.id = j.site_id", "s.name"),
-}
-
-
-def views(db: SqliteDatabase, kind: str) -> Views:
-    """The views of `kind` (tag, app, site) over plain jobs, the MAX_VIEWS biggest."""
-    name, source, group = _SOURCES[kind]
-    top = (f"SELECT {name} FROM {source} WHERE j.run_id IS NULL GROUP BY {group} "  # noqa: S608
-           f"ORDER BY count(*) DESC, {name} LIMIT {MAX_VIEWS}")
-    distinct = db.execute_sql(f"SELECT count(*) FROM (SELECT 1 FROM {source} "  # noqa: S608
-                              f"WHERE j.run_id IS NULL GROUP BY {group})").fetchone()[0]
-    sql = (f"SELECT {name} AS n, j.state, j.status, count(*), total(j.started), "  # noqa: S608
-           f"total(j.ended) FROM {source} WHERE j.run_id IS NULL AND {name} IN ({top}) "
-           f"GROUP BY n, j.state, j.status ORDER BY n, j.state, j.status")
+def views(db: SqliteDatabase, kind: str, groups: list[tuple[Any, ...]] | None = None) -> Views:
+    """The views of `kind` (tag, app, site) over plain jobs, the MAX_VIEWS biggest (`groups`:
+    plain_groups, when the caller has read them already)."""
+    if kind == "tag":
+        return _tag_views(db)
+    names = dict(db.execute_sql(f"SELECT id, name FROM {kind}"))  # noqa: S608
     found: dict[str, View] = {}
-    for view_name, state, status, count, started, ended in db.execute_sql(sql):
-        view = found.setdefault(view_name, View(kind, view_name))
+    for app_id, site_id, state, status, count, started, ended in (
+            groups if groups is not None else plain_groups(db)):
+        named = names.get(app_id if kind == "app" else site_id)
+        if named is None:
+            continue  # a job not matched to a site yet
+        view = found.setdefault(named, View(kind, named))
         view.counts.append((state, status, count))
         view.seen.append((state, status, count, started, ended))
-    ordered = sorted(found.values(), key=lambda v: (-v.total, v.name))
+    return _biggest(kind, found, len(found))
+
+
+def _biggest(kind: str, found: dict[str, View], distinct: int) -> Views:
+    for view in found.values():
+        view.counts.sort()
+        view.seen.sort(key=repr)
+    ordered = sorted(found.values(), key=lambda v: (-v.total, v.name))[:MAX_VIEWS]
     return Views(kind, ordered, max(0, distinct - len(ordered)))
 
 
-def totals(db: SqliteDatabase) -> list[tuple[str, str, int]]:
+def _tag_views(db: SqliteDatabase) -> Views:
+    # The most used tag values come from the tag index alone (no job read); only their jobs
+    # are then counted by state.
+    distinct = db.execute_sql(
+        "SELECT count(*) FROM (SELECT 1 FROM job_tag GROUP BY key, value)").fetchone()[0]
+    top = db.execute_sql("SELECT key, value FROM job_tag GROUP BY key, value "
+                         "ORDER BY count(*) DESC, key, value LIMIT ?", (MAX_VIEWS,)).fetchall()
+    if not top:
+        return Views("tag", [], 0)
+    pairs = ",".join("(?, ?)" for _ in top)
+    found: dict[str, View] = {}
+    for key, value, state, status, count, started, ended in db.execute_sql(
+            f"SELECT t.key, t.value, j.state, j.status, count(*), total(j.started), "  # noqa: S608
+            f"total(j.ended) FROM job_tag t JOIN job j ON j.id = t.job_id "
+            f"WHERE j.run_id IS NULL AND (t.key, t.value) IN (VALUES {pairs}) "
+            f"GROUP BY t.key, t.value, j.state, j.status",
+            [part for pair in top for part in pair]):
+        name = f"{key}={value}"
+        view = found.setdefault(name, View("tag", name))
+        view.counts.append((state, status, count))
+        view.seen.append((state, status, count, started, ended))
+    return _biggest("tag", found, distinct)
+
+
+def plain_groups(db: SqliteDatabase) -> list[tuple[Any, ...]]:
+    """Plain jobs grouped by (app, site, state, status): count and sums of start and end times,
+    from one pass over the job table (the views by app and site and the totals share it)."""
+    rows: list[tuple[Any, ...]] = db.execute_sql(
+        "SELECT app_id, site_id, state, status, count(*), total(started), total(ended) "
+        "FROM job WHERE run_id IS NULL GROUP BY app_id, site_id, state, status").fetchall()
+    return rows
+
+
+def totals(db: SqliteDatabase, groups: list[tuple[Any, ...]] | None = None,
+           ) -> list[tuple[str, str, int]]:
     """Every plain job counted by (state, status)."""
-    return [(state, status, count) for state, status, count in db.execute_sql(
-        "SELECT state, status, count(*) FROM job WHERE run_id IS NULL "
-        "GROUP BY state, status ORDER BY state, status")]
+    summed: dict[tuple[str, str], int] = {}
+    for _, _, state, status, count, _, _ in groups if groups is not None else plain_groups(db):
+        summed[(state, status)] = summed.get((state, status), 0) + count
+    return [(state, status, count) for (state, status), count in sorted(summed.items())]
 
 
 def by_state(counts: Iterable[tuple[str, str, int]]) -> dict[str, int]:
