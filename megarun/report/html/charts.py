@@ -17,6 +17,10 @@ from megarun.report.html.grouped import Axes, Kind, Series
 
 _PLAIN = "j.run_id IS NULL"
 _TAG = "t.key || '=' || t.value"
+#: The kinds read together in one pass, grouped by app/site/in a batch job/plain.
+_SHARED = ("all", "app", "site", "batches")
+_BY_GROUP = Kind("coalesce(j.app_id, '') || '/' || coalesce(j.site_id, '') || '/' || "
+                 "(j.batch_job_id IS NOT NULL) || '/' || (j.run_id IS NULL)", "job j", "1")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class Drawer:
     _series: dict[str, dict[Any, Series]] = field(default_factory=dict)
     _batches: dict[int, tuple[float, float, float]] | None = None
     _plain: list[tuple[float, float, float]] | None = None
+    _split: dict[str, dict[Any, Series]] = field(default_factory=dict)
 
     @property
     def axes(self) -> Axes:
@@ -75,10 +80,34 @@ class Drawer:
         )
 
     def _read(self, kind: str) -> dict[Any, Series]:
-        found = grouped.series(self.db, self.axes, kind_of(kind, self.tags))
+        found = (self._shared()[kind] if kind in _SHARED
+                 else grouped.series(self.db, self.axes, kind_of(kind, self.tags)))
         for key, data in found.items():
             self._allocate(kind, key, data)
         return found
+
+    def _shared(self) -> dict[str, dict[Any, Series]]:
+        """The views of all plain jobs, by app, by site and of all batch jobs' jobs from one
+        grouped pass over the jobs (keyed by app, site, in a batch job, plain), summed here."""
+        if not self._split:
+            apps = dict(self.db.execute_sql("SELECT id, name FROM app"))
+            sites = dict(self.db.execute_sql("SELECT id, name FROM site"))
+            self._split = {name: {} for name in _SHARED}
+            for key, data in grouped.series(self.db, self.axes, _BY_GROUP).items():
+                app, site, in_batch, plain = str(key).split("/")
+                wanted: list[tuple[str, Any]] = [("batches", "all")] if in_batch == "1" else []
+                if plain == "1":
+                    wanted += [("all", "all"), ("app", apps.get(int(app)) if app else None),
+                               ("site", sites.get(int(site)) if site else None)]
+                for kind, name in wanted:
+                    if name is not None:
+                        self._into(self._split[kind], name, data)
+        return self._split
+
+    def _into(self, views: dict[Any, Series], name: Any, data: Series) -> None:
+        if name not in views:
+            views[name] = Series([0.0] * max(self.axes.buckets, 0))
+        views[name].add(data)
 
     def _empty(self, kind: str, key: Any) -> Series:
         data = Series([0.0] * max(self.axes.buckets, 0))

@@ -81,6 +81,14 @@ class Series:
     alloc_s: list[float] = field(default_factory=lambda: [0.0] * SPANS)
     durations: list[int] = field(default_factory=lambda: [0] * DURATION_BINS)
 
+    def add(self, other: Series) -> None:
+        """Add another view's jobs to this one's (the allocation is not summed)."""
+        for mine, theirs in ((self.done, other.done), (self.busy_s, other.busy_s)):
+            for k, value in enumerate(theirs):
+                mine[k] += value
+        for k, count in enumerate(other.durations):
+            self.durations[k] += count
+
     def throughput(self, ax: Axes) -> list[tuple[Any, float]]:
         return [(utc((ax.first_bucket + k) * ax.interval), n) for k, n in enumerate(self.done)]
 

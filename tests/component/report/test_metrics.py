@@ -12,7 +12,7 @@ from megarun.errors import UsageError
 from megarun.homehost.context import Context
 from megarun.report import metrics
 from megarun.report.html import grouped
-from megarun.report.html.charts import kind_of
+from megarun.report.html.charts import Drawer, kind_of
 from megarun.report.metrics import Bin, JobFilter, SlotSample
 from tests.component.report.campaign_area import populate
 
@@ -89,3 +89,14 @@ def test_grouped_series_hold_every_slot_second_in_the_right_spans(db: Any) -> No
     alloc = [0.0] * grouped.SPANS
     grouped.allocate(alloc, ax, grouped.batch_periods(db, ax).values())
     assert sum(alloc) == pytest.approx(2 * (2060 - 2000))  # 2 nodes, up to the axes' end
+
+
+def test_the_shared_pass_splits_into_the_same_views(db: Any) -> None:
+    drawer = Drawer(db)
+    shared = drawer._shared()
+    ax = drawer.axes
+    alone = grouped.series(db, ax, kind_of("all"))["all"]
+    assert shared["all"]["all"].busy_s == pytest.approx(alone.busy_s)
+    assert shared["app"]["noop"].done == alone.done  # every job is of app noop
+    assert sum(shared["batches"]["all"].busy_s) == pytest.approx(60)
+    assert sum(shared["batches"]["all"].durations) == 2
