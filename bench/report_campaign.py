@@ -15,9 +15,6 @@ import sqlite3
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.bounded import _cli, measure
 from bench.run import Row, megarun, new_area
 
