@@ -48,6 +48,7 @@ class Axes:
     end: float
     duration_low: float
     duration_width: float
+    started: bool  # some job started: there are slots to draw
 
     @property
     def span(self) -> float:
@@ -63,13 +64,14 @@ def axes(db: SqliteDatabase) -> Axes:
         f"min(ended - started), max(ended - started) FROM job WHERE started IS NOT NULL"
     ).fetchone()
     interval = nice_interval((e_max - e_min) if e_min is not None else 0.0)
-    first = int(e_min // interval) if e_min is not None else 0
-    last = int(e_max // interval) if e_max is not None else -1
+    # int(a / b), as SQLite's CAST(a / b AS INTEGER) buckets them (not a // b: it rounds apart)
+    first = int(e_min / interval) if e_min is not None else 0
+    last = int(e_max / interval) if e_max is not None else -1
     low = d_min if d_min is not None else 0.0
     width = ((d_max - low) / DURATION_BINS if d_max is not None else 0.0) or 1.0
     start = s_min if s_min is not None else 0.0
     return Axes(first, last - first + 1, interval, start, s_max if s_max is not None else start,
-                low, width)
+                low, width, s_min is not None)
 
 
 @dataclass
@@ -95,7 +97,7 @@ class Series:
     def slots(self, ax: Axes) -> list[SlotSample]:
         width = ax.span
         return [SlotSample(utc(ax.start + k * width), self.busy_s[k] / width,
-                           self.alloc_s[k] / width) for k in range(SPANS)] if ax.buckets else []
+                           self.alloc_s[k] / width) for k in range(SPANS)] if ax.started else []
 
     def bins(self, ax: Axes) -> list[Bin]:
         return [Bin(ax.duration_low + k * ax.duration_width,

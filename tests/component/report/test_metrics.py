@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from megarun.core.states import JobState
 from megarun.errors import UsageError
 from megarun.homehost.context import Context
 from megarun.report import metrics
@@ -100,3 +101,15 @@ def test_the_shared_pass_splits_into_the_same_views(db: Any) -> None:
     assert shared["app"]["noop"].done == alone.done  # every job is of app noop
     assert sum(shared["batches"]["all"].busy_s) == pytest.approx(60)
     assert sum(shared["batches"]["all"].durations) == 2
+
+
+def test_running_jobs_with_none_ended_still_draw_their_slots(cli: Any, ctx: Context) -> None:
+    assert cli("app", "add", "noop", "--command", "true").code == 0
+    assert cli("job", "create", "--app", "noop", "--count", "2").code == 0
+    ctx.db.execute_sql("UPDATE job SET state = ?, started = 100 + id * 10",
+                       (JobState.RUNNING.value,))
+    drawer = Drawer(ctx.db)
+    data = drawer._read("all")["all"]
+    assert drawer.axes.buckets == 0 and data.throughput(drawer.axes) == []
+    slots = data.slots(drawer.axes)
+    assert len(slots) == grouped.SPANS and max(s.busy for s in slots) > 0
