@@ -17,10 +17,10 @@ from megarun.report.html.grouped import Axes, Kind, Series
 
 _PLAIN = "j.run_id IS NULL"
 _TAG = "t.key || '=' || t.value"
-#: The kinds read together in one pass, grouped by app/site/in a batch job/plain.
-_SHARED = ("all", "app", "site", "batches")
-_BY_GROUP = Kind("coalesce(j.app_id, '') || '/' || coalesce(j.site_id, '') || '/' || "
-                 "(j.batch_job_id IS NOT NULL) || '/' || (j.run_id IS NULL)", "job j", "1")
+#: The kinds read together in one pass, grouped by app, site and plain (not of a suite run).
+_SHARED = ("all", "app", "site")
+_BY_GROUP = Kind("coalesce(j.app_id, '') || '/' || coalesce(j.site_id, '')", "job j",
+                 "j.run_id IS NULL")
 
 
 @dataclass(frozen=True)
@@ -80,25 +80,32 @@ class Drawer:
         )
 
     def _read(self, kind: str) -> dict[Any, Series]:
-        found = (self._shared()[kind] if kind in _SHARED
-                 else grouped.series(self.db, self.axes, kind_of(kind, self.tags)))
+        if kind == "batches":  # the sum of the batch jobs' views: no pass of its own
+            total = Series([0.0] * max(self.axes.buckets, 0))
+            if "batch" not in self._series:
+                self._series["batch"] = self._read("batch")
+            for data in self._series["batch"].values():
+                total.add(data)
+            found = {"all": total}
+        elif kind in _SHARED:
+            found = self._shared()[kind]
+        else:
+            found = grouped.series(self.db, self.axes, kind_of(kind, self.tags))
         for key, data in found.items():
             self._allocate(kind, key, data)
         return found
 
     def _shared(self) -> dict[str, dict[Any, Series]]:
-        """The views of all plain jobs, by app, by site and of all batch jobs' jobs from one
-        grouped pass over the jobs (keyed by app, site, in a batch job, plain), summed here."""
+        """The views of all plain jobs, by app and by site from one grouped pass over the plain
+        jobs (keyed by app and site), summed here."""
         if not self._split:
             apps = dict(self.db.execute_sql("SELECT id, name FROM app"))
             sites = dict(self.db.execute_sql("SELECT id, name FROM site"))
             self._split = {name: {} for name in _SHARED}
             for key, data in grouped.series(self.db, self.axes, _BY_GROUP).items():
-                app, site, in_batch, plain = str(key).split("/")
-                wanted: list[tuple[str, Any]] = [("batches", "all")] if in_batch == "1" else []
-                if plain == "1":
-                    wanted += [("all", "all"), ("app", apps.get(int(app)) if app else None),
-                               ("site", sites.get(int(site)) if site else None)]
+                app, site = str(key).split("/")
+                wanted = [("all", "all"), ("app", apps.get(int(app)) if app else None),
+                          ("site", sites.get(int(site)) if site else None)]
                 for kind, name in wanted:
                     if name is not None:
                         self._into(self._split[kind], name, data)

@@ -99,8 +99,9 @@ def test_the_shared_pass_splits_into_the_same_views(db: Any) -> None:
     alone = grouped.series(db, ax, kind_of("all"))["all"]
     assert shared["all"]["all"].busy_s == pytest.approx(alone.busy_s)
     assert shared["app"]["noop"].done == alone.done  # every job is of app noop
-    assert sum(shared["batches"]["all"].busy_s) == pytest.approx(60)
-    assert sum(shared["batches"]["all"].durations) == 2
+    batches = drawer._read("batches")["all"]  # the sum of the batch jobs' own views
+    assert sum(batches.busy_s) == pytest.approx(60) and sum(batches.durations) == 2
+    assert sum(batches.alloc_s) == pytest.approx(2 * (2060 - 2000))
 
 
 def test_running_jobs_with_none_ended_still_draw_their_slots(cli: Any, ctx: Context) -> None:
