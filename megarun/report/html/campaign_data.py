@@ -1,12 +1,13 @@
-"""What the campaign views show, read with one grouped query per kind of view: plain jobs
-(jobs of apps, not of test-suite runs) counted by state and status for every tag value, app and
-site, with a fingerprint per view (its counts and the sums of its jobs' start and end times:
+"""What the campaign views show: plain jobs (jobs of apps, not of test-suite runs) counted by
+state and status for every tag value, app and site (one grouped pass over the jobs for the
+apps, the sites and the totals; one over the tag index and the tagged jobs), with a
+fingerprint per view (its counts and the sums of its jobs' start and end times:
 any job that is created, starts, ends or changes state changes it), so a view whose jobs did
 not change is kept, not drawn again.
 
 A tag may take a different value on every job (`i=1` ... `i=1000000`): only the MAX_VIEWS
-values with the most jobs get a view of their own (chosen by SQLite, not held here), and the
-page says how many more there are.
+values on the most jobs (of any kind: counted from the tag index alone, by SQLite, not held
+here) get a view of their own, and the page says how many more there are.
 """
 
 from __future__ import annotations
