@@ -5,7 +5,7 @@ the same process.
     python bench/run.py                 # everything (a few minutes)
     python bench/run.py launch version  # some of: version help create query launch agent suite memory
                                         #          ssh batch archive sync mirror logs listing appstale elastic
-                                        #          follow report
+                                        #          follow report report_campaign
 
 Each benchmark makes its own area in a temporary folder and runs the real `megarun` command.
 """
@@ -564,6 +564,14 @@ def bench_follow(root: Path) -> list[Row]:
     return follow_bench(root)
 
 
+def bench_report_campaign(root: Path) -> list[Row]:
+    """`megarun report` of a 1,000,000-job campaign: time and peak RSS (bench/report_campaign.py)."""
+    sys.path.insert(0, str(REPO))
+    from bench.report_campaign import bench_report_campaign as report_bench
+
+    return report_bench(root)
+
+
 def bench_appstale(root: Path, count: int = 100_000) -> list[Row]:
     """`app add --replace` of an app whose 100,000 COMPLETED jobs become STALE, against the
     same change of an app with no job and a bare SQL UPDATE of the same rows."""
@@ -619,6 +627,7 @@ BENCHES = {"version": bench_version, "help": bench_help, "create": bench_create,
 BENCHES["api"] = bench_api
 BENCHES["follow"] = bench_follow
 BENCHES["report"] = bench_report
+BENCHES["report_campaign"] = bench_report_campaign
 
 
 def print_table(rows: list[Row]) -> None:

@@ -16,7 +16,7 @@ from peewee import SqliteDatabase
 
 from megarun.config.area import Area
 from megarun.errors import UsageError
-from megarun.report.html import campaign, index, runs
+from megarun.report.html import batch, campaign, index, runs
 from megarun.report.html import history as history_pages
 from megarun.report.html.inputs import HISTORY_RUNS, ReportInput
 from megarun.report.html.page import Page
@@ -33,7 +33,7 @@ Producer = Callable[[ReportInput], Iterable[Page | Keep]]
 
 #: Every producer of pages, in the order their pages are written.
 PRODUCERS: tuple[Producer, ...] = (index.pages, runs.pages, history_pages.pages,
-                                    campaign.pages)
+                                    campaign.pages, batch.pages)
 
 
 def default_folder(area: Area) -> Path:

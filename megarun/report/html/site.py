@@ -128,6 +128,7 @@ def write_site(out: Path, outputs: Iterable[Page | Keep], old: Manifest,
             raise EnvironmentProblem(f"cannot write the report's page {target}: "
                                      f"{os.strerror(exc.errno or 0)}") from None
         written.append(output.path)
+    # The producers record their fingerprints while `outputs` is consumed: copy them now.
     new.fingerprints = dict(fingerprints)
     removed = [path for path in old.pages if path not in new.pages]
     for path in removed:
