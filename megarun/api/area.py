@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,10 +32,12 @@ from megarun.api.records import (
 )
 from megarun.campaign.query import check_filter
 from megarun.config.inputs import INT64_MAX
+from megarun.core.quantities import parse_duration
 from megarun.errors import UsageError
 from megarun.homehost.context import Context
 from megarun.homehost.home import not_home
 from megarun.homehost.mirror import reading_notice
+from megarun.report import metrics
 from megarun.transport.pool import close_all
 
 
@@ -214,6 +217,38 @@ class Area:
         found = run_api.find_run(self._context, target, runname)
         return [item_from_status(item)
                 for item in run_api.items_of(self._context, found, None, _warn)]
+
+    # -- campaign metrics (the HTML report plots the same) -----------------------------------
+    def throughput(self, interval: str | float = "1m", app: str | None = None,
+                   site: str | None = None, tags: Mapping[str, str] | None = None,
+                   batch_job: int | None = None) -> list[tuple[datetime, float]]:
+        """Jobs finished per interval: (the interval's start, a UTC datetime; how many),
+        from the first interval with a finished job to the last, empty ones as 0. `interval` is
+        a duration ("30s", "1m", "1h") or a number of seconds."""
+        seconds = parse_duration(interval, "interval")
+        return metrics.throughput(self._context.db, seconds,
+                                  _metric_filter(app, site, tags, batch_job))
+
+    def utilization(self, batch_job: int | None = None, app: str | None = None,
+                    site: str | None = None,
+                    tags: Mapping[str, str] | None = None) -> list[tuple[datetime, float]]:
+        """Busy slots over allocated slots, from 0 to 1, at each time a job or batch job
+        started or ended: of one batch job, of every batch job (None), or of the sites' own
+        slots for jobs that ran in no batch job (the local site)."""
+        return metrics.utilization(self._context.db, batch_job,
+                                   _metric_filter(app, site, tags, None))
+
+    def durations(self, app: str | None = None, site: str | None = None,
+                  tags: Mapping[str, str] | None = None,
+                  batch_job: int | None = None) -> list[float]:
+        """Run seconds (ended - started) of every ended job matching the filters, by job id."""
+        return metrics.durations(self._context.db, _metric_filter(app, site, tags, batch_job))
+
+
+def _metric_filter(app: str | None, site: str | None, tags: Mapping[str, str] | None,
+                   batch_job: int | None) -> metrics.JobFilter:
+    return metrics.JobFilter(app=app, site=site, tags=tuple(sorted((tags or {}).items())),
+                             batch_job=batch_job)
 
 
 def _warn(message: str) -> None:

@@ -1,45 +1,44 @@
-"""megarun.plot: matplotlib Figures from the metrics of a real area (through a small adapter
-shaped like the Python API's Area), and a clear ImportError without matplotlib."""
+"""megarun.plot: matplotlib Figures from the metrics of a real area read through the Python
+API's Area (the same numbers as megarun.report.metrics), and a clear ImportError without
+matplotlib."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from megarun import plot
+from megarun.api.area import Area, open_area
+from megarun.errors import UsageError
 from megarun.homehost.context import Context
 from megarun.report import metrics
 from tests.component.report.campaign_area import populate
 
 
-@dataclass
-class MetricsOf:
-    """The metrics methods of an Area, over one database."""
-
-    db: Any
-
-    def throughput(self, interval: Any = 60.0) -> Sequence[tuple[datetime, float]]:
-        return metrics.throughput(self.db, float(interval))
-
-    def utilization(self, batch_job: int | None = None) -> Sequence[tuple[datetime, float]]:
-        return metrics.utilization(self.db, batch_job)
-
-    def durations(self) -> Sequence[float]:
-        return metrics.durations(self.db)
-
-
 @pytest.fixture
-def source(cli: Any, ctx: Context) -> MetricsOf:
+def source(cli: Any, ctx: Context, area: Path) -> Iterator[Area]:
     populate(cli, ctx.db)
-    return MetricsOf(ctx.db)
+    with open_area(area) as opened:
+        yield opened
 
 
-def test_figures_hold_the_metrics(source: MetricsOf) -> None:
+def test_the_area_gives_the_report_s_metrics(source: Area, ctx: Context) -> None:
+    assert source.throughput(1000) == metrics.throughput(ctx.db, 1000.0)
+    assert source.throughput("1000s") == source.throughput(1000.0)
+    assert [count for _, count in source.throughput(1000)] == [3.0, 2.0]
+    assert all(when.tzinfo is not None for when, _ in source.throughput(1000))
+    assert source.utilization(batch_job=1) == metrics.utilization(ctx.db, 1)
+    assert [value for _, value in source.utilization(batch_job=1)] == [0, 0.5, 0.75, 0.25, 0, 0]
+    assert sorted(source.durations()) == [10.0, 40.0, 40.0, 65.0, 70.0]
+    with pytest.raises(UsageError, match="interval"):
+        source.throughput("soon")
+
+
+def test_figures_hold_the_metrics(source: Area) -> None:
     pytest.importorskip("matplotlib", reason="matplotlib is not installed: the megarun[plots] "
                         "extra (pip install '.[dev,plots]') is needed to test megarun.plot")
     bars = plot.throughput(source, interval=1000).axes[0].patches
@@ -50,7 +49,7 @@ def test_figures_hold_the_metrics(source: MetricsOf) -> None:
     assert counts == [1.0, 4.0]  # 10 s; 40, 40, 65, 70 s
 
 
-def test_without_matplotlib_the_error_names_the_extra(source: MetricsOf,
+def test_without_matplotlib_the_error_names_the_extra(source: Area,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
