@@ -31,11 +31,11 @@ def write_test(area: Path, name: str, text: str) -> None:
     (folder / "test.toml").write_text(text)
 
 
-@pytest.fixture
-def reported(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An area with a run holding PASS, WARN and FAIL items, hostile logs and descriptions, and
     a tagged campaign of plain jobs, reported into report/."""
-    area = tmp_path / "suite"
+    area = tmp_path_factory.mktemp("report") / "suite"
     shutil.copytree(REPO / "examples" / "regression", area)
     write_test(area, "hostile", f"description = {json.dumps(HOSTILE)}\n" + STEP)
     run = megarun_process(area, "run", "--target", "linux/x86_64", "--runname", "nightly",
