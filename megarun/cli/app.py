@@ -118,4 +118,5 @@ def _one_line(message: str) -> str:
 
 def _os_message(exc: OSError) -> str:
     where = f": {exc.filename}" if exc.filename else ""
-    return f"{exc.strerror or exc}{where}"
+    # an OSError subclass may say nothing at all (the shell detection of --show-completion)
+    return f"{exc.strerror or str(exc) or type(exc).__name__}{where}"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,10 @@ def _complete(words: str, cword: int) -> list[str]:
 
 
 def test_shell_completion() -> None:
-    script = subprocess.run([sys.executable, "-m", "megarun", "--show-completion", "bash"],
+    # From a bash, as a user asks for it: the shell is told by the process tree (a run of the
+    # tests with no shell among its parents would not tell it).
+    script = subprocess.run(["bash", "-c", f"{shlex.quote(sys.executable)} -m megarun "
+                             "--show-completion"],
                             capture_output=True, text=True, env=ENV, check=True).stdout
     assert "_MEGARUN_COMPLETE" in script and "complete " in script
     assert _complete("megarun jo", 1) == ["job"]
@@ -127,3 +131,16 @@ def test_site_show_prints_nested_settings_as_dotted_keys(cli: Any) -> None:
     assert cli("site", "add", "box", "--preset", "local", "--set", "node.cpus=3").code == 0
     lines = cli("site", "show", "box").out.splitlines()
     assert any(line.split() == ["settings.node.cpus", "3"] for line in lines), lines
+
+
+
+def test_an_os_error_that_says_nothing_is_still_named(capsys: pytest.CaptureFixture[str]) -> None:
+    """An OSError subclass may carry no text (the shell detection of --show-completion run
+    with no shell among its parents): the one line names it rather than ending in nothing."""
+    from megarun.cli.app import _fail
+
+    class ShellDetectionFailure(OSError):
+        pass
+
+    assert _fail(ShellDetectionFailure(), 3, debug=False) == 3
+    assert capsys.readouterr().err == "megarun: error: ShellDetectionFailure\n"
