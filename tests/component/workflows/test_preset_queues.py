@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from megarun.homehost.areas import init_area
@@ -15,7 +16,8 @@ from tests.conftest import megarun_process
 FAKES = Path(__file__).resolve().parents[2] / "fakes" / "bin"
 
 
-def test_a_small_aurora_pilot_never_asks_for_prod(tmp_path: Path) -> None:
+def fake_pbs_area(tmp_path: Path) -> Callable[..., tuple[int, str, str]]:
+    """A new area whose CLI runs against the fake PBS Pro of tests/fakes (jobs stay queued)."""
     root = tmp_path / "area"
     init_area(root, keys=["os"])
     env = {"PATH": os.pathsep.join((str(FAKES), os.environ["PATH"])),
@@ -26,6 +28,11 @@ def test_a_small_aurora_pilot_never_asks_for_prod(tmp_path: Path) -> None:
         done = megarun_process(root, *args, env=env, timeout=120)
         return done.returncode, done.stdout, done.stderr
 
+    return cli
+
+
+def test_a_small_aurora_pilot_never_asks_for_prod(tmp_path: Path) -> None:
+    cli = fake_pbs_area(tmp_path)
     code, out, err = cli("site", "add", "aur", "--preset", "aurora", "--set", "account=proj1")
     assert code == 0, err
     asked = {}
@@ -52,16 +59,7 @@ def test_direct_jobs_are_held_to_the_walltime_bins_each(tmp_path: Path) -> None:
     """Direct mode checks each job as a pilot is checked: a job no queue takes stays READY with
     a submit_failed batch job saying which bin refuses it; the others go to a queue that takes
     them (Polaris: `prod` takes 10 nodes at least, 3 h up to 24 nodes)."""
-    root = tmp_path / "area"
-    init_area(root, keys=["os"])
-    env = {"PATH": os.pathsep.join((str(FAKES), os.environ["PATH"])),
-           "MEGARUN_FAKE_QUEUE": str(tmp_path / "queue.json"),
-           "MEGARUN_FAKE_FLAVOR": "pbspro", "MEGARUN_FAKE_START_DELAY": "3600"}
-
-    def cli(*args: str) -> tuple[int, str, str]:
-        done = megarun_process(root, *args, env=env, timeout=120)
-        return done.returncode, done.stdout, done.stderr
-
+    cli = fake_pbs_area(tmp_path)
     assert cli("site", "add", "pol", "--preset", "polaris", "--set", "account=proj1")[0] == 0
     assert cli("app", "add", "sim", "--command", "true")[0] == 0
     for nodes, walltime in (("1", "30m"), ("12", "2h"), ("12", "5h")):
