@@ -2,9 +2,10 @@
 walltime, times, its jobs counted by state and its mean slot utilization, and a page per batch
 job with its plots and its own jobs (the first MAX_JOBS, and how many more).
 
-One grouped query counts every batch job's jobs and gives each a fingerprint (its row and its
-jobs' counts and start/end sums): a batch job whose fingerprint is the last build's keeps its
-page as it is.
+The batch jobs' jobs are counted by the one pass over the jobs the campaign views share
+(jobscan.py), which also gives each batch job a fingerprint (its row and its jobs' counts and
+start/end sums): a batch job whose fingerprint is the last build's keeps its page as it is;
+when no job or batch job changed at all, no job is read.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ from peewee import SqliteDatabase
 from megarun.report.html import campaign_data, urls
 from megarun.report.html.charts import Drawer
 from megarun.report.html.inputs import ReportInput
+from megarun.report.html.jobscan import JobScan
 from megarun.report.html.page import Page, render
 from megarun.report.html.site import Keep
 
 #: A batch job's page lists at most this many of its jobs.
 MAX_JOBS = 1000
-
-_WEIGHT = "(CASE WHEN node_packing_count > 1 THEN 1.0 / node_packing_count ELSE nodes END)"
 
 
 @dataclass
@@ -56,38 +56,26 @@ def when(seconds: float | None) -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
 
 
-def batch_rows(db: SqliteDatabase) -> list[BatchRow]:
-    """Every batch job, newest first, with its jobs counted and its mean utilization: slot
-    seconds of its ended jobs over its nodes times the time it ran (so far: to its last job
-    event while it still runs)."""
-    rows: dict[int, BatchRow] = {}
-    spans: dict[int, tuple[float | None, float | None]] = {}
+def batch_rows(db: SqliteDatabase, scan: JobScan) -> list[BatchRow]:
+    """Every batch job, newest first, with its jobs counted (from the one pass over the jobs)
+    and its mean utilization: slot seconds of its ended jobs over its nodes times the time it
+    ran (so far: to its last job's start or end while it still runs)."""
+    rows = []
     for (bid, site, state, nodes, walltime, sched, queue, submitted, started,
          ended) in db.execute_sql(
             "SELECT b.id, s.name, b.state, b.nodes, b.walltime, b.scheduler_id, b.queue, "
             "b.submitted, b.started, b.ended FROM batch_job b JOIN site s ON s.id = b.site_id "
             "ORDER BY b.id DESC"):
-        rows[bid] = BatchRow(bid, site, state, nodes, walltime, sched, queue, when(submitted),
-                             when(started), when(ended))
-        rows[bid].seen.append((site, state, nodes, walltime, sched, queue, submitted, started,
-                               ended))
-        spans[bid] = (started, ended)
-    busy: dict[int, float] = {}
-    last: dict[int, float] = {}
-    for bid, state, count, t_start, t_end, latest, slot_s in db.execute_sql(
-            f"SELECT batch_job_id, state, count(*), total(started), total(ended), "  # noqa: S608
-            f"max(coalesce(ended, started)), total({_WEIGHT} * (ended - started)) FROM job "
-            f"WHERE batch_job_id IS NOT NULL GROUP BY batch_job_id, state"):
-        if bid not in rows:
-            continue
-        rows[bid].counts[state] = count
-        rows[bid].seen.append((state, count, t_start, t_end))
-        busy[bid] = busy.get(bid, 0.0) + slot_s
-        if latest is not None:
-            last[bid] = max(last.get(bid, latest), latest)
-    for bid, row in rows.items():
-        row.utilization = _mean(busy.get(bid, 0.0), row.nodes, spans[bid], last.get(bid))
-    return list(rows.values())
+        row = BatchRow(bid, site, state, nodes, walltime, sched, queue, when(submitted),
+                       when(started), when(ended))
+        row.seen.append((site, state, nodes, walltime, sched, queue, submitted, started, ended))
+        tally = scan.batches.get(bid) or scan.empty()
+        for (job_state, status), (count, starts, ends) in sorted(tally.counts.items()):
+            row.counts[job_state] = row.counts.get(job_state, 0) + int(count)
+            row.seen.append((job_state, status, int(count), starts, ends))
+        row.utilization = _mean(tally.slot_s, nodes, (started, ended), tally.latest)
+        rows.append(row)
+    return rows
 
 
 def _mean(busy_s: float, nodes: int, span: tuple[float | None, float | None],
@@ -109,19 +97,25 @@ def own_jobs(db: SqliteDatabase, batch_job: int) -> list[dict[str, object]]:
 
 
 def pages(given: ReportInput) -> Iterator[Page | Keep]:
+    data = given.campaign()
+    kept = given.kept_as_before("batch:data", data.fingerprint(), urls.BATCH_FOLDER)
+    if kept is not None:
+        yield from (Keep(path) for path in kept)
+        return
     area = given.area.root.name
-    rows = batch_rows(given.db)
-    drawer = Drawer(given.db)
+    rows = batch_rows(given.db, data.scan())
+    drawer = Drawer(data)
     for row in rows:
         path = urls.batch_page(row.id)
-        if given.unchanged(f"batch:{row.id}", campaign_data.fingerprint(row.seen)):
+        if (given.unchanged(f"batch:{row.id}", campaign_data.fingerprint(row.seen))
+                and given.still_there([path])):
             yield Keep(path)
             continue
         yield render(path, "batch_job.html", area=area, row=row,
                      jobs=own_jobs(given.db, row.id), more=max(0, row.jobs - MAX_JOBS),
                      charts=drawer.charts("batch", row.id, "batch"))
     index_print = campaign_data.fingerprint([(row.id, row.seen) for row in rows])
-    if given.unchanged("batch:index", index_print):
+    if given.unchanged("batch:index", index_print) and given.still_there([urls.BATCH]):
         yield Keep(urls.BATCH)
         return
     states = sorted({state for row in rows for state in row.counts})

@@ -19,11 +19,22 @@ from megarun.errors import UsageError
 from megarun.report.html import batch, campaign, index, runs
 from megarun.report.html import history as history_pages
 from megarun.report.html.inputs import HISTORY_RUNS, ReportInput
-from megarun.report.html.page import Page
-from megarun.report.html.site import Keep, WriteResult, load_manifest, prepare_folder, write_site
+from megarun.report.html.page import Page, templates_digest
+from megarun.report.html.rundata import combined
+from megarun.report.html.site import (
+    Keep,
+    Manifest,
+    WriteResult,
+    load_manifest,
+    prepare_folder,
+    write_site,
+)
 
 #: The key of the build's options among the manifest's fingerprints.
 OPTIONS = "build:options"
+#: The key of what every page depends on besides its data: the templates, the area's name and
+#: the folder (log links are relative to it). When it moved, no page is kept unrendered.
+LOOKS = "build:looks"
 
 #: The default folder of the report, under the area's top folder.
 DEFAULT_FOLDER = "report"
@@ -48,9 +59,13 @@ def build_report(db: SqliteDatabase, area: Area, out: Path | None = None, *,
         raise UsageError(f"--history must be at least 1 run, not {history}")
     folder = out if out is not None else default_folder(area)
     old = prepare_folder(folder)
+    looks = combined(templates_digest(), area.root.name, str(folder))
+    if old.fingerprints.get(LOOKS) != looks:
+        old = Manifest(old.pages, {})  # every page rendered again (and rewritten if it differs)
     given = ReportInput(db=db, area=area, target=target, runname=runname, old=old,
                         folder=folder, history=history)
     # the options are kept with the fingerprints: `sync` refreshes the report as it was made
+    given.fingerprints[LOOKS] = looks
     given.fingerprints[OPTIONS] = json.dumps(
         {"target": target, "runname": runname, "history": history}, sort_keys=True)
     return write_site(folder, _all_pages(given), old, given.fingerprints)

@@ -2,8 +2,9 @@
 overall and per tag value, app and site, each with its plots of throughput, slot utilization
 and durations (campaign_data.py reads, charts.py draws).
 
-Incremental: every view has a fingerprint from the one grouped query that counts it; a view
-whose fingerprint is the last build's is kept (`Keep`), neither queried for plots nor drawn.
+Incremental: when the jobs' data fingerprint is the last build's, every campaign page is kept
+(`Keep`) without a job read; else every view has its own fingerprint from the one pass over
+the jobs, and a view whose fingerprint is the last build's is kept, not drawn again.
 """
 
 from __future__ import annotations
@@ -19,17 +20,21 @@ from megarun.report.html.site import Keep
 
 
 def pages(given: ReportInput) -> Iterator[Page | Keep]:
+    data = given.campaign()
+    kept = given.kept_as_before("campaign:data", data.fingerprint(), urls.CAMPAIGN_FOLDER)
+    if kept is not None:
+        yield from (Keep(path) for path in kept)
+        return
     area = given.area.root.name
-    groups = campaign_data.plain_groups(given.db)
-    kinds = [campaign_data.views(given.db, kind, groups) for kind in KINDS]
-    totals = campaign_data.totals(given.db, groups)
-    drawer = Drawer(given.db, tuple(v.name for v in kinds[0].views))
+    kinds = [data.views(kind) for kind in KINDS]
+    totals = data.totals()
+    drawer = Drawer(data)
     for group in kinds:
         for view in group.views:
             yield _view_page(given, drawer, area, view)
     index_print = campaign_data.fingerprint(
         totals, [(g.kind, g.more, [(v.name, v.fingerprint) for v in g.views]) for g in kinds])
-    if given.unchanged("campaign:index", index_print):
+    if given.unchanged("campaign:index", index_print) and given.still_there([urls.CAMPAIGN]):
         yield Keep(urls.CAMPAIGN)
         return
     yield render(urls.CAMPAIGN, "campaign.html", area=area, counts=totals,
@@ -47,7 +52,8 @@ def _rows(group: Views) -> dict[str, object]:
 
 def _view_page(given: ReportInput, drawer: Drawer, area: str, view: View) -> Page | Keep:
     path = urls.campaign_page(view.kind, view.name)
-    if given.unchanged(f"campaign:{view.kind}:{view.name}", view.fingerprint):
+    if (given.unchanged(f"campaign:{view.kind}:{view.name}", view.fingerprint)
+            and given.still_there([path])):
         return Keep(path)
     return render(path, "campaign_view.html", area=area, view=view,
                   charts=drawer.charts(view.kind, view.name, "view"))

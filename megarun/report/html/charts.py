@@ -1,26 +1,17 @@
 """The three plots of each campaign or batch view (throughput, busy/allocated slots,
-durations), drawn on the report's shared axes. A `Drawer` reads each kind of view once (three
-grouped queries for all its views: grouped.py), only when a page of that kind is drawn at all;
-a build whose views are all kept reads nothing."""
+durations), drawn on the report's shared axes from the one pass over the jobs (jobscan.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from markupsafe import Markup
-from peewee import SqliteDatabase
 
 from megarun.report import plots
 from megarun.report.html import grouped
-from megarun.report.html.grouped import Axes, Kind, Series
-
-_PLAIN = "j.run_id IS NULL"
-_TAG = "t.key || '=' || t.value"
-#: The kinds read together in one pass, grouped by app, site and plain (not of a suite run).
-_SHARED = ("all", "app", "site")
-_BY_GROUP = Kind("coalesce(j.app_id, '') || '/' || coalesce(j.site_id, '')", "job j",
-                 "j.run_id IS NULL")
+from megarun.report.html.campaign_data import CampaignData
+from megarun.report.html.jobscan import Tally
 
 
 @dataclass(frozen=True)
@@ -32,46 +23,22 @@ class Charts:
     durations: Markup
 
 
-def kind_of(name: str, tags: tuple[str, ...] = ()) -> Kind:
-    """The grouped pass of a kind of view: all (plain jobs), tag, app, site, batches (jobs of
-    any batch job), batch (per batch job); `tags` names the tag views (key=value)."""
-    if name == "tag":
-        marks = ",".join("?" * len(tags)) or "NULL"
-        return Kind(_TAG, "job_tag t JOIN job j ON j.id = t.job_id",
-                    f"{_PLAIN} AND {_TAG} IN ({marks})", tags)
-    return {
-        "all": Kind("'all'", "job j", _PLAIN),
-        "app": Kind("a.name", "job j JOIN app a ON a.id = j.app_id", _PLAIN),
-        "site": Kind("s.name", "job j JOIN site s ON s.id = j.site_id", _PLAIN),
-        "batches": Kind("'all'", "job j", "j.batch_job_id IS NOT NULL"),
-        "batch": Kind("j.batch_job_id", "job j", "j.batch_job_id IS NOT NULL"),
-    }[name]
-
-
 @dataclass
 class Drawer:
-    """Draws views' plots, reading each kind of view the first time one of them is drawn."""
+    """Draws views' plots from the one pass over the jobs (`CampaignData.scan`), made the first
+    time a view is drawn."""
 
-    db: SqliteDatabase
-    tags: tuple[str, ...] = ()  # the tag views of this build
-    _axes: Axes | None = None
-    _series: dict[str, dict[Any, Series]] = field(default_factory=dict)
+    data: CampaignData
     _batches: dict[int, tuple[float, float, float]] | None = None
     _plain: list[tuple[float, float, float]] | None = None
-    _split: dict[str, dict[Any, Series]] = field(default_factory=dict)
-
-    @property
-    def axes(self) -> Axes:
-        if self._axes is None:
-            self._axes = grouped.axes(self.db)
-        return self._axes
+    _all_batches: Tally | None = None
 
     def charts(self, kind: str, key: Any, prefix: str) -> Charts:
-        """The plots of view `key` of `kind` (the key of `all` and `batches` is 'all')."""
-        if kind not in self._series:
-            self._series[kind] = self._read(kind)
-        data = self._series[kind].get(key) or self._empty(kind, key)
-        ax = self.axes
+        """The plots of view `key` of `kind`: all, tag, app, site (plain jobs), batch (a batch
+        job's, by id), batches (every batch job's; the key of `all` and `batches` is 'all')."""
+        ax = self.data.axes
+        data = self._tally(kind, key).series(ax)
+        grouped.allocate(data.alloc_s, ax, self._periods(kind, key))
         return Charts(
             throughput=_inline(plots.throughput_svg(data.throughput(ax), ax.interval,
                                                     f"{prefix}-throughput")),
@@ -79,61 +46,28 @@ class Drawer:
             durations=_inline(plots.durations_svg(data.bins(ax), f"{prefix}-durations")),
         )
 
-    def _read(self, kind: str) -> dict[Any, Series]:
-        if kind == "batches":  # the sum of the batch jobs' views: no pass of its own
-            total = Series([0.0] * max(self.axes.buckets, 0))
-            if "batch" not in self._series:
-                self._series["batch"] = self._read("batch")
-            for data in self._series["batch"].values():
-                total.add(data)
-            found = {"all": total}
-        elif kind in _SHARED:
-            found = self._shared()[kind]
-        else:
-            found = grouped.series(self.db, self.axes, kind_of(kind, self.tags))
-        for key, data in found.items():
-            self._allocate(kind, key, data)
-        return found
+    def _tally(self, kind: str, key: Any) -> Tally:
+        scan = self.data.scan()
+        if kind == "batches":
+            if self._all_batches is None:
+                self._all_batches = scan.all_batches()
+            return self._all_batches
+        found = scan.batches.get(key) if kind == "batch" else scan.plain.get((kind, key))
+        return found if found is not None else scan.empty()
 
-    def _shared(self) -> dict[str, dict[Any, Series]]:
-        """The views of all plain jobs, by app and by site from one grouped pass over the plain
-        jobs (keyed by app and site), summed here."""
-        if not self._split:
-            apps = dict(self.db.execute_sql("SELECT id, name FROM app"))
-            sites = dict(self.db.execute_sql("SELECT id, name FROM site"))
-            self._split = {name: {} for name in _SHARED}
-            for key, data in grouped.series(self.db, self.axes, _BY_GROUP).items():
-                app, site = str(key).split("/")
-                wanted = [("all", "all"), ("app", apps.get(int(app)) if app else None),
-                          ("site", sites.get(int(site)) if site else None)]
-                for kind, name in wanted:
-                    if name is not None:
-                        self._into(self._split[kind], name, data)
-        return self._split
-
-    def _into(self, views: dict[Any, Series], name: Any, data: Series) -> None:
-        if name not in views:
-            views[name] = Series([0.0] * max(self.axes.buckets, 0))
-        views[name].add(data)
-
-    def _empty(self, kind: str, key: Any) -> Series:
-        data = Series([0.0] * max(self.axes.buckets, 0))
-        self._allocate(kind, key, data)
-        return data
-
-    def _allocate(self, kind: str, key: Any, data: Series) -> None:
+    def _periods(self, kind: str, key: Any) -> list[tuple[float, float, float]]:
+        """The slots allocated to a view: its batch job's; every batch job's; for plain jobs,
+        every batch job's and the sites' own slots."""
+        ax = self.data.axes
         if self._batches is None:
-            self._batches = grouped.batch_periods(self.db, self.axes)
-        batches = self._batches
+            self._batches = grouped.batch_periods(self.data.db, ax)
         if kind == "batch":
-            periods = [batches[key]] if key in batches else []
-        elif kind == "batches":
-            periods = list(batches.values())
-        else:  # plain jobs: what the campaign had, batch jobs and sites' own slots
-            if self._plain is None:
-                self._plain = grouped.site_periods(self.db, self.axes, _PLAIN)
-            periods = [*batches.values(), *self._plain]
-        grouped.allocate(data.alloc_s, self.axes, periods)
+            return [self._batches[key]] if key in self._batches else []
+        if kind == "batches":
+            return list(self._batches.values())
+        if self._plain is None:
+            self._plain = grouped.site_periods(self.data.db, ax, self.data.scan().site_first)
+        return [*self._batches.values(), *self._plain]
 
 
 def _inline(svg: str) -> Markup:

@@ -11,6 +11,7 @@ from peewee import SqliteDatabase
 
 from megarun.config.area import Area
 from megarun.errors import ConfigError
+from megarun.report.html.campaign_data import CampaignData
 from megarun.report.html.rundata import RunRow, list_runs
 from megarun.report.html.site import Manifest
 from megarun.suites.stale import read_area_definitions, stale_tests_by_run
@@ -34,6 +35,7 @@ class ReportInput:
     _runs: list[RunRow] | None = None
     _stale: dict[int, set[str]] | None = None
     _listed: dict[str, frozenset[str]] = field(default_factory=dict)
+    _campaign: CampaignData | None = None
 
     def unchanged(self, key: str, fingerprint: str) -> bool:
         """Record `fingerprint` for `key`; True when the last build recorded the same."""
@@ -45,6 +47,27 @@ class ReportInput:
         if self._runs is None:
             self._runs = list_runs(self.db, self.target, self.runname, self.stale())
         return self._runs
+
+    def campaign(self) -> CampaignData:
+        """What the campaign and batch views read (shared by their producers)."""
+        if self._campaign is None:
+            self._campaign = CampaignData(self.db)
+        return self._campaign
+
+    def kept_as_before(self, key: str, fingerprint: str, folder: str) -> list[str] | None:
+        """When `fingerprint` is the last build's for `key` and every page the last build
+        wrote under `folder`/ is still there: those pages, their own fingerprints (`key`:...)
+        carried over as they were. Else None (and nothing carried over)."""
+        if not self.unchanged(key, fingerprint):
+            return None
+        prefix = folder + "/"
+        kept = [path for path in self.old.pages if path.startswith(prefix)]
+        if not kept or not self.still_there(kept):
+            return None
+        own = key.split(":", 1)[0] + ":"
+        self.fingerprints.update((name, value) for name, value in self.old.fingerprints.items()
+                                 if name.startswith(own))
+        return kept
 
     def stale(self) -> dict[int, set[str]]:
         """Per run, the tests whose COMPLETED results are STALE now (their test.toml or the

@@ -11,8 +11,10 @@ import hashlib
 import re
 
 INDEX = "index.html"
-CAMPAIGN = "campaign/index.html"
-BATCH = "batch/index.html"
+CAMPAIGN_FOLDER = "campaign"
+CAMPAIGN = f"{CAMPAIGN_FOLDER}/index.html"
+BATCH_FOLDER = "batch"
+BATCH = f"{BATCH_FOLDER}/index.html"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -37,9 +39,9 @@ def history_page(target: str) -> str:
 
 
 def batch_page(batch_job_id: int) -> str:
-    return f"batch/{batch_job_id}.html"
+    return f"{BATCH_FOLDER}/{batch_job_id}.html"
 
 
 def campaign_page(kind: str, name: str) -> str:
     """A campaign view of the jobs of one tag value, app or site (`kind`: tag, app, site)."""
-    return f"campaign/{kind}-{slug(name)}.html"
+    return f"{CAMPAIGN_FOLDER}/{kind}-{slug(name)}.html"

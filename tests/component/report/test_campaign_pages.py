@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from megarun.homehost.context import Context
-from megarun.report.html import batch, urls
+from megarun.report.html import batch, build, jobscan, urls
 from megarun.report.html.charts import Drawer
 from tests.component.report.campaign_area import populate
 
@@ -107,3 +107,45 @@ def test_a_batch_job_page_lists_at_most_max_jobs(cli: Any, ctx: Context, site: P
     own = page(site, urls.batch_page(1))
     assert re.findall(r'<tr><td class="num">(\d+)</td>', own) == ["5"]
     assert "1 more job(s) of this batch job are not listed." in own
+
+
+def test_with_no_job_changed_a_refresh_reads_no_job(
+        cli: Any, site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_scan(*args: object) -> None:
+        raise AssertionError("the jobs were read although none changed")
+
+    monkeypatch.setattr(jobscan, "scan", no_scan)
+    again = report(cli)
+    assert again["written"] == [] and again["unchanged"] >= 6
+    assert report(cli)["written"] == []  # the carried-over fingerprints hold a third time
+
+
+def test_a_status_change_alone_redraws_the_views_of_its_job(cli: Any, ctx: Context,
+                                                             site: Path) -> None:
+    ctx.db.execute_sql("UPDATE job SET status = 'FAIL' WHERE id = 1")  # no new time, no event
+    written = set(report(cli)["written"])
+    assert written == {urls.CAMPAIGN, urls.campaign_page("app", "noop"),
+                       urls.campaign_page("site", "local"), urls.campaign_page("tag", "c=a")}
+    assert re.search(r'<td class="st FAIL">FAIL</td><td class="num">1</td>',
+                     page(site, urls.campaign_page("tag", "c=a")))
+
+
+def test_a_batch_job_page_removed_by_hand_is_written_again(cli: Any, site: Path) -> None:
+    (site / urls.batch_page(1)).unlink()
+    assert report(cli)["written"] == [urls.batch_page(1)]
+
+
+def test_new_templates_render_every_page_again(
+        cli: Any, site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scans: list[object] = []
+    real = jobscan.scan
+
+    def counted(*args: Any) -> Any:
+        scans.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(jobscan, "scan", counted)
+    monkeypatch.setattr(build, "templates_digest", lambda: "a newer megarun's templates")
+    again = report(cli)
+    assert len(scans) == 1 and again["written"] == []  # drawn again; the same HTML came out
+    assert report(cli)["unchanged"] == again["unchanged"] and len(scans) == 1

@@ -12,8 +12,8 @@ from megarun.core.states import JobState
 from megarun.errors import UsageError
 from megarun.homehost.context import Context
 from megarun.report import metrics
-from megarun.report.html import grouped
-from megarun.report.html.charts import Drawer, kind_of
+from megarun.report.html import grouped, jobscan
+from megarun.report.html.campaign_data import CampaignData
 from megarun.report.metrics import Bin, JobFilter, SlotSample
 from tests.component.report.campaign_area import populate
 
@@ -75,33 +75,53 @@ def test_a_bad_state_is_a_usage_error(db: Any) -> None:
         metrics.durations(db, JobFilter(state="SLEEPING"))
 
 
-def test_grouped_series_hold_every_slot_second_in_the_right_spans(db: Any) -> None:
-    ax = grouped.axes(db)
+def test_the_one_pass_holds_every_slot_second_in_the_right_spans(db: Any) -> None:
+    data = CampaignData(db)
+    ax = data.axes
     assert (ax.start, ax.end) == (1000.0, 2060.0)  # job 4 still runs: to the last known time
-    batch = grouped.series(db, ax, kind_of("batch"))[1]
+    scan = data.scan()
+    batch = scan.batches[1].series(ax)
     assert sum(batch.busy_s) == pytest.approx(40 * 1 + 40 * 0.5)
     first_busy = min(k for k, s in enumerate(batch.busy_s) if s)
     assert ax.start + first_busy * ax.span <= 2010 < ax.start + (first_busy + 1) * ax.span
-    plain = grouped.series(db, ax, kind_of("all"))["all"]
+    plain = scan.plain[("all", "all")].series(ax)
     assert sum(plain.busy_s) == pytest.approx(10 + 65 + 70 + (2060 - 1100) + 60)
     assert sum(plain.done) == 5 and sum(plain.durations) == 5
-    tagged = grouped.series(db, ax, kind_of("tag", ("c=a",)))
-    assert set(tagged) == {"c=a"} and sum(tagged["c=a"].busy_s) == pytest.approx(75)
+    tagged = {name: t for (kind, name), t in scan.plain.items() if kind == "tag"}
+    assert set(tagged) == {"c=a", "c=<script>alert('x')</script>"}
+    assert sum(tagged["c=a"].series(ax).busy_s) == pytest.approx(75)
     alloc = [0.0] * grouped.SPANS
     grouped.allocate(alloc, ax, grouped.batch_periods(db, ax).values())
     assert sum(alloc) == pytest.approx(2 * (2060 - 2000))  # 2 nodes, up to the axes' end
 
 
-def test_the_shared_pass_splits_into_the_same_views(db: Any) -> None:
-    drawer = Drawer(db)
-    shared = drawer._shared()
-    ax = drawer.axes
-    alone = grouped.series(db, ax, kind_of("all"))["all"]
-    assert shared["all"]["all"].busy_s == pytest.approx(alone.busy_s)
-    assert shared["app"]["noop"].done == alone.done  # every job is of app noop
-    batches = drawer._read("batches")["all"]  # the sum of the batch jobs' own views
+def test_a_job_spanning_many_spans_is_busy_in_each_of_them(db: Any) -> None:
+    # job 4 runs from 1100 to the axes' end (2060), alone between 1130 and 2010: one busy
+    # slot in every span wholly between
+    ax = CampaignData(db).axes
+    scan = jobscan.scan(db, ax, ())
+    busy = scan.plain[("site", "local")].series(ax).busy_s
+    alone = [k for k in range(grouped.SPANS)
+             if ax.start + k * ax.span > 1130 and ax.start + (k + 1) * ax.span < 2010]
+    assert len(alone) > 70 and all(busy[k] == pytest.approx(ax.span) for k in alone)
+
+
+def test_views_split_the_same_jobs_and_memory_stays_bounded(
+        db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = CampaignData(db)
+    whole = data.scan()
+    monkeypatch.setattr(jobscan, "MAX_GROUPS", 1)  # groups added into views after every job
+    monkeypatch.setattr(jobscan, "MAX_TAG_SETS", 1)
+    bit_by_bit = jobscan.scan(db, data.axes, data.tag_views())
+    assert set(bit_by_bit.plain) == set(whole.plain)
+    for view, tally in whole.plain.items():
+        assert bit_by_bit.plain[view].counts == tally.counts, view
+        assert bit_by_bit.plain[view].series(data.axes).busy_s == pytest.approx(
+            tally.series(data.axes).busy_s)
+    assert whole.plain[("app", "noop")].done == whole.plain[("all", "all")].done
+    batches = whole.all_batches().series(data.axes)
     assert sum(batches.busy_s) == pytest.approx(60) and sum(batches.durations) == 2
-    assert sum(batches.alloc_s) == pytest.approx(2 * (2060 - 2000))
+    assert whole.site_first == bit_by_bit.site_first and list(whole.site_first.values()) == [1000]
 
 
 def test_running_jobs_with_none_ended_still_draw_their_slots(cli: Any, ctx: Context) -> None:
@@ -109,8 +129,9 @@ def test_running_jobs_with_none_ended_still_draw_their_slots(cli: Any, ctx: Cont
     assert cli("job", "create", "--app", "noop", "--count", "2").code == 0
     ctx.db.execute_sql("UPDATE job SET state = ?, started = 100 + id * 10",
                        (JobState.RUNNING.value,))
-    drawer = Drawer(ctx.db)
-    data = drawer._read("all")["all"]
-    assert drawer.axes.buckets == 0 and data.throughput(drawer.axes) == []
-    slots = data.slots(drawer.axes)
+    campaign = CampaignData(ctx.db)
+    ax = campaign.axes
+    data = campaign.scan().plain[("all", "all")].series(ax)
+    assert ax.buckets == 0 and data.throughput(ax) == []
+    slots = data.slots(ax)
     assert len(slots) == grouped.SPANS and max(s.busy for s in slots) > 0
