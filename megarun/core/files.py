@@ -93,6 +93,25 @@ def write_private(path: Path, data: str | bytes, mode: int = 0o600, durable: boo
     return True
 
 
+def replace_private(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically, 0600, without the fsyncs: `write_private` in
+    fewer system calls, for the many files of a report (one open, no reopen by name)."""
+    temp = temp_beside(path)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)  # the umask does not apply to fchmod
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())

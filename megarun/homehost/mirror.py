@@ -54,6 +54,14 @@ FAULT_POINTS = ("mirror:after-copy", "mirror:after-verify", "mirror:after-keep",
                 "mirror:after-rename")
 LOCK_SECONDS = 120.0
 
+#: The name of a keeper's thread. It is fork-safe: a fork waits until no keeper is copying (a
+#: thread stopped half-way in SQLite would leave its locks held in the child), and the child
+#: never runs the keeper.
+KEEPER_THREAD = "megarun-mirror"
+_COPYING = threading.Lock()  # held by a keeper while it copies, and across a fork
+os.register_at_fork(before=_COPYING.acquire, after_in_parent=_COPYING.release,
+                    after_in_child=_COPYING.release)
+
 
 @dataclass(frozen=True)
 class Refresh:
@@ -246,7 +254,7 @@ class MirrorKeeper:
         self._presence = os.open(_keeper_lock_path(working_db), os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._presence, fcntl.LOCK_SH)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="megarun-mirror", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=KEEPER_THREAD, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
@@ -256,7 +264,9 @@ class MirrorKeeper:
 
     def _refresh_once(self) -> None:
         try:
-            if refresh(self.working_db, self.mirror).copied:
+            with _COPYING:
+                copied = refresh(self.working_db, self.mirror).copied
+            if copied:
                 self.refreshes += 1
             self.error = ""
         except DatabaseDamaged as exc:

@@ -25,6 +25,7 @@ from megarun.report.html.site import (
     Keep,
     Manifest,
     WriteResult,
+    Written,
     load_manifest,
     prepare_folder,
     write_site,
@@ -40,7 +41,7 @@ LOOKS = "build:looks"
 DEFAULT_FOLDER = "report"
 
 
-Producer = Callable[[ReportInput], Iterable[Page | Keep]]
+Producer = Callable[[ReportInput], Iterable[Page | Keep | Written]]
 
 #: Every producer of pages, in the order their pages are written.
 PRODUCERS: tuple[Producer, ...] = (index.pages, runs.pages, history_pages.pages,
@@ -95,6 +96,6 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _all_pages(given: ReportInput) -> Iterator[Page | Keep]:
+def _all_pages(given: ReportInput) -> Iterator[Page | Keep | Written]:
     for producer in PRODUCERS:
         yield from producer(given)

@@ -8,7 +8,6 @@ from typing import Any
 
 from markupsafe import Markup
 
-from megarun.report import plots
 from megarun.report.html import grouped
 from megarun.report.html.campaign_data import CampaignData
 from megarun.report.html.jobscan import Tally
@@ -36,6 +35,8 @@ class Drawer:
     def charts(self, kind: str, key: Any, prefix: str) -> Charts:
         """The plots of view `key` of `kind`: all, tag, app, site (plain jobs), batch (a batch
         job's, by id), batches (every batch job's; the key of `all` and `batches` is 'all')."""
+        from megarun.report import plots  # pygal: only when a plot is drawn
+
         ax = self.data.axes
         data = self._tally(kind, key).series(ax)
         grouped.allocate(data.alloc_s, ax, self._periods(kind, key))

@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from megarun.core.glyphs import item_glyph, rollup_glyph
+
+if TYPE_CHECKING:
+    import jinja2
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class Page:
 @cache
 def environment() -> jinja2.Environment:
     # The templates are megarun's own (not the user's): a plain environment with autoescape.
+    # Jinja is imported only when a page is rendered: a refresh that keeps every page (what
+    # `sync` does most) never pays for it.
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("megarun.report.html", "templates"),
         autoescape=True,
@@ -73,10 +78,14 @@ def root_of(path: str) -> str:
     return "../" * path.count("/")
 
 
-def render(path: str, template: str, **context: Any) -> Page:
-    """The page at `path` rendered from `template`; `root` is given to the template."""
-    html = environment().get_template(template).render(root=root_of(path), page_path=path,
-                                                       **context)
+def template(name: str) -> jinja2.Template:
+    """The template `name`, compiled (once per process)."""
+    return environment().get_template(name)
+
+
+def render(path: str, name: str, **context: Any) -> Page:
+    """The page at `path` rendered from the template `name`; `root` is given to it."""
+    html = template(name).render(root=root_of(path), page_path=path, **context)
     return Page(path=path, html=clean_text(html))
 
 

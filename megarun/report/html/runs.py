@@ -12,13 +12,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from peewee import SqliteDatabase
+
+from megarun.core.files import private_dirs
 from megarun.core.glyphs import item_glyph
 from megarun.core.rollup import count_items, headline
 from megarun.core.states import JobState, JobStatus
-from megarun.report.html import urls
+from megarun.report.html import urls, workers
 from megarun.report.html.inputs import ReportInput
-from megarun.report.html.items import TAIL_LINES, details
-from megarun.report.html.page import Page, render, templates_digest
+from megarun.report.html.page import Page, render, template, templates_digest
 from megarun.report.html.rundata import (
     Item,
     RunRow,
@@ -27,7 +29,7 @@ from megarun.report.html.rundata import (
     previous_runs,
     run_items,
 )
-from megarun.report.html.site import Keep
+from megarun.report.html.site import Keep, Written
 
 #: Up to this many distinct items, a run page draws a true matrix (a column per item); with
 #: more, each test's items are a wrapped row of cells.
@@ -46,7 +48,7 @@ class TestRow:
     cells: dict[str, Item]  # item name -> the job
 
 
-def pages(given: ReportInput) -> Iterator[Page | Keep]:
+def pages(given: ReportInput) -> Iterator[Page | Keep | Written]:
     runs = given.runs()
     old_pages = _old_pages_by_run(given.old.pages)
     previous = previous_runs(runs)
@@ -71,24 +73,39 @@ def _old_pages_by_run(paths: Iterable[str]) -> dict[int, list[str]]:
     return found
 
 
-def _run_pages(given: ReportInput, run: RunRow, before: RunRow | None) -> Iterator[Page]:
+def _run_pages(given: ReportInput, run: RunRow, before: RunRow | None
+               ) -> Iterator[Page | Written]:
     stale = given.stale()
     items = run_items(given.db, run.id, stale.get(run.id))
     previous = run_items(given.db, before.id, stale.get(before.id)) if before else []
     diff = changes(items, previous)
     tests = tests_of(items)
     columns = sorted({item.item for item in items})
-    yield render(urls.run_page(run.id), "run.html", area=given.area.root.name, run=run,
+    area = given.area.root.name
+    yield render(urls.run_page(run.id), "run.html", area=area, run=run,
                  before=before, tests=tests,
                  columns=columns if len(columns) <= MATRIX_COLUMNS else None,
                  new_failures=diff.new_failures, fixed=diff.fixed, cell=cell,
                  item_page=lambda job_id: _item_link(run.id, job_id),
                  history=urls.history_page(run.target))
-    folder = given.folder / "runs" / str(run.id) / "items" if given.folder else None
-    for detail in details(given.db, items, folder):
-        path = urls.item_page(run.id, detail.item.id)
-        yield render(path, "item.html", area=given.area.root.name, run=run, detail=detail,
-                     cell=cell, tail_lines=TAIL_LINES)
+    # the item pages' reading of steps, events and logs: only when a run's pages are drawn
+    from megarun.report.html.items import TAIL_LINES, details
+
+    top = given.folder
+    folder = top / "runs" / str(run.id) / "items" if top else None
+
+    def item_pages(db: SqliteDatabase, share: Sequence[Item]) -> Iterator[Page]:
+        for detail in details(db, share, folder):
+            yield render(urls.item_page(run.id, detail.item.id), "item.html", area=area,
+                         run=run, detail=detail, cell=cell, tail_lines=TAIL_LINES)
+
+    count = workers.worker_count(len(items)) if top and folder else 1
+    if top is None or folder is None or count < 2:
+        yield from item_pages(given.db, items)
+        return
+    template("item.html")  # compiled before the fork: every worker has it
+    private_dirs(top, folder.parent.parent, folder.parent, folder)
+    yield from workers.pages_by_workers(given.db, items, item_pages, top, given.old, count)
 
 
 def _item_link(run_id: int, job_id: int) -> str:

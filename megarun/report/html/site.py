@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from megarun.core.files import private_dirs, write_private
+from megarun.core.files import private_dirs, replace_private, write_private
 from megarun.errors import EnvironmentProblem, UsageError
 from megarun.report.html.page import Page
 
@@ -29,7 +29,8 @@ FORMAT = 1
 
 @dataclass(frozen=True)
 class Keep:
-    """A page whose data did not change since the last build: leave its file as it is."""
+    """A page whose data did not change since the last build and whose file is still there
+    (the producer checked): leave it as it is."""
 
     path: str
 
@@ -90,11 +91,36 @@ def _checked_path(out: Path, path: str) -> Path:
     return out.joinpath(*pure.parts)
 
 
-def _digest(html: str) -> str:
-    return hashlib.sha256(html.encode("utf-8", "surrogateescape")).hexdigest()
+@dataclass(frozen=True)
+class Written:
+    """A page put into the folder already (by a worker process): its digest, and whether its
+    file changed."""
+
+    path: str
+    digest: str
+    changed: bool
 
 
-def write_site(out: Path, outputs: Iterable[Page | Keep], old: Manifest,
+def put_page(out: Path, page: Page, old: Manifest, made: set[Path]) -> Written:
+    """Write `page` into `out` unless its file already holds the same HTML (as `old` recorded
+    it); `made`: the folders already made private in this build (each is checked once)."""
+    target = _checked_path(out, page.path)
+    data = page.html.encode("utf-8", "surrogateescape")
+    digest = hashlib.sha256(data).hexdigest()
+    if old.pages.get(page.path) == digest and os.path.exists(target):
+        return Written(page.path, digest, False)
+    try:
+        if target.parent not in made:
+            private_dirs(out, *_parents(out, target))
+            made.add(target.parent)
+        replace_private(target, data)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot write the report's page {target}: "
+                                 f"{os.strerror(exc.errno or 0)}") from None
+    return Written(page.path, digest, True)
+
+
+def write_site(out: Path, outputs: Iterable[Page | Keep | Written], old: Manifest,
                fingerprints: dict[str, str]) -> WriteResult:
     """Write `outputs` into `out` (prepared by prepare_folder), remove the pages of `old` that
     are gone, and save the new manifest with `fingerprints` (read once `outputs` is spent: the
@@ -103,31 +129,22 @@ def write_site(out: Path, outputs: Iterable[Page | Keep], old: Manifest,
     written: list[str] = []
     unchanged = 0
     made: set[Path] = set()  # folders made private in this build: once each, not per page
-    top = str(out)
     for output in outputs:
         if isinstance(output, Keep):
-            # nothing is written: a plain string check is enough (10,000 kept pages is the
-            # common refresh, and it must stay cheap)
-            if output.path in old.pages and os.path.exists(os.path.join(top, output.path)):
+            # nothing is written; the producer saw the file still there (ReportInput.still_there
+            # lists each folder once: 10,000 kept pages is the common refresh, and it must stay
+            # cheap)
+            if output.path in old.pages:
                 new.pages[output.path] = old.pages[output.path]
                 unchanged += 1
                 continue
             raise ValueError(f"kept page {output.path!r} is not in the report")
-        target = _checked_path(out, output.path)
-        digest = _digest(output.html)
-        new.pages[output.path] = digest
-        if old.pages.get(output.path) == digest and target.exists():
+        done = output if isinstance(output, Written) else put_page(out, output, old, made)
+        new.pages[done.path] = done.digest
+        if done.changed:
+            written.append(done.path)
+        else:
             unchanged += 1
-            continue
-        try:
-            if target.parent not in made:
-                private_dirs(out, *_parents(out, target))
-                made.add(target.parent)
-            write_private(target, output.html.encode("utf-8", "surrogateescape"))
-        except OSError as exc:
-            raise EnvironmentProblem(f"cannot write the report's page {target}: "
-                                     f"{os.strerror(exc.errno or 0)}") from None
-        written.append(output.path)
     # The producers record their fingerprints while `outputs` is consumed: copy them now.
     new.fingerprints = dict(fingerprints)
     removed = [path for path in old.pages if path not in new.pages]
