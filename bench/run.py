@@ -13,6 +13,7 @@ Each benchmark makes its own area in a temporary folder and runs the real `megar
 from __future__ import annotations
 
 import argparse
+import compileall
 import importlib
 import json
 import os
@@ -603,6 +604,9 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown benchmark {sorted(unknown)[0]!r}; choose from {', '.join(BENCHES)}")
     args.dir.mkdir(parents=True, exist_ok=True)
+    # Byte-compiled as `pip install .` leaves megarun: a checkout run with
+    # PYTHONDONTWRITEBYTECODE would compile every module again in every process measured.
+    compileall.compile_dir(REPO / "megarun", quiet=1)
     root = Path(tempfile.mkdtemp(prefix="megarun-bench-", dir=args.dir))
     rows: list[Row] = []
     try:
