@@ -99,7 +99,7 @@ def _run_pages(given: ReportInput, run: RunRow, before: RunRow | None
             yield render(urls.item_page(run.id, detail.item.id), "item.html", area=area,
                          run=run, detail=detail, cell=cell, tail_lines=TAIL_LINES)
 
-    count = workers.worker_count(len(items)) if top and folder else 1
+    count = workers.worker_count(len(items), given.db) if top and folder else 1
     if top is None or folder is None or count < 2:
         yield from item_pages(given.db, items)
         return

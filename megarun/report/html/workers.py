@@ -2,8 +2,10 @@
 
 A run of 10,000 items has 10,000 item pages; rendering them is CPU work that splits cleanly.
 The items are cut into one contiguous share per worker; each worker is a fork of the build
-(the templates, the last manifest and the items are already in its memory), opens its own
-read-only connection to the database (never the parent's), renders its share, writes each page
+(the templates, the last manifest and the items are already in its memory), closes what it
+inherited but the database's own files, opens its own read-only connection to the database
+(never the parent's; no fork happens while the build is in a transaction, whose locks would be
+copied as held), renders its share, writes each page
 whose HTML changed (`site.put_page`: the same rule as the build's own) and reports one line
 per page on a pipe. The build records the pages as they come; it alone writes the manifest,
 last, so a build killed at any point leaves the last complete manifest and no half page.
@@ -25,6 +27,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
+from urllib.parse import unquote
 
 from peewee import SqliteDatabase
 
@@ -58,9 +61,12 @@ def fork_safe() -> bool:
                for thread in threading.enumerate())
 
 
-def worker_count(pages: int) -> int:
-    """How many workers `pages` pages get: 1 means none (the build renders them itself)."""
+def worker_count(pages: int, db: SqliteDatabase | None = None) -> int:
+    """How many workers `pages` pages get: 1 means none (the build renders them itself). None
+    while `db` is in a transaction (its locks would be copied into the workers as held)."""
     if threading.current_thread() is not threading.main_thread() or not fork_safe():
+        return 1
+    if db is not None and db.in_transaction():
         return 1
     return max(1, min(MAX_WORKERS, usable_cpus(), pages // WORKERS_MIN_PAGES))
 
@@ -96,10 +102,40 @@ def _start(db: SqliteDatabase, share: Sequence[T], produce: Produce[T], out: Pat
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
     if pid == 0:  # the worker: never returns
-        os.close(read_end)
+        _close_inherited(write_end, _database_file(db))
         _work(db, share, produce, out, old, write_end)
     os.close(write_end)
     return read_end, pid
+
+
+def _database_file(db: SqliteDatabase) -> str:
+    """The path of the file `db` opened (a `file:` URI's path for a snapshot)."""
+    name = str(db.database)
+    if name.startswith("file:"):
+        name = unquote(name[len("file:"):].split("?", 1)[0])
+    return os.path.realpath(name)
+
+
+def _close_inherited(pipe: int, database: str) -> None:
+    """Close what the worker inherited but its pipe, the standard streams and the database's
+    own files: no copy of the build's lock files stays open in it (a lock would outlive a build
+    killed before its workers ended). The database's descriptors stay: SQLite's bookkeeping,
+    copied with the process, refers to them. Where /proc is missing, nothing is closed."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    keep = {database, f"{database}-wal", f"{database}-shm", f"{database}-journal"}
+    for name in names:
+        fd = int(name)
+        if fd < 3 or fd == pipe:
+            continue
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # the listing's own descriptor, closed already
+        if target not in keep:
+            os.close(fd)
 
 
 def _work(db: SqliteDatabase, share: Sequence[T], produce: Produce[T], out: Path, old: Manifest,

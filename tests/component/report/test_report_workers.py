@@ -4,6 +4,8 @@ manifest, and no fork beside a thread that is not fork-safe."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
 import threading
@@ -145,3 +147,40 @@ def test_no_fork_beside_a_thread_that_is_not_fork_safe() -> None:
 def test_shares_are_contiguous_and_cover_every_item() -> None:
     parts = workers.shares(list(range(10)), 3)
     assert [list(p) for p in parts] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+
+
+def test_a_worker_holds_none_of_the_build_s_descriptors(
+        area: Path, tmp_path: Path, forking: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    lock = tmp_path / "some.lock"
+    seen = tmp_path / "seen"
+    real = workers._render_share
+
+    def looking(*args: Any) -> int:  # run by the workers alone
+        targets = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # the listing's own descriptor is gone
+                targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        (seen / str(os.getpid())).write_text("\n".join(targets))
+        return real(*args)
+
+    monkeypatch.setattr(workers, "_render_share", looking)
+    seen.mkdir()
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        build(area, tmp_path / "report")
+    found = [(seen / name).read_text().splitlines() for name in os.listdir(seen)]
+    assert len(found) == 3
+    for targets in found:
+        assert str(lock) not in targets
+        assert any(t.startswith("pipe:") for t in targets)
+
+
+def test_no_fork_inside_a_transaction(area: Path, forking: list[int]) -> None:
+    ctx = Context(area_override=str(area))
+    try:
+        assert workers.worker_count(100, ctx.db) > 1
+        with ctx.db.atomic():
+            ctx.db.execute_sql("SELECT count(*) FROM job").fetchone()
+            assert workers.worker_count(100, ctx.db) == 1
+    finally:
+        ctx.close()
