@@ -18,7 +18,7 @@ from megarun.core.files import private_dirs
 from megarun.core.glyphs import item_glyph
 from megarun.core.rollup import count_items, headline
 from megarun.core.states import JobState, JobStatus
-from megarun.report.html import urls, workers
+from megarun.report.html import itemprints, urls, workers
 from megarun.report.html.inputs import ReportInput
 from megarun.report.html.page import Page, render, template, templates_digest
 from megarun.report.html.rundata import (
@@ -54,14 +54,18 @@ def pages(given: ReportInput) -> Iterator[Page | Keep | Written]:
     previous = previous_runs(runs)
     for run in runs:
         before = previous[run.id]
+        # a run still going: its live logs too (a running step's log grows without an event)
+        logs = itemprints.live_logs(given.db, run.id) if run.ended is None else {}
         fingerprint = combined(templates_digest(), run.fingerprint, str(given.folder),
-                               f"{before.id}:{before.fingerprint}" if before else "")
+                               f"{before.id}:{before.fingerprint}" if before else "",
+                               itemprints.live_stamp(logs))
         kept = old_pages.get(run.id, [])
         if (given.unchanged(f"run:{run.id}", fingerprint) and kept
                 and given.still_there(kept)):
+            given.fingerprints.update(itemprints.carried(given.old.fingerprints, kept))
             yield from (Keep(path) for path in kept)
             continue
-        yield from _run_pages(given, run, before)
+        yield from _run_pages(given, run, before, logs)
 
 
 def _old_pages_by_run(paths: Iterable[str]) -> dict[int, list[str]]:
@@ -73,8 +77,8 @@ def _old_pages_by_run(paths: Iterable[str]) -> dict[int, list[str]]:
     return found
 
 
-def _run_pages(given: ReportInput, run: RunRow, before: RunRow | None
-               ) -> Iterator[Page | Written]:
+def _run_pages(given: ReportInput, run: RunRow, before: RunRow | None,
+               logs: dict[int, str]) -> Iterator[Page | Keep | Written]:
     stale = given.stale()
     items = run_items(given.db, run.id, stale.get(run.id))
     previous = run_items(given.db, before.id, stale.get(before.id)) if before else []
@@ -88,9 +92,26 @@ def _run_pages(given: ReportInput, run: RunRow, before: RunRow | None
                  new_failures=diff.new_failures, fixed=diff.fixed, cell=cell,
                  item_page=lambda job_id: _item_link(run.id, job_id),
                  history=urls.history_page(run.target))
-    # the item pages' reading of steps, events and logs: only when a run's pages are drawn
+    yield from _item_pages(given, run, items, logs)
+
+
+def _item_pages(given: ReportInput, run: RunRow, items: Sequence[Item],
+                logs: dict[int, str]) -> Iterator[Page | Keep | Written]:
+    """The run's item pages: kept when their own data did not change, else drawn (by workers
+    when there are many)."""
+    prints = itemprints.fingerprints(items, itemprints.newest_events(given.db, run.id), logs)
+    changed = []
+    for item in items:
+        path = urls.item_page(run.id, item.id)
+        if given.unchanged(itemprints.key(item.id), prints[item.id]) and given.still_there(
+                [path]):
+            yield Keep(path)
+        else:
+            changed.append(item)
+    # the item pages' reading of steps, events and logs: only when some are drawn
     from megarun.report.html.items import TAIL_LINES, details
 
+    area = given.area.root.name
     top = given.folder
     folder = top / "runs" / str(run.id) / "items" if top else None
 
@@ -99,13 +120,13 @@ def _run_pages(given: ReportInput, run: RunRow, before: RunRow | None
             yield render(urls.item_page(run.id, detail.item.id), "item.html", area=area,
                          run=run, detail=detail, cell=cell, tail_lines=TAIL_LINES)
 
-    count = workers.worker_count(len(items), given.db) if top and folder else 1
+    count = workers.worker_count(len(changed), given.db) if top and folder else 1
     if top is None or folder is None or count < 2:
-        yield from item_pages(given.db, items)
+        yield from item_pages(given.db, changed)
         return
     template("item.html")  # compiled before the fork: every worker has it
     private_dirs(top, folder.parent.parent, folder.parent, folder)
-    yield from workers.pages_by_workers(given.db, items, item_pages, top, given.old, count)
+    yield from workers.pages_by_workers(given.db, changed, item_pages, top, given.old, count)
 
 
 def _item_link(run_id: int, job_id: int) -> str:
