@@ -5,13 +5,14 @@ A run whose jobs changed draws its run page again, but of its item pages only th
 data changed: the job's row as the page shows it, its newest event (steps, attempts and the
 trail all come from events) and, while it goes on, its step logs' sizes and times (a running
 step's log grows without an event: its tail on the page is never older than one refresh). The
-fingerprints are kept in the manifest as `item:<job id>`.
+fingerprints of a run's items are kept in the manifest as one entry, `items:<run id>`.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from peewee import SqliteDatabase
 
@@ -22,18 +23,22 @@ _ENDED = frozenset(names(ENDED_STATES))
 _LOGS = (".out", ".err")
 
 
-def key(job_id: int) -> str:
-    """The manifest's key of an item page's fingerprint."""
-    return f"item:{job_id}"
+def key(run_id: int) -> str:
+    """The manifest's key of a run's item fingerprints (one JSON object: job id -> print)."""
+    return f"items:{run_id}"
 
 
-def job_of(path: str) -> int | None:
-    """The job id of an item page's path (runs/<run>/items/<job>.html), None for another page."""
-    parts = path.split("/")
-    if len(parts) == 4 and parts[2] == "items" and parts[3].endswith(".html"):
-        number = parts[3][:-len(".html")]
-        return int(number) if number.isdigit() else None
-    return None
+def load(prints: Mapping[str, str], run_id: int) -> dict[str, str]:
+    """The item fingerprints of a run the last build recorded (none when unreadable)."""
+    try:
+        found = json.loads(prints.get(key(run_id), "{}"))
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def dump(prints: Mapping[str, str]) -> str:
+    return json.dumps(prints, sort_keys=True, separators=(",", ":"))
 
 
 def live_logs(db: SqliteDatabase, run_id: int) -> dict[int, str]:
@@ -65,22 +70,13 @@ def newest_events(db: SqliteDatabase, run_id: int) -> dict[int, int]:
 
 
 def fingerprints(items: Sequence[Item], events: Mapping[int, int],
-                 logs: Mapping[int, str]) -> dict[int, str]:
-    """Each item's fingerprint: what its page shows, as of its newest event and logs."""
-    return {item.id: combined(repr(item), str(events.get(item.id, 0)), logs.get(item.id, ""))
-            for item in items}
+                 logs: Mapping[int, str]) -> dict[str, str]:
+    """Each item's fingerprint (by job id, as text): what its page shows, as of its newest
+    event and logs."""
+    return {str(item.id): combined(repr(item), str(events.get(item.id, 0)),
+                                   logs.get(item.id, "")) for item in items}
 
 
 def live_stamp(logs: Mapping[int, str]) -> str:
     """One stamp of a run's live logs (part of the run's fingerprint)."""
     return combined(*(f"{job}:{stamp}" for job, stamp in sorted(logs.items()))) if logs else ""
-
-
-def carried(old: Mapping[str, str], paths: Iterable[str]) -> dict[str, str]:
-    """The fingerprints the last build kept for the item pages among `paths`."""
-    found = {}
-    for path in paths:
-        job = job_of(path)
-        if job is not None and key(job) in old:
-            found[key(job)] = old[key(job)]
-    return found

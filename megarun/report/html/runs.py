@@ -62,7 +62,9 @@ def pages(given: ReportInput) -> Iterator[Page | Keep | Written]:
         kept = old_pages.get(run.id, [])
         if (given.unchanged(f"run:{run.id}", fingerprint) and kept
                 and given.still_there(kept)):
-            given.fingerprints.update(itemprints.carried(given.old.fingerprints, kept))
+            item_prints = given.old.fingerprints.get(itemprints.key(run.id))
+            if item_prints is not None:
+                given.fingerprints[itemprints.key(run.id)] = item_prints
             yield from (Keep(path) for path in kept)
             continue
         yield from _run_pages(given, run, before, logs)
@@ -100,11 +102,12 @@ def _item_pages(given: ReportInput, run: RunRow, items: Sequence[Item],
     """The run's item pages: kept when their own data did not change, else drawn (by workers
     when there are many)."""
     prints = itemprints.fingerprints(items, itemprints.newest_events(given.db, run.id), logs)
+    given.fingerprints[itemprints.key(run.id)] = itemprints.dump(prints)
+    before = itemprints.load(given.old.fingerprints, run.id)
     changed = []
     for item in items:
         path = urls.item_page(run.id, item.id)
-        if given.unchanged(itemprints.key(item.id), prints[item.id]) and given.still_there(
-                [path]):
+        if before.get(str(item.id)) == prints[str(item.id)] and given.still_there([path]):
             yield Keep(path)
         else:
             changed.append(item)
