@@ -25,8 +25,11 @@ from megarun.cli.board import build_board
 from megarun.cli.common import duration_option
 from megarun.cli.formats import document, iso_utc
 from megarun.cli.output import note, rich_console
+from megarun.core.filelocks import lock_held
 from megarun.core.rollup import headline, rollup_status
+from megarun.engine.locks import launch_locks, sync_lock_path
 from megarun.errors import UsageError
+from megarun.homehost import cron
 from megarun.homehost.context import Context
 from megarun.suites.run_report import run_items
 from megarun.suites.run_state import RunProgress, run_progress
@@ -46,6 +49,13 @@ DEFAULT_EVERY = 30.0
 
 #: Under a live board: how to leave it.
 LEAVE_HINT = "following: Ctrl-C leaves, the work goes on"
+
+#: How often following looks again whether anything feeds the work.
+FEED_SECONDS = 60.0
+#: What a line says while nothing feeds the work.
+NOT_FED = "nothing feeds it: no launch, run or sync is running and no cron sync is installed"
+FEED_HINT = ("start megarun launch or megarun sync, or megarun cron install; "
+             "following goes on meanwhile")
 
 EVERY = Annotated[str | None, typer.Option(
     "--every", metavar="DURATION", help="When stdout is not a terminal (or with --json), a line "
@@ -88,6 +98,48 @@ class Follow:
     as_json: bool = False
     board: Callable[[Update], RenderableType] | None = None
     pace: Pace = field(default_factory=Pace)
+
+
+def feeding(ctx: Context) -> bool | None:
+    """Whether anything feeds this area's work now: a launcher (`launch`, `run`, `run --detach`)
+    or a `sync` holds its lock, or a cron sync of the area is installed. None when that cannot
+    be told: on another host than the home host (the locks are the home host's), or without the
+    kernel's table of locks. Only asks; takes no lock."""
+    if not ctx.is_home:
+        return None
+    locks = [*sorted(launch_locks(ctx.area)), sync_lock_path(ctx.home.db)]
+    held = [lock_held(path) for path in locks]
+    if any(held) or cron.installed(ctx.area):
+        return True
+    return None if None in held else False
+
+
+@dataclass
+class FeedWatch:
+    """Whether anything feeds the followed work, looked at again every FEED_SECONDS; says so on
+    stderr (once, and again after it was fed) when nothing does."""
+
+    ctx: Context
+    label: str
+    clock: Callable[[], float] = time.monotonic
+    _fed: bool | None = None
+    _due: float = float("-inf")
+
+    def __call__(self) -> bool | None:
+        now = self.clock()
+        if now >= self._due:
+            was, self._fed = self._fed, feeding(self.ctx)
+            self._due = now + FEED_SECONDS
+            if self._fed is False and was is not False:
+                note(f"{self.label}: {NOT_FED} ({FEED_HINT})", "yellow")
+        return self._fed
+
+
+def with_feed(update: Update, fed: bool | None) -> Update:
+    """`update` saying whether anything feeds the work (JSON `fed`; the line says when nothing
+    does)."""
+    line = f"{update.line} ({NOT_FED})" if fed is False and not update.last else update.line
+    return Update(update.last, line, {**update.data, "fed": fed}, (update.key, fed))
 
 
 def every_seconds(follow: bool, every: str | None, as_csv: bool = False) -> float | None:
@@ -172,10 +224,13 @@ def follow_run(ctx: Context, run: Run, testpatt: str | None, every: float, as_js
     prints it after its board; it returns whether an item failed)."""
     run_id, name = int(run.id), f"{run.target}/{run.runname}"
 
+    feeds = FeedWatch(ctx, f"run {name}")
+
     def read() -> Update:
         ctx.reread_mirror()
-        return run_update(str(run.target), str(run.runname),
-                          run_progress(ctx.db, run_id, testpatt))
+        update = run_update(str(run.target), str(run.runname),
+                            run_progress(ctx.db, run_id, testpatt))
+        return with_feed(update, None if update.last else feeds())
 
     def board(update: Update) -> RenderableType:
         from rich.console import Group

@@ -15,7 +15,16 @@ import typer
 
 from megarun.campaign.query import JobFilter, PlaceCount, count_by_place
 from megarun.cli.common import JSON_HELP, context, parse_pairs
-from megarun.cli.follow import EVERY, LEAVE_HINT, Follow, Update, every_option, follow
+from megarun.cli.follow import (
+    EVERY,
+    LEAVE_HINT,
+    FeedWatch,
+    Follow,
+    Update,
+    every_option,
+    follow,
+    with_feed,
+)
 from megarun.cli.output import STATE_STYLES, rich_console
 from megarun.core.rollup import UNFINISHED_STATES, count_items, headline, rollup_status
 from megarun.core.states import ENDED_STATES, FAILING_STATUSES, JobState, JobStatus
@@ -120,9 +129,12 @@ def register(app: typer.Typer) -> None:
         mctx = context(ctx)
         what = _what(flt)
 
+        feeds = FeedWatch(mctx, what)
+
         def read() -> Update:
             mctx.reread_mirror()
-            return watch_update(count_by_place(mctx.db, mctx.area, flt), what)
+            update = watch_update(count_by_place(mctx.db, mctx.area, flt), what)
+            return with_feed(update, None if update.last else feeds())
 
         first = read()
         if not first.data["jobs"]:

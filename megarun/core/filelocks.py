@@ -65,3 +65,20 @@ def take_for_a_child(path: Path) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+def lock_held(path: Path, locks_table: str = "/proc/locks") -> bool | None:
+    """Whether some process holds the lock file `path` now, asked of the kernel's table of
+    locks without taking it (a taker that came at the same moment would find it busy); None
+    when that cannot be told here (no such table: not Linux)."""
+    try:
+        table = Path(locks_table).read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False  # no lock file: nobody ever took it
+    # "1: FLOCK  ADVISORY  WRITE 1234 00:2b:567 0 EOF": device as hex major:minor, then inode
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    return any(wanted in line.split() for line in table.splitlines() if "FLOCK" in line)

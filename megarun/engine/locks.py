@@ -35,13 +35,23 @@ def launcher_busy(area: Area, site: str) -> bool:
         return not free
 
 
+def launch_locks(area: Area) -> list[Path]:
+    """The launcher lock files of the area's sites that ever had a launcher."""
+    return list((area.state_dir / "locks").glob("launch-*.lock"))
+
+
+def sync_lock_path(db_path: Path) -> Path:
+    """The area's sync lock file, beside the working database at `db_path`."""
+    return db_path.parent / "locks" / "sync.lock"
+
+
 @contextmanager
 def sync_lock(db_path: Path) -> Iterator[None]:
     """Hold the area's sync lock (beside the working database at `db_path`); AlreadyRunning
     when another sync holds it."""
-    folder = db_path.parent / "locks"
-    make_private_dirs(str(folder))
-    with hold_or_refuse(folder / "sync.lock",
+    path = sync_lock_path(db_path)
+    make_private_dirs(str(path.parent))
+    with hold_or_refuse(path,
                         AlreadyRunning("another megarun sync is running in this area")):
         yield
 

@@ -141,6 +141,16 @@ def without_block(lines: list[str], area: Area) -> list[str]:
     return kept
 
 
+def installed(area: Area) -> bool:
+    """Whether this area's block is in the user's crontab (False where there is no crontab
+    command, or it cannot be read)."""
+    try:
+        lines = read_crontab(crontab_command())
+    except EnvironmentProblem:
+        return False
+    return begin_marker(area) in (line.strip() for line in lines)
+
+
 def install(area: Area, every: int = DEFAULT_EVERY) -> CronChange:
     """Put this area's block into the user's crontab (replacing the one there): idempotent."""
     block = cron_lines(area, every)

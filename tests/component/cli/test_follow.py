@@ -28,8 +28,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from megarun.cli.follow import FEED_SECONDS, FeedWatch
 from megarun.cli.formats import iso_utc
+from megarun.core.filelocks import hold_lock, lock_held
 from megarun.homehost.areas import init_area
+from megarun.homehost.context import Context
 from tests.component.cli.test_fuzz_inputs import FUZZ, argv_texts, assert_clean
 from tests.component.cli.test_output_formats import check_fields, documented
 from tests.conftest import REPO, megarun_process
@@ -366,3 +369,75 @@ def test_hostile_values_are_one_line(cli: Callable[..., Any], value: str, option
                        "--every", value)
         assert_clean(followed)
         assert followed.code == 2
+
+
+# -- nothing feeds the work -------------------------------------------------------------------
+def first_watch_line(area: Path) -> tuple[dict[str, Any], str]:
+    """The first JSON line of `watch` on the area's jobs, and what it said on stderr by then."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "megarun", "--area", str(area), "watch", "--json", "--every", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+    finally:
+        process.kill()
+        _, err = process.communicate(timeout=DEADLINE)
+    assert line, err
+    return json.loads(line), err
+
+
+def test_watch_says_when_nothing_feeds_the_jobs_and_when_a_launcher_does(tmp_path: Path) -> None:
+    area = tmp_path / "area"
+    init_area(area, keys=[])
+    for args in (("app", "add", "noop", "--command", "true"),
+                 ("job", "create", "--app", "noop", "--count", "2")):
+        assert megarun_process(area, *args).returncode == 0
+    data, err = first_watch_line(area)
+    assert data["fed"] is False and data["active"] == 2
+    assert "nothing feeds it" in err and "megarun cron install" in err
+    locks = area / ".megarun" / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with hold_lock(locks / "launch-local.lock") as held:  # as a launcher of the site would
+        assert held
+        data, err = first_watch_line(area)
+    assert data["fed"] is True and "nothing feeds" not in err
+
+
+def test_the_feed_is_looked_at_again_every_minute_and_told_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    area = tmp_path / "area"
+    init_area(area, keys=[])
+    ctx = Context(area_override=str(area))
+    now = [0.0]
+    feeds = FeedWatch(ctx, "run linux/r1", clock=lambda: now[0])
+    lock = ctx.area.state_dir / "locks" / "launch-local.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        assert feeds() is False
+        assert capsys.readouterr().err.count("nothing feeds it") == 1
+        with hold_lock(lock):
+            now[0] += FEED_SECONDS - 1
+            assert feeds() is False  # not looked at again yet
+            now[0] += 1
+            assert feeds() is True
+        assert feeds() is True
+        now[0] += FEED_SECONDS
+        assert feeds() is False
+        assert capsys.readouterr().err.count("nothing feeds it") == 1  # told again
+        now[0] += FEED_SECONDS
+        assert feeds() is False and capsys.readouterr().err == ""  # once per change
+    finally:
+        ctx.close()
+
+
+def test_a_lock_is_seen_held_without_being_taken(tmp_path: Path) -> None:
+    lock = tmp_path / "x.lock"
+    assert lock_held(lock) is False  # no such file
+    lock.touch()
+    assert lock_held(lock) is False
+    with hold_lock(lock) as held:
+        assert held and lock_held(lock) is True
+    assert lock_held(lock) is False
+    assert lock_held(lock, locks_table=str(tmp_path / "no-such-table")) is None
