@@ -54,12 +54,13 @@ def default_folder(area: Area) -> Path:
 
 def build_report(db: SqliteDatabase, area: Area, out: Path | None = None, *,
                  target: str | None = None, runname: str | None = None,
-                 history: int = HISTORY_RUNS) -> WriteResult:
-    """Write (or refresh) the report of `area` into `out` (default: report/ in the area)."""
+                 history: int = HISTORY_RUNS, manifest: Manifest | None = None) -> WriteResult:
+    """Write (or refresh) the report of `area` into `out` (default: report/ in the area;
+    `manifest`: its manifest, when the caller read it already)."""
     if history < 1:
         raise UsageError(f"--history must be at least 1 run, not {history}")
     folder = out if out is not None else default_folder(area)
-    old = prepare_folder(folder)
+    old = prepare_folder(folder, manifest)
     looks = combined(templates_digest(), area.root.name, str(folder))
     if old.fingerprints.get(LOOKS) != looks:
         old = Manifest(old.pages, {})  # every page rendered again (and rewritten if it differs)
@@ -87,7 +88,7 @@ def refresh_report(db: SqliteDatabase, area: Area) -> WriteResult | None:
         options = {}
     history = options.get("history")
     return build_report(db, area, folder, target=_text(options.get("target")),
-                        runname=_text(options.get("runname")),
+                        runname=_text(options.get("runname")), manifest=manifest,
                         history=history if isinstance(history, int) and history > 0
                         else HISTORY_RUNS)
 

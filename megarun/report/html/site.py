@@ -69,12 +69,12 @@ def load_manifest(out: Path) -> Manifest | None:
                     {str(k): str(v) for k, v in prints.items()})
 
 
-def prepare_folder(out: Path) -> Manifest:
+def prepare_folder(out: Path, loaded: Manifest | None = None) -> Manifest:
     """Make sure `out` is a private folder megarun may write its report into; the manifest of
-    the report already there (empty for a new one)."""
+    the report already there (empty for a new one; `loaded`: read already)."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} is a file, not a folder for the report")
-    manifest = load_manifest(out)
+    manifest = loaded if loaded is not None else load_manifest(out)
     if manifest is None and out.is_dir() and not (out / MANIFEST).exists() and any(out.iterdir()):
         raise UsageError(f"{out} holds files that are not a megarun report; "
                          "give --out an empty or new folder")
