@@ -75,6 +75,9 @@ def write_private(path: Path, data: str | bytes, mode: int = 0o600, durable: boo
     """
     content = data.encode("utf-8") if isinstance(data, str) else data
     if not create_only:
+        if not durable:
+            _replace(path, content, mode)
+            return True
         with atomic_writer(path, mode, durable) as handle:
             handle.write(content)
         return True
@@ -93,14 +96,14 @@ def write_private(path: Path, data: str | bytes, mode: int = 0o600, durable: boo
     return True
 
 
-def replace_private(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` atomically, 0600, without the fsyncs: `write_private` in
-    fewer system calls, for the many files of a report (one open, no reopen by name)."""
+def _replace(path: Path, data: bytes, mode: int) -> None:
+    """`write_private` without fsyncs, in as few system calls as it takes (one open, no reopen
+    by name): a report writes thousands of files."""
     temp = temp_beside(path)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
-            os.fchmod(fd, 0o600)  # the umask does not apply to fchmod
+            os.fchmod(fd, mode)  # the umask does not apply to fchmod
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from megarun.core.files import private_dirs, replace_private, write_private
+from megarun.core.files import private_dirs, write_private
 from megarun.errors import EnvironmentProblem, UsageError
 from megarun.report.html.page import Page
 
@@ -113,7 +113,7 @@ def put_page(out: Path, page: Page, old: Manifest, made: set[Path]) -> Written:
         if target.parent not in made:
             private_dirs(out, *_parents(out, target))
             made.add(target.parent)
-        replace_private(target, data)
+        write_private(target, data)
     except OSError as exc:
         raise EnvironmentProblem(f"cannot write the report's page {target}: "
                                  f"{os.strerror(exc.errno or 0)}") from None
