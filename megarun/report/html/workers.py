@@ -18,6 +18,7 @@ homehost/mirror.py), and never more than MAX_WORKERS.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import signal
@@ -97,13 +98,26 @@ def pages_by_workers(db: SqliteDatabase, items: Sequence[T], produce: Produce[T]
 
 def _start(db: SqliteDatabase, share: Sequence[T], produce: Produce[T], out: Path,
            old: Manifest) -> tuple[int, int]:
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():  # Python 3.12+ warns of any fork beside threads: see above
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # the worker: never returns
-        _close_inherited(write_end, _database_file(db))
-        _work(db, share, produce, out, old, write_end)
+    try:
+        read_end, write_end = os.pipe()
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot start a report worker: {os.strerror(exc.errno or 0)}"
+                                 ) from None
+    try:
+        with warnings.catch_warnings():  # Python 3.12+ warns of a fork beside threads: see above
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError as exc:
+        os.close(read_end)
+        os.close(write_end)
+        raise EnvironmentProblem(f"cannot start a report worker: {os.strerror(exc.errno or 0)}"
+                                 ) from None
+    if pid == 0:  # the worker: whatever happens, it leaves here and never returns
+        try:
+            _close_inherited(write_end, _database_file(db))
+            _work(db, share, produce, out, old, write_end)
+        finally:
+            os._exit(1)
     os.close(write_end)
     return read_end, pid
 
@@ -135,7 +149,8 @@ def _close_inherited(pipe: int, database: str) -> None:
         except OSError:
             continue  # the listing's own descriptor, closed already
         if target not in keep:
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _work(db: SqliteDatabase, share: Sequence[T], produce: Produce[T], out: Path, old: Manifest,

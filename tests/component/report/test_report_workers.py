@@ -184,3 +184,15 @@ def test_no_fork_inside_a_transaction(area: Path, forking: list[int]) -> None:
             assert workers.worker_count(100, ctx.db) == 1
     finally:
         ctx.close()
+
+
+def test_a_worker_that_cannot_start_is_one_line(area: Path, tmp_path: Path, forking: list[int],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(workers.os, "fork", no_fork)
+    with pytest.raises(EnvironmentProblem, match="^cannot start a report worker: Resource "
+                                                 "temporarily unavailable$"):
+        build(area, tmp_path / "report")
+    assert load_manifest(tmp_path / "report") is None
