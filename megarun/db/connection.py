@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,7 +72,7 @@ def open_database(path: Path, migrate: bool = True) -> SqliteDatabase:
     db = SqliteDatabase(str(path), pragmas=_pragmas(busy), lock_type="IMMEDIATE", timeout=busy,
                         uri=True)  # so that ATTACH takes file: URIs (mode=ro, immutable=1)
     try:
-        db.connect(reuse_if_open=True)
+        _connect(db, busy)
         database_proxy.initialize(db)
         _check_schema(db, path, complete=False)
         if migrate:
@@ -84,6 +85,24 @@ def open_database(path: Path, migrate: bool = True) -> SqliteDatabase:
         db.close()
         raise
     return db
+
+
+def _connect(db: SqliteDatabase, busy_seconds: float) -> None:
+    """Connect, setting the pragmas; a lock met while doing so is waited out for up to
+    `busy_seconds`. Turning a new database to WAL needs it alone, and SQLite answers "locked"
+    at once, without its busy wait, when another process opens the same new file at that
+    moment (two commands on a new area): try again shortly, as the busy wait would."""
+    deadline = time.monotonic() + busy_seconds
+    pause = 0.005
+    while True:
+        try:
+            db.connect(reuse_if_open=True)
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)  # a lock held by another process: nothing here to wait on but time
+        pause = min(pause * 2, 0.25)
 
 
 def check_header(path: Path) -> None:

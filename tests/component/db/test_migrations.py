@@ -8,9 +8,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from megarun.db.connection import open_database
+import pytest
+from peewee import OperationalError, SqliteDatabase
+
+from megarun.db.connection import BUSY_TIMEOUT_ENV, open_database
 from megarun.db.migrations import MIGRATIONS
+from megarun.errors import DatabaseBusy
 from tests.conftest import REPO
 
 OLD_RUN = ('CREATE TABLE "run" ("id" INTEGER NOT NULL PRIMARY KEY, "target" VARCHAR(255) NOT NULL,'
@@ -106,3 +111,34 @@ def test_processes_making_a_new_database_at_once_all_succeed(tmp_path: Path) -> 
     names = [name for (name,) in db.execute("SELECT name FROM schema_migration ORDER BY name")]
     db.close()
     assert names == sorted(name for name, _ in MIGRATIONS)
+
+
+def test_a_lock_met_while_setting_up_a_new_database_is_waited_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite answers "locked" at once, without its busy wait, when two processes turn the same
+    new file to WAL together (what the test above runs into under load): opening tries again."""
+    real = SqliteDatabase.connect
+    calls: list[int] = []
+
+    def locked_twice(self: SqliteDatabase, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise OperationalError("database is locked")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SqliteDatabase, "connect", locked_twice)
+    open_database(tmp_path / "work.db").close()
+    assert len(calls) == 3
+
+
+def test_a_lock_that_stays_is_one_line_after_the_busy_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def always_locked(self: SqliteDatabase, *args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("database is locked")
+
+    monkeypatch.setenv(BUSY_TIMEOUT_ENV, "0.2")
+    monkeypatch.setattr(SqliteDatabase, "connect", always_locked)
+    started = time.monotonic()
+    with pytest.raises(DatabaseBusy, match="stayed locked by another megarun process"):
+        open_database(tmp_path / "work.db")
+    assert 0.1 < time.monotonic() - started < 5
