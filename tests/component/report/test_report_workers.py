@@ -192,7 +192,7 @@ def test_a_worker_that_cannot_start_is_one_line(area: Path, tmp_path: Path, fork
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(workers.os, "fork", no_fork)
-    with pytest.raises(EnvironmentProblem, match="^cannot start a report worker: Resource "
-                                                 "temporarily unavailable$"):
+    with pytest.raises(EnvironmentProblem, match=r"^cannot start a report worker: Resource "
+                                                 r"temporarily unavailable$"):
         build(area, tmp_path / "report")
     assert load_manifest(tmp_path / "report") is None
