@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from megarun.homehost.context import Context
+from megarun.report.html.build import build_report
 from tests.conftest import megarun_process
 
 CONFIG = ('name = "report"\nkeys = ["os"]\ndefault_site = "local"\n\n'
@@ -29,6 +31,24 @@ def new_suite(area: Path, tests: dict[str, str], extra_config: str = "") -> Path
     for name, text in tests.items():
         write_test(area, name, text)
     return area
+
+
+def items_run(area: Path, items: int, step: str) -> Path:
+    """An area at `area` with one test, `unit`, of `items` items (N = 0, 1, ...) running the
+    shell line `step`, and its run linux/r1 done."""
+    new_suite(area, {"unit": (f"steps = [{json.dumps(f'sh -c {step!r}')}]\n[items]\n"
+                              f"N = [{', '.join(str(n) for n in range(items))}]\n")})
+    ok(area, "run", "--target", "linux", "--runname", "r1", "--quiet")
+    return area
+
+
+def build_in_process(area: Path, out: Path) -> Any:
+    """`megarun report --out out` made in this process (its WriteResult)."""
+    ctx = Context(area_override=str(area))
+    try:
+        return build_report(ctx.db, ctx.area, out)
+    finally:
+        ctx.close()
 
 
 def ok(area: Path, *args: str, codes: tuple[int, ...] = (0,)) -> Any:

@@ -11,21 +11,15 @@ from typing import Any
 import pytest
 
 from megarun.core.states import JobState
-from megarun.homehost.context import Context
 from megarun.report.html import runs, urls
-from megarun.report.html.build import build_report
-from tests.component.report.suites import new_suite, ok
+from tests.component.report.suites import build_in_process, items_run
 
 ITEMS = 6
 
 
 @pytest.fixture
 def area(tmp_path: Path) -> Path:
-    folder = new_suite(tmp_path / "area", {"unit": (
-        "steps = [\"sh -c 'echo item $N'\"]\n[items]\n"
-        f"N = [{', '.join(str(n) for n in range(ITEMS))}]\n")})
-    ok(folder, "run", "--target", "linux", "--runname", "r1", "--quiet")
-    return folder
+    return items_run(tmp_path / "area", ITEMS, "echo item $N")
 
 
 @pytest.fixture
@@ -43,11 +37,7 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def build(area: Path) -> Any:
-    ctx = Context(area_override=str(area))
-    try:
-        return build_report(ctx.db, ctx.area, area / "report")
-    finally:
-        ctx.close()
+    return build_in_process(area, area / "report")
 
 
 def database(area: Path) -> sqlite3.Connection:

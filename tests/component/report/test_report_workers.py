@@ -17,20 +17,16 @@ import pytest
 from megarun.errors import EnvironmentProblem
 from megarun.homehost.context import Context
 from megarun.report.html import workers
-from megarun.report.html.build import build_report
 from megarun.report.html.site import MANIFEST, load_manifest
-from tests.component.report.suites import new_suite, ok
+from tests.component.report.suites import build_in_process, items_run
 
 ITEMS = 12
 
 
 @pytest.fixture(scope="module")
 def area(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = new_suite(tmp_path_factory.mktemp("workers") / "area", {"unit": (
-        "steps = [\"sh -c 'echo item $N; echo oops >&2'\"]\n[items]\n"
-        f"N = [{', '.join(str(n) for n in range(ITEMS))}]\n")})
-    ok(folder, "run", "--target", "linux", "--runname", "r1", "--quiet")
-    return folder
+    return items_run(tmp_path_factory.mktemp("workers") / "area", ITEMS,
+                     "echo item $N; echo oops >&2")
 
 
 @pytest.fixture
@@ -52,11 +48,7 @@ def forking(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def build(area: Path, out: Path) -> Any:
-    ctx = Context(area_override=str(area))
-    try:
-        return build_report(ctx.db, ctx.area, out)
-    finally:
-        ctx.close()
+    return build_in_process(area, out)
 
 
 def pages_of(out: Path) -> dict[str, bytes]:
